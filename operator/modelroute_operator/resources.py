@@ -1,0 +1,801 @@
+"""API models of the three custom resources (group modelroute.dev, version v1alpha1): spec and status.
+
+These models are the single source of truth for the resource shapes: the CRD YAML in `crds/` is generated
+from them (`modelroute crds`), the compiler reads objects through them, and status is written from them.
+Field docstrings become the OpenAPI descriptions that `kubectl explain` shows; constraints become schema
+enums, ranges and patterns; `CEL` rules on a model become `x-kubernetes-validations` on its schema.
+
+Defaults live here, not in the CRD schema: the API server stores exactly what the user applied, so GitOps
+tools never see defaulted fields as drift.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "modelroute.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+HEADER_NAME = r"^[A-Za-z0-9][A-Za-z0-9-]*$"
+LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+
+Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+Region = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+Label = Annotated[str, Field(min_length=1, max_length=63, pattern=LABEL_VALUE)]
+Duration = Annotated[str, Field(max_length=32, pattern=DURATION)]
+HeaderName = Annotated[str, Field(min_length=1, max_length=128, pattern=HEADER_NAME)]
+Percent = Annotated[float, Field(ge=0, le=100)]
+Weight = Annotated[int, Field(ge=0, le=1000)]
+
+
+class CEL:
+    """A CEL validation rule attached to a model's schema (`x-kubernetes-validations`)."""
+
+    def __init__(self, rule: str, message: str, field_path: str = "", reason: str = "FieldValueInvalid"):
+        self.rule, self.message, self.field_path, self.reason = rule, message, field_path, reason
+
+    def to_schema(self) -> dict[str, str]:
+        """The `x-kubernetes-validations` entry."""
+        entry = {"rule": self.rule, "message": self.message, "reason": self.reason}
+        if self.field_path:
+            entry["fieldPath"] = self.field_path
+        return entry
+
+
+class ApiModel(BaseModel):
+    """Base of every API model: camelCase fields, unknown fields refused, docstrings as descriptions."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+    )
+    cel_rules: ClassVar[tuple[CEL, ...]] = ()
+    """CEL rules the generated schema carries for this model."""
+
+
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def seconds(duration: str) -> float:
+    """Seconds in a Go-style duration such as `1m30s` or `250ms` (already validated by the schema)."""
+    total, pos = 0.0, 0
+    for part in _DURATION_PART.finditer(duration):
+        if part.start() != pos:
+            break
+        total += float(part.group(1)) * _UNIT_SECONDS[part.group(2)]
+        pos = part.end()
+    if pos != len(duration) or not duration:
+        raise ValueError(f"{duration!r} is not a duration such as 500ms, 10s, 1m30s")
+    return total
+
+
+# --------------------------------------------------------------------------------------------- common
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(ApiModel):
+    """A metav1.Condition: one aspect of the object's state."""
+
+    type: Annotated[str, Field(max_length=316, pattern=r"^[A-Za-z][A-Za-z0-9]*$")]
+    """Aspect this condition describes, e.g. `Ready`."""
+    status: ConditionStatus
+    """`True`, `False` or `Unknown`."""
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """`metadata.generation` the condition was computed from."""
+    last_transition_time: datetime
+    """When `status` last changed."""
+    reason: Annotated[str, Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
+    """CamelCase machine-readable reason for the last transition."""
+    message: Annotated[str, Field(max_length=32768)] = ""
+    """Human-readable details, naming the field at fault when there is one."""
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the same namespace."""
+
+    name: Name
+    """Secret name."""
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+    """Key within the Secret."""
+
+
+# ------------------------------------------------------------------------------------- ModelEndpoint
+
+
+class Capabilities(ApiModel):
+    """What the model can do. Requests needing more are not sent to this endpoint."""
+
+    cel_rules = (
+        CEL(
+            "!has(self.maxOutputTokens) || !has(self.contextWindow) || self.maxOutputTokens <= self.contextWindow",
+            "maxOutputTokens must not exceed contextWindow",
+            ".maxOutputTokens",
+        ),
+    )
+    context_window: Annotated[int, Field(ge=256, le=10_000_000)] = 8192
+    """Maximum prompt plus completion tokens (default 8192)."""
+    max_output_tokens: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
+    """Largest completion the model returns (default 4096)."""
+    streaming: bool = True
+    """Whether the endpoint can stream responses (default true)."""
+    tools: bool = False
+    """Whether the endpoint accepts tool/function definitions (default false)."""
+    json_mode: bool = False
+    """Whether the endpoint honours `response_format: {type: json_object}` (default false)."""
+
+
+class Pricing(ApiModel):
+    """Token prices in US dollars per one million tokens; used for cost budgets and cost metrics."""
+
+    input_per_million: Annotated[float, Field(ge=0, le=10_000)] = 0.0
+    """USD per one million prompt tokens."""
+    output_per_million: Annotated[float, Field(ge=0, le=10_000)] = 0.0
+    """USD per one million completion tokens."""
+
+
+class Timeouts(ApiModel):
+    """Upstream timeouts of this endpoint."""
+
+    connect: Duration = "2s"
+    """TCP/TLS connect timeout, e.g. `2s` (default 2s)."""
+    request: Duration = "60s"
+    """Upper bound for one upstream attempt, e.g. `60s` (default 60s)."""
+
+
+class RateLimit(ApiModel):
+    """Endpoint-wide rate limit, enforced by each sidecar."""
+
+    requests_per_minute: Annotated[int, Field(ge=1, le=10_000_000)]
+    """Requests per minute a single sidecar sends to this endpoint."""
+
+
+class HealthCheck(ApiModel):
+    """Active health check the operator runs against every replica."""
+
+    cel_rules = (
+        CEL(
+            "!has(self.timeout) || !has(self.interval) || duration(self.timeout) < duration(self.interval)",
+            "timeout must be shorter than interval",
+            ".timeout",
+        ),
+    )
+    enabled: bool = True
+    """Whether to probe at all (default true). Without probes, health stays `Unknown` and routable."""
+    path: Annotated[str, Field(max_length=256, pattern=r"^/[^\s]*$")] = "/v1/models"
+    """HTTP path probed with GET, relative to the replica URL's host (default `/v1/models`)."""
+    interval: Duration = "10s"
+    """Time between probes, e.g. `10s` (default 10s)."""
+    timeout: Duration = "2s"
+    """Probe timeout, e.g. `2s` (default 2s); must be shorter than interval."""
+    healthy_threshold: Annotated[int, Field(ge=1, le=100)] = 2
+    """Consecutive successes that mark an unhealthy replica healthy again (default 2)."""
+    unhealthy_threshold: Annotated[int, Field(ge=1, le=100)] = 3
+    """Consecutive failures that mark a replica unhealthy (default 3)."""
+
+
+class Replica(ApiModel):
+    """One deployment of the model in a region."""
+
+    name: Name
+    """Replica name, unique within the endpoint (DNS label)."""
+    region: Region
+    """Region the replica runs in, e.g. `eu-west-1`. Residency and locality decide on it."""
+    zone: Annotated[str, Field(max_length=63, pattern=DNS_LABEL)] | None = None
+    """Optional zone within the region."""
+    url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s/$.?#][^\s]*$")]
+    """Base URL of the OpenAI-compatible API, including the version path, e.g. `https://eu.llm.internal/v1`."""
+    weight: Weight = 100
+    """Relative share among replicas the router prefers equally (0-1000, default 100; 0 = standby)."""
+    compliance: Annotated[list[Label], Field(max_length=16)] = []
+    """Compliance labels that hold where this replica runs, e.g. `gdpr`, `hipaa`, `on-prem`."""
+
+
+class ModelEndpointSpec(ApiModel):
+    """A logical model and the regional replicas that serve it."""
+
+    cel_rules = (
+        CEL(
+            "self.replicas.all(r, self.replicas.exists_one(s, s.name == r.name))",
+            "replica names must be unique",
+            ".replicas",
+        ),
+        CEL(
+            "self.replicas.exists(r, r.weight > 0)",
+            "at least one replica must have a weight above 0",
+            ".replicas",
+        ),
+    )
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    """Model id sent upstream in the request's `model` field, e.g. `meta-llama/Llama-3.1-70B-Instruct`."""
+    provider: Literal["openai"] = "openai"
+    """API style of the upstream; `openai` covers every OpenAI-compatible server (default)."""
+    tier: Annotated[str, Field(max_length=63, pattern=DNS_LABEL)] | None = None
+    """Free-form tier label (e.g. `fast`, `balanced`, `expert`), shown in headers and metrics."""
+    capabilities: Capabilities = Capabilities()
+    """Context window, output limit and features."""
+    pricing: Pricing = Pricing()
+    """Token prices."""
+    credentials: SecretKeyRef | None = None
+    """Secret key holding the upstream API key, sent as a bearer token. Never put keys inline."""
+    timeouts: Timeouts = Timeouts()
+    """Connect and request timeouts."""
+    rate_limit: RateLimit | None = None
+    """Optional endpoint-wide rate limit."""
+    health_check: HealthCheck = HealthCheck()
+    """Active health check settings."""
+    replicas: Annotated[list[Replica], Field(min_length=1, max_length=64)]
+    """Where the model runs: one entry per regional deployment."""
+
+
+class ReplicaHealth(StrEnum):
+    HEALTHY = "Healthy"
+    UNHEALTHY = "Unhealthy"
+    UNKNOWN = "Unknown"
+
+
+class ReplicaStatus(ApiModel):
+    """Health of one replica as the operator's probes see it (enough to resume after a restart)."""
+
+    name: Name
+    """Replica name."""
+    region: Region
+    """Replica region."""
+    health: ReplicaHealth = ReplicaHealth.UNKNOWN
+    """`Healthy`, `Unhealthy` or `Unknown` (not probed yet, or probing disabled)."""
+    since: datetime | None = None
+    """When `health` last changed."""
+    consecutive_successes: Annotated[int, Field(ge=0)] = 0
+    """Current streak of successful probes."""
+    consecutive_failures: Annotated[int, Field(ge=0)] = 0
+    """Current streak of failed probes."""
+    last_probe_time: datetime | None = None
+    """When the last probe finished."""
+    last_error: Annotated[str, Field(max_length=1024)] | None = None
+    """Error of the last failed probe."""
+
+
+class ModelEndpointStatus(ApiModel):
+    """Observed state of a ModelEndpoint."""
+
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """`metadata.generation` this status describes."""
+    conditions: Annotated[list[Condition], Field(max_length=16)] = []
+    """`Ready` (accepted and at least one replica not unhealthy) and `Healthy` (every replica healthy)."""
+    replicas: Annotated[list[ReplicaStatus], Field(max_length=64)] = []
+    """Per-replica health."""
+    ready_replicas: Annotated[int, Field(ge=0)] | None = None
+    """Replicas that are not unhealthy."""
+    ready_summary: Annotated[str, Field(max_length=64)] | None = None
+    """`ready/total`, for the READY column."""
+    regions: Annotated[str, Field(max_length=1024)] | None = None
+    """Ready replicas by region, e.g. `eu-west-1=2/2,us-east-1=1/1`."""
+
+
+# ------------------------------------------------------------------------------------- RoutingPolicy
+
+
+class HeaderMatch(ApiModel):
+    """A request header condition."""
+
+    name: HeaderName
+    """Header name (matched case-insensitively)."""
+    values: Annotated[list[Annotated[str, Field(max_length=256)]], Field(min_length=1, max_length=32)]
+    """Accepted values; exact match."""
+
+
+class IntRange(ApiModel):
+    """An inclusive integer range; a bound left out is open."""
+
+    cel_rules = (
+        CEL("!has(self.min) || !has(self.max) || self.min <= self.max", "min must not exceed max", ".min"),
+    )
+    min: Annotated[int, Field(ge=0)] | None = None
+    """Smallest accepted value."""
+    max: Annotated[int, Field(ge=0)] | None = None
+    """Largest accepted value."""
+
+
+class RuleMatch(ApiModel):
+    """Conditions of a rule. All given conditions must hold; an empty match holds for every request."""
+
+    models: Annotated[list[Annotated[str, Field(max_length=128)]], Field(max_length=32)] = []
+    """Virtual models (of this policy) the rule applies to; empty for all."""
+    headers: Annotated[list[HeaderMatch], Field(max_length=16)] = []
+    """Header conditions."""
+    metadata: Annotated[
+        dict[str, Annotated[list[Annotated[str, Field(max_length=128)]], Field(min_length=1, max_length=64)]],
+        Field(max_length=16),
+    ] = {}
+    """Request metadata conditions: key (`tenant`, `tier`, `task`, `domain`, `language`, ...) to accepted
+    values. Metadata comes from `x-modelroute-<key>` headers or the request body's `metadata` object."""
+    prompt_tokens: IntRange | None = None
+    """Estimated prompt tokens range."""
+    complexity: IntRange | None = None
+    """Heuristic complexity score range, 0 (trivial) to 100 (hard): length, code, math, multi-step cues."""
+    data_classes: Annotated[list[Name], Field(max_length=16)] = []
+    """Data classes the rule applies to (`public` for requests with no restricted data)."""
+
+
+class Target(ApiModel):
+    """A weighted ModelEndpoint a rule routes to."""
+
+    endpoint: Name
+    """ModelEndpoint name in this namespace."""
+    weight: Weight = 100
+    """Relative share among the rule's targets (0-1000, default 100)."""
+
+
+class Rule(ApiModel):
+    """One routing rule. Rules are evaluated in order; the first that matches routes the request."""
+
+    cel_rules = (
+        CEL(
+            "!has(self.fallbackTo) || self.fallbackTo != self.name",
+            "a rule cannot fall back to itself",
+            ".fallbackTo",
+        ),
+        CEL(
+            "!has(self.escalateTo) || self.escalateTo != self.name",
+            "a rule cannot escalate to itself",
+            ".escalateTo",
+        ),
+        CEL("self.targets.exists(t, t.weight > 0)", "at least one target must have a weight above 0", ".targets"),
+        CEL(
+            "self.targets.all(t, self.targets.exists_one(u, u.endpoint == t.endpoint))",
+            "a target endpoint may appear only once",
+            ".targets",
+        ),
+    )
+    name: Name
+    """Rule name, unique in the policy; shown in the `x-modelroute-rule` response header."""
+    match: RuleMatch = RuleMatch()
+    """When the rule applies; leave empty for a catch-all."""
+    targets: Annotated[list[Target], Field(min_length=1, max_length=32)]
+    """Endpoints the rule routes to, by weight."""
+    fallback_to: Name | None = None
+    """Rule whose targets are tried when every target of this rule is unavailable or failed (a chain)."""
+    escalate_to: Name | None = None
+    """Rule whose targets get the request when an answer fails a quality check (cascade to a stronger tier)."""
+
+
+class DataClass(ApiModel):
+    """Where data of one class may be processed. A replica must satisfy both conditions."""
+
+    cel_rules = (
+        CEL(
+            "size(self.allowedRegions) > 0 || size(self.requiredCompliance) > 0",
+            "a data class must restrict regions or require compliance labels",
+        ),
+    )
+    name: Name
+    """Data class name, e.g. `eu-personal`. `public` is reserved for unrestricted data."""
+    allowed_regions: Annotated[list[Region], Field(max_length=64)] = []
+    """Regions where the data may be processed; empty allows any region."""
+    required_compliance: Annotated[list[Label], Field(max_length=16)] = []
+    """Compliance labels every chosen replica must carry."""
+
+
+class Detector(ApiModel):
+    """Assigns a data class when the prompt contains a recognisable identifier."""
+
+    kind: Literal["email", "phone", "card", "iban"]
+    """What to look for: e-mail address, phone number, payment card number (Luhn-checked), or IBAN."""
+    data_class: Name
+    """Data class assigned when found."""
+
+
+class Residency(ApiModel):
+    """Data residency: how a request's data class is known and where each class may go. A hard rule:
+    retries, fallbacks and failover only ever choose among compliant replicas."""
+
+    cel_rules = (
+        CEL(
+            "self.dataClasses.all(c, self.dataClasses.exists_one(d, d.name == c.name))",
+            "data class names must be unique",
+            ".dataClasses",
+        ),
+        CEL(
+            "self.dataClasses.all(c, c.name != 'public')",
+            "'public' is reserved for unrestricted data",
+            ".dataClasses",
+        ),
+    )
+    data_classes: Annotated[list[DataClass], Field(max_length=32)] = []
+    """Restricted data classes."""
+    header: HeaderName = "x-modelroute-data-class"
+    """Header a client declares the data class with (default `x-modelroute-data-class`)."""
+    tenant_defaults: Annotated[dict[str, Name], Field(max_length=1024)] = {}
+    """Tenant to the data class its requests carry when they declare none."""
+    detectors: Annotated[list[Detector], Field(max_length=8)] = []
+    """Content detectors run on every prompt; the strictest class found wins."""
+    default_class: Name | None = None
+    """Data class of requests nothing else classifies; unset means unrestricted (`public`)."""
+
+
+class Locality(ApiModel):
+    """Which regions are preferred: the caller's own region first, then `failoverOrder`."""
+
+    prefer_local: bool = True
+    """Prefer replicas in the sidecar's own region (default true)."""
+    failover_order: Annotated[list[Region], Field(max_length=64)] = []
+    """Regions in order of preference after the local one; regions not listed come last."""
+
+
+class Resilience(ApiModel):
+    """Retries, timeouts and passive ejection."""
+
+    cel_rules = (
+        CEL(
+            "!has(self.perTryTimeout) || !has(self.deadline) || duration(self.perTryTimeout) <= duration(self.deadline)",
+            "perTryTimeout must not exceed deadline",
+            ".perTryTimeout",
+        ),
+    )
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    """Upstream attempts per request, the first included (default 3)."""
+    retry_budget_percent: Percent = 20.0
+    """Retries allowed as a percentage of recent requests (default 20)."""
+    per_try_timeout: Duration = "30s"
+    """Time one attempt may take until response headers (default 30s)."""
+    deadline: Duration = "120s"
+    """Time the whole request may take (default 120s)."""
+    eject_after_failures: Annotated[int, Field(ge=1, le=100)] = 3
+    """Consecutive failures that eject a replica from a sidecar's rotation (default 3)."""
+    base_ejection_time: Duration = "5s"
+    """First ejection time, doubled on each repeat (default 5s)."""
+    max_ejection_time: Duration = "120s"
+    """Longest ejection (default 120s)."""
+    escalate_on: Annotated[
+        list[Literal["error", "timeout", "length", "invalidJson"]], Field(max_length=4)
+    ] = ["error", "timeout"]
+    """Answer failures that escalate to the rule's `escalateTo`: upstream `error`, `timeout`, `length`
+    (finish_reason length), `invalidJson` (JSON requested, not returned)."""
+
+
+class Budgets(ApiModel):
+    """Cost and latency budgets; endpoints that would break them are dropped while others remain."""
+
+    max_cost_per_request_usd: Annotated[float, Field(gt=0, le=1000)] | None = None
+    """Ceiling for the estimated cost of one request (prompt estimate plus requested max output)."""
+    max_latency: Duration | None = None
+    """Endpoints whose observed p95 latency is above this are avoided."""
+
+
+class TenantLimit(ApiModel):
+    """Token-bucket limits per tenant, so no tenant can starve others or force expensive tiers."""
+
+    tenant_tier: Annotated[str, Field(max_length=63, pattern=DNS_LABEL)] | None = None
+    """Tenant tier the limit applies to; unset for the default limit."""
+    requests_per_minute: Annotated[int, Field(ge=1)] | None = None
+    """Requests per minute per tenant."""
+    tokens_per_minute: Annotated[int, Field(ge=1)] | None = None
+    """Estimated tokens per minute per tenant."""
+
+
+class RoutingPolicySpec(ApiModel):
+    """Routing of one or more virtual models (what clients put in `model`)."""
+
+    cel_rules = (
+        CEL(
+            "self.rules.all(r, self.rules.exists_one(s, s.name == r.name))",
+            "rule names must be unique",
+            ".rules",
+        ),
+        CEL(
+            "self.virtualModels.all(m, self.virtualModels.exists_one(n, n == m))",
+            "virtual models must be unique",
+            ".virtualModels",
+        ),
+        CEL(
+            "self.rules.all(r, !has(r.fallbackTo) || self.rules.exists(s, s.name == r.fallbackTo))",
+            "fallbackTo must name a rule of this policy",
+            ".rules",
+        ),
+        CEL(
+            "self.rules.all(r, !has(r.escalateTo) || self.rules.exists(s, s.name == r.escalateTo))",
+            "escalateTo must name a rule of this policy",
+            ".rules",
+        ),
+    )
+    virtual_models: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]],
+        Field(min_length=1, max_length=32),
+    ]
+    """Model names clients use, e.g. `auto`, `support-bot`; listed by `/v1/models`."""
+    rules: Annotated[list[Rule], Field(min_length=1, max_length=128)]
+    """Ordered rules; the first that matches routes the request. End with a catch-all."""
+    residency: Residency = Residency()
+    """Data residency rules."""
+    locality: Locality = Locality()
+    """Region preference and failover order."""
+    resilience: Resilience = Resilience()
+    """Retries, timeouts and ejection."""
+    budgets: Budgets = Budgets()
+    """Cost and latency budgets."""
+    tenant_limits: Annotated[list[TenantLimit], Field(max_length=32)] = []
+    """Per-tenant rate limits."""
+
+
+class RoutingPolicyStatus(ApiModel):
+    """Observed state of a RoutingPolicy."""
+
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """`metadata.generation` this status describes."""
+    conditions: Annotated[list[Condition], Field(max_length=16)] = []
+    """`Ready` (compiled into the live config) and `Synced` (every sidecar runs it)."""
+    config_version: Annotated[str, Field(max_length=64)] | None = None
+    """Version (content hash) of the namespace's live RouterConfig that contains this policy."""
+    routes: Annotated[int, Field(ge=0)] | None = None
+    """Number of rules compiled."""
+    endpoints: Annotated[list[Name], Field(max_length=256)] = []
+    """Endpoints the policy resolves to, sorted."""
+    sync: Annotated[str, Field(max_length=64)] | None = None
+    """Sidecars running the live version, e.g. `3/3`."""
+    lagging_pods: Annotated[list[Annotated[str, Field(max_length=253)]], Field(max_length=64)] = []
+    """Sidecar pods not yet running the live version."""
+
+
+# -------------------------------------------------------------------------------------------- Canary
+
+
+class PolicyRouteRef(ApiModel):
+    """The route a canary shifts: a rule of a RoutingPolicy."""
+
+    policy: Name
+    """RoutingPolicy name in this namespace."""
+    rule: Name
+    """Rule of that policy whose `stable` target is shifted to the candidate."""
+
+
+class CanaryStep(ApiModel):
+    """One step: send `weight` percent to the candidate for at least `pause`, then analyse."""
+
+    weight: Annotated[int, Field(ge=1, le=100)]
+    """Percentage of the route's traffic sent to the candidate during this step."""
+    pause: Duration = "1m"
+    """How long the step lasts before its analysis decides (default 1m)."""
+
+
+class CanaryAnalysis(ApiModel):
+    """Thresholds applied to real traffic at the end of each step."""
+
+    max_error_rate_percent: Percent = 5.0
+    """Highest acceptable candidate error rate in percent (default 5)."""
+    max_p95_latency: Duration | None = None
+    """Highest acceptable candidate p95 latency, e.g. `2s`; unset to skip."""
+    max_latency_increase_percent: Annotated[float, Field(ge=0, le=10_000)] | None = None
+    """Highest acceptable p95 increase over stable in percent; unset to skip."""
+    min_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 20
+    """Candidate requests a step needs before it can be judged (default 20); fewer holds the step."""
+    failure_limit: Annotated[int, Field(ge=1, le=100)] = 1
+    """Failed analyses that roll the canary back (default 1)."""
+
+
+class Stickiness(ApiModel):
+    """What keeps one user on one side of the split."""
+
+    cel_rules = (CEL("has(self.header) != has(self.metadata)", "set exactly one of header or metadata"),)
+    header: HeaderName | None = None
+    """Request header whose value is hashed, e.g. `x-user-id`."""
+    metadata: Annotated[str, Field(max_length=63, pattern=r"^[a-z][a-z0-9_-]*$")] | None = None
+    """Metadata key whose value is hashed, e.g. `tenant`."""
+
+
+class CanarySpec(ApiModel):
+    """Shift one route from a stable endpoint to a candidate, step by step, judged on real traffic."""
+
+    cel_rules = (
+        CEL("self.stable != self.candidate", "candidate must differ from stable", ".candidate"),
+        CEL(
+            "self.steps.map(s, s.weight).isSorted() && "
+            "self.steps.all(s, self.steps.exists_one(t, t.weight == s.weight))",
+            "step weights must strictly increase",
+            ".steps",
+        ),
+        CEL("!(self.abort && self.promote)", "abort and promote cannot both be set", ".promote"),
+    )
+    target: PolicyRouteRef
+    """Route being shifted."""
+    stable: Name
+    """ModelEndpoint currently serving the route (one of the rule's targets)."""
+    candidate: Name
+    """ModelEndpoint being rolled out."""
+    steps: Annotated[list[CanaryStep], Field(min_length=1, max_length=32)]
+    """Candidate weights in increasing order; after the last step passes, the canary is promoted."""
+    analysis: CanaryAnalysis = CanaryAnalysis()
+    """Thresholds."""
+    stickiness: Stickiness | None = None
+    """Keep a user on one side; unset splits request by request."""
+    paused: bool = False
+    """Hold at the current step (set back to false to resume)."""
+    abort: bool = False
+    """Roll back now: all traffic to stable."""
+    promote: bool = False
+    """Promote now: all traffic to the candidate."""
+
+
+class CanaryPhase(StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+
+
+class SideFigures(ApiModel):
+    """Traffic figures of one side over an analysis window."""
+
+    requests: Annotated[int, Field(ge=0)] = 0
+    """Requests counted."""
+    errors: Annotated[int, Field(ge=0)] = 0
+    """Failed requests counted."""
+    error_rate_percent: Percent = 0.0
+    """errors / requests in percent."""
+    p95_latency_ms: Annotated[float, Field(ge=0)] | None = None
+    """95th percentile latency in milliseconds."""
+
+
+class AnalysisResult(ApiModel):
+    """Outcome of one analysis."""
+
+    time: datetime
+    """When it ran."""
+    step: Annotated[int, Field(ge=0)]
+    """Step index judged."""
+    verdict: Literal["Pass", "Fail", "Inconclusive"]
+    """`Pass`, `Fail`, or `Inconclusive` (too few requests)."""
+    candidate: SideFigures = SideFigures()
+    """Candidate figures."""
+    stable: SideFigures = SideFigures()
+    """Stable figures."""
+    message: Annotated[str, Field(max_length=1024)] = ""
+    """Why."""
+
+
+class HistoryEntry(ApiModel):
+    """A transition of the canary."""
+
+    time: datetime
+    """When."""
+    phase: CanaryPhase
+    """Phase after the transition."""
+    step: Annotated[int, Field(ge=0)]
+    """Step index after the transition."""
+    weight: Annotated[int, Field(ge=0, le=100)]
+    """Candidate weight after the transition."""
+    message: Annotated[str, Field(max_length=1024)] = ""
+    """What happened."""
+
+
+class CanaryStatus(ApiModel):
+    """Observed state of a Canary; everything needed to resume after an operator restart."""
+
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """`metadata.generation` this status describes."""
+    conditions: Annotated[list[Condition], Field(max_length=16)] = []
+    """`Ready` (the canary is valid and applied) and others."""
+    phase: CanaryPhase | None = None
+    """`Pending`, `Progressing`, `Paused`, `Promoted` or `RolledBack`."""
+    current_step: Annotated[int, Field(ge=0)] | None = None
+    """Index of the step in progress."""
+    current_weight: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Percentage of the route's traffic on the candidate in the live config."""
+    step_started_at: datetime | None = None
+    """When the current step began; its pause counts from here."""
+    failed_analyses: Annotated[int, Field(ge=0)] | None = None
+    """Failed analyses so far."""
+    last_analysis: AnalysisResult | None = None
+    """Most recent analysis with its measured figures."""
+    history: Annotated[list[HistoryEntry], Field(max_length=50)] = []
+    """Recent transitions, oldest first (last 50)."""
+
+
+# ------------------------------------------------------------------------------------------- objects
+
+
+class Metadata(BaseModel):
+    """The part of ObjectMeta the compiler uses."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, alias_generator=to_camel)
+    name: str
+    namespace: str = "default"
+    generation: int = 0
+    uid: str = ""
+
+
+class Resource(BaseModel):
+    """A whole object of one of our kinds, as read from the API server or a manifest."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, alias_generator=to_camel)
+    kind_name: ClassVar[str]
+    plural: ClassVar[str]
+    singular: ClassVar[str]
+    short_names: ClassVar[tuple[str, ...]]
+    printer_columns: ClassVar[tuple[dict[str, Any], ...]]
+    spec_model: ClassVar[type[ApiModel]]
+    status_model: ClassVar[type[ApiModel]]
+
+    api_version: str = API_VERSION
+    kind: str
+    metadata: Metadata
+
+
+def _ready_column() -> dict[str, Any]:
+    return {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'}
+
+
+_AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+
+class ModelEndpoint(Resource):
+    kind_name = "ModelEndpoint"
+    plural, singular, short_names = "modelendpoints", "modelendpoint", ("me", "mep")
+    spec_model, status_model = ModelEndpointSpec, ModelEndpointStatus
+    printer_columns = (
+        {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
+        {"name": "Tier", "type": "string", "jsonPath": ".spec.tier", "priority": 1},
+        _ready_column(),
+        {"name": "Replicas", "type": "string", "jsonPath": ".status.readySummary"},
+        {"name": "Regions", "type": "string", "jsonPath": ".status.regions"},
+        _AGE,
+    )
+    kind: Literal["ModelEndpoint"] = "ModelEndpoint"
+    spec: ModelEndpointSpec
+    status: ModelEndpointStatus = ModelEndpointStatus()
+
+
+class RoutingPolicy(Resource):
+    kind_name = "RoutingPolicy"
+    plural, singular, short_names = "routingpolicies", "routingpolicy", ("rp", "mrp")
+    spec_model, status_model = RoutingPolicySpec, RoutingPolicyStatus
+    printer_columns = (
+        {"name": "Models", "type": "string", "jsonPath": ".spec.virtualModels"},
+        _ready_column(),
+        {"name": "Routes", "type": "integer", "jsonPath": ".status.routes"},
+        {"name": "Config", "type": "string", "jsonPath": ".status.configVersion"},
+        {"name": "Sync", "type": "string", "jsonPath": ".status.sync"},
+        _AGE,
+    )
+    kind: Literal["RoutingPolicy"] = "RoutingPolicy"
+    spec: RoutingPolicySpec
+    status: RoutingPolicyStatus = RoutingPolicyStatus()
+
+
+class Canary(Resource):
+    kind_name = "Canary"
+    plural, singular, short_names = "canaries", "canary", ("mrc",)
+    spec_model, status_model = CanarySpec, CanaryStatus
+    printer_columns = (
+        {"name": "Policy", "type": "string", "jsonPath": ".spec.target.policy"},
+        {"name": "Rule", "type": "string", "jsonPath": ".spec.target.rule", "priority": 1},
+        {"name": "Stable", "type": "string", "jsonPath": ".spec.stable"},
+        {"name": "Candidate", "type": "string", "jsonPath": ".spec.candidate"},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Weight", "type": "integer", "jsonPath": ".status.currentWeight"},
+        _ready_column(),
+        _AGE,
+    )
+    kind: Literal["Canary"] = "Canary"
+    spec: CanarySpec
+    status: CanaryStatus = CanaryStatus()
+
+
+KINDS: tuple[type[Resource], ...] = (ModelEndpoint, RoutingPolicy, Canary)
+KIND_BY_NAME: dict[str, type[Resource]] = {k.kind_name: k for k in KINDS}
