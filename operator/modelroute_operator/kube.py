@@ -1,0 +1,213 @@
+"""Kubernetes I/O of the operator: the only module that talks to the API server.
+
+Reads a namespace's objects and its live RouterConfig, server-side-applies the ConfigMap, patches status
+subresources and records Events. Calls go through the official (synchronous) client in a worker thread so
+the operator's event loop never blocks. Transient failures surface as `TransientApiError` for the caller
+to retry with backoff; everything else is a bug or a permission problem and propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from modelroute_sidecar.contract import RouterConfig
+
+from .resources import GROUP, VERSION, Canary, ModelEndpoint, Resource, RoutingPolicy
+
+log = logging.getLogger(__name__)
+
+CONFIGMAP_NAME = "modelroute-router-config"
+CONFIG_KEY = "config.json"
+SOURCES_KEY = "sources.json"
+"""ConfigMap key recording which generation of each object the live config was compiled from."""
+FIELD_MANAGER = "modelroute-operator"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "modelroute-operator", "app.kubernetes.io/name": "modelroute"}
+
+T = TypeVar("T")
+
+
+class TransientApiError(Exception):
+    """The API server could not be reached or answered with a retryable status."""
+
+
+def load_client_config() -> None:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+def _is_transient(exc: ApiException) -> bool:
+    return exc.status in (0, 409, 429, 500, 502, 503, 504) or exc.status is None
+
+
+async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except ApiException as exc:
+        if _is_transient(exc):
+            raise TransientApiError(f"{fn.__name__}: {exc.status} {exc.reason}") from exc
+        raise
+    except OSError as exc:  # connection refused/reset: the API server is away
+        raise TransientApiError(f"{fn.__name__}: {exc}") from exc
+    except Exception as exc:
+        # urllib3 wraps connection failures in its own exception types (MaxRetryError, ProtocolError).
+        if type(exc).__module__.startswith("urllib3"):
+            raise TransientApiError(f"{fn.__name__}: {exc}") from exc
+        raise
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """The RouterConfig currently stored for a namespace, with the object generations it came from."""
+
+    config_json: str
+    version: str
+    sources: Mapping[str, int]
+    """`Kind/name` → generation compiled into this config."""
+
+
+@dataclass(frozen=True)
+class RawObjects:
+    """A namespace's objects of our kinds as plain dicts, as the API server returned them."""
+
+    endpoints: list[dict[str, Any]] = field(default_factory=list)
+    policies: list[dict[str, Any]] = field(default_factory=list)
+    canaries: list[dict[str, Any]] = field(default_factory=list)
+
+    def all(self) -> list[dict[str, Any]]:
+        return [*self.endpoints, *self.policies, *self.canaries]
+
+
+class KubeApi:
+    """Thin async wrapper over the client calls the operator needs."""
+
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self._api_client = api_client or client.ApiClient()
+        self._custom = client.CustomObjectsApi(self._api_client)
+        self._core = client.CoreV1Api(self._api_client)
+
+    def close(self) -> None:
+        self._api_client.close()
+
+    async def list_objects(self, namespace: str) -> RawObjects:
+        """All ModelEndpoints, RoutingPolicies and Canaries of a namespace."""
+        lists = await asyncio.gather(
+            *(
+                _call(self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, kind.plural)
+                for kind in (ModelEndpoint, RoutingPolicy, Canary)
+            )
+        )
+        endpoints, policies, canaries = (list(result.get("items", [])) for result in lists)
+        return RawObjects(endpoints, policies, canaries)
+
+    async def read_live_config(self, namespace: str) -> LiveConfig | None:
+        """The stored RouterConfig of a namespace, or None when there is none."""
+        try:
+            cm = await _call(self._core.read_namespaced_config_map, CONFIGMAP_NAME, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        data = cm.data or {}
+        text = data.get(CONFIG_KEY)
+        if not text:
+            return None
+        version = json.loads(text).get("version", "")
+        sources = json.loads(data.get(SOURCES_KEY) or "{}")
+        return LiveConfig(config_json=text, version=version, sources=sources)
+
+    async def apply_config(self, namespace: str, config: RouterConfig, sources: Mapping[str, int]) -> None:
+        """Server-side apply the namespace's RouterConfig ConfigMap (we own every field we set)."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": CONFIGMAP_NAME,
+                "namespace": namespace,
+                "labels": dict(MANAGED_BY),
+                "annotations": {"modelroute.dev/config-version": config.version},
+            },
+            "data": {
+                CONFIG_KEY: config.to_json(),
+                SOURCES_KEY: json.dumps(dict(sorted(sources.items())), separators=(",", ":")),
+            },
+        }
+        await _call(
+            self._core.patch_namespaced_config_map,
+            CONFIGMAP_NAME,
+            namespace,
+            body,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+
+    async def delete_config(self, namespace: str) -> bool:
+        """Delete the namespace's ConfigMap; True when something was deleted."""
+        try:
+            await _call(self._core.delete_namespaced_config_map, CONFIGMAP_NAME, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def patch_status(self, kind: type[Resource], namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """JSON-merge-patch the status subresource (only the fields in `patch`; None removes a field)."""
+        try:
+            await _call(
+                self._custom.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                namespace,
+                kind.plural,
+                name,
+                {"status": patch},
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            if exc.status == 404:  # deleted meanwhile: nothing to report on
+                return
+            raise
+
+    async def record_event(
+        self, obj: Mapping[str, Any], reason: str, message: str, warning: bool = False
+    ) -> None:
+        """Create a core/v1 Event on `obj` (best effort: a lost Event must not stop reconciliation)."""
+        meta = obj.get("metadata", {})
+        now = datetime.now(UTC)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta.get('name', 'modelroute')}.", namespace=meta.get("namespace")),
+            involved_object=client.V1ObjectReference(
+                api_version=obj.get("apiVersion"),
+                kind=obj.get("kind"),
+                name=meta.get("name"),
+                namespace=meta.get("namespace"),
+                uid=meta.get("uid"),
+                resource_version=meta.get("resourceVersion"),
+            ),
+            reason=reason,
+            message=message[:1024],
+            type="Warning" if warning else "Normal",
+            source=client.V1EventSource(component=FIELD_MANAGER),
+            reporting_component=FIELD_MANAGER,
+            reporting_instance=FIELD_MANAGER,
+            first_timestamp=now,
+            last_timestamp=now,
+            event_time=None,
+            count=1,
+        )
+        try:
+            await _call(self._core.create_namespaced_event, meta.get("namespace"), event)
+        except (ApiException, TransientApiError) as exc:
+            log.warning("could not record event %s on %s/%s: %s", reason, obj.get("kind"), meta.get("name"), exc)

@@ -1,0 +1,196 @@
+"""Namespace reconciliation: gather → compile → store → report, coalesced per namespace.
+
+Any change to one of our objects schedules its namespace. Bursts (a `kubectl apply -f dir/`) collapse
+into one pass, and a pass that changes nothing writes nothing: the ConfigMap is applied only when the
+compiled version or its sources differ, and status only where a field differs. A namespace with any
+invalid object keeps its last good config; the invalid object says why on its status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from modelroute_sidecar.contract import RouterConfig, short_version
+
+from . import status as st
+from .compiler import CompileResult, NamespaceObjects, compile_namespace, parse_object
+from .kube import KubeApi, LiveConfig, RawObjects, TransientApiError
+from .resources import KIND_BY_NAME, Canary, ModelEndpoint, Resource, RoutingPolicy
+
+log = logging.getLogger(__name__)
+
+DEBOUNCE_SECONDS = 0.05
+"""Collects the events of one `kubectl apply` of several objects into one pass."""
+MAX_BACKOFF_SECONDS = 30.0
+
+
+@dataclass
+class PassReport:
+    """What one reconcile pass did; the operator logs it and tests assert on it."""
+
+    namespace: str
+    version: str = ""
+    config_written: bool = False
+    config_deleted: bool = False
+    status_writes: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _parse_all(raw: RawObjects) -> tuple[NamespaceObjects, dict[str, list[str]]]:
+    """Parse every object; objects that do not parse are left out and reported by key."""
+    parsed: dict[type[Resource], list[Any]] = {ModelEndpoint: [], RoutingPolicy: [], Canary: []}
+    invalid: dict[str, list[str]] = {}
+    namespace = ""
+    for body in raw.all():
+        namespace = body.get("metadata", {}).get("namespace", namespace)
+        try:
+            obj = parse_object(body)
+        except ValueError as exc:
+            key = st.object_key(str(body.get("kind")), str(body.get("metadata", {}).get("name")))
+            invalid[key] = [line for line in str(exc).splitlines() if line.strip()]
+            continue
+        parsed[type(obj)].append(obj)
+    return NamespaceObjects(namespace, parsed[ModelEndpoint], parsed[RoutingPolicy], parsed[Canary]), invalid
+
+
+def _errors_by_object(result: CompileResult, invalid: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    by_key: dict[str, list[str]] = {key: list(lines) for key, lines in invalid.items()}
+    for error in result.errors:
+        by_key.setdefault(st.object_key(error.kind, error.name), []).append(f"{error.field}: {error.message}")
+    return by_key
+
+
+def _sources(raw: RawObjects) -> dict[str, int]:
+    return {
+        st.object_key(body["kind"], body["metadata"]["name"]): int(body["metadata"].get("generation") or 0)
+        for body in raw.all()
+    }
+
+
+class Reconciler:
+    """Reconciles namespaces on demand; one pass at a time per namespace, the latest request wins."""
+
+    def __init__(self, kube: KubeApi, on_config: Callable[[str, RouterConfig], Awaitable[None]] | None = None):
+        self._kube = kube
+        self._on_config = on_config
+        self._dirty: dict[str, bool] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self.last_reports: dict[str, PassReport] = {}
+
+    def schedule(self, namespace: str) -> None:
+        """Ask for a pass over `namespace`; returns at once."""
+        self._dirty[namespace] = True
+        worker = self._workers.get(namespace)
+        if worker is None or worker.done():
+            self._workers[namespace] = asyncio.get_running_loop().create_task(
+                self._work(namespace), name=f"reconcile:{namespace}"
+            )
+
+    async def _work(self, namespace: str) -> None:
+        backoff = 0.5
+        while self._dirty.get(namespace):
+            await asyncio.sleep(DEBOUNCE_SECONDS)
+            self._dirty[namespace] = False
+            try:
+                report = await self.reconcile(namespace)
+            except TransientApiError as exc:
+                log.warning("reconcile %s: API server unavailable (%s); retrying in %.1fs", namespace, exc, backoff)
+                self._dirty[namespace] = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
+            except Exception:
+                log.exception("reconcile %s failed; retrying in %.1fs", namespace, backoff)
+                self._dirty[namespace] = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
+            backoff = 0.5
+            self.last_reports[namespace] = report
+            if report.config_written or report.status_writes or report.config_deleted:
+                log.info(
+                    "reconciled %s: version=%s config_written=%s status_writes=%d errors=%d",
+                    namespace,
+                    short_version(report.version),
+                    report.config_written,
+                    report.status_writes,
+                    len(report.errors),
+                )
+
+    async def close(self) -> None:
+        """Cancel running passes (operator shutdown)."""
+        for worker in self._workers.values():
+            worker.cancel()
+        await asyncio.gather(*self._workers.values(), return_exceptions=True)
+
+    async def reconcile(self, namespace: str) -> PassReport:
+        """One full pass: gather, compile, store the config if it changed, write status where it differs."""
+        report = PassReport(namespace)
+        raw = await self._kube.list_objects(namespace)
+        live = await self._kube.read_live_config(namespace)
+        if not raw.all():
+            report.config_deleted = await self._kube.delete_config(namespace)
+            return report
+        objects, invalid = _parse_all(raw)
+        result = compile_namespace(objects)
+        errors = _errors_by_object(result, invalid)
+        report.errors = [f"{key} {line}" for key, lines in sorted(errors.items()) for line in lines]
+        live_config = RouterConfig.model_validate_json(live.config_json) if live else None
+        if result.config is not None and not errors:
+            sources = _sources(raw)
+            if live is None or live.version != result.config.version or dict(live.sources) != sources:
+                await self._kube.apply_config(namespace, result.config, sources)
+                report.config_written = True
+                if self._on_config is not None:
+                    await self._on_config(namespace, result.config)
+            live = LiveConfig(result.config.to_json(), result.config.version, sources)
+            live_config = result.config
+        report.version = live.version if live else ""
+        report.status_writes = await self._report(raw, errors, live, live_config)
+        return report
+
+    async def _report(
+        self,
+        raw: RawObjects,
+        errors: Mapping[str, list[str]],
+        live: LiveConfig | None,
+        live_config: RouterConfig | None,
+    ) -> int:
+        now = datetime.now(UTC)
+        blocking = sorted(errors)
+        writes = 0
+        for body in raw.all():
+            kind = KIND_BY_NAME[body["kind"]]
+            meta = body["metadata"]
+            key = st.object_key(kind.kind_name, meta["name"])
+            verdict = st.Verdict(
+                key=key,
+                generation=int(meta.get("generation") or 0),
+                own_errors=errors.get(key, []),
+                live_generation=live.sources.get(key) if live else None,
+                blocking=[b for b in blocking if b != key],
+                live_version=live.version if live else "",
+            )
+            if kind is ModelEndpoint:
+                desired = st.endpoint_status(body, verdict, now)
+            elif kind is RoutingPolicy:
+                desired = st.policy_status(body, verdict, live_config, now)
+            else:
+                desired = st.canary_status(body, verdict, now)
+            current = body.get("status") or {}
+            patch = st.status_patch(current, desired)
+            if not patch:
+                continue
+            await self._kube.patch_status(kind, meta["namespace"], meta["name"], patch)
+            writes += 1
+            transition = st.ready_transition(current, {**current, **patch})
+            if transition is not None:
+                await self._kube.record_event(
+                    body, str(transition["reason"]), str(transition["message"]), transition["status"] != "True"
+                )
+        return writes

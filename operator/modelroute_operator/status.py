@@ -1,0 +1,201 @@
+"""Pure status computation: what each object's status should say, and the minimal patch to get there.
+
+Given an object, its compile errors and the namespace's live config, compute the status fields this
+operator owns. Conditions keep their `lastTransitionTime` while their status holds, and `status_patch`
+returns only the fields that differ, so re-running on unchanged input writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from modelroute_sidecar.contract import PolicyConfig, RouterConfig, short_version
+
+from .resources import ReplicaHealth
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def format_time(moment: datetime) -> str:
+    """metav1.Time wire format: RFC 3339, UTC, whole seconds."""
+    return moment.strftime(TIME_FORMAT)
+
+
+def object_key(kind: str, name: str) -> str:
+    """How an object is named in the live config's sources and in messages."""
+    return f"{kind}/{name}"
+
+
+@dataclass(frozen=True)
+class ConditionState:
+    """A condition's desired status, reason and message (transition time is decided on merge)."""
+
+    type: str
+    status: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the operator knows about one object after a reconcile."""
+
+    key: str
+    generation: int
+    own_errors: Sequence[str]
+    """`field: reason` lines about this object."""
+    live_generation: int | None
+    """Generation of this object compiled into the live config, None when absent."""
+    blocking: Sequence[str]
+    """Objects with errors that block the namespace's config (when this object is fine)."""
+    live_version: str
+
+
+def acceptance(verdict: Verdict) -> ConditionState:
+    """`Accepted`: the object on its own (and its references) is valid."""
+    if verdict.own_errors:
+        return ConditionState("Accepted", "False", "Invalid", "; ".join(verdict.own_errors))
+    return ConditionState("Accepted", "True", "Valid", "spec is valid")
+
+
+def readiness(verdict: Verdict, unavailable: str = "") -> ConditionState:
+    """`Ready`: this generation of the object is in the live config (and, if given, usable)."""
+    if verdict.own_errors:
+        return ConditionState("Ready", "False", "Invalid", "; ".join(verdict.own_errors))
+    if verdict.live_generation != verdict.generation:
+        if verdict.blocking:
+            blockers = ", ".join(verdict.blocking[:3]) + (" and more" if len(verdict.blocking) > 3 else "")
+            return ConditionState(
+                "Ready",
+                "False",
+                "Blocked",
+                f"not live: the namespace keeps its last good config while {blockers} is invalid",
+            )
+        return ConditionState("Ready", "Unknown", "Pending", "waiting for the config to be compiled")
+    if unavailable:
+        return ConditionState("Ready", "False", "Unavailable", unavailable)
+    return ConditionState("Ready", "True", "Live", f"live in config {short_version(verdict.live_version)}")
+
+
+def merge_conditions(
+    existing: Iterable[Mapping[str, Any]], desired: Iterable[ConditionState], generation: int, now: datetime
+) -> list[dict[str, Any]]:
+    """Existing conditions with ours replaced; a transition time moves only when the status changes.
+    Conditions of other types (owned by other controllers) are kept as they are."""
+    by_type = {c.get("type"): dict(c) for c in existing}
+    for state in desired:
+        old = by_type.get(state.type)
+        transition = old.get("lastTransitionTime") if old and old.get("status") == state.status else None
+        by_type[state.type] = {
+            "type": state.type,
+            "status": state.status,
+            "observedGeneration": generation,
+            "lastTransitionTime": transition or format_time(now),
+            "reason": state.reason,
+            "message": state.message[:32768],
+        }
+    return [by_type[t] for t in sorted(by_type, key=_condition_order)]
+
+
+def _condition_order(condition_type: Any) -> tuple[int, str]:
+    # Ready first: it is the summary people and `kubectl wait` look at.
+    return (0 if condition_type == "Ready" else 1, str(condition_type))
+
+
+def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch turning `current` into `desired` for the keys in `desired` (None deletes)."""
+    return {key: value for key, value in desired.items() if current.get(key) != value}
+
+
+def endpoint_status(
+    obj: Mapping[str, Any], verdict: Verdict, now: datetime
+) -> dict[str, Any]:
+    """Status fields of a ModelEndpoint this reconcile owns."""
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    previous = {r.get("name"): r for r in status.get("replicas") or []}
+    replicas = []
+    for replica in sorted(spec.get("replicas") or [], key=lambda r: str(r.get("name"))):
+        entry = dict(previous.get(replica.get("name")) or {"health": ReplicaHealth.UNKNOWN.value})
+        entry["name"] = replica.get("name")
+        entry["region"] = replica.get("region")
+        replicas.append(entry)
+    ready_by_region: dict[str, list[int]] = {}
+    for entry in replicas:
+        counts = ready_by_region.setdefault(str(entry["region"]), [0, 0])
+        counts[1] += 1
+        if entry.get("health") != ReplicaHealth.UNHEALTHY.value:
+            counts[0] += 1
+    ready = sum(c[0] for c in ready_by_region.values())
+    unavailable = "" if ready or not replicas else "every replica is unhealthy"
+    conditions = merge_conditions(
+        status.get("conditions") or [],
+        (acceptance(verdict), readiness(verdict, unavailable)),
+        verdict.generation,
+        now,
+    )
+    return {
+        "observedGeneration": verdict.generation,
+        "conditions": conditions,
+        "replicas": replicas,
+        "readyReplicas": ready,
+        "readySummary": f"{ready}/{len(replicas)}",
+        "regions": ",".join(f"{region}={c[0]}/{c[1]}" for region, c in sorted(ready_by_region.items())),
+    }
+
+
+def policy_endpoints(policy: PolicyConfig) -> list[str]:
+    """Every endpoint a compiled policy can send traffic to."""
+    names: set[str] = set()
+    for rule in policy.rules:
+        names.update(t.endpoint for t in rule.targets)
+        names.update(rule.fallback)
+        names.update(rule.escalation)
+        if rule.canary:
+            names.update((rule.canary.stable, rule.canary.candidate))
+    return sorted(names)
+
+
+def policy_status(
+    obj: Mapping[str, Any], verdict: Verdict, live: RouterConfig | None, now: datetime
+) -> dict[str, Any]:
+    """Status fields of a RoutingPolicy this reconcile owns."""
+    status = obj.get("status") or {}
+    name = obj["metadata"]["name"]
+    compiled = next((p for p in live.policies if p.name == name), None) if live else None
+    conditions = merge_conditions(
+        status.get("conditions") or [], (acceptance(verdict), readiness(verdict)), verdict.generation, now
+    )
+    return {
+        "observedGeneration": verdict.generation,
+        "conditions": conditions,
+        "configVersion": short_version(live.version) if live and compiled else None,
+        "routes": len(compiled.rules) if compiled else None,
+        "endpoints": policy_endpoints(compiled) if compiled else [],
+    }
+
+
+def canary_status(obj: Mapping[str, Any], verdict: Verdict, now: datetime) -> dict[str, Any]:
+    """Status fields of a Canary this reconcile owns (the canary controller owns phase and steps)."""
+    status = obj.get("status") or {}
+    conditions = merge_conditions(
+        status.get("conditions") or [], (acceptance(verdict), readiness(verdict)), verdict.generation, now
+    )
+    return {"observedGeneration": verdict.generation, "conditions": conditions}
+
+
+def ready_transition(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The new Ready condition when its status or reason changed between two statuses, else None."""
+
+    def ready(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        return next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+
+    old, new = ready(before), ready(after)
+    if new is None:
+        return None
+    if old is None or (old.get("status"), old.get("reason")) != (new.get("status"), new.get("reason")):
+        return dict(new)
+    return None

@@ -1,0 +1,35 @@
+"""Fixtures of the integration suite: one real kube-apiserver per session, CRDs installed, the operator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.kube_harness import REPO, ControlPlane, Kubectl, OperatorProcess, start_control_plane, wait_for
+
+
+@pytest.fixture(scope="session")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    yield from start_control_plane(tmp_path_factory.mktemp("control-plane"))
+
+
+@pytest.fixture(scope="session")
+def kubectl(plane: ControlPlane) -> Kubectl:
+    kc = Kubectl(plane)
+    kc.run("apply", "--server-side", "-f", str(REPO / "crds"))
+    kc.run("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    # Discovery of freshly established CRDs can lag a moment behind the condition.
+    wait_for(lambda: kc.run("get", "modelroute", "-A", check=False).returncode == 0, "CRD discovery")
+    return kc
+
+
+@pytest.fixture(scope="session")
+def operator(plane: ControlPlane, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    op = OperatorProcess(plane, log)
+    op.start()
+    wait_for(lambda: "Everything is ready" in op.log() or "startup" in op.log().lower(), "operator startup", 60)
+    yield op
+    op.stop()
