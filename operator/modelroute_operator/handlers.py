@@ -59,7 +59,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         ctx.kube.close()
 
 
-def _on_change(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def _on_change(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     if namespace:
         context_of(memo).reconciler.schedule(namespace)
 

@@ -18,7 +18,7 @@ from typing import Any
 from modelroute_sidecar.contract import RouterConfig, short_version
 
 from . import status as st
-from .compiler import CompileResult, NamespaceObjects, compile_namespace, parse_object
+from .compiler import CompileResult, NamespaceObjects, ObjectInvalid, compile_namespace, parse_object
 from .kube import KubeApi, LiveConfig, RawObjects, TransientApiError
 from .resources import KIND_BY_NAME, Canary, ModelEndpoint, Resource, RoutingPolicy
 
@@ -50,9 +50,9 @@ def _parse_all(raw: RawObjects) -> tuple[NamespaceObjects, dict[str, list[str]]]
         namespace = body.get("metadata", {}).get("namespace", namespace)
         try:
             obj = parse_object(body)
-        except ValueError as exc:
+        except ObjectInvalid as exc:
             key = st.object_key(str(body.get("kind")), str(body.get("metadata", {}).get("name")))
-            invalid[key] = [line for line in str(exc).splitlines() if line.strip()]
+            invalid[key] = [f"{error.field}: {error.message}" for error in exc.errors]
             continue
         parsed[type(obj)].append(obj)
     return NamespaceObjects(namespace, parsed[ModelEndpoint], parsed[RoutingPolicy], parsed[Canary]), invalid
@@ -112,15 +112,16 @@ class Reconciler:
                 continue
             backoff = 0.5
             self.last_reports[namespace] = report
-            if report.config_written or report.status_writes or report.config_deleted:
-                log.info(
-                    "reconciled %s: version=%s config_written=%s status_writes=%d errors=%d",
-                    namespace,
-                    short_version(report.version),
-                    report.config_written,
-                    report.status_writes,
-                    len(report.errors),
-                )
+            # One line per pass: operators read it, and tests wait on it instead of sleeping.
+            log.info(
+                "pass %s: version=%s config_written=%s config_deleted=%s status_writes=%d errors=%d",
+                namespace,
+                short_version(report.version) or "-",
+                report.config_written,
+                report.config_deleted,
+                report.status_writes,
+                len(report.errors),
+            )
 
     async def close(self) -> None:
         """Cancel running passes (operator shutdown)."""

@@ -124,7 +124,9 @@ class Capabilities(ApiModel):
 
     cel_rules = (
         CEL(
-            "!has(self.maxOutputTokens) || !has(self.contextWindow) || self.maxOutputTokens <= self.contextWindow",
+            # Unset fields take the model defaults (the API server stores none), so compare with those.
+            "(has(self.maxOutputTokens) ? self.maxOutputTokens : 4096)"
+            " <= (has(self.contextWindow) ? self.contextWindow : 8192)",
             "maxOutputTokens must not exceed contextWindow",
             ".maxOutputTokens",
         ),
@@ -171,7 +173,8 @@ class HealthCheck(ApiModel):
 
     cel_rules = (
         CEL(
-            "!has(self.timeout) || !has(self.interval) || duration(self.timeout) < duration(self.interval)",
+            "duration(has(self.timeout) ? self.timeout : '2s')"
+            " < duration(has(self.interval) ? self.interval : '10s')",
             "timeout must be shorter than interval",
             ".timeout",
         ),
@@ -217,7 +220,7 @@ class ModelEndpointSpec(ApiModel):
             ".replicas",
         ),
         CEL(
-            "self.replicas.exists(r, r.weight > 0)",
+            "self.replicas.exists(r, !has(r.weight) || r.weight > 0)",
             "at least one replica must have a weight above 0",
             ".replicas",
         ),
@@ -356,7 +359,11 @@ class Rule(ApiModel):
             "a rule cannot escalate to itself",
             ".escalateTo",
         ),
-        CEL("self.targets.exists(t, t.weight > 0)", "at least one target must have a weight above 0", ".targets"),
+        CEL(
+            "self.targets.exists(t, !has(t.weight) || t.weight > 0)",
+            "at least one target must have a weight above 0",
+            ".targets",
+        ),
         CEL(
             "self.targets.all(t, self.targets.exists_one(u, u.endpoint == t.endpoint))",
             "a target endpoint may appear only once",
@@ -380,7 +387,8 @@ class DataClass(ApiModel):
 
     cel_rules = (
         CEL(
-            "size(self.allowedRegions) > 0 || size(self.requiredCompliance) > 0",
+            "(has(self.allowedRegions) && size(self.allowedRegions) > 0)"
+            " || (has(self.requiredCompliance) && size(self.requiredCompliance) > 0)",
             "a data class must restrict regions or require compliance labels",
         ),
     )
@@ -407,12 +415,13 @@ class Residency(ApiModel):
 
     cel_rules = (
         CEL(
-            "self.dataClasses.all(c, self.dataClasses.exists_one(d, d.name == c.name))",
+            "!has(self.dataClasses)"
+            " || self.dataClasses.all(c, self.dataClasses.exists_one(d, d.name == c.name))",
             "data class names must be unique",
             ".dataClasses",
         ),
         CEL(
-            "self.dataClasses.all(c, c.name != 'public')",
+            "!has(self.dataClasses) || self.dataClasses.all(c, c.name != 'public')",
             "'public' is reserved for unrestricted data",
             ".dataClasses",
         ),
@@ -443,9 +452,16 @@ class Resilience(ApiModel):
 
     cel_rules = (
         CEL(
-            "!has(self.perTryTimeout) || !has(self.deadline) || duration(self.perTryTimeout) <= duration(self.deadline)",
+            "duration(has(self.perTryTimeout) ? self.perTryTimeout : '30s')"
+            " <= duration(has(self.deadline) ? self.deadline : '120s')",
             "perTryTimeout must not exceed deadline",
             ".perTryTimeout",
+        ),
+        CEL(
+            "duration(has(self.baseEjectionTime) ? self.baseEjectionTime : '5s')"
+            " <= duration(has(self.maxEjectionTime) ? self.maxEjectionTime : '120s')",
+            "baseEjectionTime must not exceed maxEjectionTime",
+            ".baseEjectionTime",
         ),
     )
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
@@ -609,7 +625,11 @@ class CanarySpec(ApiModel):
             "step weights must strictly increase",
             ".steps",
         ),
-        CEL("!(self.abort && self.promote)", "abort and promote cannot both be set", ".promote"),
+        CEL(
+            "!(has(self.abort) && self.abort && has(self.promote) && self.promote)",
+            "abort and promote cannot both be set",
+            ".promote",
+        ),
     )
     target: PolicyRouteRef
     """Route being shifted."""
