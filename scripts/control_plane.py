@@ -11,6 +11,7 @@ Two identities are written: `admin` (system:masters) in `kubeconfig`, and `viewe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -126,12 +127,17 @@ class ControlPlane:
         etcd = subprocess.Popen(
             [
                 str(self.bin_dir / "etcd"),
-                "--data-dir", str(self.state_dir / "etcd-data"),
-                "--listen-client-urls", f"http://127.0.0.1:{self.etcd_port}",
-                "--advertise-client-urls", f"http://127.0.0.1:{self.etcd_port}",
-                "--listen-peer-urls", "http://127.0.0.1:0",
+                "--data-dir",
+                str(self.state_dir / "etcd-data"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--listen-peer-urls",
+                "http://127.0.0.1:0",
                 "--unsafe-no-fsync",  # tests and demos: durability across power loss does not matter
-                "--log-level", "warn",
+                "--log-level",
+                "warn",
             ],
             stdout=etcd_log.open("ab"),
             stderr=subprocess.STDOUT,
@@ -152,7 +158,7 @@ class ControlPlane:
                 "--advertise-address=127.0.0.1",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--allow-privileged=true",
-                # No controller-manager creates the "default" ServiceAccount, so that plugin would refuse pods.
+                # No controller-manager creates the "default" ServiceAccount; the plugin would refuse pods.
                 "--disable-admission-plugins=ServiceAccount",
                 "--authorization-mode=RBAC",
                 f"--token-auth-file={pki / 'tokens.csv'}",
@@ -167,7 +173,11 @@ class ControlPlane:
         )
         self._write_pid("kube-apiserver", api.pid)
         _wait_until(
-            lambda: _http_ok(f"{self.server}/readyz", self.admin_token), "kube-apiserver", timeout, api, api_log
+            lambda: _http_ok(f"{self.server}/readyz", self.admin_token),
+            "kube-apiserver",
+            timeout,
+            api,
+            api_log,
         )
         self._write_kubeconfig(self.kubeconfig, "admin", self.admin_token)
         self._write_kubeconfig(self.viewer_kubeconfig, "viewer", self.viewer_token)
@@ -192,7 +202,10 @@ class ControlPlane:
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
-                {"name": "modelroute-local", "cluster": {"server": self.server, "insecure-skip-tls-verify": True}}
+                {
+                    "name": "modelroute-local",
+                    "cluster": {"server": self.server, "insecure-skip-tls-verify": True},
+                }
             ],
             "users": [{"name": user, "user": {"token": token}}],
             "contexts": [{"name": user, "context": {"cluster": "modelroute-local", "user": user}}],
@@ -259,17 +272,13 @@ def _terminate(pid: int, timeout: float = 15.0) -> None:
         try:
             os.kill(pid, 0)
             # Reap if it is our child; otherwise just poll.
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
         except ProcessLookupError:
             return
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:

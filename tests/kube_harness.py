@@ -38,7 +38,10 @@ def wait_for(check: Callable[[], T | None], what: str, timeout: float = 30.0, in
         except Exception as exc:  # the condition may raise while things converge
             last_error = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+    raise AssertionError(
+        f"timed out after {timeout:.0f}s waiting for {what}"
+        + (f" (last error: {last_error})" if last_error else "")
+    )
 
 
 @dataclass
@@ -47,7 +50,9 @@ class Kubectl:
 
     plane: ControlPlane
 
-    def run(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [str(self.plane.kubectl), *args],
             input=stdin,
@@ -63,7 +68,9 @@ class Kubectl:
     def json(self, *args: str) -> Any:
         return json.loads(self.run(*args, "-o", "json").stdout)
 
-    def apply(self, manifest: str, namespace: str, check: bool = True, server_side: bool = True) -> subprocess.CompletedProcess[str]:
+    def apply(
+        self, manifest: str, namespace: str, check: bool = True, server_side: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         flags = ["--server-side", "--field-manager=tests"] if server_side else []
         return self.run("apply", "-n", namespace, *flags, "-f", "-", stdin=manifest, check=check)
 
@@ -100,7 +107,9 @@ class OperatorProcess:
             args += ["--namespace", ns]
         env = {**self.plane.kubectl_env(), **self.extra_env, "PYTHONUNBUFFERED": "1"}
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -8,7 +8,11 @@ from typing import Any
 import yaml
 
 
-def endpoint(name: str = "llama", regions: dict[str, list[str]] | None = None, url_base: str = "https://{region}.llm.example.internal/v1") -> dict[str, Any]:
+def endpoint(
+    name: str = "llama",
+    regions: dict[str, list[str]] | None = None,
+    url_base: str = "https://{region}.llm.example.internal/v1",
+) -> dict[str, Any]:
     """A ModelEndpoint with one replica per region; `regions` maps region → compliance labels."""
     regions = regions if regions is not None else {"eu-west-1": ["gdpr"], "us-east-1": []}
     return {
@@ -19,7 +23,12 @@ def endpoint(name: str = "llama", regions: dict[str, list[str]] | None = None, u
             "model": f"org/{name}",
             "tier": "balanced",
             "replicas": [
-                {"name": region, "region": region, "url": url_base.format(region=region), "compliance": labels}
+                {
+                    "name": region,
+                    "region": region,
+                    "url": url_base.format(region=region),
+                    "compliance": labels,
+                }
                 for region, labels in regions.items()
             ],
             "healthCheck": {"interval": "10s", "timeout": "2s"},
@@ -27,7 +36,9 @@ def endpoint(name: str = "llama", regions: dict[str, list[str]] | None = None, u
     }
 
 
-def policy(name: str = "support", endpoint_name: str = "llama", models: list[str] | None = None) -> dict[str, Any]:
+def policy(
+    name: str = "support", endpoint_name: str = "llama", models: list[str] | None = None
+) -> dict[str, Any]:
     return {
         "apiVersion": "modelroute.dev/v1alpha1",
         "kind": "RoutingPolicy",
@@ -35,13 +46,22 @@ def policy(name: str = "support", endpoint_name: str = "llama", models: list[str
         "spec": {
             "virtualModels": models or ["support-bot"],
             "rules": [{"name": "default", "targets": [{"endpoint": endpoint_name, "weight": 100}]}],
-            "residency": {"dataClasses": [{"name": "eu-personal", "allowedRegions": ["eu-west-1"], "requiredCompliance": ["gdpr"]}]},
+            "residency": {
+                "dataClasses": [
+                    {"name": "eu-personal", "allowedRegions": ["eu-west-1"], "requiredCompliance": ["gdpr"]}
+                ]
+            },
             "locality": {"failoverOrder": ["eu-west-1", "us-east-1"]},
         },
     }
 
 
-def canary(name: str = "llama-next", policy_name: str = "support", stable: str = "llama", candidate: str = "llama-next") -> dict[str, Any]:
+def canary(
+    name: str = "llama-next",
+    policy_name: str = "support",
+    stable: str = "llama",
+    candidate: str = "llama-next",
+) -> dict[str, Any]:
     return {
         "apiVersion": "modelroute.dev/v1alpha1",
         "kind": "Canary",

@@ -14,10 +14,11 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+
 from modelroute_sidecar.contract import RouterConfig
 
 from .resources import GROUP, VERSION, Canary, ModelEndpoint, Resource, RoutingPolicy
@@ -107,7 +108,10 @@ class KubeApi:
                 for kind in (ModelEndpoint, RoutingPolicy, Canary)
             )
         )
-        endpoints, policies, canaries = (list(result.get("items", [])) for result in lists)
+        items: list[list[dict[str, Any]]] = [
+            list(cast(dict[str, Any], result).get("items", [])) for result in lists
+        ]
+        endpoints, policies, canaries = items
         return RawObjects(endpoints, policies, canaries)
 
     async def read_live_config(self, namespace: str) -> LiveConfig | None:
@@ -162,7 +166,9 @@ class KubeApi:
             raise
         return True
 
-    async def patch_status(self, kind: type[Resource], namespace: str, name: str, patch: dict[str, Any]) -> None:
+    async def patch_status(
+        self, kind: type[Resource], namespace: str, name: str, patch: dict[str, Any]
+    ) -> None:
         """JSON-merge-patch the status subresource (only the fields in `patch`; None removes a field)."""
         try:
             await _call(
@@ -187,7 +193,9 @@ class KubeApi:
         meta = obj.get("metadata", {})
         now = datetime.now(UTC)
         event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{meta.get('name', 'modelroute')}.", namespace=meta.get("namespace")),
+            metadata=client.V1ObjectMeta(
+                generate_name=f"{meta.get('name', 'modelroute')}.", namespace=meta.get("namespace")
+            ),
             involved_object=client.V1ObjectReference(
                 api_version=obj.get("apiVersion"),
                 kind=obj.get("kind"),
@@ -210,4 +218,6 @@ class KubeApi:
         try:
             await _call(self._core.create_namespaced_event, meta.get("namespace"), event)
         except (ApiException, TransientApiError) as exc:
-            log.warning("could not record event %s on %s/%s: %s", reason, obj.get("kind"), meta.get("name"), exc)
+            log.warning(
+                "could not record event %s on %s/%s: %s", reason, obj.get("kind"), meta.get("name"), exc
+            )

@@ -75,7 +75,9 @@ def _sources(raw: RawObjects) -> dict[str, int]:
 class Reconciler:
     """Reconciles namespaces on demand; one pass at a time per namespace, the latest request wins."""
 
-    def __init__(self, kube: KubeApi, on_config: Callable[[str, RouterConfig], Awaitable[None]] | None = None):
+    def __init__(
+        self, kube: KubeApi, on_config: Callable[[str, RouterConfig], Awaitable[None]] | None = None
+    ):
         self._kube = kube
         self._on_config = on_config
         self._dirty: dict[str, bool] = {}
@@ -99,7 +101,9 @@ class Reconciler:
             try:
                 report = await self.reconcile(namespace)
             except TransientApiError as exc:
-                log.warning("reconcile %s: API server unavailable (%s); retrying in %.1fs", namespace, exc, backoff)
+                log.warning(
+                    "reconcile %s: API server unavailable (%s); retrying in %.1fs", namespace, exc, backoff
+                )
                 self._dirty[namespace] = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
@@ -192,6 +196,9 @@ class Reconciler:
             transition = st.ready_transition(current, {**current, **patch})
             if transition is not None:
                 await self._kube.record_event(
-                    body, str(transition["reason"]), str(transition["message"]), transition["status"] != "True"
+                    body,
+                    str(transition["reason"]),
+                    str(transition["message"]),
+                    transition["status"] != "True",
                 )
         return writes

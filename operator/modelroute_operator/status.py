@@ -110,9 +110,7 @@ def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict
     return {key: value for key, value in desired.items() if current.get(key) != value}
 
 
-def endpoint_status(
-    obj: Mapping[str, Any], verdict: Verdict, now: datetime
-) -> dict[str, Any]:
+def endpoint_status(obj: Mapping[str, Any], verdict: Verdict, now: datetime) -> dict[str, Any]:
     """Status fields of a ModelEndpoint this reconcile owns."""
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -26,10 +25,14 @@ def kubectl(plane: ControlPlane) -> Kubectl:
 
 
 @pytest.fixture(scope="session")
-def operator(plane: ControlPlane, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def operator(
+    plane: ControlPlane, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     op = OperatorProcess(plane, log)
     op.start()
-    wait_for(lambda: "Everything is ready" in op.log() or "startup" in op.log().lower(), "operator startup", 60)
+    wait_for(
+        lambda: "Everything is ready" in op.log() or "startup" in op.log().lower(), "operator startup", 60
+    )
     yield op
     op.stop()

@@ -16,34 +16,126 @@ EP, POL, CAN = endpoint(), policy(), canary()
 INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
     ("replica-url-not-http", with_change(EP, "spec.replicas.0.url", "ftp://x"), ["spec.replicas[0].url"]),
     ("replica-name-not-dns", with_change(EP, "spec.replicas.0.name", "EU_1"), ["spec.replicas[0].name"]),
-    ("duplicate-replica-names", with_change(EP, "spec.replicas.1.name", "eu-west-1"), ["spec.replicas", "replica names must be unique"]),
+    (
+        "duplicate-replica-names",
+        with_change(EP, "spec.replicas.1.name", "eu-west-1"),
+        ["spec.replicas", "replica names must be unique"],
+    ),
     ("no-replicas", with_change(EP, "spec.replicas", []), ["spec.replicas"]),
     ("replica-weight-negative", with_change(EP, "spec.replicas.0.weight", -1), ["spec.replicas[0].weight"]),
-    ("all-replica-weights-zero", with_change(with_change(EP, "spec.replicas.0.weight", 0), "spec.replicas.1.weight", 0), ["spec.replicas", "weight above 0"]),
-    ("health-timeout-not-below-interval", with_change(EP, "spec.healthCheck.timeout", "20s"), ["spec.healthCheck.timeout", "shorter than interval"]),
-    ("health-interval-bad-duration", with_change(EP, "spec.healthCheck.interval", "ten seconds"), ["spec.healthCheck.interval"]),
-    ("max-output-above-context", with_change(EP, "spec.capabilities", {"contextWindow": 4096, "maxOutputTokens": 8192}), ["spec.capabilities.maxOutputTokens", "contextWindow"]),
-    ("unknown-provider", with_change(EP, "spec.provider", "carrier-pigeon"), ["spec.provider", "Unsupported value"]),
+    (
+        "all-replica-weights-zero",
+        with_change(with_change(EP, "spec.replicas.0.weight", 0), "spec.replicas.1.weight", 0),
+        ["spec.replicas", "weight above 0"],
+    ),
+    (
+        "health-timeout-not-below-interval",
+        with_change(EP, "spec.healthCheck.timeout", "20s"),
+        ["spec.healthCheck.timeout", "shorter than interval"],
+    ),
+    (
+        "health-interval-bad-duration",
+        with_change(EP, "spec.healthCheck.interval", "ten seconds"),
+        ["spec.healthCheck.interval"],
+    ),
+    (
+        "max-output-above-context",
+        with_change(EP, "spec.capabilities", {"contextWindow": 4096, "maxOutputTokens": 8192}),
+        ["spec.capabilities.maxOutputTokens", "contextWindow"],
+    ),
+    (
+        "unknown-provider",
+        with_change(EP, "spec.provider", "carrier-pigeon"),
+        ["spec.provider", "Unsupported value"],
+    ),
     ("missing-model", with_change(EP, "spec.model", ...), ["spec.model", "Required"]),
-    ("negative-price", with_change(EP, "spec.pricing", {"inputPerMillion": -1}), ["spec.pricing.inputPerMillion"]),
-    ("inline-credential-field", with_change(EP, "spec.credentials", {"name": "s"}), ["spec.credentials.key", "Required"]),
-    ("duplicate-rule-names", with_change(POL, "spec.rules", POL["spec"]["rules"] * 2), ["spec.rules", "rule names must be unique"]),
-    ("fallback-to-self", with_change(POL, "spec.rules.0.fallbackTo", "default"), ["spec.rules[0].fallbackTo", "itself"]),
-    ("fallback-to-unknown-rule", with_change(POL, "spec.rules.0.fallbackTo", "nowhere"), ["spec.rules", "fallbackTo must name a rule"]),
+    (
+        "negative-price",
+        with_change(EP, "spec.pricing", {"inputPerMillion": -1}),
+        ["spec.pricing.inputPerMillion"],
+    ),
+    (
+        "inline-credential-field",
+        with_change(EP, "spec.credentials", {"name": "s"}),
+        ["spec.credentials.key", "Required"],
+    ),
+    (
+        "duplicate-rule-names",
+        with_change(POL, "spec.rules", POL["spec"]["rules"] * 2),
+        ["spec.rules", "rule names must be unique"],
+    ),
+    (
+        "fallback-to-self",
+        with_change(POL, "spec.rules.0.fallbackTo", "default"),
+        ["spec.rules[0].fallbackTo", "itself"],
+    ),
+    (
+        "fallback-to-unknown-rule",
+        with_change(POL, "spec.rules.0.fallbackTo", "nowhere"),
+        ["spec.rules", "fallbackTo must name a rule"],
+    ),
     ("no-virtual-models", with_change(POL, "spec.virtualModels", []), ["spec.virtualModels"]),
-    ("duplicate-virtual-models", with_change(POL, "spec.virtualModels", ["a", "a"]), ["spec.virtualModels", "unique"]),
-    ("target-weights-all-zero", with_change(POL, "spec.rules.0.targets.0.weight", 0), ["spec.rules[0].targets", "weight above 0"]),
-    ("data-class-without-restriction", with_change(POL, "spec.residency.dataClasses.0", {"name": "x"}), ["spec.residency.dataClasses[0]", "restrict regions"]),
-    ("data-class-named-public", with_change(POL, "spec.residency.dataClasses.0.name", "public"), ["spec.residency.dataClasses", "reserved"]),
-    ("complexity-min-above-max", with_change(POL, "spec.rules.0.match", {"complexity": {"min": 80, "max": 20}}), ["spec.rules[0].match.complexity.min", "min must not exceed max"]),
-    ("per-try-above-deadline", with_change(POL, "spec.resilience", {"perTryTimeout": "5m", "deadline": "1m"}), ["spec.resilience.perTryTimeout", "deadline"]),
-    ("unknown-detector", with_change(POL, "spec.residency.detectors", [{"kind": "ssn", "dataClass": "eu-personal"}]), ["spec.residency.detectors[0].kind", "Unsupported value"]),
-    ("unknown-spec-field", with_change(POL, "spec.routes", []), ["spec.routes", "field not declared in schema"]),
-    ("canary-candidate-equals-stable", with_change(CAN, "spec.candidate", "llama"), ["spec.candidate", "differ from stable"]),
-    ("canary-steps-not-increasing", with_change(CAN, "spec.steps", [{"weight": 50}, {"weight": 10}]), ["spec.steps", "strictly increase"]),
+    (
+        "duplicate-virtual-models",
+        with_change(POL, "spec.virtualModels", ["a", "a"]),
+        ["spec.virtualModels", "unique"],
+    ),
+    (
+        "target-weights-all-zero",
+        with_change(POL, "spec.rules.0.targets.0.weight", 0),
+        ["spec.rules[0].targets", "weight above 0"],
+    ),
+    (
+        "data-class-without-restriction",
+        with_change(POL, "spec.residency.dataClasses.0", {"name": "x"}),
+        ["spec.residency.dataClasses[0]", "restrict regions"],
+    ),
+    (
+        "data-class-named-public",
+        with_change(POL, "spec.residency.dataClasses.0.name", "public"),
+        ["spec.residency.dataClasses", "reserved"],
+    ),
+    (
+        "complexity-min-above-max",
+        with_change(POL, "spec.rules.0.match", {"complexity": {"min": 80, "max": 20}}),
+        ["spec.rules[0].match.complexity.min", "min must not exceed max"],
+    ),
+    (
+        "per-try-above-deadline",
+        with_change(POL, "spec.resilience", {"perTryTimeout": "5m", "deadline": "1m"}),
+        ["spec.resilience.perTryTimeout", "deadline"],
+    ),
+    (
+        "unknown-detector",
+        with_change(POL, "spec.residency.detectors", [{"kind": "ssn", "dataClass": "eu-personal"}]),
+        ["spec.residency.detectors[0].kind", "Unsupported value"],
+    ),
+    (
+        "unknown-spec-field",
+        with_change(POL, "spec.routes", []),
+        ["spec.routes", "field not declared in schema"],
+    ),
+    (
+        "canary-candidate-equals-stable",
+        with_change(CAN, "spec.candidate", "llama"),
+        ["spec.candidate", "differ from stable"],
+    ),
+    (
+        "canary-steps-not-increasing",
+        with_change(CAN, "spec.steps", [{"weight": 50}, {"weight": 10}]),
+        ["spec.steps", "strictly increase"],
+    ),
     ("canary-step-weight-over-100", with_change(CAN, "spec.steps.1.weight", 150), ["spec.steps[1].weight"]),
-    ("canary-abort-and-promote", with_change(with_change(CAN, "spec.abort", True), "spec.promote", True), ["spec.promote", "cannot both"]),
-    ("canary-stickiness-both", with_change(CAN, "spec.stickiness", {"header": "x-user", "metadata": "tenant"}), ["spec.stickiness", "exactly one"]),
+    (
+        "canary-abort-and-promote",
+        with_change(with_change(CAN, "spec.abort", True), "spec.promote", True),
+        ["spec.promote", "cannot both"],
+    ),
+    (
+        "canary-stickiness-both",
+        with_change(CAN, "spec.stickiness", {"header": "x-user", "metadata": "tenant"}),
+        ["spec.stickiness", "exactly one"],
+    ),
 ]
 
 
@@ -60,7 +152,9 @@ def test_valid_bases_are_accepted(kubectl: Kubectl, admission_ns: str) -> None:
 def test_invalid_object_is_refused_naming_the_field(
     kubectl: Kubectl, admission_ns: str, case: str, obj: dict[str, Any], expected: list[str]
 ) -> None:
-    proc = kubectl.run("apply", "-n", admission_ns, "--server-side", "-f", "-", stdin=to_yaml(obj), check=False)
+    proc = kubectl.run(
+        "apply", "-n", admission_ns, "--server-side", "-f", "-", stdin=to_yaml(obj), check=False
+    )
     assert proc.returncode != 0, f"{case}: the API server accepted an invalid object"
     for fragment in expected:
         assert fragment in proc.stderr, f"{case}: {fragment!r} not in error:\n{proc.stderr}"

@@ -3,7 +3,6 @@ the last good config kept while an object is broken, idempotence, and zero write
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,9 @@ CONFIGMAP = "modelroute-router-config"
 
 
 @pytest.fixture(scope="module")
-def watched(plane: ControlPlane, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def watched(
+    plane: ControlPlane, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
     """One operator for this module, watching namespaces named `op-*`."""
     op = OperatorProcess(plane, tmp_path_factory.mktemp("operator") / "operator.log", namespaces=["op-*"])
     op.start()
@@ -64,7 +65,9 @@ def resource_versions(kubectl: Kubectl, ns: str) -> dict[str, str]:
 def settle(op: OperatorProcess, ns: str, since: int) -> None:
     """Wait until a pass for `ns` after `since` wrote nothing (the namespace has converged)."""
     wait_for(
-        lambda: any(p["config_written"] == "False" and p["status_writes"] == "0" for p in passes(op, ns, since)),
+        lambda: any(
+            p["config_written"] == "False" and p["status_writes"] == "0" for p in passes(op, ns, since)
+        ),
         f"a quiet pass over {ns}",
     )
 
@@ -75,7 +78,15 @@ def test_create_update_delete_converge(kubectl: Kubectl, watched: OperatorProces
     config = wait_for(lambda: live_config(kubectl, ns), "the ConfigMap")
     assert [p.name for p in config.policies] == ["support"]
     assert config.policies[0].virtual_models == ("support-bot",)
-    kubectl.run("wait", "-n", ns, "--for=condition=Ready", "routingpolicy/support", "modelendpoint/llama", "--timeout=30s")
+    kubectl.run(
+        "wait",
+        "-n",
+        ns,
+        "--for=condition=Ready",
+        "routingpolicy/support",
+        "modelendpoint/llama",
+        "--timeout=30s",
+    )
 
     rp = kubectl.get("routingpolicy", "support", ns)
     assert rp is not None
@@ -103,8 +114,10 @@ def test_create_update_delete_converge(kubectl: Kubectl, watched: OperatorProces
     )
     assert updated.policies[0].virtual_models == ("helpdesk", "support-bot")
     wait_for(
-        lambda: (kubectl.get("routingpolicy", "support", ns) or {}).get("status", {}).get("configVersion")
-        == updated.version[7:],
+        lambda: (
+            (kubectl.get("routingpolicy", "support", ns) or {}).get("status", {}).get("configVersion")
+            == updated.version[7:]
+        ),
         "status to show the new version",
     )
 
@@ -121,7 +134,9 @@ def test_broken_object_keeps_last_good_config(kubectl: Kubectl, watched: Operato
     broken = with_change(policy(), "spec.rules.0.targets.0.endpoint", "gpt-missing")
     kubectl.apply(to_yaml(broken), ns)
     cond = wait_for(
-        lambda: (c := condition(kubectl.get("routingpolicy", "support", ns))) and c["reason"] == "Invalid" and c,
+        lambda: (
+            (c := condition(kubectl.get("routingpolicy", "support", ns))) and c["reason"] == "Invalid" and c
+        ),
         "Ready=False/Invalid on the broken policy",
     )
     assert cond["status"] == "False"
@@ -133,7 +148,9 @@ def test_broken_object_keeps_last_good_config(kubectl: Kubectl, watched: Operato
     # The endpoint is fine and still live; its generation is in the live config.
     assert ready_status(kubectl, "modelendpoint", "llama", ns) == "True"
 
-    events = kubectl.json("get", "events", "-n", ns, "--field-selector", "involvedObject.name=support")["items"]
+    events = kubectl.json("get", "events", "-n", ns, "--field-selector", "involvedObject.name=support")[
+        "items"
+    ]
     reasons = {(e["reason"], e["type"]) for e in events}
     assert ("Invalid", "Warning") in reasons, reasons
 
@@ -144,7 +161,9 @@ def test_broken_object_keeps_last_good_config(kubectl: Kubectl, watched: Operato
     assert fixed is not None and fixed.version != good.version
 
 
-def test_endpoint_change_blocked_by_another_broken_object_reports_blocked(kubectl: Kubectl, watched: OperatorProcess) -> None:
+def test_endpoint_change_blocked_by_another_broken_object_reports_blocked(
+    kubectl: Kubectl, watched: OperatorProcess
+) -> None:
     ns = new_namespace(kubectl, "op-blocked")
     kubectl.apply(to_yaml(endpoint(), policy(), endpoint("other")), ns)
     good = wait_for(lambda: live_config(kubectl, ns), "the first config")
@@ -152,7 +171,9 @@ def test_endpoint_change_blocked_by_another_broken_object_reports_blocked(kubect
     # A valid change elsewhere cannot go live while the canary is broken: it says so.
     kubectl.apply(to_yaml(with_change(endpoint("other"), "spec.model", "org/other-v2")), ns)
     cond = wait_for(
-        lambda: (c := condition(kubectl.get("modelendpoint", "other", ns))) and c["reason"] == "Blocked" and c,
+        lambda: (
+            (c := condition(kubectl.get("modelendpoint", "other", ns))) and c["reason"] == "Blocked" and c
+        ),
         "Ready=False/Blocked on the valid endpoint",
     )
     assert "Canary/llama-next" in cond["message"]
@@ -194,6 +215,8 @@ def test_reapply_is_idempotent_and_restart_writes_nothing(
     try:
         settle(restarted, ns, 0)
         assert resource_versions(kubectl, ns) == before, "a restart must not write anything"
-        assert all(p["config_written"] == "False" and p["status_writes"] == "0" for p in passes(restarted, ns))
+        assert all(
+            p["config_written"] == "False" and p["status_writes"] == "0" for p in passes(restarted, ns)
+        )
     finally:
         restarted.stop()
