@@ -1,0 +1,181 @@
+"""The `modelroute` command: offline tools over manifests, for people and CI.
+
+- `render -f DIR`: compile manifests to the RouterConfig the operator would store (for CI diffs).
+- `validate -f DIR`: our schemas and cross-object checks; exit 0 when valid, 1 when not, 2 on usage.
+- `explain -f DIR --request FILE`: which endpoint a request would go to, and why each candidate was dropped.
+- `crds --write DIR | --check DIR`: generate the CRDs from the models, or check them for drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modelroute_sidecar.contract import RouterConfig
+
+from . import crdgen
+from .compiler import CompileResult, compile_namespace
+from .manifests import Manifests, load_manifests
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def _load(args: argparse.Namespace) -> Manifests:
+    return load_manifests(args.filename, namespace=args.namespace, recursive=args.recursive)
+
+
+def _compile_all(manifests: Manifests) -> dict[str, CompileResult]:
+    return {ns: compile_namespace(manifests.for_namespace(ns)) for ns in manifests.namespaces()}
+
+
+def _report_errors(manifests: Manifests, results: dict[str, CompileResult]) -> int:
+    """Print every error to stderr, one per line; return how many there were."""
+    lines = [str(e) for e in manifests.errors]
+    lines += [f"{ns}: {e}" for ns, result in results.items() for e in result.errors]
+    for line in lines:
+        print(f"error: {line}", file=sys.stderr)
+    return len(lines)
+
+
+def render(args: argparse.Namespace) -> int:
+    manifests = _load(args)
+    results = _compile_all(manifests)
+    if _report_errors(manifests, results):
+        return EXIT_INVALID
+    configs = [r.config.model_dump(mode="json", by_alias=True) for r in results.values() if r.config]
+    document: Any = configs[0] if len(configs) == 1 else configs
+    if args.output == "yaml":
+        print(yaml.safe_dump(document, sort_keys=True), end="")
+    else:
+        print(json.dumps(document, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def validate(args: argparse.Namespace) -> int:
+    manifests = _load(args)
+    results = _compile_all(manifests)
+    count = _report_errors(manifests, results)
+    if count:
+        print(f"{count} error(s) in {len(manifests.objects)} object(s)", file=sys.stderr)
+        return EXIT_INVALID
+    for ns, result in results.items():
+        assert result.config is not None
+        print(f"ok: {ns}: {len(manifests.for_namespace(ns).endpoints)} endpoint(s), "
+              f"{len(result.config.policies)} policy(ies), version {result.config.version}")
+    return EXIT_OK
+
+
+def explain(args: argparse.Namespace) -> int:
+    # Imported here: the engine is only needed by this subcommand.
+    from modelroute_sidecar.engine import Router, extract_features
+
+    manifests = _load(args)
+    results = _compile_all(manifests)
+    if _report_errors(manifests, results):
+        return EXIT_INVALID
+    request = json.loads(Path(args.request).read_text())
+    headers = {k.lower(): str(v) for k, v in (request.pop("headers", None) or {}).items()}
+    body = request.get("body", request)
+    config: RouterConfig | None = results[args.namespace].config if args.namespace in results else None
+    if config is None:
+        print(f"error: no objects in namespace {args.namespace!r}", file=sys.stderr)
+        return EXIT_INVALID
+    router = Router(config, local_region=args.region)
+    features = extract_features(body, headers, "explain", args.api)
+    decision = router.decide(features, _NoEjections(), seed=args.seed)
+    print(json.dumps(_describe(decision), indent=2))
+    return EXIT_OK if decision.error is None else EXIT_INVALID
+
+
+class _NoEjections:
+    """Offline there is no passive health: nothing is ejected, no latency is known."""
+
+    def is_ejected(self, endpoint: str, replica: str) -> bool:
+        return False
+
+    def p95_latency_ms(self, endpoint: str) -> float | None:
+        return None
+
+
+def _describe(decision: Any) -> dict[str, Any]:
+    return {
+        "policy": decision.policy,
+        "rule": decision.rule,
+        "dataClass": decision.data_class,
+        "dataClassSource": decision.data_class_source,
+        "complexity": decision.complexity,
+        "canary": decision.canary or None,
+        "canarySide": decision.canary_side or None,
+        "error": None
+        if decision.error is None
+        else {"status": decision.error.status, "code": decision.error.code, "message": decision.error.message},
+        "plan": [
+            {"endpoint": c.endpoint, "replica": c.replica, "region": c.region, "role": str(c.role)}
+            for c in decision.plan
+        ],
+        "escalation": [{"endpoint": c.endpoint, "replica": c.replica, "region": c.region} for c in decision.escalation],
+        "dropped": [
+            {"endpoint": d.endpoint, "replica": d.replica, "region": d.region, "reason": str(d.reason), "detail": d.detail}
+            for d in decision.dropped
+        ],
+        "notes": list(decision.notes),
+    }
+
+
+def crds(args: argparse.Namespace) -> int:
+    argv = ["--write", args.write] if args.write else ["--check", args.check]
+    return crdgen.main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelroute", description="modelroute tools for manifests and CI.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def manifest_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-f", "--filename", action="append", required=True, help="file or directory (repeatable)")
+        p.add_argument("-n", "--namespace", default="default", help="namespace for objects without one")
+        p.add_argument("-R", "--recursive", action="store_true", help="read subdirectories too")
+
+    p = sub.add_parser("render", help="compile manifests to the RouterConfig")
+    manifest_args(p)
+    p.add_argument("-o", "--output", choices=["json", "yaml"], default="json")
+    p.set_defaults(run=render)
+
+    p = sub.add_parser("validate", help="check manifests (schemas and cross-object rules)")
+    manifest_args(p)
+    p.set_defaults(run=validate)
+
+    p = sub.add_parser("explain", help="show where a request would be routed and why")
+    manifest_args(p)
+    p.add_argument("--request", required=True, help="JSON file: an OpenAI request body, or {headers, body}")
+    p.add_argument("--api", choices=["chat", "completions", "embeddings"], default="chat")
+    p.add_argument("--region", default="", help="region of the calling sidecar")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weighted pick (same seed, same answer)")
+    p.set_defaults(run=explain)
+
+    p = sub.add_parser("crds", help="generate or check the CRDs")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--write", metavar="DIR")
+    group.add_argument("--check", metavar="DIR")
+    p.set_defaults(run=crds)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
