@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 """Bumped on any change a sidecar of the previous schema could misread."""
 
 
@@ -258,6 +258,9 @@ class Resilience(ContractModel):
     """First ejection time; doubled on each repeated ejection up to `maxEjectionSeconds`."""
     max_ejection_seconds: float = 120.0
     """Longest ejection."""
+    escalate_on: tuple[str, ...] = ("error", "timeout")
+    """Answer failures that send the request on to the rule's escalation: `error`, `timeout`, `length`
+    (finish_reason length), `invalidJson` (JSON requested, not returned)."""
 
 
 class Budgets(ContractModel):
@@ -356,14 +359,6 @@ class RouterConfig(ContractModel):
         return config
 
 
-ShortVersion = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{16}$")]
-
-
 def short_version(version: str) -> str:
     """The hash part a person reads in columns and headers (`sha256:ab12...` -> `ab12...`)."""
     return version.removeprefix("sha256:")
-
-
-def dump_json(value: Any) -> str:
-    """Canonical JSON used wherever bytes must be stable (hashes, ConfigMap data)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
