@@ -66,8 +66,10 @@ def validate(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     for ns, result in results.items():
         assert result.config is not None
-        print(f"ok: {ns}: {len(manifests.for_namespace(ns).endpoints)} endpoint(s), "
-              f"{len(result.config.policies)} policy(ies), version {result.config.version}")
+        print(
+            f"ok: {ns}: {len(manifests.for_namespace(ns).endpoints)} endpoint(s), "
+            f"{len(result.config.policies)} policy(ies), version {result.config.version}"
+        )
     return EXIT_OK
 
 
@@ -112,20 +114,22 @@ def _describe(decision: Any) -> dict[str, Any]:
         "complexity": decision.complexity,
         "canary": decision.canary or None,
         "canarySide": decision.canary_side or None,
-        "error": None
-        if decision.error is None
-        else {"status": decision.error.status, "code": decision.error.code, "message": decision.error.message},
-        "plan": [
-            {"endpoint": c.endpoint, "replica": c.replica, "region": c.region, "role": str(c.role)}
-            for c in decision.plan
-        ],
-        "escalation": [{"endpoint": c.endpoint, "replica": c.replica, "region": c.region} for c in decision.escalation],
+        "error": None if decision.error is None else _describe_error(decision.error),
+        "plan": [_describe_choice(c) | {"role": str(c.role)} for c in decision.plan],
+        "escalation": [_describe_choice(c) for c in decision.escalation],
         "dropped": [
-            {"endpoint": d.endpoint, "replica": d.replica, "region": d.region, "reason": str(d.reason), "detail": d.detail}
-            for d in decision.dropped
+            _describe_choice(d) | {"reason": str(d.reason), "detail": d.detail} for d in decision.dropped
         ],
         "notes": list(decision.notes),
     }
+
+
+def _describe_choice(choice: Any) -> dict[str, Any]:
+    return {"endpoint": choice.endpoint, "replica": choice.replica, "region": choice.region}
+
+
+def _describe_error(error: Any) -> dict[str, Any]:
+    return {"status": error.status, "code": error.code, "message": error.message}
 
 
 def crds(args: argparse.Namespace) -> int:
@@ -138,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def manifest_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("-f", "--filename", action="append", required=True, help="file or directory (repeatable)")
+        p.add_argument(
+            "-f", "--filename", action="append", required=True, help="file or directory (repeatable)"
+        )
         p.add_argument("-n", "--namespace", default="default", help="namespace for objects without one")
         p.add_argument("-R", "--recursive", action="store_true", help="read subdirectories too")
 

@@ -8,15 +8,20 @@ deletes are instant, and a restart that finds nothing to change writes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import kopf
+
+from modelroute_sidecar.contract import RouterConfig
 
 from .kube import KubeApi, load_client_config
 from .reconciler import Reconciler
 from .resources import GROUP, KINDS, VERSION
+from .sync import RESYNC_SECONDS, SIDECAR_LABEL, SIDECAR_LABEL_VALUE, Syncer
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +31,10 @@ class OperatorContext:
     """Shared clients, created on startup and closed on cleanup (kept in Kopf's memo)."""
 
     kube: KubeApi
+    session: aiohttp.ClientSession
     reconciler: Reconciler
+    syncer: Syncer
+    background: list[asyncio.Task[None]]
 
 
 def context_of(memo: kopf.Memo) -> OperatorContext:
@@ -48,14 +56,31 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     load_client_config()
     kube = KubeApi()
-    memo["modelroute"] = OperatorContext(kube=kube, reconciler=Reconciler(kube))
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit_per_host=4))
+    syncer = Syncer(kube, session)
+
+    async def announce(namespace: str, _config: RouterConfig) -> None:
+        syncer.schedule(namespace)
+
+    resync = asyncio.get_running_loop().create_task(_resync_forever(syncer), name="sidecar-resync")
+    memo["modelroute"] = OperatorContext(kube, session, Reconciler(kube, announce), syncer, [resync])
+
+
+async def _resync_forever(syncer: Syncer) -> None:
+    while True:
+        await asyncio.sleep(RESYNC_SECONDS)
+        syncer.forget_acks()
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     ctx = memo.get("modelroute")
     if isinstance(ctx, OperatorContext):
+        for task in ctx.background:
+            task.cancel()
         await ctx.reconciler.close()
+        await ctx.syncer.close()
+        await ctx.session.close()
         ctx.kube.close()
 
 
@@ -66,3 +91,10 @@ async def _on_change(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
 
 for _kind in KINDS:
     kopf.on.event(GROUP, VERSION, _kind.plural)(_on_change)
+
+
+@kopf.on.event("", "v1", "pods", labels={SIDECAR_LABEL: SIDECAR_LABEL_VALUE})
+async def sidecar_changed(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A sidecar pod appeared, became ready, or went: bring the namespace's sidecars up to date."""
+    if namespace:
+        context_of(memo).syncer.schedule(namespace)

@@ -9,6 +9,7 @@ to retry with backoff; everything else is a bug or a permission problem and prop
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -185,6 +186,38 @@ class KubeApi:
             if exc.status == 404:  # deleted meanwhile: nothing to report on
                 return
             raise
+
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """Pods of a namespace matching a label selector, as plain dicts."""
+        result = await _call(self._core.list_namespaced_pod, namespace, label_selector=selector)
+        return [self._api_client.sanitize_for_serialization(pod) for pod in result.items]
+
+    async def ensure_secret_key(
+        self, namespace: str, name: str, key: str, generate: Callable[[], str]
+    ) -> str:
+        """The value of `key` in Secret `name`, creating the Secret with a generated value if missing."""
+        for _ in range(3):
+            try:
+                secret = await _call(self._core.read_namespaced_secret, name, namespace)
+                value = (secret.data or {}).get(key)
+                if value:
+                    return base64.b64decode(value).decode()
+                raise RuntimeError(f"Secret {namespace}/{name} has no key {key!r}")
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+            body = client.V1Secret(
+                metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=dict(MANAGED_BY)),
+                string_data={key: generate()},
+                type="Opaque",
+            )
+            try:
+                await _call(self._core.create_namespaced_secret, namespace, body)
+            except (ApiException, TransientApiError) as exc:
+                # Another operator replica created it first: read theirs on the next round.
+                if not isinstance(exc, TransientApiError) and exc.status != 409:
+                    raise
+        raise TransientApiError(f"Secret {namespace}/{name} could not be read or created")
 
     async def record_event(
         self, obj: Mapping[str, Any], reason: str, message: str, warning: bool = False

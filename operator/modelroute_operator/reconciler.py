@@ -80,6 +80,8 @@ class Reconciler:
     ):
         self._kube = kube
         self._on_config = on_config
+        self._announced: set[str] = set()
+        """Namespaces whose live config was handed to `on_config` since this process started."""
         self._dirty: dict[str, bool] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self.last_reports: dict[str, PassReport] = {}
@@ -151,10 +153,13 @@ class Reconciler:
             if live is None or live.version != result.config.version or dict(live.sources) != sources:
                 await self._kube.apply_config(namespace, result.config, sources)
                 report.config_written = True
-                if self._on_config is not None:
-                    await self._on_config(namespace, result.config)
             live = LiveConfig(result.config.to_json(), result.config.version, sources)
             live_config = result.config
+        # Announce a new version, and every namespace once after a restart (its sidecars may lag).
+        announce = report.config_written or namespace not in self._announced
+        if live_config is not None and self._on_config is not None and announce:
+            self._announced.add(namespace)
+            await self._on_config(namespace, live_config)
         report.version = live.version if live else ""
         report.status_writes = await self._report(raw, errors, live, live_config)
         return report

@@ -379,7 +379,8 @@ class Rule(ApiModel):
     fallback_to: Name | None = None
     """Rule whose targets are tried when every target of this rule is unavailable or failed (a chain)."""
     escalate_to: Name | None = None
-    """Rule whose targets get the request when an answer fails a quality check (cascade to a stronger tier)."""
+    """Rule whose targets get the request when an answer fails a quality check (a cascade to a
+    stronger tier)."""
 
 
 class DataClass(ApiModel):

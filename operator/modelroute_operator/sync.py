@@ -1,0 +1,214 @@
+"""Config push to the sidecars of a namespace, with acknowledgements and the sync figure in status.
+
+The sidecars of a namespace are its Ready pods labelled `modelroute.dev/router=sidecar` that have a pod
+IP; each listens for pushes on its admin port (pod annotation `modelroute.dev/admin-port`, default 9901)
+and checks a bearer token kept in a per-namespace Secret the operator creates. A pod that already holds
+the live version is only asked (`GET /config/version`), never sent the config again. Pushes run
+concurrently with a per-pod timeout, so one slow pod never holds back the others; lagging pods are
+retried with backoff. RoutingPolicy status shows `sync: ready/total` and the pods that lag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from modelroute_sidecar.contract import short_version
+
+from . import status as st
+from .kube import KubeApi, LiveConfig, TransientApiError
+from .resources import RoutingPolicy
+
+log = logging.getLogger(__name__)
+
+SIDECAR_LABEL = "modelroute.dev/router"
+SIDECAR_LABEL_VALUE = "sidecar"
+ADMIN_PORT_ANNOTATION = "modelroute.dev/admin-port"
+DEFAULT_ADMIN_PORT = 9901
+TOKEN_SECRET = "modelroute-sidecar-admin"
+TOKEN_KEY = "token"
+PUSH_TIMEOUT_SECONDS = 3.0
+RESYNC_SECONDS = 30.0
+"""How often every sidecar's version is re-read, to notice a restarted sidecar process."""
+MAX_BACKOFF_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class SidecarPod:
+    """Where to reach one sidecar."""
+
+    name: str
+    uid: str
+    ip: str
+    admin_port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.ip}:{self.admin_port}"
+
+
+def ready_sidecars(pods: Sequence[Mapping[str, Any]]) -> list[SidecarPod]:
+    """The pods that can take a push: Ready, with an IP, not being deleted; sorted by name."""
+    out = []
+    for pod in pods:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        if meta.get("deletionTimestamp") or not status.get("podIP"):
+            continue
+        conditions = status.get("conditions") or []
+        if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+            continue
+        port = (meta.get("annotations") or {}).get(ADMIN_PORT_ANNOTATION, DEFAULT_ADMIN_PORT)
+        try:
+            admin_port = int(port)
+        except ValueError:
+            log.warning(
+                "pod %s: annotation %s=%r is not a port", meta.get("name"), ADMIN_PORT_ANNOTATION, port
+            )
+            continue
+        out.append(SidecarPod(str(meta.get("name")), str(meta.get("uid")), str(status["podIP"]), admin_port))
+    return sorted(out, key=lambda p: p.name)
+
+
+def sync_fields(pods: Sequence[SidecarPod], acked: Mapping[str, str], version: str) -> dict[str, Any]:
+    """The status fields describing how many sidecars run `version` and which lag."""
+    lagging = [p.name for p in pods if acked.get(p.uid) != version]
+    return {"sync": f"{len(pods) - len(lagging)}/{len(pods)}", "laggingPods": lagging[:64]}
+
+
+@dataclass
+class SyncReport:
+    namespace: str
+    version: str = ""
+    pushed: list[str] = field(default_factory=list)
+    lagging: list[str] = field(default_factory=list)
+    status_writes: int = 0
+
+
+class Syncer:
+    """Pushes each namespace's live config to its sidecars; one pass at a time per namespace."""
+
+    def __init__(self, kube: KubeApi, session: aiohttp.ClientSession) -> None:
+        self._kube = kube
+        self._session = session
+        self._acked: dict[str, dict[str, str]] = {}
+        """namespace → pod uid → version the pod acknowledged."""
+        self._tokens: dict[str, str] = {}
+        self._dirty: dict[str, bool] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+
+    def schedule(self, namespace: str) -> None:
+        self._dirty[namespace] = True
+        worker = self._workers.get(namespace)
+        if worker is None or worker.done():
+            self._workers[namespace] = asyncio.get_running_loop().create_task(
+                self._work(namespace), name=f"sync:{namespace}"
+            )
+
+    def forget_acks(self) -> None:
+        """Make the next pass re-read every sidecar's version (periodic resync)."""
+        self._acked.clear()
+        for namespace in list(self._workers):
+            self.schedule(namespace)
+
+    async def close(self) -> None:
+        for worker in self._workers.values():
+            worker.cancel()
+        await asyncio.gather(*self._workers.values(), return_exceptions=True)
+
+    async def _work(self, namespace: str) -> None:
+        backoff = 0.5
+        while self._dirty.get(namespace):
+            self._dirty[namespace] = False
+            try:
+                report = await self.sync(namespace)
+            except TransientApiError as exc:
+                log.warning(
+                    "sync %s: API server unavailable (%s); retrying in %.1fs", namespace, exc, backoff
+                )
+                report = SyncReport(namespace, lagging=["?"])
+            except Exception:
+                log.exception("sync %s failed", namespace)
+                report = SyncReport(namespace, lagging=["?"])
+            if report.pushed or report.status_writes:
+                log.info(
+                    "sync %s: version=%s pushed=%s lagging=%s",
+                    namespace,
+                    short_version(report.version),
+                    ",".join(report.pushed) or "-",
+                    ",".join(report.lagging) or "-",
+                )
+            if report.lagging and not self._dirty.get(namespace):
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                self._dirty[namespace] = True
+            elif not report.lagging:
+                backoff = 0.5
+
+    async def sync(self, namespace: str) -> SyncReport:
+        """Bring every ready sidecar of `namespace` to the live version; write the sync figure."""
+        live = await self._kube.read_live_config(namespace)
+        report = SyncReport(namespace, version=live.version if live else "")
+        pods = ready_sidecars(await self._kube.list_pods(namespace, f"{SIDECAR_LABEL}={SIDECAR_LABEL_VALUE}"))
+        acked = self._acked.setdefault(namespace, {})
+        for uid in set(acked) - {p.uid for p in pods}:
+            del acked[uid]
+        if live is not None:
+            token = await self._token(namespace)
+            pending = [p for p in pods if acked.get(p.uid) != live.version]
+            results = await asyncio.gather(*(self._bring_up_to_date(p, live, token) for p in pending))
+            for pod, (version, pushed) in zip(pending, results, strict=True):
+                if version:
+                    acked[pod.uid] = version
+                if pushed:
+                    report.pushed.append(pod.name)
+        fields = sync_fields(pods, acked, report.version) if live else {"sync": None, "laggingPods": []}
+        report.lagging = list(fields["laggingPods"])
+        report.status_writes = await self._write_status(namespace, fields)
+        return report
+
+    async def _bring_up_to_date(self, pod: SidecarPod, live: LiveConfig, token: str) -> tuple[str, bool]:
+        """(version the pod now runs or "" when unknown, whether a push was sent)."""
+        headers = {"Authorization": f"Bearer {token}"}
+        timeout = aiohttp.ClientTimeout(total=PUSH_TIMEOUT_SECONDS)
+        try:
+            async with self._session.get(
+                f"{pod.base_url}/config/version", headers=headers, timeout=timeout
+            ) as r:
+                if r.status == 200 and (await r.json()).get("version") == live.version:
+                    return live.version, False
+            async with self._session.put(
+                f"{pod.base_url}/config",
+                data=live.config_json,
+                headers={**headers, "Content-Type": "application/json"},
+                timeout=timeout,
+            ) as r:
+                body = await r.text()
+                if r.status != 200:
+                    log.warning("push to %s refused: HTTP %d %s", pod.name, r.status, body[:300])
+                    return "", True
+                return live.version, True
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("push to %s (%s) failed: %s", pod.name, pod.base_url, exc or type(exc).__name__)
+            return "", False
+
+    async def _token(self, namespace: str) -> str:
+        if namespace not in self._tokens:
+            self._tokens[namespace] = await self._kube.ensure_secret_key(
+                namespace, TOKEN_SECRET, TOKEN_KEY, lambda: secrets.token_urlsafe(32)
+            )
+        return self._tokens[namespace]
+
+    async def _write_status(self, namespace: str, fields: Mapping[str, Any]) -> int:
+        writes = 0
+        for body in (await self._kube.list_objects(namespace)).policies:
+            patch = st.status_patch(body.get("status") or {}, fields)
+            if patch:
+                await self._kube.patch_status(RoutingPolicy, namespace, body["metadata"]["name"], patch)
+                writes += 1
+        return writes
