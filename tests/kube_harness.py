@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
-from control_plane import ControlPlane, ensure_binaries  # noqa: E402
+from control_plane import ControlPlane, ensure_binaries, free_port  # noqa: E402, F401
 
 T = TypeVar("T")
 _names = itertools.count(1)
@@ -136,3 +137,178 @@ def start_control_plane(state_dir: Path) -> Iterator[ControlPlane]:
         yield plane
     finally:
         plane.destroy()
+
+
+SIDECAR_LABELS = {"modelroute.dev/router": "sidecar"}
+
+
+def create_pod(
+    kubectl: Kubectl, namespace: str, name: str, admin_port: int, labels: dict[str, str] | None = None
+) -> None:
+    """A Pod object for a simulated sidecar (no kubelet: nothing runs it; the test starts the process)."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": labels if labels is not None else dict(SIDECAR_LABELS),
+            "annotations": {"modelroute.dev/admin-port": str(admin_port)},
+        },
+        "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]},
+    }
+    kubectl.apply(json.dumps(pod), namespace)
+
+
+def set_pod_status(kubectl: Kubectl, namespace: str, name: str, ip: str, ready: bool) -> None:
+    """What a kubelet would report: Running with `ip`, Ready or not."""
+    status = "True" if ready else "False"
+    patch = {
+        "status": {
+            "phase": "Running",
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "conditions": [
+                {"type": "Ready", "status": status, "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                {"type": "ContainersReady", "status": status, "lastTransitionTime": "2026-01-01T00:00:00Z"},
+            ],
+        }
+    }
+    kubectl.run(
+        "patch", "pod", name, "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps(patch)
+    )
+
+
+@dataclass
+class SidecarProcess:
+    """A router sidecar process bound to a loopback address, as a pod with that IP would run it."""
+
+    name: str
+    ip: str
+    port: int
+    admin_port: int
+    region: str
+    workdir: Path
+    namespace: str = ""
+    token: str = ""
+    config_json: str = ""
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.ip}:{self.port}/v1"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.ip}:{self.admin_port}"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.workdir / f"{self.name}.audit.jsonl"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        token_file = self.workdir / f"{self.name}.token"
+        token_file.write_text(self.token)
+        args = [
+            sys.executable,
+            "-m",
+            "modelroute_sidecar.main",
+            "--host",
+            self.ip,
+            "--port",
+            str(self.port),
+            "--admin-host",
+            self.ip,
+            "--admin-port",
+            str(self.admin_port),
+            "--admin-token-file",
+            str(token_file),
+            "--region",
+            self.region,
+            "--pod-name",
+            self.name,
+            "--namespace",
+            self.namespace,
+            "--audit-log",
+            str(self.audit_path),
+            *self.extra_args,
+        ]
+        if self.config_json:
+            config_file = self.workdir / f"{self.name}.config.json"
+            config_file.write_text(self.config_json)
+            args += ["--config-file", str(config_file)]
+        log = (self.workdir / f"{self.name}.log").open("ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: self._alive(), f"sidecar {self.name} to listen", 30)
+
+    def _alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(
+                f"sidecar {self.name} exited:\n{(self.workdir / f'{self.name}.log').read_text()[-3000:]}"
+            )
+        try:
+            with urllib.request.urlopen(f"{self.admin_url}/healthz", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def version(self) -> str:
+        request = urllib.request.Request(
+            f"{self.admin_url}/config/version", headers={"Authorization": f"Bearer {self.token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=2) as r:
+                return str(json.loads(r.read()).get("version") or "")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@dataclass
+class UpstreamProcess:
+    """A fake OpenAI-compatible server process (tests/fakes/upstream.py)."""
+
+    name: str
+    port: int
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.fakes.upstream", "--port", str(self.port), "--name", self.name],
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        wait_for(self._listening, f"upstream {self.name}", 20)
+
+    def _listening(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/models", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def requests(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_fake/requests", timeout=2) as r:
+            result: list[dict[str, Any]] = json.loads(r.read())
+            return result

@@ -1,4 +1,4 @@
-"""Fixtures of the integration suite: one real kube-apiserver per session, CRDs installed, the operator."""
+"""Session fixtures shared by the integration and e2e suites: one real kube-apiserver, CRDs installed."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kube_harness import REPO, ControlPlane, Kubectl, OperatorProcess, start_control_plane, wait_for
+from tests.kube_harness import REPO, ControlPlane, Kubectl, start_control_plane, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -22,17 +22,3 @@ def kubectl(plane: ControlPlane) -> Kubectl:
     # Discovery of freshly established CRDs can lag a moment behind the condition.
     wait_for(lambda: kc.run("get", "modelroute", "-A", check=False).returncode == 0, "CRD discovery")
     return kc
-
-
-@pytest.fixture(scope="session")
-def operator(
-    plane: ControlPlane, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    op = OperatorProcess(plane, log)
-    op.start()
-    wait_for(
-        lambda: "Everything is ready" in op.log() or "startup" in op.log().lower(), "operator startup", 60
-    )
-    yield op
-    op.stop()
