@@ -1,0 +1,557 @@
+"""The canary controller's decision: one pure step from (spec, status, time, traffic stats) to the next
+status, the Events to record and when to look again.
+
+Everything a run needs to continue lives in the Canary's status (phase, step, weight, step start, failed
+analyses, last analysis, history) plus `StepBaseline`: the cumulative sidecar counters when the current
+step began, so a step's analysis judges only the traffic since then. The same inputs always give the
+same outcome, so an operator that dies before writing status simply recomputes the same transition, and
+one that restarts after writing continues at the same step with the same start time.
+
+Choices where the design is silent:
+- Resuming a paused canary restarts the current step's clock and window (`stepStartedAt` = resume time,
+  fresh baseline): no extra field is needed to remember when the pause began, and a step someone paused
+  to investigate is judged on a full window of traffic after it.
+- `spec.abort` and `spec.promote` are obeyed in every phase, terminal ones included (abort is the
+  emergency lever after a promotion); nothing else leaves `Promoted` or `RolledBack`, except a change of
+  `spec.stable` or `spec.candidate`, which restarts the run from step 0 (the old figures judged another
+  endpoint).
+- `failedAnalyses` counts over the whole run (like Argo Rollouts' failure limit). A failed analysis below
+  the limit restarts the same step's clock and window, so the next analysis judges fresh traffic.
+- When the summed counters go down (a sidecar restarted or left), the window cannot be computed: the
+  baseline is reset to the current counters and the step's clock keeps running; the analysis then needs
+  `minRequests` since the reset.
+- The latency comparison with stable needs `minRequests` stable requests in the window; with fewer (at a
+  100% step stable gets none) the comparison is skipped and the message says so.
+- Stored times have whole seconds, like every metav1.Time, so a status is identical across a round trip.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from .resources import (
+    AnalysisResult,
+    ApiModel,
+    CanaryPhase,
+    CanarySpec,
+    CanaryStatus,
+    HistoryEntry,
+    Name,
+    SideFigures,
+    seconds,
+)
+
+MAX_HISTORY = 50
+"""History entries kept in status (oldest dropped first)."""
+MAX_MESSAGE = 1024
+"""Longest message the status schema accepts."""
+RECHECK_SECONDS = 10.0
+"""How often a held step (too little traffic, no stats) looks again; shorter steps look at their pace."""
+MIN_REQUEUE_SECONDS = 0.1
+"""Floor of `requeue_after`, so a step ending now is not polled in a busy loop."""
+INF = math.inf
+
+# ------------------------------------------------------------------------------------- traffic figures
+
+
+@dataclass(frozen=True)
+class SideStats:
+    """Cumulative figures of one endpoint, summed over the namespace's sidecars."""
+
+    requests: int
+    errors: int
+    latency_buckets: tuple[tuple[float, int], ...]
+    """Cumulative histogram, like Prometheus: (upper bound in seconds, count), the `+Inf` bucket last."""
+
+
+@dataclass(frozen=True)
+class CanaryStats:
+    """Cumulative figures of both sides of a canary."""
+
+    stable: SideStats
+    candidate: SideStats
+
+
+def quantile(q: float, buckets: Sequence[tuple[float, int]]) -> float | None:
+    """The q-quantile (0-1) of a cumulative histogram, interpolated linearly within the bucket as
+    Prometheus' `histogram_quantile` does; None without observations. A quantile in the `+Inf` bucket
+    is the highest finite bound."""
+    if len(buckets) < 2 or buckets[-1][0] != INF:
+        return None
+    total = buckets[-1][1]
+    if total <= 0:
+        return None
+    rank = q * total
+    index = next((i for i, (_, count) in enumerate(buckets[:-1]) if count >= rank), len(buckets) - 1)
+    if index == len(buckets) - 1:
+        return buckets[-2][0]
+    upper, count = buckets[index]
+    if index == 0 and upper <= 0:
+        return upper
+    lower, below = buckets[index - 1] if index else (0.0, 0)
+    in_bucket = count - below
+    return lower + (upper - lower) * (rank - below) / in_bucket if in_bucket else upper
+
+
+def p95(buckets: Sequence[tuple[float, int]]) -> float | None:
+    """95th percentile (seconds) of a cumulative histogram; None without observations."""
+    return quantile(0.95, buckets)
+
+
+def sum_stats(snapshots: Iterable[Mapping[str, Any]], stable: str, candidate: str) -> CanaryStats:
+    """Sum the sidecars' `/stats` documents into the figures of the canary's two endpoints.
+
+    An endpoint a sidecar has not served counts as zero there. Sidecars reporting different latency
+    buckets cannot be summed bucket by bucket: that raises ValueError, and the caller holds the canary
+    (passes no stats) until they agree.
+    """
+    docs = list(snapshots)
+    return CanaryStats(_sum_side(docs, stable), _sum_side(docs, candidate))
+
+
+def _sum_side(docs: Sequence[Mapping[str, Any]], endpoint: str) -> SideStats:
+    bounds_ms: list[float] | None = None
+    requests = errors = 0
+    counts: list[int] = []
+    for doc in docs:
+        doc_bounds = [float(b) for b in doc.get("latencyBucketsMs") or []]
+        if bounds_ms is None:
+            bounds_ms, counts = doc_bounds, [0] * (len(doc_bounds) + 1)
+        elif doc_bounds != bounds_ms:
+            raise ValueError(f"sidecar {doc.get('pod', '?')} reports different latency buckets")
+        figures = (doc.get("endpoints") or {}).get(endpoint)
+        if not figures:
+            continue
+        cumulative = [int(c) for c in figures.get("latencyBuckets") or []]
+        if len(cumulative) != len(counts):
+            raise ValueError(f"sidecar {doc.get('pod', '?')} reports {len(cumulative)} buckets")
+        requests += int(figures.get("requests", 0))
+        errors += int(figures.get("errors", 0))
+        counts = [a + b for a, b in zip(counts, cumulative, strict=True)]
+    if not bounds_ms and not counts:
+        return SideStats(requests, errors, ())
+    bounds = [b / 1000 for b in bounds_ms or []] + [INF]
+    return SideStats(requests, errors, tuple(zip(bounds, counts, strict=True)))
+
+
+# ----------------------------------------------------------------------------------- baseline (status)
+
+
+class SideCounters(ApiModel):
+    """Cumulative counters of one endpoint, summed over the namespace's sidecars."""
+
+    requests: Annotated[int, Field(ge=0)] = 0
+    """Requests counted."""
+    errors: Annotated[int, Field(ge=0)] = 0
+    """Failed requests counted."""
+    latency_bounds_seconds: Annotated[list[Annotated[float, Field(ge=0)]], Field(max_length=64)] = []
+    """Upper bounds of the latency histogram in seconds, ascending; the `+Inf` bucket is implied."""
+    latency_buckets: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=65)] = []
+    """Cumulative counts per bound, then the `+Inf` bucket (one more entry than the bounds)."""
+
+
+class StepBaseline(ApiModel):
+    """Where the current step's analysis window starts, and the endpoints this run compares."""
+
+    stable_endpoint: Name
+    """`spec.stable` this run was started for; a different one in spec restarts the run."""
+    candidate_endpoint: Name
+    """`spec.candidate` this run was started for; a different one in spec restarts the run."""
+    stable: SideCounters | None = None
+    """Stable's counters when the step began (or were last reset); unset until stats could be read."""
+    candidate: SideCounters | None = None
+    """Candidate's counters when the step began (or were last reset); unset until stats could be read."""
+
+
+def counters(side: SideStats) -> SideCounters:
+    """The counters to store in status for one side (JSON has no `+Inf`, so that bound is implied)."""
+    bounds = [bound for bound, _ in side.latency_buckets if bound != INF]
+    counts = [count for _, count in side.latency_buckets]
+    if side.latency_buckets and side.latency_buckets[-1][0] != INF:
+        counts.append(counts[-1])  # no observations above the highest bound
+    return SideCounters(
+        requests=side.requests, errors=side.errors, latency_bounds_seconds=bounds, latency_buckets=counts
+    )
+
+
+def window(current: SideStats, start: SideCounters) -> SideStats | None:
+    """Traffic since `start`; None when a counter went down or the buckets changed (a sidecar restarted,
+    left, or was upgraded), since then the difference no longer means anything."""
+    now = counters(current)
+    if start == SideCounters():
+        # Taken while no sidecar reported: everything counted since is in the window.
+        start = SideCounters(
+            latency_bounds_seconds=now.latency_bounds_seconds, latency_buckets=[0] * len(now.latency_buckets)
+        )
+    if now.latency_bounds_seconds != start.latency_bounds_seconds:
+        return None
+    pairs = [(now.requests, start.requests), (now.errors, start.errors)]
+    pairs += list(zip(now.latency_buckets, start.latency_buckets, strict=True))
+    if any(after < before for after, before in pairs):
+        return None
+    bounds = [*now.latency_bounds_seconds, INF] if now.latency_buckets else []
+    counts = [a - b for a, b in zip(now.latency_buckets, start.latency_buckets, strict=True)]
+    return SideStats(
+        now.requests - start.requests, now.errors - start.errors, tuple(zip(bounds, counts, strict=True))
+    )
+
+
+# --------------------------------------------------------------------------------------------- outcome
+
+
+@dataclass(frozen=True)
+class CanaryEvent:
+    """A Kubernetes Event to record on the Canary."""
+
+    reason: str
+    message: str
+    warning: bool = False
+
+
+@dataclass(frozen=True)
+class CanaryOutcome:
+    """What one controller step decided."""
+
+    status: CanaryStatus
+    """The new status (fields other than the controller's are carried over unchanged)."""
+    baseline: StepBaseline | None
+    """The new `status.stepBaseline`."""
+    events: tuple[CanaryEvent, ...]
+    """Events to record, in order."""
+    requeue_after: float | None
+    """Seconds until the controller should look again; None when only a spec change matters."""
+    changed: bool
+    """Whether status or baseline differ from the input (nothing to write otherwise)."""
+
+
+@dataclass(frozen=True)
+class _Judgement:
+    verdict: Literal["Pass", "Fail", "Inconclusive"]
+    candidate: SideFigures
+    stable: SideFigures
+    message: str
+
+
+@dataclass
+class _Run:
+    """The status being built during one step, with the events and history it produces."""
+
+    spec: CanarySpec
+    status: CanaryStatus
+    baseline: StepBaseline | None
+    now: datetime
+    """The caller's time, for comparisons."""
+    stamp: datetime
+    """`now` in whole seconds, for storing."""
+    stats: CanaryStats | None
+    events: list[CanaryEvent] = field(default_factory=list)
+
+    @property
+    def phase(self) -> CanaryPhase:
+        return self.status.phase or CanaryPhase.PENDING
+
+    @property
+    def step_index(self) -> int:
+        return min(self.status.current_step or 0, len(self.spec.steps) - 1)
+
+    def update(self, **changes: Any) -> None:
+        self.status = self.status.model_copy(update=changes)
+
+    def transition(
+        self, phase: CanaryPhase, index: int, weight: int, reason: str, message: str, warning: bool = False
+    ) -> None:
+        """Move to (phase, step, weight), with a history entry and an Event."""
+        entry = HistoryEntry(time=self.stamp, phase=phase, step=index, weight=weight, message=_cut(message))
+        self.update(
+            phase=phase,
+            current_step=index,
+            current_weight=weight,
+            history=[*self.status.history, entry][-MAX_HISTORY:],
+        )
+        self.events.append(CanaryEvent(reason, _cut(message), warning))
+
+    def start_step(self, index: int, reason: str, message: str, warning: bool = False) -> None:
+        """Begin step `index` now, with a fresh analysis window."""
+        weight = self.spec.steps[index].weight
+        pause = self.spec.steps[index].pause
+        detail = f"step {index + 1}/{len(self.spec.steps)}: {weight}% to {self.spec.candidate} for {pause}"
+        self.transition(CanaryPhase.PROGRESSING, index, weight, reason, f"{message}; {detail}", warning)
+        self.update(step_started_at=self.stamp, failed_analyses=self.status.failed_analyses or 0)
+        self.take_baseline()
+
+    def take_baseline(self) -> None:
+        """Counters from now on count towards the step (unset when stats could not be read)."""
+        self.baseline = StepBaseline(
+            stable_endpoint=self.spec.stable,
+            candidate_endpoint=self.spec.candidate,
+            stable=counters(self.stats.stable) if self.stats else None,
+            candidate=counters(self.stats.candidate) if self.stats else None,
+        )
+
+    def outcome(
+        self, requeue_after: float | None, before: CanaryStatus, baseline_before: StepBaseline | None
+    ) -> CanaryOutcome:
+        changed = self.status != before or self.baseline != baseline_before
+        return CanaryOutcome(self.status, self.baseline, tuple(self.events), requeue_after, changed)
+
+
+# ------------------------------------------------------------------------------------------- the step
+
+
+def step(
+    spec: CanarySpec,
+    status: CanaryStatus,
+    now: datetime,
+    stats: CanaryStats | None,
+    baseline: StepBaseline | None,
+) -> CanaryOutcome:
+    """Advance the canary by one decision.
+
+    `stats` are the current cumulative figures of stable and candidate summed over the namespace's
+    sidecars (None when they could not be read: the canary then holds); `baseline` is the stored
+    `status.stepBaseline`. Pure and deterministic: the same inputs give the same outcome.
+    """
+    now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    run = _Run(spec, status, baseline, now, now.replace(microsecond=0), stats)
+    requeue = _decide(run)
+    return run.outcome(requeue, status, baseline)
+
+
+def _decide(run: _Run) -> float | None:
+    _restart_if_endpoints_changed(run)
+    spec, phase = run.spec, run.phase
+    if spec.abort and phase != CanaryPhase.ROLLED_BACK:
+        run.transition(CanaryPhase.ROLLED_BACK, run.step_index, 0, "Aborted", "aborted by spec.abort")
+        _adopt_endpoints(run)
+        return None
+    if spec.promote and phase != CanaryPhase.PROMOTED:
+        run.transition(CanaryPhase.PROMOTED, run.step_index, 100, "Promoted", "promoted by spec.promote")
+        _adopt_endpoints(run)
+        return None
+    if phase in (CanaryPhase.PROMOTED, CanaryPhase.ROLLED_BACK):
+        _adopt_endpoints(run)
+        return None
+    if spec.paused:
+        if phase != CanaryPhase.PAUSED:
+            # A canary paused before it started holds at 0%: it has no step weight to hold yet.
+            weight = (run.status.current_weight or 0) if phase == CanaryPhase.PROGRESSING else 0
+            run.transition(CanaryPhase.PAUSED, run.step_index, weight, "Paused", "paused by spec.paused")
+        _adopt_endpoints(run)
+        return None
+    if phase == CanaryPhase.PAUSED:
+        run.start_step(run.step_index, "Resumed", "resumed (the step's clock restarts)")
+        return _pause_seconds(run)
+    started = run.status.step_started_at
+    if phase == CanaryPhase.PENDING or started is None:
+        run.start_step(0 if phase == CanaryPhase.PENDING else run.step_index, "Started", "canary started")
+        return _pause_seconds(run)
+    return _progress(run, started)
+
+
+def _restart_if_endpoints_changed(run: _Run) -> None:
+    base = run.baseline
+    if base is None or run.phase == CanaryPhase.PENDING:
+        return
+    if (base.stable_endpoint, base.candidate_endpoint) == (run.spec.stable, run.spec.candidate):
+        return
+    message = (
+        f"restarting: stable/candidate changed from {base.stable_endpoint}/{base.candidate_endpoint}"
+        f" to {run.spec.stable}/{run.spec.candidate}"
+    )
+    run.transition(CanaryPhase.PENDING, 0, 0, "Restarted", message)
+    run.update(step_started_at=None, failed_analyses=0, last_analysis=None)
+    run.baseline = None
+
+
+def _adopt_endpoints(run: _Run) -> None:
+    # Record which endpoints the run is about even when it ends before any step, so a later change of
+    # the candidate is recognised as a new run.
+    if run.baseline is None:
+        run.take_baseline()
+
+
+def _progress(run: _Run, started: datetime) -> float | None:
+    index = run.step_index
+    if index != run.status.current_step or run.spec.steps[index].weight != run.status.current_weight:
+        # spec.steps was edited mid-run: the live weight follows the spec of the step in progress.
+        weight = run.spec.steps[index].weight
+        run.transition(
+            CanaryPhase.PROGRESSING, index, weight, "StepChanged", f"step {index + 1} now sends {weight}%"
+        )
+    windows = _windows(run)
+    remaining = (started + timedelta(seconds=seconds(run.spec.steps[index].pause)) - run.now).total_seconds()
+    if remaining > 0:
+        return max(remaining, MIN_REQUEUE_SECONDS)
+    judgement = _judge(run.spec, windows)
+    if judgement.verdict == "Inconclusive":
+        _hold(run, judgement)
+        return _recheck_seconds(run)
+    run.update(
+        last_analysis=AnalysisResult(
+            time=run.stamp,
+            step=index,
+            verdict=judgement.verdict,
+            candidate=judgement.candidate,
+            stable=judgement.stable,
+            message=_cut(judgement.message),
+        )
+    )
+    if judgement.verdict == "Fail":
+        return _fail(run, judgement)
+    if index + 1 < len(run.spec.steps):
+        run.start_step(index + 1, "StepPassed", f"step {index + 1} passed: {judgement.message}")
+        return _pause_seconds(run)
+    run.transition(CanaryPhase.PROMOTED, index, 100, "Promoted", f"all steps passed: {judgement.message}")
+    return None
+
+
+def _windows(run: _Run) -> tuple[SideStats, SideStats] | str:
+    """The step's traffic so far on (stable, candidate), or why there is none to judge yet."""
+    if run.stats is None:
+        return "sidecar stats unavailable"
+    base = run.baseline
+    if base is None or base.stable is None or base.candidate is None:
+        run.take_baseline()  # the stats were unreadable when the step began: the window starts now
+        return "the analysis window just started (stats were unavailable before)"
+    stable, candidate = window(run.stats.stable, base.stable), window(run.stats.candidate, base.candidate)
+    if stable is None or candidate is None:
+        run.take_baseline()
+        run.events.append(
+            CanaryEvent(
+                "WindowRestarted",
+                f"step {run.step_index + 1}: traffic counters went down (a sidecar restarted or left);"
+                " the analysis window restarts now",
+            )
+        )
+        return "the analysis window just restarted (traffic counters went down)"
+    return stable, candidate
+
+
+def _judge(spec: CanarySpec, windows: tuple[SideStats, SideStats] | str) -> _Judgement:
+    if isinstance(windows, str):
+        return _Judgement("Inconclusive", SideFigures(), SideFigures(), windows)
+    stable, candidate = windows
+    cand, stab = _figures(candidate), _figures(stable)
+    analysis = spec.analysis
+    summary = f"candidate {_describe(cand)}; stable {_describe(stab)}"
+    if candidate.requests < analysis.min_requests:
+        need = f"{candidate.requests}/{analysis.min_requests} candidate requests"
+        return _Judgement("Inconclusive", cand, stab, f"too little traffic ({need}); {summary}")
+    failures, notes = _check(spec, candidate, stable)
+    message = "; ".join([*failures, summary, *notes]) if failures else "; ".join([summary, *notes])
+    return _Judgement("Fail" if failures else "Pass", cand, stab, message)
+
+
+def _check(spec: CanarySpec, candidate: SideStats, stable: SideStats) -> tuple[list[str], list[str]]:
+    """Threshold breaches of the candidate, and notes on checks that could not run."""
+    analysis = spec.analysis
+    failures: list[str] = []
+    notes: list[str] = []
+    rate = _error_rate(candidate)
+    if rate > analysis.max_error_rate_percent:
+        failures.append(f"error rate {rate:.1f}% > {analysis.max_error_rate_percent:g}%")
+    cand_p95 = p95(candidate.latency_buckets)
+    if analysis.max_p95_latency is not None:
+        limit = seconds(analysis.max_p95_latency)
+        if cand_p95 is None:
+            notes.append("no latency figures for the p95 check")
+        elif cand_p95 > limit:
+            failures.append(f"p95 {_ms(cand_p95)} > {analysis.max_p95_latency}")
+    if analysis.max_latency_increase_percent is not None:
+        stable_p95 = p95(stable.latency_buckets)
+        if (
+            cand_p95 is None
+            or stable_p95 is None
+            or stable_p95 <= 0
+            or stable.requests < analysis.min_requests
+        ):
+            notes.append(f"p95 not compared with stable ({stable.requests} stable requests)")
+        else:
+            increase = (cand_p95 - stable_p95) / stable_p95 * 100
+            if increase > analysis.max_latency_increase_percent:
+                failures.append(
+                    f"p95 {_ms(cand_p95)} is {increase:.0f}% above stable's {_ms(stable_p95)}"
+                    f" (limit {analysis.max_latency_increase_percent:g}%)"
+                )
+    return failures, notes
+
+
+def _hold(run: _Run, judgement: _Judgement) -> None:
+    """Keep the step running; record why, writing (and telling) only what is new."""
+    index, last = run.step_index, run.status.last_analysis
+    same_hold = last is not None and last.step == index and last.verdict == "Inconclusive"
+    figures = (judgement.candidate, judgement.stable, _cut(judgement.message))
+    if last is not None and same_hold and (last.candidate, last.stable, last.message) == figures:
+        return
+    run.update(
+        last_analysis=AnalysisResult(
+            time=run.stamp,
+            step=index,
+            verdict="Inconclusive",
+            candidate=judgement.candidate,
+            stable=judgement.stable,
+            message=_cut(judgement.message),
+        )
+    )
+    if not same_hold:
+        message = _cut(f"step {index + 1} holds: {judgement.message}")
+        run.events.append(CanaryEvent("AnalysisInconclusive", message))
+
+
+def _fail(run: _Run, judgement: _Judgement) -> float | None:
+    index = run.step_index
+    failed = (run.status.failed_analyses or 0) + 1
+    limit = run.spec.analysis.failure_limit
+    run.update(failed_analyses=failed)
+    if failed >= limit:
+        message = f"step {index + 1} failed analysis ({failed}/{limit}), rolled back: {judgement.message}"
+        run.transition(CanaryPhase.ROLLED_BACK, index, 0, "RolledBack", message, warning=True)
+        return None
+    message = f"step {index + 1} failed analysis ({failed}/{limit}): {judgement.message}"
+    run.start_step(index, "AnalysisFailed", message, warning=True)
+    return _pause_seconds(run)
+
+
+# ----------------------------------------------------------------------------------------- small parts
+
+
+def _figures(side: SideStats) -> SideFigures:
+    latency = p95(side.latency_buckets)
+    return SideFigures(
+        requests=side.requests,
+        errors=side.errors,
+        error_rate_percent=round(_error_rate(side), 3),
+        p95_latency_ms=None if latency is None else round(latency * 1000, 3),
+    )
+
+
+def _error_rate(side: SideStats) -> float:
+    # Clamped: counters summed from sidecars scraped a moment apart can show errors above requests.
+    return min(100.0, side.errors / side.requests * 100) if side.requests else 0.0
+
+
+def _describe(figures: SideFigures) -> str:
+    latency = "n/a" if figures.p95_latency_ms is None else f"{figures.p95_latency_ms:.0f}ms"
+    return f"{figures.error_rate_percent:.1f}% errors ({figures.errors}/{figures.requests}), p95 {latency}"
+
+
+def _ms(latency_seconds: float) -> str:
+    return f"{latency_seconds * 1000:.0f}ms"
+
+
+def _pause_seconds(run: _Run) -> float:
+    return max(seconds(run.spec.steps[run.step_index].pause), MIN_REQUEUE_SECONDS)
+
+
+def _recheck_seconds(run: _Run) -> float:
+    return min(RECHECK_SECONDS, max(1.0, seconds(run.spec.steps[run.step_index].pause)))
+
+
+def _cut(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
