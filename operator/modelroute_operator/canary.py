@@ -31,19 +31,17 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
-
-from pydantic import Field
+from typing import Any, Literal
 
 from .resources import (
     AnalysisResult,
-    ApiModel,
     CanaryPhase,
     CanarySpec,
     CanaryStatus,
     HistoryEntry,
-    Name,
+    SideCounters,
     SideFigures,
+    StepBaseline,
     seconds,
 )
 
@@ -141,32 +139,6 @@ def _sum_side(docs: Sequence[Mapping[str, Any]], endpoint: str) -> SideStats:
 
 
 # ----------------------------------------------------------------------------------- baseline (status)
-
-
-class SideCounters(ApiModel):
-    """Cumulative counters of one endpoint, summed over the namespace's sidecars."""
-
-    requests: Annotated[int, Field(ge=0)] = 0
-    """Requests counted."""
-    errors: Annotated[int, Field(ge=0)] = 0
-    """Failed requests counted."""
-    latency_bounds_seconds: Annotated[list[Annotated[float, Field(ge=0)]], Field(max_length=64)] = []
-    """Upper bounds of the latency histogram in seconds, ascending; the `+Inf` bucket is implied."""
-    latency_buckets: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=65)] = []
-    """Cumulative counts per bound, then the `+Inf` bucket (one more entry than the bounds)."""
-
-
-class StepBaseline(ApiModel):
-    """Where the current step's analysis window starts, and the endpoints this run compares."""
-
-    stable_endpoint: Name
-    """`spec.stable` this run was started for; a different one in spec restarts the run."""
-    candidate_endpoint: Name
-    """`spec.candidate` this run was started for; a different one in spec restarts the run."""
-    stable: SideCounters | None = None
-    """Stable's counters when the step began (or were last reset); unset until stats could be read."""
-    candidate: SideCounters | None = None
-    """Candidate's counters when the step began (or were last reset); unset until stats could be read."""
 
 
 def counters(side: SideStats) -> SideCounters:

@@ -19,8 +19,9 @@ import kopf
 from modelroute_sidecar.contract import RouterConfig
 
 from .kube import KubeApi, load_client_config
+from .monitor import CanaryRunner, HealthMonitor
 from .reconciler import Reconciler
-from .resources import GROUP, KINDS, VERSION
+from .resources import GROUP, KINDS, VERSION, Canary, ModelEndpoint
 from .sync import RESYNC_SECONDS, SIDECAR_LABEL, SIDECAR_LABEL_VALUE, Syncer
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class OperatorContext:
     session: aiohttp.ClientSession
     reconciler: Reconciler
     syncer: Syncer
+    health: HealthMonitor
+    canaries: CanaryRunner
     background: list[asyncio.Task[None]]
 
 
@@ -62,8 +65,17 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     async def announce(namespace: str, _config: RouterConfig) -> None:
         syncer.schedule(namespace)
 
-    resync = asyncio.get_running_loop().create_task(_resync_forever(syncer), name="sidecar-resync")
-    memo["modelroute"] = OperatorContext(kube, session, Reconciler(kube, announce), syncer, [resync])
+    health = HealthMonitor(kube, session)
+    canaries = CanaryRunner(kube, syncer)
+    loop = asyncio.get_running_loop()
+    background = [
+        loop.create_task(_resync_forever(syncer), name="sidecar-resync"),
+        loop.create_task(health.run(), name="health-monitor"),
+        loop.create_task(canaries.run(), name="canary-runner"),
+    ]
+    memo["modelroute"] = OperatorContext(
+        kube, session, Reconciler(kube, announce), syncer, health, canaries, background
+    )
 
 
 async def _resync_forever(syncer: Syncer) -> None:
@@ -91,6 +103,19 @@ async def _on_change(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
 
 for _kind in KINDS:
     kopf.on.event(GROUP, VERSION, _kind.plural)(_on_change)
+
+
+@kopf.on.event(GROUP, VERSION, ModelEndpoint.plural)
+async def endpoint_seen(body: kopf.Body, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Keep the health monitor's view of endpoints current."""
+    context_of(memo).health.endpoints.observe(body, event.get("type") == "DELETED")
+
+
+@kopf.on.event(GROUP, VERSION, Canary.plural)
+async def canary_seen(body: kopf.Body, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Keep the canary runner's view current; a change is looked at on the next tick."""
+    ctx = context_of(memo)
+    ctx.canaries.poke(ctx.canaries.canaries.observe(body, event.get("type") == "DELETED"))
 
 
 @kopf.on.event("", "v1", "pods", labels={SIDECAR_LABEL: SIDECAR_LABEL_VALUE})

@@ -57,11 +57,13 @@ def observe(
 ) -> tuple[ReplicaStatus, Transition | None]:
     """The replica's status after one probe result, and the health transition it caused, if any."""
     now = _whole_seconds(now)
+    # Streaks stop at their threshold: a longer one decides nothing more, and a capped streak makes a
+    # steady state write no status at all (probe times stay in memory).
     if ok:
-        successes, failures = previous.consecutive_successes + 1, 0
+        successes, failures = min(previous.consecutive_successes + 1, check.healthy_threshold), 0
         last_error = previous.last_error
     else:
-        successes, failures = 0, previous.consecutive_failures + 1
+        successes, failures = 0, min(previous.consecutive_failures + 1, check.unhealthy_threshold)
         last_error = (error or "probe failed")[:MAX_ERROR_CHARS]
     after = _next_health(previous.health, successes, failures, check)
     status = previous.model_copy(

@@ -192,6 +192,19 @@ class KubeApi:
         result = await _call(self._core.list_namespaced_pod, namespace, label_selector=selector)
         return [self._api_client.sanitize_for_serialization(pod) for pod in result.items]
 
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
+        """The decoded value of one key of a Secret; KeyError when the Secret or key is missing."""
+        try:
+            secret = await _call(self._core.read_namespaced_secret, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise KeyError(f"Secret {namespace}/{name} not found") from exc
+            raise
+        value = (secret.data or {}).get(key)
+        if value is None:
+            raise KeyError(f"Secret {namespace}/{name} has no key {key!r}")
+        return base64.b64decode(value).decode()
+
     async def ensure_secret_key(
         self, namespace: str, name: str, key: str, generate: Callable[[], str]
     ) -> str:

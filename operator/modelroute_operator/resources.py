@@ -705,6 +705,32 @@ class HistoryEntry(ApiModel):
     """What happened."""
 
 
+class SideCounters(ApiModel):
+    """Cumulative counters of one endpoint, summed over the namespace's sidecars."""
+
+    requests: Annotated[int, Field(ge=0)] = 0
+    """Requests counted."""
+    errors: Annotated[int, Field(ge=0)] = 0
+    """Failed requests counted."""
+    latency_bounds_seconds: Annotated[list[Annotated[float, Field(ge=0)]], Field(max_length=64)] = []
+    """Upper bounds of the latency histogram in seconds, ascending; the `+Inf` bucket is implied."""
+    latency_buckets: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=65)] = []
+    """Cumulative counts per bound, then the `+Inf` bucket (one more entry than the bounds)."""
+
+
+class StepBaseline(ApiModel):
+    """Where the current step's analysis window starts, and the endpoints this run compares."""
+
+    stable_endpoint: Name
+    """`spec.stable` this run was started for; a different one in spec restarts the run."""
+    candidate_endpoint: Name
+    """`spec.candidate` this run was started for; a different one in spec restarts the run."""
+    stable: SideCounters | None = None
+    """Stable's counters when the step began (or were last reset); unset until stats could be read."""
+    candidate: SideCounters | None = None
+    """Candidate's counters when the step began (or were last reset); unset until stats could be read."""
+
+
 class CanaryStatus(ApiModel):
     """Observed state of a Canary; everything needed to resume after an operator restart."""
 
@@ -726,6 +752,9 @@ class CanaryStatus(ApiModel):
     """Most recent analysis with its measured figures."""
     history: Annotated[list[HistoryEntry], Field(max_length=50)] = []
     """Recent transitions, oldest first (last 50)."""
+    step_baseline: StepBaseline | None = None
+    """Sidecar counters when the current step began (its analysis counts only traffic since), and the
+    stable/candidate endpoints this run is for."""
 
 
 # ------------------------------------------------------------------------------------------- objects

@@ -111,24 +111,20 @@ def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict
 
 
 def endpoint_status(obj: Mapping[str, Any], verdict: Verdict, now: datetime) -> dict[str, Any]:
-    """Status fields of a ModelEndpoint this reconcile owns."""
+    """Status fields of a ModelEndpoint this reconcile owns. `replicas` (health) belongs to the health
+    monitor; here it is only read, with replicas it has not reported yet counted as Unknown."""
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
-    previous = {r.get("name"): r for r in status.get("replicas") or []}
-    replicas = []
-    for replica in sorted(spec.get("replicas") or [], key=lambda r: str(r.get("name"))):
-        entry = dict(previous.get(replica.get("name")) or {"health": ReplicaHealth.UNKNOWN.value})
-        entry["name"] = replica.get("name")
-        entry["region"] = replica.get("region")
-        replicas.append(entry)
+    health = {(r.get("name"), r.get("region")): r.get("health") for r in status.get("replicas") or []}
     ready_by_region: dict[str, list[int]] = {}
-    for entry in replicas:
-        counts = ready_by_region.setdefault(str(entry["region"]), [0, 0])
+    for replica in spec.get("replicas") or []:
+        counts = ready_by_region.setdefault(str(replica.get("region")), [0, 0])
         counts[1] += 1
-        if entry.get("health") != ReplicaHealth.UNHEALTHY.value:
+        if health.get((replica.get("name"), replica.get("region"))) != ReplicaHealth.UNHEALTHY.value:
             counts[0] += 1
     ready = sum(c[0] for c in ready_by_region.values())
-    unavailable = "" if ready or not replicas else "every replica is unhealthy"
+    total = sum(c[1] for c in ready_by_region.values())
+    unavailable = "" if ready or not total else "every replica is unhealthy"
     conditions = merge_conditions(
         status.get("conditions") or [],
         (acceptance(verdict), readiness(verdict, unavailable)),
@@ -138,9 +134,8 @@ def endpoint_status(obj: Mapping[str, Any], verdict: Verdict, now: datetime) -> 
     return {
         "observedGeneration": verdict.generation,
         "conditions": conditions,
-        "replicas": replicas,
         "readyReplicas": ready,
-        "readySummary": f"{ready}/{len(replicas)}",
+        "readySummary": f"{ready}/{total}",
         "regions": ",".join(f"{region}={c[0]}/{c[1]}" for region, c in sorted(ready_by_region.items())),
     }
 

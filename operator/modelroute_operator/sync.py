@@ -172,6 +172,29 @@ class Syncer:
         report.status_writes = await self._write_status(namespace, fields)
         return report
 
+    async def fetch_stats(self, namespace: str) -> list[dict[str, Any]]:
+        """The `/stats` documents of the namespace's ready sidecars (unreachable ones are left out)."""
+        pods = ready_sidecars(await self._kube.list_pods(namespace, f"{SIDECAR_LABEL}={SIDECAR_LABEL_VALUE}"))
+        if not pods:
+            return []
+        token = await self._token(namespace)
+        answers = await asyncio.gather(*(self._get_stats(p, token) for p in pods))
+        return [doc for doc in answers if doc is not None]
+
+    async def _get_stats(self, pod: SidecarPod, token: str) -> dict[str, Any] | None:
+        timeout = aiohttp.ClientTimeout(total=PUSH_TIMEOUT_SECONDS)
+        try:
+            async with self._session.get(
+                f"{pod.base_url}/stats", headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+            ) as r:
+                if r.status == 200:
+                    doc: dict[str, Any] = await r.json()
+                    return doc
+                log.warning("stats of %s: HTTP %d", pod.name, r.status)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("stats of %s failed: %s", pod.name, exc or type(exc).__name__)
+        return None
+
     async def _bring_up_to_date(self, pod: SidecarPod, live: LiveConfig, token: str) -> tuple[str, bool]:
         """(version the pod now runs or "" when unknown, whether a push was sent)."""
         headers = {"Authorization": f"Bearer {token}"}

@@ -191,10 +191,21 @@ def test_reapply_is_idempotent_and_restart_writes_nothing(
     op = OperatorProcess(plane, tmp_path / "operator.log", namespaces=[ns])
     op.start()
     try:
-        manifest = to_yaml(endpoint(), endpoint("small", {"eu-west-1": ["gdpr"]}), policy())
+        # Probes run (against a closed port) so the restart also covers the health monitor's state.
+        probed = with_change(
+            endpoint("small", {"eu-west-1": ["gdpr"]}, url_base="http://127.0.0.1:9/{region}/v1"),
+            "spec.healthCheck",
+            {"interval": "1s", "timeout": "500ms", "unhealthyThreshold": 1},
+        )
+        manifest = to_yaml(endpoint(), probed, policy())
         kubectl.apply(manifest, ns)
         wait_for(lambda: live_config(kubectl, ns), "the ConfigMap")
-        settle(op, ns, 0)
+        wait_for(
+            lambda: (live := live_config(kubectl, ns))
+            and {r.health for e in live.endpoints if e.name == "small" for r in e.replicas} == {"Unhealthy"},
+            "the probed replica to be drained from the config",
+        )
+        settle(op, ns, len(op.log()))
         before = resource_versions(kubectl, ns)
 
         # The same manifests again: nothing changes anywhere.

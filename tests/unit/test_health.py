@@ -89,11 +89,19 @@ def test_hysteresis(case: Case, roundtrip: bool) -> None:
     )
     assert status.health == case.end
     assert [(i, t.before, t.after) for i, t in transitions] == list(case.changes)
-    # The streak is the run of equal results at the end.
+    # The streak is the run of equal results at the end, capped at its threshold.
     tail = len(case.results) - len(case.results.rstrip(case.results[-1]))
     assert (status.consecutive_successes, status.consecutive_failures) == (
-        (tail, 0) if case.results[-1] == "+" else (0, tail)
+        (min(tail, case.healthy), 0) if case.results[-1] == "+" else (0, min(tail, case.unhealthy))
     )
+
+
+def test_a_steady_state_changes_nothing_but_the_probe_time() -> None:
+    hc = check(2, 3)
+    status, _ = run(replica(H), "++++", hc, False)
+    again, transition = observe(status, True, None, hc, T0 + timedelta(minutes=5))
+    assert transition is None
+    assert again.model_copy(update={"last_probe_time": None}) == status.model_copy(update={"last_probe_time": None})
 
 
 def test_since_moves_only_on_transitions() -> None:

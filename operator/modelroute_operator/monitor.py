@@ -1,0 +1,259 @@
+"""The operator's clocks: active health probes of every replica and the canary controller's steps.
+
+Both work from the latest bodies the watch delivered (kept by `observe`), decide with the pure
+`health.observe` and `canary.step`, and write only the status fields they own: the health monitor owns
+`ModelEndpoint.status.replicas`, the canary runner owns a Canary's progress fields. A write changes
+status, the watch delivers it, the reconciler recompiles: an unhealthy replica or a new canary weight
+reaches the sidecars through the normal path. State needed to continue lives in status, so a restart
+resumes; probe times alone stay in memory (a restart probes at once, which is harmless).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from pydantic import ValidationError
+
+from . import canary as cn
+from . import health as hl
+from .kube import KubeApi, TransientApiError
+from .resources import (
+    Canary,
+    CanarySpec,
+    CanaryStatus,
+    HealthCheck,
+    ModelEndpoint,
+    ModelEndpointSpec,
+    ReplicaHealth,
+    ReplicaStatus,
+    seconds,
+)
+from .sync import Syncer
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.25
+"""How often the loops look for work; probes and steps keep their own schedules."""
+MAX_CONCURRENT_PROBES = 64
+
+Key = tuple[str, str]
+
+
+def _dump(model: Any) -> Any:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def spawn(tasks: set[asyncio.Task[None]], coro: Any, name: str) -> None:
+    """Start a task and hold a reference until it ends (the loop keeps only weak ones)."""
+    task = asyncio.get_running_loop().create_task(coro, name=name)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+class ObjectCache:
+    """Latest body of each object of one kind, as the watch delivered it."""
+
+    def __init__(self) -> None:
+        self.bodies: dict[Key, dict[str, Any]] = {}
+
+    def observe(self, body: Mapping[str, Any], deleted: bool) -> Key:
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        if deleted:
+            self.bodies.pop(key, None)
+        else:
+            self.bodies[key] = copy.deepcopy(dict(body))
+        return key
+
+
+class HealthMonitor:
+    """Probes every replica per its endpoint's health check; writes `status.replicas` when it changes."""
+
+    def __init__(
+        self, kube: KubeApi, session: aiohttp.ClientSession, now: Callable[[], datetime] | None = None
+    ):
+        self._kube = kube
+        self._session = session
+        self._now = now or (lambda: datetime.now(UTC))
+        self.endpoints = ObjectCache()
+        self._last_probe: dict[tuple[str, str, str], datetime] = {}
+        self._busy: set[Key] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_PROBES)
+
+    async def run(self) -> None:
+        while True:
+            for key, body in list(self.endpoints.bodies.items()):
+                if key not in self._busy:
+                    self._busy.add(key)
+                    spawn(self._tasks, self._check(key, body), f"health:{key}")
+            await asyncio.sleep(TICK_SECONDS)
+
+    async def _check(self, key: Key, body: Mapping[str, Any]) -> None:
+        try:
+            await self.check_endpoint(key, body)
+        except TransientApiError as exc:
+            log.warning("health %s/%s: API server unavailable: %s", *key, exc)
+        except Exception:
+            log.exception("health %s/%s failed", *key)
+        finally:
+            self._busy.discard(key)
+
+    async def check_endpoint(self, key: Key, body: Mapping[str, Any]) -> None:
+        """Probe the replicas that are due, then write `status.replicas` if anything changed."""
+        try:
+            spec = ModelEndpointSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            return  # the reconciler reports the invalid spec
+        current = [ReplicaStatus.model_validate(r) for r in (body.get("status") or {}).get("replicas") or []]
+        by_name = {(r.name, r.region): r for r in current}
+        now = self._now()
+        due = [
+            replica
+            for replica in spec.replicas
+            if spec.health_check.enabled
+            and self._due(
+                key, replica.name, by_name.get((replica.name, replica.region)), spec.health_check, now
+            )
+        ]
+        token = await self._credential(key[0], spec) if due else None
+        results = await asyncio.gather(*(self._probe(spec.health_check, r.url, token) for r in due))
+        outcome = dict(zip((r.name for r in due), results, strict=True))
+        replicas, transitions = [], []
+        for replica in sorted(spec.replicas, key=lambda r: r.name):
+            previous = by_name.get((replica.name, replica.region)) or ReplicaStatus(
+                name=replica.name, region=replica.region, health=ReplicaHealth.UNKNOWN
+            )
+            if replica.name in outcome:
+                ok, error = outcome[replica.name]
+                previous, transition = hl.observe(previous, ok, error, spec.health_check, now)
+                self._last_probe[(*key, replica.name)] = now
+                if transition is not None:
+                    transitions.append(transition)
+            replicas.append(previous)
+        if not self._differs(current, replicas):
+            return
+        await self._kube.patch_status(
+            ModelEndpoint, key[0], key[1], {"replicas": [_dump(r) for r in replicas]}
+        )
+        for t in transitions:
+            log.info("health %s/%s: %s", *key, t.message)
+            await self._kube.record_event(body, t.reason, t.message, warning=t.warning)
+
+    def _due(
+        self, key: Key, replica: str, status: ReplicaStatus | None, check: HealthCheck, now: datetime
+    ) -> bool:
+        last = self._last_probe.get((*key, replica))
+        if last is None:
+            return True  # never probed by this process: resume at once from what status says
+        return (now - last).total_seconds() >= seconds(check.interval)
+
+    async def _probe(self, check: HealthCheck, url: str, token: str | None) -> tuple[bool, str | None]:
+        async with self._slots:
+            return await hl.probe(self._session, url, check.path, seconds(check.timeout), token)
+
+    async def _credential(self, namespace: str, spec: ModelEndpointSpec) -> str | None:
+        if spec.credentials is None:
+            return None
+        try:
+            return await self._kube.read_secret_key(namespace, spec.credentials.name, spec.credentials.key)
+        except (TransientApiError, KeyError) as exc:
+            log.warning("health: credentials %s/%s unreadable: %s", namespace, spec.credentials.name, exc)
+            return None
+
+    @staticmethod
+    def _differs(before: list[ReplicaStatus], after: list[ReplicaStatus]) -> bool:
+        """Whether a write is worth it: probe times alone never are."""
+
+        def essence(items: list[ReplicaStatus]) -> list[Any]:
+            return [_dump(r.model_copy(update={"last_probe_time": None})) for r in items]
+
+        return essence(before) != essence(after)
+
+
+class CanaryRunner:
+    """Steps every canary on its own schedule, reading traffic figures from the namespace's sidecars."""
+
+    def __init__(self, kube: KubeApi, syncer: Syncer, now: Callable[[], datetime] | None = None):
+        self._kube = kube
+        self._syncer = syncer
+        self._now = now or (lambda: datetime.now(UTC))
+        self.canaries = ObjectCache()
+        self._next: dict[Key, float] = {}
+        self._busy: set[Key] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def poke(self, key: Key) -> None:
+        """Look at this canary on the next tick (its spec or status changed)."""
+        self._next[key] = 0.0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            for key, body in list(self.canaries.bodies.items()):
+                if key in self._busy or self._next.get(key, 0.0) > loop.time():
+                    continue
+                self._busy.add(key)
+                spawn(self._tasks, self._step(key, body), f"canary:{key}")
+            await asyncio.sleep(TICK_SECONDS)
+
+    async def _step(self, key: Key, body: Mapping[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            requeue = await self.step_canary(key, body)
+        except TransientApiError as exc:
+            log.warning("canary %s/%s: API server unavailable: %s", *key, exc)
+            requeue = 2.0
+        except Exception:
+            log.exception("canary %s/%s failed", *key)
+            requeue = 5.0
+        finally:
+            self._busy.discard(key)
+        # None: only a spec change matters; the watch pokes us then. Still look now and then.
+        self._next[key] = loop.time() + (requeue if requeue is not None else 60.0)
+
+    async def step_canary(self, key: Key, body: Mapping[str, Any]) -> float | None:
+        """One controller step; writes the canary's progress fields and Events when they change."""
+        if not self._accepted(body):
+            return 5.0  # the reconciler reports why; wait for a valid spec
+        try:
+            spec = CanarySpec.model_validate(body.get("spec") or {})
+            status = CanaryStatus.model_validate(body.get("status") or {})
+        except ValidationError:
+            return None
+        stats: cn.CanaryStats | None
+        try:
+            docs = await self._syncer.fetch_stats(key[0])
+            stats = cn.sum_stats(docs, spec.stable, spec.candidate) if docs else None
+        except ValueError as exc:
+            log.warning("canary %s/%s: stats not usable: %s", *key, exc)
+            stats = None
+        outcome = cn.step(spec, status, self._now(), stats, status.step_baseline)
+        if outcome.changed:
+            new = outcome.status.model_copy(update={"step_baseline": outcome.baseline})
+            patch = self._progress_patch(new)
+            await self._kube.patch_status(Canary, key[0], key[1], patch)
+            for event in outcome.events:
+                log.info("canary %s/%s: %s: %s", *key, event.reason, event.message)
+                await self._kube.record_event(body, event.reason, event.message, warning=event.warning)
+        return outcome.requeue_after
+
+    @staticmethod
+    def _accepted(body: Mapping[str, Any]) -> bool:
+        conditions = (body.get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Accepted" and c.get("status") == "True" for c in conditions)
+
+    @staticmethod
+    def _progress_patch(status: CanaryStatus) -> dict[str, Any]:
+        """The controller's fields (conditions and observedGeneration are the reconciler's)."""
+        # Merge patch: None removes a field, so cleared fields really go away.
+        dumped: dict[str, Any] = status.model_dump(
+            mode="json", by_alias=True, exclude={"conditions", "observed_generation"}
+        )
+        return dumped
