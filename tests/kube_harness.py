@@ -101,9 +101,10 @@ class OperatorProcess:
     namespaces: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "modelroute_operator.main"]
+        args = [sys.executable, "-m", "modelroute_operator.main", *self.extra_args]
         for ns in self.namespaces:
             args += ["--namespace", ns]
         env = {**self.plane.kubectl_env(), **self.extra_env, "PYTHONUNBUFFERED": "1"}

@@ -4,39 +4,89 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import os
 import sys
 
 import kopf
 
 from . import handlers  # noqa: F401  (registers the handlers)
+from .kube import load_client_config
+from .leader import LeaderElector, LeaseSettings
+
+log = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    env = os.environ
     parser = argparse.ArgumentParser(prog="modelroute-operator", description="The modelroute operator.")
     parser.add_argument(
         "-n",
         "--namespace",
         action="append",
-        default=[n for n in os.environ.get("MODELROUTE_NAMESPACES", "").split(",") if n],
-        help="namespace to watch (repeatable; default: all namespaces; env MODELROUTE_NAMESPACES)",
+        default=[n for n in env.get("MODELROUTE_NAMESPACES", "").split(",") if n],
+        help="namespace to watch, globs allowed (repeatable; default: all; env MODELROUTE_NAMESPACES)",
     )
+    parser.add_argument(
+        "--leader-elect",
+        action="store_true",
+        default=env.get("MODELROUTE_LEADER_ELECT", "").lower() in ("1", "true", "yes"),
+        help="run several replicas safely: only the holder of a Lease acts (env MODELROUTE_LEADER_ELECT)",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        default=env.get("POD_NAMESPACE", "default"),
+        help="namespace of the Lease (default: POD_NAMESPACE or default)",
+    )
+    parser.add_argument("--lease-name", default="modelroute-operator")
+    parser.add_argument("--lease-seconds", type=int, default=15, help="lease duration (default 15)")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    elector: LeaderElector | None = None
+    keeper: asyncio.Task[None] | None = None
+    if args.leader_elect:
+        load_client_config()
+        elector = LeaderElector(
+            LeaseSettings(
+                namespace=args.lease_namespace,
+                name=args.lease_name,
+                lease_seconds=args.lease_seconds,
+                renew_seconds=max(args.lease_seconds / 3, 0.5),
+                retry_seconds=max(args.lease_seconds / 7, 0.5),
+            )
+        )
+        await elector.acquire()
+        keeper = asyncio.get_running_loop().create_task(elector.keep(), name="lease-keeper")
+        keeper.add_done_callback(lambda _: stop.set())
+    try:
+        await kopf.operator(
+            clusterwide=not args.namespace, namespaces=args.namespace, standalone=True, stop_flag=stop
+        )
+    finally:
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        if elector is not None and not elector.lost.is_set():
+            await asyncio.to_thread(elector.release)
+    # Leadership lost: exit non-zero so the pod restarts and queues up as a standby.
+    return 1 if elector is not None and elector.lost.is_set() else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Kopf configures the root logger, so our modules' lines share its format.
     kopf.configure(verbose=args.verbose)
-    asyncio.run(
-        kopf.operator(
-            clusterwide=not args.namespace,
-            namespaces=args.namespace,
-            standalone=True,
-        )
-    )
-    return 0
+    logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
