@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.kube_harness import Kubectl, OperatorProcess, new_namespace, start_control_plane, wait_for
+from tests.kube_harness import Kubectl, OperatorProcess, new_namespace, running_control_plane, wait_for
 from tests.manifests import endpoint, policy, to_yaml
 
 from modelroute_operator.compiler import NamespaceObjects, compile_namespace, parse_object
@@ -59,9 +59,8 @@ def bench_compile(runs: int) -> None:
 
 
 def bench_apply_to_configmap(runs: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        for plane in start_control_plane(Path(tmp) / "cp"):
-            measure_apply(Kubectl(plane), Path(tmp), runs)
+    with tempfile.TemporaryDirectory() as tmp, running_control_plane(Path(tmp) / "cp") as plane:
+        measure_apply(Kubectl(plane), Path(tmp), runs)
 
 
 def measure_apply(kubectl: Kubectl, tmp: Path, runs: int) -> None:

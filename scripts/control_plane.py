@@ -147,6 +147,11 @@ class ControlPlane:
         _wait_until(
             lambda: _http_ok(f"http://127.0.0.1:{self.etcd_port}/health"), "etcd", timeout, etcd, etcd_log
         )
+        self.start_apiserver(timeout)
+
+    def start_apiserver(self, timeout: float = 90.0) -> None:
+        """Start (or restart) kube-apiserver on its port and wait until it is ready."""
+        pki = self.state_dir / "pki"
         api_log = self.state_dir / "kube-apiserver.log"
         api = subprocess.Popen(
             [
@@ -214,15 +219,21 @@ class ControlPlane:
         path.write_text(json.dumps(config, indent=2))
         path.chmod(0o600)
 
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver only (etcd keeps the data), e.g. to test clients riding out an outage."""
+        self._stop("kube-apiserver")
+
     def stop(self) -> None:
         """Stop both processes (API server first) and wait for them to exit."""
         for name in ("kube-apiserver", "etcd"):
-            pid_file = self.state_dir / f"{name}.pid"
-            if not pid_file.exists():
-                continue
-            pid = int(pid_file.read_text())
-            _terminate(pid)
-            pid_file.unlink(missing_ok=True)
+            self._stop(name)
+
+    def _stop(self, name: str) -> None:
+        pid_file = self.state_dir / f"{name}.pid"
+        if not pid_file.exists():
+            return
+        _terminate(int(pid_file.read_text()))
+        pid_file.unlink(missing_ok=True)
 
     def destroy(self) -> None:
         """Stop and remove all state."""

@@ -6,12 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kube_harness import REPO, ControlPlane, Kubectl, start_control_plane, wait_for
+from tests.kube_harness import REPO, ControlPlane, Kubectl, running_control_plane, wait_for
 
 
 @pytest.fixture(scope="session")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    yield from start_control_plane(tmp_path_factory.mktemp("control-plane"))
+    with running_control_plane(tmp_path_factory.mktemp("control-plane")) as plane:
+        yield plane
 
 
 @pytest.fixture(scope="session")

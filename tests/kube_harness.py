@@ -5,6 +5,7 @@ Shared by the integration and e2e suites. Polls with deadlines; never sleeps a f
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -131,7 +132,9 @@ class OperatorProcess:
         return self.log()[offset:]
 
 
-def start_control_plane(state_dir: Path) -> Iterator[ControlPlane]:
+@contextlib.contextmanager
+def running_control_plane(state_dir: Path) -> Iterator[ControlPlane]:
+    """A control plane for the duration of a `with` block (built on a machine's first run)."""
     plane = ControlPlane(state_dir=state_dir, bin_dir=ensure_binaries())
     plane.start()
     try:

@@ -23,7 +23,9 @@ def leads(op: OperatorProcess) -> bool:
     return " leads (lease " in op.log()
 
 
-def test_only_the_leader_acts_and_a_standby_takes_over(plane: ControlPlane, kubectl: Kubectl, tmp_path: Path) -> None:
+def test_only_the_leader_acts_and_a_standby_takes_over(
+    plane: ControlPlane, kubectl: Kubectl, tmp_path: Path
+) -> None:
     ns = new_namespace(kubectl, "ha")
     lease = ["--leader-elect", "--lease-namespace", ns, "--lease-seconds", "4"]
     first = OperatorProcess(plane, tmp_path / "a.log", namespaces=[ns], extra_args=lease)

@@ -201,8 +201,11 @@ def test_reapply_is_idempotent_and_restart_writes_nothing(
         kubectl.apply(manifest, ns)
         wait_for(lambda: live_config(kubectl, ns), "the ConfigMap")
         wait_for(
-            lambda: (live := live_config(kubectl, ns))
-            and {r.health for e in live.endpoints if e.name == "small" for r in e.replicas} == {"Unhealthy"},
+            lambda: (
+                (live := live_config(kubectl, ns))
+                and {r.health for e in live.endpoints if e.name == "small" for r in e.replicas}
+                == {"Unhealthy"}
+            ),
             "the probed replica to be drained from the config",
         )
         settle(op, ns, len(op.log()))

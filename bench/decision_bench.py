@@ -1,0 +1,315 @@
+"""Micro-benchmark of the decision engine: `extract_features` and `Router.decide` on a realistic policy.
+
+The policy is the shape issue 3 names: 20 ordered rules, residency with two data classes and four
+detectors, a canary on one rule, three regions, eight endpoints with two or three replicas each, budgets,
+fallback and escalation chains. The request mix varies model, metadata, headers, prompt size (a few
+words to ~8 KB), code, math, multi-step prompts and personal data, and the health view has one ejected
+replica. Each request is decided many times; the figures are per call.
+
+Run: .venv/bin/python bench/decision_bench.py [--rounds N]
+Target (issue 3): decide() median <= 50 µs on the project's 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import time
+from collections import Counter
+from typing import Any
+
+from modelroute_sidecar.contract import (
+    Budgets,
+    CanarySplit,
+    Capabilities,
+    DataClassRule,
+    Detector,
+    EndpointConfig,
+    HeaderMatch,
+    Health,
+    Locality,
+    PolicyConfig,
+    Pricing,
+    RangeMatch,
+    ReplicaConfig,
+    Residency,
+    RouterConfig,
+    RuleConfig,
+    RuleMatch,
+    Target,
+)
+from modelroute_sidecar.engine import RequestFeatures, Router, extract_features
+
+REGIONS = ("eu-west-1", "eu-central-1", "us-east-1")
+
+
+def replicas(name: str, regions: tuple[str, ...], unhealthy: str = "") -> tuple[ReplicaConfig, ...]:
+    labels = {"eu-west-1": ("gdpr",), "eu-central-1": ("gdpr", "pci"), "us-east-1": ("pci", "soc2")}
+    return tuple(
+        ReplicaConfig(
+            name=f"{name}-{region}",
+            region=region,
+            url=f"http://{name}.{region}.example:8000/v1",
+            weight=100,
+            compliance=labels[region],
+            health=Health.UNHEALTHY if region == unhealthy else Health.HEALTHY,
+        )
+        for region in regions
+    )
+
+
+def endpoint(
+    name: str,
+    regions: tuple[str, ...],
+    price: tuple[float, float],
+    context: int = 128_000,
+    unhealthy: str = "",
+    **caps: Any,
+) -> EndpointConfig:
+    return EndpointConfig(
+        name=name,
+        model=f"{name}-upstream",
+        capabilities=Capabilities(context_window=context, **caps),
+        pricing=Pricing(input_per_million=price[0], output_per_million=price[1]),
+        replicas=replicas(name, regions, unhealthy),
+    )
+
+
+def build_config() -> RouterConfig:
+    """The benchmark policy."""
+    endpoints = (
+        endpoint("mini", REGIONS, (0.15, 0.6), tools=True, json_mode=True),
+        endpoint("llama-8b", REGIONS[:2], (0.1, 0.1), context=8192),
+        endpoint("llama-70b", REGIONS, (0.6, 0.8), unhealthy="us-east-1", tools=True),
+        endpoint("mixtral", REGIONS[1:], (0.3, 0.5), context=32_768, json_mode=True),
+        endpoint("gpt-large", REGIONS, (2.5, 10.0), tools=True, json_mode=True),
+        endpoint("expert", ("us-east-1", "eu-central-1"), (15.0, 60.0), tools=True),
+        endpoint("coder", REGIONS, (0.5, 1.5), tools=True),
+        endpoint("embed", REGIONS[:2], (0.02, 0.0), streaming=False),
+    )
+
+    def rule(name: str, targets: dict[str, int], **match: Any) -> RuleConfig:
+        extra = {k: match.pop(k) for k in ("fallback", "escalation", "canary") if k in match}
+        return RuleConfig(
+            name=name,
+            match=RuleMatch(**match),
+            targets=tuple(Target(endpoint=e, weight=w) for e, w in sorted(targets.items())),
+            **extra,
+        )
+
+    rules = (
+        rule("embeddings", {"embed": 100}, models=("embed",)),
+        rule("pci-data", {"llama-70b": 100}, data_classes=("pci",), fallback=("gpt-large",)),
+        rule(
+            "vip-tenant", {"gpt-large": 100}, metadata={"tenant": ("acme", "globex")}, escalation=("expert",)
+        ),
+        rule("debug-header", {"mini": 100}, headers=(HeaderMatch(name="x-debug-route", values=("mini",)),)),
+        rule("legal-domain", {"gpt-large": 70, "llama-70b": 30}, metadata={"domain": ("legal",)}),
+        rule(
+            "medical-domain", {"llama-70b": 100}, metadata={"domain": ("medical",)}, fallback=("gpt-large",)
+        ),
+        rule("translate", {"mixtral": 100}, metadata={"task": ("translate",)}, fallback=("mini",)),
+        rule("german", {"mixtral": 60, "llama-70b": 40}, metadata={"language": ("de",)}),
+        rule("french", {"mixtral": 100}, metadata={"language": ("fr",)}),
+        rule("code-tier-pro", {"coder": 80, "gpt-large": 20}, metadata={"task": ("code",), "tier": ("pro",)}),
+        rule("code", {"coder": 100}, metadata={"task": ("code",)}, escalation=("gpt-large",)),
+        rule(
+            "summaries", {"mini": 100}, metadata={"task": ("summarize",)}, prompt_tokens=RangeMatch(max=4000)
+        ),
+        rule("long-summaries", {"mixtral": 100}, metadata={"task": ("summarize",)}),
+        rule("free-tier", {"llama-8b": 100}, metadata={"tier": ("free",)}, fallback=("mini",)),
+        rule(
+            "support-bot",
+            {"mini": 100},
+            models=("support-bot",),
+            fallback=("llama-70b",),
+            escalation=("gpt-large",),
+            canary=CanarySplit(
+                name="mini-to-llama",
+                stable="mini",
+                candidate="llama-70b",
+                candidate_weight=30,
+                stickiness_metadata="user",
+            ),
+        ),
+        rule(
+            "eu-personal-hard",
+            {"gpt-large": 100},
+            data_classes=("eu-personal",),
+            complexity=RangeMatch(min=50),
+        ),
+        rule("eu-personal", {"llama-70b": 100}, data_classes=("eu-personal",), fallback=("mini",)),
+        rule("very-hard", {"expert": 100}, complexity=RangeMatch(min=70), fallback=("gpt-large",)),
+        rule("hard", {"gpt-large": 100}, complexity=RangeMatch(min=35), escalation=("expert",)),
+        rule("default", {"mini": 70, "llama-70b": 30}, fallback=("llama-8b",), escalation=("gpt-large",)),
+    )
+    policy = PolicyConfig(
+        name="auto",
+        virtual_models=("auto", "embed", "support-bot"),
+        rules=rules,
+        residency=Residency(
+            data_classes=(
+                DataClassRule(name="eu-personal", allowed_regions=REGIONS[:2], required_compliance=("gdpr",)),
+                DataClassRule(name="pci", required_compliance=("pci",)),
+            ),
+            tenant_defaults={"bank-eu": "pci", "clinic": "eu-personal"},
+            detectors=(
+                Detector(kind="card", data_class="pci"),
+                Detector(kind="iban", data_class="pci"),
+                Detector(kind="email", data_class="eu-personal"),
+                Detector(kind="phone", data_class="eu-personal"),
+            ),
+        ),
+        locality=Locality(failover_order=("eu-central-1", "us-east-1")),
+        budgets=Budgets(max_cost_per_request_usd=0.5, max_latency_ms=8000),
+    )
+    return RouterConfig(namespace="bench", endpoints=endpoints, policies=(policy,)).seal()
+
+
+class BenchHealth:
+    """One passively ejected replica, observed latencies for most endpoints."""
+
+    def __init__(self) -> None:
+        self._ejected = {("mini", "mini-eu-west-1")}
+        self._p95 = {"mini": 400.0, "llama-70b": 1500.0, "gpt-large": 2500.0, "expert": 9000.0}
+
+    def is_ejected(self, endpoint: str, replica: str) -> bool:
+        return (endpoint, replica) in self._ejected
+
+    def p95_latency_ms(self, endpoint: str) -> float | None:
+        return self._p95.get(endpoint)
+
+
+PROSE = (
+    "Our customer wrote in about a delayed delivery and wants to know what happens next. "
+    "Please be friendly and keep it short. "
+)
+CODE = "```python\ndef total(items):\n    return sum(i.price for i in items if i.qty > 0)\n```\n"
+MATH = "Solve for x: 3x^2 + 5x - 2 = 0, then prove the roots are rational. "
+STEPS = "First analyze the trade-offs, then compare both designs step by step:\n1. latency\n2. cost\n"
+
+
+def requests(rng: random.Random) -> list[tuple[dict[str, Any], dict[str, str], str]]:
+    """A varied mix: (body, headers, api)."""
+    mix: list[tuple[dict[str, Any], dict[str, str], str]] = []
+    metadata_options: list[dict[str, str]] = [
+        {},
+        {"tier": "free"},
+        {"task": "code"},
+        {"task": "code", "tier": "pro"},
+        {"task": "summarize"},
+        {"language": "de"},
+        {"domain": "legal"},
+        {"tenant": "acme"},
+        {"tenant": "bank-eu"},
+        {"task": "translate"},
+    ]
+    for i in range(400):
+        kind = i % 10
+        size = rng.choice((1, 1, 2, 4, 8, 16, 40))
+        text = PROSE * size
+        if kind == 1:
+            text += CODE + "Why does this return 0? Explain why."
+        elif kind == 2:
+            text += MATH
+        elif kind == 3:
+            text += STEPS
+        elif kind == 4:
+            text += "You can reach me at jane.doe@example.com or +44 20 7946 0958."
+        elif kind == 5:
+            text += "Refund to card 4111 1111 1111 1111 please."
+        elif kind == 6:
+            text += f"Order {rng.randrange(10**9)} shipped on 2024-05-0{rng.randrange(1, 9)}."
+        model = "support-bot" if kind == 7 else "auto"
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": [
+                {"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": text},
+            ],
+            "metadata": dict(rng.choice(metadata_options)),
+        }
+        if kind == 7:
+            body["metadata"]["user"] = f"user-{rng.randrange(5000)}"
+        if i % 7 == 0:
+            body["stream"] = True
+        if i % 11 == 0:
+            body["max_tokens"] = 512
+        headers = {"content-type": "application/json", "authorization": "Bearer x", "x-request-id": str(i)}
+        if i % 13 == 0:
+            headers["x-modelroute-data-class"] = "public"
+        mix.append((body, headers, "chat"))
+    for i in range(40):
+        mix.append(({"model": "embed", "input": [PROSE * (1 + i % 5)]}, {}, "embeddings"))
+    rng.shuffle(mix)
+    return mix
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def time_calls(calls: list[Any], rounds: int) -> list[float]:
+    """µs per call, one sample per call per round."""
+    samples: list[float] = []
+    clock = time.perf_counter_ns
+    for _ in range(rounds):
+        for call in calls:
+            start = clock()
+            call()
+            samples.append((clock() - start) / 1000)
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=50, help="passes over the request mix")
+    args = parser.parse_args()
+
+    config = build_config()
+    started = time.perf_counter()
+    router = Router(config, local_region="eu-west-1")
+    build_ms = (time.perf_counter() - started) * 1000
+    health = BenchHealth()
+    mix = requests(random.Random(7))
+    features: list[RequestFeatures] = [
+        extract_features(body, headers, f"req-{i}", api)  # type: ignore[arg-type]
+        for i, (body, headers, api) in enumerate(mix)
+    ]
+    outcomes = Counter(
+        d.error.code if d.error else f"{d.rule}" for d in (router.decide(f, health) for f in features)
+    )
+
+    gc.collect()
+    gc.disable()  # collector pauses are the server's concern, not the engine's
+    try:
+        extract = time_calls(
+            [
+                (lambda b=body, h=headers, a=api, i=i: extract_features(b, h, f"req-{i}", a))
+                for i, (body, headers, api) in enumerate(mix)
+            ],
+            args.rounds,
+        )
+        decide = time_calls([(lambda f=f: router.decide(f, health)) for f in features], args.rounds)
+    finally:
+        gc.enable()
+
+    rules = len(config.policies[0].rules)
+    replica_count = sum(len(e.replicas) for e in config.endpoints)
+    print(
+        f"policy: {rules} rules, {len(config.endpoints)} endpoints, {replica_count} replicas, "
+        f"3 regions, 2 data classes, 4 detectors, 1 canary; router built in {build_ms:.1f} ms"
+    )
+    print(f"requests: {len(mix)} distinct x {args.rounds} rounds; outcomes: {dict(outcomes.most_common())}")
+    for name, samples in (("extract_features", extract), ("decide", decide)):
+        median, p99, mean = statistics.median(samples), percentile(samples, 0.99), statistics.fmean(samples)
+        print(f"{name:17s} median {median:6.1f} µs   p99 {p99:6.1f} µs   mean {mean:6.1f} µs")
+    median = statistics.median(decide)
+    print(f"target decide() median <= 50 µs: {'met' if median <= 50 else 'NOT met'} ({median:.1f} µs)")
+
+
+if __name__ == "__main__":
+    main()
