@@ -1,0 +1,180 @@
+"""The complexity score: a cheap 0-100 guess at how hard a prompt is, for rules that send hard prompts to a
+stronger model and easy ones to a cheaper one.
+
+A heuristic, not a classifier. It must be deterministic (the same prompt always routes the same way) and
+cheap (it runs on every request, inside a ~50 µs decision budget), so every cue is a C-speed string
+operation: substring tests, character counts on the UTF-8 bytes, one set intersection for the words, and
+regexes that start with a literal character. Four groups of cues add up, each group capped:
+
+- length, max 25: 5 points per doubling of the prompt token estimate above 32 (64 → 5, 128 → 10, …,
+  1024 and up → 25);
+- code, max 25: a ``` fence (15); 1 point per 2 code symbols among `{ } ; < > [ ] & |` (max 10);
+- math, max 20: an equation such as `x = 3` or `2^8` (6); a caret, a LaTeX command or a math symbol such
+  as `∑ ∫ √ ≤ ≠ π` (4); each distinct math word such as `integral`, `theorem`, `matrix` (3, max 10);
+- multi-step, max 30: "step by step" (10); two or more numbered list items (8); "first" with
+  "then"/"next"/"finally" (6); each distinct reasoning word such as `prove`, `analyze`, `compare`,
+  `why`, `trade-off` (4, max 12).
+
+Character cues read the last `WINDOW` characters and word cues the last `WORD_WINDOW`: the latest content
+is what the model must answer, and the cost stays bounded for long (retrieval-augmented) prompts, whose
+size still counts through the token estimate.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+
+WINDOW = 2000
+"""Characters, from the end of the prompt, read for character cues (fences, symbols, equations, lists)."""
+WORD_WINDOW = 500
+"""Characters, from the end of the prompt, read for word cues."""
+
+LENGTH_CAP, CODE_CAP, MATH_CAP, STEPS_CAP = 25, 25, 20, 30
+
+_FENCE_POINTS, _CODE_SYMBOL_MAX = 15, 10
+_CODE_SYMBOLS = b"{};<>[]&|"
+
+_EQUATION_POINTS, _MATH_SYMBOL_POINTS = 6, 4
+_MATH_WORD_POINTS, _MATH_WORD_MAX = 3, 10
+# Each starts with a literal character, which the regex engine finds with a fast scan (an alternation of
+# the two would test every position).
+_EQUALS = re.compile(r"= ?-?\(?[0-9a-z]")
+_POWER = re.compile(r"\^ ?-?\(?[0-9a-z]")
+_LATEX = ("\\frac", "\\sum", "\\int", "\\sqrt", "\\lim", "\\cdot", "\\alpha", "\\theta", "\\pi")
+_MATH_SYMBOLS = re.compile("[∑∫√≤≥≠∞π∂∆≈±×÷∀∃∈⊂∪∩]")  # noqa: RUF001 (math symbols on purpose)
+
+_STEP_BY_STEP_POINTS, _LIST_POINTS, _SEQUENCE_POINTS = 10, 8, 6
+_REASONING_POINTS, _REASONING_MAX = 4, 12
+_NUMBERED_ITEM = re.compile(r"\n[ \t]*[0-9]{1,2}[.)][ \t]")
+
+
+def _with_punctuation(words: Iterable[str]) -> frozenset[str]:
+    """Words as `str.split` yields them from prose: bare, or with a bracket or quote before or punctuation
+    after."""
+    variants = set()
+    for word in words:
+        for before in ("", "(", '"', "'", "*"):
+            for after in ("", ".", ",", ";", ":", "!", "?", ")", '"', "'", "*"):
+                variants.add(before + word + after)
+    return frozenset(variants)
+
+
+_MATH_WORDS = _with_punctuation(
+    [
+        "integral", "integrals", "derivative", "derivatives", "equation", "equations", "theorem", "lemma",
+        "matrix", "matrices", "eigenvalue", "eigenvalues", "eigenvector", "probability", "polynomial",
+        "logarithm", "solve", "calculate", "compute", "proof", "variance", "integrate", "differentiate",
+    ]
+)  # fmt: skip
+_REASONING_WORDS = _with_punctuation(
+    [
+        "prove", "proves", "analyze", "analyse", "analysis", "compare", "contrast", "evaluate", "derive",
+        "justify", "critique", "optimize", "optimise", "tradeoff", "tradeoffs", "trade-off", "trade-offs",
+        "design", "architect", "reason", "reasoning", "why", "pros", "cons",
+    ]
+)  # fmt: skip
+_STEP_WORDS = _with_punctuation(["step", "step-by-step"])
+_SEQUENCE_FIRST = _with_punctuation(["first", "firstly"])
+_SEQUENCE_LATER = _with_punctuation(["then", "next", "finally", "afterwards", "secondly", "lastly"])
+_CUE_WORDS = _MATH_WORDS | _REASONING_WORDS | _STEP_WORDS | _SEQUENCE_FIRST | _SEQUENCE_LATER
+"""Every word cue: a prompt's words are intersected with this once, then the small result is classified."""
+
+
+def score_length(prompt_tokens: int) -> int:
+    """5 points per doubling of the token estimate above 32, up to `LENGTH_CAP`."""
+    if prompt_tokens <= 32:
+        return 0
+    return min(LENGTH_CAP, int(5 * math.log2(prompt_tokens / 32)))
+
+
+def score_code(window: str) -> int:
+    """Points for a code fence and for code symbols, which prose hardly uses."""
+    points = _FENCE_POINTS if "```" in window else 0
+    raw = window.encode("utf-8", "surrogatepass")
+    symbols = len(raw) - len(raw.translate(None, _CODE_SYMBOLS))
+    return min(CODE_CAP, points + min(_CODE_SYMBOL_MAX, symbols // 2))
+
+
+def score_math(window: str, cues: frozenset[str]) -> int:
+    """Points for an equation, math notation and distinct math words (`window` lower-cased)."""
+    caret = "^" in window
+    equation = _EQUALS.search(window) is not None or (caret and _POWER.search(window) is not None)
+    points = _EQUATION_POINTS if equation else 0
+    notation = caret or ("\\" in window and any(command in window for command in _LATEX))
+    # Math symbols are outside ASCII: an ASCII prompt (checked in O(1)) cannot contain one.
+    if notation or (not window.isascii() and _MATH_SYMBOLS.search(window)):
+        points += _MATH_SYMBOL_POINTS
+    if cues:
+        points += min(_MATH_WORD_MAX, _MATH_WORD_POINTS * len(cues & _MATH_WORDS))
+    return min(MATH_CAP, points)
+
+
+def score_steps(window: str, tail: str, cues: frozenset[str]) -> int:
+    """Points for multi-step cues: step-by-step requests, numbered lists, sequencing, reasoning words."""
+    points = 0
+    # A list's first item may open the window, so the window is read as if it started a line.
+    if len(_NUMBERED_ITEM.findall("\n" + window)) >= 2:
+        points += _LIST_POINTS
+    if not cues:
+        return points
+    if not cues.isdisjoint(_STEP_WORDS) and ("step by step" in tail or "step-by-step" in tail):
+        points += _STEP_BY_STEP_POINTS
+    if not cues.isdisjoint(_SEQUENCE_FIRST) and not cues.isdisjoint(_SEQUENCE_LATER):
+        points += _SEQUENCE_POINTS
+    points += min(_REASONING_MAX, _REASONING_POINTS * len(cues & _REASONING_WORDS))
+    return min(STEPS_CAP, points)
+
+
+def score_complexity(prompt_text: str, prompt_tokens: int) -> int:
+    """The 0-100 complexity score of a prompt (weights in the module docstring)."""
+    window = prompt_text[-WINDOW:].lower()
+    tail = window[-WORD_WINDOW:]
+    # Only the cue words of the tail: intersecting with the split list avoids building a set of every word.
+    cues = _CUE_WORDS.intersection(tail.split())
+    total = (
+        score_length(prompt_tokens)
+        + score_code(window)
+        + score_math(window, cues)
+        + score_steps(window, tail, cues)
+    )
+    return min(100, total)
+
+
+NOT_SCORED = -1
+"""`Decision.complexity` of a request no rule needed the score for."""
+
+
+class LazyComplexity:
+    """A request's complexity score, computed the first time a rule asks for it.
+
+    Most rules match on metadata, headers or the data class; scoring every prompt would spend a fifth of
+    the decision budget on a number only complexity rules read. The Decision reports the score when it
+    was computed and `NOT_SCORED` otherwise."""
+
+    __slots__ = ("_prompt_text", "_prompt_tokens", "_value")
+
+    def __init__(self, prompt_text: str, prompt_tokens: int) -> None:
+        self._prompt_text = prompt_text
+        self._prompt_tokens = prompt_tokens
+        self._value = NOT_SCORED
+
+    @classmethod
+    def known(cls, value: int) -> LazyComplexity:
+        """A score given in advance (tests, callers that already scored the prompt)."""
+        score = cls("", 0)
+        score._value = value
+        return score
+
+    @property
+    def value(self) -> int:
+        """The score, computed now if it was not yet."""
+        if self._value == NOT_SCORED:
+            self._value = score_complexity(self._prompt_text, self._prompt_tokens)
+        return self._value
+
+    @property
+    def reported(self) -> int:
+        """The score if something needed it, else `NOT_SCORED`."""
+        return self._value

@@ -1,0 +1,177 @@
+"""Feature extraction: the one pass over a parsed request body that gives the engine everything it reads.
+
+The views parse the body once and call `extract_features`; the engine never looks at the raw body. The
+token count is an estimate, not a tokenizer run (a tokenizer would cost more than the whole decision):
+
+- text: ceil(characters / 4), the usual rule of thumb for English with GPT-style BPE tokenizers;
+- chat: plus 3 tokens per message (role and separators) and 3 for the reply primer, as OpenAI documents
+  for its chat format, and a flat 85 per non-text content part (an image at low detail);
+- pre-tokenized input (`prompt`/`input` given as token ids): the ids are counted exactly.
+
+The estimate feeds rule ranges, context-window checks, cost budgets and tenant token limits, all of which
+only need the right order of magnitude.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .model import Api, RequestFeatures
+
+DATA_CLASS_HEADER = "x-modelroute-data-class"
+"""Header a client declares the data class with, whatever the policy's own residency header is."""
+METADATA_HEADER_PREFIX = "x-modelroute-"
+"""`x-modelroute-<key>: value` sets request metadata `key`, overriding the body's `metadata`."""
+
+CHARS_PER_TOKEN = 4
+TOKENS_PER_MESSAGE = 3
+TOKENS_REPLY_PRIMER = 3
+TOKENS_PER_MEDIA_PART = 85
+
+
+def estimate_text_tokens(text: str) -> int:
+    """ceil(len(text) / 4): ~4 characters per token."""
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Header names lower-cased (HTTP names are case-insensitive); the last of repeated names wins."""
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def collect_chat(messages: Any, texts: list[str]) -> int:
+    """Append the text of chat `messages` to `texts`; return the token overhead they add beyond the text.
+
+    Tool call arguments count as prompt text: they go upstream too, so detectors must see them."""
+    if not isinstance(messages, list):
+        return 0
+    overhead = TOKENS_REPLY_PRIMER
+    for message in messages:
+        if not isinstance(message, Mapping):
+            continue
+        overhead += TOKENS_PER_MESSAGE
+        content = message.get("content")
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            for part in content:
+                text = part.get("text") if isinstance(part, Mapping) else part
+                if isinstance(text, str):
+                    texts.append(text)
+                else:
+                    overhead += TOKENS_PER_MEDIA_PART
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, Mapping) else None
+            arguments = function.get("arguments") if isinstance(function, Mapping) else None
+            if isinstance(arguments, str):
+                texts.append(arguments)
+    return overhead
+
+
+def collect_prompt(value: Any, texts: list[str]) -> int:
+    """Append the text of a completions `prompt` or embeddings `input` to `texts` (a string, a list of
+    strings, token ids, or lists of token ids); return the tokens counted exactly (the ids)."""
+    if isinstance(value, str):
+        texts.append(value)
+        return 0
+    if not isinstance(value, list):
+        return 0
+    exact = 0
+    for item in value:
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, int):
+            exact += 1
+        elif isinstance(item, list):
+            exact += len(item)
+    return exact
+
+
+def read_metadata(
+    body: Mapping[str, Any], headers: Mapping[str, str], skip: frozenset[str]
+) -> dict[str, str]:
+    """Body `metadata` (string values only) overridden by `x-modelroute-<key>` headers, except `skip`."""
+    metadata: dict[str, str] = {}
+    body_metadata = body.get("metadata")
+    if isinstance(body_metadata, Mapping):
+        for key, value in body_metadata.items():
+            if isinstance(key, str) and isinstance(value, str):
+                metadata[key] = value
+    for name, value in headers.items():
+        if name.startswith(METADATA_HEADER_PREFIX) and name not in skip:
+            metadata[name[len(METADATA_HEADER_PREFIX) :]] = value
+    return metadata
+
+
+def read_max_output(body: Mapping[str, Any]) -> int | None:
+    """`max_completion_tokens` (the current name) or else `max_tokens`, when a positive integer."""
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def wants_json(body: Mapping[str, Any]) -> bool:
+    """Whether the client asked for JSON output (`response_format` json_object or json_schema)."""
+    response_format = body.get("response_format")
+    return isinstance(response_format, Mapping) and response_format.get("type") in (
+        "json_object",
+        "json_schema",
+    )
+
+
+def read_declared_class(headers: Mapping[str, str], names: tuple[str, ...]) -> str | None:
+    """The first non-empty value among the data-class headers `names` (lower-cased), stripped."""
+    for name in names:
+        value = headers.get(name)
+        if value is not None and value.strip():
+            return value.strip()
+    return None
+
+
+def extract_features(
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    request_id: str,
+    api: Api,
+    residency_header: str | None = None,
+) -> RequestFeatures:
+    """Read a parsed request body and its headers into the `RequestFeatures` the engine decides on.
+
+    `residency_header` is the policy's data-class header when the caller knows it; the standard
+    `x-modelroute-data-class` is accepted too, the policy's header winning when both are set. (The Router
+    also re-reads `features.headers` with the policy's header, so a caller that does not know the policy
+    loses nothing.) Data-class headers are not copied into metadata.
+    """
+    lowered = lower_headers(headers)
+    class_headers = (
+        (residency_header.lower(), DATA_CLASS_HEADER) if residency_header else (DATA_CLASS_HEADER,)
+    )
+    texts: list[str] = []
+    exact_tokens = 0
+    overhead = 0
+    if api == "chat":
+        overhead = collect_chat(body.get("messages"), texts)
+    elif api == "completions":
+        exact_tokens = collect_prompt(body.get("prompt"), texts)
+    else:
+        exact_tokens = collect_prompt(body.get("input"), texts)
+    prompt_text = texts[0] if len(texts) == 1 else "\n".join(texts)
+    prompt_tokens = exact_tokens + overhead + sum(estimate_text_tokens(text) for text in texts)
+    model = body.get("model")
+    return RequestFeatures(
+        request_id=request_id,
+        api=api,
+        model=model if isinstance(model, str) else "",
+        headers=lowered,
+        metadata=read_metadata(body, lowered, frozenset(class_headers)),
+        prompt_text=prompt_text,
+        prompt_tokens=prompt_tokens,
+        max_output_tokens=read_max_output(body),
+        stream=body.get("stream") is True,
+        needs_tools=bool(body.get("tools") or body.get("functions")),
+        needs_json=wants_json(body),
+        declared_data_class=read_declared_class(lowered, class_headers),
+    )

@@ -1,0 +1,123 @@
+"""Value types of the routing engine: what a request looks like to it, and what it decides.
+
+The engine is pure: `Router.decide(features, health)` reads these and returns a `Decision`. The aiohttp
+views build `RequestFeatures` once per request and walk `Decision.plan`; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal, Protocol
+
+Api = Literal["chat", "completions", "embeddings"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFeatures:
+    """Everything the engine may look at in a request, extracted once by `features.extract_features`."""
+
+    request_id: str
+    api: Api
+    model: str
+    """Requested virtual model (the body's `model`)."""
+    headers: Mapping[str, str]
+    """Request headers, names lower-cased."""
+    metadata: Mapping[str, str]
+    """tenant, tier, task, domain, language, ...: from `x-modelroute-<key>` headers or body `metadata`."""
+    prompt_text: str
+    """Concatenated text of the prompt (messages / prompt / input), for detectors and complexity."""
+    prompt_tokens: int
+    """Estimated prompt tokens."""
+    max_output_tokens: int | None = None
+    stream: bool = False
+    needs_tools: bool = False
+    needs_json: bool = False
+    declared_data_class: str | None = None
+    """Data class from the policy's residency header, when the client declared one."""
+
+
+class HealthView(Protocol):
+    """The sidecar's own view of replica health (passive ejection) and observed latency."""
+
+    def is_ejected(self, endpoint: str, replica: str) -> bool: ...
+
+    def p95_latency_ms(self, endpoint: str) -> float | None: ...
+
+
+class DropReason(StrEnum):
+    """Why a candidate replica was not chosen; every dropped candidate has exactly one."""
+
+    RESIDENCY_REGION = "residency-region"
+    RESIDENCY_COMPLIANCE = "residency-compliance"
+    UNHEALTHY = "unhealthy"
+    EJECTED = "ejected"
+    ZERO_WEIGHT = "zero-weight"
+    CAPABILITY = "capability"
+    CONTEXT_WINDOW = "context-window"
+    COST_BUDGET = "cost-budget"
+    LATENCY_BUDGET = "latency-budget"
+    CANARY_OTHER_SIDE = "canary-other-side"
+
+
+class Role(StrEnum):
+    """Why a replica is in the plan."""
+
+    PRIMARY = "primary"
+    RETRY = "retry"
+    FALLBACK = "fallback"
+    ESCALATION = "escalation"
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One replica the proxy may try, with everything needed to call it."""
+
+    endpoint: str
+    replica: str
+    region: str
+    url: str
+    upstream_model: str
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    endpoint: str
+    replica: str
+    region: str
+    reason: DropReason
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionError:
+    """Why no upstream can be called: becomes an OpenAI-style error response."""
+
+    status: int
+    """HTTP status: 404 unknown model, 503 nothing compliant and healthy, 400 request unsatisfiable."""
+    code: str
+    """Machine-readable code, e.g. `model_not_found`, `no_compliant_endpoint`, `no_healthy_endpoint`."""
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The engine's answer for one request; the views log it, put it in headers and follow `plan`."""
+
+    policy: str = ""
+    rule: str = ""
+    data_class: str = "public"
+    data_class_source: str = ""
+    """Where the data class came from: header, tenant, detector:<kind>, default, or empty for public."""
+    complexity: int = 0
+    plan: tuple[Choice, ...] = ()
+    """Replicas to try in order: the primary, then retries, then fallbacks. All residency-compliant."""
+    escalation: tuple[Choice, ...] = ()
+    """Replicas to try when an answer fails a quality check. All residency-compliant."""
+    dropped: tuple[Dropped, ...] = ()
+    canary: str = ""
+    canary_side: Literal["", "stable", "candidate"] = ""
+    error: DecisionError | None = None
+    notes: tuple[str, ...] = field(default=())

@@ -1,0 +1,157 @@
+"""Canaries that run themselves on real traffic: promotion step by step, automatic rollback with the
+measured figures, and an operator restart mid-canary that neither repeats nor skips a step."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Cluster
+from tests.e2e.load import Load
+from tests.kube_harness import OperatorProcess, wait_for
+from tests.manifests import to_yaml
+
+pytestmark = pytest.mark.e2e
+
+
+def canary_setup(cluster: Cluster, pause: str = "3s", candidate_fail_percent: float = 0) -> Load:
+    stable, candidate = cluster.upstream("stable"), cluster.upstream("candidate")
+    if candidate_fail_percent:
+        import json
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{candidate.port}/_fake/behavior",
+            data=json.dumps({"failPercent": candidate_fail_percent, "failStatus": 500}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        urllib.request.urlopen(request, timeout=5).close()
+
+    def endpoint(name: str, url: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "modelroute.dev/v1alpha1",
+            "kind": "ModelEndpoint",
+            "metadata": {"name": name},
+            "spec": {
+                "model": f"org/{name}",
+                "healthCheck": {"enabled": False},
+                "replicas": [{"name": "eu-west-1", "region": "eu-west-1", "url": url}],
+            },
+        }
+
+    policy = {
+        "apiVersion": "modelroute.dev/v1alpha1",
+        "kind": "RoutingPolicy",
+        "metadata": {"name": "support"},
+        "spec": {
+            "virtualModels": ["support-bot"],
+            # One attempt: the analysis judges the candidate's own answers, not retries that hide them.
+            "resilience": {"maxAttempts": 1},
+            "rules": [{"name": "default", "targets": [{"endpoint": "llama-v1"}]}],
+        },
+    }
+    cluster.kubectl.apply(
+        to_yaml(endpoint("llama-v1", stable.url), endpoint("llama-v2", candidate.url), policy),
+        cluster.namespace,
+    )
+    wait_for(cluster.live_version, "the config")
+    sidecar = cluster.sidecar("app-0", "eu-west-1")
+    load = Load(sidecar.base_url, sticky_users=500).start()
+    canary = {
+        "apiVersion": "modelroute.dev/v1alpha1",
+        "kind": "Canary",
+        "metadata": {"name": "llama-v2"},
+        "spec": {
+            "target": {"policy": "support", "rule": "default"},
+            "stable": "llama-v1",
+            "candidate": "llama-v2",
+            "steps": [{"weight": 20, "pause": pause}, {"weight": 50, "pause": pause}],
+            "analysis": {"maxErrorRatePercent": 10, "minRequests": 10, "failureLimit": 1},
+            "stickiness": {"header": "x-user-id"},
+        },
+    }
+    cluster.kubectl.apply(to_yaml(canary), cluster.namespace)
+    return load
+
+
+def canary_status(cluster: Cluster) -> dict[str, Any]:
+    return (cluster.kubectl.get("canary", "llama-v2", cluster.namespace) or {}).get("status", {})
+
+
+def step_sequence(status: dict[str, Any]) -> list[tuple[str, int, int]]:
+    return [(h["phase"], h["step"], h["weight"]) for h in status.get("history", [])]
+
+
+def test_a_good_candidate_is_promoted_step_by_step(cluster: Cluster) -> None:
+    load = canary_setup(cluster)
+    try:
+        status = wait_for(
+            lambda: (s := canary_status(cluster)).get("phase") == "Promoted" and s, "promotion", 60
+        )
+    finally:
+        load.stop()
+    assert status["currentWeight"] == 100
+    weights = [w for phase, _, w in step_sequence(status) if phase == "Progressing"]
+    assert weights == [20, 50], step_sequence(status)
+    assert status["lastAnalysis"]["verdict"] == "Pass"
+    assert status["lastAnalysis"]["candidate"]["requests"] >= 10
+    live = cluster.live_config_json()
+    assert '"candidateWeight":100.0' in live or '"candidateWeight":100' in live
+    assert load.failures() == []
+    assert load.endpoints_since(0)["llama-v2"] > 0, "the candidate served real traffic"
+    # Stickiness: one user always lands on one side within a step (weights only grow, so a user on the
+    # candidate never goes back to stable).
+    events = cluster.kubectl.json(
+        "get", "events", "-n", cluster.namespace, "--field-selector", "involvedObject.name=llama-v2"
+    )
+    assert "Promoted" in {e["reason"] for e in events["items"]}
+
+
+def test_a_failing_candidate_is_rolled_back_with_the_figures(cluster: Cluster) -> None:
+    load = canary_setup(cluster, candidate_fail_percent=30)
+    try:
+        status = wait_for(
+            lambda: (s := canary_status(cluster)).get("phase") == "RolledBack" and s, "rollback", 60
+        )
+    finally:
+        load.stop()
+    assert status["currentWeight"] == 0
+    analysis = status["lastAnalysis"]
+    assert analysis["verdict"] == "Fail"
+    assert 15 <= analysis["candidate"]["errorRatePercent"] <= 50, analysis
+    assert analysis["candidate"]["requests"] >= 10
+    events = cluster.kubectl.json(
+        "get", "events", "-n", cluster.namespace, "--field-selector", "involvedObject.name=llama-v2"
+    )
+    warnings = [e for e in events["items"] if e["type"] == "Warning" and e["reason"] == "RolledBack"]
+    assert warnings and "%" in warnings[0]["message"]
+    live = cluster.live_config_json()
+    assert '"candidateWeight":0' in live
+
+
+def test_an_operator_restart_mid_canary_resumes_at_the_same_step(cluster: Cluster) -> None:
+    load = canary_setup(cluster, pause="6s")
+    try:
+        wait_for(lambda: canary_status(cluster).get("currentStep") == 1, "step 1", 60)
+        before = canary_status(cluster)
+        assert cluster.operator.proc is not None
+        os.killpg(cluster.operator.proc.pid, signal.SIGKILL)
+        cluster.operator.proc.wait()
+        cluster.operator = OperatorProcess(
+            cluster.plane, cluster.workdir / "operator-2.log", namespaces=[cluster.namespace]
+        )
+        cluster.operator.start()
+        status = wait_for(
+            lambda: (s := canary_status(cluster)).get("phase") == "Promoted" and s, "promotion", 60
+        )
+    finally:
+        load.stop()
+    sequence = step_sequence(status)
+    progressing = [(step, weight) for phase, step, weight in sequence if phase == "Progressing"]
+    assert progressing == [(0, 20), (1, 50)], sequence
+    # The step that was running when the operator died kept its start time.
+    assert any(h["step"] == 1 for h in before["history"])
+    assert status["history"][: len(before["history"])] == before["history"]
