@@ -100,7 +100,23 @@ def send(client: Any, label: str, headers: dict[str, str], prompt: str) -> None:
     except openai.APIStatusError as exc:
         ms = (time.perf_counter() - started) * 1000
         message = exc.body.get("message", "") if isinstance(exc.body, dict) else str(exc.body)
-        print(f"  {label:<17} {exc.status_code}  {message[:110]}  {ms:6.1f} ms")
+        print(f"  {label:<17} {exc.status_code}  {'-':<10} {'-':<13} {'-':<12} {'-':<12} {ms:17.1f} ms")
+        print(f"  {'':<17} -> {message}")
+
+
+def eu_unhealthy(kubectl: Kubectl) -> int:
+    """How many EU replicas of llama-70b the operator's probes have marked unhealthy."""
+    health = kubectl.run(
+        "get", "modelendpoint", "llama-70b", "-n", NAMESPACE, "-o", "jsonpath={.status.replicas[*].health}"
+    ).stdout.split()
+    regions = kubectl.run(
+        "get", "modelendpoint", "llama-70b", "-n", NAMESPACE, "-o", "jsonpath={.status.replicas[*].region}"
+    ).stdout.split()
+    return sum(1 for h, r in zip(health, regions, strict=False) if h == "Unhealthy" and r.startswith("eu-"))
+
+
+def policy_sync(kubectl: Kubectl) -> str:
+    return str((kubectl.get("routingpolicy", "assistant", NAMESPACE) or {}).get("status", {}).get("sync", ""))
 
 
 def traffic(client: Any, rounds: int = 2) -> None:
@@ -182,24 +198,23 @@ def run(keep: bool) -> int:
                 upstreams["eu-central-1"].kill()
                 traffic(client, rounds=1)
 
-                say("What the operator saw (active health checks)")
-                wait_for(
-                    lambda: (
-                        "Unhealthy"
-                        in kubectl.run(
-                            "get",
-                            "modelendpoint",
-                            "llama-70b",
-                            "-n",
-                            NAMESPACE,
-                            "-o",
-                            "jsonpath={.status.replicas[*].health}",
-                        ).stdout
-                    ),
-                    "health checks to notice",
-                    30,
-                )
+                say("Active health checks drain both EU regions; the sidecar gets the new config")
+                wait_for(lambda: eu_unhealthy(kubectl) == 2, "health checks to drain both EU replicas", 30)
                 print(kubectl.run("get", "modelendpoint", "-n", NAMESPACE).stdout)
+                wait_for(lambda: policy_sync(kubectl) == "1/1", "the sidecar to run the drained config", 30)
+                traffic(client, rounds=1)
+                print(
+                    kubectl.run(
+                        "get",
+                        "events",
+                        "-n",
+                        NAMESPACE,
+                        "--field-selector",
+                        "involvedObject.kind=ModelEndpoint",
+                        "-o",
+                        "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message",
+                    ).stdout
+                )
                 if keep:
                     say(f"Still running; KUBECONFIG={plane.kubeconfig}; press Ctrl-C to stop")
                     while True:
