@@ -211,9 +211,9 @@ def _http_request(port: int, path: str, body: bytes, extra_headers: dict[str, st
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
 
-def _wrk_ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip()).groups()  # type: ignore[union-attr]
-    return float(value) * _UNITS[unit]
+def _wrk_ms(output: str, percentile: str) -> float:
+    found = re.search(percentile + r"%\s+([\d.]+)(us|ms|s|m)\b", output)
+    return float(found.group(1)) * _UNITS[found.group(2)] if found else float("nan")
 
 
 def _wrk_load(
@@ -240,8 +240,8 @@ def _wrk_load(
     output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p50 = _wrk_ms(re.search(r"50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
-    p99 = _wrk_ms(re.search(r"99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _wrk_ms(output, "50")
+    p99 = _wrk_ms(output, "99")
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     errors = int(bad.group(1)) if bad else 0
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
@@ -388,10 +388,12 @@ def start_litellm(upstream: int, workdir: Path, workers: int) -> Target | str:
         "litellm_settings:\n"
         "  telemetry: false\n"
     )
+    master_key = "sk-bench-" + os.urandom(16).hex()  # LiteLLM refuses to start without one
     env = {
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "LITELLM_TELEMETRY": "False",
         "DISABLE_SCHEMA_UPDATE": "True",
+        "LITELLM_MASTER_KEY": master_key,
     }
     command = [
         str(binary),
@@ -408,7 +410,8 @@ def start_litellm(upstream: int, workdir: Path, workers: int) -> Target | str:
     if not wait_until_up(f"http://127.0.0.1:{port}/health/liveliness", 180, process):
         stop(process)
         return f"litellm proxy did not start (see {workdir / f'litellm-{workers}.log'})"
-    return Target(f"litellm-{workers}w", port, "bench-model", processes=[process])
+    headers = {"Authorization": f"Bearer {master_key}"}
+    return Target(f"litellm-{workers}w", port, "bench-model", headers=headers, processes=[process])
 
 
 def realistic_config(upstream: int) -> str:
@@ -631,7 +634,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name} ...", flush=True)
             with running(starter(), notes) as target:
                 if target is not None:
-                    result = measure(target, args, workdir)
+                    try:
+                        result = measure(target, args, workdir)
+                    except (subprocess.SubprocessError, OSError, ValueError, AttributeError) as exc:
+                        notes.append(f"{name}: measuring failed: {exc!r}")
+                        continue
                     rows.append((target.name, result))
                     print(
                         f"  1 conn p50 {result[1]['p50_ms']:.3f} ms; 16 conns {result[16]['rps']:.0f} req/s",
@@ -644,7 +651,10 @@ def run(args: argparse.Namespace) -> int:
     print(text)
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": dict(rows), "notes": notes, "load": load}, indent=2))
-    shutil.rmtree(workdir, ignore_errors=True)
+    if notes and any("see " in note for note in notes):
+        print(f"logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -1,0 +1,319 @@
+"""The admin port (for the operator) and the control sockets between a parent and its workers.
+
+The operator pushes RouterConfigs to `PUT /config`, reads `GET /config/version` and `GET /stats`, all
+with a bearer token. Behind the admin app stands a `Fleet`: in a single-process sidecar that is the
+process itself (`LocalFleet`); in a multi-process one the parent runs the admin app and fans every
+config out to its workers over unix sockets, answering only once each worker applied it, and sums the
+workers' stats and metrics (`WorkerFleet`). Workers serve a small control app on those sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import web
+
+from .configstore import ConfigRejectedError, ConfigStore
+from .errors import ApiError, error_middleware
+from .metrics import CONTENT_TYPE, merge_expositions
+from .state import Sidecar
+from .stats import merge_snapshots
+
+log = logging.getLogger(__name__)
+
+MAX_CONFIG_BYTES = 32 * 1024 * 1024
+
+
+class Fleet(Protocol):
+    """The data-plane processes the admin app speaks for."""
+
+    async def apply(self, text: bytes) -> dict[str, Any]:
+        """Validate and apply a config everywhere; raise ConfigRejectedError when it is refused."""
+        ...
+
+    async def version(self) -> dict[str, Any]:
+        """Applied version and where it came from."""
+        ...
+
+    async def stats(self) -> dict[str, Any]:
+        """Cumulative per-endpoint figures."""
+        ...
+
+    async def metrics(self) -> bytes:
+        """Prometheus exposition summed over the processes."""
+        ...
+
+
+def version_document(store: ConfigStore) -> dict[str, Any]:
+    """What `GET /config/version` says about one process."""
+    current = store.current
+    return {
+        "version": store.version,
+        "source": current.source if current else "",
+        "appliedAt": current.applied_at if current else None,
+        "namespace": current.config.namespace if current else "",
+        "lastError": store.last_error,
+    }
+
+
+class LocalFleet:
+    """A single-process sidecar: the admin app acts on this process's own state."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self.sidecar = sidecar
+
+    async def apply(self, text: bytes) -> dict[str, Any]:
+        """Apply the config to this process."""
+        previous = self.sidecar.config.version
+        try:
+            snapshot = self.sidecar.config.apply(text, "push")
+        except ConfigRejectedError:
+            self.sidecar.metrics.config_errors.labels("push").inc()
+            raise
+        return {"version": snapshot.version, "changed": snapshot.version != previous, "workers": 1}
+
+    async def version(self) -> dict[str, Any]:
+        """This process's applied version."""
+        return {**version_document(self.sidecar.config), "pod": self.sidecar.settings.pod_name, "workers": 1}
+
+    async def stats(self) -> dict[str, Any]:
+        """This process's figures."""
+        return self.sidecar.stats.snapshot(
+            pod=self.sidecar.settings.pod_name, config_version=self.sidecar.config.version
+        )
+
+    async def metrics(self) -> bytes:
+        """This process's metrics."""
+        return self.sidecar.metrics.render()
+
+
+def worker_socket(control_dir: Path, index: int) -> Path:
+    """Where worker `index` listens for its parent."""
+    return control_dir / f"worker-{index}.sock"
+
+
+class WorkerSockets:
+    """HTTP clients to every worker's control socket (one connector per unix socket)."""
+
+    def __init__(self, control_dir: Path, workers: int) -> None:
+        self.paths = [worker_socket(control_dir, i) for i in range(workers)]
+        self._sessions: list[aiohttp.ClientSession] = []
+
+    def _session(self, index: int) -> aiohttp.ClientSession:
+        if not self._sessions:
+            self._sessions = [
+                aiohttp.ClientSession(
+                    connector=aiohttp.UnixConnector(path=str(p)), timeout=aiohttp.ClientTimeout(total=10)
+                )
+                for p in self.paths
+            ]
+        return self._sessions[index]
+
+    async def call(self, index: int, method: str, path: str, data: bytes | None = None) -> tuple[int, bytes]:
+        """One request to one worker."""
+        async with self._session(index).request(method, "http://worker" + path, data=data) as response:
+            return response.status, await response.read()
+
+    async def call_all(self, method: str, path: str, data: bytes | None = None) -> list[tuple[int, bytes]]:
+        """The same request to every worker, concurrently."""
+        return list(await asyncio.gather(*(self.call(i, method, path, data) for i in range(len(self.paths)))))
+
+    async def close(self) -> None:
+        """Close the connections."""
+        for session in self._sessions:
+            await session.close()
+        self._sessions = []
+
+
+class WorkerFleet:
+    """The parent of a multi-process sidecar: validates, then fans out to and sums over its workers."""
+
+    def __init__(self, store: ConfigStore, sockets: WorkerSockets, pod: str) -> None:
+        self.store = store
+        self.sockets = sockets
+        self.pod = pod
+        self._lock = asyncio.Lock()
+
+    async def apply(self, text: bytes) -> dict[str, Any]:
+        """Validate here, then have every worker apply it; the parent's store follows the workers."""
+        snapshot = self.store.validate(text, "push")
+        async with self._lock:  # two pushes must not interleave across workers
+            await self.distribute(snapshot.text.encode())
+            previous = self.store.version
+            self.store.install(snapshot)
+        return {
+            "version": snapshot.version,
+            "changed": snapshot.version != previous,
+            "workers": len(self.sockets.paths),
+        }
+
+    async def distribute(self, text: bytes, only: Sequence[int] | None = None) -> None:
+        """Push a validated config to the workers (all, or `only` these); raise when one refuses."""
+        indexes = range(len(self.sockets.paths)) if only is None else only
+        results = await asyncio.gather(
+            *(self.sockets.call(i, "PUT", "/control/config", text) for i in indexes)
+        )
+        for index, (status, body) in zip(indexes, results, strict=True):
+            if status != 200:
+                raise ConfigRejectedError(500, f"worker {index} did not apply the config: {body[:300]!r}")
+
+    async def sync_file(self, path: Path) -> None:
+        """Apply the config file when it changed, on every worker."""
+        async with self._lock:
+            previous = self.store.current
+            snapshot = self.store.load_file(path)
+            if snapshot is not None and snapshot is not previous:
+                try:
+                    await self.distribute(snapshot.text.encode())
+                except (ConfigRejectedError, aiohttp.ClientError, OSError) as exc:
+                    log.error("could not distribute config %s to workers: %s", snapshot.version, exc)
+
+    async def version(self) -> dict[str, Any]:
+        """The parent's version plus each worker's."""
+        answers = await self.sockets.call_all("GET", "/control/version")
+        workers = [json.loads(body)["version"] if status == 200 else "" for status, body in answers]
+        document = version_document(self.store)
+        if len(set(workers)) == 1:
+            document["version"] = workers[0]
+        else:
+            document["version"] = ""  # workers disagree (a push is in flight): no single applied version
+        return {**document, "pod": self.pod, "workers": len(workers), "workerVersions": workers}
+
+    async def stats(self) -> dict[str, Any]:
+        """Workers' figures summed."""
+        answers = await self.sockets.call_all("GET", "/control/stats")
+        return merge_snapshots(json.loads(body) for status, body in answers if status == 200)
+
+    async def metrics(self) -> bytes:
+        """Workers' metrics summed."""
+        answers = await self.sockets.call_all("GET", "/control/metrics")
+        return merge_expositions(body.decode() for status, body in answers if status == 200)
+
+
+FLEET = web.AppKey("fleet", Fleet)
+ADMIN_TOKEN = web.AppKey("admin_token", str)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every admin call but /healthz needs `Authorization: Bearer <admin token>`."""
+    if request.path != "/healthz":
+        token = request.app[ADMIN_TOKEN]
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not token or not hmac.compare_digest(given.encode(), token.encode()):
+            raise ApiError(401, "unauthorized", "the admin port needs `Authorization: Bearer <admin token>`")
+    return await handler(request)
+
+
+async def put_config(request: web.Request) -> web.Response:
+    """PUT/POST /config: validate and apply a RouterConfig; 4xx with the reason when refused."""
+    text = await request.read()
+    try:
+        result = await request.app[FLEET].apply(text)
+    except ConfigRejectedError as exc:
+        log.warning("config push refused (%d): %s", exc.status, exc.message)
+        raise ApiError(exc.status, "config_rejected", exc.message) from None
+    return web.json_response(result)
+
+
+async def get_version(request: web.Request) -> web.Response:
+    """GET /config/version."""
+    return web.json_response(await request.app[FLEET].version())
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    """GET /stats: cumulative per-endpoint and per-replica figures (diff two reads for a window)."""
+    return web.json_response(await request.app[FLEET].stats())
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    """GET /metrics on the admin port: the pod's metrics summed over its processes."""
+    return web.Response(body=await request.app[FLEET].metrics(), headers={"content-type": CONTENT_TYPE})
+
+
+async def admin_healthz(request: web.Request) -> web.Response:
+    """GET /healthz."""
+    return web.json_response({"status": "ok"})
+
+
+def create_admin_app(fleet: Fleet, token: str) -> web.Application:
+    """The admin application; the error middleware runs outside the token check, so 401s are JSON too."""
+    app = web.Application(middlewares=[error_middleware, require_token], client_max_size=MAX_CONFIG_BYTES)
+    app[FLEET] = fleet
+    app[ADMIN_TOKEN] = token
+    app.router.add_put("/config", put_config)
+    app.router.add_post("/config", put_config)
+    app.router.add_get("/config/version", get_version)
+    app.router.add_get("/stats", get_stats)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/healthz", admin_healthz)
+    return app
+
+
+# --- the worker side of the control sockets ---------------------------------------------------------
+
+CONTROL_SIDECAR = web.AppKey("control_sidecar", Sidecar)
+
+
+async def control_config(request: web.Request) -> web.Response:
+    """PUT /control/config: the parent validated it already; apply (validation runs again, cheaply)."""
+    sidecar = request.app[CONTROL_SIDECAR]
+    try:
+        snapshot = sidecar.config.apply(await request.read(), "parent")
+    except ConfigRejectedError as exc:
+        return web.json_response({"error": exc.message}, status=exc.status)
+    return web.json_response({"version": snapshot.version})
+
+
+async def control_version(request: web.Request) -> web.Response:
+    """GET /control/version."""
+    return web.json_response(version_document(request.app[CONTROL_SIDECAR].config))
+
+
+async def control_stats(request: web.Request) -> web.Response:
+    """GET /control/stats."""
+    sidecar = request.app[CONTROL_SIDECAR]
+    return web.json_response(
+        sidecar.stats.snapshot(pod=sidecar.settings.pod_name, config_version=sidecar.config.version)
+    )
+
+
+async def control_metrics(request: web.Request) -> web.Response:
+    """GET /control/metrics: this worker's own metrics (the caller sums)."""
+    return web.Response(body=request.app[CONTROL_SIDECAR].metrics.render(), content_type="text/plain")
+
+
+def create_control_app(sidecar: Sidecar) -> web.Application:
+    """The app a worker serves on its unix socket (private directory; no token)."""
+    app = web.Application(client_max_size=MAX_CONFIG_BYTES)
+    app[CONTROL_SIDECAR] = sidecar
+    app.router.add_put("/control/config", control_config)
+    app.router.add_get("/control/version", control_version)
+    app.router.add_get("/control/stats", control_stats)
+    app.router.add_get("/control/metrics", control_metrics)
+    return app
+
+
+def sibling_metrics(sockets: WorkerSockets) -> Callable[[], Awaitable[bytes]]:
+    """A `/metrics` source for a worker: the sum over all workers of the pod, itself included."""
+
+    async def render() -> bytes:
+        answers = await sockets.call_all("GET", "/control/metrics")
+        return merge_expositions(body.decode() for status, body in answers if status == 200)
+
+    return render
+
+
+async def close_sockets_ctx(sockets: WorkerSockets) -> AsyncIterator[None]:
+    """Cleanup-context body closing the worker sockets' sessions."""
+    yield
+    await sockets.close()

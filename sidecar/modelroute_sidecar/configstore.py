@@ -1,0 +1,189 @@
+"""The sidecar's RouterConfig: load, validate, swap atomically, keep the last known good.
+
+A config arrives from the mounted ConfigMap file (at start, and whenever the kubelet rewrites it) or
+from a push on the admin port. Either way it is validated completely (JSON, schema version, schema,
+content hash, namespace) and the engine's indexes are built before the one reference requests read is
+replaced: a request sees the old config or the new one, never a mix, and a bad config changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .contract import SCHEMA_VERSION, EndpointConfig, PolicyConfig, RouterConfig
+from .engine import Router
+
+log = logging.getLogger(__name__)
+
+
+class ConfigRejectedError(Exception):
+    """A config that will not be applied; `status` is what the pusher gets (400, 409 or 422)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One applied config with everything derived from it; replaced whole, never mutated."""
+
+    config: RouterConfig
+    router: Router
+    text: str
+    """The canonical JSON, handed on to worker processes and kept as last known good."""
+    source: str
+    """Where it came from: `file`, `push` or `parent`."""
+    applied_at: float
+    policies: dict[str, PolicyConfig] = field(default_factory=dict)
+    """Virtual model -> the policy serving it."""
+    endpoints: dict[str, EndpointConfig] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        """The config's content hash."""
+        return self.config.version
+
+
+def _explain(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "(root)"
+        parts.append(f"{where}: {item['msg']}")
+    more = error.error_count() - len(parts)
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def build_snapshot(text: str | bytes, *, source: str, region: str, namespace: str = "") -> Snapshot:
+    """Validate a RouterConfig document and build its router; raise ConfigRejectedError on any problem."""
+    try:
+        data: Any = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigRejectedError(400, f"config is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigRejectedError(400, "config must be a JSON object (a RouterConfig)")
+    schema = data.get("schemaVersion", SCHEMA_VERSION)
+    if schema != SCHEMA_VERSION:
+        raise ConfigRejectedError(
+            409,
+            f"schemaVersion {schema!r} is not supported by this sidecar (it runs schema {SCHEMA_VERSION})",
+        )
+    if namespace and data.get("namespace") != namespace:
+        raise ConfigRejectedError(
+            409,
+            f"config was compiled for namespace {data.get('namespace')!r}, this sidecar serves {namespace!r}",
+        )
+    try:
+        config = RouterConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigRejectedError(
+            422, f"config does not match the RouterConfig schema: {_explain(exc)}"
+        ) from None
+    try:
+        config.verify()
+    except ValueError as exc:
+        raise ConfigRejectedError(422, f"config integrity check failed: {exc}") from None
+    try:
+        router = Router(config, region)
+    except Exception as exc:  # the engine refusing a config must never take the sidecar down
+        raise ConfigRejectedError(422, f"config cannot be routed: {exc}") from None
+    return Snapshot(
+        config=config,
+        router=router,
+        text=text.decode() if isinstance(text, bytes) else text,
+        source=source,
+        applied_at=time.time(),
+        policies={model: policy for policy in config.policies for model in policy.virtual_models},
+        endpoints={endpoint.name: endpoint for endpoint in config.endpoints},
+    )
+
+
+Listener = Callable[[Snapshot], None]
+
+
+class ConfigStore:
+    """Holds the applied snapshot; `current` is read by every request, replaced by `apply`."""
+
+    def __init__(self, *, region: str, namespace: str = "") -> None:
+        self.region = region
+        self.namespace = namespace
+        self.current: Snapshot | None = None
+        self.last_error: str = ""
+        self._listeners: list[Listener] = []
+        self._file_stamp: tuple[int, int, int] | None = None
+
+    def on_applied(self, listener: Listener) -> None:
+        """Call `listener` with every newly applied snapshot."""
+        self._listeners.append(listener)
+
+    def validate(self, text: str | bytes, source: str) -> Snapshot:
+        """Build a snapshot without applying it."""
+        return build_snapshot(text, source=source, region=self.region, namespace=self.namespace)
+
+    def apply(self, text: str | bytes, source: str) -> Snapshot:
+        """Validate and swap in a config; the same version again is a no-op. Raises ConfigRejectedError."""
+        try:
+            snapshot = self.validate(text, source)
+        except ConfigRejectedError as exc:
+            self.last_error = exc.message
+            raise
+        return self.install(snapshot)
+
+    def install(self, snapshot: Snapshot) -> Snapshot:
+        """Swap in an already validated snapshot."""
+        current = self.current
+        if current is not None and current.version == snapshot.version:
+            return current
+        self.current = snapshot  # the swap: one reference assignment, atomic for every request
+        self.last_error = ""
+        log.info("applied config %s from %s", snapshot.version, snapshot.source)
+        for listener in self._listeners:
+            listener(snapshot)
+        return snapshot
+
+    def load_file(self, path: Path) -> Snapshot | None:
+        """Apply the file if it changed since the last look; None when unchanged or refused."""
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            if self._file_stamp is not None or self.current is None:
+                log.error("cannot read config file %s: %s", path, exc.strerror)
+            self._file_stamp = None
+            return None
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp == self._file_stamp:
+            return None
+        self._file_stamp = stamp
+        try:
+            text = path.read_bytes()
+            # only a change of the file is applied: a file still holding an older version than the
+            # latest push does not roll the push back
+            return self.apply(text, "file")
+        except ConfigRejectedError as exc:
+            log.error("config file %s refused, keeping %s: %s", path, self.version or "nothing", exc.message)
+            return None
+        except OSError as exc:
+            log.error("cannot read config file %s: %s", path, exc.strerror)
+            return None
+
+    async def watch_file(self, path: Path, interval: float) -> None:
+        """Poll the config file for changes forever (mtime, size and inode: the kubelet swaps a symlink)."""
+        while True:
+            await asyncio.sleep(interval)
+            self.load_file(path)
+
+    @property
+    def version(self) -> str:
+        """The applied version, empty before any config."""
+        return self.current.version if self.current is not None else ""

@@ -1,0 +1,135 @@
+"""OpenAI-style errors and the one middleware that turns every failure into such a response.
+
+Clients of the sidecar are OpenAI SDKs: they read `{"error": {"message", "type", "code", "param"}}` and
+the HTTP status. Every response, error or not, carries the request id (`x-request-id`, taken from the
+client or generated) and, on the API routes, the decision headers, so a failed request is as
+explainable as a served one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID = web.RequestKey("request_id", str)
+"""The request id of the request being served, set by the middleware before the handler runs."""
+
+HeaderSource = Callable[[web.Request], Mapping[str, str]]
+"""Gives the decision headers for a request (whatever is known when it failed)."""
+
+DECISION_HEADERS: web.AppKey[HeaderSource] = web.AppKey("decision_headers")
+"""Optional: how the app computes its decision headers; the middleware adds them to error responses."""
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    409: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class ApiError(Exception):
+    """A failure with an HTTP status and an OpenAI-style body; raise it anywhere below a view."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.param = param
+        self.headers = dict(headers or {})
+
+    @property
+    def type(self) -> str:
+        """OpenAI's error type for the status (`server_error` for 5xx)."""
+        return _TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
+
+
+def error_body(error: ApiError, request_id: str) -> bytes:
+    """Serialize an error the way OpenAI does, plus the request id for support."""
+    body = {
+        "error": {
+            "message": error.message,
+            "type": error.type,
+            "code": error.code,
+            "param": error.param,
+            "request_id": request_id,
+        }
+    }
+    return json.dumps(body).encode()
+
+
+def error_response(error: ApiError, request_id: str) -> web.Response:
+    """A JSON response for `error`, with its extra headers (e.g. retry-after)."""
+    response = web.Response(
+        status=error.status, body=error_body(error, request_id), content_type="application/json"
+    )
+    response.headers.update(error.headers)
+    return response
+
+
+def request_id_of(request: web.Request) -> str:
+    """The client's `x-request-id` when it sent a sane one, else a new one."""
+    given = request.headers.get("x-request-id", "")
+    if 0 < len(given) <= 128 and given.isprintable():
+        return given
+    return uuid.uuid4().hex
+
+
+def translate(exc: BaseException) -> ApiError:
+    """Map any exception escaping a handler to the ApiError a client should see."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return ApiError(413, "request_too_large", f"request body is larger than the limit: {exc.text}")
+    if isinstance(exc, web.HTTPNotFound):
+        return ApiError(404, "not_found", "no such route")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return ApiError(405, "method_not_allowed", f"method {exc.method} is not allowed here")
+    if isinstance(exc, web.HTTPException):
+        return ApiError(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+    return ApiError(500, "internal_error", "internal error in the router sidecar")
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Assign the request id, run the handler, and map any exception to an OpenAI-style response."""
+    request_id = request_id_of(request)
+    request[REQUEST_ID] = request_id
+    try:
+        response = await handler(request)
+    except Exception as exc:  # the one place where every failure becomes a response
+        error = translate(exc)
+        if error.status >= 500 and not isinstance(exc, ApiError):
+            log.exception(
+                "unhandled error serving %s %s (request %s)", request.method, request.path, request_id
+            )
+        response = error_response(error, request_id)
+        decision_headers = request.app.get(DECISION_HEADERS)
+        if decision_headers is not None:
+            response.headers.update(decision_headers(request))
+    if not response.prepared:
+        response.headers["x-request-id"] = request_id
+    return response

@@ -1,0 +1,260 @@
+"""Entry point `modelroute-sidecar`: run one data-plane process, or a parent supervising several.
+
+Single process (`--workers 1`, the default): the data app and the admin app share one event loop, and
+the process watches its config file itself.
+
+Several processes (`--workers N`): the parent binds nothing on the data port. It starts N workers that
+each bind it with SO_REUSEPORT (the kernel spreads connections across them, so every core serves),
+runs the admin app, watches the config file, and fans every config (push or file change) out to the
+workers over unix sockets in a private directory, answering a push only once every worker applied it.
+It restarts a worker that dies and hands it the current config. `/metrics` on any worker and `/stats`
+on the admin port are summed over the workers, so a scrape sees the pod, not whichever process
+accepted the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from .admin import (
+    LocalFleet,
+    WorkerFleet,
+    WorkerSockets,
+    create_admin_app,
+    create_control_app,
+    sibling_metrics,
+    worker_socket,
+)
+from .app import build_sidecar, create_app
+from .configstore import ConfigStore
+from .settings import Settings, parse_settings
+
+log = logging.getLogger("modelroute_sidecar")
+
+WORKER_START_SECONDS = 30.0
+
+
+def install_uvloop() -> None:
+    """Use uvloop when it is installed (roughly doubles aiohttp's throughput)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def settle_memory() -> None:
+    """Move everything loaded at start-up out of the collector's sight: config, engine indexes and
+    imported modules live for the whole process, and re-scanning them in every full collection shows
+    up as tail latency under load."""
+    gc.collect()
+    gc.freeze()
+
+
+async def wait_for_stop() -> None:
+    """Return on SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def start_site(
+    app: web.Application, host: str, port: int, *, reuse_port: bool = False
+) -> web.AppRunner:
+    """Start serving `app` on host:port."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024).start()
+    return runner
+
+
+async def run_single(settings: Settings) -> None:
+    """One process serving the data port and the admin port."""
+    sidecar = build_sidecar(settings)
+    runners = [await start_site(create_app(sidecar), settings.host, settings.port)]
+    if settings.admin_port:
+        admin = create_admin_app(LocalFleet(sidecar), settings.admin_token)
+        runners.append(await start_site(admin, settings.admin_host, settings.admin_port))
+    settle_memory()
+    log.info(
+        "sidecar serving on %s:%d (admin %s), config %s",
+        settings.host, settings.port, settings.admin_port or "off", sidecar.config.version or "none",
+    )  # fmt: skip
+    try:
+        await wait_for_stop()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+async def run_worker(settings: Settings) -> None:
+    """One of N data-plane processes: the data port (shared) and its control socket."""
+    assert settings.control_dir is not None
+    sidecar = build_sidecar(settings)
+    sockets = WorkerSockets(settings.control_dir, settings.workers)
+    sidecar.metrics_source = sibling_metrics(sockets)
+    runner = await start_site(create_app(sidecar), settings.host, settings.port, reuse_port=True)
+    control = web.AppRunner(create_control_app(sidecar), access_log=None, handle_signals=False)
+    await control.setup()
+    path = worker_socket(settings.control_dir, settings.worker_index)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # left by a previous incarnation of this worker
+    await web.UnixSite(control, str(path)).start()
+    settle_memory()
+    try:
+        await wait_for_stop()
+    finally:
+        await runner.cleanup()
+        await control.cleanup()
+        await sockets.close()
+
+
+class Supervisor:
+    """The parent of a multi-process sidecar: starts, watches and restarts its workers."""
+
+    def __init__(self, settings: Settings, argv: Sequence[str], control_dir: Path) -> None:
+        self.settings = settings
+        self.argv = list(argv)
+        self.control_dir = control_dir
+        self.processes: list[subprocess.Popen[bytes] | None] = [None] * settings.workers
+
+    def start(self, index: int) -> None:
+        """Start worker `index` with the parent's own flags plus its identity."""
+        command = [
+            sys.executable, "-m", "modelroute_sidecar.main", *self.argv,
+            "--worker-index", str(index), "--control-dir", str(self.control_dir),
+        ]  # fmt: skip
+        with contextlib.suppress(FileNotFoundError):
+            worker_socket(self.control_dir, index).unlink()
+        self.processes[index] = subprocess.Popen(command)
+
+    async def wait_ready(self, index: int) -> bool:
+        """Wait until worker `index` listens on its control socket."""
+        deadline = time.monotonic() + WORKER_START_SECONDS
+        path = worker_socket(self.control_dir, index)
+        while time.monotonic() < deadline:
+            process = self.processes[index]
+            if process is None or process.poll() is not None:
+                return False
+            if path.exists():
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    def dead(self) -> list[int]:
+        """Workers that exited."""
+        return [i for i, p in enumerate(self.processes) if p is None or p.poll() is not None]
+
+    def stop(self) -> None:
+        """SIGTERM every worker and wait for them."""
+        for process in self.processes:
+            if process is not None and process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            if process is not None:
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+async def supervise(supervisor: Supervisor, fleet: WorkerFleet) -> None:
+    """Restart dead workers and give each restarted one the current config."""
+    while True:
+        await asyncio.sleep(0.5)
+        for index in supervisor.dead():
+            log.error("worker %d exited; restarting it", index)
+            supervisor.start(index)
+            if await supervisor.wait_ready(index) and fleet.store.current is not None:
+                with contextlib.suppress(Exception):
+                    await fleet.distribute(fleet.store.current.text.encode(), only=[index])
+
+
+async def watch_config_file(fleet: WorkerFleet, path: Path, interval: float) -> None:
+    """Poll the config file and fan changes out."""
+    while True:
+        await asyncio.sleep(interval)
+        await fleet.sync_file(path)
+
+
+async def run_parent(settings: Settings, argv: Sequence[str]) -> None:
+    """Start the workers, then serve the admin port and keep the workers in line."""
+    control_dir = Path(tempfile.mkdtemp(prefix="modelroute-sidecar-"))
+    os.chmod(control_dir, 0o700)  # the control sockets take configs without a token
+    supervisor = Supervisor(settings, argv, control_dir)
+    store = ConfigStore(region=settings.region, namespace=settings.namespace)
+    if settings.config_file is not None:
+        store.load_file(settings.config_file)
+    sockets = WorkerSockets(control_dir, settings.workers)
+    fleet = WorkerFleet(store, sockets, settings.pod_name)
+    tasks: list[asyncio.Task[None]] = []
+    runner: web.AppRunner | None = None
+    try:
+        for index in range(settings.workers):
+            supervisor.start(index)
+        for index in range(settings.workers):
+            if not await supervisor.wait_ready(index):
+                raise SystemExit(f"worker {index} did not start")
+        if store.current is not None:
+            await fleet.distribute(store.current.text.encode())
+        if settings.admin_port:
+            runner = await start_site(
+                create_admin_app(fleet, settings.admin_token), settings.admin_host, settings.admin_port
+            )
+        tasks.append(asyncio.create_task(supervise(supervisor, fleet)))
+        if settings.config_file is not None:
+            tasks.append(
+                asyncio.create_task(
+                    watch_config_file(fleet, settings.config_file, settings.config_poll_seconds)
+                )
+            )
+        log.info("sidecar parent: %d workers on %s:%d", settings.workers, settings.host, settings.port)
+        await wait_for_stop()
+    finally:
+        for task in tasks:
+            task.cancel()
+        if runner is not None:
+            await runner.cleanup()
+        await sockets.close()
+        supervisor.stop()
+        shutil.rmtree(control_dir, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse settings and run the right kind of process."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    settings = parse_settings(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not settings.admin_token and settings.admin_port and settings.worker_index < 0:
+        log.warning("no admin token configured: the admin port refuses every call")
+    install_uvloop()
+    if settings.worker_index >= 0:
+        asyncio.run(run_worker(settings))
+    elif settings.workers > 1:
+        asyncio.run(run_parent(settings, args))
+    else:
+        asyncio.run(run_single(settings))
+
+
+if __name__ == "__main__":
+    main()

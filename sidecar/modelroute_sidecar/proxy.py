@@ -1,0 +1,522 @@
+"""Calling upstreams: follow the decision's plan with retries, failover, escalation and streaming relay.
+
+The engine already chose, in order, every replica the request may go to, all of them compliant with
+its data class; this module only walks that list. It never builds a target of its own, so no retry,
+fallback or escalation can leave the residency the engine enforced.
+
+Rules of the walk: at most `maxAttempts` tries, each bounded by the per-try timeout until response
+headers and all by the overall deadline; a retry needs the retry budget; connect errors, timeouts, 5xx
+and 429 move on to the next choice, other 4xx go back to the client as they are. A stream can fail over
+only until its first byte reached the client: the first chunk is awaited before the response starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+from aiohttp import web
+
+from .configstore import Snapshot
+from .contract import EndpointConfig, PolicyConfig
+from .credentials import CredentialError, UpstreamCredentials
+from .ejection import Ejections
+from .engine.model import Choice, Decision, RequestFeatures
+from .errors import ApiError
+from .httpclient import Pool, Response, UpstreamError
+from .metrics import Metrics
+from .ratelimit import EndpointLimiter, RetryBudget
+from .stats import EndpointStats
+
+log = logging.getLogger(__name__)
+
+PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
+"""Upstream path per API, appended to a replica's base URL (which ends in `/v1`)."""
+
+_USAGE_IN = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
+_USAGE_OUT = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One upstream call, as the audit log and headers report it."""
+
+    endpoint: str
+    replica: str
+    region: str
+    role: str
+    outcome: str
+    status: int = 0
+    ms: float = 0.0
+
+
+@dataclass(slots=True)
+class Exchange:
+    """Everything known about one client request so far; filled as it goes, read when it ends."""
+
+    request_id: str
+    route: str
+    started: float = field(default_factory=time.perf_counter)
+    config_version: str = ""
+    model: str = ""
+    tenant: str = ""
+    features: RequestFeatures | None = None
+    decision: Decision | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    served: Choice | None = None
+    status: int = 0
+    outcome: str = ""
+    error: str = ""
+    escalated: str = ""
+    """Why the request went to the escalation chain, when it did."""
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+def decision_headers(exchange: Exchange) -> dict[str, str]:
+    """The `x-modelroute-*` headers explaining where a request went (empty values when not known)."""
+    decision = exchange.decision
+    where: Choice | Attempt | None = exchange.served
+    if where is None and exchange.attempts:
+        where = exchange.attempts[-1]
+    headers = {
+        "x-modelroute-endpoint": where.endpoint if where else "",
+        "x-modelroute-replica": where.replica if where else "",
+        "x-modelroute-region": where.region if where else "",
+        "x-modelroute-rule": decision.rule if decision else "",
+        "x-modelroute-policy": decision.policy if decision else "",
+        "x-modelroute-data-class": decision.data_class if decision else "",
+        "x-modelroute-config-version": exchange.config_version,
+        "x-modelroute-attempts": str(len(exchange.attempts)),
+        "x-request-id": exchange.request_id,
+    }
+    if decision is not None and decision.canary:
+        headers["x-modelroute-canary"] = f"{decision.canary}:{decision.canary_side}"
+    return headers
+
+
+def rewrite_model(raw: bytes, body: dict[str, Any], upstream_model: str) -> bytes:
+    """The request body with `model` replaced, every other byte as the client sent it.
+
+    The top-level `"model": "<name>"` is spliced in place when it occurs exactly once in the raw bytes
+    (in valid JSON an unescaped `"model"` followed by `:` can only be a key); anything unusual (escapes,
+    a nested key with the same value) falls back to re-serializing the parsed body.
+    """
+    virtual = body["model"]
+    pattern = re.compile(rb'"model"\s*:\s*' + re.escape(json.dumps(virtual).encode()))
+    matches = pattern.findall(raw)
+    if len(matches) == 1:
+        return pattern.sub(b'"model":' + json.dumps(upstream_model).encode(), raw, count=1)
+    return json.dumps({**body, "model": upstream_model}).encode()
+
+
+def read_usage(raw: bytes, parsed: dict[str, Any] | None) -> tuple[int, int]:
+    """Prompt and completion tokens an upstream reported, without parsing the body when not parsed yet."""
+    if parsed is not None:
+        usage = parsed.get("usage") or {}
+        return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    tail = raw[raw.rfind(b'"usage"') :] if b'"usage"' in raw else b""
+    found_in = _USAGE_IN.search(tail)
+    found_out = _USAGE_OUT.search(tail)
+    return (int(found_in.group(1)) if found_in else 0, int(found_out.group(1)) if found_out else 0)
+
+
+def answer_problem(parsed: dict[str, Any], escalate_on: Sequence[str], needs_json: bool) -> str:
+    """Why a successful chat answer fails the policy's checks (`length`, `invalidJson`), or ''."""
+    choices = parsed.get("choices") or [{}]
+    first = choices[0] if isinstance(choices[0], dict) else {}
+    if "length" in escalate_on and first.get("finish_reason") == "length":
+        return "length"
+    if "invalidJson" in escalate_on and needs_json:
+        content = (first.get("message") or {}).get("content")
+        try:
+            json.loads(content or "")
+        except (TypeError, ValueError):
+            return "invalidJson"
+    return ""
+
+
+@dataclass(slots=True)
+class Answer:
+    """The result of walking a list of choices."""
+
+    kind: Literal["ok", "passthrough", "streamed", "failed"]
+    status: int = 0
+    body: bytes = b""
+    content_type: str = "application/json"
+    parsed: dict[str, Any] | None = None
+    reason: str = ""
+    """For `failed`: the last failure (connect, timeout, upstream-5xx, upstream-429, ...)."""
+    retry_after: str | None = None
+    response: web.StreamResponse | None = None
+
+
+@dataclass(slots=True)
+class Call:
+    """One client request being proxied."""
+
+    request: web.Request
+    exchange: Exchange
+    snapshot: Snapshot
+    policy: PolicyConfig
+    decision: Decision
+    features: RequestFeatures
+    raw: bytes
+    body: dict[str, Any]
+    deadline: float
+    payloads: dict[str, bytes] = field(default_factory=dict)
+
+    def payload_for(self, upstream_model: str) -> bytes:
+        """The body to send to a replica serving `upstream_model` (rewritten once per model)."""
+        payload = self.payloads.get(upstream_model)
+        if payload is None:
+            payload = self.payloads[upstream_model] = rewrite_model(self.raw, self.body, upstream_model)
+        return payload
+
+
+class Upstreams:
+    """The upstream side of the sidecar: pooled connections plus everything an attempt updates."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        credentials: UpstreamCredentials,
+        ejections: Ejections,
+        stats: EndpointStats,
+        metrics: Metrics,
+        *,
+        retry_floor_per_second: float,
+    ) -> None:
+        self.pool = pool
+        self.credentials = credentials
+        self.ejections = ejections
+        self.stats = stats
+        self.metrics = metrics
+        self.endpoint_limits = EndpointLimiter()
+        self._retry_floor = retry_floor_per_second
+        self._budgets: dict[str, RetryBudget] = {}
+
+    def budget(self, policy: str) -> RetryBudget:
+        """The retry budget of a policy (kept across config swaps)."""
+        budget = self._budgets.get(policy)
+        if budget is None:
+            budget = self._budgets[policy] = RetryBudget(self._retry_floor)
+        return budget
+
+    async def forward(self, call: Call) -> web.StreamResponse:
+        """Serve the request along the decision's plan (then its escalation); raise ApiError on failure."""
+        resilience = call.policy.resilience
+        self.budget(call.policy.name).record_request()
+        answer = await self._walk(call, call.decision.plan, resilience.max_attempts)
+        problem = self._escalation_reason(call, answer)
+        if problem:
+            call.exchange.escalated = problem
+            self.metrics.escalations.labels(call.decision.plan[0].endpoint, problem).inc()
+            escalated = await self._walk(call, call.decision.escalation, len(call.decision.escalation))
+            if escalated.kind in ("ok", "passthrough") or answer.kind == "failed":
+                answer = escalated
+        return self._respond(call, answer)
+
+    def _escalation_reason(self, call: Call, answer: Answer) -> str:
+        """Why this answer should go on to the escalation chain, or '' when it stands."""
+        if not call.decision.escalation or call.features.api != "chat" or call.features.stream:
+            return ""
+        escalate_on = call.policy.resilience.escalate_on
+        if answer.kind == "failed":
+            reason = "timeout" if answer.reason == "timeout" else "error"
+            if reason in escalate_on and time.monotonic() < call.deadline:
+                return reason
+            return ""
+        if answer.kind == "ok" and answer.parsed is not None:
+            return answer_problem(answer.parsed, escalate_on, call.features.needs_json)
+        return ""
+
+    def _respond(self, call: Call, answer: Answer) -> web.StreamResponse:
+        exchange = call.exchange
+        if answer.kind == "streamed":
+            assert answer.response is not None
+            return answer.response
+        if answer.kind in ("ok", "passthrough"):
+            exchange.outcome = "ok" if answer.kind == "ok" else "upstream_4xx"
+            response = web.Response(status=answer.status, body=answer.body)
+            response.headers["content-type"] = answer.content_type
+            response.headers.update(decision_headers(exchange))
+            return response
+        raise self._failure(call, answer)
+
+    def _failure(self, call: Call, answer: Answer) -> ApiError:
+        """The error a client gets when every choice failed."""
+        tried = ", ".join(f"{a.endpoint}/{a.replica}: {a.outcome}" for a in call.exchange.attempts) or "none"
+        residency = [d for d in call.decision.dropped if d.reason.value.startswith("residency")]
+        note = ""
+        if residency:
+            note = (
+                f"; {len(residency)} replica(s) excluded by residency for data class "
+                f"{call.decision.data_class!r} were not tried"
+            )
+        if time.monotonic() >= call.deadline or answer.reason == "deadline":
+            return ApiError(
+                504,
+                "deadline_exceeded",
+                f"deadline of {call.policy.resilience.deadline_seconds}s exceeded (attempts: {tried}){note}",
+            )
+        if answer.reason == "upstream-429":
+            headers = {"retry-after": answer.retry_after} if answer.retry_after else {}
+            return ApiError(
+                429,
+                "upstream_rate_limited",
+                f"upstreams are rate limiting (attempts: {tried})",
+                headers=headers,
+            )
+        if answer.reason == "upstream-5xx":
+            return ApiError(502, "upstream_error", f"every allowed upstream failed (attempts: {tried}){note}")
+        return ApiError(
+            503,
+            "no_healthy_endpoint",
+            f"no allowed upstream could be reached (attempts: {tried}){note}",
+        )
+
+    async def _walk(self, call: Call, choices: Sequence[Choice], max_attempts: int) -> Answer:
+        """Try `choices` in order until one answers; the last failure when none does."""
+        exchange = call.exchange
+        budget = self.budget(call.policy.name)
+        answer = Answer("failed", reason="no-choice")
+        made = 0
+        for choice in choices:
+            if made >= max_attempts:
+                break
+            if time.monotonic() >= call.deadline:
+                return Answer("failed", reason="deadline")
+            if made and self.ejections.is_ejected(choice.endpoint, choice.replica):
+                continue  # ejected (or on trial) since the decision was made
+            endpoint = call.snapshot.endpoints[choice.endpoint]
+            if not self.endpoint_limits.admit(choice.endpoint, endpoint.max_requests_per_minute):
+                exchange.attempts.append(
+                    Attempt(
+                        choice.endpoint, choice.replica, choice.region, choice.role, "endpoint-rate-limited"
+                    )
+                )
+                answer = Answer("failed", reason="upstream-429", retry_after="1")
+                continue
+            if exchange.attempts:
+                if not budget.try_spend(call.policy.resilience.retry_budget_percent):
+                    self.metrics.retries_denied.labels(exchange.route).inc()
+                    break
+                self.metrics.retries.labels(choice.endpoint, answer.reason).inc()
+            made += 1
+            answer = await self._attempt(call, choice, endpoint)
+            if answer.kind != "failed":
+                first = exchange.attempts[0]
+                if first.endpoint != choice.endpoint or first.region != choice.region:
+                    self.metrics.failovers.labels(first.endpoint, choice.endpoint).inc()
+                return answer
+        return answer
+
+    async def _attempt(self, call: Call, choice: Choice, endpoint: EndpointConfig) -> Answer:
+        """Call one replica; record the attempt; relay the stream when it is one."""
+        exchange = call.exchange
+        attempt = Attempt(choice.endpoint, choice.replica, choice.region, choice.role, "pending")
+        exchange.attempts.append(attempt)
+        try:
+            authorization = self.credentials.authorization(endpoint.credentials)
+        except CredentialError as exc:
+            log.error("request %s: %s", exchange.request_id, exc)
+            attempt.outcome = "credentials"
+            return Answer("failed", reason="credentials")
+        headers = {"content-type": "application/json", "x-request-id": exchange.request_id}
+        if authorization is not None:
+            headers["authorization"] = authorization
+        resilience = call.policy.resilience
+        started = time.monotonic()
+        attempt_deadline = min(call.deadline, started + endpoint.request_timeout_seconds)
+        header_deadline = min(attempt_deadline, started + resilience.per_try_timeout_seconds)
+        self.ejections.begin(choice.endpoint, choice.replica)
+        response: Response | None = None
+        chunks: AsyncIterator[bytes] | None = None
+        first_chunk = b""
+        try:
+            async with asyncio.timeout_at(_loop_time(header_deadline)):
+                response = await self.pool.post(
+                    choice.url,
+                    PATHS[call.features.api],
+                    call.payload_for(choice.upstream_model),
+                    headers,
+                    connect_timeout=endpoint.connect_timeout_seconds,
+                )
+                if call.features.stream and response.status == 200:
+                    # wait for the first chunk before answering the client: until then failover is possible
+                    chunks = response.iter_chunks()
+                    first_chunk = await anext(chunks, b"")
+            status = response.status
+            async with asyncio.timeout_at(_loop_time(attempt_deadline)):
+                if chunks is not None:
+                    return await self._relay(call, choice, attempt, started, response, first_chunk, chunks)
+                body = await response.read()
+        except TimeoutError:
+            return self._failed(call, choice, attempt, started, "timeout", 0, None)
+        except (UpstreamError, OSError, ValueError) as exc:
+            log.info(
+                "request %s: %s/%s failed: %s", exchange.request_id, choice.endpoint, choice.replica, exc
+            )
+            return self._failed(call, choice, attempt, started, "connect", 0, None)
+        except BaseException:
+            self.ejections.abandon(choice.endpoint, choice.replica)
+            raise
+        finally:
+            if response is not None:
+                response.release()
+        if status >= 500 or status == 429:
+            reason = "upstream-429" if status == 429 else "upstream-5xx"
+            log.warning(
+                "request %s: %s/%s answered %d: %.200r",
+                exchange.request_id, choice.endpoint, choice.replica, status, body,
+            )  # fmt: skip
+            return self._failed(
+                call, choice, attempt, started, reason, status, response.headers.get("retry-after")
+            )
+        return self._answered(call, choice, attempt, started, status, body, response.content_type)
+
+    def _failed(
+        self,
+        call: Call,
+        choice: Choice,
+        attempt: Attempt,
+        started: float,
+        reason: str,
+        status: int,
+        retry_after: str | None,
+    ) -> Answer:
+        elapsed = time.monotonic() - started
+        attempt.outcome, attempt.status, attempt.ms = reason, status, round(elapsed * 1000, 3)
+        if self.ejections.failed(choice.endpoint, choice.replica, call.policy.resilience):
+            self.metrics.ejections.labels(choice.endpoint, choice.replica).inc()
+        self.stats.record(
+            choice.endpoint, choice.replica, choice.region, elapsed * 1000, error=True, client_error=False
+        )
+        self.metrics.observe_upstream(choice.endpoint, choice.replica, choice.region, reason, elapsed)
+        return Answer("failed", status=status, reason=reason, retry_after=retry_after)
+
+    def _succeeded(self, call: Call, choice: Choice, attempt: Attempt, started: float, status: int) -> float:
+        elapsed = time.monotonic() - started
+        outcome = "ok" if status < 400 else "upstream-4xx"
+        attempt.outcome, attempt.status, attempt.ms = outcome, status, round(elapsed * 1000, 3)
+        self.ejections.succeeded(choice.endpoint, choice.replica)
+        self.stats.record(
+            choice.endpoint,
+            choice.replica,
+            choice.region,
+            elapsed * 1000,
+            error=False,
+            client_error=status >= 400,
+        )
+        self.metrics.observe_upstream(choice.endpoint, choice.replica, choice.region, outcome, elapsed)
+        call.exchange.served = choice
+        return elapsed
+
+    def _answered(
+        self,
+        call: Call,
+        choice: Choice,
+        attempt: Attempt,
+        started: float,
+        status: int,
+        body: bytes,
+        content_type: str,
+    ) -> Answer:
+        """A complete non-streamed answer: count it, read its usage, parse it only when a check needs it."""
+        self._succeeded(call, choice, attempt, started, status)
+        if status >= 400:
+            return Answer("passthrough", status=status, body=body, content_type=content_type)
+        parsed: dict[str, Any] | None = None
+        if self._needs_parse(call):
+            try:
+                loaded = json.loads(body)
+                parsed = loaded if isinstance(loaded, dict) else {}
+            except ValueError:
+                parsed = {}
+        self._count_tokens(call, choice, read_usage(body, parsed))
+        return Answer("ok", status=status, body=body, content_type=content_type, parsed=parsed)
+
+    def _needs_parse(self, call: Call) -> bool:
+        escalate_on = call.policy.resilience.escalate_on
+        return (
+            bool(call.decision.escalation)
+            and call.features.api == "chat"
+            and ("length" in escalate_on or ("invalidJson" in escalate_on and call.features.needs_json))
+        )
+
+    def _count_tokens(self, call: Call, choice: Choice, usage: tuple[int, int]) -> None:
+        tokens_in, tokens_out = usage
+        exchange = call.exchange
+        exchange.tokens_in += tokens_in
+        exchange.tokens_out += tokens_out
+        if tokens_in or tokens_out:
+            pricing = call.snapshot.endpoints[choice.endpoint].pricing
+            cost = (tokens_in * pricing.input_per_million + tokens_out * pricing.output_per_million) / 1e6
+            self.metrics.count_tokens(choice.endpoint, tokens_in, tokens_out, cost)
+
+    async def _relay(
+        self,
+        call: Call,
+        choice: Choice,
+        attempt: Attempt,
+        started: float,
+        upstream: Response,
+        first_chunk: bytes,
+        chunks: AsyncIterator[bytes],
+    ) -> Answer:
+        """Relay an SSE stream chunk by chunk (under the caller's deadline); from here on a failure can
+        only end the stream."""
+        self._succeeded(call, choice, attempt, started, upstream.status)
+        exchange = call.exchange
+        exchange.outcome = "ok"
+        response = web.StreamResponse(status=upstream.status)
+        response.headers["content-type"] = upstream.headers.get("content-type", "text/event-stream")
+        response.headers["cache-control"] = "no-cache"
+        response.headers.update(decision_headers(exchange))
+        await response.prepare(call.request)
+        try:
+            chunk = first_chunk
+            while chunk:
+                await response.write(chunk)
+                if b'"usage"' in chunk:
+                    self._count_tokens(call, choice, read_usage(chunk, None))
+                chunk = await anext(chunks, b"")
+            await response.write_eof()
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            exchange.outcome = "client_closed"
+        except (UpstreamError, OSError, ValueError, TimeoutError) as exc:
+            # the client already has part of the answer: tell it the stream broke, in the SDKs' format
+            exchange.outcome = "stream_broken"
+            attempt.outcome = "stream-broken"
+            log.warning(
+                "request %s: stream from %s/%s broke: %s",
+                exchange.request_id, choice.endpoint, choice.replica, exc.__class__.__name__,
+            )  # fmt: skip
+            if self.ejections.failed(choice.endpoint, choice.replica, call.policy.resilience):
+                self.metrics.ejections.labels(choice.endpoint, choice.replica).inc()
+            error = {
+                "error": {
+                    "message": "upstream stream interrupted",
+                    "type": "server_error",
+                    "code": "stream_broken",
+                }
+            }
+            with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError):
+                await response.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+                await response.write_eof()
+        return Answer("streamed", status=upstream.status, response=response)
+
+
+def _loop_time(monotonic_deadline: float) -> float:
+    """Convert a time.monotonic() deadline to the event loop's clock (they may differ)."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic_deadline - time.monotonic())

@@ -1,0 +1,143 @@
+"""Process settings of the sidecar: command-line flags with environment-variable defaults.
+
+Kubernetes sets most of these through env (downward API for the pod name and region, mounted files for
+the config, secrets and tokens); flags win over env so a developer can run the binary by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the sidecar process needs to know before it serves."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_host: str = "0.0.0.0"
+    admin_port: int = 9901
+    """The operator pushes configs and reads stats here; 0 disables the admin app."""
+    admin_token: str = ""
+    """Bearer token the admin port requires; empty refuses every admin call except version reads."""
+    config_file: Path | None = None
+    """The mounted ConfigMap key holding the RouterConfig JSON."""
+    config_poll_seconds: float = 3.0
+    """How often the config file is checked for changes (the kubelet rewrites mounted ConfigMaps)."""
+    namespace: str = ""
+    """When set, configs compiled for another namespace are refused."""
+    region: str = ""
+    """The region this pod runs in: locality prefers it."""
+    pod_name: str = ""
+    secrets_dir: Path = Path("/var/run/modelroute/secrets")
+    """Upstream credentials live in `<secrets_dir>/<secret>/<key>`."""
+    client_keys_file: Path | None = None
+    """Optional YAML/JSON map of client API key to {tenant, tier}; when set, clients must present one."""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    audit_log: str = "-"
+    """Audit log destination: a file path, `-` for stdout, empty to disable."""
+    audit_prompts: bool = False
+    """Also write prompt text into the audit log (off by default: prompts may hold personal data)."""
+    workers: int = 1
+    """Data-plane processes sharing the port with SO_REUSEPORT; >1 runs a supervising parent."""
+    upstream_connections_per_host: int = 256
+    upstream_keepalive_seconds: float = 30.0
+    retry_floor_per_second: float = 10.0
+    """Retries always allowed per second whatever the budget says, so low traffic can still retry."""
+    log_level: str = "INFO"
+    worker_index: int = -1
+    """Set by the supervising parent on its workers; -1 in a single-process sidecar."""
+    control_dir: Path | None = None
+    """Where workers listen on unix sockets for their parent (set by the parent)."""
+
+
+def _env(environ: Mapping[str, str], name: str, default: str) -> str:
+    return environ.get(name, default)
+
+
+def _optional_path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The sidecar's flags; each default comes from a `MODELROUTE_*` variable when set."""
+    e = environ
+    p = argparse.ArgumentParser(prog="modelroute-sidecar", description="modelroute router sidecar")
+    p.add_argument("--host", default=_env(e, "MODELROUTE_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(_env(e, "MODELROUTE_PORT", "8080")))
+    p.add_argument("--admin-host", default=_env(e, "MODELROUTE_ADMIN_HOST", "0.0.0.0"))
+    p.add_argument("--admin-port", type=int, default=int(_env(e, "MODELROUTE_ADMIN_PORT", "9901")))
+    p.add_argument("--admin-token-file", default=_env(e, "MODELROUTE_ADMIN_TOKEN_FILE", ""))
+    p.add_argument("--config-file", default=_env(e, "MODELROUTE_CONFIG_FILE", ""))
+    p.add_argument(
+        "--config-poll-seconds", type=float, default=float(_env(e, "MODELROUTE_CONFIG_POLL_SECONDS", "3"))
+    )
+    p.add_argument("--namespace", default=_env(e, "MODELROUTE_NAMESPACE", _env(e, "POD_NAMESPACE", "")))
+    p.add_argument("--region", default=_env(e, "MODELROUTE_REGION", ""))
+    p.add_argument("--pod-name", default=_env(e, "MODELROUTE_POD_NAME", _env(e, "POD_NAME", "")))
+    p.add_argument("--secrets-dir", default=_env(e, "MODELROUTE_SECRETS_DIR", "/var/run/modelroute/secrets"))
+    p.add_argument("--client-keys-file", default=_env(e, "MODELROUTE_CLIENT_KEYS_FILE", ""))
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=int(_env(e, "MODELROUTE_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES))),
+    )
+    p.add_argument("--audit-log", default=_env(e, "MODELROUTE_AUDIT_LOG", "-"))
+    p.add_argument(
+        "--audit-prompts",
+        action="store_true",
+        default=_env(e, "MODELROUTE_AUDIT_PROMPTS", "") in ("1", "true", "yes"),
+    )
+    p.add_argument("--workers", type=int, default=int(_env(e, "MODELROUTE_WORKERS", "1")))
+    p.add_argument(
+        "--upstream-connections-per-host",
+        type=int,
+        default=int(_env(e, "MODELROUTE_UPSTREAM_CONNECTIONS_PER_HOST", "256")),
+    )
+    p.add_argument("--log-level", default=_env(e, "MODELROUTE_LOG_LEVEL", "INFO"))
+    p.add_argument("--worker-index", type=int, default=-1, help=argparse.SUPPRESS)
+    p.add_argument("--control-dir", default="", help=argparse.SUPPRESS)
+    return p
+
+
+def read_admin_token(token_file: str, environ: Mapping[str, str]) -> str:
+    """The admin bearer token: from the mounted file when given, else `MODELROUTE_ADMIN_TOKEN`."""
+    if token_file:
+        return Path(token_file).read_text().strip()
+    return environ.get("MODELROUTE_ADMIN_TOKEN", "").strip()
+
+
+def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from flags and environment."""
+    env = os.environ if environ is None else environ
+    args = build_parser(env).parse_args(argv)
+    if args.workers < 1:
+        raise SystemExit("--workers must be at least 1")
+    return Settings(
+        host=args.host,
+        port=args.port,
+        admin_host=args.admin_host,
+        admin_port=args.admin_port,
+        admin_token=read_admin_token(args.admin_token_file, env),
+        config_file=_optional_path(args.config_file),
+        config_poll_seconds=args.config_poll_seconds,
+        namespace=args.namespace,
+        region=args.region,
+        pod_name=args.pod_name or os.uname().nodename,
+        secrets_dir=Path(args.secrets_dir),
+        client_keys_file=_optional_path(args.client_keys_file),
+        max_body_bytes=args.max_body_bytes,
+        audit_log=args.audit_log,
+        audit_prompts=args.audit_prompts,
+        workers=args.workers,
+        upstream_connections_per_host=args.upstream_connections_per_host,
+        log_level=args.log_level,
+        worker_index=args.worker_index,
+        control_dir=_optional_path(args.control_dir),
+    )

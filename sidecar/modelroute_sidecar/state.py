@@ -1,0 +1,54 @@
+"""The per-process state of the data plane, shared by the views through the app's typed key.
+
+Kept apart from `app` (which wires routes to views) so that views can reach the state without importing
+the module that imports them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from .audit import AuditLog
+from .configstore import ConfigStore
+from .credentials import ClientKeys, UpstreamCredentials
+from .ejection import Ejections
+from .metrics import Metrics
+from .proxy import Upstreams
+from .ratelimit import TenantLimiter
+from .settings import Settings
+from .stats import EndpointStats
+
+MetricsSource = Callable[[], Awaitable[bytes]]
+
+
+@dataclass(slots=True)
+class Sidecar:
+    """The components one data-plane process shares across requests."""
+
+    settings: Settings
+    config: ConfigStore
+    metrics: Metrics
+    stats: EndpointStats
+    ejections: Ejections
+    tenants: TenantLimiter
+    client_keys: ClientKeys
+    credentials: UpstreamCredentials
+    audit: AuditLog
+    upstreams: Upstreams | None = None
+    """Created by the app's cleanup context: it owns the event-loop-bound client session."""
+    metrics_source: MetricsSource | None = None
+    """Overrides `/metrics` (a worker of a multi-process sidecar serves the sum over its siblings)."""
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def render_metrics(self) -> bytes:
+        """The `/metrics` exposition."""
+        if self.metrics_source is not None:
+            return await self.metrics_source()
+        return self.metrics.render()
+
+
+SIDECAR = web.AppKey("sidecar", Sidecar)

@@ -1,0 +1,198 @@
+"""Per-endpoint and per-replica figures of upstream attempts, for canary analysis and latency budgets.
+
+The operator reads `/stats` on the admin port of every sidecar and sums them. Counters and histogram
+buckets are cumulative since the process started, so the operator gets a windowed view (one canary
+step) by diffing two snapshots, the way Prometheus' `rate()` does; `startedAt` tells it when a sidecar
+restarted (counters went back to zero). A short rolling window also gives the engine each endpoint's
+recent p95 latency for latency budgets.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+LATENCY_BUCKETS_MS: tuple[float, ...] = (
+    1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000,
+)  # fmt: skip
+"""Upper bounds (ms) of the latency histogram; a last, implicit bucket is +Inf."""
+
+ROLLING_SECONDS = 30.0
+"""Each half of the rolling window behind `p95_latency_ms`: it covers the last 30 to 60 seconds."""
+
+
+def percentile_ms(counts: list[int], q: float) -> float | None:
+    """The q-quantile (0-1) of a histogram of per-bucket (not cumulative) counts, interpolated."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for index, count in enumerate(counts):
+        if count and seen + count >= rank:
+            lower = LATENCY_BUCKETS_MS[index - 1] if index > 0 else 0.0
+            upper = LATENCY_BUCKETS_MS[index] if index < len(LATENCY_BUCKETS_MS) else lower * 2 or 1.0
+            return lower + (upper - lower) * (rank - seen) / count
+        seen += count
+    return LATENCY_BUCKETS_MS[-1]
+
+
+@dataclass(slots=True)
+class Figures:
+    """Cumulative attempt figures of one endpoint or replica."""
+
+    requests: int = 0
+    errors: int = 0
+    """Failed attempts: connect errors, timeouts, 5xx and 429 from the upstream."""
+    client_errors: int = 0
+    """4xx answers (other than 429) passed back to the client: the request's fault, not the model's."""
+    latency_sum_ms: float = 0.0
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+
+    def add(self, latency_ms: float, error: bool, client_error: bool) -> None:
+        """Count one attempt."""
+        self.requests += 1
+        self.errors += error
+        self.client_errors += client_error
+        self.latency_sum_ms += latency_ms
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
+
+    def merge(self, other: Figures) -> None:
+        """Add another worker's figures."""
+        self.requests += other.requests
+        self.errors += other.errors
+        self.client_errors += other.client_errors
+        self.latency_sum_ms += other.latency_sum_ms
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+
+    def to_json(self) -> dict[str, Any]:
+        """Cumulative buckets (`le` semantics, like Prometheus) so the operator can diff snapshots."""
+        cumulative, running = [], 0
+        for count in self.counts:
+            running += count
+            cumulative.append(running)
+        p95 = percentile_ms(self.counts, 0.95)
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "clientErrors": self.client_errors,
+            "errorRate": round(self.errors / self.requests, 6) if self.requests else 0.0,
+            "latencySumMs": round(self.latency_sum_ms, 3),
+            "latencyBuckets": cumulative,
+            "p95Ms": None if p95 is None else round(p95, 3),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Figures:
+        """Inverse of `to_json` (used to sum the workers of one pod)."""
+        cumulative: list[int] = data["latencyBuckets"]
+        counts = [b - a for a, b in zip([0, *cumulative[:-1]], cumulative, strict=True)]
+        return cls(data["requests"], data["errors"], data["clientErrors"], data["latencySumMs"], counts)
+
+
+@dataclass(slots=True)
+class _Rolling:
+    """Two half-windows of latency counts; the older is dropped when the newer is full."""
+
+    current: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+    previous: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+    started: float = field(default_factory=time.monotonic)
+    p95: float | None = None
+    p95_at: float = 0.0
+
+
+class EndpointStats:
+    """Attempt figures by endpoint and replica since start, and each endpoint's recent p95."""
+
+    def __init__(self) -> None:
+        self.started_at = time.time()
+        self.endpoints: dict[str, Figures] = {}
+        self.replicas: dict[tuple[str, str], Figures] = {}
+        self.regions: dict[tuple[str, str], str] = {}
+        self._rolling: dict[str, _Rolling] = {}
+
+    def record(
+        self, endpoint: str, replica: str, region: str, latency_ms: float, *, error: bool, client_error: bool
+    ) -> None:
+        """Count one upstream attempt."""
+        figures = self.endpoints.get(endpoint)
+        if figures is None:
+            figures = self.endpoints[endpoint] = Figures()
+        figures.add(latency_ms, error, client_error)
+        key = (endpoint, replica)
+        replica_figures = self.replicas.get(key)
+        if replica_figures is None:
+            replica_figures = self.replicas[key] = Figures()
+            self.regions[key] = region
+        replica_figures.add(latency_ms, error, client_error)
+        if not error:  # a refused connection is fast: counting it would make a dead endpoint look quick
+            self._roll(endpoint).current[bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
+
+    def _roll(self, endpoint: str) -> _Rolling:
+        rolling = self._rolling.get(endpoint)
+        if rolling is None:
+            rolling = self._rolling[endpoint] = _Rolling()
+        now = time.monotonic()
+        if now - rolling.started >= ROLLING_SECONDS:
+            stale = now - rolling.started >= 2 * ROLLING_SECONDS
+            rolling.previous = [0] * len(rolling.current) if stale else rolling.current
+            rolling.current = [0] * len(rolling.current)
+            rolling.started = now
+        return rolling
+
+    def p95_latency_ms(self, endpoint: str) -> float | None:
+        """Recent p95 of successful attempts on `endpoint`; None without recent traffic."""
+        rolling = self._rolling.get(endpoint)
+        if rolling is None:
+            return None
+        now = time.monotonic()
+        if now - rolling.p95_at >= 1.0:  # decide() may ask per candidate per request: compute once a second
+            rolling = self._roll(endpoint)
+            rolling.p95 = percentile_ms(
+                [a + b for a, b in zip(rolling.current, rolling.previous, strict=True)], 0.95
+            )
+            rolling.p95_at = now
+        return rolling.p95
+
+    def snapshot(self, *, pod: str, config_version: str, workers: int = 1) -> dict[str, Any]:
+        """The `/stats` document: cumulative figures by endpoint, each with its replicas."""
+        endpoints: dict[str, Any] = {}
+        for name, figures in sorted(self.endpoints.items()):
+            endpoints[name] = {**figures.to_json(), "replicas": {}}
+        for (endpoint, replica), figures in sorted(self.replicas.items()):
+            entry = {**figures.to_json(), "region": self.regions[(endpoint, replica)]}
+            endpoints[endpoint]["replicas"][replica] = entry
+        return {
+            "pod": pod,
+            "configVersion": config_version,
+            "workers": workers,
+            "startedAt": self.started_at,
+            "collectedAt": time.time(),
+            "latencyBucketsMs": list(LATENCY_BUCKETS_MS),
+            "endpoints": endpoints,
+        }
+
+
+def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Sum the `/stats` documents of the workers of one pod into one document of the same shape."""
+    docs = list(snapshots)
+    if not docs:
+        raise ValueError("no snapshots to merge")
+    merged = EndpointStats()
+    merged.started_at = min(d["startedAt"] for d in docs)
+    for doc in docs:
+        for endpoint, data in doc["endpoints"].items():
+            merged.endpoints.setdefault(endpoint, Figures()).merge(Figures.from_json(data))
+            for replica, rdata in data["replicas"].items():
+                key = (endpoint, replica)
+                merged.replicas.setdefault(key, Figures()).merge(Figures.from_json(rdata))
+                merged.regions[key] = rdata["region"]
+    versions = sorted({d["configVersion"] for d in docs})
+    result = merged.snapshot(
+        pod=docs[0]["pod"], config_version=versions[0] if len(versions) == 1 else "", workers=len(docs)
+    )
+    result["workerConfigVersions"] = [d["configVersion"] for d in docs]
+    return result

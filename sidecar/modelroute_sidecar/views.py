@@ -1,0 +1,312 @@
+"""HTTP views of the data plane: parse the request, ask the engine, hand the decision to the proxy.
+
+Each API view is three steps (parse -> decide -> forward) plus the bookkeeping every request gets
+whatever its fate: metrics, the audit line and the decision headers. Errors are raised as `ApiError`
+and turned into OpenAI-style responses by the one middleware.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from .configstore import Snapshot
+from .contract import PolicyConfig
+from .credentials import Client
+from .engine import extract_features
+from .engine.model import Api, Decision, RequestFeatures
+from .errors import REQUEST_ID, ApiError
+from .metrics import CONTENT_TYPE
+from .proxy import Call, Exchange, decision_headers
+from .state import SIDECAR, Sidecar
+
+EXCHANGE = web.RequestKey("exchange", Exchange)
+
+_REQUIRED_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
+
+RESIDENCY_CODES = frozenset({"no_compliant_endpoint"})
+"""Engine error codes that mean residency left nothing to call (counted as residency blocks)."""
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """POST /v1/chat/completions."""
+    return await serve_api(request, "chat")
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    """POST /v1/completions."""
+    return await serve_api(request, "completions")
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    """POST /v1/embeddings."""
+    return await serve_api(request, "embeddings")
+
+
+async def serve_api(request: web.Request, api: Api) -> web.StreamResponse:
+    """Serve one API request and account for it, whatever happens."""
+    sidecar = request.app[SIDECAR]
+    exchange = Exchange(request[REQUEST_ID], api)
+    request[EXCHANGE] = exchange
+    try:
+        response = await route_request(sidecar, request, exchange, api)
+        exchange.status = response.status
+        return response
+    except ApiError as error:
+        exchange.status, exchange.outcome, exchange.error = error.status, error.code, error.message
+        raise
+    except Exception:
+        exchange.status, exchange.outcome = 500, "internal_error"
+        raise
+    finally:
+        record_exchange(sidecar, exchange)
+
+
+async def route_request(
+    sidecar: Sidecar, request: web.Request, exchange: Exchange, api: Api
+) -> web.StreamResponse:
+    """Parse -> decide -> forward."""
+    snapshot = sidecar.config.current
+    if snapshot is None:
+        raise ApiError(503, "not_ready", "the router has no configuration loaded yet")
+    exchange.config_version = snapshot.version
+    client = authenticate(sidecar, request)
+    raw = await request.read()  # over client_max_size: HTTPRequestEntityTooLarge, mapped to 413
+    body = parse_body(raw, exchange.route)
+    exchange.model = body["model"]
+    policy = snapshot.policies.get(body["model"])
+    if policy is None:
+        raise ApiError(404, "model_not_found", unknown_model_message(body["model"], snapshot), param="model")
+    features = extract(request, exchange, api, body, policy, client)
+    limit_tenant(sidecar, policy, features)
+    decision = decide(sidecar, snapshot, features, exchange)
+    assert sidecar.upstreams is not None
+    deadline = time.monotonic() + policy.resilience.deadline_seconds
+    call = Call(request, exchange, snapshot, policy, decision, features, raw, body, deadline)
+    return await sidecar.upstreams.forward(call)
+
+
+def authenticate(sidecar: Sidecar, request: web.Request) -> Client | None:
+    """The client a request's API key belongs to; 401 when keys are configured and it has none valid."""
+    keys = sidecar.client_keys
+    if not keys.enabled:
+        return None
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    client = keys.lookup(key.strip()) if scheme.lower() == "bearer" and key.strip() else None
+    if client is None:
+        raise ApiError(
+            401,
+            "invalid_api_key",
+            "a valid API key is required: send `Authorization: Bearer <key>`"
+            if not header
+            else "the API key is not valid",
+        )
+    return client
+
+
+def parse_body(raw: bytes, api: str) -> dict[str, Any]:
+    """The request JSON, checked for the fields routing needs (400 otherwise)."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_request", "the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "invalid_request", "`model` is required and must be a string", param="model")
+    field = _REQUIRED_FIELD[api]
+    if field not in body:
+        raise ApiError(400, "invalid_request", f"`{field}` is required", param=field)
+    if api == "chat" and not isinstance(body["messages"], list):
+        raise ApiError(400, "invalid_request", "`messages` must be a list", param="messages")
+    if not isinstance(body.get("stream", False), bool):
+        raise ApiError(400, "invalid_request", "`stream` must be a boolean", param="stream")
+    return body
+
+
+def unknown_model_message(model: str, snapshot: Snapshot) -> str:
+    """The 404 text, naming the models that do exist so a typo is easy to spot."""
+    served = ", ".join(sorted(snapshot.policies)) or "none"
+    return f"the model {model!r} does not exist; this router serves: {served}"
+
+
+def extract(
+    request: web.Request,
+    exchange: Exchange,
+    api: Api,
+    body: dict[str, Any],
+    policy: PolicyConfig,
+    client: Client | None,
+) -> RequestFeatures:
+    """Request features for the engine; an authenticated client's tenant and tier override any claim."""
+    headers = {k.lower(): v for k, v in request.headers.items() if k.lower() != "authorization"}
+    if client is not None:
+        headers["x-modelroute-tenant"] = client.tenant
+        headers["x-modelroute-tier"] = client.tier
+    features = extract_features(
+        body, headers, exchange.request_id, api, residency_header=policy.residency.header
+    )
+    if client is not None:
+        features = dataclasses.replace(features, metadata=authoritative_metadata(features.metadata, client))
+    exchange.features = features
+    exchange.tenant = features.metadata.get("tenant", "")
+    return features
+
+
+def authoritative_metadata(metadata: Mapping[str, str], client: Client) -> dict[str, str]:
+    """Metadata with tenant and tier taken from the client's key (body metadata cannot claim others)."""
+    merged = {k: v for k, v in metadata.items() if k not in ("tenant", "tier")}
+    merged["tenant"] = client.tenant
+    if client.tier:
+        merged["tier"] = client.tier
+    return merged
+
+
+def limit_tenant(sidecar: Sidecar, policy: PolicyConfig, features: RequestFeatures) -> None:
+    """429 with `retry-after` when the tenant's request or token bucket is empty."""
+    tokens = features.prompt_tokens + (features.max_output_tokens or 0)
+    tenant = features.metadata.get("tenant", "")
+    wait = sidecar.tenants.check(policy, tenant, features.metadata.get("tier", ""), tokens)
+    if wait > 0:
+        retry_after = str(max(1, int(wait + 0.999)))
+        raise ApiError(
+            429,
+            "rate_limit_exceeded",
+            f"tenant rate limit of policy {policy.name!r} exceeded; retry in {retry_after}s",
+            headers={"retry-after": retry_after},
+        )
+
+
+def decide(sidecar: Sidecar, snapshot: Snapshot, features: RequestFeatures, exchange: Exchange) -> Decision:
+    """Ask the engine; its refusal (unknown model, nothing compliant or healthy) becomes the error."""
+    decision = snapshot.router.decide(features, sidecar.ejections)
+    exchange.decision = decision
+    if decision.error is not None:
+        raise ApiError(decision.error.status, decision.error.code, decision.error.message)
+    if not decision.plan:
+        raise ApiError(503, "no_healthy_endpoint", "no endpoint can serve this request")
+    return decision
+
+
+def headers_for(request: web.Request) -> Mapping[str, str]:
+    """Decision headers of a request that failed (the middleware adds them to the error response)."""
+    exchange = request.get(EXCHANGE)
+    if exchange is None:
+        sidecar = request.app[SIDECAR]
+        exchange = Exchange(request[REQUEST_ID], "", config_version=sidecar.config.version)
+    return decision_headers(exchange)
+
+
+def record_exchange(sidecar: Sidecar, exchange: Exchange) -> None:
+    """Metrics and the audit line of a finished request."""
+    elapsed = time.perf_counter() - exchange.started
+    served = exchange.served
+    outcome = exchange.outcome or ("cancelled" if exchange.status == 0 else "ok")
+    sidecar.metrics.count_request(
+        exchange.route,
+        served.endpoint if served else "",
+        served.replica if served else "",
+        served.region if served else "",
+        outcome,
+        elapsed,
+    )
+    decision = exchange.decision
+    if decision is not None and decision.error is not None and decision.error.code in RESIDENCY_CODES:
+        sidecar.metrics.residency_blocks.labels(exchange.route, decision.data_class).inc()
+    if sidecar.audit.enabled:
+        sidecar.audit.write(audit_record(exchange, elapsed, sidecar.audit.include_prompts))
+
+
+def audit_record(exchange: Exchange, elapsed: float, include_prompts: bool) -> dict[str, Any]:
+    """The audit log line of a request: the decision and its outcome, no prompt unless enabled."""
+    decision = exchange.decision or Decision()
+    features = exchange.features
+    served = exchange.served
+    record: dict[str, Any] = {
+        "requestId": exchange.request_id,
+        "route": exchange.route,
+        "model": exchange.model,
+        "tenant": exchange.tenant,
+        "configVersion": exchange.config_version,
+        "policy": decision.policy,
+        "rule": decision.rule,
+        "dataClass": decision.data_class,
+        "dataClassSource": decision.data_class_source,
+        "complexity": decision.complexity,
+        "promptTokens": features.prompt_tokens if features else 0,
+        "stream": features.stream if features else False,
+        "canary": decision.canary,
+        "canarySide": decision.canary_side,
+        "endpoint": served.endpoint if served else "",
+        "replica": served.replica if served else "",
+        "region": served.region if served else "",
+        "attempts": [
+            {
+                "endpoint": a.endpoint,
+                "replica": a.replica,
+                "region": a.region,
+                "role": a.role,
+                "outcome": a.outcome,
+                "status": a.status,
+                "ms": a.ms,
+            }
+            for a in exchange.attempts
+        ],
+        "escalated": exchange.escalated,
+        "dropped": [
+            {
+                "endpoint": d.endpoint,
+                "replica": d.replica,
+                "region": d.region,
+                "reason": d.reason.value,
+                "detail": d.detail,
+            }
+            for d in decision.dropped
+        ],
+        "status": exchange.status,
+        "outcome": exchange.outcome or "ok",
+        "error": exchange.error,
+        "latencyMs": round(elapsed * 1000, 3),
+        "tokensIn": exchange.tokens_in,
+        "tokensOut": exchange.tokens_out,
+    }
+    if include_prompts and features is not None:
+        record["prompt"] = features.prompt_text
+    return record
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """GET /v1/models: the virtual models the applied config serves, in OpenAI's list format."""
+    snapshot = request.app[SIDECAR].config.current
+    models = sorted(snapshot.policies.items()) if snapshot is not None else []
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": f"modelroute/{policy.name}"}
+        for name, policy in models
+    ]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """GET /healthz: the process serves."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """GET /readyz: ready once a config is loaded (before that every request would fail)."""
+    version = request.app[SIDECAR].config.version
+    if not version:
+        return web.json_response({"status": "no config loaded"}, status=503)
+    return web.json_response({"status": "ready", "configVersion": version})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text exposition."""
+    body = await request.app[SIDECAR].render_metrics()
+    return web.Response(body=body, headers={"content-type": CONTENT_TYPE})

@@ -1,0 +1,1 @@
+"""Component tests: the sidecar as a real server against fake upstreams, called with the openai SDK."""

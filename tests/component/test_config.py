@@ -1,0 +1,95 @@
+"""Config on the admin port: authenticated pushes swap the config; bad pushes are refused with a clear
+4xx and the last known good keeps serving; the mounted file is watched for changes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aiohttp
+
+from modelroute_sidecar.contract import RouterConfig
+from tests.component.conftest import ADMIN_TOKEN, Running, build_config, eventually
+from tests.fakes.upstream import FakeUpstream
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+def second_config(upstreams: dict[str, FakeUpstream]) -> RouterConfig:
+    """The test config with one more virtual model (a different version)."""
+    return build_config(
+        {n: f.url for n, f in upstreams.items()}, virtualModels=["auto", "cascade", "extra", "split"]
+    )
+
+
+async def test_push_applies_a_new_version(sidecar: Running, upstreams: dict[str, FakeUpstream]) -> None:
+    new = second_config(upstreams)
+    status, body = await sidecar.admin("PUT", "/config", new.to_json().encode())
+    assert (status, body["version"], body["changed"]) == (200, new.version, True)
+    status, body = await sidecar.admin("GET", "/config/version")
+    assert (status, body["version"], body["source"]) == (200, new.version, "push")
+    models = await sidecar.client().models.list()
+    assert "extra" in [m.id for m in models.data]
+    status, body = await sidecar.admin("POST", "/config", new.to_json().encode())  # same again: no change
+    assert (status, body["changed"]) == (200, False)
+
+
+async def test_bad_pushes_are_refused_and_the_old_version_keeps_serving(
+    sidecar: Running, upstreams: dict[str, FakeUpstream]
+) -> None:
+    old = sidecar.sidecar.config.version
+    good = second_config(upstreams)
+    document = json.loads(good.to_json())
+    tampered = {**document, "namespace": "someone-else"}  # content changed, version not recomputed
+    cases = [
+        (b"{nope", 400, "not valid JSON"),
+        (b"[1, 2]", 400, "JSON object"),
+        (json.dumps({**document, "schemaVersion": 2}).encode(), 409, "schemaVersion"),
+        (json.dumps({**document, "endpoints": "many"}).encode(), 422, "endpoints"),
+        (json.dumps({**document, "bogus": 1}).encode(), 422, "bogus"),
+        (json.dumps(tampered).encode(), 422, "does not match content hash"),
+    ]
+    for body, expected, words in cases:
+        status, answer = await sidecar.admin("PUT", "/config", body)
+        assert status == expected, (body[:60], answer)
+        assert words in answer["error"]["message"], answer
+        assert answer["error"]["code"] == "config_rejected"
+    status, answer = await sidecar.admin("PUT", "/config", good.to_json().encode(), token=None)
+    assert status == 401
+    status, answer = await sidecar.admin("PUT", "/config", good.to_json().encode(), token="wrong")
+    assert status == 401
+    status, answer = await sidecar.admin("GET", "/config/version")
+    assert answer["version"] == old
+    assert "content hash" in answer["lastError"]
+    completion = await sidecar.client().chat.completions.create(model="auto", messages=HI)
+    assert completion.choices[0].message.content == "Hello from eu-1"
+
+
+async def test_config_file_changes_are_applied(
+    sidecar: Running, upstreams: dict[str, FakeUpstream], tmp_path: Path
+) -> None:
+    config_file = tmp_path / "config" / "routerConfig.json"
+    broken = config_file.with_suffix(".tmp")
+    broken.write_text("{broken")
+    broken.replace(config_file)  # the kubelet swaps files atomically too
+    new = second_config(upstreams)
+    before = sidecar.sidecar.config.version
+    await eventually(
+        lambda: "not valid JSON" in sidecar.sidecar.config.last_error, what="broken file noticed"
+    )
+    assert sidecar.sidecar.config.version == before
+    staged = config_file.with_suffix(".new")
+    staged.write_text(new.to_json())
+    staged.replace(config_file)
+    await eventually(lambda: sidecar.sidecar.config.version == new.version, what="file change applied")
+
+
+async def test_readyz_and_metrics_report_the_applied_version(sidecar: Running) -> None:
+    version = sidecar.sidecar.config.version
+    async with aiohttp.ClientSession() as session:
+        async with session.get(sidecar.url + "/readyz") as response:
+            assert (response.status, (await response.json())["configVersion"]) == (200, version)
+        async with session.get(
+            sidecar.admin_url + "/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
+        ) as response:
+            assert f'modelroute_config_info{{version="{version}"}} 1.0' in await response.text()

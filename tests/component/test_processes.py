@@ -1,0 +1,169 @@
+"""The sidecar as it runs in a pod: the `modelroute-sidecar` binary with two SO_REUSEPORT workers, fake
+upstreams as separate processes, clients on the official SDK. Kill upstream processes under load,
+push configs to the admin port, read metrics and stats summed over the workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import openai
+import pytest
+
+from tests.component.conftest import (
+    ADMIN_TOKEN,
+    Process,
+    build_config,
+    eventually,
+    free_port,
+    wait_http,
+)
+
+pytestmark = pytest.mark.e2e
+
+EU_PERSONAL = {"x-modelroute-data-class": "eu-personal"}
+HI = [{"role": "user", "content": "hi"}]
+
+
+async def fake_requests(port: int) -> list[dict[str, object]]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/_fake/requests") as r,
+    ):
+        result: list[dict[str, object]] = await r.json()
+        return result
+
+
+async def admin(
+    port: int, method: str, path: str, body: bytes | None = None
+) -> tuple[int, dict[str, object]]:
+    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, f"http://127.0.0.1:{port}{path}", data=body, headers=headers) as response,
+    ):
+        return response.status, await response.json()
+
+
+def metric_sum(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+async def test_two_workers_survive_upstream_deaths_and_follow_pushes(
+    spawn: Callable[..., Process], tmp_path: Path
+) -> None:
+    fakes = {name: free_port() for name in ("eu-1", "eu-2", "us-1")}
+    procs = {
+        name: spawn(["-m", "tests.fakes.upstream", "--port", str(port), "--name", name], port, name)
+        for name, port in fakes.items()
+    }
+    urls = {name: f"http://127.0.0.1:{port}/v1" for name, port in fakes.items()}
+    unused = "http://127.0.0.1:9/v1"  # endpoints this test never routes to
+    urls.update({name: unused for name in ("stable", "candidate", "small", "big")})
+    config = build_config(urls, resilience={"baseEjectionSeconds": 30.0, "perTryTimeoutSeconds": 2.0})
+    config_file = tmp_path / "routerConfig.json"
+    config_file.write_text(config.to_json())
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(ADMIN_TOKEN + "\n")
+    secrets = tmp_path / "secrets" / "llama-key"
+    secrets.mkdir(parents=True)
+    (secrets / "apiKey").write_text("sk-test")
+    port, admin_port = free_port(), free_port()
+    sidecar = spawn(
+        [
+            "-m", "modelroute_sidecar.main", "--port", str(port), "--admin-port", str(admin_port),
+            "--admin-host", "127.0.0.1", "--admin-token-file", str(token_file), "--config-file", str(config_file),
+            "--config-poll-seconds", "0.2", "--region", "eu-west", "--secrets-dir", str(tmp_path / "secrets"),
+            "--workers", "2", "--audit-log", str(tmp_path / "audit.jsonl"), "--pod-name", "app-0",
+        ],
+        port,
+        "sidecar",
+    )  # fmt: skip
+    for fake_port in fakes.values():
+        await wait_http(f"http://127.0.0.1:{fake_port}/v1/models")
+    await wait_http(f"http://127.0.0.1:{port}/readyz")
+    await wait_http(f"http://127.0.0.1:{admin_port}/healthz")
+    assert sidecar.popen.poll() is None
+
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+    served: dict[str, int] = {}
+    failures: list[BaseException] = []
+    done = 0
+    total = 800
+    killed = asyncio.Event()
+
+    async def load(worker: int) -> None:
+        nonlocal done
+        while done < total:
+            done += 1
+            try:
+                raw = await client.chat.completions.with_raw_response.create(
+                    model="auto", messages=HI, extra_headers=EU_PERSONAL
+                )
+                replica = raw.headers["x-modelroute-replica"]
+                served[replica] = served.get(replica, 0) + 1
+            except openai.APIError as exc:
+                failures.append(exc)
+            if done == total // 4 and not killed.is_set():
+                procs["eu-1"].popen.kill()  # the local replica dies mid-load
+                killed.set()
+
+    await asyncio.gather(*(load(i) for i in range(16)))
+    assert killed.is_set()
+    assert failures == [], failures[:3]
+    assert served["eu-1"] > 0 and served["eu-2"] > total // 2, served
+    assert "us-1" not in served
+
+    # every worker counted into one exposition: the sum is every request made
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
+        text = await response.text()
+    assert metric_sum(text, "modelroute_requests_total") == total
+    status, stats = await admin(admin_port, "GET", "/stats")
+    assert status == 200 and stats["workers"] == 2
+    llama = stats["endpoints"]["llama"]  # type: ignore[index]
+    assert llama["replicas"]["eu-1"]["errors"] >= 1  # type: ignore[index]
+
+    # a push reaches both workers; a bad one is refused and both keep the old version
+    new = build_config(urls, virtualModels=["auto", "cascade", "extra", "split"])
+    status, answer = await admin(admin_port, "PUT", "/config", new.to_json().encode())
+    assert (status, answer["version"], answer["workers"]) == (200, new.version, 2)
+    status, version = await admin(admin_port, "GET", "/config/version")
+    assert version["workerVersions"] == [new.version, new.version]
+    tampered = {**json.loads(new.to_json()), "namespace": "other"}
+    status, answer = await admin(admin_port, "PUT", "/config", json.dumps(tampered).encode())
+    assert status == 422
+    status, version = await admin(admin_port, "GET", "/config/version")
+    assert version["workerVersions"] == [new.version, new.version]
+    models = await client.models.list()
+    assert "extra" in [m.id for m in models.data]
+
+    # the last compliant replica dies: fail closed with the residency reason, never a US upstream
+    procs["eu-2"].popen.kill()
+    statuses = []
+    for _ in range(8):
+        with pytest.raises(openai.APIStatusError) as caught:
+            await client.chat.completions.create(model="auto", messages=HI, extra_headers=EU_PERSONAL)
+        statuses.append(caught.value.status_code)
+        assert "residency" in caught.value.response.json()["error"]["message"]
+    assert set(statuses) == {503}
+    assert await fake_requests(fakes["us-1"]) == []
+    public = await client.chat.completions.with_raw_response.create(model="auto", messages=HI)
+    assert public.headers["x-modelroute-replica"] == "us-1"
+
+    # the config file is watched by the parent and reaches the workers too
+    third = build_config(urls, virtualModels=["auto", "cascade", "split", "third"])
+    staged = config_file.with_suffix(".new")
+    staged.write_text(third.to_json())
+    staged.replace(config_file)
+
+    async def applied() -> bool:
+        _, version = await admin(admin_port, "GET", "/config/version")
+        return version["workerVersions"] == [third.version, third.version]
+
+    await eventually(applied, within=15, what="file change on both workers")

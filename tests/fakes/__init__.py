@@ -1,0 +1,1 @@
+"""Fake servers the tests run the sidecar and operator against."""

@@ -1,0 +1,304 @@
+"""A fake OpenAI-compatible model server for tests: answers, streams, fails, hangs or dies on command.
+
+Use it in-process (`FakeUpstream`, start/stop on the test's loop) or as a process
+(`python -m tests.fakes.upstream --port P --name eu-1`), controlled over its `/_fake/*` endpoints:
+
+- `POST /_fake/behavior` with any of: `delay` (seconds before answering), `failNext` + `failStatus`
+  (the next N requests fail), `failPercent` (+ `failStatus`), `finishReason`, `invalidJson` (content
+  that is not JSON), `hang` (never answer), `streamChunks`, `chunkDelay`, `content`;
+- `POST /_fake/reset`, `GET /_fake/requests` (every request seen: path, model, headers, body),
+  `POST /_fake/die` (stop listening and drop connections; a process exits).
+
+Every answer names the server (`x-fake-upstream` header, `system_fingerprint`) so tests can assert who
+served what.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Behavior:
+    """How the fake answers the next requests."""
+
+    delay: float = 0.0
+    fail_next: int = 0
+    fail_status: int = 500
+    fail_percent: float = 0.0
+    finish_reason: str = "stop"
+    invalid_json: bool = False
+    hang: bool = False
+    stream_chunks: int = 3
+    chunk_delay: float = 0.0
+    content: str = ""
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Apply camelCase or snake_case changes."""
+        for key, value in changes.items():
+            name = "".join("_" + c.lower() if c.isupper() else c for c in key)
+            if not hasattr(self, name):
+                raise ValueError(f"unknown behavior {key!r}")
+            setattr(self, name, value)
+
+
+@dataclass
+class Seen:
+    """One request the fake received."""
+
+    path: str
+    model: str
+    headers: dict[str, str]
+    body: dict[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.time)
+
+
+class FakeUpstream:
+    """The fake server; `url` is the OpenAI-style base URL (ending in /v1)."""
+
+    def __init__(self, name: str = "fake", host: str = "127.0.0.1") -> None:
+        self.name = name
+        self.host = host
+        self.port = 0
+        self.behavior = Behavior()
+        self.requests: list[Seen] = []
+        self._runner: web.AppRunner | None = None
+        self._hanging: list[asyncio.Future[None]] = []
+        self.app = self._make_app()
+
+    @property
+    def url(self) -> str:
+        """Base URL to put in a replica's `url`."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    def _make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/_fake/behavior", self._set_behavior)
+        app.router.add_post("/_fake/reset", self._reset)
+        app.router.add_get("/_fake/requests", self._list_requests)
+        app.router.add_post("/_fake/die", self._die)
+        return app
+
+    async def start(self, port: int = 0) -> FakeUpstream:
+        """Listen on host:port (0 picks a free port)."""
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        return self
+
+    async def stop(self) -> None:
+        """Die: stop listening and drop every connection, hanging ones included."""
+        for future in self._hanging:
+            if not future.done():
+                future.cancel()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    def reset(self) -> None:
+        """Normal answers, no recorded requests."""
+        self.behavior = Behavior()
+        self.requests.clear()
+
+    def set(self, **changes: Any) -> None:
+        """Change the behavior (`fake.set(fail_next=2, fail_status=503)`)."""
+        self.behavior.update(changes)
+
+    def models_seen(self) -> list[str]:
+        """The `model` of every request received."""
+        return [r.model for r in self.requests]
+
+    # --- API ------------------------------------------------------------------------------------------
+
+    async def _record(self, request: web.Request) -> dict[str, Any]:
+        body: dict[str, Any] = await request.json()
+        self.requests.append(
+            Seen(
+                request.path,
+                str(body.get("model", "")),
+                {k.lower(): v for k, v in request.headers.items()},
+                body,
+            )
+        )
+        return body
+
+    async def _misbehave(self) -> web.Response | None:
+        """Delay, hang or fail as configured; None to answer normally."""
+        b = self.behavior
+        if b.delay:
+            await asyncio.sleep(b.delay)
+        if b.hang:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._hanging.append(future)
+            await future
+        if b.fail_next > 0:
+            b.fail_next -= 1
+            return self._error(b.fail_status)
+        if b.fail_percent and random.random() * 100 < b.fail_percent:
+            return self._error(b.fail_status)
+        return None
+
+    def _error(self, status: int) -> web.Response:
+        body = {"error": {"message": f"{self.name} failing on purpose", "type": "server_error", "code": None}}
+        return web.json_response(body, status=status, headers=self._headers())
+
+    def _headers(self) -> dict[str, str]:
+        return {"x-fake-upstream": self.name}
+
+    def _content(self, body: dict[str, Any]) -> str:
+        b = self.behavior
+        if b.invalid_json:
+            return "this is {not json"
+        if b.content:
+            return b.content
+        if (body.get("response_format") or {}).get("type") in ("json_object", "json_schema"):
+            return json.dumps({"answer": f"from {self.name}"})
+        return f"Hello from {self.name}"
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        failure = await self._misbehave()
+        if failure is not None:
+            return failure
+        content = self._content(body)
+        if body.get("stream"):
+            return await self._stream(request, body, content)
+        usage = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
+        answer = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "system_fingerprint": self.name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": self.behavior.finish_reason,
+                }
+            ],
+            "usage": usage,
+        }
+        return web.json_response(answer, headers=self._headers())
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], content: str) -> web.StreamResponse:
+        response = web.StreamResponse(headers={**self._headers(), "content-type": "text/event-stream"})
+        await response.prepare(request)
+        chunks = max(1, self.behavior.stream_chunks)
+        for index in range(chunks):
+            delta = {"content": f"{content} [{index}]" if index == 0 else f" [{index}]"}
+            finish = self.behavior.finish_reason if index == chunks - 1 else None
+            event = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": body.get("model"),
+                "system_fingerprint": self.name,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+            if self.behavior.chunk_delay:
+                await asyncio.sleep(self.behavior.chunk_delay)
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        failure = await self._misbehave()
+        if failure is not None:
+            return failure
+        answer = {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "text": self._content(body),
+                    "finish_reason": self.behavior.finish_reason,
+                    "logprobs": None,
+                }
+            ],
+            "usage": {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9},
+        }
+        return web.json_response(answer, headers=self._headers())
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        failure = await self._misbehave()
+        if failure is not None:
+            return failure
+        inputs = body.get("input")
+        count = len(inputs) if isinstance(inputs, list) else 1
+        answer = {
+            "object": "list",
+            "model": body.get("model"),
+            "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(count)],
+            "usage": {"prompt_tokens": 3 * count, "total_tokens": 3 * count},
+        }
+        return web.json_response(answer, headers=self._headers())
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    # --- control --------------------------------------------------------------------------------------
+
+    async def _set_behavior(self, request: web.Request) -> web.Response:
+        try:
+            self.behavior.update(await request.json())
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(asdict(self.behavior))
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"ok": True})
+
+    async def _list_requests(self, request: web.Request) -> web.Response:
+        return web.json_response([asdict(r) for r in self.requests])
+
+    async def _die(self, request: web.Request) -> web.Response:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, lambda: loop.create_task(self.stop()))
+        if os.environ.get("FAKE_UPSTREAM_PROCESS"):
+            loop.call_later(0.1, os._exit, 0)
+        return web.json_response({"dying": True})
+
+
+async def _serve(port: int, name: str) -> None:
+    fake = await FakeUpstream(name).start(port)
+    print(f"fake upstream {name} listening on {fake.url}", flush=True)
+    await asyncio.Event().wait()
+
+
+def main() -> None:
+    """Run one fake upstream as a process."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--name", default="fake")
+    args = parser.parse_args()
+    os.environ["FAKE_UPSTREAM_PROCESS"] = "1"
+    asyncio.run(_serve(args.port, args.name))
+
+
+if __name__ == "__main__":
+    main()
