@@ -1,4 +1,4 @@
-"""The RouterConfig: the one contract between the operator (which compiles it) and the sidecar (which obeys it).
+"""The RouterConfig: the one contract between the operator (which compiles it) and the sidecar (obeying it).
 
 Everything the data plane needs to decide and proxy a request is in here, already resolved: no references
 to chase, no Kubernetes types. The document is versioned by schema (`schemaVersion`) and identified by a
@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
