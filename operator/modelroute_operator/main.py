@@ -12,8 +12,11 @@ import sys
 import kopf
 
 from . import handlers  # noqa: F401  (registers the handlers)
-from .kube import load_client_config
+from .kube import KubeApi, load_client_config
 from .leader import LeaderElector, LeaseSettings
+from .webhook_server import WebhookServer
+from .webhook_server import add_arguments as add_webhook_arguments
+from .webhook_server import settings_from_args as webhook_settings
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +45,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lease-name", default="modelroute-operator")
     parser.add_argument("--lease-seconds", type=int, default=15, help="lease duration (default 15)")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
+    add_webhook_arguments(parser)
     return parser.parse_args(argv)
 
 
 async def run(args: argparse.Namespace) -> int:
+    # Admission is served by every replica, standbys included, so it starts before leader election.
+    webhooks: WebhookServer | None = None
+    webhook_kube: KubeApi | None = None
+    if (settings := webhook_settings(args)) is not None:
+        load_client_config()
+        webhook_kube = KubeApi()
+        webhooks = WebhookServer(webhook_kube, settings)
+        await webhooks.start()
+    try:
+        return await run_operator(args)
+    finally:
+        if webhooks is not None:
+            await webhooks.stop()
+        if webhook_kube is not None:
+            webhook_kube.close()
+
+
+async def run_operator(args: argparse.Namespace) -> int:
+    """Acquire leadership when asked to, then run the Kopf operator until stopped or leadership is lost."""
     stop = asyncio.Event()
     elector: LeaderElector | None = None
     keeper: asyncio.Task[None] | None = None

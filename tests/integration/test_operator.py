@@ -62,6 +62,13 @@ def resource_versions(kubectl: Kubectl, ns: str) -> dict[str, str]:
     return {f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in items}
 
 
+def quiesce(kubectl: Kubectl, op: OperatorProcess, ns: str, obj: str) -> None:
+    """Touch `obj`'s metadata (a pass we can wait for) and wait until a pass after it wrote nothing."""
+    offset = len(op.log())
+    kubectl.run("annotate", "--overwrite", "-n", ns, obj, f"touched={offset}")
+    settle(op, ns, offset)
+
+
 def settle(op: OperatorProcess, ns: str, since: int) -> None:
     """Wait until a pass for `ns` after `since` wrote nothing (the namespace has converged)."""
     wait_for(
@@ -208,15 +215,12 @@ def test_reapply_is_idempotent_and_restart_writes_nothing(
             ),
             "the probed replica to be drained from the config",
         )
-        settle(op, ns, len(op.log()))
+        quiesce(kubectl, op, ns, "modelendpoint/llama")
         before = resource_versions(kubectl, ns)
 
         # The same manifests again: nothing changes anywhere.
         kubectl.apply(manifest, ns)
-        offset = len(op.log())
-        # A metadata-only touch makes the operator run a pass we can wait for.
-        kubectl.run("annotate", "-n", ns, "modelendpoint/small", "touched=1")
-        settle(op, ns, offset)
+        quiesce(kubectl, op, ns, "modelendpoint/small")
         after = resource_versions(kubectl, ns)
         assert after.pop("ModelEndpoint/small") != before.pop("ModelEndpoint/small")
         assert after == before, "re-applying the same manifests must not write anything"
