@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -197,8 +198,34 @@ class WorkerFleet:
         return merge_expositions(body.decode() for status, body in answers if status == 200)
 
 
+class AdminToken:
+    """The admin bearer token, from a mounted Secret file that may appear (or rotate) after start.
+
+    The operator creates the Secret only once the namespace has a live config, so a pod can start
+    before it exists: until then every admin call is refused, and the file is picked up when it lands.
+    """
+
+    def __init__(self, file: str = "", fixed: str = "") -> None:
+        self._file, self._value, self._stamp = file, fixed, (0, 0)
+
+    def current(self) -> str:
+        if not self._file:
+            return self._value
+        try:
+            stat = os.stat(self._file)
+        except OSError:
+            return ""
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp != self._stamp:
+            try:
+                self._value, self._stamp = Path(self._file).read_text().strip(), stamp
+            except OSError:
+                return ""
+        return self._value
+
+
 FLEET = web.AppKey("fleet", Fleet)
-ADMIN_TOKEN = web.AppKey("admin_token", str)
+ADMIN_TOKEN = web.AppKey("admin_token", AdminToken)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -207,7 +234,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every admin call but /healthz needs `Authorization: Bearer <admin token>`."""
     if request.path != "/healthz":
-        token = request.app[ADMIN_TOKEN]
+        token = request.app[ADMIN_TOKEN].current()
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not token or not hmac.compare_digest(given.encode(), token.encode()):
             raise ApiError(401, "unauthorized", "the admin port needs `Authorization: Bearer <admin token>`")
@@ -245,11 +272,11 @@ async def admin_healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def create_admin_app(fleet: Fleet, token: str) -> web.Application:
+def create_admin_app(fleet: Fleet, token: AdminToken | str) -> web.Application:
     """The admin application; the error middleware runs outside the token check, so 401s are JSON too."""
     app = web.Application(middlewares=[error_middleware, require_token], client_max_size=MAX_CONFIG_BYTES)
     app[FLEET] = fleet
-    app[ADMIN_TOKEN] = token
+    app[ADMIN_TOKEN] = token if isinstance(token, AdminToken) else AdminToken(fixed=token)
     app.router.add_put("/config", put_config)
     app.router.add_post("/config", put_config)
     app.router.add_get("/config/version", get_version)

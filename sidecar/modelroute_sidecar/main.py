@@ -31,6 +31,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .admin import (
+    AdminToken,
     LocalFleet,
     WorkerFleet,
     WorkerSockets,
@@ -89,7 +90,7 @@ async def run_single(settings: Settings) -> None:
     sidecar = build_sidecar(settings)
     runners = [await start_site(create_app(sidecar), settings.host, settings.port)]
     if settings.admin_port:
-        admin = create_admin_app(LocalFleet(sidecar), settings.admin_token)
+        admin = create_admin_app(LocalFleet(sidecar), admin_token(settings))
         runners.append(await start_site(admin, settings.admin_host, settings.admin_port))
     settle_memory()
     log.info(
@@ -215,7 +216,7 @@ async def run_parent(settings: Settings, argv: Sequence[str]) -> None:
             await fleet.distribute(store.current.text.encode())
         if settings.admin_port:
             runner = await start_site(
-                create_admin_app(fleet, settings.admin_token), settings.admin_host, settings.admin_port
+                create_admin_app(fleet, admin_token(settings)), settings.admin_host, settings.admin_port
             )
         tasks.append(asyncio.create_task(supervise(supervisor, fleet)))
         if settings.config_file is not None:
@@ -236,6 +237,10 @@ async def run_parent(settings: Settings, argv: Sequence[str]) -> None:
         shutil.rmtree(control_dir, ignore_errors=True)
 
 
+def admin_token(settings: Settings) -> AdminToken:
+    return AdminToken(settings.admin_token_file, settings.admin_token)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse settings and run the right kind of process."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -245,7 +250,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if not settings.admin_token and settings.admin_port and settings.worker_index < 0:
+    if (
+        not settings.admin_token
+        and not settings.admin_token_file
+        and settings.admin_port
+        and settings.worker_index < 0
+    ):
         log.warning("no admin token configured: the admin port refuses every call")
     install_uvloop()
     if settings.worker_index >= 0:

@@ -25,6 +25,9 @@ class Settings:
     admin_port: int = 9901
     """The operator pushes configs and reads stats here; 0 disables the admin app."""
     admin_token: str = ""
+    """Token from MODELROUTE_ADMIN_TOKEN, used when no token file is given."""
+    admin_token_file: str = ""
+    """Mounted Secret file with the token; re-read when it changes (it may appear after start)."""
     """Bearer token the admin port requires; empty refuses every admin call except version reads."""
     config_file: Path | None = None
     """The mounted ConfigMap key holding the RouterConfig JSON."""
@@ -106,10 +109,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     return p
 
 
-def read_admin_token(token_file: str, environ: Mapping[str, str]) -> str:
-    """The admin bearer token: from the mounted file when given, else `MODELROUTE_ADMIN_TOKEN`."""
-    if token_file:
-        return Path(token_file).read_text().strip()
+def read_admin_token(environ: Mapping[str, str]) -> str:
+    """The admin bearer token given in the environment (`MODELROUTE_ADMIN_TOKEN`), if any."""
     return environ.get("MODELROUTE_ADMIN_TOKEN", "").strip()
 
 
@@ -124,7 +125,8 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         port=args.port,
         admin_host=args.admin_host,
         admin_port=args.admin_port,
-        admin_token=read_admin_token(args.admin_token_file, env),
+        admin_token=read_admin_token(env),
+        admin_token_file=args.admin_token_file,
         config_file=_optional_path(args.config_file),
         config_poll_seconds=args.config_poll_seconds,
         namespace=args.namespace,
