@@ -4,6 +4,8 @@
 - `validate -f DIR`: our schemas and cross-object checks; exit 0 when valid, 1 when not, 2 on usage.
 - `explain -f DIR --request FILE`: which endpoint a request would go to, and why each candidate was dropped.
 - `crds --write DIR | --check DIR`: generate the CRDs from the models, or check them for drift.
+- `status [-n NS]`: sync and health across namespaces from the cluster (KUBECONFIG), like
+  `istioctl proxy-status`; exit 0 when every sidecar is synced and every object healthy, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import yaml
 
 from modelroute_sidecar.contract import RouterConfig
 
-from . import crdgen
+from . import crdgen, status_report
 from .compiler import CompileResult, compile_namespace
 from .manifests import Manifests, load_manifests
 
@@ -137,6 +139,58 @@ def crds(args: argparse.Namespace) -> int:
     return crdgen.main(argv)
 
 
+def status(args: argparse.Namespace) -> int:
+    try:
+        snapshot = _read_cluster(args.namespace)
+    except Exception as exc:
+        # The kubernetes client raises its own types for a missing kubeconfig, refusals and network
+        # failures; all mean the same to a CI job: no answer (2), distinct from "not synced" (1).
+        print(f"error: cannot read the cluster: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    report = status_report.build_report(snapshot)
+    if args.output == "json":
+        print(json.dumps(status_report.report_json(report), indent=2))
+    else:
+        print(status_report.format_report(report))
+    return EXIT_OK if report.ok else EXIT_INVALID
+
+
+def _read_cluster(namespace: str | None) -> status_report.Snapshot:
+    """Our objects, the sidecar pods and the live-config ConfigMaps, in one namespace or all."""
+    # Imported here: the offline subcommands need neither the client nor a cluster.
+    from kubernetes import client
+
+    from .kube import CONFIGMAP_NAME, load_client_config
+    from .resources import GROUP, KINDS, VERSION
+    from .sync import SIDECAR_LABEL, SIDECAR_LABEL_VALUE
+
+    load_client_config()
+    with client.ApiClient() as api:
+        custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+        objects: list[dict[str, Any]] = []
+        for kind in KINDS:
+            listed: Any
+            if namespace:
+                listed = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural)
+            else:
+                listed = custom.list_cluster_custom_object(GROUP, VERSION, kind.plural)
+            # Lists carry kind/apiVersion on the list, not always on each item.
+            objects += [{**item, "kind": kind.kind_name} for item in listed.get("items", [])]
+        pods_selector = f"{SIDECAR_LABEL}={SIDECAR_LABEL_VALUE}"
+        cm_selector = f"metadata.name={CONFIGMAP_NAME}"
+        if namespace:
+            pods = core.list_namespaced_pod(namespace, label_selector=pods_selector)
+            configmaps = core.list_namespaced_config_map(namespace, field_selector=cm_selector)
+        else:
+            pods = core.list_pod_for_all_namespaces(label_selector=pods_selector)
+            configmaps = core.list_config_map_for_all_namespaces(field_selector=cm_selector)
+        return status_report.Snapshot(
+            objects=objects,
+            pods=[api.sanitize_for_serialization(p) for p in pods.items],
+            configmaps=[api.sanitize_for_serialization(c) for c in configmaps.items],
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelroute", description="modelroute tools for manifests and CI.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -170,6 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--write", metavar="DIR")
     group.add_argument("--check", metavar="DIR")
     p.set_defaults(run=crds)
+
+    p = sub.add_parser(
+        "status",
+        help="sync and health of sidecars and objects across namespaces (exit 1 unless all is well)",
+    )
+    p.add_argument("-n", "--namespace", default=None, help="one namespace (default: all namespaces)")
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.set_defaults(run=status)
     return parser
 
 

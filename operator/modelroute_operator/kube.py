@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -46,6 +47,10 @@ def load_client_config() -> None:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
+    if not client.Configuration.get_default_copy().verify_ssl:
+        # Said once here instead of by urllib3 on every call (thousands of lines on a cold start).
+        log.warning("TLS verification of the API server is off (kubeconfig insecure-skip-tls-verify)")
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 
 def _is_transient(exc: ApiException) -> bool:

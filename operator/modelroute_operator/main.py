@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     # Kopf configures the root logger, so our modules' lines share its format.
     kopf.configure(verbose=args.verbose)
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:
+        # Kopf logs every handled watch event at INFO; our own pass lines say what happened.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
         return asyncio.run(run(args))
     except KeyboardInterrupt:

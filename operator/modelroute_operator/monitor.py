@@ -82,6 +82,8 @@ class HealthMonitor:
         self._session = session
         self._now = now or (lambda: datetime.now(UTC))
         self.endpoints = ObjectCache()
+        self._specs: dict[Key, tuple[str, ModelEndpointSpec | None]] = {}
+        """Parsed spec per endpoint, keyed by the resourceVersion it was parsed from."""
         self._last_probe: dict[tuple[str, str, str], datetime] = {}
         self._busy: set[Key] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -89,11 +91,35 @@ class HealthMonitor:
 
     async def run(self) -> None:
         while True:
+            now = self._now()
             for key, body in list(self.endpoints.bodies.items()):
-                if key not in self._busy:
-                    self._busy.add(key)
-                    spawn(self._tasks, self._check(key, body), f"health:{key}")
+                if key in self._busy:
+                    continue
+                spec = self._spec(key, body)
+                # Most ticks find nothing due: decide that without parsing status or spawning a task.
+                if spec is None or not any(
+                    self._due(key, r.name, spec.health_check, now) for r in spec.replicas
+                ):
+                    continue
+                self._busy.add(key)
+                spawn(self._tasks, self._check(key, body), f"health:{key}")
+            for key in set(self._specs) - set(self.endpoints.bodies):
+                del self._specs[key]
             await asyncio.sleep(TICK_SECONDS)
+
+    def _spec(self, key: Key, body: Mapping[str, Any]) -> ModelEndpointSpec | None:
+        """The endpoint's spec when probing is enabled, parsed once per resourceVersion."""
+        version = str((body.get("metadata") or {}).get("resourceVersion", ""))
+        cached = self._specs.get(key)
+        if cached is None or cached[0] != version:
+            try:
+                spec: ModelEndpointSpec | None = ModelEndpointSpec.model_validate(body.get("spec") or {})
+            except ValidationError:
+                spec = None  # the reconciler reports the invalid spec
+            if spec is not None and not spec.health_check.enabled:
+                spec = None
+            cached = self._specs[key] = (version, spec)
+        return cached[1]
 
     async def _check(self, key: Key, body: Mapping[str, Any]) -> None:
         try:
@@ -107,21 +133,13 @@ class HealthMonitor:
 
     async def check_endpoint(self, key: Key, body: Mapping[str, Any]) -> None:
         """Probe the replicas that are due, then write `status.replicas` if anything changed."""
-        try:
-            spec = ModelEndpointSpec.model_validate(body.get("spec") or {})
-        except ValidationError:
-            return  # the reconciler reports the invalid spec
+        spec = self._spec(key, body)
+        if spec is None:
+            return
         current = [ReplicaStatus.model_validate(r) for r in (body.get("status") or {}).get("replicas") or []]
         by_name = {(r.name, r.region): r for r in current}
         now = self._now()
-        due = [
-            replica
-            for replica in spec.replicas
-            if spec.health_check.enabled
-            and self._due(
-                key, replica.name, by_name.get((replica.name, replica.region)), spec.health_check, now
-            )
-        ]
+        due = [replica for replica in spec.replicas if self._due(key, replica.name, spec.health_check, now)]
         token = await self._credential(key[0], spec) if due else None
         results = await asyncio.gather(*(self._probe(spec.health_check, r.url, token) for r in due))
         outcome = dict(zip((r.name for r in due), results, strict=True))
@@ -146,9 +164,7 @@ class HealthMonitor:
             log.info("health %s/%s: %s", *key, t.message)
             await self._kube.record_event(body, t.reason, t.message, warning=t.warning)
 
-    def _due(
-        self, key: Key, replica: str, status: ReplicaStatus | None, check: HealthCheck, now: datetime
-    ) -> bool:
+    def _due(self, key: Key, replica: str, check: HealthCheck, now: datetime) -> bool:
         last = self._last_probe.get((*key, replica))
         if last is None:
             return True  # never probed by this process: resume at once from what status says

@@ -564,7 +564,9 @@ class RoutingPolicyStatus(ApiModel):
     endpoints: Annotated[list[Name], Field(max_length=256)] = []
     """Endpoints the policy resolves to, sorted."""
     sync: Annotated[str, Field(max_length=64)] | None = None
-    """Sidecars running the live version, e.g. `3/3`."""
+    """Sidecars running `syncedVersion`, e.g. `3/3`."""
+    synced_version: Annotated[str, Field(max_length=64)] | None = None
+    """The config version the `sync` figure counts; equal to `configVersion` once the push went out."""
     lagging_pods: Annotated[list[Annotated[str, Field(max_length=253)]], Field(max_length=64)] = []
     """Sidecar pods not yet running the live version."""
 

@@ -78,7 +78,11 @@ def ready_sidecars(pods: Sequence[Mapping[str, Any]]) -> list[SidecarPod]:
 def sync_fields(pods: Sequence[SidecarPod], acked: Mapping[str, str], version: str) -> dict[str, Any]:
     """The status fields describing how many sidecars run `version` and which lag."""
     lagging = [p.name for p in pods if acked.get(p.uid) != version]
-    return {"sync": f"{len(pods) - len(lagging)}/{len(pods)}", "laggingPods": lagging[:64]}
+    return {
+        "sync": f"{len(pods) - len(lagging)}/{len(pods)}",
+        "syncedVersion": short_version(version),
+        "laggingPods": lagging[:64],
+    }
 
 
 @dataclass
@@ -167,7 +171,11 @@ class Syncer:
                     acked[pod.uid] = version
                 if pushed:
                     report.pushed.append(pod.name)
-        fields = sync_fields(pods, acked, report.version) if live else {"sync": None, "laggingPods": []}
+        fields = (
+            sync_fields(pods, acked, report.version)
+            if live
+            else {"sync": None, "syncedVersion": None, "laggingPods": []}
+        )
         report.lagging = list(fields["laggingPods"])
         report.status_writes = await self._write_status(namespace, fields)
         return report
