@@ -10,6 +10,8 @@ import os
 import sys
 
 import kopf
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from . import handlers  # noqa: F401  (registers the handlers)
 from .kube import KubeApi, load_client_config
@@ -44,13 +46,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--lease-name", default="modelroute-operator")
     parser.add_argument("--lease-seconds", type=int, default=15, help="lease duration (default 15)")
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=int(env.get("MODELROUTE_HEALTH_PORT") or 0),
+        help="serve /healthz, /readyz and /metrics, leader or standby (0: off; env MODELROUTE_HEALTH_PORT)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     add_webhook_arguments(parser)
     return parser.parse_args(argv)
 
 
+async def start_health_server(port: int) -> web.AppRunner:
+    """/healthz, /readyz and /metrics for the kubelet and Prometheus (plain HTTP on the pod IP)."""
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", ok)
+    app.router.add_get("/readyz", ok)
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()
+    log.info("health and metrics on :%d", port)
+    return runner
+
+
 async def run(args: argparse.Namespace) -> int:
-    # Admission is served by every replica, standbys included, so it starts before leader election.
+    # Health, metrics and admission are served by every replica, standbys included, so they start before
+    # leader election: a standby is alive and ready while it waits for the Lease.
+    health = await start_health_server(args.health_port) if args.health_port else None
+    try:
+        return await run_with_webhooks(args)
+    finally:
+        if health is not None:
+            await health.cleanup()
+
+
+async def run_with_webhooks(args: argparse.Namespace) -> int:
     webhooks: WebhookServer | None = None
     webhook_kube: KubeApi | None = None
     if (settings := webhook_settings(args)) is not None:

@@ -232,8 +232,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every admin call but /healthz needs `Authorization: Bearer <admin token>`."""
-    if request.path != "/healthz":
+    """Every admin call but /healthz and /metrics needs `Authorization: Bearer <admin token>`.
+    Metrics stay open so Prometheus can scrape them; their labels are bounded and carry no secrets."""
+    if request.path not in ("/healthz", "/metrics"):
         token = request.app[ADMIN_TOKEN].current()
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not token or not hmac.compare_digest(given.encode(), token.encode()):

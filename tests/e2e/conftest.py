@@ -116,7 +116,7 @@ def cluster(
             sc.stop()
         for up in c.upstreams.values():
             up.kill()
-        op.stop()
+        c.operator.stop()  # the test may have replaced it (operator restart)
 
 
 OnFailure = Callable[[], str]

@@ -1,0 +1,340 @@
+"""The chart's RBAC is enough for the real operator and no more; its args, env and certificate work.
+
+The rendered ServiceAccount, Roles and bindings are applied to the real API server; the operator then
+runs as that ServiceAccount (a TokenRequest token) with the Deployment's args and env and the webhook
+Secret as its mounted files, and does its whole job: watch, compile and store the ConfigMap, write
+status, record Events, create the sidecar admin Secret, hold its Lease, serve both webhooks over TLS
+(verified for the Service's DNS name), and delete the ConfigMap when the objects go. Its log must show
+no permission error. SubjectAccessReviews then check what stays forbidden.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chart.helm import DEFAULT_VALUES, Doc, Rendered, render
+from tests.kube_harness import (
+    REPO,
+    ControlPlane,
+    Kubectl,
+    OperatorProcess,
+    create_pod,
+    free_port,
+    new_namespace,
+    set_pod_status,
+    wait_for,
+)
+from tests.manifests import policy
+
+pytestmark = pytest.mark.integration
+
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+PERMISSION_ERRORS = ("Forbidden", "forbidden", " 403", "could not record event", "unreadable")
+EXAMPLE = REPO / "examples" / "provider-failover"
+CONFIGMAP = "modelroute-router-config"
+POD_KIND = {"group": "", "version": "v1", "kind": "Pod"}
+POLICY_KIND = {"group": "modelroute.dev", "version": "v1alpha1", "kind": "RoutingPolicy"}
+
+
+def rbac_documents(docs: tuple[Doc, ...]) -> str:
+    return "\n---\n".join(json.dumps(d) for d in docs if d["kind"] in RBAC_KINDS)
+
+
+def apply_rbac(kubectl: Kubectl, release: str, namespace: str, sets: list[str]) -> Iterator[None]:
+    rendered = render(DEFAULT_VALUES, sets=sets, namespace=namespace, release=release)
+    kubectl.run(
+        "apply",
+        "--server-side",
+        "--field-manager=chart-tests",
+        "-f",
+        "-",
+        stdin=rbac_documents(rendered.docs),
+    )
+    try:
+        yield
+    finally:
+        # Cluster-scoped objects outlive the test's namespaces; remove them.
+        kubectl.run(
+            "delete",
+            "clusterrole,clusterrolebinding",
+            "-l",
+            f"app.kubernetes.io/instance={release}",
+            check=False,
+        )
+
+
+def service_account_kubeconfig(
+    plane: ControlPlane, kubectl: Kubectl, namespace: str, name: str, path: Path
+) -> Path:
+    token = kubectl.run("create", "token", name, "-n", namespace, "--duration=1h").stdout.strip()
+    # The API server's self-generated serving certificate file holds its CA too: verify against it.
+    ca = base64.b64encode((plane.state_dir / "pki" / "apiserver.crt").read_bytes()).decode()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "local", "cluster": {"server": plane.server, "certificate-authority-data": ca}}
+        ],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": "local", "user": name, "namespace": namespace}}],
+        "current-context": name,
+    }
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return path
+
+
+def ready_conditions(kubectl: Kubectl, namespace: str) -> bool:
+    """Every ModelEndpoint and RoutingPolicy in `namespace` carries a Ready condition."""
+    items = kubectl.json("get", "modelendpoints,routingpolicies", "-n", namespace)["items"]
+    return bool(items) and all(
+        any(c["type"] == "Ready" for c in i.get("status", {}).get("conditions", [])) for i in items
+    )
+
+
+Access = tuple[str, str, str]
+"""(verb, `resource[.group][/name][:subresource]`, namespace; "" means cluster-wide or every namespace)."""
+
+
+def allowed(kubectl: Kubectl, service_account: str, accesses: list[Access]) -> list[bool]:
+    """Ask the API server about every access at once (one SubjectAccessReview each, in one kubectl call)."""
+    namespace = service_account.split(":")[2]
+    groups = ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"]
+    reviews = []
+    for verb, target, ns in accesses:
+        target, _, subresource = target.partition(":")
+        kind, _, name = target.partition("/")
+        resource, _, group = kind.partition(".")
+        attributes = {"verb": verb, "resource": resource, "group": group, "namespace": ns, "name": name}
+        attributes["subresource"] = subresource
+        reviews.append(
+            {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SubjectAccessReview",
+                "spec": {
+                    "user": service_account,
+                    "groups": groups,
+                    "resourceAttributes": {k: v for k, v in attributes.items() if v},
+                },
+            }
+        )
+    document = json.dumps({"apiVersion": "v1", "kind": "List", "items": reviews})
+    output = kubectl.run(
+        "create", "-o", "jsonpath={.status.allowed}{'\\n'}", "-f", "-", stdin=document
+    ).stdout
+    answers = [line.strip() == "true" for line in output.splitlines()]
+    assert len(answers) == len(accesses), output
+    return answers
+
+
+def denied_and_granted(
+    kubectl: Kubectl, service_account: str, grant: list[Access], deny: list[Access]
+) -> tuple[list[Access], list[Access]]:
+    """(accesses that should be granted but are not, accesses that should be denied but are granted)."""
+    answers = allowed(kubectl, service_account, grant + deny)
+    wrongly_denied = [a for a, ok in zip(grant, answers[: len(grant)], strict=True) if not ok]
+    wrongly_granted = [a for a, ok in zip(deny, answers[len(grant) :], strict=True) if ok]
+    return wrongly_denied, wrongly_granted
+
+
+@pytest.fixture
+def namespaced_install(kubectl: Kubectl) -> Iterator[tuple[str, str, str]]:
+    """(release namespace, watched namespace, release name) with the chart's RBAC applied."""
+    release_ns = new_namespace(kubectl, "chart-rbac")
+    watched = new_namespace(kubectl, "chart-rbac-w")
+    release = f"rbac{os.getpid() % 10000}"
+    yield from (
+        (release_ns, watched, release)
+        for _ in apply_rbac(kubectl, release, release_ns, [f"watchNamespaces={{{watched}}}"])
+    )
+
+
+def chart_process(rendered: Rendered, release_ns: str) -> tuple[list[str], dict[str, str]]:
+    """The operator container's args and env as the chart renders them, resolved as the kubelet would."""
+    container = rendered.container()
+    args = [a.replace("$(POD_NAMESPACE)", release_ns) for a in container["args"]]
+    env: dict[str, str] = {}
+    for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            field = item["valueFrom"]["fieldRef"]["fieldPath"]
+            env[item["name"]] = release_ns if field == "metadata.namespace" else "chart-test-pod"
+    return args, env
+
+
+def write_certificate(rendered: Rendered, directory: Path) -> Path:
+    """The chart's webhook Secret as the mounted files; returns the CA file."""
+    secret = next(d for d in rendered.docs if d["kind"] == "Secret")
+    directory.mkdir()
+    for key, value in secret["data"].items():
+        (directory / key).write_bytes(base64.b64decode(value))
+    return directory / "ca.crt"
+
+
+class ServiceConnection(http.client.HTTPSConnection):
+    """HTTPS to a loopback port, verifying the certificate for the webhook Service's DNS name."""
+
+    def __init__(self, port: int, server_name: str, ca_file: Path) -> None:
+        super().__init__(
+            "127.0.0.1", port, timeout=10, context=ssl.create_default_context(cafile=str(ca_file))
+        )
+        self.server_name = server_name
+
+    def connect(self) -> None:
+        sock = socket.create_connection(("127.0.0.1", self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.server_name)  # type: ignore[attr-defined]
+
+
+def call(conn: ServiceConnection, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    conn.request(method, path, json.dumps(body) if body else None, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    data = response.read()
+    assert response.status == 200, data
+    return json.loads(data)
+
+
+def review(namespace: str, obj: dict[str, Any], kind: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "chart-test",
+            "kind": kind,
+            "namespace": namespace,
+            "name": obj["metadata"]["name"],
+            "operation": "CREATE",
+            "object": obj,
+        },
+    }
+
+
+def test_operator_runs_as_the_chart_configures_it(
+    plane: ControlPlane, kubectl: Kubectl, namespaced_install: tuple[str, str, str], tmp_path: Path
+) -> None:
+    """The chart's ServiceAccount, args, env and webhook certificate drive the real operator."""
+    release_ns, watched, release = namespaced_install
+    fullname = f"{release}-modelroute"
+    rendered = render(
+        DEFAULT_VALUES, sets=[f"watchNamespaces={{{watched}}}"], namespace=release_ns, release=release
+    )
+    args, env = chart_process(rendered, release_ns)
+    assert "--leader-elect" in args and f"--namespace={watched}" in args
+    ca_file = write_certificate(rendered, tmp_path / "webhook")
+    port = free_port()
+    env |= {
+        "MODELROUTE_WEBHOOK_PORT": str(port),  # the chart's 9443 may be taken on a shared machine
+        "MODELROUTE_WEBHOOK_CERT_DIR": str(ca_file.parent),
+        "KUBECONFIG": str(service_account_kubeconfig(plane, kubectl, release_ns, fullname, tmp_path / "sa")),
+    }
+    op = OperatorProcess(plane, tmp_path / "operator.log", extra_env=env, extra_args=args)
+    op.start()
+    try:
+        wait_for(lambda: " leads (lease " in op.log(), "the operator to take its Lease", 30)
+        kubectl.run("apply", "-n", watched, "--server-side", "--field-manager=tests", "-f", str(EXAMPLE))
+        wait_for(lambda: kubectl.get("configmap", CONFIGMAP, watched), "the compiled ConfigMap")
+        wait_for(lambda: ready_conditions(kubectl, watched), "Ready conditions on every object")
+        wait_for(lambda: kubectl.json("get", "events", "-n", watched)["items"], "an Event from the operator")
+        # A ready sidecar pod makes the operator create the namespace's admin token Secret and push to it.
+        create_pod(kubectl, watched, "app-1", admin_port=9)
+        set_pod_status(kubectl, watched, "app-1", "127.0.0.1", ready=True)
+        wait_for(
+            lambda: kubectl.get("secret", "modelroute-sidecar-admin", watched), "the sidecar admin Secret"
+        )
+        assert kubectl.get("lease", fullname, release_ns), "the Lease lives in the release namespace"
+
+        # The webhooks, over TLS with the chart's certificate, verified for the Service's DNS name.
+        conn = ServiceConnection(port, f"{fullname}.{release_ns}.svc", ca_file)
+        assert call(conn, "GET", "/healthz") == {"status": "ok"}
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app-2", "namespace": watched},
+               "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]}}  # fmt: skip
+        answer = call(conn, "POST", "/mutate-pods/namespace-enabled", review(watched, pod, POD_KIND))[
+            "response"
+        ]
+        assert answer["allowed"] is True
+        patch = base64.b64decode(answer["patch"]).decode()
+        assert '"modelroute/sidecar:0.1.0"' in patch and "15080" in patch and '"mr-admin"' in patch
+        bad = {
+            **policy(name="orphan", endpoint_name="no-such-endpoint"),
+            "metadata": {"name": "orphan", "namespace": watched},
+        }
+        answer = call(conn, "POST", "/validate", review(watched, bad, POLICY_KIND))["response"]
+        assert answer["allowed"] is False and "no-such-endpoint" in answer["status"]["message"]
+        conn.close()
+
+        # All objects gone: the operator deletes the ConfigMap.
+        kubectl.run("delete", "-n", watched, "modelendpoints,routingpolicies", "--all")
+        wait_for(lambda: kubectl.get("configmap", CONFIGMAP, watched) is None, "the ConfigMap to go")
+    finally:
+        op.stop(timeout=2)  # a graceful stop waits out Kopf's shutdown; nothing here depends on it
+    log = op.log()
+    assert not [line for line in log.splitlines() if any(e in line for e in PERMISSION_ERRORS)], log[-4000:]
+
+
+def test_namespaced_rbac_forbids_everything_else(
+    kubectl: Kubectl, namespaced_install: tuple[str, str, str]
+) -> None:
+    release_ns, watched, release = namespaced_install
+    sa = f"system:serviceaccount:{release_ns}:{release}-modelroute"
+    grant: list[Access] = [
+        ("list", "modelendpoints.modelroute.dev", watched),
+        ("watch", "canaries.modelroute.dev", watched),
+        ("patch", "routingpolicies.modelroute.dev/chat:status", watched),
+        ("create", "configmaps", watched),
+        ("patch", "configmaps/modelroute-router-config", watched),
+        ("delete", "configmaps/modelroute-router-config", watched),
+        ("get", "secrets/any-credentials", watched),
+        ("create", "secrets", watched),
+        ("watch", "pods", watched),
+        ("create", "events", watched),
+        ("create", "leases.coordination.k8s.io", release_ns),
+        ("update", f"leases.coordination.k8s.io/{release}-modelroute", release_ns),
+        ("list", "namespaces", ""),
+        ("watch", "customresourcedefinitions.apiextensions.k8s.io", ""),
+    ]
+    deny: list[Access] = [
+        ("list", "secrets", watched),
+        ("watch", "secrets", watched),
+        ("delete", "secrets/any-credentials", watched),
+        ("get", "configmaps/someone-elses", watched),
+        ("patch", "routingpolicies.modelroute.dev/chat", watched),
+        ("delete", "modelendpoints.modelroute.dev/x", watched),
+        ("delete", "pods/x", watched),
+        ("list", "modelendpoints.modelroute.dev", release_ns),
+        ("list", "pods", "default"),
+        ("list", "pods", ""),
+        ("update", "leases.coordination.k8s.io/another-lease", release_ns),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io", ""),
+        ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/x", ""),
+    ]
+    assert denied_and_granted(kubectl, sa, grant, deny) == ([], [])
+
+
+def test_cluster_wide_rbac_reaches_every_namespace_but_no_further(kubectl: Kubectl) -> None:
+    release_ns = new_namespace(kubectl, "chart-rbac-cw")
+    release = f"cw{os.getpid() % 10000}"
+    for _ in apply_rbac(kubectl, release, release_ns, []):
+        sa = f"system:serviceaccount:{release_ns}:{release}-modelroute"
+        grant: list[Access] = [
+            ("list", "pods", ""),
+            ("watch", "routingpolicies.modelroute.dev", ""),
+            ("get", "secrets/x", "default"),
+            ("patch", "configmaps/modelroute-router-config", "any-namespace"),
+        ]
+        deny: list[Access] = [
+            ("list", "secrets", ""),
+            ("update", "modelendpoints.modelroute.dev/x", "default"),
+            ("get", "configmaps/kube-root-ca.crt", "default"),
+            ("update", "leases.coordination.k8s.io/x", "default"),
+        ]
+        assert denied_and_granted(kubectl, sa, grant, deny) == ([], [])

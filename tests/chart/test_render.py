@@ -1,0 +1,520 @@
+"""`helm template` per values file: the switches that matter render what they promise.
+
+Replicas and leader election, security context, RBAC scope, webhook configurations and their
+certificate (Helm-generated or cert-manager), health probes, PDB, injector settings, and monitoring
+objects only when enabled and their API exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.helm import (
+    CHART,
+    CI_VALUES,
+    NAMESPACE,
+    PROMETHEUS_APIS,
+    RELEASE,
+    Doc,
+    Rendered,
+    env_of,
+    render,
+    render_error,
+    walk,
+)
+
+CI = {p.name.removesuffix("-values.yaml"): p for p in CI_VALUES}
+FULLNAME = f"{RELEASE}-modelroute"
+OUR_KINDS = ["modelendpoints", "routingpolicies", "canaries"]
+
+
+def default() -> Rendered:
+    return render(CI["default"])
+
+
+def webhooks(rendered: Rendered, kind: str) -> dict[str, Doc]:
+    return {w["name"]: w for w in rendered.one(kind)["webhooks"]}
+
+
+def match_expressions(selector: Doc) -> dict[str, tuple[str, list[str]]]:
+    """Selector expressions as key → (operator, values); a key may appear twice (In and NotIn)."""
+    out: dict[str, tuple[str, list[str]]] = {}
+    for expr in selector.get("matchExpressions", []):
+        key = expr["key"] if expr["key"] not in out else f"{expr['key']}#2"
+        out[key] = (expr["operator"], expr.get("values", []))
+    return out
+
+
+# --- every values file ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=[p.name for p in CI_VALUES])
+def test_every_document_is_named_labelled_and_placed(values: Path) -> None:
+    rendered = render(values, api_versions=PROMETHEUS_APIS)
+    assert rendered.docs
+    cluster_scoped = {
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    }
+    for doc in rendered.docs:
+        meta = doc["metadata"]
+        where = f"{doc['kind']}/{meta['name']}"
+        assert doc["apiVersion"] and meta["name"], where
+        assert meta["labels"]["app.kubernetes.io/instance"] == RELEASE, where
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "Helm", where
+        if doc["kind"] in cluster_scoped:
+            assert "namespace" not in meta, where
+        elif doc["kind"] not in ("Role", "RoleBinding"):
+            assert meta["namespace"] == NAMESPACE, where
+    names = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in rendered.docs]
+    assert len(names) == len(set(names)), "two documents share kind, namespace and name"
+
+
+# --- operator Deployment --------------------------------------------------------------------------
+
+
+def test_default_deployment_runs_two_replicas_with_leader_election() -> None:
+    rendered = default()
+    deployment = rendered.one("Deployment", FULLNAME)
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    container = rendered.container()
+    assert container["image"] == "modelroute/operator:0.1.0"
+    args = container["args"]
+    assert "--leader-elect" in args
+    assert "--lease-namespace=$(POD_NAMESPACE)" in args
+    assert f"--lease-name={FULLNAME}" in args
+    assert not [a for a in args if a.startswith("--namespace")], "default watches every namespace"
+    env = env_of(container)
+    assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert set(container["resources"]) == {"requests", "limits"}
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= (
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == FULLNAME
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+
+
+def test_security_context_is_restricted() -> None:
+    rendered = default()
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = rendered.container()["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    mounts = {m["name"]: m["mountPath"] for m in rendered.container()["volumeMounts"]}
+    assert mounts["tmp"] == "/tmp", "a read-only root needs a writable /tmp"
+    assert mounts["webhook-tls"] == "/etc/modelroute/webhook"
+
+
+def test_replica_count_and_leader_election_switch() -> None:
+    assert render(CI["default"], sets=["replicaCount=3"]).one("Deployment")["spec"]["replicas"] == 3
+    minimal = render(CI["minimal"])
+    assert minimal.one("Deployment")["spec"]["replicas"] == 1
+    assert "args" not in minimal.container(), "no leader election, no namespaces: no flags at all"
+    assert "PodDisruptionBudget" not in minimal.kinds(), "one replica must never block a drain"
+    assert not [r for r in minimal.all("Role") if r["metadata"]["name"].endswith("leader-election")]
+
+
+def test_several_replicas_without_leader_election_are_refused() -> None:
+    error = render_error(sets=["leaderElection.enabled=false", "replicaCount=2"])
+    assert "/replicaCount" in error
+
+
+def test_probes_use_the_webhook_port_until_the_health_server_is_enabled() -> None:
+    container = default().container()
+    https = {"path": "/healthz", "port": "webhook", "scheme": "HTTPS"}
+    assert container["livenessProbe"]["httpGet"] == https
+    assert container["readinessProbe"]["httpGet"] == https
+    assert container["livenessProbe"]["periodSeconds"] == 20
+    healthy = render(CI["monitoring-on"])
+    container = healthy.container()
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert {"name": "health", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    assert env_of(container)["MODELROUTE_HEALTH_PORT"] == "8081"
+    service_ports = {p["name"]: p for p in healthy.one("Service")["spec"]["ports"]}
+    assert service_ports["metrics"]["targetPort"] == "health"
+    assert "MODELROUTE_HEALTH_PORT" not in env_of(default().container())
+
+
+def test_injector_settings_reach_the_operator() -> None:
+    rendered = render(
+        CI["default"],
+        sets=["sidecar.image.tag=1.2.3", "sidecar.workers=2", "webhook.validating.missingReferences=Warn"],
+    )
+    env = env_of(rendered.container())
+    assert env["MODELROUTE_SIDECAR_IMAGE"] == "modelroute/sidecar:1.2.3"
+    assert env["MODELROUTE_SIDECAR_PORT"] == "15080"
+    assert env["MODELROUTE_SIDECAR_ADMIN_PORT"] == "9901"
+    assert env["MODELROUTE_SIDECAR_ADMIN_PORT_NAME"] == "mr-admin"
+    assert env["MODELROUTE_SIDECAR_WORKERS"] == "2"
+    assert env["MODELROUTE_SIDECAR_NATIVE"] == "true"
+    assert env["MODELROUTE_SIDECAR_RUN_AS_USER"] == "65532"
+    assert env["MODELROUTE_SIDECAR_REGION"] == ""
+    assert env["MODELROUTE_WEBHOOK_PORT"] == "9443"
+    assert env["MODELROUTE_WEBHOOK_CERT_DIR"] == "/etc/modelroute/webhook"
+    assert env["MODELROUTE_WEBHOOK_MISSING_REFERENCES"] == "Warn"
+    assert env["MODELROUTE_WEBHOOK_REFERENCED_DELETES"] == "Refuse"
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert json.loads(env["MODELROUTE_SIDECAR_RESOURCES"]) == values["sidecar"]["resources"]
+
+
+def test_image_digest_pins_the_image() -> None:
+    digest = "sha256:" + "ab" * 32
+    rendered = render(CI["default"], sets=[f"image.digest={digest}"])
+    assert rendered.container()["image"] == f"modelroute/operator@{digest}"
+
+
+def test_pod_disruption_budget() -> None:
+    pdb = default().one("PodDisruptionBudget", FULLNAME)
+    assert pdb["spec"]["minAvailable"] == 1
+    assert (
+        pdb["spec"]["selector"]["matchLabels"]
+        == (default().one("Deployment")["spec"]["selector"]["matchLabels"])
+    )
+    pdb = render(CI["default"], sets=["podDisruptionBudget.maxUnavailable=1"]).one("PodDisruptionBudget")
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": pdb["spec"]["selector"]}
+
+
+# --- RBAC -----------------------------------------------------------------------------------------
+
+
+def rules_of(doc: Doc) -> list[Doc]:
+    rules: list[Doc] = doc["rules"]
+    return rules
+
+
+def verbs_for(rules: list[Doc], group: str, resource: str, name: str | None = None) -> set[str]:
+    verbs: set[str] = set()
+    for rule in rules:
+        if group in rule["apiGroups"] and resource in rule["resources"]:
+            names = rule.get("resourceNames")
+            if names is None or name in names:
+                verbs |= set(rule["verbs"])
+    return verbs
+
+
+def test_rbac_is_cluster_wide_by_default_and_least_privilege() -> None:
+    rendered = default()
+    role = rendered.one("ClusterRole", FULLNAME)
+    binding = rendered.one("ClusterRoleBinding", FULLNAME)
+    assert binding["roleRef"]["name"] == FULLNAME
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    rules = rules_of(role)
+    for rule in rules:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], f"wildcard in {rule}"
+    assert verbs_for(rules, "", "secrets") == {"get", "create"}, "Secrets are never listed or changed"
+    assert verbs_for(rules, "", "configmaps") == {"create"}
+    assert verbs_for(rules, "", "configmaps", "modelroute-router-config") == {
+        "create",
+        "get",
+        "patch",
+        "delete",
+    }
+    assert verbs_for(rules, "", "pods") == {"list", "watch"}
+    assert verbs_for(rules, "", "events") == {"create"}
+    for kind in OUR_KINDS:
+        assert verbs_for(rules, "modelroute.dev", kind) == {"get", "list", "watch"}, "specs are never written"
+        assert verbs_for(rules, "modelroute.dev", f"{kind}/status") == {"patch"}
+    discovery = rules_of(rendered.one("ClusterRole", f"{FULLNAME}-discovery"))
+    assert verbs_for(discovery, "apiextensions.k8s.io", "customresourcedefinitions") == {
+        "get",
+        "list",
+        "watch",
+    }
+    assert verbs_for(discovery, "", "namespaces") == {"get", "list", "watch"}
+    lease_role = rendered.one("Role", f"{FULLNAME}-leader-election")
+    assert lease_role["metadata"]["namespace"] == NAMESPACE
+    assert verbs_for(rules_of(lease_role), "coordination.k8s.io", "leases", FULLNAME) == {
+        "create",
+        "get",
+        "update",
+    }
+    assert verbs_for(rules_of(lease_role), "coordination.k8s.io", "leases", "someone-else") == {"create"}
+
+
+def test_rbac_is_per_namespace_when_namespaces_are_listed() -> None:
+    rendered = render(CI["namespaced-rbac"])
+    assert not [r for r in rendered.all("ClusterRole") if r["metadata"]["name"] == FULLNAME]
+    assert [r["metadata"]["name"] for r in rendered.all("ClusterRole")] == [f"{FULLNAME}-discovery"]
+    roles = {r["metadata"]["namespace"]: r for r in rendered.all("Role") if r["metadata"]["name"] == FULLNAME}
+    assert set(roles) == {"team-a", "team-b"}
+    assert rules_of(roles["team-a"]) == rules_of(default().one("ClusterRole", FULLNAME))
+    bindings = {
+        b["metadata"]["namespace"] for b in rendered.all("RoleBinding") if b["metadata"]["name"] == FULLNAME
+    }
+    assert bindings == {"team-a", "team-b"}
+    args = rendered.container()["args"]
+    assert "--namespace=team-a" in args and "--namespace=team-b" in args
+    validating = webhooks(rendered, "ValidatingWebhookConfiguration")["validate.modelroute.dev"]
+    assert validating["namespaceSelector"]["matchExpressions"] == [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]}
+    ]
+    for hook in webhooks(rendered, "MutatingWebhookConfiguration").values():
+        exprs = hook["namespaceSelector"]["matchExpressions"]
+        assert {
+            "key": "kubernetes.io/metadata.name",
+            "operator": "In",
+            "values": ["team-a", "team-b"],
+        } in exprs
+
+
+def test_glob_namespaces_keep_cluster_wide_rbac() -> None:
+    rendered = render(CI["default"], sets=["watchNamespaces={team-*,prod}"])
+    assert rendered.one("ClusterRole", FULLNAME)
+    assert not [r for r in rendered.all("Role") if r["metadata"]["name"] == FULLNAME]
+    assert "--namespace=team-*" in rendered.container()["args"]
+
+
+def test_no_rbac_when_disabled() -> None:
+    rendered = render(CI["default"], sets=["rbac.create=false", "serviceAccount.create=false"])
+    assert not rendered.kinds() & {
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    }
+    assert rendered.one("Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "default"
+
+
+# --- webhooks -------------------------------------------------------------------------------------
+
+
+def openssl(*args: str, stdin: bytes) -> str:
+    proc = subprocess.run(["openssl", *args], input=stdin, capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc.stdout.decode()
+
+
+def test_validating_webhook_covers_our_three_kinds() -> None:
+    rendered = default()
+    hooks = webhooks(rendered, "ValidatingWebhookConfiguration")
+    assert list(hooks) == ["validate.modelroute.dev"]
+    hook = hooks["validate.modelroute.dev"]
+    assert hook["rules"] == [
+        {
+            "apiGroups": ["modelroute.dev"],
+            "apiVersions": ["v1alpha1"],
+            "operations": ["CREATE", "UPDATE", "DELETE"],
+            "resources": OUR_KINDS,
+            "scope": "Namespaced",
+        }
+    ]
+    assert hook["clientConfig"]["service"] == {
+        "name": FULLNAME,
+        "namespace": NAMESPACE,
+        "path": "/validate",
+        "port": 443,
+    }
+    assert hook["failurePolicy"] == "Ignore", (
+        "fails open: the operator re-checks and keeps the last good config"
+    )
+    assert hook["sideEffects"] == "None"
+    assert hook["admissionReviewVersions"] == ["v1"]
+    strict = render(CI["default"], sets=["webhook.validating.failurePolicy=Fail"])
+    assert (
+        webhooks(strict, "ValidatingWebhookConfiguration")["validate.modelroute.dev"]["failurePolicy"]
+        == "Fail"
+    )
+
+
+def test_mutating_webhook_selects_labelled_namespaces_and_opted_in_pods() -> None:
+    rendered = default()
+    hooks = webhooks(rendered, "MutatingWebhookConfiguration")
+    assert list(hooks) == ["namespace.inject.modelroute.dev", "pod.inject.modelroute.dev"]
+    for hook in hooks.values():
+        assert hook["rules"] == [
+            {
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "operations": ["CREATE"],
+                "resources": ["pods"],
+                "scope": "Namespaced",
+            }
+        ]
+        assert hook["failurePolicy"] == "Fail"
+        assert hook["reinvocationPolicy"] == "IfNeeded"
+    by_namespace = hooks["namespace.inject.modelroute.dev"]
+    # The server injects every pod on this path, and only pods that ask on the other.
+    assert by_namespace["clientConfig"]["service"]["path"] == "/mutate-pods/namespace-enabled"
+    assert hooks["pod.inject.modelroute.dev"]["clientConfig"]["service"]["path"] == "/mutate-pods"
+    assert match_expressions(by_namespace["namespaceSelector"]) == {
+        "modelroute.dev/inject": ("In", ["enabled"]),
+        "kubernetes.io/metadata.name": ("NotIn", [NAMESPACE]),
+    }
+    assert match_expressions(by_namespace["objectSelector"]) == {
+        "modelroute.dev/inject": ("NotIn", ["false", "disabled"])
+    }
+    by_pod = hooks["pod.inject.modelroute.dev"]
+    assert by_pod["objectSelector"] == {"matchLabels": {"modelroute.dev/inject": "true"}}
+    selector = match_expressions(by_pod["namespaceSelector"])
+    assert selector["modelroute.dev/inject"] == ("NotIn", ["enabled", "disabled"]), (
+        "never twice in one namespace"
+    )
+    operator, excluded = selector["kubernetes.io/metadata.name"]
+    assert operator == "NotIn"
+    assert {"kube-system", NAMESPACE} <= set(excluded), "never inject into the system or the operator itself"
+    relaxed = render(CI["default"], sets=["webhook.mutating.failurePolicy=Ignore"])
+    assert {h["failurePolicy"] for h in webhooks(relaxed, "MutatingWebhookConfiguration").values()} == {
+        "Ignore"
+    }
+
+
+def test_annotated_pods_need_the_catch_all_webhook_which_never_blocks() -> None:
+    rendered = render(CI["default"], sets=["webhook.mutating.matchAnnotatedPods=true"])
+    hook = webhooks(rendered, "MutatingWebhookConfiguration")["annotated.inject.modelroute.dev"]
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["clientConfig"]["service"]["path"] == "/mutate-pods", "only pods that ask are injected"
+    assert match_expressions(hook["objectSelector"]) == {"modelroute.dev/inject": ("DoesNotExist", [])}
+
+
+def test_helm_generated_certificate_serves_the_service_and_backs_the_ca_bundle() -> None:
+    rendered = default()
+    secret = rendered.one("Secret", f"{FULLNAME}-webhook-tls")
+    assert secret["type"] == "kubernetes.io/tls"
+    ca = base64.b64decode(secret["data"]["ca.crt"])
+    cert = base64.b64decode(secret["data"]["tls.crt"])
+    assert base64.b64decode(secret["data"]["tls.key"]).startswith(b"-----BEGIN EC PRIVATE KEY")
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        for hook in webhooks(rendered, kind).values():
+            assert base64.b64decode(hook["clientConfig"]["caBundle"]) == ca, f"{kind} {hook['name']}"
+    text = openssl("x509", "-noout", "-ext", "subjectAltName", stdin=cert)
+    names = {part.strip().removeprefix("DNS:") for part in text.splitlines()[-1].split(",")}
+    assert {FULLNAME, f"{FULLNAME}.{NAMESPACE}.svc", f"{FULLNAME}.{NAMESPACE}.svc.cluster.local"} <= names
+    ca_file = Path(f"/tmp/modelroute-chart-ca-{id(ca)}.pem")
+    ca_file.write_bytes(ca)
+    try:
+        assert "OK" in openssl("verify", "-CAfile", str(ca_file), stdin=cert)
+    finally:
+        ca_file.unlink()
+    volumes = {v["name"]: v for v in rendered.one("Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["webhook-tls"]["secret"]["secretName"] == secret["metadata"]["name"]
+
+
+def test_cert_manager_issues_the_certificate_and_injects_the_ca() -> None:
+    rendered = render(CI["cert-manager"])
+    assert "Secret" not in rendered.kinds(), "cert-manager owns the Secret"
+    assert "Issuer" not in rendered.kinds(), "an issuerRef was given"
+    certificate = rendered.one("Certificate", f"{FULLNAME}-webhook")
+    spec = certificate["spec"]
+    assert spec["issuerRef"] == {"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "internal-ca"}
+    assert f"{FULLNAME}.{NAMESPACE}.svc" in spec["dnsNames"]
+    volumes = {v["name"]: v for v in rendered.one("Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["webhook-tls"]["secret"]["secretName"] == spec["secretName"]
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        config = rendered.one(kind)
+        assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+            f"{NAMESPACE}/{FULLNAME}-webhook"
+        )
+        for hook in config["webhooks"]:
+            assert "caBundle" not in hook["clientConfig"], "cainjector fills it"
+    self_signed = render(CI["default"], sets=["webhook.certManager.enabled=true"])
+    issuer = self_signed.one("Issuer", f"{FULLNAME}-selfsigned")
+    assert issuer["spec"] == {"selfSigned": {}}
+    assert self_signed.one("Certificate")["spec"]["issuerRef"]["name"] == issuer["metadata"]["name"]
+
+
+def test_webhooks_off_render_no_service_certificate_or_configuration() -> None:
+    rendered = render(CI["minimal"])
+    assert not rendered.kinds() & {
+        "Service",
+        "Secret",
+        "Certificate",
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    }
+    container = rendered.container()
+    assert "ports" not in container or not container["ports"]
+    assert "livenessProbe" not in container, "nothing to probe without the webhook or health server"
+    assert "MODELROUTE_WEBHOOK_PORT" not in env_of(container)
+
+
+# --- monitoring -----------------------------------------------------------------------------------
+
+
+PROMETHEUS_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+
+
+def test_no_monitoring_objects_by_default_even_when_the_api_exists() -> None:
+    rendered = render(CI["default"], api_versions=PROMETHEUS_APIS)
+    assert not rendered.kinds() & PROMETHEUS_KINDS
+    assert "ConfigMap" not in rendered.kinds()
+
+
+def test_prometheus_objects_only_when_enabled_and_the_api_exists() -> None:
+    without_api = render(CI["monitoring-on"])
+    assert not without_api.kinds() & PROMETHEUS_KINDS
+    with_api = render(CI["monitoring-on"], api_versions=PROMETHEUS_APIS)
+    assert with_api.kinds() >= PROMETHEUS_KINDS
+    service_monitor = with_api.one("ServiceMonitor")
+    assert service_monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert service_monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    service = with_api.one("Service")
+    assert service_monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    pod_monitor = with_api.one("PodMonitor")
+    assert pod_monitor["spec"]["selector"] == {"matchLabels": {"modelroute.dev/router": "sidecar"}}
+    assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "mr-admin"
+    assert pod_monitor["spec"]["namespaceSelector"] == {"any": True}
+    only_rules = render(
+        CI["default"], sets=["monitoring.prometheusRule.enabled=true"], api_versions=PROMETHEUS_APIS[2:]
+    )
+    assert only_rules.kinds() & PROMETHEUS_KINDS == {"PrometheusRule"}
+
+
+def test_service_monitor_needs_the_health_server() -> None:
+    error = render_error(sets=["monitoring.serviceMonitor.enabled=true"])
+    assert "monitoring.serviceMonitor.enabled needs health.enabled=true" in error
+
+
+def test_grafana_dashboard_config_map() -> None:
+    rendered = render(CI["monitoring-on"])
+    cm = rendered.one("ConfigMap", f"{FULLNAME}-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "LLM"}
+    dashboard = json.loads(cm["data"]["modelroute.json"])
+    assert dashboard == json.loads((CHART / "dashboards" / "modelroute.json").read_text())
+    elsewhere = render(CI["monitoring-on"], sets=["monitoring.grafanaDashboard.namespace=grafana"])
+    assert elsewhere.one("ConfigMap", f"{FULLNAME}-dashboard")["metadata"]["namespace"] == "grafana"
+
+
+def test_no_secret_material_outside_the_webhook_secret() -> None:
+    """Only the webhook Secret carries key material; nothing else embeds a private key."""
+    rendered = default()
+    for doc in rendered.docs:
+        if doc["kind"] == "Secret":
+            continue
+        for node in walk(doc):
+            if isinstance(node, str):
+                assert "PRIVATE KEY" not in node and "LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS" not in node
+
+
+def _values_tree() -> Any:
+    return yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+def test_defaults_match_the_issue() -> None:
+    values = _values_tree()
+    assert values["replicaCount"] == 2
+    assert values["leaderElection"]["enabled"] is True
+    assert values["webhook"]["enabled"] is True
+    assert values["monitoring"]["serviceMonitor"]["enabled"] is False
+    assert values["monitoring"]["grafanaDashboard"]["labels"] == {"grafana_dashboard": "1"}
