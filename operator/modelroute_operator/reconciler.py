@@ -8,7 +8,6 @@ invalid object keeps its last good config; the invalid object says why on its st
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,14 +18,14 @@ from modelroute_sidecar.contract import RouterConfig, short_version
 
 from . import status as st
 from .compiler import CompileResult, NamespaceObjects, ObjectInvalid, compile_namespace, parse_object
-from .kube import KubeApi, LiveConfig, RawObjects, TransientApiError
+from .kube import KubeApi, LiveConfig, RawObjects
+from .namespace_queue import NamespaceQueue
 from .resources import KIND_BY_NAME, Canary, ModelEndpoint, Resource, RoutingPolicy
 
 log = logging.getLogger(__name__)
 
 DEBOUNCE_SECONDS = 0.05
 """Collects the events of one `kubectl apply` of several objects into one pass."""
-MAX_BACKOFF_SECONDS = 30.0
 
 
 @dataclass
@@ -82,58 +81,31 @@ class Reconciler:
         self._on_config = on_config
         self._announced: set[str] = set()
         """Namespaces whose live config was handed to `on_config` since this process started."""
-        self._dirty: dict[str, bool] = {}
-        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._queue = NamespaceQueue("reconcile", self._pass, DEBOUNCE_SECONDS)
         self.last_reports: dict[str, PassReport] = {}
 
     def schedule(self, namespace: str) -> None:
         """Ask for a pass over `namespace`; returns at once."""
-        self._dirty[namespace] = True
-        worker = self._workers.get(namespace)
-        if worker is None or worker.done():
-            self._workers[namespace] = asyncio.get_running_loop().create_task(
-                self._work(namespace), name=f"reconcile:{namespace}"
-            )
-
-    async def _work(self, namespace: str) -> None:
-        backoff = 0.5
-        while self._dirty.get(namespace):
-            await asyncio.sleep(DEBOUNCE_SECONDS)
-            self._dirty[namespace] = False
-            try:
-                report = await self.reconcile(namespace)
-            except TransientApiError as exc:
-                log.warning(
-                    "reconcile %s: API server unavailable (%s); retrying in %.1fs", namespace, exc, backoff
-                )
-                self._dirty[namespace] = True
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-                continue
-            except Exception:
-                log.exception("reconcile %s failed; retrying in %.1fs", namespace, backoff)
-                self._dirty[namespace] = True
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-                continue
-            backoff = 0.5
-            self.last_reports[namespace] = report
-            # One line per pass: operators read it, and tests wait on it instead of sleeping.
-            log.info(
-                "pass %s: version=%s config_written=%s config_deleted=%s status_writes=%d errors=%d",
-                namespace,
-                short_version(report.version) or "-",
-                report.config_written,
-                report.config_deleted,
-                report.status_writes,
-                len(report.errors),
-            )
+        self._queue.schedule(namespace)
 
     async def close(self) -> None:
         """Cancel running passes (operator shutdown)."""
-        for worker in self._workers.values():
-            worker.cancel()
-        await asyncio.gather(*self._workers.values(), return_exceptions=True)
+        await self._queue.close()
+
+    async def _pass(self, namespace: str) -> bool:
+        report = await self.reconcile(namespace)
+        self.last_reports[namespace] = report
+        # One line per pass: operators read it, and tests wait on it instead of sleeping.
+        log.info(
+            "pass %s: version=%s config_written=%s config_deleted=%s status_writes=%d errors=%d",
+            namespace,
+            short_version(report.version) or "-",
+            report.config_written,
+            report.config_deleted,
+            report.status_writes,
+            len(report.errors),
+        )
+        return False
 
     async def reconcile(self, namespace: str) -> PassReport:
         """One full pass: gather, compile, store the config if it changed, write status where it differs."""

@@ -22,7 +22,8 @@ import aiohttp
 from modelroute_sidecar.contract import short_version
 
 from . import status as st
-from .kube import KubeApi, LiveConfig, TransientApiError
+from .kube import KubeApi, LiveConfig
+from .namespace_queue import NamespaceQueue
 from .resources import RoutingPolicy
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ TOKEN_KEY = "token"
 PUSH_TIMEOUT_SECONDS = 3.0
 RESYNC_SECONDS = 30.0
 """How often every sidecar's version is re-read, to notice a restarted sidecar process."""
-MAX_BACKOFF_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -103,56 +103,31 @@ class Syncer:
         self._acked: dict[str, dict[str, str]] = {}
         """namespace → pod uid → version the pod acknowledged."""
         self._tokens: dict[str, str] = {}
-        self._dirty: dict[str, bool] = {}
-        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._queue = NamespaceQueue("sync", self._pass)
 
     def schedule(self, namespace: str) -> None:
-        self._dirty[namespace] = True
-        worker = self._workers.get(namespace)
-        if worker is None or worker.done():
-            self._workers[namespace] = asyncio.get_running_loop().create_task(
-                self._work(namespace), name=f"sync:{namespace}"
-            )
+        self._queue.schedule(namespace)
 
     def forget_acks(self) -> None:
         """Make the next pass re-read every sidecar's version (periodic resync)."""
         self._acked.clear()
-        for namespace in list(self._workers):
+        for namespace in self._queue.namespaces():
             self.schedule(namespace)
 
     async def close(self) -> None:
-        for worker in self._workers.values():
-            worker.cancel()
-        await asyncio.gather(*self._workers.values(), return_exceptions=True)
+        await self._queue.close()
 
-    async def _work(self, namespace: str) -> None:
-        backoff = 0.5
-        while self._dirty.get(namespace):
-            self._dirty[namespace] = False
-            try:
-                report = await self.sync(namespace)
-            except TransientApiError as exc:
-                log.warning(
-                    "sync %s: API server unavailable (%s); retrying in %.1fs", namespace, exc, backoff
-                )
-                report = SyncReport(namespace, lagging=["?"])
-            except Exception:
-                log.exception("sync %s failed", namespace)
-                report = SyncReport(namespace, lagging=["?"])
-            if report.pushed or report.status_writes:
-                log.info(
-                    "sync %s: version=%s pushed=%s lagging=%s",
-                    namespace,
-                    short_version(report.version),
-                    ",".join(report.pushed) or "-",
-                    ",".join(report.lagging) or "-",
-                )
-            if report.lagging and not self._dirty.get(namespace):
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-                self._dirty[namespace] = True
-            elif not report.lagging:
-                backoff = 0.5
+    async def _pass(self, namespace: str) -> bool:
+        report = await self.sync(namespace)
+        if report.pushed or report.status_writes:
+            log.info(
+                "sync %s: version=%s pushed=%s lagging=%s",
+                namespace,
+                short_version(report.version),
+                ",".join(report.pushed) or "-",
+                ",".join(report.lagging) or "-",
+            )
+        return bool(report.lagging)  # lagging pods are retried with backoff
 
     async def sync(self, namespace: str) -> SyncReport:
         """Bring every ready sidecar of `namespace` to the live version; write the sync figure."""
