@@ -6,10 +6,11 @@ summary per namespace. Object health follows the same rules, with the same messa
 health checks in `docs/argocd/health/` (a test runs both on the same objects), so the CLI and the Argo
 CD UI never disagree.
 
-A sidecar pod's sync is read from the RoutingPolicies' status (`sync`, `laggingPods`), which the
-operator writes for every policy of the namespace after each push round; the live version comes from
-the namespace's ConfigMap annotation. A pod that is not Ready gets no pushes and does not count against
-the report; a pod the operator reports lagging, or whose state it has not reported yet, does.
+A sidecar pod's sync is read from the RoutingPolicies' status (`sync`, `syncedVersion`,
+`laggingPods`), which the operator writes for every policy of the namespace after each push round; a
+figure counts only when its `syncedVersion` is the live version (the namespace's ConfigMap annotation).
+A pod that is not Ready gets no pushes and does not count against the report; a pod the operator
+reports lagging, or whose state it has not reported yet, does.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def endpoint_health(obj: Mapping[str, Any]) -> Assessment:
 
 
 def policy_health(obj: Mapping[str, Any]) -> Assessment:
-    """RoutingPolicy: Healthy when live and no sidecar lags, Progressing while any does."""
+    """RoutingPolicy: Healthy when live and every sidecar counted on this config, Progressing until then."""
     if waiting := _progressing_on_generation(obj):
         return waiting
     ready = _ready(obj)
@@ -128,6 +129,9 @@ def policy_health(obj: Mapping[str, Any]) -> Assessment:
     sync = status.get("sync")
     if sync is None:
         return Assessment(Health.PROGRESSING, "live; waiting for the sidecar sync figure")
+    counted = status.get("syncedVersion")
+    if counted is not None and counted != status.get("configVersion"):
+        return Assessment(Health.PROGRESSING, "live; waiting for the sidecars to be counted on this config")
     lagging = status.get("laggingPods") or []
     if lagging:
         return Assessment(Health.PROGRESSING, f"{sync} sidecars synced; lagging: {', '.join(lagging)}")
@@ -282,7 +286,9 @@ def _sync_view(policies: Iterable[Mapping[str, Any]], live: str, ready_pods: int
     for policy in policies:
         status = policy.get("status") or {}
         counts = _sync_counts(status.get("sync"))
-        if counts is None or status.get("configVersion") != live:
+        # The figure counts `syncedVersion` (operators before that field: the policy's configVersion).
+        counted = _given(status.get("syncedVersion"), status.get("configVersion"))
+        if counts is None or counted != live:
             continue
         listed = [str(p) for p in status.get("laggingPods") or []]
         lagging.update(listed)
