@@ -4,6 +4,7 @@ pooled connection the server closed while idle, and a refused connection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -20,7 +21,7 @@ async def serve(reply: Reply, *, close_after: bool = False) -> tuple[asyncio.Ser
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connections.append(1)
-        try:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = 0
@@ -33,8 +34,6 @@ async def serve(reply: Reply, *, close_after: bool = False) -> tuple[asyncio.Ser
                     await writer.drain()
                 if close_after:
                     break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
         writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import copy
 import json
 import ssl
@@ -929,11 +930,9 @@ async def test_a_renewed_certificate_is_picked_up_without_a_restart(tmp_path: Pa
             (live / name).write_bytes((tmp_path / "b" / name).read_bytes())
         deadline = time.monotonic() + 10
         while True:
-            try:
+            with contextlib.suppress(aiohttp.ClientError):
                 if (await fetch_over_tls(port, second.ca_file))[0] == 200:
                     break
-            except aiohttp.ClientError:
-                pass
             assert time.monotonic() < deadline, "the renewed certificate was never served"
             await asyncio.sleep(0.05)
     finally:
