@@ -1,9 +1,11 @@
-"""Kopf handlers: thin wiring from watch events to the namespace reconciler.
+"""Kopf handlers: thin wiring from watch events to the reconciler, syncer, health monitor and canaries.
 
 Every event on one of our kinds (create, update, delete, and the initial listing after a restart) only
 schedules its namespace; the reconciler does the work, so create, update and resume share one path.
-Low-level event handlers keep Kopf from writing its own annotations or finalizers on users' objects:
-deletes are instant, and a restart that finds nothing to change writes nothing.
+Endpoint and canary events also refresh what the health monitor and canary runner see; sidecar pod
+events schedule a push. Low-level event handlers keep Kopf from writing its own annotations or
+finalizers on users' objects: deletes are instant, and a restart that finds nothing to change writes
+nothing.
 """
 
 from __future__ import annotations
@@ -54,9 +56,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
-    settings.persistence.finalizer = f"{GROUP}/operator"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     load_client_config()
     kube = KubeApi()
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit_per_host=4))
