@@ -98,8 +98,8 @@ def _not_ready(ready: Mapping[str, Any]) -> Assessment:
 _NO_READY = Assessment(Health.PROGRESSING, "waiting for the Ready condition")
 
 
-def endpoint_health(obj: Mapping[str, Any]) -> Assessment:
-    """ModelEndpoint: Healthy when Ready (some replica usable), Degraded when Invalid or Unavailable."""
+def _until_ready(obj: Mapping[str, Any]) -> Assessment | None:
+    """The verdict every kind shares while its status is stale or not Ready; None once Ready=True."""
     if waiting := _progressing_on_generation(obj):
         return waiting
     ready = _ready(obj)
@@ -107,6 +107,13 @@ def endpoint_health(obj: Mapping[str, Any]) -> Assessment:
         return _NO_READY
     if ready.get("status") != "True":
         return _not_ready(ready)
+    return None
+
+
+def endpoint_health(obj: Mapping[str, Any]) -> Assessment:
+    """ModelEndpoint: Healthy when Ready (some replica usable), Degraded when Invalid or Unavailable."""
+    if gate := _until_ready(obj):
+        return gate
     status = obj["status"]
     unhealthy = [r.get("name") for r in status.get("replicas") or [] if r.get("health") == "Unhealthy"]
     summary, regions = _given(status.get("readySummary"), "?"), _given(status.get("regions"), "")
@@ -118,13 +125,8 @@ def endpoint_health(obj: Mapping[str, Any]) -> Assessment:
 
 def policy_health(obj: Mapping[str, Any]) -> Assessment:
     """RoutingPolicy: Healthy when live and every sidecar counted on this config, Progressing until then."""
-    if waiting := _progressing_on_generation(obj):
-        return waiting
-    ready = _ready(obj)
-    if ready is None:
-        return _NO_READY
-    if ready.get("status") != "True":
-        return _not_ready(ready)
+    if gate := _until_ready(obj):
+        return gate
     status = obj["status"]
     sync = status.get("sync")
     if sync is None:
@@ -140,13 +142,8 @@ def policy_health(obj: Mapping[str, Any]) -> Assessment:
 
 def canary_health(obj: Mapping[str, Any]) -> Assessment:
     """Canary: by phase; Paused is Suspended, Promoted Healthy, RolledBack Degraded."""
-    if waiting := _progressing_on_generation(obj):
-        return waiting
-    ready = _ready(obj)
-    if ready is None:
-        return _NO_READY
-    if ready.get("status") != "True":
-        return _not_ready(ready)
+    if gate := _until_ready(obj):
+        return gate
     status = obj["status"]
     spec = obj.get("spec") or {}
     candidate = _given(spec.get("candidate"), "?")
