@@ -174,13 +174,9 @@ class ListSummary:
 
     def cost_ceiling(self, features: RequestFeatures) -> float:
         """An upper bound of `estimate_cost` over the candidates."""
-        if features.api == "embeddings":
-            output = 0
-        else:
-            output = min(features.max_output_tokens or self.max_output_ceiling, self.max_output_ceiling)
-        return (
-            features.prompt_tokens * self.input_price_ceiling + output * self.output_price_ceiling
-        ) / 1_000_000
+        return request_cost(
+            features, self.max_output_ceiling, self.input_price_ceiling, self.output_price_ceiling
+        )
 
     def any_slower(self, health: HealthView, max_latency_ms: float) -> bool:
         """Whether any endpoint's observed p95 exceeds the budget."""
@@ -209,13 +205,17 @@ def drop_ejected(groups: Groups, health: HealthView, dropped: list[Dropped]) -> 
 def estimate_cost(endpoint: EndpointTraits, features: RequestFeatures) -> float:
     """Estimated USD cost of the request on an endpoint: the prompt estimate plus the requested completion
     size (or the endpoint's largest completion) at the endpoint's prices. Embeddings have no completion."""
-    if features.api == "embeddings":
-        output = 0
-    else:
-        output = min(features.max_output_tokens or endpoint.max_output_tokens, endpoint.max_output_tokens)
-    return (
-        features.prompt_tokens * endpoint.input_per_million + output * endpoint.output_per_million
-    ) / 1_000_000
+    return request_cost(
+        features, endpoint.max_output_tokens, endpoint.input_per_million, endpoint.output_per_million
+    )
+
+
+def request_cost(
+    features: RequestFeatures, max_output: int, input_per_million: float, output_per_million: float
+) -> float:
+    """USD for the prompt estimate plus the completion (requested, capped at `max_output`)."""
+    output = 0 if features.api == "embeddings" else min(features.max_output_tokens or max_output, max_output)
+    return (features.prompt_tokens * input_per_million + output * output_per_million) / 1_000_000
 
 
 def apply_cost_budget(
