@@ -1,8 +1,14 @@
-"""Session fixtures shared by the integration and e2e suites: one real kube-apiserver, CRDs installed."""
+"""Session fixtures shared by the integration and e2e suites: one real kube-apiserver, CRDs installed;
+and a hang diagnostic: shortly before pytest-timeout fails a test, every asyncio task's stack is printed
+(pytest-timeout only shows threads, which for an async test all sit in `select`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -23,3 +29,46 @@ def kubectl(plane: ControlPlane) -> Kubectl:
     # Discovery of freshly established CRDs can lag a moment behind the condition.
     wait_for(lambda: kc.run("get", "modelroute", "-A", check=False).returncode == 0, "CRD discovery")
     return kc
+
+
+TASK_DUMP_LEAD_SECONDS = 10.0
+"""How long before the timeout the asyncio tasks are dumped (the loop must still be alive to do it)."""
+
+_session_loops: list[asyncio.AbstractEventLoop] = []
+_DUMP_TIMER = pytest.StashKey[threading.Timer]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _remember_session_loop() -> AsyncIterator[None]:
+    _session_loops.append(asyncio.get_running_loop())
+    yield
+
+
+def _print_tasks() -> None:
+    print(f"--- asyncio tasks before the timeout ({len(asyncio.all_tasks())}) ---", file=sys.stderr)
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
+
+
+def _dump_tasks_soon() -> None:
+    for loop in _session_loops:
+        if loop.is_running():
+            loop.call_soon_threadsafe(_print_tasks)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
+    """Arm the task dump; returning None lets pytest-timeout arm its own timer as usual."""
+    if settings.timeout and settings.timeout > 2 * TASK_DUMP_LEAD_SECONDS:
+        timer = threading.Timer(settings.timeout - TASK_DUMP_LEAD_SECONDS, _dump_tasks_soon)
+        timer.daemon = True
+        timer.start()
+        item.stash[_DUMP_TIMER] = timer
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
+    timer = item.stash.get(_DUMP_TIMER, None)
+    if timer is not None:
+        timer.cancel()
+

@@ -4,8 +4,11 @@
 - `validate -f DIR`: our schemas and cross-object checks; exit 0 when valid, 1 when not, 2 on usage.
 - `explain -f DIR --request FILE`: which endpoint a request would go to, and why each candidate was dropped.
 - `crds --write DIR | --check DIR`: generate the CRDs from the models, or check them for drift.
-- `status [-n NS]`: sync and health across namespaces from the cluster (KUBECONFIG), like
-  `istioctl proxy-status`; exit 0 when every sidecar is synced and every object healthy, 1 otherwise.
+- `status [-n NS] [--wait [--timeout 5m]]`: sync and health across namespaces from the cluster
+  (KUBECONFIG), like `istioctl proxy-status`; exit 0 when every sidecar is synced and every object
+  healthy, 1 otherwise. `--wait` polls until then, saying on stderr what it is still waiting on.
+
+Results go to stdout; progress goes to stderr (see `progress`), and `-q` silences it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,16 +28,25 @@ from modelroute_sidecar.contract import RouterConfig
 from . import crdgen, status_report
 from .compiler import CompileResult, compile_namespace
 from .manifests import Manifests, load_manifests
+from .progress import Progress, parse_duration
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 
 def _load(args: argparse.Namespace) -> Manifests:
+    args.progress.step(f"reading {', '.join(args.filename)}...")
     return load_manifests(args.filename, namespace=args.namespace, recursive=args.recursive)
 
 
-def _compile_all(manifests: Manifests) -> dict[str, CompileResult]:
-    return {ns: compile_namespace(manifests.for_namespace(ns)) for ns in manifests.namespaces()}
+def _compile_all(args: argparse.Namespace, manifests: Manifests) -> dict[str, CompileResult]:
+    progress: Progress = args.progress
+    namespaces = manifests.namespaces()
+    results = {}
+    for index, ns in enumerate(namespaces, 1):
+        progress.step(f"compiling namespace {ns} ({index}/{len(namespaces)})")
+        results[ns] = compile_namespace(manifests.for_namespace(ns))
+    progress.done()
+    return results
 
 
 def _report_errors(manifests: Manifests, results: dict[str, CompileResult]) -> int:
@@ -47,7 +60,7 @@ def _report_errors(manifests: Manifests, results: dict[str, CompileResult]) -> i
 
 def render(args: argparse.Namespace) -> int:
     manifests = _load(args)
-    results = _compile_all(manifests)
+    results = _compile_all(args, manifests)
     if _report_errors(manifests, results):
         return EXIT_INVALID
     configs = [r.config.model_dump(mode="json", by_alias=True) for r in results.values() if r.config]
@@ -61,7 +74,7 @@ def render(args: argparse.Namespace) -> int:
 
 def validate(args: argparse.Namespace) -> int:
     manifests = _load(args)
-    results = _compile_all(manifests)
+    results = _compile_all(args, manifests)
     count = _report_errors(manifests, results)
     if count:
         print(f"{count} error(s) in {len(manifests.objects)} object(s)", file=sys.stderr)
@@ -80,7 +93,7 @@ def explain(args: argparse.Namespace) -> int:
     from modelroute_sidecar.engine import Router, extract_features
 
     manifests = _load(args)
-    results = _compile_all(manifests)
+    results = _compile_all(args, manifests)
     if _report_errors(manifests, results):
         return EXIT_INVALID
     request = json.loads(Path(args.request).read_text())
@@ -139,61 +152,64 @@ def crds(args: argparse.Namespace) -> int:
     return crdgen.main(argv)
 
 
+WAIT_POLL_SECONDS = 1.0
+
+
 def status(args: argparse.Namespace) -> int:
-    try:
-        snapshot = _read_cluster(args.namespace)
-    except Exception as exc:
-        # The kubernetes client raises its own types for a missing kubeconfig, refusals and network
-        # failures; all mean the same to a CI job: no answer (2), distinct from "not synced" (1).
-        print(f"error: cannot read the cluster: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    report = status_report.build_report(snapshot)
+    progress: Progress = args.progress
+    deadline = time.monotonic() + args.timeout
+    first = True
+    while True:
+        progress.step("reading the cluster...")
+        try:
+            report = status_report.build_report(_read_cluster(args.namespace))
+        except Exception as exc:
+            # The kubernetes client raises its own types for a missing kubeconfig, refusals and network
+            # failures; all mean the same to a CI job: no answer (2), distinct from "not synced" (1).
+            # A wait rides out a blip once the first read worked; the first read failing ends it.
+            if first or time.monotonic() >= deadline:
+                progress.done()
+                print(f"error: cannot read the cluster: {type(exc).__name__}: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            progress.waiting(f"cannot read the cluster: {type(exc).__name__}")
+        else:
+            if report.ok or not args.wait or time.monotonic() >= deadline:
+                break
+            progress.waiting(status_report.waiting_on(report))
+        first = False
+        time.sleep(max(0.0, min(WAIT_POLL_SECONDS, deadline - time.monotonic())))
+    progress.done()
     if args.output == "json":
         print(json.dumps(status_report.report_json(report), indent=2))
     else:
         print(status_report.format_report(report))
+    if args.wait and not report.ok:
+        print(f"error: timed out after {args.timeout:g}s {status_report.waiting_on(report)}", file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_INVALID
 
 
 def _read_cluster(namespace: str | None) -> status_report.Snapshot:
-    """Our objects, the sidecar pods and the live-config ConfigMaps, in one namespace or all."""
     # Imported here: the offline subcommands need neither the client nor a cluster.
-    from kubernetes import client
-
-    from .kube import CONFIGMAP_NAME, load_client_config
-    from .resources import GROUP, KINDS, VERSION
-    from .sync import SIDECAR_LABEL, SIDECAR_LABEL_VALUE
+    from .kube import load_client_config, read_status_snapshot
 
     load_client_config()
-    with client.ApiClient() as api:
-        custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
-        objects: list[dict[str, Any]] = []
-        for kind in KINDS:
-            listed: Any
-            if namespace:
-                listed = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural)
-            else:
-                listed = custom.list_cluster_custom_object(GROUP, VERSION, kind.plural)
-            # Lists carry kind/apiVersion on the list, not always on each item.
-            objects += [{**item, "kind": kind.kind_name} for item in listed.get("items", [])]
-        pods_selector = f"{SIDECAR_LABEL}={SIDECAR_LABEL_VALUE}"
-        cm_selector = f"metadata.name={CONFIGMAP_NAME}"
-        if namespace:
-            pods = core.list_namespaced_pod(namespace, label_selector=pods_selector)
-            configmaps = core.list_namespaced_config_map(namespace, field_selector=cm_selector)
-        else:
-            pods = core.list_pod_for_all_namespaces(label_selector=pods_selector)
-            configmaps = core.list_config_map_for_all_namespaces(field_selector=cm_selector)
-        return status_report.Snapshot(
-            objects=objects,
-            pods=[api.sanitize_for_serialization(p) for p in pods.items],
-            configmaps=[api.sanitize_for_serialization(c) for c in configmaps.items],
-        )
+    return read_status_snapshot(namespace)
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelroute", description="modelroute tools for manifests and CI.")
     sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress on stderr (the output on stdout is the same)"
+    )
 
     def manifest_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -202,16 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-n", "--namespace", default="default", help="namespace for objects without one")
         p.add_argument("-R", "--recursive", action="store_true", help="read subdirectories too")
 
-    p = sub.add_parser("render", help="compile manifests to the RouterConfig")
+    p = sub.add_parser("render", parents=[common], help="compile manifests to the RouterConfig")
     manifest_args(p)
     p.add_argument("-o", "--output", choices=["json", "yaml"], default="json")
     p.set_defaults(run=render)
 
-    p = sub.add_parser("validate", help="check manifests (schemas and cross-object rules)")
+    p = sub.add_parser("validate", parents=[common], help="check manifests (schemas and cross-object rules)")
     manifest_args(p)
     p.set_defaults(run=validate)
 
-    p = sub.add_parser("explain", help="show where a request would be routed and why")
+    p = sub.add_parser("explain", parents=[common], help="show where a request would be routed and why")
     manifest_args(p)
     p.add_argument("--request", required=True, help="JSON file: an OpenAI request body, or {headers, body}")
     p.add_argument("--api", choices=["chat", "completions", "embeddings"], default="chat")
@@ -219,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the weighted pick (same seed, same answer)")
     p.set_defaults(run=explain)
 
-    p = sub.add_parser("crds", help="generate or check the CRDs")
+    p = sub.add_parser("crds", parents=[common], help="generate or check the CRDs")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--write", metavar="DIR")
     group.add_argument("--check", metavar="DIR")
@@ -227,10 +243,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "status",
+        parents=[common],
         help="sync and health of sidecars and objects across namespaces (exit 1 unless all is well)",
     )
     p.add_argument("-n", "--namespace", default=None, help="one namespace (default: all namespaces)")
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="poll until everything is synced and healthy, showing what it waits on; exit 1 at the timeout",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_duration,
+        default="5m",
+        help="how long --wait waits (e.g. 90s, 2m, 1m30s; default 5m)",
+    )
     p.set_defaults(run=status)
     return parser
 
@@ -238,9 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.progress = Progress(sys.stderr, enabled=not args.quiet)
     try:
         return int(args.run(args))
     except (OSError, ValueError) as exc:
+        args.progress.done()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

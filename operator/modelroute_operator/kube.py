@@ -23,7 +23,8 @@ from kubernetes.client.exceptions import ApiException
 
 from modelroute_sidecar.contract import RouterConfig
 
-from .resources import GROUP, VERSION, Canary, ModelEndpoint, Resource, RoutingPolicy
+from . import status_report
+from .resources import GROUP, KINDS, VERSION, Canary, ModelEndpoint, Resource, RoutingPolicy
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,38 @@ FIELD_MANAGER = "modelroute-operator"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelroute-operator", "app.kubernetes.io/name": "modelroute"}
 
 T = TypeVar("T")
+
+
+def read_status_snapshot(namespace: str | None) -> status_report.Snapshot:
+    """What `modelroute status` reports on: our objects, the sidecar pods and the live-config ConfigMaps,
+    in one namespace or all (synchronous: the CLI has no event loop)."""
+    # Imported here: sync imports kube, and the label is sync's to define.
+    from .sync import SIDECAR_LABEL, SIDECAR_LABEL_VALUE
+
+    with client.ApiClient() as api:
+        custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+        objects: list[dict[str, Any]] = []
+        for kind in KINDS:
+            listed: Any
+            if namespace:
+                listed = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural)
+            else:
+                listed = custom.list_cluster_custom_object(GROUP, VERSION, kind.plural)
+            # Lists carry kind/apiVersion on the list, not always on each item.
+            objects += [{**item, "kind": kind.kind_name} for item in listed.get("items", [])]
+        pods_selector = f"{SIDECAR_LABEL}={SIDECAR_LABEL_VALUE}"
+        cm_selector = f"metadata.name={CONFIGMAP_NAME}"
+        if namespace:
+            pods = core.list_namespaced_pod(namespace, label_selector=pods_selector)
+            configmaps = core.list_namespaced_config_map(namespace, field_selector=cm_selector)
+        else:
+            pods = core.list_pod_for_all_namespaces(label_selector=pods_selector)
+            configmaps = core.list_config_map_for_all_namespaces(field_selector=cm_selector)
+        return status_report.Snapshot(
+            objects=objects,
+            pods=[api.sanitize_for_serialization(p) for p in pods.items],
+            configmaps=[api.sanitize_for_serialization(c) for c in configmaps.items],
+        )
 
 
 class TransientApiError(Exception):

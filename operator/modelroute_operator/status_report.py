@@ -442,6 +442,29 @@ def format_report(report: Report) -> str:
     return "\n\n".join(sections)
 
 
+def waiting_on(report: Report, limit: int = 3) -> str:
+    """One line naming what keeps the report from OK (`status --wait` prints it while it waits)."""
+    blocked = [ns for ns in report.namespaces if not ns.ok]
+    if not blocked:
+        return "every sidecar synced and every object healthy"
+    parts = []
+    for ns in blocked[:limit]:
+        reasons = [
+            f"pod {p.pod} {p.sync.value}"
+            for p in report.pods
+            if p.namespace == ns.namespace and p.sync not in OK_SYNC
+        ]
+        reasons += [
+            f"{o.kind} {o.name} {o.health.value}"
+            for o in report.objects
+            if o.namespace == ns.namespace and o.health != Health.HEALTHY
+        ]
+        more = f", +{len(reasons) - limit} more" if len(reasons) > limit else ""
+        parts.append(f"{ns.namespace} {ns.state} ({', '.join(reasons[:limit])}{more})")
+    others = f"; +{len(blocked) - limit} more namespace(s)" if len(blocked) > limit else ""
+    return f"waiting on {len(blocked)} of {len(report.namespaces)} namespace(s): {'; '.join(parts)}{others}"
+
+
 def report_json(report: Report) -> dict[str, Any]:
     """The report as JSON-ready data (whole versions and messages), for scripts."""
     return {

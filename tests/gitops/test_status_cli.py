@@ -102,8 +102,32 @@ def test_status_reports_sync_and_health(
         assert everywhere.returncode in (0, 1), everywhere.stderr
         assert row(everywhere.stdout, ns, "app-stale", "True", "-", "STALE")
 
-        # The lagging pod goes away: everything is synced again.
+        # --wait gives up at its timeout with the last report and what it waited on ...
+        impatient = modelroute_status(plane, "-n", ns, "--wait", "--timeout", "2s")
+        assert impatient.returncode == 1, impatient.stdout + impatient.stderr
+        assert row(impatient.stdout, ns, "app-stale", "True", "-", "STALE")
+        assert "error: timed out after 2s waiting on 1 of 1 namespace(s)" in impatient.stderr
+        assert f"{ns} NOT SYNCED (pod app-stale STALE, RoutingPolicy support Progressing)" in impatient.stderr
+
+        # ... and returns 0 as soon as the lagging pod goes away: everything is synced again.
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "modelroute_operator.cli", "status", "-n", ns, "--wait", "--timeout", "90s"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=plane.kubectl_env(),
+        )
+        assert waiting.stderr is not None
+        # It says what it waits on before we change anything (after a warning about the test kubeconfig).
+        first_line = ""
+        while "waiting on" not in first_line and waiting.poll() is None:
+            first_line = waiting.stderr.readline()
+        assert "s] waiting on 1 of 1 namespace(s)" in first_line and "app-stale STALE" in first_line
         kubectl.run("delete", "pod", "app-stale", "-n", ns, "--wait=false")
+        waited_out, waited_err = waiting.communicate(timeout=90)
+        assert waiting.returncode == 0, waited_out + first_line + waited_err
+        assert row(waited_out, ns, version, "1/1 synced (1 not ready)", "2/2 healthy", "OK")
+        assert "app-stale" not in waited_out
         wait_for(
             lambda: (s := policy_status(kubectl, ns)).get("sync") == "1/1" and s.get("laggingPods") == [],
             "1/1 synced again",

@@ -23,6 +23,7 @@ from modelroute_operator.status_report import (
     pod_ready,
     render_table,
     report_json,
+    waiting_on,
 )
 
 NS = "team-a"
@@ -418,3 +419,88 @@ def test_cli_status_without_a_cluster(
     monkeypatch.setattr(cli, "_read_cluster", fail)
     assert cli.main(["status"]) == cli.EXIT_USAGE
     assert "cannot read the cluster: ConnectionRefusedError: nobody home" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ status --wait
+
+SYNCED = Snapshot(objects=[policy("1/1")], pods=[pod("app-0")], configmaps=[configmap()])
+STALE = Snapshot(objects=[policy("0/1", ["app-0"])], pods=[pod("app-0")], configmaps=[configmap()])
+
+
+def test_waiting_on_names_what_blocks_each_namespace() -> None:
+    assert waiting_on(build_report(SYNCED)) == "every sidecar synced and every object healthy"
+    stale = waiting_on(build_report(STALE))
+    assert stale == (
+        "waiting on 1 of 1 namespace(s): team-a NOT SYNCED "
+        "(pod app-0 STALE, RoutingPolicy support Progressing)"
+    )
+    many = Snapshot(
+        objects=[endpoint(f"e{i}", ready("False", "Unavailable")) for i in range(5)], configmaps=[configmap()]
+    )
+    assert waiting_on(build_report(many)).endswith("ModelEndpoint e2 Degraded, +2 more)")
+
+
+def scripted_cluster(monkeypatch: pytest.MonkeyPatch, *answers: Snapshot | Exception) -> list[str | None]:
+    """Replace the cluster read with answers in turn (the last one repeats); no pause between polls."""
+    calls: list[str | None] = []
+
+    def read(namespace: str | None) -> Snapshot:
+        answer = answers[min(len(calls), len(answers) - 1)]
+        calls.append(namespace)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(cli, "_read_cluster", read)
+    monkeypatch.setattr(cli, "WAIT_POLL_SECONDS", 0.0)
+    return calls
+
+
+def test_status_wait_polls_until_synced_and_logs_each_change(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls = scripted_cluster(monkeypatch, STALE, STALE, ConnectionResetError("blip"), SYNCED)
+    assert cli.main(["status", "-n", NS, "--wait", "--timeout", "1m"]) == cli.EXIT_OK
+    out, err = capsys.readouterr()
+    assert len(calls) == 4
+    assert "SYNCED" in out and "STALE" not in out  # stdout: only the final report
+    progress = err.splitlines()
+    assert len(progress) == 2, err  # not a TTY: one line per change, the repeated state once
+    assert progress[0].endswith("team-a NOT SYNCED (pod app-0 STALE, RoutingPolicy support Progressing)")
+    assert progress[1].endswith("cannot read the cluster: ConnectionResetError")
+    assert progress[0].startswith("[") and "s] waiting on" in progress[0]
+
+
+def test_status_wait_times_out_with_the_last_report(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scripted_cluster(monkeypatch, STALE)
+    assert cli.main(["status", "-n", NS, "--wait", "--timeout", "0.05s"]) == cli.EXIT_INVALID
+    out, err = capsys.readouterr()
+    assert "STALE" in out
+    assert "error: timed out after 0.05s waiting on 1 of 1 namespace(s): team-a NOT SYNCED" in err
+
+
+def test_status_wait_fails_at_once_when_the_first_read_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls = scripted_cluster(monkeypatch, ConnectionRefusedError("nobody home"), SYNCED)
+    assert cli.main(["status", "--wait"]) == cli.EXIT_USAGE
+    assert calls == [None]
+    assert "cannot read the cluster: ConnectionRefusedError" in capsys.readouterr().err
+
+
+def test_quiet_status_wait_prints_no_progress(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scripted_cluster(monkeypatch, STALE, SYNCED)
+    assert cli.main(["status", "-q", "--wait"]) == cli.EXIT_OK
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("bad", ["", "soon", "5x", "m", "-3s"])
+def test_status_timeout_must_be_a_duration(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["status", "--wait", f"--timeout={bad}"])
+    assert exited.value.code == 2
+    assert f"argument --timeout: invalid duration {bad!r}: expected e.g. 90s" in capsys.readouterr().err
