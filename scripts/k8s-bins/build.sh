@@ -14,7 +14,9 @@ K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 HELM_VERSION="${HELM_VERSION:-v3.19.0}"
 CACHE="${MODELROUTE_CACHE:-$HOME/.cache/modelroute}"
 K8S_BIN="$CACHE/k8s/$K8S_VERSION"
-HELM_BIN="$CACHE/helm/$HELM_VERSION"
+HELM_RECIPE=r2
+# r2: helm's release ldflags for the Kubernetes version it assumes (r1 built without them and assumed 1.20)
+HELM_BIN="$CACHE/helm/$HELM_VERSION-$HELM_RECIPE"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 
 log() { printf '[k8s-bins] %s\n' "$*" >&2; }
@@ -69,10 +71,19 @@ build_helm() {
   [[ -x "$HELM_BIN/helm" ]] && return
   mkdir -p "$HELM_BIN"
   log "building helm $HELM_VERSION"
-  local minor="${HELM_VERSION#v3.}"; minor="${minor%%.*}"
-  GOBIN="$HELM_BIN" go install -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
+  # As helm's Makefile does: the Kubernetes version helm assumes when it has no cluster to ask (template,
+  # lint) is the one its client-go implements, v0.Y -> 1.Y. Without it helm says 1.20.
+  local src client_go kube_minor
+  src="$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  client_go="$(awk '$1 == "k8s.io/client-go" { print $2 }' "$src/go.mod")"
+  kube_minor="$(echo "$client_go" | cut -d. -f2)"
+  [[ -n "$kube_minor" ]] || { log "cannot read helm's client-go version from $src/go.mod"; exit 1; }
+  local flags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  flags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    flags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$kube_minor"
+  done
+  GOBIN="$HELM_BIN" go install -trimpath -ldflags "$flags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
 }
 
 case "${1:-all}" in
