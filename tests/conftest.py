@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -39,15 +39,23 @@ _DUMP_TIMER = pytest.StashKey[threading.Timer]()
 
 
 @pytest.fixture(scope="session", autouse=True)
-async def _remember_session_loop() -> AsyncIterator[None]:
+async def _remember_session_loop() -> None:
     _session_loops.append(asyncio.get_running_loop())
-    yield
 
 
 def _print_tasks() -> None:
     print(f"--- asyncio tasks before the timeout ({len(asyncio.all_tasks())}) ---", file=sys.stderr)
     for task in asyncio.all_tasks():
-        task.print_stack(file=sys.stderr)
+        print(f"{task!r}", file=sys.stderr)
+        # Task.print_stack shows only the task's own frame; follow what each coroutine awaits instead.
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+            if frame is not None:
+                print(
+                    f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}", file=sys.stderr
+                )
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
 
 
 def _dump_tasks_soon() -> None:
@@ -71,4 +79,3 @@ def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
     timer = item.stash.get(_DUMP_TIMER, None)
     if timer is not None:
         timer.cancel()
-

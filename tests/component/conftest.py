@@ -179,6 +179,28 @@ def secrets_dir(tmp_path: Path) -> Path:
     return tmp_path / "secrets"
 
 
+def sdk_client(url: str, **kwargs: Any) -> openai.AsyncOpenAI:
+    """The official SDK pointed at a sidecar's base URL, SDK retries off so tests see every answer.
+    Close it when done (`Running.stop` says why)."""
+    return openai.AsyncOpenAI(
+        base_url=url + "/v1", api_key=kwargs.pop("api_key", "unused"), max_retries=0, **kwargs
+    )
+
+
+@pytest.fixture
+async def sdk_clients() -> AsyncIterator[Callable[[str], openai.AsyncOpenAI]]:
+    """Makes SDK clients for a URL and closes them after the test."""
+    made: list[openai.AsyncOpenAI] = []
+
+    def make(url: str) -> openai.AsyncOpenAI:
+        made.append(sdk_client(url))
+        return made[-1]
+
+    yield make
+    for client in made:
+        await client.close()
+
+
 @dataclasses.dataclass
 class Running:
     """A sidecar serving in-process."""
@@ -187,12 +209,28 @@ class Running:
     url: str
     admin_url: str
     runners: list[web.AppRunner]
+    clients: list[openai.AsyncOpenAI] = dataclasses.field(default_factory=list)
 
     def client(self, **kwargs: Any) -> openai.AsyncOpenAI:
-        """An official SDK client pointed at the sidecar (SDK retries off: tests see every answer)."""
-        return openai.AsyncOpenAI(
-            base_url=self.url + "/v1", api_key=kwargs.pop("api_key", "unused"), max_retries=0, **kwargs
-        )
+        """An official SDK client pointed at the sidecar (SDK retries off: tests see every answer);
+        closed when the sidecar stops."""
+        client = sdk_client(self.url, **kwargs)
+        self.clients.append(client)
+        return client
+
+    async def stop(self) -> None:
+        """Close the SDK clients, then the sidecar.
+
+        Clients must be closed, not left to the garbage collector: the SDK's `__del__` schedules an
+        `aclose()` task, but by then the collector has already closed the sockets behind their asyncio
+        transports, so the late `abort()` unregisters from the event loop whatever connection has
+        reused the file descriptor since. That connection then never sees its answer (a test hung
+        for 300 s on exactly this).
+        """
+        for client in self.clients:
+            await client.close()
+        for runner in self.runners:
+            await runner.cleanup()
 
     async def admin(
         self, method: str, path: str, body: bytes | None = None, token: str | None = ADMIN_TOKEN
@@ -252,8 +290,7 @@ async def start_sidecar(
 
     yield start
     for handle in running:
-        for runner in handle.runners:
-            await runner.cleanup()
+        await handle.stop()
 
 
 @pytest.fixture

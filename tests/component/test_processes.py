@@ -53,7 +53,7 @@ def metric_sum(text: str, name: str) -> float:
 
 
 async def test_two_workers_survive_upstream_deaths_and_follow_pushes(
-    spawn: Callable[..., Process], tmp_path: Path
+    spawn: Callable[..., Process], sdk_clients: Callable[[str], openai.AsyncOpenAI], tmp_path: Path
 ) -> None:
     fakes = {name: free_port() for name in ("eu-1", "eu-2", "us-1")}
     procs = {
@@ -88,7 +88,7 @@ async def test_two_workers_survive_upstream_deaths_and_follow_pushes(
     await wait_http(f"http://127.0.0.1:{admin_port}/healthz")
     assert sidecar.popen.poll() is None
 
-    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+    client = sdk_clients(f"http://127.0.0.1:{port}")
     served: dict[str, int] = {}
     failures: list[BaseException] = []
     done = 0

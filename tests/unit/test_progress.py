@@ -7,10 +7,10 @@ import io
 import itertools
 
 import pytest
+from tests.kube_harness import REPO
 
 from modelroute_operator import cli
 from modelroute_operator.progress import Progress, parse_duration
-from tests.kube_harness import REPO
 
 ERASE = "\r\x1b[K"
 
