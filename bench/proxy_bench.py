@@ -10,10 +10,12 @@ latency at 1 connection and throughput at 16 connections, then the script prints
 
 Targets: `direct`; `nginx` (Debian's nginx, skipped with a note when not installed); `litellm`
 (`litellm[proxy]` from PyPI, installed on first use into ~/.cache/modelroute/bench-venv so it never
-touches the project's venv; skipped with a note when that fails); `sidecar-1w` and `sidecar-2w` (the
-sidecar with a realistic policy: 20 rules, residency with all four detectors, a canary, metrics and a
-JSON-lines audit log on; 1 and 2 SO_REUSEPORT workers). The load generator is `wrk` when installed,
-else a small keep-alive asyncio client (`--load python` forces it). Every phase is bounded in time.
+touches the project's venv; skipped with a note when that fails); `forwarder-1w` and `forwarder-2w`
+(the minimal aiohttp + uvloop forwarder of DESIGN.md, bench/minimal_forwarder.py); `sidecar-1w` and
+`sidecar-2w` (the sidecar with a realistic policy: 20 rules, residency with all four detectors, a
+canary, metrics and a JSON-lines audit log on; 1 and 2 SO_REUSEPORT workers). The load generator is
+`wrk` when installed, else a small keep-alive asyncio client (`--load python` forces it). Every phase
+is bounded in time.
 """
 
 from __future__ import annotations
@@ -507,6 +509,20 @@ def realistic_config(upstream: int) -> str:
     return config.to_json()
 
 
+def start_forwarder(upstream: int, workdir: Path, workers: int) -> Target | str:
+    port = free_port()
+    command = [
+        sys.executable, str(REPO / "bench" / "minimal_forwarder.py"), "--port", str(port),
+        "--upstream", f"http://127.0.0.1:{upstream}/v1", "--workers", str(workers),
+    ]  # fmt: skip
+    log = workdir / f"forwarder-{workers}w.log"
+    process = spawn(command, log)
+    if not wait_port(port, 30):
+        stop(process)
+        return f"minimal forwarder did not start (see {log})"
+    return Target(f"forwarder-{workers}w", port, "auto", processes=[process])
+
+
 def start_sidecar(upstream: int, workdir: Path, workers: int) -> Target | str:
     port = free_port()
     config = workdir / "routerConfig.json"
@@ -568,10 +584,12 @@ def _python_or_wrk(
 def report(rows: list[tuple[str, dict[int, Figures]]], notes: list[str], load: str) -> str:
     direct = dict(rows).get("direct")
     litellm = next((r for name, r in rows if name.startswith("litellm")), None)
+    # the minimal forwarder with the same number of workers, keyed by "1w" / "2w"
+    forwarders = {name.split("-", 1)[1]: r for name, r in rows if name.startswith("forwarder-")}
     lines = [
         f"load generator: {load}; 2-core box shared by generator, proxy and upstream",
         f"{'target':<12} {'p50@1':>8} {'p99@1':>8} {'+p50@1':>8} {'+p99@1':>8} {'req/s@16':>10} "
-        f"{'p50@16':>8} {'p99@16':>8} {'vs direct':>9} {'vs litellm':>10} {'errors':>6}",
+        f"{'p50@16':>8} {'p99@16':>8} {'vs direct':>9} {'vs litellm':>10} {'vs fwd':>6} {'errors':>6}",
     ]
     for name, result in rows:
         one, many = result[1], result[16]
@@ -579,12 +597,17 @@ def report(rows: list[tuple[str, dict[int, Figures]]], notes: list[str], load: s
         added99 = one["p99_ms"] - direct[1]["p99_ms"] if direct else float("nan")
         vs_direct = many["rps"] / direct[16]["rps"] if direct else float("nan")
         vs_litellm = many["rps"] / litellm[16]["rps"] if litellm and litellm[16]["rps"] else float("nan")
+        forwarder = forwarders.get(name.rsplit("-", 1)[-1])
+        vs_fwd = many["rps"] / forwarder[16]["rps"] if forwarder and forwarder[16]["rps"] else float("nan")
         lines.append(
             f"{name:<12} {one['p50_ms']:8.3f} {one['p99_ms']:8.3f} {added50:8.3f} {added99:8.3f} "
             f"{many['rps']:10.0f} {many['p50_ms']:8.3f} {many['p99_ms']:8.3f} {vs_direct:9.3f} "
-            f"{vs_litellm:10.1f} {one['errors'] + many['errors']:6d}"
+            f"{vs_litellm:10.1f} {vs_fwd:6.2f} {one['errors'] + many['errors']:6d}"
         )
-    lines.append("latencies in ms; +p50/+p99: added over direct at 1 connection")
+    lines.append(
+        "latencies in ms; +p50/+p99: added over direct at 1 connection; "
+        "vs fwd: req/s over the minimal aiohttp forwarder with as many workers"
+    )
     lines += [f"skipped: {note}" for note in notes]
     return "\n".join(lines)
 
@@ -618,6 +641,8 @@ def run(args: argparse.Namespace) -> int:
         "direct": lambda: Target("direct", upstream_port, "fake-model"),
         "nginx": lambda: start_nginx(upstream_port, workdir),
         "litellm": lambda: start_litellm(upstream_port, workdir, 1),
+        "forwarder-1w": lambda: start_forwarder(upstream_port, workdir, 1),
+        "forwarder-2w": lambda: start_forwarder(upstream_port, workdir, 2),
         "sidecar-1w": lambda: start_sidecar(upstream_port, workdir, 1),
         "sidecar-2w": lambda: start_sidecar(upstream_port, workdir, 2),
     }
@@ -628,7 +653,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         for name, starter in starters.items():
-            if name in args.skip or (name.startswith("sidecar") and "sidecar" in args.skip):
+            if name in args.skip or name.split("-")[0] in args.skip:
                 notes.append(f"{name}: --skip")
                 continue
             print(f"{name} ...", flush=True)
