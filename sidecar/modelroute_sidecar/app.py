@@ -1,8 +1,9 @@
-"""The data-plane aiohttp application: its components, typed app state, routes and lifecycle.
+"""The data plane put together: its components, the route dispatch and the serving lifecycle.
 
 `build_sidecar(settings)` makes the long-lived components (config store, metrics, stats, ejection,
-limits, audit log); `create_app(sidecar)` wires them into an `web.Application` whose cleanup context
-opens the upstream connection pool, the audit log and the config-file watcher, and closes them again.
+limits, audit log); `data_plane(sidecar, host, port)` opens what needs the running loop (the upstream
+connection pool, the audit log, the config-file watcher), serves the views of `views.ROUTES` on the
+data port with `server.DataServer`, and closes it all again when its block ends.
 """
 
 from __future__ import annotations
@@ -12,23 +13,35 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from aiohttp import web
-
 from . import views
 from .audit import AuditLog
 from .configstore import ConfigStore
 from .credentials import ClientKeys, UpstreamCredentials
 from .ejection import Ejections
-from .errors import DECISION_HEADERS, error_middleware
+from .errors import ApiError, error_response, request_id_of, unexpected
 from .httpclient import Pool
 from .metrics import Metrics
-from .proxy import Upstreams
+from .proxy import Exchange, Upstreams, decision_headers
 from .ratelimit import TenantLimiter
+from .server import (
+    ClientGoneError,
+    DataServer,
+    Handler,
+    HttpRequest,
+    HttpResponse,
+    RefusalHandler,
+    ResponseStream,
+)
 from .settings import Settings
-from .state import SIDECAR, Sidecar
+from .state import Sidecar
 from .stats import EndpointStats
 
 log = logging.getLogger(__name__)
+
+KEEPALIVE_SECONDS = 75.0
+"""Idle client connections are closed after this long (the figure aiohttp and nginx use)."""
+SHUTDOWN_GRACE_SECONDS = 10.0
+"""On stop, requests in flight get this long to finish (well inside a pod's default 30 s grace)."""
 
 
 def build_sidecar(settings: Settings) -> Sidecar:
@@ -53,9 +66,9 @@ def build_sidecar(settings: Settings) -> Sidecar:
     return sidecar
 
 
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+@contextlib.asynccontextmanager
+async def _components(sidecar: Sidecar) -> AsyncIterator[None]:
     """Open what needs the running loop: the upstream connection pool, the audit log, the file watcher."""
-    sidecar = app[SIDECAR]
     settings = sidecar.settings
     # bounded per upstream host: one slow upstream must not starve the others
     pool = Pool(
@@ -87,17 +100,60 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await sidecar.audit.close()
 
 
-def create_app(sidecar: Sidecar) -> web.Application:
-    """The data-plane application (OpenAI-compatible API, health and metrics)."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=sidecar.settings.max_body_bytes)
-    app[SIDECAR] = sidecar
-    app[DECISION_HEADERS] = views.headers_for
-    app.cleanup_ctx.append(_lifecycle)
-    app.router.add_post("/v1/chat/completions", views.chat_completions)
-    app.router.add_post("/v1/completions", views.completions)
-    app.router.add_post("/v1/embeddings", views.embeddings)
-    app.router.add_get("/v1/models", views.list_models)
-    app.router.add_get("/healthz", views.healthz)
-    app.router.add_get("/readyz", views.readyz)
-    app.router.add_get("/metrics", views.metrics)
-    return app
+def dispatcher(sidecar: Sidecar) -> Handler:
+    """The data port's handler: route by path and method, answer unknown ones OpenAI-style."""
+
+    async def dispatch(request: HttpRequest, stream: ResponseStream) -> HttpResponse | None:
+        request_id = request_id_of(request.headers)
+        methods = views.ROUTES.get(request.path)
+        view = methods.get(request.method) if methods is not None else None
+        if view is None:
+            if methods is None:
+                error = ApiError(404, "not_found", "no such route")
+            else:
+                error = ApiError(405, "method_not_allowed", f"method {request.method} is not allowed here")
+            return error_response(error, request_id)
+        try:
+            return await view(sidecar, request, stream, request_id)
+        except ClientGoneError:
+            raise
+        except Exception as exc:
+            if stream.started:
+                raise
+            return error_response(unexpected(exc, request.path, request_id), request_id)
+
+    return dispatch
+
+
+def refusal(sidecar: Sidecar) -> RefusalHandler:
+    """The answer to a request the server refuses before any view (too large, malformed)."""
+    codes = {400: "bad_request", 413: "request_too_large", 431: "request_header_fields_too_large"}
+
+    def refuse(status: int, reason: str) -> HttpResponse:
+        request_id = request_id_of({})
+        response = error_response(ApiError(status, codes.get(status, "bad_request"), reason), request_id)
+        exchange = Exchange(request_id, "", config_version=sidecar.config.version)
+        response.headers.update(decision_headers(exchange))
+        return response
+
+    return refuse
+
+
+@contextlib.asynccontextmanager
+async def data_plane(
+    sidecar: Sidecar, host: str, port: int, *, reuse_port: bool = False
+) -> AsyncIterator[DataServer]:
+    """Serve the data port on host:port until the block ends, components open meanwhile."""
+    settings = sidecar.settings
+    async with _components(sidecar):
+        server = DataServer(
+            dispatcher(sidecar),
+            refusal(sidecar),
+            max_body_bytes=settings.max_body_bytes,
+            keepalive_seconds=KEEPALIVE_SECONDS,
+        )
+        await server.start(host, port, reuse_port=reuse_port)
+        try:
+            yield server
+        finally:
+            await server.close(SHUTDOWN_GRACE_SECONDS)

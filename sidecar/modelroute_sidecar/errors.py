@@ -1,9 +1,9 @@
-"""OpenAI-style errors and the one middleware that turns every failure into such a response.
+"""OpenAI-style errors: the exception to raise, its body, and the translation of anything else.
 
 Clients of the sidecar are OpenAI SDKs: they read `{"error": {"message", "type", "code", "param"}}` and
 the HTTP status. Every response, error or not, carries the request id (`x-request-id`, taken from the
-client or generated) and, on the API routes, the decision headers, so a failed request is as
-explainable as a served one.
+client or generated); on the data port the API views add the decision headers too, so a failed request
+is as explainable as a served one. The admin port (aiohttp) uses the same bodies through its middleware.
 """
 
 from __future__ import annotations
@@ -15,16 +15,9 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
+from .server import HttpResponse
+
 log = logging.getLogger(__name__)
-
-REQUEST_ID = web.RequestKey("request_id", str)
-"""The request id of the request being served, set by the middleware before the handler runs."""
-
-HeaderSource = Callable[[web.Request], Mapping[str, str]]
-"""Gives the decision headers for a request (whatever is known when it failed)."""
-
-DECISION_HEADERS: web.AppKey[HeaderSource] = web.AppKey("decision_headers")
-"""Optional: how the app computes its decision headers; the middleware adds them to error responses."""
 
 _TYPES = {
     400: "invalid_request_error",
@@ -78,18 +71,15 @@ def error_body(error: ApiError, request_id: str) -> bytes:
     return json.dumps(body).encode()
 
 
-def error_response(error: ApiError, request_id: str) -> web.Response:
-    """A JSON response for `error`, with its extra headers (e.g. retry-after)."""
-    response = web.Response(
-        status=error.status, body=error_body(error, request_id), content_type="application/json"
-    )
-    response.headers.update(error.headers)
-    return response
+def error_response(error: ApiError, request_id: str) -> HttpResponse:
+    """A JSON response for `error`, with its extra headers (e.g. retry-after) and the request id."""
+    headers = {**error.headers, "x-request-id": request_id}
+    return HttpResponse(error.status, error_body(error, request_id), headers)
 
 
-def request_id_of(request: web.Request) -> str:
+def request_id_of(headers: Mapping[str, str]) -> str:
     """The client's `x-request-id` when it sent a sane one, else a new one."""
-    given = request.headers.get("x-request-id", "")
+    given = headers.get("x-request-id", "")
     if 0 < len(given) <= 128 and given.isprintable():
         return given
     return uuid.uuid4().hex
@@ -113,23 +103,27 @@ def translate(exc: BaseException) -> ApiError:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def unexpected(exc: Exception, what: str, request_id: str) -> ApiError:
+    """`translate`, logging the failures that are bugs (anything not an ApiError that maps to 5xx)."""
+    error = translate(exc)
+    if error.status >= 500 and not isinstance(exc, ApiError):
+        log.error("unhandled error serving %s (request %s)", what, request_id, exc_info=exc)
+    return error
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Assign the request id, run the handler, and map any exception to an OpenAI-style response."""
-    request_id = request_id_of(request)
-    request[REQUEST_ID] = request_id
+    """The admin port's: assign the request id, run the handler, map any exception to an OpenAI-style
+    response."""
+    request_id = request_id_of(request.headers)
     try:
         response = await handler(request)
-    except Exception as exc:  # the one place where every failure becomes a response
-        error = translate(exc)
-        if error.status >= 500 and not isinstance(exc, ApiError):
-            log.exception(
-                "unhandled error serving %s %s (request %s)", request.method, request.path, request_id
-            )
-        response = error_response(error, request_id)
-        decision_headers = request.app.get(DECISION_HEADERS)
-        if decision_headers is not None:
-            response.headers.update(decision_headers(request))
+    except Exception as exc:
+        error = unexpected(exc, f"{request.method} {request.path}", request_id)
+        response = web.Response(
+            status=error.status, body=error_body(error, request_id), content_type="application/json"
+        )
+        response.headers.update(error.headers)
     if not response.prepared:
         response.headers["x-request-id"] = request_id
     return response

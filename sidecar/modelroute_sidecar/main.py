@@ -40,7 +40,7 @@ from .admin import (
     sibling_metrics,
     worker_socket,
 )
-from .app import build_sidecar, create_app
+from .app import build_sidecar, data_plane
 from .configstore import ConfigStore
 from .settings import Settings, parse_settings
 
@@ -88,20 +88,21 @@ async def start_site(
 async def run_single(settings: Settings) -> None:
     """One process serving the data port and the admin port."""
     sidecar = build_sidecar(settings)
-    runners = [await start_site(create_app(sidecar), settings.host, settings.port)]
-    if settings.admin_port:
-        admin = create_admin_app(LocalFleet(sidecar), admin_token(settings))
-        runners.append(await start_site(admin, settings.admin_host, settings.admin_port))
-    settle_memory()
-    log.info(
-        "sidecar serving on %s:%d (admin %s), config %s",
-        settings.host, settings.port, settings.admin_port or "off", sidecar.config.version or "none",
-    )  # fmt: skip
-    try:
-        await wait_for_stop()
-    finally:
-        for runner in reversed(runners):
-            await runner.cleanup()
+    async with data_plane(sidecar, settings.host, settings.port):
+        runners = []
+        if settings.admin_port:
+            admin = create_admin_app(LocalFleet(sidecar), admin_token(settings))
+            runners.append(await start_site(admin, settings.admin_host, settings.admin_port))
+        settle_memory()
+        log.info(
+            "sidecar serving on %s:%d (admin %s), config %s",
+            settings.host, settings.port, settings.admin_port or "off", sidecar.config.version or "none",
+        )  # fmt: skip
+        try:
+            await wait_for_stop()
+        finally:
+            for runner in reversed(runners):
+                await runner.cleanup()
 
 
 async def run_worker(settings: Settings) -> None:
@@ -110,20 +111,19 @@ async def run_worker(settings: Settings) -> None:
     sidecar = build_sidecar(settings)
     sockets = WorkerSockets(settings.control_dir, settings.workers)
     sidecar.metrics_source = sibling_metrics(sockets)
-    runner = await start_site(create_app(sidecar), settings.host, settings.port, reuse_port=True)
-    control = web.AppRunner(create_control_app(sidecar), access_log=None, handle_signals=False)
-    await control.setup()
-    path = worker_socket(settings.control_dir, settings.worker_index)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()  # left by a previous incarnation of this worker
-    await web.UnixSite(control, str(path)).start()
-    settle_memory()
-    try:
-        await wait_for_stop()
-    finally:
-        await runner.cleanup()
-        await control.cleanup()
-        await sockets.close()
+    async with data_plane(sidecar, settings.host, settings.port, reuse_port=True):
+        control = web.AppRunner(create_control_app(sidecar), access_log=None, handle_signals=False)
+        await control.setup()
+        path = worker_socket(settings.control_dir, settings.worker_index)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # left by a previous incarnation of this worker
+        await web.UnixSite(control, str(path)).start()
+        settle_memory()
+        try:
+            await wait_for_stop()
+        finally:
+            await control.cleanup()
+            await sockets.close()
 
 
 class Supervisor:

@@ -22,9 +22,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import aiohttp
-from aiohttp import web
-
 from .configstore import Snapshot
 from .contract import EndpointConfig, PolicyConfig
 from .credentials import CredentialError, UpstreamCredentials
@@ -34,6 +31,7 @@ from .errors import ApiError
 from .httpclient import Pool, Response, UpstreamError
 from .metrics import Metrics
 from .ratelimit import EndpointLimiter, RetryBudget
+from .server import ClientGoneError, HttpResponse, ResponseStream
 from .stats import EndpointStats
 
 log = logging.getLogger(__name__)
@@ -156,14 +154,14 @@ class Answer:
     reason: str = ""
     """For `failed`: the last failure (connect, timeout, upstream-5xx, upstream-429, ...)."""
     retry_after: str | None = None
-    response: web.StreamResponse | None = None
 
 
 @dataclass(slots=True)
 class Call:
     """One client request being proxied."""
 
-    request: web.Request
+    stream: ResponseStream
+    """Where a streamed answer is relayed to."""
     exchange: Exchange
     snapshot: Snapshot
     policy: PolicyConfig
@@ -211,8 +209,9 @@ class Upstreams:
             budget = self._budgets[policy] = RetryBudget(self._retry_floor)
         return budget
 
-    async def forward(self, call: Call) -> web.StreamResponse:
-        """Serve the request along the decision's plan (then its escalation); raise ApiError on failure."""
+    async def forward(self, call: Call) -> HttpResponse | None:
+        """Serve the request along the decision's plan (then its escalation); raise ApiError on failure.
+        None when the answer was streamed to the client already."""
         resilience = call.policy.resilience
         self.budget(call.policy.name).record_request()
         answer = await self._walk(call, call.decision.plan, resilience.max_attempts)
@@ -239,17 +238,13 @@ class Upstreams:
             return answer_problem(answer.parsed, escalate_on, call.features.needs_json)
         return ""
 
-    def _respond(self, call: Call, answer: Answer) -> web.StreamResponse:
+    def _respond(self, call: Call, answer: Answer) -> HttpResponse | None:
         exchange = call.exchange
         if answer.kind == "streamed":
-            assert answer.response is not None
-            return answer.response
+            return None
         if answer.kind in ("ok", "passthrough"):
             exchange.outcome = "ok" if answer.kind == "ok" else "upstream_4xx"
-            response = web.Response(status=answer.status, body=answer.body)
-            response.headers["content-type"] = answer.content_type
-            response.headers.update(decision_headers(exchange))
-            return response
+            return HttpResponse(answer.status, answer.body, decision_headers(exchange), answer.content_type)
         raise self._failure(call, answer)
 
     def _failure(self, call: Call, answer: Answer) -> ApiError:
@@ -477,21 +472,23 @@ class Upstreams:
         only end the stream."""
         self._succeeded(call, choice, attempt, started, upstream.status)
         exchange = call.exchange
-        exchange.outcome = "ok"
-        response = web.StreamResponse(status=upstream.status)
-        response.headers["content-type"] = upstream.headers.get("content-type", "text/event-stream")
-        response.headers["cache-control"] = "no-cache"
-        response.headers.update(decision_headers(exchange))
-        await response.prepare(call.request)
+        exchange.outcome, exchange.status = "ok", upstream.status
+        headers = {
+            "content-type": upstream.headers.get("content-type", "text/event-stream"),
+            "cache-control": "no-cache",
+            **decision_headers(exchange),
+        }
+        stream = call.stream
         try:
+            await stream.start(upstream.status, headers)
             chunk = first_chunk
             while chunk:
-                await response.write(chunk)
+                await stream.write(chunk)
                 if b'"usage"' in chunk:
                     self._count_tokens(call, choice, read_usage(chunk, None))
                 chunk = await anext(chunks, b"")
-            await response.write_eof()
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            await stream.end()
+        except ClientGoneError:
             exchange.outcome = "client_closed"
         except (UpstreamError, OSError, ValueError, TimeoutError) as exc:
             # the client already has part of the answer: tell it the stream broke, in the SDKs' format
@@ -510,10 +507,10 @@ class Upstreams:
                     "code": "stream_broken",
                 }
             }
-            with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError):
-                await response.write(b"data: " + json.dumps(error).encode() + b"\n\n")
-                await response.write_eof()
-        return Answer("streamed", status=upstream.status, response=response)
+            with contextlib.suppress(ClientGoneError):
+                await stream.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+                await stream.end()
+        return Answer("streamed", status=upstream.status)
 
 
 def _loop_time(monotonic_deadline: float) -> float:

@@ -1,4 +1,4 @@
-"""The per-process state of the data plane, shared by the views through the app's typed key.
+"""The per-process state of the data plane, handed to every view.
 
 Kept apart from `app` (which wires routes to views) so that views can reach the state without importing
 the module that imports them.
@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-
-from aiohttp import web
 
 from .audit import AuditLog
 from .configstore import ConfigStore
@@ -39,7 +37,7 @@ class Sidecar:
     credentials: UpstreamCredentials
     audit: AuditLog
     upstreams: Upstreams | None = None
-    """Created by the app's cleanup context: it owns the event-loop-bound client session."""
+    """Created when the data plane starts serving: it owns the event-loop-bound connection pool."""
     metrics_source: MetricsSource | None = None
     """Overrides `/metrics` (a worker of a multi-process sidecar serves the sum over its siblings)."""
     background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -50,5 +48,3 @@ class Sidecar:
             return await self.metrics_source()
         return self.metrics.render()
 
-
-SIDECAR = web.AppKey("sidecar", Sidecar)

@@ -2,7 +2,8 @@
 
 Each API view is three steps (parse -> decide -> forward) plus the bookkeeping every request gets
 whatever its fate: metrics, the audit line and the decision headers. Errors are raised as `ApiError`
-and turned into OpenAI-style responses by the one middleware.
+below `serve_api`, which turns them into OpenAI-style responses carrying the decision headers; `ROUTES`
+maps paths and methods to views for the data port's server (`server.py`) via `app.dispatcher`.
 """
 
 from __future__ import annotations
@@ -10,22 +11,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-
-from aiohttp import web
 
 from .configstore import Snapshot
 from .contract import PolicyConfig
 from .credentials import Client
 from .engine import extract_features
 from .engine.model import Api, Decision, RequestFeatures
-from .errors import REQUEST_ID, ApiError
+from .errors import ApiError, error_response, unexpected
 from .metrics import CONTENT_TYPE
 from .proxy import Call, Exchange, decision_headers
-from .state import SIDECAR, Sidecar
+from .server import HttpRequest, HttpResponse, ResponseStream
+from .state import Sidecar
 
-EXCHANGE = web.RequestKey("exchange", Exchange)
+View = Callable[[Sidecar, HttpRequest, ResponseStream, str], Awaitable[HttpResponse | None]]
+"""A data-port view: the sidecar, the request, a stream to answer through, and the request id."""
 
 _REQUIRED_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
 
@@ -33,50 +34,48 @@ RESIDENCY_CODES = frozenset({"no_compliant_endpoint"})
 """Engine error codes that mean residency left nothing to call (counted as residency blocks)."""
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    """POST /v1/chat/completions."""
-    return await serve_api(request, "chat")
+def api_view(api: Api) -> View:
+    """The view of one OpenAI API (`POST /v1/chat/completions` and its siblings)."""
+
+    async def view(
+        sidecar: Sidecar, request: HttpRequest, stream: ResponseStream, request_id: str
+    ) -> HttpResponse | None:
+        return await serve_api(sidecar, request, stream, Exchange(request_id, api), api)
+
+    return view
 
 
-async def completions(request: web.Request) -> web.StreamResponse:
-    """POST /v1/completions."""
-    return await serve_api(request, "completions")
-
-
-async def embeddings(request: web.Request) -> web.StreamResponse:
-    """POST /v1/embeddings."""
-    return await serve_api(request, "embeddings")
-
-
-async def serve_api(request: web.Request, api: Api) -> web.StreamResponse:
-    """Serve one API request and account for it, whatever happens."""
-    sidecar = request.app[SIDECAR]
-    exchange = Exchange(request[REQUEST_ID], api)
-    request[EXCHANGE] = exchange
+async def serve_api(
+    sidecar: Sidecar, request: HttpRequest, stream: ResponseStream, exchange: Exchange, api: Api
+) -> HttpResponse | None:
+    """Serve one API request and account for it, whatever happens; failures become OpenAI-style
+    errors that carry the decision headers, so a refused request is as explainable as a served one."""
     try:
-        response = await route_request(sidecar, request, exchange, api)
-        exchange.status = response.status
+        response = await route_request(sidecar, request, stream, exchange, api)
+        exchange.status = response.status if response is not None else exchange.status
         return response
-    except ApiError as error:
+    except Exception as exc:
+        if stream.started:
+            raise  # the answer is under way: nothing can replace it, the server cuts the connection
+        error = unexpected(exc, request.path, exchange.request_id)
         exchange.status, exchange.outcome, exchange.error = error.status, error.code, error.message
-        raise
-    except Exception:
-        exchange.status, exchange.outcome = 500, "internal_error"
-        raise
+        response = error_response(error, exchange.request_id)
     finally:
         record_exchange(sidecar, exchange)
+    response.headers.update(decision_headers(exchange))
+    return response
 
 
 async def route_request(
-    sidecar: Sidecar, request: web.Request, exchange: Exchange, api: Api
-) -> web.StreamResponse:
+    sidecar: Sidecar, request: HttpRequest, stream: ResponseStream, exchange: Exchange, api: Api
+) -> HttpResponse | None:
     """Parse -> decide -> forward."""
     snapshot = sidecar.config.current
     if snapshot is None:
         raise ApiError(503, "not_ready", "the router has no configuration loaded yet")
     exchange.config_version = snapshot.version
     client = authenticate(sidecar, request)
-    raw = await request.read()  # over client_max_size: HTTPRequestEntityTooLarge, mapped to 413
+    raw = request.body  # the server refused bodies over the limit with 413 already
     body = parse_body(raw, exchange.route)
     exchange.model = body["model"]
     policy = snapshot.policies.get(body["model"])
@@ -87,11 +86,11 @@ async def route_request(
     decision = decide(sidecar, snapshot, features, exchange)
     assert sidecar.upstreams is not None
     deadline = time.monotonic() + policy.resilience.deadline_seconds
-    call = Call(request, exchange, snapshot, policy, decision, features, raw, body, deadline)
+    call = Call(stream, exchange, snapshot, policy, decision, features, raw, body, deadline)
     return await sidecar.upstreams.forward(call)
 
 
-def authenticate(sidecar: Sidecar, request: web.Request) -> Client | None:
+def authenticate(sidecar: Sidecar, request: HttpRequest) -> Client | None:
     """The client a request's API key belongs to; 401 when keys are configured and it has none valid."""
     keys = sidecar.client_keys
     if not keys.enabled:
@@ -138,7 +137,7 @@ def unknown_model_message(model: str, snapshot: Snapshot) -> str:
 
 
 def extract(
-    request: web.Request,
+    request: HttpRequest,
     exchange: Exchange,
     api: Api,
     body: dict[str, Any],
@@ -146,7 +145,7 @@ def extract(
     client: Client | None,
 ) -> RequestFeatures:
     """Request features for the engine; an authenticated client's tenant and tier override any claim."""
-    headers = {k.lower(): v for k, v in request.headers.items() if k.lower() != "authorization"}
+    headers = {k: v for k, v in request.headers.items() if k != "authorization"}
     if client is not None:
         headers["x-modelroute-tenant"] = client.tenant
         headers["x-modelroute-tier"] = client.tier
@@ -193,15 +192,6 @@ def decide(sidecar: Sidecar, snapshot: Snapshot, features: RequestFeatures, exch
     if not decision.plan:
         raise ApiError(503, "no_healthy_endpoint", "no endpoint can serve this request")
     return decision
-
-
-def headers_for(request: web.Request) -> Mapping[str, str]:
-    """Decision headers of a request that failed (the middleware adds them to the error response)."""
-    exchange = request.get(EXCHANGE)
-    if exchange is None:
-        sidecar = request.app[SIDECAR]
-        exchange = Exchange(request[REQUEST_ID], "", config_version=sidecar.config.version)
-    return decision_headers(exchange)
 
 
 def record_exchange(sidecar: Sidecar, exchange: Exchange) -> None:
@@ -282,31 +272,55 @@ def audit_record(exchange: Exchange, elapsed: float, include_prompts: bool) -> d
     return record
 
 
-async def list_models(request: web.Request) -> web.Response:
+async def list_models(
+    sidecar: Sidecar, request: HttpRequest, stream: ResponseStream, request_id: str
+) -> HttpResponse:
     """GET /v1/models: the virtual models the applied config serves, in OpenAI's list format."""
-    snapshot = request.app[SIDECAR].config.current
+    snapshot = sidecar.config.current
     models = sorted(snapshot.policies.items()) if snapshot is not None else []
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": f"modelroute/{policy.name}"}
         for name, policy in models
     ]
-    return web.json_response({"object": "list", "data": data})
+    return json_response({"object": "list", "data": data})
 
 
-async def healthz(request: web.Request) -> web.Response:
+async def healthz(
+    sidecar: Sidecar, request: HttpRequest, stream: ResponseStream, request_id: str
+) -> HttpResponse:
     """GET /healthz: the process serves."""
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
+async def readyz(
+    sidecar: Sidecar, request: HttpRequest, stream: ResponseStream, request_id: str
+) -> HttpResponse:
     """GET /readyz: ready once a config is loaded (before that every request would fail)."""
-    version = request.app[SIDECAR].config.version
+    version = sidecar.config.version
     if not version:
-        return web.json_response({"status": "no config loaded"}, status=503)
-    return web.json_response({"status": "ready", "configVersion": version})
+        return json_response({"status": "no config loaded"}, status=503)
+    return json_response({"status": "ready", "configVersion": version})
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(
+    sidecar: Sidecar, request: HttpRequest, stream: ResponseStream, request_id: str
+) -> HttpResponse:
     """GET /metrics: Prometheus text exposition."""
-    body = await request.app[SIDECAR].render_metrics()
-    return web.Response(body=body, headers={"content-type": CONTENT_TYPE})
+    return HttpResponse(200, await sidecar.render_metrics(), content_type=CONTENT_TYPE)
+
+
+def json_response(data: Any, status: int = 200) -> HttpResponse:
+    """A JSON body."""
+    return HttpResponse(status, json.dumps(data).encode())
+
+
+ROUTES: dict[str, dict[str, View]] = {
+    "/v1/chat/completions": {"POST": api_view("chat")},
+    "/v1/completions": {"POST": api_view("completions")},
+    "/v1/embeddings": {"POST": api_view("embeddings")},
+    "/v1/models": {"GET": list_models},
+    "/healthz": {"GET": healthz},
+    "/readyz": {"GET": readyz},
+    "/metrics": {"GET": metrics},
+}
+"""Path -> method -> view: the whole data port."""

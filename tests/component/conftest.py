@@ -4,6 +4,7 @@ sidecar serving on 127.0.0.1 (in-process for speed, or as real processes where a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,8 +22,9 @@ import pytest
 from aiohttp import web
 
 from modelroute_sidecar.admin import LocalFleet, create_admin_app
-from modelroute_sidecar.app import build_sidecar, create_app
+from modelroute_sidecar.app import build_sidecar, data_plane
 from modelroute_sidecar.contract import RouterConfig
+from modelroute_sidecar.server import DataServer
 from modelroute_sidecar.settings import Settings
 from modelroute_sidecar.state import Sidecar
 from tests.fakes.upstream import FakeUpstream
@@ -208,7 +210,9 @@ class Running:
     sidecar: Sidecar
     url: str
     admin_url: str
-    runners: list[web.AppRunner]
+    server: DataServer
+    serving: contextlib.AsyncExitStack
+    """Stops the admin port, then the data plane."""
     clients: list[openai.AsyncOpenAI] = dataclasses.field(default_factory=list)
 
     def client(self, **kwargs: Any) -> openai.AsyncOpenAI:
@@ -229,8 +233,7 @@ class Running:
         """
         for client in self.clients:
             await client.close()
-        for runner in self.runners:
-            await runner.cleanup()
+        await self.serving.aclose()
 
     async def admin(
         self, method: str, path: str, body: bytes | None = None, token: str | None = ADMIN_TOKEN
@@ -274,17 +277,15 @@ async def start_sidecar(
         values.update(settings_changes)
         settings = Settings(**values)
         sidecar = build_sidecar(settings)
-        runners = []
-        urls = []
-        for app in (create_app(sidecar), create_admin_app(LocalFleet(sidecar), ADMIN_TOKEN)):
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            host, port = runner.addresses[0][:2]
-            urls.append(f"http://{host}:{port}")
-            runners.append(runner)
-        handle = Running(sidecar, urls[0], urls[1], runners)
+        serving = contextlib.AsyncExitStack()
+        server = await serving.enter_async_context(data_plane(sidecar, "127.0.0.1", 0))
+        admin = web.AppRunner(create_admin_app(LocalFleet(sidecar), ADMIN_TOKEN), access_log=None)
+        await admin.setup()
+        site = web.TCPSite(admin, "127.0.0.1", 0)
+        await site.start()
+        serving.push_async_callback(admin.cleanup)
+        host, port = admin.addresses[0][:2]
+        handle = Running(sidecar, f"http://127.0.0.1:{server.port}", f"http://{host}:{port}", server, serving)
         running.append(handle)
         return handle
 
