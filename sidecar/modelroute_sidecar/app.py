@@ -24,7 +24,6 @@ from .metrics import Metrics
 from .proxy import Exchange, Upstreams, decision_headers
 from .ratelimit import TenantLimiter
 from .server import (
-    ClientGoneError,
     DataServer,
     Handler,
     HttpRequest,
@@ -115,11 +114,9 @@ def dispatcher(sidecar: Sidecar) -> Handler:
             return error_response(error, request_id)
         try:
             return await view(sidecar, request, stream, request_id)
-        except ClientGoneError:
-            raise
         except Exception as exc:
             if stream.started:
-                raise
+                raise  # mid-answer (the client left, or a bug): the server cuts the connection
             return error_response(unexpected(exc, request.path, request_id), request_id)
 
     return dispatch

@@ -52,7 +52,8 @@ async def serve_api(
     errors that carry the decision headers, so a refused request is as explainable as a served one."""
     try:
         response = await route_request(sidecar, request, stream, exchange, api)
-        exchange.status = response.status if response is not None else exchange.status
+        if response is not None:  # a streamed answer set its status when it started
+            exchange.status = response.status
         return response
     except Exception as exc:
         if stream.started:
