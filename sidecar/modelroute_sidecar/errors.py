@@ -8,9 +8,10 @@ is as explainable as a served one. The admin port (aiohttp) uses the same bodies
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-import uuid
+import os
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
@@ -82,7 +83,31 @@ def request_id_of(headers: Mapping[str, str]) -> str:
     given = headers.get("x-request-id", "")
     if 0 < len(given) <= 128 and given.isprintable():
         return given
-    return uuid.uuid4().hex
+    return new_request_id()
+
+
+class _RequestIds:
+    """Request ids as 32 hex digits: 64 random bits per process, then a counter.
+
+    As unique as uuid4 in practice (a process's prefix is drawn once, from os.urandom) at a fraction
+    of its cost, which matters because every request without an `x-request-id` needs one.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)  # a forked worker must not repeat its parent's
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count(1)
+
+
+_REQUEST_IDS = _RequestIds()
+
+
+def new_request_id() -> str:
+    """A fresh request id (32 hex digits, unique across processes)."""
+    return f"{_REQUEST_IDS.prefix}{next(_REQUEST_IDS.counter):016x}"
 
 
 def translate(exc: BaseException) -> ApiError:

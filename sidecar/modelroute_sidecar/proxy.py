@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -108,12 +109,22 @@ def rewrite_model(raw: bytes, body: dict[str, Any], upstream_model: str) -> byte
     (in valid JSON an unescaped `"model"` followed by `:` can only be a key); anything unusual (escapes,
     a nested key with the same value) falls back to re-serializing the parsed body.
     """
-    virtual = body["model"]
-    pattern = re.compile(rb'"model"\s*:\s*' + re.escape(json.dumps(virtual).encode()))
-    matches = pattern.findall(raw)
-    if len(matches) == 1:
-        return pattern.sub(b'"model":' + json.dumps(upstream_model).encode(), raw, count=1)
+    pattern = _model_key(body["model"])
+    found = pattern.search(raw)
+    if found is not None and pattern.search(raw, found.end()) is None:
+        return b"".join((raw[: found.start()], b'"model":', _json_string(upstream_model), raw[found.end() :]))
     return json.dumps({**body, "model": upstream_model}).encode()
+
+
+@functools.lru_cache(maxsize=1024)
+def _model_key(virtual: str) -> re.Pattern[bytes]:
+    """`"model": "<virtual>"` as a pattern, compiled once per virtual model."""
+    return re.compile(rb'"model"\s*:\s*' + re.escape(_json_string(virtual)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _json_string(text: str) -> bytes:
+    return json.dumps(text).encode()
 
 
 def read_usage(raw: bytes, parsed: dict[str, Any] | None) -> tuple[int, int]:
@@ -170,6 +181,7 @@ class Call:
     raw: bytes
     body: dict[str, Any]
     deadline: float
+    """When the whole request must be done, on the event loop's clock (`loop.time()`)."""
     payloads: dict[str, bytes] = field(default_factory=dict)
 
     def payload_for(self, upstream_model: str) -> bytes:
@@ -231,7 +243,7 @@ class Upstreams:
         escalate_on = call.policy.resilience.escalate_on
         if answer.kind == "failed":
             reason = "timeout" if answer.reason == "timeout" else "error"
-            if reason in escalate_on and time.monotonic() < call.deadline:
+            if reason in escalate_on and _now() < call.deadline:
                 return reason
             return ""
         if answer.kind == "ok" and answer.parsed is not None:
@@ -257,7 +269,7 @@ class Upstreams:
                 f"; {len(residency)} replica(s) excluded by residency for data class "
                 f"{call.decision.data_class!r} were not tried"
             )
-        if time.monotonic() >= call.deadline or answer.reason == "deadline":
+        if _now() >= call.deadline or answer.reason == "deadline":
             return ApiError(
                 504,
                 "deadline_exceeded",
@@ -288,7 +300,7 @@ class Upstreams:
         for choice in choices:
             if made >= max_attempts:
                 break
-            if time.monotonic() >= call.deadline:
+            if _now() >= call.deadline:
                 return Answer("failed", reason="deadline")
             if made and self.ejections.is_ejected(choice.endpoint, choice.replica):
                 continue  # ejected (or on trial) since the decision was made
@@ -331,14 +343,17 @@ class Upstreams:
             headers["authorization"] = authorization
         resilience = call.policy.resilience
         started = time.monotonic()
-        attempt_deadline = min(call.deadline, started + endpoint.request_timeout_seconds)
-        header_deadline = min(attempt_deadline, started + resilience.per_try_timeout_seconds)
+        now = _now()
+        attempt_deadline = min(call.deadline, now + endpoint.request_timeout_seconds)
+        header_deadline = min(attempt_deadline, now + resilience.per_try_timeout_seconds)
         self.ejections.begin(choice.endpoint, choice.replica)
         response: Response | None = None
         chunks: AsyncIterator[bytes] | None = None
         first_chunk = b""
         try:
-            async with asyncio.timeout_at(_loop_time(header_deadline)):
+            # one timeout scope per attempt: the per-try timeout until the answer starts, then moved out
+            # to the attempt's deadline for the body (or the relayed stream)
+            async with asyncio.timeout_at(header_deadline) as scope:
                 response = await self.pool.post(
                     choice.url,
                     PATHS[call.features.api],
@@ -350,8 +365,8 @@ class Upstreams:
                     # wait for the first chunk before answering the client: until then failover is possible
                     chunks = response.iter_chunks()
                     first_chunk = await anext(chunks, b"")
-            status = response.status
-            async with asyncio.timeout_at(_loop_time(attempt_deadline)):
+                status = response.status
+                scope.reschedule(attempt_deadline)
                 if chunks is not None:
                     return await self._relay(call, choice, attempt, started, response, first_chunk, chunks)
                 body = await response.read()
@@ -513,7 +528,6 @@ class Upstreams:
         return Answer("streamed", status=upstream.status)
 
 
-def _loop_time(monotonic_deadline: float) -> float:
-    """Convert a time.monotonic() deadline to the event loop's clock (they may differ)."""
-    loop = asyncio.get_running_loop()
-    return loop.time() + (monotonic_deadline - time.monotonic())
+def _now() -> float:
+    """The event loop's clock, which deadlines and `asyncio.timeout_at` use."""
+    return asyncio.get_running_loop().time()

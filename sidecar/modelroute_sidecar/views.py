@@ -8,11 +8,14 @@ maps paths and methods to views for the data port's server (`server.py`) via `ap
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+
+import orjson
 
 from .configstore import Snapshot
 from .contract import PolicyConfig
@@ -86,7 +89,7 @@ async def route_request(
     limit_tenant(sidecar, policy, features)
     decision = decide(sidecar, snapshot, features, exchange)
     assert sidecar.upstreams is not None
-    deadline = time.monotonic() + policy.resilience.deadline_seconds
+    deadline = asyncio.get_running_loop().time() + policy.resilience.deadline_seconds
     call = Call(stream, exchange, snapshot, policy, decision, features, raw, body, deadline)
     return await sidecar.upstreams.forward(call)
 
@@ -113,9 +116,9 @@ def authenticate(sidecar: Sidecar, request: HttpRequest) -> Client | None:
 def parse_body(raw: bytes, api: str) -> dict[str, Any]:
     """The request JSON, checked for the fields routing needs (400 otherwise)."""
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = _lenient_json(raw)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "the request body must be a JSON object")
     model = body.get("model")
@@ -129,6 +132,15 @@ def parse_body(raw: bytes, api: str) -> dict[str, Any]:
     if not isinstance(body.get("stream", False), bool):
         raise ApiError(400, "invalid_request", "`stream` must be a boolean", param="stream")
     return body
+
+
+def _lenient_json(raw: bytes) -> Any:
+    """The standard library's parse, for what orjson refuses but `json` (and many upstreams) accept,
+    such as NaN; a body neither can read is a 400."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
 
 
 def unknown_model_message(model: str, snapshot: Snapshot) -> str:

@@ -4,6 +4,7 @@ model rewrite, upstream credentials, decision headers, error bodies, metrics and
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import aiohttp
@@ -160,12 +161,29 @@ async def test_bad_json_and_bad_fields_are_400(sidecar: Running) -> None:
             b'{"messages": []}',
             b'{"model": "auto"}',
             b'{"model": "auto", "messages": [], "stream": "yes"}',
+            b'{"model": "auto", "messages": [], "user": "\xff"}',  # not UTF-8
         ):
             async with session.post(sidecar.url + "/v1/chat/completions", data=body) as response:
                 assert response.status == 400, body
                 error = (await response.json())["error"]
                 assert error["type"] == "invalid_request_error"
                 assert response.headers["x-request-id"]
+
+
+async def test_json_that_python_reads_but_strict_parsers_refuse_is_still_served(
+    sidecar: Running, upstreams: dict[str, FakeUpstream]
+) -> None:
+    """NaN is not JSON by the RFC, but Python's `json` (and so many upstreams) accept it: the sidecar
+    forwards what it did before its fast parser, unchanged."""
+    body = b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}'
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(sidecar.url + "/v1/chat/completions", data=body) as response,
+    ):
+        assert response.status == 200
+    seen = upstreams["eu-1"].requests[-1].body
+    assert seen["model"] == "llama-3-70b-instruct"
+    assert math.isnan(seen["temperature"])
 
 
 async def test_missing_or_wrong_client_key_is_401_and_a_key_fixes_the_tenant(
