@@ -95,6 +95,7 @@ async def _components(sidecar: Sidecar) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         sidecar.background.clear()
+        sidecar.upstreams.deadlines.close()
         await pool.close()
         await sidecar.audit.close()
 

@@ -6,8 +6,9 @@ routing decision, and the sidecar makes one such call per request. This client d
 proxy needs: POST a JSON body, read the status and headers, then either read the whole body or hand it
 over piece by piece (Content-Length, chunked or until close) as it arrives, for SSE relaying.
 
-Timeouts are the caller's (`asyncio.timeout`); a response that is abandoned half-read closes its
-connection instead of returning it to the pool. TLS works through `ssl` on the connection (https URLs).
+Timeouts are the caller's (a deadline scope or `asyncio.timeout`); a response that is abandoned
+half-read closes its connection instead of returning it to the pool. TLS works through `ssl` on the
+connection (https URLs).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class _Connection(asyncio.Protocol):
         self.error: BaseException | None = None
         self.idle_since = 0.0
         self.key: tuple[str, str, int] = ("", "", 0)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
 
@@ -78,6 +80,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream transport
+        self._loop = asyncio.get_running_loop()  # once per connection, not per read (getpid() on 3.11)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -110,7 +113,8 @@ class _Connection(asyncio.Protocol):
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
-        self._waiter = asyncio.get_running_loop().create_future()
+        assert self._loop is not None
+        self._waiter = self._loop.create_future()
         try:
             await self._waiter
         finally:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from .configstore import Snapshot
 from .contract import EndpointConfig, PolicyConfig
 from .credentials import CredentialError, UpstreamCredentials
+from .deadlines import Deadlines
 from .ejection import Ejections
 from .engine.model import Choice, Decision, RequestFeatures
 from .errors import ApiError
@@ -211,6 +212,7 @@ class Upstreams:
         self.stats = stats
         self.metrics = metrics
         self.endpoint_limits = EndpointLimiter()
+        self.deadlines = Deadlines(asyncio.get_running_loop())
         self._retry_floor = retry_floor_per_second
         self._budgets: dict[str, RetryBudget] = {}
 
@@ -220,6 +222,10 @@ class Upstreams:
         if budget is None:
             budget = self._budgets[policy] = RetryBudget(self._retry_floor)
         return budget
+
+    def now(self) -> float:
+        """The event loop's clock, on which a call's deadline is given."""
+        return self.deadlines.loop.time()
 
     async def forward(self, call: Call) -> HttpResponse | None:
         """Serve the request along the decision's plan (then its escalation); raise ApiError on failure.
@@ -243,7 +249,7 @@ class Upstreams:
         escalate_on = call.policy.resilience.escalate_on
         if answer.kind == "failed":
             reason = "timeout" if answer.reason == "timeout" else "error"
-            if reason in escalate_on and _now() < call.deadline:
+            if reason in escalate_on and self.now() < call.deadline:
                 return reason
             return ""
         if answer.kind == "ok" and answer.parsed is not None:
@@ -269,7 +275,7 @@ class Upstreams:
                 f"; {len(residency)} replica(s) excluded by residency for data class "
                 f"{call.decision.data_class!r} were not tried"
             )
-        if _now() >= call.deadline or answer.reason == "deadline":
+        if self.now() >= call.deadline or answer.reason == "deadline":
             return ApiError(
                 504,
                 "deadline_exceeded",
@@ -300,7 +306,7 @@ class Upstreams:
         for choice in choices:
             if made >= max_attempts:
                 break
-            if _now() >= call.deadline:
+            if self.now() >= call.deadline:
                 return Answer("failed", reason="deadline")
             if made and self.ejections.is_ejected(choice.endpoint, choice.replica):
                 continue  # ejected (or on trial) since the decision was made
@@ -343,7 +349,7 @@ class Upstreams:
             headers["authorization"] = authorization
         resilience = call.policy.resilience
         started = time.monotonic()
-        now = _now()
+        now = self.now()
         attempt_deadline = min(call.deadline, now + endpoint.request_timeout_seconds)
         header_deadline = min(attempt_deadline, now + resilience.per_try_timeout_seconds)
         self.ejections.begin(choice.endpoint, choice.replica)
@@ -351,9 +357,9 @@ class Upstreams:
         chunks: AsyncIterator[bytes] | None = None
         first_chunk = b""
         try:
-            # one timeout scope per attempt: the per-try timeout until the answer starts, then moved out
-            # to the attempt's deadline for the body (or the relayed stream)
-            async with asyncio.timeout_at(header_deadline) as scope:
+            # one deadline scope per attempt: the per-try timeout until the answer starts, then moved
+            # out to the attempt's deadline for the body (or the relayed stream)
+            async with self.deadlines.scope(header_deadline) as scope:
                 response = await self.pool.post(
                     choice.url,
                     PATHS[call.features.api],
@@ -526,8 +532,3 @@ class Upstreams:
                 await stream.write(b"data: " + json.dumps(error).encode() + b"\n\n")
                 await stream.end()
         return Answer("streamed", status=upstream.status)
-
-
-def _now() -> float:
-    """The event loop's clock, which deadlines and `asyncio.timeout_at` use."""
-    return asyncio.get_running_loop().time()

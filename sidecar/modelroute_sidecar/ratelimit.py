@@ -78,7 +78,8 @@ class TenantLimiter:
             return 0.0
         key = (policy.name, tenant)
         buckets = self._buckets.get(key)
-        if buckets is None or buckets.limit != limit:  # a new config may change the limit
+        # a new config may change the limit; `is` first: comparing pydantic models field by field is slow
+        if buckets is None or (buckets.limit is not limit and buckets.limit != limit):
             buckets = _TenantBuckets(
                 limit,
                 _per_minute_bucket(limit.requests_per_minute),

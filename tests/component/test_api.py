@@ -322,9 +322,12 @@ async def test_audit_log_explains_each_request_without_prompt_text(sidecar: Runn
         await client.chat.completions.create(
             model="nope", messages=[{"role": "user", "content": SECRET_PROMPT}]
         )
+    await client.chat.completions.create(  # a canary route: the other side is dropped, and says why
+        model="split", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-user": "u-7"}
+    )
     path = tmp_path / "audit.jsonl"
-    await eventually(lambda: len(audit_lines(path)) >= 2, what="audit lines")
-    first, second = audit_lines(path)[:2]
+    await eventually(lambda: len(audit_lines(path)) >= 3, what="audit lines")
+    first, second, third = audit_lines(path)[:3]
     assert first["requestId"] == "audit-1"
     assert first["model"] == "auto"
     assert (first["policy"], first["rule"], first["endpoint"], first["replica"], first["region"]) == (
@@ -332,7 +335,13 @@ async def test_audit_log_explains_each_request_without_prompt_text(sidecar: Runn
     )  # fmt: skip
     assert first["outcome"] == "ok" and first["status"] == 200
     assert first["tokensIn"] == 12 and first["tokensOut"] == 5
-    assert first["attempts"][0]["outcome"] == "ok"  # type: ignore[index]
+    assert first["attempts"] == [
+        {"endpoint": "llama", "replica": "eu-1", "region": "eu-west", "role": "primary", "outcome": "ok",
+         "status": 200, "ms": first["attempts"][0]["ms"]},  # type: ignore[index]
+    ]  # fmt: skip
+    (dropped,) = third["dropped"]  # type: ignore[misc]
+    assert dropped["reason"] == "canary-other-side" and "cand-rollout" in dropped["detail"]
+    assert set(dropped) == {"endpoint", "replica", "region", "reason", "detail"}
     assert "dataClass" in first and "complexity" in first and "dropped" in first and "latencyMs" in first
     assert second["status"] == 404 and second["outcome"] == "model_not_found"
     assert "Zyxwv" not in path.read_text()
