@@ -181,6 +181,9 @@ class BenchHealth:
     def is_ejected(self, endpoint: str, replica: str) -> bool:
         return (endpoint, replica) in self._ejected
 
+    def any_ejected(self) -> bool:
+        return bool(self._ejected)
+
     def p95_latency_ms(self, endpoint: str) -> float | None:
         return self._p95.get(endpoint)
 

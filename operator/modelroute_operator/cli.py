@@ -116,6 +116,9 @@ class _NoEjections:
     def is_ejected(self, endpoint: str, replica: str) -> bool:
         return False
 
+    def any_ejected(self) -> bool:
+        return False
+
     def p95_latency_ms(self, endpoint: str) -> float | None:
         return None
 

@@ -46,6 +46,10 @@ class Ejections:
             return False
         return state.trial_in_flight or time.monotonic() < state.ejected_until
 
+    def any_ejected(self) -> bool:
+        """Whether any replica is ejected or half-open (only failing replicas have a state at all)."""
+        return any(state.ejections for state in self._states.values())
+
     def p95_latency_ms(self, endpoint: str) -> float | None:
         """Recent p95 latency of the endpoint as this sidecar measured it."""
         return self._latency.p95_latency_ms(endpoint)

@@ -66,7 +66,7 @@ async def test_consecutive_failures_eject_then_a_trial_restores(
         raw = await client.chat.completions.with_raw_response.create(model="auto", messages=HI)
         assert raw.headers["x-modelroute-replica"] == "eu-2"
     ejections = sidecar.sidecar.ejections
-    assert ejections.is_ejected("llama", "eu-1")
+    assert ejections.is_ejected("llama", "eu-1") and ejections.any_ejected()
     upstreams["eu-1"].requests.clear()
     raw = await client.chat.completions.with_raw_response.create(model="auto", messages=HI)
     assert raw.headers["x-modelroute-attempts"] == "1"  # the ejected replica is not even tried
@@ -78,13 +78,16 @@ async def test_consecutive_failures_eject_then_a_trial_restores(
     raw = await client.chat.completions.with_raw_response.create(model="auto", messages=HI)
     assert raw.headers["x-modelroute-replica"] == "eu-1"
     assert ejections.state("llama", "eu-1") is None  # success reset the streak and the backoff
+    assert not ejections.any_ejected()  # the engine's ejection filter is back to its fast path
 
 
 def test_ejection_backoff_doubles_up_to_the_maximum_and_one_trial_at_a_time() -> None:
     policy = Resilience(eject_after_failures=2, base_ejection_seconds=1.0, max_ejection_seconds=3.0)
     ejections = Ejections(EndpointStats())
     assert not ejections.failed("e", "r", policy)
+    assert not ejections.any_ejected()  # a failure streak alone ejects nothing
     assert ejections.failed("e", "r", policy)
+    assert ejections.any_ejected()
     state = ejections.state("e", "r")
     assert state is not None
     backoffs = []

@@ -10,12 +10,12 @@ put the same users on their candidates.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from modelroute_sidecar.contract import CanarySplit
 
-from .model import RequestFeatures
+from .model import Dropped, DropReason, RequestFeatures
 
 Side = Literal["stable", "candidate"]
 
@@ -35,6 +35,19 @@ class CanaryPlan:
     """Stickiness header, lower-cased; empty when none."""
     metadata: str = ""
     """Stickiness metadata key; wins over the header when both are set."""
+    _drops: dict[tuple[str, str, Side], Dropped] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+
+    def other_side_drop(self, endpoint: str, replica: str, region: str, side: Side) -> Dropped:
+        """The record of a replica left out because the request went to `side`: the same few records
+        for every request, so each is made once (per Router, as the plan is)."""
+        key = (endpoint, replica, side)
+        drop = self._drops.get(key)
+        if drop is None:
+            detail = f"canary {self.name} sent this request to the {side} side"
+            drop = self._drops[key] = Dropped(endpoint, replica, region, DropReason.CANARY_OTHER_SIDE, detail)
+        return drop
 
     @classmethod
     def from_config(cls, split: CanarySplit) -> CanaryPlan:

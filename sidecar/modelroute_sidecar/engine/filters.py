@@ -190,6 +190,8 @@ class ListSummary:
 def drop_ejected(groups: Groups, health: HealthView, dropped: list[Dropped]) -> tuple[Groups, str]:
     """Drop replicas this sidecar has passively ejected, unless every remaining one is ejected: then keep
     them all (a last resort, returned as a note), so local ejection alone never causes an outage."""
+    if not health.any_ejected():
+        return groups, ""
     ejected = [c for group in groups for c in group if health.is_ejected(c.endpoint.name, c.replica)]
     if not ejected:
         return groups, ""

@@ -43,6 +43,10 @@ class HealthView(Protocol):
 
     def is_ejected(self, endpoint: str, replica: str) -> bool: ...
 
+    def any_ejected(self) -> bool:
+        """False when no replica at all is ejected: the ejection filter then skips its per-replica look."""
+        ...
+
     def p95_latency_ms(self, endpoint: str) -> float | None: ...
 
 

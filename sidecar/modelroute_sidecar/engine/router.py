@@ -43,7 +43,6 @@ from .model import (
     Decision,
     DecisionError,
     Dropped,
-    DropReason,
     HealthView,
     RequestFeatures,
 )
@@ -119,8 +118,9 @@ def split_canary(
     kept = []
     for candidate in primary:
         if candidate.endpoint.name == other:
-            detail = f"canary {canary.name} sent this request to the {side} side"
-            dropped.append(candidate.dropped(DropReason.CANARY_OTHER_SIDE, detail))
+            dropped.append(
+                canary.other_side_drop(candidate.endpoint.name, candidate.replica, candidate.region, side)
+            )
         else:
             kept.append(candidate)
     return kept, side

@@ -155,6 +155,9 @@ class FakeHealth:
     def is_ejected(self, endpoint: str, replica: str) -> bool:
         return (endpoint, replica) in self.ejected
 
+    def any_ejected(self) -> bool:
+        return bool(self.ejected)
+
     def p95_latency_ms(self, endpoint: str) -> float | None:
         return self.p95.get(endpoint)
 
