@@ -142,6 +142,27 @@ async def test_idle_connections_are_closed(serve: Serve) -> None:
     writer.close()
 
 
+async def test_the_keep_alive_clock_restarts_with_each_answer_and_busy_connections_stay(
+    serve: Serve,
+) -> None:
+    server = await serve(keepalive_seconds=0.3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with asyncio.timeout(10):
+        # a slow request (0.2 s) every ~0.2 s for 1.2 s: never idle for 0.3 s, so never closed
+        while loop.time() - started < 1.2:
+            writer.write(post("/slow", b"x"))
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+        answered = loop.time()
+        assert await reader.read() == b""  # then idle: closed after the keep-alive (+ one sweep)
+    assert 0.3 - 0.05 <= loop.time() - answered < 3
+    writer.close()
+
+
 async def test_close_lets_the_request_in_flight_finish(serve: Serve) -> None:
     server = await serve()
     slow_started.clear()
