@@ -18,7 +18,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from modelroute_operator.resources import CanaryPhase
-from modelroute_sidecar.metrics import Metrics
+from modelroute_sidecar.metrics import HotCounter, HotHistogram, Metrics
 from tests.chart.helm import CHART, CI_VALUES, PROMETHEUS_APIS, Doc, render
 from tests.kube_harness import REPO
 
@@ -42,6 +42,10 @@ def sidecar_series() -> dict[str, set[str]]:
         if isinstance(metric, MetricWrapperBase):
             for suffix in SUFFIXES[str(metric._type)]:
                 out[metric._name + suffix] = set(metric._labelnames)
+        elif isinstance(metric, HotCounter | HotHistogram):  # the lock-free per-request families
+            kind = "counter" if isinstance(metric, HotCounter) else "histogram"
+            for suffix in SUFFIXES[kind]:
+                out[metric.name + suffix] = set(metric.labels)
     return out
 
 
