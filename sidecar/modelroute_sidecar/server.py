@@ -354,9 +354,8 @@ class DataServer:
 
     def watch_idle(self) -> None:
         """Make sure idle connections are looked at: one sweep for all of them, armed while any is open,
-        instead of a timer armed and cancelled around every request (~2 us each on uvloop). A
-        connection is closed between `keepalive_seconds` and a quarter more (at most 1 s) after its
-        last answer."""
+        instead of a timer handle made, armed and cancelled around every request. A connection is
+        closed between `keepalive_seconds` and a quarter more (at most 1 s) after its last answer."""
         if self._idle_sweep is None and self.keepalive_seconds > 0:
             interval = min(1.0, self.keepalive_seconds / 4)
             self._idle_sweep = asyncio.get_running_loop().call_later(interval, self._sweep_idle, interval)
