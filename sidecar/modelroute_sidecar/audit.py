@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import select
@@ -77,7 +78,13 @@ class AuditLog:
         if self._fd < 0:
             return
         record["time"] = round(time.time(), 6)
-        self._pending.append(orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE))
+        try:
+            line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:
+            # what orjson refuses but a request can carry (a lone surrogate in a header, an integer
+            # over 64 bits in a usage figure): `json` escapes it, so every request still gets its line
+            line = json.dumps(record, separators=(",", ":"), default=str).encode() + b"\n"
+        self._pending.append(line)
 
     def flush(self) -> None:
         """Write queued lines now: one write for a file, whole lines in pipe-atomic chunks otherwise."""

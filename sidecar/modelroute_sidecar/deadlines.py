@@ -51,7 +51,7 @@ class Deadlines:
             self._timer = self.loop.call_later(TICK_SECONDS, self._sweep)
 
     def close(self) -> None:
-        """Stop the sweep (open scopes are left to their tasks' own end)."""
+        """Cancel the pending sweep, at shutdown (a scope opened later arms it again)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -60,12 +60,13 @@ class Deadlines:
 class DeadlineScope:
     """One block under a deadline; `reschedule` moves the deadline while the block runs."""
 
-    __slots__ = ("_cancelling", "_deadlines", "_task", "expired", "when")
+    __slots__ = ("_cancelling", "_deadlines", "_left", "_task", "expired", "when")
 
     def __init__(self, deadlines: Deadlines, when: float) -> None:
         self._deadlines = deadlines
         self.when = when
         self.expired = False
+        self._left = False
         self._task: asyncio.Task[object] | None = None
         self._cancelling = 0
 
@@ -74,8 +75,9 @@ class DeadlineScope:
         self.when = when
 
     def expire(self) -> None:
-        """Cancel the block's task now (the sweep calls this when the deadline passed)."""
-        if self.expired or self._task is None:
+        """Cancel the block's task now (the sweep calls this when the deadline passed); nothing once
+        the block was left, so a cancellation never outlives its scope."""
+        if self.expired or self._left or self._task is None:
             return
         self.expired = True
         self._deadlines._leave(self)
@@ -88,7 +90,9 @@ class DeadlineScope:
         self._task = task
         self._cancelling = task.cancelling()
         if self.when <= self._deadlines.loop.time():
-            self.expire()  # already late: cancelled at the block's first await, as asyncio does
+            # already late: cancel once this step yields, as asyncio does (cancelling the running task
+            # here would leave the cancellation pending if the block ended without awaiting)
+            self._deadlines.loop.call_soon(self.expire)
         else:
             self._deadlines._enter(self)
         return self
@@ -96,9 +100,11 @@ class DeadlineScope:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._left = True
         self._deadlines._leave(self)
         if not self.expired:
             return
         assert self._task is not None
-        if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+        uncancelled = self._task.uncancel() <= self._cancelling  # always undo our own cancel
+        if uncancelled and exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
             raise TimeoutError from exc

@@ -23,6 +23,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 from .configstore import Snapshot
 from .contract import EndpointConfig, PolicyConfig
 from .credentials import CredentialError, UpstreamCredentials
@@ -106,15 +108,30 @@ def decision_headers(exchange: Exchange) -> dict[str, str]:
 def rewrite_model(raw: bytes, body: dict[str, Any], upstream_model: str) -> bytes:
     """The request body with `model` replaced, every other byte as the client sent it.
 
-    The top-level `"model": "<name>"` is spliced in place when it occurs exactly once in the raw bytes
-    (in valid JSON an unescaped `"model"` followed by `:` can only be a key); anything unusual (escapes,
-    a nested key with the same value) falls back to re-serializing the parsed body.
+    The top-level `"model": "<name>"` is spliced in place when the pattern occurs exactly once in the
+    raw bytes. Without any backslash in the body that one occurrence is the top-level pair (keys and
+    values are spelled literally); with escapes it could be a nested key while the top-level one is
+    escape-spelled, so the result is checked with one parse. Anything unusual falls back to
+    re-serializing the body, parsed again with `json` so that numbers keep every digit.
     """
+    if body["model"] == upstream_model:
+        return raw
     pattern = _model_key(body["model"])
     found = pattern.search(raw)
     if found is not None and pattern.search(raw, found.end()) is None:
-        return b"".join((raw[: found.start()], b'"model":', _json_string(upstream_model), raw[found.end() :]))
-    return json.dumps({**body, "model": upstream_model}).encode()
+        start, end = found.span()
+        spliced = b"".join((raw[:start], b'"model":', _json_string(upstream_model), raw[end:]))
+        if b"\\" not in raw or _top_level_model(spliced) == upstream_model:
+            return spliced
+    return json.dumps({**json.loads(raw), "model": upstream_model}).encode()
+
+
+def _top_level_model(raw: bytes) -> object:
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        parsed = json.loads(raw)  # what only the lenient parser reads (NaN), as the views did
+    return parsed.get("model") if isinstance(parsed, dict) else None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -212,7 +229,8 @@ class Upstreams:
         self.stats = stats
         self.metrics = metrics
         self.endpoint_limits = EndpointLimiter()
-        self.deadlines = Deadlines(asyncio.get_running_loop())
+        self.loop = asyncio.get_running_loop()
+        self.deadlines = Deadlines(self.loop)
         self._retry_floor = retry_floor_per_second
         self._budgets: dict[str, RetryBudget] = {}
 
@@ -225,7 +243,7 @@ class Upstreams:
 
     def now(self) -> float:
         """The event loop's clock, on which a call's deadline is given."""
-        return self.deadlines.loop.time()
+        return self.loop.time()
 
     async def forward(self, call: Call) -> HttpResponse | None:
         """Serve the request along the decision's plan (then its escalation); raise ApiError on failure.
@@ -377,6 +395,9 @@ class Upstreams:
                     return await self._relay(call, choice, attempt, started, response, first_chunk, chunks)
                 body = await response.read()
         except TimeoutError:
+            if call.stream.started:  # the deadline passed mid-stream: too late to fail over
+                await self._break_stream(call, choice, attempt, "timeout", replica_failed=False)
+                return Answer("streamed", status=call.exchange.status)
             return self._failed(call, choice, attempt, started, "timeout", 0, None)
         except (UpstreamError, OSError, ValueError) as exc:
             log.info(
@@ -470,7 +491,7 @@ class Upstreams:
         )
 
     def _count_tokens(self, call: Call, choice: Choice, usage: tuple[int, int]) -> None:
-        tokens_in, tokens_out = usage
+        tokens_in, tokens_out = max(0, usage[0]), max(0, usage[1])  # counters only go up
         exchange = call.exchange
         exchange.tokens_in += tokens_in
         exchange.tokens_out += tokens_out
@@ -512,23 +533,24 @@ class Upstreams:
         except ClientGoneError:
             exchange.outcome = "client_closed"
         except (UpstreamError, OSError, ValueError, TimeoutError) as exc:
-            # the client already has part of the answer: tell it the stream broke, in the SDKs' format
-            exchange.outcome = "stream_broken"
-            attempt.outcome = "stream-broken"
             log.warning(
                 "request %s: stream from %s/%s broke: %s",
                 exchange.request_id, choice.endpoint, choice.replica, exc.__class__.__name__,
             )  # fmt: skip
-            if self.ejections.failed(choice.endpoint, choice.replica, call.policy.resilience):
-                self.metrics.ejections.labels(choice.endpoint, choice.replica).inc()
-            error = {
-                "error": {
-                    "message": "upstream stream interrupted",
-                    "type": "server_error",
-                    "code": "stream_broken",
-                }
-            }
-            with contextlib.suppress(ClientGoneError):
-                await stream.write(b"data: " + json.dumps(error).encode() + b"\n\n")
-                await stream.end()
+            await self._break_stream(call, choice, attempt, "stream-broken", replica_failed=True)
         return Answer("streamed", status=upstream.status)
+
+    async def _break_stream(
+        self, call: Call, choice: Choice, attempt: Attempt, outcome: str, *, replica_failed: bool
+    ) -> None:
+        """End a stream the client already has part of: tell it the stream broke, in the SDKs' format
+        (an `error` event). `replica_failed` counts it against the replica (not for our own deadline)."""
+        call.exchange.outcome = "stream_broken"
+        attempt.outcome = outcome
+        if replica_failed and self.ejections.failed(choice.endpoint, choice.replica, call.policy.resilience):
+            self.metrics.ejections.labels(choice.endpoint, choice.replica).inc()
+        message = "upstream stream interrupted" if replica_failed else "stream cut at the request's deadline"
+        error = {"error": {"message": message, "type": "server_error", "code": "stream_broken"}}
+        with contextlib.suppress(ClientGoneError):
+            await call.stream.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+            await call.stream.end()

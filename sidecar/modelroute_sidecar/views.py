@@ -54,9 +54,9 @@ async def serve_api(
     """Serve one API request and account for it, whatever happens; failures become OpenAI-style
     errors that carry the decision headers, so a refused request is as explainable as a served one.
 
-    The accounting (metrics, audit line) is a callback for right after the answer: it runs once this
-    task step, which writes the response, yields, and before the loop reads anything new, so it stays
-    off the client's latency and is still done before any later request is served."""
+    The accounting (metrics, audit line) is a callback for right after the answer, off the client's
+    latency: it runs once this task step, which writes the response, yields, queued ahead of the step
+    that starts this connection's next request. The latency it records is taken here, before."""
     try:
         response = await route_request(sidecar, request, stream, exchange, api)
         if response is not None:  # a streamed answer set its status when it started
@@ -69,7 +69,9 @@ async def serve_api(
         exchange.status, exchange.outcome, exchange.error = error.status, error.code, error.message
         response = error_response(error, exchange.request_id)
     finally:
-        asyncio.get_running_loop().call_soon(record_exchange, sidecar, exchange)
+        ended = time.perf_counter()
+        loop = sidecar.upstreams.loop if sidecar.upstreams is not None else asyncio.get_running_loop()
+        loop.call_soon(record_exchange, sidecar, exchange, ended - exchange.started)
     response.headers.update(decision_headers(exchange))
     return response
 
@@ -211,10 +213,8 @@ def decide(sidecar: Sidecar, snapshot: Snapshot, features: RequestFeatures, exch
     return decision
 
 
-def record_exchange(sidecar: Sidecar, exchange: Exchange) -> None:
-    """Metrics and the audit line of a finished request (its latency counts until its answer was
-    written)."""
-    elapsed = time.perf_counter() - exchange.started
+def record_exchange(sidecar: Sidecar, exchange: Exchange, elapsed: float) -> None:
+    """Metrics and the audit line of a finished request that took `elapsed` seconds."""
     served = exchange.served
     outcome = exchange.outcome or ("cancelled" if exchange.status == 0 else "ok")
     sidecar.metrics.count_request(

@@ -347,6 +347,26 @@ async def test_audit_log_explains_each_request_without_prompt_text(sidecar: Runn
     assert "Zyxwv" not in path.read_text()
 
 
+async def test_every_request_gets_its_audit_line_even_with_unencodable_text(
+    sidecar: Running, tmp_path: Path
+) -> None:
+    """A lone surrogate is valid JSON text but not UTF-8: the fast encoder refuses it, and a client
+    must not be able to keep its request out of the audit log that way."""
+    bodies = (
+        b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "metadata": {"tenant": "\\ud800"}}',
+        b'{"model": "\\ud800", "messages": []}',  # a 404
+    )
+    async with aiohttp.ClientSession() as session:
+        for body in bodies:
+            async with session.post(sidecar.url + "/v1/chat/completions", data=body) as response:
+                assert response.status in (200, 404)
+    path = tmp_path / "audit.jsonl"
+    await eventually(lambda: len(audit_lines(path)) >= 2, what="audit lines")
+    first, second = audit_lines(path)[:2]
+    assert first["tenant"] == "\ud800" and first["status"] == 200
+    assert second["model"] == "\ud800" and second["status"] == 404
+
+
 async def test_audit_log_holds_prompts_only_when_enabled(
     start_sidecar: SidecarFactory, tmp_path: Path
 ) -> None:

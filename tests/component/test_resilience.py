@@ -186,3 +186,41 @@ async def test_stats_count_attempts_per_endpoint_and_replica(
     assert llama["latencyBuckets"][-1] == 4  # cumulative: the +Inf bucket counts everything
     assert stats["configVersion"] == sidecar.sidecar.config.version
     assert stats["pod"] == "app-0"
+
+
+async def test_a_stream_may_outlast_the_per_try_timeout(
+    start_sidecar: SidecarFactory, upstreams: dict[str, FakeUpstream]
+) -> None:
+    """The per-try timeout bounds the wait for the answer to start, not the answer itself."""
+    config = build_config({n: f.url for n, f in upstreams.items()}, resilience={"perTryTimeoutSeconds": 0.2})
+    running = await start_sidecar(config)
+    upstreams["eu-1"].set(stream_chunks=4, chunk_delay=0.15)  # 0.6 s of stream
+    stream = await running.client().chat.completions.create(model="auto", messages=HI, stream=True)
+    chunks = [chunk async for chunk in stream]
+    assert len(chunks) == 4 and chunks[-1].choices[0].finish_reason == "stop"
+    assert len(upstreams["eu-1"].requests) == 1 and upstreams["eu-2"].requests == []
+
+
+async def test_the_deadline_cuts_a_stream_without_failing_over(
+    start_sidecar: SidecarFactory, upstreams: dict[str, FakeUpstream]
+) -> None:
+    """Past the first byte there is no failover: a stream still running at the request's deadline ends
+    with an error event, and no other replica is called."""
+    config = build_config(
+        {n: f.url for n, f in upstreams.items()},
+        resilience={"perTryTimeoutSeconds": 5.0, "deadlineSeconds": 0.4, "escalateOn": []},
+    )
+    running = await start_sidecar(config)
+    upstreams["eu-1"].set(stream_chunks=10, chunk_delay=0.15)  # 1.5 s of stream
+    stream = await running.client().chat.completions.create(model="auto", messages=HI, stream=True)
+    received: list[object] = []
+
+    async def read_all() -> None:
+        async for chunk in stream:
+            received.append(chunk)
+
+    with pytest.raises(openai.APIError, match="deadline"):
+        await read_all()
+    assert 0 < len(received) < 10
+    assert len(upstreams["eu-1"].requests) == 1 and upstreams["eu-2"].requests == []
+    assert running.sidecar.ejections.state("llama", "eu-1") is None  # our deadline, not its failure

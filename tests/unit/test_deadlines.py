@@ -99,3 +99,15 @@ async def test_only_overdue_blocks_are_cancelled_and_the_timer_stops_when_idle(d
             break
         await asyncio.sleep(TICK_SECONDS)
     assert deadlines._timer is None
+
+
+async def test_a_late_scope_whose_block_never_awaits_leaves_no_cancellation_behind(
+    deadlines: Deadlines,
+) -> None:
+    async def quick() -> str:
+        async with deadlines.scope(deadlines.now() - 1):
+            pass  # ends before any await: nothing to time out
+        await asyncio.sleep(0.02)  # must not raise CancelledError
+        return "done"
+
+    assert await asyncio.create_task(quick()) == "done"

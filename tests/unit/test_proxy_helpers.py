@@ -41,6 +41,22 @@ def test_rewrite_falls_back_when_the_model_is_written_with_escapes() -> None:
     assert json.loads(rewrite(raw, "m-2")) == {"model": "m-2", "temperature": 0.5}
 
 
+def test_rewrite_never_takes_a_nested_key_for_the_top_level_one() -> None:
+    # the top-level model is escape-spelled, so the only literal match is the nested key
+    raw = b'{"metadata": {"model": "auto"}, "model": "au\\u0074o"}'
+    out = json.loads(rewrite(raw, "llama-3"))
+    assert out == {"metadata": {"model": "auto"}, "model": "llama-3"}
+
+
+def test_rewrite_keeps_every_digit_of_big_numbers_when_it_re_encodes() -> None:
+    # two literal matches (one nested) force the re-encode
+    raw = b'{"model": "auto", "seed": 123456789012345678901234567890, "metadata": {"model": "auto"}}'
+    body = json.loads(raw)
+    body["seed"] = float(body["seed"])  # what a fast parser may have made of it
+    out = rewrite_model(raw, body, "llama-3")
+    assert b"123456789012345678901234567890" in out and json.loads(out)["model"] == "llama-3"
+
+
 def test_rewrite_escapes_the_upstream_name() -> None:
     assert json.loads(rewrite(b'{"model":"auto"}', 'we"ird\\name'))["model"] == 'we"ird\\name'
 
