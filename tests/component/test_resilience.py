@@ -192,9 +192,9 @@ async def test_a_stream_may_outlast_the_per_try_timeout(
     start_sidecar: SidecarFactory, upstreams: dict[str, FakeUpstream]
 ) -> None:
     """The per-try timeout bounds the wait for the answer to start, not the answer itself."""
-    config = build_config({n: f.url for n, f in upstreams.items()}, resilience={"perTryTimeoutSeconds": 0.2})
+    config = build_config({n: f.url for n, f in upstreams.items()}, resilience={"perTryTimeoutSeconds": 0.3})
     running = await start_sidecar(config)
-    upstreams["eu-1"].set(stream_chunks=4, chunk_delay=0.15)  # 0.6 s of stream
+    upstreams["eu-1"].set(stream_chunks=4, chunk_delay=0.2)  # the first chunk at once, 0.8 s in all
     stream = await running.client().chat.completions.create(model="auto", messages=HI, stream=True)
     chunks = [chunk async for chunk in stream]
     assert len(chunks) == 4 and chunks[-1].choices[0].finish_reason == "stop"
@@ -208,10 +208,10 @@ async def test_the_deadline_cuts_a_stream_without_failing_over(
     with an error event, and no other replica is called."""
     config = build_config(
         {n: f.url for n, f in upstreams.items()},
-        resilience={"perTryTimeoutSeconds": 5.0, "deadlineSeconds": 0.4, "escalateOn": []},
+        resilience={"perTryTimeoutSeconds": 5.0, "deadlineSeconds": 0.6, "escalateOn": []},
     )
     running = await start_sidecar(config)
-    upstreams["eu-1"].set(stream_chunks=10, chunk_delay=0.15)  # 1.5 s of stream
+    upstreams["eu-1"].set(stream_chunks=10, chunk_delay=0.2)  # the first chunk at once, 2 s in all
     stream = await running.client().chat.completions.create(model="auto", messages=HI, stream=True)
     received: list[object] = []
 
