@@ -12,6 +12,7 @@ repeats the CEL invariants it relies on (unique names, non-zero weights, ...) wi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -24,6 +25,7 @@ from modelroute_operator.resources import (
     DNS_LABEL,
     DURATION,
     KIND_BY_NAME,
+    MAX_NAME_LENGTH,
     Canary,
     CanaryPhase,
     DataClass,
@@ -166,14 +168,22 @@ def _short_repr(value: Any) -> str:
 # ---------------------------------------------------------------------------------------- compiling
 
 
-def compile_namespace(objects: NamespaceObjects) -> CompileResult:
-    """Check every object and cross-reference, then build and seal the RouterConfig if all is well."""
+def compile_namespace(
+    objects: NamespaceObjects, sidecar_ports: Sequence[int] = contract.SIDECAR_PORTS
+) -> CompileResult:
+    """Check every object and cross-reference, then build and seal the RouterConfig if all is well.
+
+    `sidecar_ports` are the ports injected sidecars listen on (replica URLs may not point there); the
+    contract's defaults are always included, since a sidecar checks against those too.
+    """
     ns = _Namespace.index(objects)
+    ports = tuple(sorted({*contract.SIDECAR_PORTS, *sidecar_ports}))
     errors = sorted(
         set(
             [
                 *_check_unique_names(objects),
-                *(e for ep in ns.endpoints.values() for e in _check_endpoint(ep)),
+                *(e for o in _all_objects(objects) for e in _check_name(o)),
+                *(e for ep in ns.endpoints.values() for e in _check_endpoint(ep, ports)),
                 *(e for p in ns.policies.values() for e in _check_policy(p, ns)),
                 *_check_virtual_models(ns),
                 *_check_canaries(ns),
@@ -213,6 +223,23 @@ def _by_name(items: Iterable[_O]) -> dict[str, _O]:
     return by_name
 
 
+def _all_objects(objects: NamespaceObjects) -> Iterator[Object]:
+    yield from objects.endpoints
+    yield from objects.policies
+    yield from objects.canaries
+
+
+def _check_name(obj: Object) -> Iterator[CompileError]:
+    """The CRDs' root CEL rule, repeated: references (`Name`) and headers carry at most a DNS label."""
+    name = obj.metadata.name
+    if len(name) > MAX_NAME_LENGTH or not re.match(DNS_LABEL, name):
+        yield _reporter(obj)(
+            "metadata.name",
+            f"must be a DNS label of at most {MAX_NAME_LENGTH} characters (lower-case letters, digits and "
+            f"'-'; got {len(name)} characters): other objects and the router's headers refer to it by name",
+        )
+
+
 def _check_unique_names(objects: NamespaceObjects) -> Iterator[CompileError]:
     groups: tuple[Sequence[Object], ...] = (objects.endpoints, objects.policies, objects.canaries)
     for group in groups:
@@ -225,8 +252,14 @@ def _check_unique_names(objects: NamespaceObjects) -> Iterator[CompileError]:
 # -------------------------------------------------------------------------------------- endpoints
 
 
-def _check_endpoint(endpoint: ModelEndpoint) -> Iterator[CompileError]:
+def _check_endpoint(endpoint: ModelEndpoint, sidecar_ports: Sequence[int]) -> Iterator[CompileError]:
     spec, error = endpoint.spec, _reporter(endpoint)
+    for i, replica in enumerate(spec.replicas):
+        # The contract's rule (the sidecar applies the same one to every config it is given).
+        problem = contract.replica_url_problem(replica.url, spec.allow_private_targets, sidecar_ports)
+        if problem:
+            # The URL itself is not echoed: with user-info it holds a password.
+            yield error(f"spec.replicas[{i}].url", problem)
     yield from _check_unique_values([r.name for r in spec.replicas], "spec.replicas[{}].name", error)
     if all(r.weight == 0 for r in spec.replicas):
         yield error("spec.replicas", "at least one replica must have a weight above 0")
@@ -262,6 +295,7 @@ def _build_endpoint(endpoint: ModelEndpoint) -> contract.EndpointConfig:
         connect_timeout_seconds=seconds(spec.timeouts.connect),
         request_timeout_seconds=seconds(spec.timeouts.request),
         max_requests_per_minute=spec.rate_limit.requests_per_minute if spec.rate_limit else None,
+        allow_private_targets=spec.allow_private_targets,
         replicas=tuple(
             # Health recorded for a replica that has since moved region describes another deployment.
             _build_replica(r, health.get((r.name, r.region), contract.Health.UNKNOWN))

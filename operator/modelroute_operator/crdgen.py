@@ -218,7 +218,13 @@ def build_root_schema(kind: type[Resource]) -> Schema:
             "status": status,
         },
         "required": ["spec"],
+        **_root_validations(kind),
     }
+
+
+def _root_validations(kind: type[Resource]) -> Schema:
+    rules = [_order_rule(rule.to_schema()) for rule in kind.root_cel_rules]
+    return {_VALIDATIONS: rules} if rules else {}
 
 
 def crd_manifest(kind: type[Resource]) -> dict[str, Any]:

@@ -16,25 +16,42 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+
+from modelroute_sidecar import contract
 
 GROUP = "modelroute.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+MAX_NAME_LENGTH = 63
+"""Longest name a reference (`Name`), a label value or a header token carries."""
 DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 HEADER_NAME = r"^[A-Za-z0-9][A-Za-z0-9-]*$"
 LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 
-Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=DNS_LABEL)]
 Region = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
 Label = Annotated[str, Field(min_length=1, max_length=63, pattern=LABEL_VALUE)]
 Duration = Annotated[str, Field(max_length=32, pattern=DURATION)]
 HeaderName = Annotated[str, Field(min_length=1, max_length=128, pattern=HEADER_NAME)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 Weight = Annotated[int, Field(ge=0, le=1000)]
+
+# CEL list literal of the headers no rule may match on (one definition: contract.HOP_BY_HOP_HEADERS).
+_HOP_BY_HOP_CEL = "[" + ", ".join(f"'{h}'" for h in sorted(contract.HOP_BY_HOP_HEADERS)) + "]"
+_HOP_BY_HOP_MESSAGE = (
+    "must not be a hop-by-hop or framing header (" + ", ".join(sorted(contract.HOP_BY_HOP_HEADERS)) + ")"
+)
+
+
+def _refuse_hop_by_hop(name: str | None) -> str | None:
+    problem = contract.hop_by_hop_problem(name) if name else None
+    if problem:
+        raise ValueError(problem)
+    return name
 
 
 class CEL:
@@ -196,6 +213,14 @@ class HealthCheck(ApiModel):
 class Replica(ApiModel):
     """One deployment of the model in a region."""
 
+    cel_rules = (
+        CEL(
+            "!self.url.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@')",
+            "url must not carry user-info (user:password@): put credentials in a Secret (spec.credentials)",
+            ".url",
+        ),
+    )
+
     name: Name
     """Replica name, unique within the endpoint (DNS label)."""
     region: Region
@@ -245,6 +270,11 @@ class ModelEndpointSpec(ApiModel):
     """Active health check settings."""
     replicas: Annotated[list[Replica], Field(min_length=1, max_length=64)]
     """Where the model runs: one entry per regional deployment."""
+    allow_private_targets: bool = False
+    """Allow replica URLs at link-local or cloud-metadata addresses (169.254.0.0/16, fe80::/10,
+    fd00:ec2::254, in any spelling) and at the sidecar's own ports on loopback (default false). Checked by
+    the admission webhook, the operator and the sidecar on the URL as written; host names are not
+    resolved at admission."""
 
 
 class ReplicaHealth(StrEnum):
@@ -297,10 +327,16 @@ class ModelEndpointStatus(ApiModel):
 class HeaderMatch(ApiModel):
     """A request header condition."""
 
+    cel_rules = (
+        CEL(f"!(self.name.lowerAscii() in {_HOP_BY_HOP_CEL})", f"name {_HOP_BY_HOP_MESSAGE}", ".name"),
+    )
     name: HeaderName
-    """Header name (matched case-insensitively)."""
+    """Header name (matched case-insensitively); not a hop-by-hop or framing header (connection,
+    keep-alive, proxy-connection, te, trailer, transfer-encoding, upgrade, host, content-length)."""
     values: Annotated[list[Annotated[str, Field(max_length=256)]], Field(min_length=1, max_length=32)]
     """Accepted values; exact match."""
+
+    _name_allowed = field_validator("name")(_refuse_hop_by_hop)
 
 
 class IntRange(ApiModel):
@@ -315,8 +351,26 @@ class IntRange(ApiModel):
     """Largest accepted value."""
 
 
+class ComplexityRange(IntRange):
+    """An inclusive complexity score range within 0-100; a bound left out is open."""
+
+    min: Annotated[int, Field(ge=contract.COMPLEXITY_MIN, le=contract.COMPLEXITY_MAX)] | None = None
+    """Smallest accepted score (0-100)."""
+    max: Annotated[int, Field(ge=contract.COMPLEXITY_MIN, le=contract.COMPLEXITY_MAX)] | None = None
+    """Largest accepted score (0-100)."""
+
+
 class RuleMatch(ApiModel):
     """Conditions of a rule. All given conditions must hold; an empty match holds for every request."""
+
+    cel_rules = (
+        CEL(
+            f"!has(self.metadata) || self.metadata.all(k, k.matches('{contract.METADATA_KEY_PATTERN}'))",
+            "metadata keys must be header tokens such as `tenant` (lower-case, at most 63 characters): "
+            "they are read from `x-modelroute-<key>` headers",
+            ".metadata",
+        ),
+    )
 
     models: Annotated[list[Annotated[str, Field(max_length=128)]], Field(max_length=32)] = []
     """Virtual models (of this policy) the rule applies to; empty for all."""
@@ -330,10 +384,18 @@ class RuleMatch(ApiModel):
     values. Metadata comes from `x-modelroute-<key>` headers or the request body's `metadata` object."""
     prompt_tokens: IntRange | None = None
     """Estimated prompt tokens range."""
-    complexity: IntRange | None = None
+    complexity: ComplexityRange | None = None
     """Heuristic complexity score range, 0 (trivial) to 100 (hard): length, code, math, multi-step cues."""
     data_classes: Annotated[list[Name], Field(max_length=16)] = []
     """Data classes the rule applies to (`public` for requests with no restricted data)."""
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_keys(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for key in value:
+            if not re.match(contract.METADATA_KEY_PATTERN, key):
+                raise ValueError(f"key {key!r} is not a header token such as `tenant` (lower-case, max 63)")
+        return value
 
 
 class Target(ApiModel):
@@ -426,11 +488,18 @@ class Residency(ApiModel):
             "'public' is reserved for unrestricted data",
             ".dataClasses",
         ),
+        CEL(
+            f"!has(self.header) || !(self.header.lowerAscii() in {_HOP_BY_HOP_CEL})",
+            f"header {_HOP_BY_HOP_MESSAGE}",
+            ".header",
+        ),
     )
     data_classes: Annotated[list[DataClass], Field(max_length=32)] = []
     """Restricted data classes."""
     header: HeaderName = "x-modelroute-data-class"
     """Header a client declares the data class with (default `x-modelroute-data-class`)."""
+
+    _header_allowed = field_validator("header")(_refuse_hop_by_hop)
     tenant_defaults: Annotated[dict[str, Name], Field(max_length=1024)] = {}
     """Tenant to the data class its requests carry when they declare none."""
     detectors: Annotated[list[Detector], Field(max_length=8)] = []
@@ -610,9 +679,18 @@ class CanaryAnalysis(ApiModel):
 class Stickiness(ApiModel):
     """What keeps one user on one side of the split."""
 
-    cel_rules = (CEL("has(self.header) != has(self.metadata)", "set exactly one of header or metadata"),)
+    cel_rules = (
+        CEL("has(self.header) != has(self.metadata)", "set exactly one of header or metadata"),
+        CEL(
+            f"!has(self.header) || !(self.header.lowerAscii() in {_HOP_BY_HOP_CEL})",
+            f"header {_HOP_BY_HOP_MESSAGE}",
+            ".header",
+        ),
+    )
     header: HeaderName | None = None
     """Request header whose value is hashed, e.g. `x-user-id`."""
+
+    _header_allowed = field_validator("header")(_refuse_hop_by_hop)
     metadata: Annotated[str, Field(max_length=63, pattern=r"^[a-z][a-z0-9_-]*$")] | None = None
     """Metadata key whose value is hashed, e.g. `tenant`."""
 
@@ -783,6 +861,16 @@ class Resource(BaseModel):
     printer_columns: ClassVar[tuple[dict[str, Any], ...]]
     spec_model: ClassVar[type[ApiModel]]
     status_model: ClassVar[type[ApiModel]]
+    root_cel_rules: ClassVar[tuple[CEL, ...]] = (
+        # Kubernetes allows 253-character DNS subdomains; rules, canaries and the sidecar's response
+        # headers refer to our objects by DNS label (`Name`), so a longer or dotted name is unusable.
+        CEL(
+            f"size(self.metadata.name) <= {MAX_NAME_LENGTH} && self.metadata.name.matches('{DNS_LABEL}')",
+            f"metadata.name must be a DNS label of at most {MAX_NAME_LENGTH} characters (lower-case letters, "
+            "digits and '-'): other objects and the router's headers refer to it by that name",
+        ),
+    )
+    """CEL rules on the whole object (only metadata.name/generateName of metadata are visible)."""
 
     api_version: str = API_VERSION
     kind: str

@@ -47,7 +47,11 @@ def build_sidecar(settings: Settings) -> Sidecar:
     """Create the components and load the bootstrap config file when there is one."""
     metrics = Metrics()
     stats = EndpointStats()
-    config = ConfigStore(region=settings.region, namespace=settings.namespace)
+    config = ConfigStore(
+        region=settings.region,
+        namespace=settings.namespace,
+        sidecar_ports=(settings.port, settings.admin_port),
+    )
     config.on_applied(lambda snapshot: metrics.set_config_version(snapshot.version))
     sidecar = Sidecar(
         settings=settings,

@@ -65,7 +65,9 @@ def _explain(error: ValidationError) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-def build_snapshot(text: str | bytes, *, source: str, region: str, namespace: str = "") -> Snapshot:
+def build_snapshot(
+    text: str | bytes, *, source: str, region: str, namespace: str = "", sidecar_ports: tuple[int, ...] = ()
+) -> Snapshot:
     """Validate a RouterConfig document and build its router; raise ConfigRejectedError on any problem."""
     try:
         data: Any = json.loads(text)
@@ -85,7 +87,9 @@ def build_snapshot(text: str | bytes, *, source: str, region: str, namespace: st
             f"config was compiled for namespace {data.get('namespace')!r}, this sidecar serves {namespace!r}",
         )
     try:
-        config = RouterConfig.model_validate(data)
+        # The sidecar's own ports: replica URLs may not point back at them (contract.replica_url_problem).
+        context = {"sidecar_ports": sidecar_ports} if sidecar_ports else None
+        config = RouterConfig.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigRejectedError(
             422, f"config does not match the RouterConfig schema: {_explain(exc)}"
@@ -115,9 +119,10 @@ Listener = Callable[[Snapshot], None]
 class ConfigStore:
     """Holds the applied snapshot; `current` is read by every request, replaced by `apply`."""
 
-    def __init__(self, *, region: str, namespace: str = "") -> None:
+    def __init__(self, *, region: str, namespace: str = "", sidecar_ports: tuple[int, ...] = ()) -> None:
         self.region = region
         self.namespace = namespace
+        self.sidecar_ports = sidecar_ports
         self.current: Snapshot | None = None
         self.last_error: str = ""
         self._listeners: list[Listener] = []
@@ -129,7 +134,13 @@ class ConfigStore:
 
     def validate(self, text: str | bytes, source: str) -> Snapshot:
         """Build a snapshot without applying it."""
-        return build_snapshot(text, source=source, region=self.region, namespace=self.namespace)
+        return build_snapshot(
+            text,
+            source=source,
+            region=self.region,
+            namespace=self.namespace,
+            sidecar_ports=self.sidecar_ports,
+        )
 
     def apply(self, text: str | bytes, source: str) -> Snapshot:
         """Validate and swap in a config; the same version again is a no-op. Raises ConfigRejectedError."""

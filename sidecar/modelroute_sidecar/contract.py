@@ -9,15 +9,203 @@ from kopf, kubernetes or aiohttp: both sides depend on it, it depends on neither
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+import re
+from collections.abc import Iterable
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 from pydantic.alias_generators import to_camel
 
 SCHEMA_VERSION: Final = 1
 """Bumped on any change a sidecar of the previous schema could misread."""
+
+# ------------------------------------------------------------------------- shared validation rules
+# One definition each, used by the CRD models (resources.py), the compiler, the admission webhook and the
+# sidecar's own checks of a pushed or loaded config (the validators below).
+
+DEFAULT_DATA_PORT: Final = 8080
+"""The sidecar's data port when nothing configures it (settings.py; a test keeps the two in step)."""
+INJECTED_DATA_PORT: Final = 15080
+"""The data port the operator injects sidecars with by default (InjectionSettings.proxy_port)."""
+DEFAULT_ADMIN_PORT: Final = 9901
+"""Admin port, which also serves `/metrics` (settings.py, InjectionSettings.admin_port)."""
+SIDECAR_PORTS: Final = (DEFAULT_DATA_PORT, DEFAULT_ADMIN_PORT, INJECTED_DATA_PORT)
+"""Ports a sidecar listens on unless configured otherwise: a replica URL at one of them on a loopback
+or unspecified host would point the router at itself (a loop, or the admin API with the router's
+reach)."""
+
+HOP_BY_HOP_HEADERS: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        # Not hop-by-hop in RFC 9110, but framing the proxy owns: a rule must not route on them.
+        "host",
+        "content-length",
+    }
+)
+"""Request headers no rule, stickiness or declaration may be keyed on: the proxy consumes or rewrites
+them per hop, so a match on them means something different on every hop (and invites smuggling)."""
+
+COMPLEXITY_MIN: Final = 0
+COMPLEXITY_MAX: Final = 100
+"""The complexity score's scale; a range outside it can never match (or always does)."""
+
+METADATA_KEY_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,62}$"
+"""A request metadata key: it is read from the `x-modelroute-<key>` header, so it must be a header token."""
+
+_LINK_LOCAL_V4 = ipaddress.IPv4Network("169.254.0.0/16")
+_LINK_LOCAL_V6 = ipaddress.IPv6Network("fe80::/10")
+_METADATA_V6 = ipaddress.IPv6Address("fd00:ec2::254")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_METADATA_HOSTNAMES = frozenset(
+    {"metadata.google.internal", "metadata.goog", "metadata", "instance-data", "instance-data.ec2.internal"}
+)
+"""Cloud metadata services by name (a name is not resolved here, but these are well known)."""
+_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\.?$")
+
+
+def _legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """The address an `inet_aton`-style host means (`2852039166`, `0xa9fea9fe`, `0251.254.169.254`,
+    `169.254.43518`), as browsers, curl and glibc read it; None when the host is not all-numeric.
+
+    ValueError when it is numeric but no address (a part too large, `08`): refused as ambiguous.
+    """
+    if not _NUMERIC_HOST.match(host):
+        return None
+    parts = host.rstrip(".").split(".")
+    numbers = []
+    for part in parts:
+        if part.startswith("0x"):
+            numbers.append(int(part[2:] or "0", 16))
+        elif len(part) > 1 and part.startswith("0"):
+            numbers.append(int(part, 8))  # ValueError on 8 or 9: not an address either way
+        else:
+            numbers.append(int(part))
+    *head, last = numbers
+    if any(n > 255 for n in head) or last >= 256 ** (5 - len(numbers)):
+        raise ValueError(f"numeric host {host!r} is not an IPv4 address")
+    value = last
+    for i, n in enumerate(head):
+        value += n << (8 * (3 - i))
+    return ipaddress.IPv4Address(value)
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address inside an IPv4-mapped, IPv4-compatible, NAT64 or 6to4 IPv6 address."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    packed = int(address)
+    if address in _NAT64 or (packed >> 32 == 0 and packed > 1):
+        return ipaddress.IPv4Address(packed & 0xFFFFFFFF)
+    return None
+
+
+def _host_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address a URL host names literally (any spelling), None for a DNS name."""
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = _legacy_ipv4(host)
+    if isinstance(address, ipaddress.IPv6Address):
+        unscoped = ipaddress.IPv6Address(host.split("%")[0])  # a zone id does not change the address
+        return _embedded_ipv4(unscoped) or unscoped
+    return address
+
+
+def _is_metadata_or_link_local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv4Address):
+        return address in _LINK_LOCAL_V4
+    return address in _LINK_LOCAL_V6 or address == _METADATA_V6
+
+
+def _is_local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return address.is_loopback or address.is_unspecified
+
+
+def replica_url_problem(
+    url: str, allow_private_targets: bool = False, sidecar_ports: Iterable[int] = SIDECAR_PORTS
+) -> str | None:
+    """Why a replica URL may not be used, or None when it may.
+
+    Refused always: a scheme other than http/https, a missing host, an invalid port, user-info
+    (`user:pass@`: credentials belong in a Secret, and the URL is stored in a ConfigMap). Refused unless
+    the endpoint sets `allowPrivateTargets`: a host that is literally a link-local or cloud-metadata
+    address (169.254.0.0/16, fe80::/10, fd00:ec2::254, in any spelling: IPv4-mapped/compatible IPv6,
+    NAT64, 6to4, decimal, hex, octal or short dotted IPv4) or a well-known metadata host name, and a
+    loopback or unspecified host at one of the sidecar's own ports. Host names are not resolved (no DNS
+    at admission or config load); see `connect_address_problem` for the check at connect time.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        return f"scheme {parts.scheme!r} is not http or https"
+    if "@" in parts.netloc:
+        return "must not carry user-info (user:password@): put credentials in a Secret (spec.credentials)"
+    host = (parts.hostname or "").rstrip(".") if parts.hostname != "." else ""
+    if not host:
+        return "has no host"
+    if allow_private_targets:
+        return None
+    try:
+        address = _host_address(host)
+    except ValueError as exc:
+        return f"host is ambiguous: {exc}"
+    port = port or (443 if scheme == "https" else 80)
+    if host in _METADATA_HOSTNAMES or (address is not None and _is_metadata_or_link_local(address)):
+        return (
+            f"host {host!r} is a link-local or cloud-metadata address; set allowPrivateTargets: true on "
+            "the endpoint if this is really a model server"
+        )
+    local = host == "localhost" or host.endswith(".localhost") or (address is not None and _is_local(address))
+    if local and port in set(sidecar_ports):
+        return (
+            f"points at the sidecar's own port {port} on {host!r} (a loop, or its admin API); set "
+            "allowPrivateTargets: true on the endpoint if a model server really listens there"
+        )
+    return None
+
+
+def connect_address_problem(
+    address: str, port: int, allow_private_targets: bool = False, sidecar_ports: Iterable[int] = SIDECAR_PORTS
+) -> str | None:
+    """The same rule for the address a host name resolved to, for the upstream client to call right
+    before it connects (the URL check cannot see what DNS answers). None when the connection may go."""
+    if allow_private_targets:
+        return None
+    try:
+        parsed = _host_address(address)
+    except ValueError:
+        return None
+    if parsed is None:
+        return None
+    if _is_metadata_or_link_local(parsed):
+        return f"resolved to the link-local or cloud-metadata address {address}"
+    if _is_local(parsed) and port in set(sidecar_ports):
+        return f"resolved to {address}:{port}, the sidecar's own port"
+    return None
+
+
+def hop_by_hop_problem(name: str) -> str | None:
+    """Why a header name may not be matched on, or None."""
+    if name.lower() in HOP_BY_HOP_HEADERS:
+        return f"{name.lower()!r} is a hop-by-hop or framing header the proxy consumes; it cannot be matched"
+    return None
 
 
 class ContractModel(BaseModel):
@@ -52,9 +240,9 @@ class CredentialRef(ContractModel):
 class Capabilities(ContractModel):
     """What a model can do; used to drop endpoints that cannot serve a request."""
 
-    context_window: int = 8192
+    context_window: Annotated[int, Field(ge=1)] = 8192
     """Maximum prompt plus completion tokens."""
-    max_output_tokens: int = 4096
+    max_output_tokens: Annotated[int, Field(ge=1)] = 4096
     """Largest completion the model returns."""
     streaming: bool = True
     """Whether the endpoint can stream (SSE)."""
@@ -113,10 +301,24 @@ class EndpointConfig(ContractModel):
     """TCP/TLS connect timeout to a replica."""
     request_timeout_seconds: float = 60.0
     """Upper bound for one upstream attempt (a policy's per-try timeout may be shorter)."""
-    max_requests_per_minute: int | None = None
+    max_requests_per_minute: Annotated[int, Field(ge=1)] | None = None
     """Endpoint-wide request rate limit enforced per sidecar; none for unlimited."""
     replicas: tuple[ReplicaConfig, ...]
     """Replicas sorted by name."""
+    allow_private_targets: bool = False
+    """Replicas may be at link-local/metadata addresses or at the sidecar's own ports (see
+    `replica_url_problem`); off unless the ModelEndpoint says so explicitly."""
+
+    @model_validator(mode="after")
+    def _replica_urls_allowed(self, info: ValidationInfo) -> EndpointConfig:
+        # The sidecar passes its configured ports as validation context; otherwise the defaults apply.
+        context = info.context if isinstance(info.context, dict) else {}
+        ports = context.get("sidecar_ports") or SIDECAR_PORTS
+        for i, replica in enumerate(self.replicas):
+            problem = replica_url_problem(replica.url, self.allow_private_targets, ports)
+            if problem:
+                raise ValueError(f"endpoint {self.name!r} replicas[{i}].url {problem}")
+        return self
 
 
 class HeaderMatch(ContractModel):
@@ -127,14 +329,27 @@ class HeaderMatch(ContractModel):
     values: tuple[str, ...]
     """Accepted values; the match is exact."""
 
+    @model_validator(mode="after")
+    def _not_hop_by_hop(self) -> HeaderMatch:
+        problem = hop_by_hop_problem(self.name)
+        if problem:
+            raise ValueError(f"headers name {problem}")
+        return self
+
 
 class RangeMatch(ContractModel):
     """An inclusive numeric range; a bound left out is open."""
 
-    min: int | None = None
+    min: Annotated[int, Field(ge=0)] | None = None
     """Smallest accepted value."""
-    max: int | None = None
+    max: Annotated[int, Field(ge=0)] | None = None
     """Largest accepted value."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeMatch:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} exceeds max {self.max}")
+        return self
 
 
 class RuleMatch(ContractModel):
@@ -152,6 +367,20 @@ class RuleMatch(ContractModel):
     """Heuristic complexity score range (0-100)."""
     data_classes: tuple[str, ...] = ()
     """Data classes this rule applies to; `public` names requests with no restricted data."""
+
+    @model_validator(mode="after")
+    def _complexity_in_scale(self) -> RuleMatch:
+        if self.complexity is not None:
+            for bound in ("min", "max"):
+                value = getattr(self.complexity, bound)
+                if value is not None and not COMPLEXITY_MIN <= value <= COMPLEXITY_MAX:
+                    raise ValueError(
+                        f"complexity.{bound} {value} is outside {COMPLEXITY_MIN}-{COMPLEXITY_MAX}"
+                    )
+        for key in self.metadata:
+            if not re.match(METADATA_KEY_PATTERN, key):
+                raise ValueError(f"metadata key {key!r} is not a header token such as `tenant` (max 63)")
+        return self
 
 
 class Target(ContractModel):
@@ -178,6 +407,13 @@ class CanarySplit(ContractModel):
     """Header whose value keeps one user on one side; empty hashes the request id (no stickiness)."""
     stickiness_metadata: str = ""
     """Metadata key used instead of a header when set."""
+
+    @model_validator(mode="after")
+    def _stickiness_not_hop_by_hop(self) -> CanarySplit:
+        problem = hop_by_hop_problem(self.stickiness_header) if self.stickiness_header else None
+        if problem:
+            raise ValueError(f"stickinessHeader {problem}")
+        return self
 
 
 class RuleConfig(ContractModel):
@@ -231,6 +467,13 @@ class Residency(ContractModel):
     default_class: str = ""
     """Data class for requests nothing else classifies; empty means unrestricted."""
 
+    @model_validator(mode="after")
+    def _header_not_hop_by_hop(self) -> Residency:
+        problem = hop_by_hop_problem(self.header)
+        if problem:
+            raise ValueError(f"header {problem}")
+        return self
+
 
 class Locality(ContractModel):
     """Region preference: the caller's own region first, then this order, then anything else allowed."""
@@ -277,9 +520,9 @@ class TenantLimit(ContractModel):
 
     tenant_tier: str = ""
     """Tenant tier this limit applies to; empty is the default for every tenant."""
-    requests_per_minute: int | None = None
+    requests_per_minute: Annotated[int, Field(ge=1)] | None = None
     """Request rate per tenant."""
-    tokens_per_minute: int | None = None
+    tokens_per_minute: Annotated[int, Field(ge=1)] | None = None
     """Estimated token rate per tenant."""
 
 
@@ -352,9 +595,11 @@ class RouterConfig(ContractModel):
         return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> RouterConfig:
-        """Parse and verify a document produced by `to_json`."""
-        config = cls.model_validate_json(text)
+    def from_json(cls, text: str | bytes, sidecar_ports: Iterable[int] = ()) -> RouterConfig:
+        """Parse and verify a document produced by `to_json`; `sidecar_ports` are the reading sidecar's
+        own ports when it knows them (replica URLs may not point there)."""
+        context = {"sidecar_ports": tuple(sidecar_ports)} if sidecar_ports else None
+        config = cls.model_validate_json(text, context=context)
         config.verify()
         return config
 

@@ -199,7 +199,11 @@ async def run_parent(settings: Settings, argv: Sequence[str]) -> None:
     control_dir = Path(tempfile.mkdtemp(prefix="modelroute-sidecar-"))
     os.chmod(control_dir, 0o700)  # the control sockets take configs without a token
     supervisor = Supervisor(settings, argv, control_dir)
-    store = ConfigStore(region=settings.region, namespace=settings.namespace)
+    store = ConfigStore(
+        region=settings.region,
+        namespace=settings.namespace,
+        sidecar_ports=(settings.port, settings.admin_port),
+    )
     if settings.config_file is not None:
         store.load_file(settings.config_file)
     sockets = WorkerSockets(control_dir, settings.workers)
