@@ -160,12 +160,12 @@ def replica_url_problem(
     host = (parts.hostname or "").rstrip(".") if parts.hostname != "." else ""
     if not host:
         return "has no host"
-    if allow_private_targets:
-        return None
     try:
         address = _host_address(host)
     except ValueError as exc:
-        return f"host is ambiguous: {exc}"
+        return f"host is ambiguous: {exc}"  # parsers disagree on it: never a safe target
+    if allow_private_targets:
+        return None
     port = port or (443 if scheme == "https" else 80)
     if host in _METADATA_HOSTNAMES or (address is not None and _is_metadata_or_link_local(address)):
         return (

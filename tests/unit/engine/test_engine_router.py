@@ -152,7 +152,7 @@ def test_rules_match_on_model_data_class_metadata_and_complexity() -> None:
 def test_the_decision_reports_the_complexity_only_when_a_rule_needed_it() -> None:
     routing = router(
         rule("gold", ["big"], metadata={"tier": ("gold",)}),
-        rule("hard", ["expert"], complexity={"min": 101}),
+        rule("hard", ["expert"], complexity={"min": 100}),
         rule("rest", ["small"]),
     )
     assert routing.decide(features(metadata={"tier": "gold"}), FakeHealth()).complexity == NOT_SCORED
