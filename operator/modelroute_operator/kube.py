@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,6 +73,32 @@ def read_status_snapshot(namespace: str | None) -> status_report.Snapshot:
 
 class TransientApiError(Exception):
     """The API server could not be reached or answered with a retryable status."""
+
+
+CREDENTIALS_ROLE_ENV = "MODELROUTE_CREDENTIALS_CLUSTERROLE"
+"""The chart's ClusterRole granting `get` on credential Secrets, bound per namespace (for the hint)."""
+SERVICE_ACCOUNT_ENV = "MODELROUTE_SERVICE_ACCOUNT"
+"""`<namespace>:<name>` of the operator's ServiceAccount (the chart sets it, for the hint)."""
+
+
+class SecretForbiddenError(Exception):
+    """RBAC does not let the operator read a Secret: the message names the grant that is missing.
+
+    The operator reads credential Secrets only where a RoleBinding allows it (the chart's
+    `rbac.credentials`); RBAC cannot say "Secrets a ModelEndpoint references", so the platform engineer
+    decides per namespace.
+    """
+
+    def __init__(self, namespace: str, name: str) -> None:
+        role = os.environ.get(CREDENTIALS_ROLE_ENV) or "<release>-modelroute-credentials"
+        account = os.environ.get(SERVICE_ACCOUNT_ENV) or "<release namespace>:<operator service account>"
+        super().__init__(
+            f"the operator may not read Secret {namespace}/{name} (RBAC: no get on secrets in {namespace}); "
+            f"grant it with `kubectl create rolebinding modelroute-credentials -n {namespace} "
+            f"--clusterrole={role} --serviceaccount={account}` or list {namespace} in the chart's "
+            "rbac.credentials.namespaces"
+        )
+        self.namespace, self.name = namespace, name
 
 
 def load_client_config() -> None:
@@ -237,6 +264,8 @@ class KubeApi:
         except ApiException as exc:
             if exc.status == 404:
                 raise KeyError(f"Secret {namespace}/{name} not found") from exc
+            if exc.status == 403:
+                raise SecretForbiddenError(namespace, name) from exc
             raise
         value = (secret.data or {}).get(key)
         if value is None:

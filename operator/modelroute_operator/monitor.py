@@ -20,9 +20,11 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
+from modelroute_sidecar.contract import replica_url_problem
+
 from . import canary as cn
 from . import health as hl
-from .kube import KubeApi, TransientApiError
+from .kube import KubeApi, SecretForbiddenError, TransientApiError
 from .resources import (
     Canary,
     CanarySpec,
@@ -140,16 +142,22 @@ class HealthMonitor:
         by_name = {(r.name, r.region): r for r in current}
         now = self._now()
         due = [replica for replica in spec.replicas if self._due(key, replica.name, spec.health_check, now)]
-        token = await self._credential(key[0], spec) if due else None
-        results = await asyncio.gather(*(self._probe(spec.health_check, r.url, token) for r in due))
+        token, refusal = await self._credential(key[0], spec) if due else (None, None)
+        results = await asyncio.gather(*(self._probe_replica(spec, r.url, token, refusal) for r in due))
         outcome = dict(zip((r.name for r in due), results, strict=True))
         replicas, transitions = [], []
         for replica in sorted(spec.replicas, key=lambda r: r.name):
             previous = by_name.get((replica.name, replica.region)) or ReplicaStatus(
                 name=replica.name, region=replica.region, health=ReplicaHealth.UNKNOWN
             )
-            if replica.name in outcome:
-                ok, error = outcome[replica.name]
+            result = outcome.get(replica.name)
+            if isinstance(result, str):
+                # Not probed: health stays as it was (the sidecars hold their own credentials), the
+                # reason is shown where a platform engineer looks.
+                previous = previous.model_copy(update={"last_error": result[:1024], "last_probe_time": now})
+                self._last_probe[(*key, replica.name)] = now
+            elif result is not None:
+                ok, error = result
                 previous, transition = hl.observe(previous, ok, error, spec.health_check, now)
                 self._last_probe[(*key, replica.name)] = now
                 if transition is not None:
@@ -174,14 +182,32 @@ class HealthMonitor:
         async with self._slots:
             return await hl.probe(self._session, url, check.path, seconds(check.timeout), token)
 
-    async def _credential(self, namespace: str, spec: ModelEndpointSpec) -> str | None:
+    async def _probe_replica(
+        self, spec: ModelEndpointSpec, url: str, token: str | None, refusal: str | None
+    ) -> tuple[bool, str | None] | str:
+        """A probe's (ok, error), or why the replica was not probed."""
+        # The operator's own pod must not be pointed at a metadata service either (SSRF via probes).
+        problem = replica_url_problem(url, spec.allow_private_targets)
+        if problem:
+            return f"not probed: url {problem}"
+        if refusal:
+            return refusal
+        return await self._probe(spec.health_check, url, token)
+
+    async def _credential(self, namespace: str, spec: ModelEndpointSpec) -> tuple[str | None, str | None]:
+        """(the API key, or why probing waits instead of running without it)."""
         if spec.credentials is None:
-            return None
+            return None, None
         try:
-            return await self._kube.read_secret_key(namespace, spec.credentials.name, spec.credentials.key)
+            token = await self._kube.read_secret_key(namespace, spec.credentials.name, spec.credentials.key)
+            return token, None
+        except SecretForbiddenError as exc:
+            # RBAC, not the replica: probing without the key would only mark healthy replicas unhealthy.
+            log.warning("health: %s", exc)
+            return None, f"not probed: {exc}"
         except (TransientApiError, KeyError) as exc:
             log.warning("health: credentials %s/%s unreadable: %s", namespace, spec.credentials.name, exc)
-            return None
+            return None, None
 
     @staticmethod
     def _differs(before: list[ReplicaStatus], after: list[ReplicaStatus]) -> bool:
