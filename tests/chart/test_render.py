@@ -64,6 +64,14 @@ def test_every_document_is_named_labelled_and_placed(values: Path) -> None:
         "ClusterRoleBinding",
         "ValidatingWebhookConfiguration",
         "MutatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
+    # Rendered into the namespaces the operator serves, not the release namespace.
+    per_namespace = {
+        ("Role", ""),
+        ("RoleBinding", ""),
+        ("NetworkPolicy", f"{RELEASE}-modelroute-sidecar-admin"),
     }
     for doc in rendered.docs:
         meta = doc["metadata"]
@@ -73,7 +81,7 @@ def test_every_document_is_named_labelled_and_placed(values: Path) -> None:
         assert meta["labels"]["app.kubernetes.io/managed-by"] == "Helm", where
         if doc["kind"] in cluster_scoped:
             assert "namespace" not in meta, where
-        elif doc["kind"] not in ("Role", "RoleBinding"):
+        elif (doc["kind"], "") not in per_namespace and (doc["kind"], meta["name"]) not in per_namespace:
             assert meta["namespace"] == NAMESPACE, where
     names = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in rendered.docs]
     assert len(names) == len(set(names)), "two documents share kind, namespace and name"
@@ -221,7 +229,14 @@ def test_rbac_is_cluster_wide_by_default_and_least_privilege() -> None:
     for rule in rules:
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[field], f"wildcard in {rule}"
-    assert verbs_for(rules, "", "secrets") == {"get", "create"}, "Secrets are never listed or changed"
+    # Secrets: created (RBAC cannot narrow create by name) and read back by the one name it manages.
+    assert verbs_for(rules, "", "secrets") == {"create"}, "no Secret is read, listed or changed"
+    assert verbs_for(rules, "", "secrets", "modelroute-sidecar-admin") == {"create", "get"}
+    # Cluster-wide mode binds credential reads nowhere by default.
+    assert not [b for b in rendered.all("RoleBinding") if b["roleRef"]["name"] == f"{FULLNAME}-credentials"]
+    assert not [
+        b for b in rendered.all("ClusterRoleBinding") if b["roleRef"]["name"] == f"{FULLNAME}-credentials"
+    ]
     assert verbs_for(rules, "", "configmaps") == {"create"}
     assert verbs_for(rules, "", "configmaps", "modelroute-router-config") == {
         "create",
@@ -254,7 +269,17 @@ def test_rbac_is_cluster_wide_by_default_and_least_privilege() -> None:
 def test_rbac_is_per_namespace_when_namespaces_are_listed() -> None:
     rendered = render(CI["namespaced-rbac"])
     assert not [r for r in rendered.all("ClusterRole") if r["metadata"]["name"] == FULLNAME]
-    assert [r["metadata"]["name"] for r in rendered.all("ClusterRole")] == [f"{FULLNAME}-discovery"]
+    assert sorted(r["metadata"]["name"] for r in rendered.all("ClusterRole")) == [
+        f"{FULLNAME}-credentials",  # bound only by RoleBindings in the watched namespaces
+        f"{FULLNAME}-discovery",
+    ]
+    credentials = {
+        b["metadata"]["namespace"]
+        for b in rendered.all("RoleBinding")
+        if b["roleRef"]
+        == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{FULLNAME}-credentials"}
+    }
+    assert credentials == {"team-a", "team-b"}
     roles = {r["metadata"]["namespace"]: r for r in rendered.all("Role") if r["metadata"]["name"] == FULLNAME}
     assert set(roles) == {"team-a", "team-b"}
     assert rules_of(roles["team-a"]) == rules_of(default().one("ClusterRole", FULLNAME))
@@ -518,3 +543,144 @@ def test_defaults_match_the_issue() -> None:
     assert values["webhook"]["enabled"] is True
     assert values["monitoring"]["serviceMonitor"]["enabled"] is False
     assert values["monitoring"]["grafanaDashboard"]["labels"] == {"grafana_dashboard": "1"}
+
+
+# --- Secrets: credentials grants and the creation guard --------------------------------------------
+
+
+def _credential_bindings(rendered: Rendered) -> set[str]:
+    return {
+        b["metadata"]["namespace"]
+        for b in rendered.all("RoleBinding")
+        if b["roleRef"]["name"] == f"{FULLNAME}-credentials"
+    }
+
+
+def test_credentials_can_be_granted_in_more_namespaces_and_narrowed_by_name() -> None:
+    rendered = render(
+        CI["default"],
+        sets=["rbac.credentials.namespaces={team-x,team-y}", "rbac.credentials.secretNames={openai-key}"],
+    )
+    assert _credential_bindings(rendered) == {"team-x", "team-y"}
+    (rule,) = rules_of(rendered.one("ClusterRole", f"{FULLNAME}-credentials"))
+    assert rule == {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "resourceNames": ["openai-key"],
+        "verbs": ["get"],
+    }
+    namespaced = render(CI["namespaced-rbac"], sets=["rbac.credentials.watchedNamespaces=false"])
+    assert _credential_bindings(namespaced) == set()
+
+
+def test_the_operator_is_told_its_credentials_role_and_service_account() -> None:
+    env = {e["name"]: e.get("value") for e in default().container()["env"]}
+    assert env["MODELROUTE_CREDENTIALS_CLUSTERROLE"] == f"{FULLNAME}-credentials"
+    assert env["MODELROUTE_SERVICE_ACCOUNT"] == f"{NAMESPACE}:{FULLNAME}"
+
+
+def test_the_secret_guard_limits_what_the_operator_may_create() -> None:
+    rendered = default()
+    policy = rendered.one("ValidatingAdmissionPolicy", f"{FULLNAME}-operator-secrets")
+    (condition,) = policy["spec"]["matchConditions"]
+    assert (
+        condition["expression"]
+        == f"request.userInfo.username == 'system:serviceaccount:{NAMESPACE}:{FULLNAME}'"
+    )
+    expressions = [v["expression"] for v in policy["spec"]["validations"]]
+    assert "object.metadata.name == 'modelroute-sidecar-admin'" in expressions
+    assert "object.type == 'Opaque'" in expressions
+    assert "!(request.namespace in ['kube-node-lease','kube-public','kube-system'])" in expressions
+    binding = rendered.one("ValidatingAdmissionPolicyBinding", f"{FULLNAME}-operator-secrets")
+    assert binding["spec"] == {"policyName": f"{FULLNAME}-operator-secrets", "validationActions": ["Deny"]}
+    assert (
+        "ValidatingAdmissionPolicy"
+        not in render(CI["default"], sets=["rbac.secretGuard.enabled=false"]).kinds()
+    )
+
+
+# --- NetworkPolicies ----------------------------------------------------------------------------------
+
+
+def _allowed_tcp(policy: Doc, port: int) -> list[list[Doc] | None]:
+    """The `from` of every ingress rule that admits TCP `port` (None: from anywhere)."""
+    peers = []
+    for rule in policy["spec"]["ingress"]:
+        for p in rule.get("ports", []):
+            if p.get("protocol", "TCP") == "TCP" and p["port"] <= port <= p.get("endPort", p["port"]):
+                peers.append(rule.get("from"))
+    return peers
+
+
+OPERATOR_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
+    "podSelector": {
+        "matchLabels": {
+            "app.kubernetes.io/component": "operator",
+            "app.kubernetes.io/instance": RELEASE,
+            "app.kubernetes.io/name": "modelroute",
+        }
+    },
+}
+PROMETHEUS_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
+
+
+def test_the_sidecar_admin_port_is_open_only_to_the_operator_and_monitoring() -> None:
+    rendered = render(CI["namespaced-rbac"])
+    policies = {
+        p["metadata"]["namespace"]: p
+        for p in rendered.all("NetworkPolicy")
+        if p["metadata"]["name"] == f"{FULLNAME}-sidecar-admin"
+    }
+    assert set(policies) == {"team-a", "team-b"}
+    policy = policies["team-a"]
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"modelroute.dev/router": "sidecar"}}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert _allowed_tcp(policy, 9901) == [[OPERATOR_PEER], [PROMETHEUS_PEER]]
+    # The application's own ports stay open to everyone (a NetworkPolicy can only allow).
+    for port in (1, 80, 8080, 9900, 9902, 15080, 65535):
+        assert _allowed_tcp(policy, port) == [None], port
+    assert {"protocol": "UDP"} in policy["spec"]["ingress"][0]["ports"]
+
+
+def test_the_sidecar_policy_follows_the_admin_port_and_the_monitoring_peers(tmp_path: Path) -> None:
+    no_metrics = tmp_path / "no-metrics.yaml"
+    no_metrics.write_text("networkPolicy:\n  metricsFrom: []\n")
+    rendered = render(
+        CI["default"],
+        no_metrics,
+        sets=[
+            "sidecar.adminPort=15000",
+            "networkPolicy.sidecar.namespaces={apps}",
+        ],
+    )
+    (policy,) = [
+        p for p in rendered.all("NetworkPolicy") if p["metadata"]["name"] == f"{FULLNAME}-sidecar-admin"
+    ]
+    assert policy["metadata"]["namespace"] == "apps"
+    assert _allowed_tcp(policy, 15000) == [[OPERATOR_PEER]]  # no metrics peers: the operator only
+    assert _allowed_tcp(policy, 9901) == [None]
+
+
+def test_cluster_wide_mode_renders_sidecar_policies_only_where_told() -> None:
+    names = [p["metadata"]["name"] for p in default().all("NetworkPolicy")]
+    assert names == [f"{FULLNAME}-operator"]
+
+
+def test_the_operator_pods_admit_the_webhook_from_anywhere_and_metrics_from_monitoring() -> None:
+    rendered = render(CI["default"], sets=["health.enabled=true"])
+    policy = rendered.one("NetworkPolicy", f"{FULLNAME}-operator")
+    assert policy["metadata"]["namespace"] == NAMESPACE
+    assert policy["spec"]["podSelector"]["matchLabels"] == OPERATOR_PEER["podSelector"]["matchLabels"]
+    assert _allowed_tcp(policy, 9443) == [None]  # the API server has no selectable identity
+    assert _allowed_tcp(policy, 8081) == [[PROMETHEUS_PEER]]
+    assert _allowed_tcp(policy, 8080) == []
+
+
+def test_network_policies_can_be_turned_off() -> None:
+    assert "NetworkPolicy" not in render(CI["namespaced-rbac"], sets=["networkPolicy.enabled=false"]).kinds()
+    off = render(CI["namespaced-rbac"], sets=["networkPolicy.operator.enabled=false"])
+    assert {p["metadata"]["name"] for p in off.all("NetworkPolicy")} == {f"{FULLNAME}-sidecar-admin"}

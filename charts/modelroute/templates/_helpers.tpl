@@ -111,11 +111,19 @@ app.kubernetes.io/part-of: modelroute
   resources: ["configmaps"]
   resourceNames: ["modelroute-router-config"]
   verbs: ["get", "patch", "delete"]
-# Upstream credentials for health probes (read by name) and the per-namespace sidecar admin token
-# Secret `modelroute-sidecar-admin` (created once). No list or watch: Secrets are never enumerated.
+# The per-namespace sidecar admin token Secret `modelroute-sidecar-admin`: created once, read back by
+# name. `create` cannot be narrowed by resourceNames (the API server authorises a create before the
+# object's name is known), so the chart's ValidatingAdmissionPolicy (`rbac.secretGuard`) refuses any
+# Secret the operator creates that is not an Opaque `modelroute-sidecar-admin`. No list or watch, and no
+# other Secret: upstream credentials are readable only where `rbac.credentials` binds the
+# `-credentials` ClusterRole (RBAC cannot say "the Secrets a ModelEndpoint references").
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create"]
+  verbs: ["create"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  resourceNames: ["modelroute-sidecar-admin"]
+  verbs: ["get"]
 # Router sidecar pods: where to push configs.
 - apiGroups: [""]
   resources: ["pods"]
@@ -124,4 +132,26 @@ app.kubernetes.io/part-of: modelroute
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- end }}
+
+{{/* Namespaces where the operator may read upstream credential Secrets (sorted, unique). */}}
+{{- define "modelroute.credentialNamespaces" -}}
+{{- $names := .Values.rbac.credentials.namespaces }}
+{{- if and .Values.rbac.credentials.watchedNamespaces (include "modelroute.namespacedRbac" .) }}
+{{- $names = concat $names .Values.watchNamespaces }}
+{{- end }}
+{{- $names | uniq | sortAlpha | toJson }}
+{{- end }}
+
+{{/* Namespaces that get the sidecar admin-port NetworkPolicy (sorted, unique). */}}
+{{- define "modelroute.sidecarPolicyNamespaces" -}}
+{{- $names := .Values.networkPolicy.sidecar.namespaces }}
+{{- if and .Values.networkPolicy.sidecar.watchedNamespaces (include "modelroute.namespacedRbac" .) }}
+{{- $names = concat $names .Values.watchNamespaces }}
+{{- end }}
+{{- $names | uniq | sortAlpha | toJson }}
+{{- end }}
+
+{{- define "modelroute.credentialsRoleName" -}}
+{{- printf "%s-credentials" (include "modelroute.fullname" .) }}
 {{- end }}
