@@ -38,7 +38,16 @@ from tests.manifests import policy
 
 pytestmark = pytest.mark.integration
 
-RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+RBAC_KINDS = {
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    # The guard on what the operator may create as a Secret belongs to its privileges.
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
 PERMISSION_ERRORS = ("Forbidden", "forbidden", " 403", "could not record event", "unreadable")
 EXAMPLE = REPO / "examples" / "provider-failover"
 CONFIGMAP = "modelroute-router-config"
@@ -66,7 +75,7 @@ def apply_rbac(kubectl: Kubectl, release: str, namespace: str, sets: list[str]) 
         # Cluster-scoped objects outlive the test's namespaces; remove them.
         kubectl.run(
             "delete",
-            "clusterrole,clusterrolebinding",
+            "clusterrole,clusterrolebinding,validatingadmissionpolicy,validatingadmissionpolicybinding",
             "-l",
             f"app.kubernetes.io/instance={release}",
             check=False,
@@ -293,7 +302,8 @@ def test_namespaced_rbac_forbids_everything_else(
         ("create", "configmaps", watched),
         ("patch", "configmaps/modelroute-router-config", watched),
         ("delete", "configmaps/modelroute-router-config", watched),
-        ("get", "secrets/any-credentials", watched),
+        ("get", "secrets/any-credentials", watched),  # the watched namespace's credentials RoleBinding
+        ("get", "secrets/modelroute-sidecar-admin", watched),
         ("create", "secrets", watched),
         ("watch", "pods", watched),
         ("create", "events", watched),
@@ -305,6 +315,10 @@ def test_namespaced_rbac_forbids_everything_else(
     deny: list[Access] = [
         ("list", "secrets", watched),
         ("watch", "secrets", watched),
+        ("get", "secrets/any-credentials", "kube-system"),
+        ("get", "secrets/modelroute-sidecar-admin", "kube-system"),
+        ("get", f"secrets/{release}-modelroute-webhook-tls", release_ns),  # mounted by the kubelet
+        ("create", "secrets", "kube-system"),
         ("delete", "secrets/any-credentials", watched),
         ("get", "configmaps/someone-elses", watched),
         ("patch", "routingpolicies.modelroute.dev/chat", watched),
@@ -328,13 +342,168 @@ def test_cluster_wide_rbac_reaches_every_namespace_but_no_further(kubectl: Kubec
         grant: list[Access] = [
             ("list", "pods", ""),
             ("watch", "routingpolicies.modelroute.dev", ""),
-            ("get", "secrets/x", "default"),
+            ("get", "secrets/modelroute-sidecar-admin", "default"),
             ("patch", "configmaps/modelroute-router-config", "any-namespace"),
         ]
         deny: list[Access] = [
+            ("get", "secrets/x", "default"),  # no credentials grant anywhere by default
+            ("get", "secrets/x", "kube-system"),
             ("list", "secrets", ""),
             ("update", "modelendpoints.modelroute.dev/x", "default"),
             ("get", "configmaps/kube-root-ca.crt", "default"),
             ("update", "leases.coordination.k8s.io/x", "default"),
         ]
         assert denied_and_granted(kubectl, sa, grant, deny) == ([], [])
+
+
+# --- Secrets: `kubectl auth can-i` as the operator, and the creation guard -------------------------
+
+SECRET_CHECKS: list[tuple[str, str]] = [
+    ("get", "secrets/modelroute-sidecar-admin"),
+    ("get", "secrets/openai-key"),
+    ("get", "secrets"),
+    ("list", "secrets"),
+    ("watch", "secrets"),
+    ("create", "secrets"),
+    ("update", "secrets/modelroute-sidecar-admin"),
+    ("delete", "secrets/openai-key"),
+]
+
+
+def can_i(kubectl: Kubectl, service_account: str, verb: str, resource: str, namespace: str) -> bool:
+    """`kubectl auth can-i` impersonating the operator (exit 0 "yes", exit 1 "no")."""
+    proc = kubectl.run(
+        "auth", "can-i", verb, resource, "-n", namespace, f"--as={service_account}", check=False
+    )
+    answer = proc.stdout.strip()
+    assert answer in ("yes", "no"), proc.stderr
+    return answer == "yes"
+
+
+def secret_table(
+    kubectl: Kubectl, service_account: str, columns: dict[str, str]
+) -> dict[tuple[str, str], str]:
+    """{(verb resource, column): "yes"/"no"} for every check in every column's namespace; printed as the
+    Markdown table the README shows (run pytest with -s to see it)."""
+    table = {
+        (f"{verb} {resource}", column): "yes" if can_i(kubectl, service_account, verb, resource, ns) else "no"
+        for verb, resource in SECRET_CHECKS
+        for column, ns in columns.items()
+    }
+    print(f"\n| `kubectl auth can-i ... --as={service_account}` | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for verb, resource in SECRET_CHECKS:
+        row = [table[(f"{verb} {resource}", c)] for c in columns]
+        print(f"| `{verb} {resource}` | " + " | ".join(row) + " |")
+    return table
+
+
+def expect(rows: dict[str, str], columns: list[str]) -> dict[tuple[str, str], str]:
+    """Expected answers written as one string per check, one letter per column (y/n)."""
+    return {
+        (check, column): "yes" if letters[i] == "y" else "no"
+        for check, letters in rows.items()
+        for i, column in enumerate(columns)
+    }
+
+
+def test_the_operator_reads_no_secret_outside_what_it_manages_or_is_granted(kubectl: Kubectl) -> None:
+    """Namespaced mode: only the watched namespace (its admin token, credentials by its RoleBinding) and a
+    namespace listed in rbac.credentials.namespaces; nothing in kube-system, default or its own."""
+    release_ns = new_namespace(kubectl, "chart-sec")
+    watched = new_namespace(kubectl, "chart-sec-w")
+    granted = new_namespace(kubectl, "chart-sec-g")
+    release = f"sec{os.getpid() % 10000}"
+    sets = [f"watchNamespaces={{{watched}}}", f"rbac.credentials.namespaces={{{granted}}}"]
+    for _ in apply_rbac(kubectl, release, release_ns, sets):
+        sa = f"system:serviceaccount:{release_ns}:{release}-modelroute"
+        columns = {"watched": watched, "credentials-only": granted, "default": "default",
+                   "kube-system": "kube-system", "release": release_ns}  # fmt: skip
+        rows = {
+            "get secrets/modelroute-sidecar-admin": "yyn" + "nn",
+            "get secrets/openai-key": "yyn" + "nn",
+            "get secrets": "yyn" + "nn",  # any name, where a credentials RoleBinding says so
+            "list secrets": "nnnnn",
+            "watch secrets": "nnnnn",
+            "create secrets": "ynnnn",
+            "update secrets/modelroute-sidecar-admin": "nnnnn",
+            "delete secrets/openai-key": "nnnnn",
+        }
+        assert secret_table(kubectl, sa, columns) == expect(rows, list(columns))
+
+
+def test_cluster_wide_mode_reads_only_the_admin_token_and_granted_namespaces(kubectl: Kubectl) -> None:
+    release_ns = new_namespace(kubectl, "chart-sec-cw")
+    granted = new_namespace(kubectl, "chart-sec-cwg")
+    release = f"seccw{os.getpid() % 10000}"
+    for _ in apply_rbac(kubectl, release, release_ns, [f"rbac.credentials.namespaces={{{granted}}}"]):
+        sa = f"system:serviceaccount:{release_ns}:{release}-modelroute"
+        columns = {"credentials-granted": granted, "default": "default", "kube-system": "kube-system"}
+        rows = {
+            # RBAC cannot leave a namespace out of a ClusterRoleBinding: the one managed name is readable
+            # everywhere, and the secret guard keeps the operator from creating it in kube-system.
+            "get secrets/modelroute-sidecar-admin": "yyy",
+            "get secrets/openai-key": "ynn",
+            "get secrets": "ynn",
+            "list secrets": "nnn",
+            "watch secrets": "nnn",
+            "create secrets": "yyy",
+            "update secrets/modelroute-sidecar-admin": "nnn",
+            "delete secrets/openai-key": "nnn",
+        }
+        assert secret_table(kubectl, sa, columns) == expect(rows, list(columns))
+
+
+def secret_document(name: str, namespace: str, secret_type: str = "Opaque", **annotations: str) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+            "type": secret_type,
+            "stringData": {"token": "x"} if secret_type == "Opaque" else {},
+        }
+    )
+
+
+def create_as(kubectl: Kubectl, user: str, document: str) -> tuple[bool, str]:
+    proc = kubectl.run("create", "-f", "-", f"--as={user}", stdin=document, check=False)
+    return proc.returncode == 0, proc.stderr
+
+
+def test_the_secret_guard_refuses_every_secret_but_the_admin_token(kubectl: Kubectl) -> None:
+    """`create secrets` cannot be narrowed by RBAC; the ValidatingAdmissionPolicy narrows it. Without it, a
+    service-account-token Secret named modelroute-sidecar-admin would be filled with a token the operator
+    could then read (it may `get` that name)."""
+    release_ns = new_namespace(kubectl, "chart-guard")
+    served = new_namespace(kubectl, "chart-guard-s")
+    release = f"guard{os.getpid() % 10000}"
+    for _ in apply_rbac(kubectl, release, release_ns, []):  # cluster-wide: create secrets everywhere
+        sa = f"system:serviceaccount:{release_ns}:{release}-modelroute"
+
+        token_trick = secret_document(
+            "modelroute-sidecar-admin", served, "kubernetes.io/service-account-token",
+            **{"kubernetes.io/service-account.name": "default"},
+        )  # fmt: skip
+
+        # The policy takes effect once the API server has loaded it: poll with a harmless probe (one
+        # that got through before is deleted and tried again).
+        def guarded(user: str = sa, ns: str = served) -> bool:
+            ok, error = create_as(kubectl, user, secret_document("guard-probe", ns))
+            if ok:
+                kubectl.run("delete", "secret", "guard-probe", "-n", ns)
+            return "may only create the Secret modelroute-sidecar-admin" in error
+
+        wait_for(guarded, "the secret guard to load", 30)
+        ok, error = create_as(kubectl, sa, token_trick)
+        assert not ok and "may only create Opaque Secrets" in error, error
+        ok, error = create_as(kubectl, sa, secret_document("someone-elses", served))
+        assert not ok and "may only create the Secret modelroute-sidecar-admin" in error, error
+        ok, error = create_as(kubectl, sa, secret_document("modelroute-sidecar-admin", "kube-system"))
+        assert not ok and "creates no Secrets in" in error and "kube-system" in error, error
+        ok, error = create_as(kubectl, sa, secret_document("modelroute-sidecar-admin", served))
+        assert ok, error  # what the operator really creates still goes through
+        # Nobody else is held to it.
+        assert (
+            kubectl.run("create", "-f", "-", stdin=secret_document("someone-elses", served)).returncode == 0
+        )
