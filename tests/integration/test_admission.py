@@ -136,6 +136,57 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         with_change(CAN, "spec.stickiness", {"header": "x-user", "metadata": "tenant"}),
         ["spec.stickiness", "exactly one"],
     ),
+    # ---- issue 12: no credentials in URLs, no hop-by-hop matches, bounded scores and names
+    (
+        "replica-url-with-user-info",
+        with_change(EP, "spec.replicas.0.url", "https://svc:hunter2@eu.example/v1"),
+        ["spec.replicas[0].url", "user-info"],
+    ),
+    (
+        "header-match-on-hop-by-hop",
+        with_change(POL, "spec.rules.0.match", {"headers": [{"name": "Transfer-Encoding", "values": ["x"]}]}),
+        ["spec.rules[0].match.headers[0].name", "hop-by-hop"],
+    ),
+    (
+        "residency-header-hop-by-hop",
+        with_change(POL, "spec.residency.header", "connection"),
+        ["spec.residency.header", "hop-by-hop"],
+    ),
+    (
+        "stickiness-header-hop-by-hop",
+        with_change(CAN, "spec.stickiness", {"header": "Upgrade"}),
+        ["spec.stickiness.header", "hop-by-hop"],
+    ),
+    (
+        "complexity-above-100",
+        with_change(POL, "spec.rules.0.match", {"complexity": {"max": 101}}),
+        ["spec.rules[0].match.complexity.max"],
+    ),
+    (
+        "metadata-key-not-a-header-token",
+        with_change(POL, "spec.rules.0.match", {"metadata": {"Tenant Name": ["a"]}}),
+        ["spec.rules[0].match.metadata", "header tokens"],
+    ),
+    (
+        "tenant-tokens-per-minute-zero",
+        with_change(POL, "spec.tenantLimits", [{"tokensPerMinute": 0}]),
+        ["spec.tenantLimits[0].tokensPerMinute"],
+    ),
+    (
+        "max-output-tokens-negative",
+        with_change(EP, "spec.capabilities", {"maxOutputTokens": -1}),
+        ["spec.capabilities.maxOutputTokens"],
+    ),
+    (
+        "name-longer-than-a-reference",
+        with_change(EP, "metadata.name", "a" * 64),
+        ["metadata.name", "DNS label of at most 63"],
+    ),
+    (
+        "name-with-a-dot",
+        with_change(POL, "metadata.name", "support.v2"),
+        ["metadata.name", "DNS label of at most 63"],
+    ),
 ]
 
 
