@@ -228,7 +228,9 @@ class Replica(ApiModel):
     zone: Annotated[str, Field(max_length=63, pattern=DNS_LABEL)] | None = None
     """Optional zone within the region."""
     url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s/$.?#][^\s]*$")]
-    """Base URL of the OpenAI-compatible API, including the version path, e.g. `https://eu.llm.internal/v1`."""
+    """Base URL of the OpenAI-compatible API, including the version path, e.g. `https://eu.llm.internal/v1`.
+    No user-info (credentials go in `credentials`); link-local/metadata hosts and the sidecar's own ports
+    on loopback only with `allowPrivateTargets`."""
     weight: Weight = 100
     """Relative share among replicas the router prefers equally (0-1000, default 100; 0 = standby)."""
     compliance: Annotated[list[Label], Field(max_length=16)] = []
