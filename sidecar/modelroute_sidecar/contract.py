@@ -201,6 +201,19 @@ def connect_address_problem(
     return None
 
 
+REQUEST_TOKEN_COUNT_FIELDS: Final = ("max_tokens", "max_completion_tokens")
+"""Token counts a client request may carry; each must be a positive integer when present."""
+
+
+def token_count_problem(value: object) -> str | None:
+    """Why a token count is not acceptable (not an integer, zero or negative), or None."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"must be a positive integer (got {value!r:.40})"
+    if value < 1:
+        return f"must be a positive integer (got {value})"
+    return None
+
+
 def hop_by_hop_problem(name: str) -> str | None:
     """Why a header name may not be matched on, or None."""
     if name.lower() in HOP_BY_HOP_HEADERS:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from .configstore import Snapshot
-from .contract import PolicyConfig
+from .contract import REQUEST_TOKEN_COUNT_FIELDS, PolicyConfig, token_count_problem
 from .credentials import Client
 from .engine import extract_features
 from .engine.model import Api, Decision, RequestFeatures
@@ -137,6 +137,10 @@ def parse_body(raw: bytes, api: str) -> dict[str, Any]:
         raise ApiError(400, "invalid_request", "`messages` must be a list", param="messages")
     if not isinstance(body.get("stream", False), bool):
         raise ApiError(400, "invalid_request", "`stream` must be a boolean", param="stream")
+    for name in REQUEST_TOKEN_COUNT_FIELDS:
+        # A zero or negative count would otherwise be ignored for budgets and sent upstream as it is.
+        if name in body and body[name] is not None and (problem := token_count_problem(body[name])):
+            raise ApiError(400, "invalid_request", f"`{name}` {problem}", param=name)
     return body
 
 

@@ -26,7 +26,9 @@ from modelroute_operator.compiler import (
 from modelroute_operator.resources import Canary, ModelEndpoint, RoutingPolicy
 from modelroute_sidecar import contract
 from modelroute_sidecar.configstore import ConfigRejectedError, build_snapshot
+from modelroute_sidecar.errors import ApiError
 from modelroute_sidecar.settings import Settings
+from modelroute_sidecar.views import parse_body
 
 Body = dict[str, Any]
 
@@ -409,3 +411,24 @@ def test_compile_errors_name_object_and_field() -> None:
     # CompileError's string form is what status conditions and `modelroute validate` print.
     error = CompileError("ModelEndpoint", "llama", "spec.replicas[0].url", "must not carry user-info")
     assert str(error) == "ModelEndpoint/llama spec.replicas[0].url: must not carry user-info"
+
+
+# --------------------------------------------------------------------------------- request bodies
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+@pytest.mark.parametrize("value", [0, -1, -4096, 1.5, "100", True])
+def test_a_request_with_a_non_positive_token_count_is_refused_naming_the_field(
+    field: str, value: Any
+) -> None:
+    body = {"model": "auto", "messages": [], field: value}
+    with pytest.raises(ApiError) as caught:
+        parse_body(json.dumps(body).encode(), "chat")
+    assert caught.value.status == 400 and caught.value.param == field
+    assert f"`{field}` must be a positive integer" in caught.value.message
+
+
+def test_positive_and_null_token_counts_pass() -> None:
+    for value in (1, 4096, None):
+        body = {"model": "auto", "prompt": "hi", "max_tokens": value}
+        assert parse_body(json.dumps(body).encode(), "completions")["max_tokens"] == value
