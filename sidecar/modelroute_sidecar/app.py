@@ -50,7 +50,7 @@ def build_sidecar(settings: Settings) -> Sidecar:
     config = ConfigStore(
         region=settings.region,
         namespace=settings.namespace,
-        sidecar_ports=(settings.port, settings.admin_port),
+        sidecar_ports=tuple(p for p in (settings.port, settings.admin_port) if p),  # 0: not listening
     )
     config.on_applied(lambda snapshot: metrics.set_config_version(snapshot.version))
     sidecar = Sidecar(

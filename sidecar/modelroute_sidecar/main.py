@@ -202,7 +202,7 @@ async def run_parent(settings: Settings, argv: Sequence[str]) -> None:
     store = ConfigStore(
         region=settings.region,
         namespace=settings.namespace,
-        sidecar_ports=(settings.port, settings.admin_port),
+        sidecar_ports=tuple(p for p in (settings.port, settings.admin_port) if p),  # 0: not listening
     )
     if settings.config_file is not None:
         store.load_file(settings.config_file)

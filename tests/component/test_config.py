@@ -3,13 +3,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import aiohttp
 
 from modelroute_sidecar.contract import RouterConfig
-from tests.component.conftest import ADMIN_TOKEN, Running, build_config, eventually
+from tests.component.conftest import (
+    ADMIN_TOKEN,
+    Running,
+    SidecarFactory,
+    build_config,
+    eventually,
+    free_port,
+)
 from tests.fakes.upstream import FakeUpstream
 
 HI = [{"role": "user", "content": "hi"}]
@@ -93,3 +101,31 @@ async def test_readyz_and_metrics_report_the_applied_version(sidecar: Running) -
             sidecar.admin_url + "/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
         ) as response:
             assert f'modelroute_config_info{{version="{version}"}} 1.0' in await response.text()
+
+
+async def test_a_push_pointing_a_replica_at_the_sidecars_own_ports_is_refused(
+    start_sidecar: SidecarFactory, upstreams: dict[str, FakeUpstream]
+) -> None:
+    """The sidecar checks pushed configs against the ports it was started with, not only the defaults."""
+    admin_port = free_port()
+    sidecar = await start_sidecar(admin_port=admin_port)
+    old = sidecar.sidecar.config.version
+    urls = {n: f.url for n, f in upstreams.items()}
+    cases = [
+        (f"http://127.0.0.1:{admin_port}/v1", f"own port {admin_port}"),
+        ("http://169.254.169.254/latest", "cloud-metadata"),
+        ("http://[::ffff:a9fe:a9fe]/v1", "cloud-metadata"),
+        ("http://key:secret@eu.example/v1", "user-info"),
+    ]
+    document = json.loads(build_config(urls).to_json())
+    for url, words in cases:
+        # Sealed correctly, as a pusher holding the admin token would: only the rule can refuse it.
+        document["endpoints"][0]["replicas"][0]["url"] = url
+        body = {k: v for k, v in document.items() if k != "version"}
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        body["version"] = "sha256:" + hashlib.sha256(canonical).hexdigest()[:16]
+        status, answer = await sidecar.admin("PUT", "/config", json.dumps(body).encode())
+        assert status == 422 and words in answer["error"]["message"], (url, answer)
+        assert "secret" not in answer["error"]["message"]
+    status, answer = await sidecar.admin("GET", "/config/version")
+    assert answer["version"] == old
