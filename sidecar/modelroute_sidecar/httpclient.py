@@ -151,6 +151,7 @@ class _Connection(asyncio.Protocol):
         self.head_done = False
         self.head_bytes = 0
         self.header_count = 0
+        self.header_bytes = 0
         self.interim = False
         self.complete = False
         self.keep_alive = False
@@ -224,14 +225,20 @@ class _Connection(asyncio.Protocol):
     # --- llhttp callbacks -----------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self.complete:
+        if self.complete:  # a second answer to one request: stop parsing, never reuse the connection
             self.dirty = True
+            raise ValueError("bytes after the answer")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_count += 1
         if self.header_count > MAX_HEADERS:
             self._fail(f"upstream response has more than {MAX_HEADERS} header lines")
             raise ValueError("too many headers")
+        # a head that arrived in one read is measured here (the per-read count sees the reads only)
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > MAX_HEAD_BYTES:
+            self._fail(f"upstream response head exceeds {MAX_HEAD_BYTES} bytes")
+            raise ValueError("head too large")
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         previous = self.headers.get(key)
@@ -263,6 +270,7 @@ class _Connection(asyncio.Protocol):
             self.interim = False
             self.headers = {}
             self.header_count = 0
+            self.header_bytes = 0
             self.head_bytes = 0
             return
         self.complete = True
