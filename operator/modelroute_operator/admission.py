@@ -483,12 +483,18 @@ def is_injected(pod: Body) -> bool:
 
 
 def credential_secrets(endpoints: Iterable[Body]) -> tuple[str, ...]:
-    """Names of the Secrets the namespace's ModelEndpoints take upstream credentials from, sorted."""
+    """Names of the Secrets the namespace's ModelEndpoints take upstream credentials and TLS material
+    (`tls.caBundle`, `tls.clientCertificate`) from, sorted; each is mounted into the sidecar."""
     names = set()
     for endpoint in endpoints:
-        credentials = _spec(endpoint).get("credentials")
-        if isinstance(credentials, Mapping) and isinstance(credentials.get("name"), str):
-            names.add(credentials["name"])
+        spec = _spec(endpoint)
+        tls = spec.get("tls")
+        refs = [spec.get("credentials")]
+        if isinstance(tls, Mapping):
+            refs += [tls.get("caBundle"), tls.get("clientCertificate")]
+        for ref in refs:
+            if isinstance(ref, Mapping) and isinstance(ref.get("name"), str):
+                names.add(ref["name"])
     return tuple(sorted(names))
 
 

@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from modelroute_operator.admission import (
+    SECRETS_DIR,
     AdmissionRequest,
     Enforcement,
     InjectionSettings,
@@ -37,6 +38,7 @@ from modelroute_operator.admission import (
     pointer,
     review_response,
     secret_volume_name,
+    sidecar_container,
     validate,
     wants_sidecar,
 )
@@ -613,6 +615,22 @@ def test_credential_secrets_come_from_the_endpoints() -> None:
         endpoint("d", secret="k2"),
     ]
     assert credential_secrets(endpoints) == ("k1", "k2")
+
+
+def test_tls_secrets_are_mounted_like_credentials() -> None:
+    with_tls = endpoint("a", secret="k1")
+    with_tls["spec"]["tls"] = {
+        "caBundle": {"name": "llm-ca", "key": "ca.crt"},
+        "clientCertificate": {"name": "mtls"},
+    }
+    only_ca = endpoint("b")
+    only_ca["spec"]["tls"] = {"caBundle": {"name": "llm-ca", "key": "bundle.pem"}}
+    secrets = credential_secrets([with_tls, only_ca, endpoint("c")])
+    assert secrets == ("k1", "llm-ca", "mtls")
+    mounts = {
+        m["mountPath"] for m in sidecar_container(InjectionSettings(image="x"), secrets)["volumeMounts"]
+    }
+    assert {f"{SECRETS_DIR}/llm-ca", f"{SECRETS_DIR}/mtls"} <= mounts
 
 
 def test_the_users_base_url_is_kept_and_every_other_app_container_gets_it() -> None:
