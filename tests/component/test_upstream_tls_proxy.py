@@ -16,11 +16,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from modelroute_sidecar.contract import CredentialRef, TlsConfig
+from modelroute_sidecar.contract import CredentialRef, RouterConfig, TlsConfig
 from modelroute_sidecar.httpclient import Pool, UpstreamError
 from modelroute_sidecar.proxies import ProxyConfig
 from modelroute_sidecar.tls import TlsContexts, TlsError
+from tests.component.conftest import SidecarFactory, build_config
 from tests.component.test_httpclient import read_request
+from tests.fakes.upstream import FakeUpstream
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,34 @@ async def test_bad_key_material_names_the_secret_key(secrets: Path) -> None:
     no_ca = FULL.model_copy(update={"ca_bundle": None})
     with pytest.raises(TlsError, match=r"client certificate upstream-client .*cannot be loaded"):
         TlsContexts(secrets).get("llama", no_ca)
+
+
+async def test_https_replica_with_a_private_ca_and_client_certificate(
+    start_sidecar: SidecarFactory,
+    upstreams: dict[str, FakeUpstream],
+    tls_upstream: TlsUpstream,
+    secrets_dir: Path,
+    pki: Pki,
+) -> None:
+    mount(secrets_dir, "llm-ca", "ca.crt", pki.path("server-ca.crt"))
+    mount(secrets_dir, "llm-client", "tls.crt", pki.path("modelroute-client.crt"))
+    mount(secrets_dir, "llm-client", "tls.key", pki.path("modelroute-client.key"))
+    config = build_config({**{n: f.url for n, f in upstreams.items()}, "eu-1": tls_upstream.url})
+    data = config.model_dump(mode="json", by_alias=True)
+    llama = next(e for e in data["endpoints"] if e["name"] == "llama")
+    llama["tls"] = {
+        "caBundle": {"secret": "llm-ca", "key": "ca.crt"},
+        "clientCertificate": {"secret": "llm-client", "key": "tls.crt"},
+        "clientKey": {"secret": "llm-client", "key": "tls.key"},
+        "serverName": "upstream.test",
+    }
+    running = await start_sidecar(RouterConfig.model_validate(data).seal())
+    response = await running.client().chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert response.headers["x-modelroute-replica"] == "eu-1"
+    assert response.http_response.text == "secure"
+    assert tls_upstream.peers == ["modelroute-client"]
 
 
 # --- proxies -------------------------------------------------------------------------------------------
