@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
 
+from modelroute_operator.health import probe
 from modelroute_sidecar.contract import CredentialRef, RouterConfig, TlsConfig
 from modelroute_sidecar.httpclient import Pool, UpstreamError
 from modelroute_sidecar.proxies import ProxyConfig
@@ -337,3 +339,25 @@ async def test_http_upstream_through_the_proxy_in_absolute_form(forward_proxy: F
         assert await fetch(direct, f"http://127.0.0.1:{port}/v1") == b"plain"
         assert len(forward_proxy.heads) == 1
         await direct.close()
+
+
+async def test_operator_probes_trust_the_endpoints_ca_bundle(pki: Pki) -> None:
+    """The operator's health probe verifies an https replica against the endpoint's CA bundle and
+    server name; with the system trust store alone the private CA fails it."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(pki.path("upstream.test.crt")), str(pki.path("upstream.test.key")))
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    trust = ssl.create_default_context(cadata=pki.path("server-ca.crt").read_text())
+    async with server, aiohttp.ClientSession() as session:
+        assert await probe(session, url, "/v1/models", 2, None, trust, "upstream.test") == (True, None)
+        ok, error = await probe(session, url, "/v1/models", 2, None)
+        assert not ok and error is not None and "certificate" in error.lower()
