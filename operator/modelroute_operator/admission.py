@@ -438,6 +438,9 @@ class InjectionSettings:
     native_sidecar: bool = True
     """A restartable init container (Kubernetes 1.29+): up before the app, gone when a Job's app ends.
     False injects an ordinary container for older clusters."""
+    upstream_proxy: Mapping[str, str] = field(default_factory=dict)
+    """`HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` for the sidecar's upstream calls (values are env
+    values in the pod spec: a proxy password there is readable by whoever reads pods)."""
 
 
 def mutate_pod(
@@ -596,6 +599,7 @@ def _sidecar_env(settings: InjectionSettings, region: str) -> list[dict[str, Any
         region_env,
         {"name": "MODELROUTE_WORKERS", "value": str(settings.workers)},
         {"name": "MODELROUTE_LOG_LEVEL", "value": settings.log_level},
+        *({"name": name, "value": value} for name, value in sorted(settings.upstream_proxy.items()) if value),
     ]
 
 

@@ -991,6 +991,20 @@ def test_flags_become_settings() -> None:
     assert injection.resources == {"requests": {"cpu": "1"}, "limits": {"memory": "1Gi"}}
 
 
+def test_upstream_proxy_variables_reach_the_injected_sidecar() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, environ={"MODELROUTE_SIDECAR_HTTPS_PROXY": "http://proxy.corp:3128"})
+    settings = settings_from_args(
+        parser.parse_args(["--webhook-port=8443", "--sidecar-no-proxy=.svc,10.0.0.0/8"])
+    )
+    assert settings is not None
+    env = {e["name"]: e.get("value") for e in sidecar_container(settings.injection)["env"]}
+    assert env["HTTPS_PROXY"] == "http://proxy.corp:3128" and env["NO_PROXY"] == ".svc,10.0.0.0/8"
+    assert "HTTP_PROXY" not in env  # unset: not injected at all
+    plain = {e["name"] for e in sidecar_container(InjectionSettings(image="x"))["env"]}
+    assert not plain & {"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"}
+
+
 def test_the_charts_environment_configures_the_injector() -> None:
     """The names the Helm chart's operator Deployment sets."""
     environ = {
