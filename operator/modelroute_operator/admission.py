@@ -438,6 +438,9 @@ class InjectionSettings:
     native_sidecar: bool = True
     """A restartable init container (Kubernetes 1.29+): up before the app, gone when a Job's app ends.
     False injects an ordinary container for older clusters."""
+    upstream_proxy: Mapping[str, str] = field(default_factory=dict)
+    """`HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` for the sidecar's upstream calls (values are env
+    values in the pod spec: a proxy password there is readable by whoever reads pods)."""
 
 
 def mutate_pod(
@@ -483,12 +486,18 @@ def is_injected(pod: Body) -> bool:
 
 
 def credential_secrets(endpoints: Iterable[Body]) -> tuple[str, ...]:
-    """Names of the Secrets the namespace's ModelEndpoints take upstream credentials from, sorted."""
+    """Names of the Secrets the namespace's ModelEndpoints take upstream credentials and TLS material
+    (`tls.caBundle`, `tls.clientCertificate`) from, sorted; each is mounted into the sidecar."""
     names = set()
     for endpoint in endpoints:
-        credentials = _spec(endpoint).get("credentials")
-        if isinstance(credentials, Mapping) and isinstance(credentials.get("name"), str):
-            names.add(credentials["name"])
+        spec = _spec(endpoint)
+        tls = spec.get("tls")
+        refs = [spec.get("credentials")]
+        if isinstance(tls, Mapping):
+            refs += [tls.get("caBundle"), tls.get("clientCertificate")]
+        for ref in refs:
+            if isinstance(ref, Mapping) and isinstance(ref.get("name"), str):
+                names.add(ref["name"])
     return tuple(sorted(names))
 
 
@@ -590,6 +599,7 @@ def _sidecar_env(settings: InjectionSettings, region: str) -> list[dict[str, Any
         region_env,
         {"name": "MODELROUTE_WORKERS", "value": str(settings.workers)},
         {"name": "MODELROUTE_LOG_LEVEL", "value": settings.log_level},
+        *({"name": name, "value": value} for name, value in sorted(settings.upstream_proxy.items()) if value),
     ]
 
 

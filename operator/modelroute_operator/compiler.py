@@ -29,6 +29,7 @@ from modelroute_operator.resources import (
     Canary,
     CanaryPhase,
     DataClass,
+    EndpointTls,
     IntRange,
     ModelEndpoint,
     Replica,
@@ -267,6 +268,28 @@ def _check_endpoint(endpoint: ModelEndpoint, sidecar_ports: Sequence[int]) -> It
         yield error("spec.capabilities.maxOutputTokens", "maxOutputTokens must not exceed contextWindow")
     if seconds(spec.health_check.timeout) >= seconds(spec.health_check.interval):
         yield error("spec.healthCheck.timeout", "timeout must be shorter than interval")
+    yield from _check_secret_refs(endpoint)
+
+
+def _check_secret_refs(endpoint: ModelEndpoint) -> Iterator[CompileError]:
+    """Secret references the sidecar turns into file paths (`<secret>/<key>`), and TLS on https only."""
+    spec, error = endpoint.spec, _reporter(endpoint)
+    refs = [("spec.credentials", spec.credentials)]
+    if spec.tls is not None:
+        refs.append(("spec.tls.caBundle", spec.tls.ca_bundle))
+    for path, ref in refs:
+        if ref is not None and ref.key in (".", ".."):
+            yield error(f"{path}.key", f"{ref.key!r} is not a Secret key (it would name a directory)")
+    if spec.tls is None:
+        return
+    if spec.tls.ca_bundle is None and spec.tls.client_certificate is None and spec.tls.server_name is None:
+        yield error("spec.tls", "set caBundle, clientCertificate or serverName, or leave tls out")
+    for index, replica in enumerate(spec.replicas):
+        if not replica.url.lower().startswith("https://"):
+            yield error(
+                f"spec.replicas[{index}].url",
+                "spec.tls applies to https replicas only, and this replica's URL is plain http",
+            )
 
 
 def _build_endpoint(endpoint: ModelEndpoint) -> contract.EndpointConfig:
@@ -292,6 +315,7 @@ def _build_endpoint(endpoint: ModelEndpoint) -> contract.EndpointConfig:
         credentials=contract.CredentialRef(secret=credentials.name, key=credentials.key)
         if credentials
         else None,
+        tls=_build_tls(spec.tls) if spec.tls else None,
         connect_timeout_seconds=seconds(spec.timeouts.connect),
         request_timeout_seconds=seconds(spec.timeouts.request),
         max_requests_per_minute=spec.rate_limit.requests_per_minute if spec.rate_limit else None,
@@ -301,6 +325,17 @@ def _build_endpoint(endpoint: ModelEndpoint) -> contract.EndpointConfig:
             _build_replica(r, health.get((r.name, r.region), contract.Health.UNKNOWN))
             for r in sorted(spec.replicas, key=lambda r: r.name)
         ),
+    )
+
+
+def _build_tls(tls: EndpointTls) -> contract.TlsConfig:
+    ca, client = tls.ca_bundle, tls.client_certificate
+    return contract.TlsConfig(
+        ca_bundle=contract.CredentialRef(secret=ca.name, key=ca.key) if ca else None,
+        # the key names of a kubernetes.io/tls Secret are fixed by its type
+        client_certificate=contract.CredentialRef(secret=client.name, key="tls.crt") if client else None,
+        client_key=contract.CredentialRef(secret=client.name, key="tls.key") if client else None,
+        server_name=tls.server_name or "",
     )
 
 

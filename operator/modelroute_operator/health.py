@@ -121,10 +121,17 @@ def due(status: ReplicaStatus, check: HealthCheck, now: datetime) -> bool:
 
 
 async def probe(
-    session: aiohttp.ClientSession, url: str, path: str, timeout_seconds: float, token: str | None
+    session: aiohttp.ClientSession,
+    url: str,
+    path: str,
+    timeout_seconds: float,
+    token: str | None,
+    tls: ssl.SSLContext | None = None,
+    server_name: str | None = None,
 ) -> tuple[bool, str | None]:
     """GET `path` on the host of the replica base URL `url`; `(True, None)` on a 2xx answer, else
-    `(False, short reason)`. Never raises (except cancellation); a hanging endpoint times out."""
+    `(False, short reason)`. Never raises (except cancellation); a hanging endpoint times out.
+    `tls` and `server_name` carry the endpoint's private CA and the name to verify (https only)."""
     try:
         target = URL(url).join(URL(path))
     except (ValueError, TypeError) as exc:
@@ -134,11 +141,14 @@ async def probe(
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         # A redirect is not an answer from the model server (often a login page): report it as it is.
+        https = target.scheme == "https"
         async with session.get(
             target,
             headers=headers,
             allow_redirects=False,
             timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+            ssl=tls if https and tls is not None else True,
+            server_hostname=server_name if https and server_name else None,
         ) as response:
             if 200 <= response.status < 300:
                 return True, None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import ssl
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -143,7 +144,8 @@ class HealthMonitor:
         now = self._now()
         due = [replica for replica in spec.replicas if self._due(key, replica.name, spec.health_check, now)]
         token, refusal = await self._credential(key[0], spec) if due else (None, None)
-        results = await asyncio.gather(*(self._probe_replica(spec, r.url, token, refusal) for r in due))
+        tls = await self._tls(key[0], spec) if due else None
+        results = await asyncio.gather(*(self._probe_replica(spec, r.url, token, refusal, tls) for r in due))
         outcome = dict(zip((r.name for r in due), results, strict=True))
         replicas, transitions = [], []
         for replica in sorted(spec.replicas, key=lambda r: r.name):
@@ -178,12 +180,40 @@ class HealthMonitor:
             return True  # never probed by this process: resume at once from what status says
         return (now - last).total_seconds() >= seconds(check.interval)
 
-    async def _probe(self, check: HealthCheck, url: str, token: str | None) -> tuple[bool, str | None]:
+    async def _probe(
+        self,
+        check: HealthCheck,
+        url: str,
+        token: str | None,
+        tls: ssl.SSLContext | None,
+        server_name: str | None,
+    ) -> tuple[bool, str | None]:
         async with self._slots:
-            return await hl.probe(self._session, url, check.path, seconds(check.timeout), token)
+            return await hl.probe(
+                self._session, url, check.path, seconds(check.timeout), token, tls, server_name
+            )
+
+    async def _tls(self, namespace: str, spec: ModelEndpointSpec) -> ssl.SSLContext | None:
+        """The endpoint's CA bundle as a context for probes (system trust without one). The client
+        certificate is not presented: probes of replicas that require one need `healthCheck.enabled:
+        false` (a private key never goes to the operator's disk)."""
+        ca = spec.tls.ca_bundle if spec.tls else None
+        if ca is None:
+            return None
+        try:
+            bundle = await self._kube.read_secret_key(namespace, ca.name, ca.key)
+            return ssl.create_default_context(cadata=bundle)
+        except (TransientApiError, KeyError, ssl.SSLError, ValueError) as exc:
+            log.warning("health: CA bundle %s/%s unusable: %s", namespace, ca.name, exc)
+            return None
 
     async def _probe_replica(
-        self, spec: ModelEndpointSpec, url: str, token: str | None, refusal: str | None
+        self,
+        spec: ModelEndpointSpec,
+        url: str,
+        token: str | None,
+        refusal: str | None,
+        tls: ssl.SSLContext | None,
     ) -> tuple[bool, str | None] | str:
         """A probe's (ok, error), or why the replica was not probed."""
         # The operator's own pod must not be pointed at a metadata service either (SSRF via probes).
@@ -192,7 +222,8 @@ class HealthMonitor:
             return f"not probed: url {problem}"
         if refusal:
             return refusal
-        return await self._probe(spec.health_check, url, token)
+        server_name = spec.tls.server_name if spec.tls else None
+        return await self._probe(spec.health_check, url, token, tls, server_name)
 
     async def _credential(self, namespace: str, spec: ModelEndpointSpec) -> tuple[str | None, str | None]:
         """(the API key, or why probing waits instead of running without it)."""

@@ -31,6 +31,7 @@ MAX_NAME_LENGTH = 63
 DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 HEADER_NAME = r"^[A-Za-z0-9][A-Za-z0-9-]*$"
 LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+DNS_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=DNS_LABEL)]
 Region = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
@@ -134,6 +135,27 @@ class SecretKeyRef(ApiModel):
 
 
 # ------------------------------------------------------------------------------------- ModelEndpoint
+
+
+class TlsSecretRef(ApiModel):
+    """A `kubernetes.io/tls` Secret in the same namespace."""
+
+    name: Name
+    """Secret name; its `tls.crt` (PEM certificate chain) and `tls.key` (PEM private key) are used."""
+
+
+class EndpointTls(ApiModel):
+    """TLS towards the endpoint's https replicas. The Secrets are mounted into the sidecar and re-read
+    when they rotate."""
+
+    ca_bundle: SecretKeyRef | None = None
+    """Secret key holding PEM CA certificates the replicas' certificates must chain to. Replaces the
+    system trust store for this endpoint; unset trusts the system CAs."""
+    client_certificate: TlsSecretRef | None = None
+    """A `kubernetes.io/tls` Secret whose certificate the sidecar presents to the replicas (mutual TLS)."""
+    server_name: Annotated[str, Field(max_length=253, pattern=DNS_NAME)] | None = None
+    """Name verified in the replicas' certificates and sent as SNI; unset uses each replica URL's host."""
+
 
 
 class Capabilities(ApiModel):
@@ -264,6 +286,8 @@ class ModelEndpointSpec(ApiModel):
     """Token prices."""
     credentials: SecretKeyRef | None = None
     """Secret key holding the upstream API key, sent as a bearer token. Never put keys inline."""
+    tls: EndpointTls | None = None
+    """TLS settings for https replicas: a private CA bundle, a client certificate, the name to verify."""
     timeouts: Timeouts = Timeouts()
     """Connect and request timeouts."""
     rate_limit: RateLimit | None = None

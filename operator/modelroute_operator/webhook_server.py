@@ -461,6 +461,10 @@ def webhook_configurations(
 # ------------------------------------------------------------------------------ command line
 
 
+PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY")
+"""Proxy variables the injected sidecar gets when the operator is told them."""
+
+
 def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
     """The webhook server's flags (each defaulting to a `MODELROUTE_*` variable), for any entry point."""
     e = os.environ if environ is None else environ
@@ -493,6 +497,8 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str] | 
     )
     flag("--sidecar-run-as-user", "MODELROUTE_SIDECAR_RUN_AS_USER", defaults.run_as_user, int)
     flag("--sidecar-native", "MODELROUTE_SIDECAR_NATIVE", "true", choices=["true", "false"])
+    for variable in PROXY_VARIABLES:  # the sidecar's outbound proxy for upstream calls
+        flag(f"--sidecar-{variable.lower().replace('_', '-')}", f"MODELROUTE_SIDECAR_{variable}", "")
 
 
 def parse_resources(text: str) -> dict[str, dict[str, str]]:
@@ -538,6 +544,11 @@ def settings_from_args(args: argparse.Namespace) -> WebhookSettings | None:
             resources={k: v for k, v in args.sidecar_resources.items() if v},
             run_as_user=args.sidecar_run_as_user,
             native_sidecar=args.sidecar_native == "true",
+            upstream_proxy={
+                variable: value
+                for variable in PROXY_VARIABLES
+                if (value := getattr(args, f"sidecar_{variable.lower()}"))
+            },
         ),
     )
 

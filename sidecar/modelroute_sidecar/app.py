@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from . import views
@@ -21,6 +22,7 @@ from .ejection import Ejections
 from .errors import ApiError, error_response, request_id_of, unexpected
 from .httpclient import Pool
 from .metrics import Metrics
+from .proxies import ProxyConfig
 from .proxy import Exchange, Upstreams, decision_headers
 from .ratelimit import TenantLimiter
 from .server import (
@@ -74,9 +76,14 @@ async def _components(sidecar: Sidecar) -> AsyncIterator[None]:
     """Open what needs the running loop: the upstream connection pool, the audit log, the file watcher."""
     settings = sidecar.settings
     # bounded per upstream host: one slow upstream must not starve the others
+    proxies = ProxyConfig.from_environ(os.environ)
+    if proxies.enabled:
+        log.info("upstream proxies: %s", proxies.describe())
     pool = Pool(
         limit_per_host=settings.upstream_connections_per_host,
         keepalive_seconds=settings.upstream_keepalive_seconds,
+        max_body_bytes=settings.upstream_max_body_bytes,
+        proxies=proxies,
     )
     sidecar.upstreams = Upstreams(
         pool,

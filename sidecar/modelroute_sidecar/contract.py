@@ -250,6 +250,19 @@ class CredentialRef(ContractModel):
     """Key inside the Secret; the file `<secretsDir>/<secret>/<key>` holds the credential."""
 
 
+class TlsConfig(ContractModel):
+    """How the sidecar speaks TLS to an endpoint's https replicas: files of Secrets mounted into it."""
+
+    ca_bundle: CredentialRef | None = None
+    """PEM CA certificates the replicas' certificates must chain to; replaces the system trust store."""
+    client_certificate: CredentialRef | None = None
+    """PEM client certificate chain presented to the replicas (`tls.crt` of a kubernetes.io/tls Secret)."""
+    client_key: CredentialRef | None = None
+    """PEM private key of the client certificate (`tls.key` of the same Secret)."""
+    server_name: str = ""
+    """Name verified in the replicas' certificates (and sent as SNI); empty uses each URL's host."""
+
+
 class Capabilities(ContractModel):
     """What a model can do; used to drop endpoints that cannot serve a request."""
 
@@ -310,6 +323,8 @@ class EndpointConfig(ContractModel):
     """Token prices for budgets and cost metrics."""
     credentials: CredentialRef | None = None
     """Secret key holding the upstream API key; none for unauthenticated upstreams."""
+    tls: TlsConfig | None = None
+    """TLS settings for https replicas (private CA, client certificate); none uses the system trust."""
     connect_timeout_seconds: float = 2.0
     """TCP/TLS connect timeout to a replica."""
     request_timeout_seconds: float = 60.0

@@ -47,6 +47,11 @@ class UpstreamCredentials:
         self._dir = secrets_dir
         self._cache: dict[tuple[str, str], _CachedFile] = {}
 
+    @property
+    def secrets_dir(self) -> Path:
+        """Where the mounted Secrets live (`<secrets_dir>/<secret>/<key>`)."""
+        return self._dir
+
     def authorization(self, ref: CredentialRef | None) -> str | None:
         """`Bearer <key>` for `ref`, or None when the endpoint needs no credentials."""
         if ref is None:

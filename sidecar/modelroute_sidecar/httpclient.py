@@ -4,29 +4,67 @@ Why not aiohttp's client: per request it builds a request object, a payload, hea
 and a response object, which measured at ~150-200 us of CPU on the benchmark box, more than the whole
 routing decision, and the sidecar makes one such call per request. This client does only what the
 proxy needs: POST a JSON body, read the status and headers, then either read the whole body or hand it
-over piece by piece (Content-Length, chunked or until close) as it arrives, for SSE relaying.
+over piece by piece as it arrives, for SSE relaying.
 
-Timeouts are the caller's (a deadline scope or `asyncio.timeout`); a response that is abandoned
-half-read closes its connection instead of returning it to the pool. TLS works through `ssl` on the
-connection (https URLs).
+Responses are framed by llhttp (httptools' response parser) in its strict mode, never by hand: a bad
+chunk size, a duplicate or conflicting Content-Length, Content-Length with Transfer-Encoding, a bare-LF
+line, an invalid header byte, an oversized head or (for answers read whole) an oversized body is an
+`UpstreamProtocolError`, which the proxy counts as a failed attempt. The connection is closed then.
+
+A request is written at most once. A pooled connection is checked when taken (closed, at EOF, readable,
+holding stray bytes or idle too long: dropped unused) and a new one is opened only then, before any byte
+of the request left; once written, any failure is the attempt's and the proxy's retry policy decides.
+A POST an upstream may have read is never sent again behind the caller's back.
+
+Timeouts are the caller's (a deadline scope or `asyncio.timeout`): a response that is abandoned, timed
+out or cancelled before its end closes its connection instead of returning it to the pool, so the
+upstream sees the client leave. TLS goes through `ssl` with a context per endpoint (`tls.TlsContexts`);
+outbound proxies come from the environment (`proxies.ProxyConfig`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import httptools
+
+from .proxies import ProxyConfig, ProxyServer
+from .tls import ClientTls
+
 MAX_HEAD_BYTES = 64 * 1024
+"""Largest response head (status line and headers) accepted."""
+MAX_HEADERS = 256
+"""Most header lines accepted in one response head."""
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+"""Largest body of an answer read whole (a streamed answer is relayed as it comes, unbounded). Chat
+answers are kilobytes; a large embeddings batch can reach tens of megabytes."""
+DEFAULT_KEEPALIVE_SECONDS = 4.0
+"""How long an idle upstream connection is kept: under uvicorn's 5 s keep-alive (vLLM, SGLang and most
+Python model servers run on uvicorn) and Node's 5 s, so the upstream is not about to close it when a
+request takes it. Servers with shorter limits (gunicorn's 2 s) are caught by the readability check."""
 PAUSE_READING_BYTES = 1 << 20
 """Buffered body bytes above which the socket stops being read until the relay catches up."""
+MAX_CONNECT_REPLY_BYTES = 16 * 1024
+"""Largest head a proxy may answer a CONNECT with."""
 
 
 class UpstreamError(Exception):
-    """The upstream could not be reached or broke the protocol."""
+    """The upstream could not be reached, or the connection broke."""
+
+    reason = "connect"
+    """The attempt outcome the proxy reports for it."""
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The upstream broke HTTP/1.1 framing or a bound (head or body size)."""
+
+    reason = "upstream-protocol"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +78,15 @@ class Origin:
 
     @property
     def key(self) -> tuple[str, str, int]:
-        """What connections are pooled by."""
+        """Scheme, host and port."""
         return (self.scheme, self.host, self.port)
 
     @property
     def host_header(self) -> str:
         """The `Host` header value."""
         default = 443 if self.scheme == "https" else 80
-        return self.host if self.port == default else f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default else f"{host}:{self.port}"
 
 
 def parse_origin(url: str) -> Origin:
@@ -59,19 +98,68 @@ def parse_origin(url: str) -> Origin:
     return Origin(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How requests to one origin travel: directly or through a proxy, with which TLS; what they pool by."""
+
+    origin: Origin
+    key: tuple[object, ...]
+    """Connections are pooled (and bounded) per key: origin, TLS identity and proxy."""
+    connect_host: str
+    connect_port: int
+    target_prefix: str
+    """Before the path in the request line: empty, or `http://host:port` (absolute form, via a proxy)."""
+    fixed_headers: str
+    """`Host` (and `Proxy-Authorization` for plain HTTP through a proxy) lines, CRLF-terminated."""
+    ssl: ssl.SSLContext | None
+    server_hostname: str | None
+    tunnel: ProxyServer | None
+    """The proxy to open a CONNECT tunnel through (https upstreams behind a proxy)."""
+
+
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection; bytes arrive in `buffer`, a reader waits on `_waiter`."""
+    """One keep-alive connection; llhttp parses what arrives, a reader waits on `_waiter`.
+
+    State of the exchange in progress (`begin()` resets it): the head (`status`, `headers`, `head_done`),
+    the body bytes not taken yet (`body`), `complete` once the message ended, and `failure` when the
+    upstream broke the protocol. `dirty` marks bytes nobody asked for: such a connection is never reused.
+    """
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
         self.eof = False
         self.error: BaseException | None = None
         self.idle_since = 0.0
-        self.key: tuple[str, str, int] = ("", "", 0)
+        self.key: tuple[object, ...] = ()
+        self.fd = -1
+        self.busy = False
+        self.dirty = False
+        self.raw: bytearray | None = None
+        """Set while a CONNECT tunnel is opened: bytes are collected unparsed."""
+        self._parser = httptools.HttpResponseParser(self)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self.begin()
+        self.busy = False
+
+    def begin(self) -> None:
+        """Start a new exchange on this connection."""
+        self.busy = True
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.head_done = False
+        self.head_bytes = 0
+        self.header_count = 0
+        self.header_bytes = 0
+        self.interim = False
+        self.complete = False
+        self.keep_alive = False
+        self.close_delimited = False
+        self.body = bytearray()
+        self.body_total = 0
+        self.body_limit: int | None = None
+        self.failure: UpstreamError | None = None
 
     @property
     def closed(self) -> bool:
@@ -81,36 +169,130 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream transport
         self._loop = asyncio.get_running_loop()  # once per connection, not per read (getpid() on 3.11)
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if len(self.buffer) > PAUSE_READING_BYTES and not self._paused and self.transport is not None:
+        if self.raw is not None:
+            self.raw += data
+            self._wake()
+            return
+        if not self.busy or self.complete:
+            # bytes after the end of the answer, or while idle: the framing cannot be trusted any more
+            self.dirty = True
+            if not self.busy:
+                self.close()
+            self._wake()
+            return
+        if not self.head_done:
+            self.head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail("upstream switched protocols (status 101) on a POST")
+        except httptools.HttpParserError as exc:
+            if self.complete:
+                self.dirty = True  # e.g. bytes after `Connection: close`: the answer itself is whole
+            elif self.failure is None:  # a callback below may have named the problem already
+                self._fail(f"upstream broke HTTP/1.1 framing: {exc}")
+        if not self.head_done and self.head_bytes > MAX_HEAD_BYTES and self.failure is None:
+            self._fail(f"upstream response head exceeds {MAX_HEAD_BYTES} bytes")
+        if len(self.body) > PAUSE_READING_BYTES and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
         self._wake()
 
     def eof_received(self) -> bool:
-        self.eof = True
-        self._wake()
+        self._ended()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.eof = True
         self.error = exc
+        self._ended()
+
+    def _ended(self) -> None:
+        self.eof = True
+        if self.busy and self.head_done and not self.complete and self.close_delimited:
+            self.complete = True  # a body without length or chunking ends with the connection
+            self.keep_alive = False
         self._wake()
+
+    def _fail(self, message: str) -> None:
+        self.failure = UpstreamProtocolError(message)
+        if self.transport is not None:
+            self.transport.close()
+
+    # --- llhttp callbacks -----------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second answer to one request: stop parsing, never reuse the connection
+            self.dirty = True
+            raise ValueError("bytes after the answer")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_count += 1
+        if self.header_count > MAX_HEADERS:
+            self._fail(f"upstream response has more than {MAX_HEADERS} header lines")
+            raise ValueError("too many headers")
+        # a head that arrived in one read is measured here (the per-read count sees the reads only)
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > MAX_HEAD_BYTES:
+            self._fail(f"upstream response head exceeds {MAX_HEAD_BYTES} bytes")
+            raise ValueError("head too large")
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        previous = self.headers.get(key)
+        self.headers[key] = text if previous is None else f"{previous}, {text}"
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            self.interim = True  # 100 Continue, 103 Early Hints: skipped, the real answer follows
+            return
+        encoding = self.headers.get("transfer-encoding")
+        if encoding is not None and encoding.strip().lower() != "chunked":
+            self._fail(f"upstream sent Transfer-Encoding {encoding[:60]!r}; only chunked is accepted")
+            raise ValueError("transfer-encoding")
+        self.status = status
+        self.keep_alive = self._parser.should_keep_alive()
+        self.close_delimited = encoding is None and "content-length" not in self.headers
+        self.head_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+        self.body_total += len(body)
+        if self.body_limit is not None and self.body_total > self.body_limit:
+            self._fail(f"upstream answer body exceeds {self.body_limit} bytes")
+            raise ValueError("body too large")
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            self.headers = {}
+            self.header_count = 0
+            self.header_bytes = 0
+            self.head_bytes = 0
+            return
+        self.complete = True
+
+    # --- reading ---------------------------------------------------------------------------------------
 
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def wait_data(self) -> None:
-        """Wait until more bytes (or EOF) arrive; raise when the connection ended without them."""
+    def check(self, what: str) -> None:
+        """Raise when the exchange cannot progress: the upstream broke the protocol or went away."""
+        if self.failure is not None:
+            raise self.failure
         if self.eof:
-            raise UpstreamError(
-                f"connection closed by upstream{': ' + str(self.error) if self.error else ''}"
-            )
-        if self._paused and self.transport is not None:
+            detail = f": {self.error}" if self.error else ""
+            raise UpstreamError(f"connection closed by upstream {what}{detail}")
+
+    async def wait(self) -> None:
+        """Wait until something arrives (bytes, EOF, an error)."""
+        if self._paused and self.transport is not None and len(self.body) <= PAUSE_READING_BYTES:
             self._paused = False
             self.transport.resume_reading()
         assert self._loop is not None
@@ -120,11 +302,33 @@ class _Connection(asyncio.Protocol):
         finally:
             self._waiter = None
 
-    def take(self, count: int) -> bytes:
-        """Remove and return up to `count` buffered bytes."""
-        data = bytes(self.buffer[:count])
-        del self.buffer[:count]
+    async def read_head(self) -> None:
+        """Wait for the status line and headers of the answer."""
+        while not self.head_done:
+            self.check("before the response head")
+            await self.wait()
+
+    def take_body(self) -> bytes:
+        """Remove and return the buffered body bytes."""
+        data = bytes(self.body)
+        self.body.clear()
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
         return data
+
+    def usable(self, now: float, keepalive_seconds: float) -> bool:
+        """Whether an idle connection may carry a new request: open, clean, fresh, nothing to read."""
+        if self.closed or self.dirty or now - self.idle_since >= keepalive_seconds:
+            return False
+        if self.fd >= 0:
+            # Readable while idle means a FIN or stray bytes the loop has not processed yet: either way
+            # the upstream is not waiting for a request on it. One poll(2), no blocking.
+            poller = select.poll()
+            poller.register(self.fd, select.POLLIN)
+            if poller.poll(0):
+                return False
+        return True
 
     def close(self) -> None:
         """Close the socket."""
@@ -136,110 +340,59 @@ class _Connection(asyncio.Protocol):
 class Response:
     """Status and headers of an upstream answer; the body is read with `read()` or `iter_chunks()`."""
 
-    __slots__ = (
-        "_chunked",
-        "_conn",
-        "_done",
-        "_pool",
-        "_remaining",
-        "_reusable",
-        "_slot",
-        "headers",
-        "status",
-    )
+    __slots__ = ("_conn", "_done", "_pool", "_slot", "headers", "status")
 
-    def __init__(
-        self, pool: Pool, conn: _Connection, slot: asyncio.Semaphore, status: int, headers: dict[str, str]
-    ) -> None:
+    def __init__(self, pool: Pool, conn: _Connection, slot: asyncio.Semaphore) -> None:
         self._pool = pool
         self._conn: _Connection | None = conn
         self._slot = slot
-        self.status = status
-        self.headers = headers
-        self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-        length = headers.get("content-length")
-        self._remaining: int | None = int(length) if length is not None and not self._chunked else None
-        self._reusable = headers.get("connection", "").lower() != "close" and (
-            self._chunked or self._remaining is not None
-        )
-        self._done = self._remaining == 0 or status in (204, 304)
+        self.status = conn.status
+        self.headers = conn.headers
+        self._done = False
 
     @property
     def content_type(self) -> str:
         """The media type without parameters."""
         return self.headers.get("content-type", "application/octet-stream").split(";", 1)[0].strip()
 
-    async def read(self) -> bytes:
-        """The whole body."""
+    async def read(self, max_bytes: int | None = None) -> bytes:
+        """The whole body, at most `max_bytes` (the pool's bound by default)."""
         conn = self._conn
         if conn is None:
             return b""
-        if not self._chunked and self._remaining is not None:
-            # the common case, a Content-Length body: wait for all of it, copy once
-            while len(conn.buffer) < self._remaining:
-                await conn.wait_data()
-            body = conn.take(self._remaining)
-            self._remaining = 0
-            self._finish()
-            return body
-        parts = [chunk async for chunk in self.iter_chunks()]
-        return b"".join(parts)
+        limit = self._pool.max_body_bytes if max_bytes is None else max_bytes
+        try:
+            conn.body_limit = limit
+            if conn.body_total > limit:
+                raise UpstreamProtocolError(f"upstream answer body exceeds {limit} bytes")
+            while not conn.complete:
+                conn.check(f"after {conn.body_total} body bytes")
+                await conn.wait()
+            body = conn.take_body()
+        except BaseException:
+            self.release()  # not read to its end (error, timeout, cancellation): the connection closes
+            raise
+        self._finish()
+        return body
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive (de-chunked), for relaying streams."""
         conn = self._conn
-        while not self._done and conn is not None:
-            if self._chunked:
-                chunk = await self._next_chunk()
-                if chunk:
-                    yield chunk
-                continue
-            if not conn.buffer:
-                if conn.eof and self._remaining is None:  # body delimited by close
-                    self._finish()
-                    return
-                await self._wait_or_close_delimited()
-                continue
-            if self._remaining is None:
-                yield conn.take(len(conn.buffer))
-                continue
-            data = conn.take(self._remaining)
-            self._remaining -= len(data)
-            if self._remaining == 0:
-                self._finish()
-            yield data
-
-    async def _wait_or_close_delimited(self) -> None:
-        assert self._conn is not None
+        if conn is None:
+            return
         try:
-            await self._conn.wait_data()
-        except UpstreamError:
-            if self._remaining is None:
-                self._finish()
-                return
-            raise
-
-    async def _next_chunk(self) -> bytes:
-        conn = self._conn
-        assert conn is not None
-        while (end := conn.buffer.find(b"\r\n")) < 0:
-            await conn.wait_data()
-        size = int(bytes(conn.buffer[:end]).split(b";", 1)[0], 16)
-        if size == 0:
-            del conn.buffer[: end + 2]
-            while True:  # optional trailers, then the empty line that ends the body
-                while (line_end := conn.buffer.find(b"\r\n")) < 0:
-                    await conn.wait_data()
-                del conn.buffer[: line_end + 2]
-                if line_end == 0:
+            while True:
+                if conn.body:
+                    yield conn.take_body()
+                    continue
+                if conn.complete:
                     break
-            self._finish()
-            return b""
-        while len(conn.buffer) < end + 2 + size + 2:
-            await conn.wait_data()
-        data = bytes(conn.buffer[end + 2 : end + 2 + size])
-        del conn.buffer[: end + 2 + size + 2]
-        return data
+                conn.check(f"after {conn.body_total} body bytes")
+                await conn.wait()
+        except BaseException:
+            self.release()
+            raise
+        self._finish()
 
     def _finish(self) -> None:
         self._done = True
@@ -252,22 +405,32 @@ class Response:
             return
         self._conn = None
         self._slot.release()
-        if self._done and self._reusable and not conn.buffer:
+        if self._done and conn.complete and conn.keep_alive and not conn.dirty and not conn.body:
             self._pool.put_back(conn)
         else:
             conn.close()
 
 
 class Pool:
-    """Keep-alive connections per origin, at most `limit_per_host` in use at once per origin."""
+    """Keep-alive connections per route, at most `limit_per_host` in use at once per route."""
 
-    def __init__(self, *, limit_per_host: int = 256, keepalive_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        limit_per_host: int = 256,
+        keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        proxies: ProxyConfig | None = None,
+    ) -> None:
         self.limit_per_host = limit_per_host
         self.keepalive_seconds = keepalive_seconds
-        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
-        self._slots: dict[tuple[str, str, int], asyncio.Semaphore] = {}
+        self.max_body_bytes = max_body_bytes
+        self.proxies = proxies or ProxyConfig()
+        self._idle: dict[tuple[object, ...], list[_Connection]] = {}
+        self._slots: dict[tuple[object, ...], asyncio.Semaphore] = {}
         self._ssl: ssl.SSLContext | None = None
         self._origins: dict[str, Origin] = {}
+        self._routes: dict[tuple[str, int], Route] = {}
 
     def origin(self, url: str) -> Origin:
         """Parse a base URL once."""
@@ -278,6 +441,41 @@ class Pool:
             origin = self._origins[url] = parse_origin(url)
         return origin
 
+    def route(self, url: str, tls: ClientTls | None = None) -> Route:
+        """How requests to `url` travel (cached per URL and TLS context)."""
+        cache_key = (url, tls.token if tls is not None else 0)
+        route = self._routes.get(cache_key)
+        if route is None:
+            if len(self._routes) > 4096:
+                self._routes.clear()
+            route = self._routes[cache_key] = self._make_route(self.origin(url), tls)
+        return route
+
+    def _make_route(self, origin: Origin, tls: ClientTls | None) -> Route:
+        proxy = self.proxies.for_origin(origin.scheme, origin.host, origin.port)
+        context: ssl.SSLContext | None = None
+        server_hostname: str | None = None
+        tls_token = 0
+        if origin.scheme == "https":
+            if tls is not None:
+                context, tls_token = tls.context, tls.token
+                server_hostname = tls.server_name or origin.host
+            else:
+                if self._ssl is None:
+                    self._ssl = ssl.create_default_context()
+                context, server_hostname = self._ssl, origin.host
+        fixed = f"Host: {origin.host_header}\r\n"
+        proxy_key = proxy.address if proxy is not None else ""
+        key = (*origin.key, tls_token, proxy_key)
+        if proxy is None:
+            return Route(origin, key, origin.host, origin.port, "", fixed, context, server_hostname, None)
+        if origin.scheme == "http":  # absolute form through the proxy, which keeps the connection to it
+            if proxy.authorization:
+                fixed += f"Proxy-Authorization: {proxy.authorization}\r\n"
+            prefix = f"http://{origin.host_header}"
+            return Route(origin, key, proxy.host, proxy.port, prefix, fixed, None, None, None)
+        return Route(origin, key, proxy.host, proxy.port, "", fixed, context, server_hostname, proxy)
+
     async def post(
         self,
         base_url: str,
@@ -286,90 +484,94 @@ class Pool:
         headers: Mapping[str, str],
         *,
         connect_timeout: float,
+        tls: ClientTls | None = None,
     ) -> Response:
         """POST `body` to `base_url + path`; returns once status and headers arrived."""
-        origin = self.origin(base_url)
-        head = [f"POST {origin.base_path}{path} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
+        route = self.route(base_url, tls)
+        head = [f"POST {route.target_prefix}{route.origin.base_path}{path} HTTP/1.1\r\n{route.fixed_headers}"]
         head += [f"{name}: {value}\r\n" for name, value in headers.items()]
         head.append(f"Content-Length: {len(body)}\r\n\r\n")
         request = "".join(head).encode("latin-1") + body
-        slots = self._slots.get(origin.key)
+        slots = self._slots.get(route.key)
         if slots is None:
-            slots = self._slots[origin.key] = asyncio.Semaphore(self.limit_per_host)
+            slots = self._slots[route.key] = asyncio.Semaphore(self.limit_per_host)
         await slots.acquire()
         try:
-            return await self._send(origin, request, slots, connect_timeout)
+            conn = self._take_idle(route)
+            if conn is None:
+                conn = await self._connect(route, connect_timeout)
         except BaseException:
             slots.release()
             raise
-
-    async def _send(
-        self, origin: Origin, request: bytes, slots: asyncio.Semaphore, connect_timeout: float
-    ) -> Response:
-        conn = self._take_idle(origin)
-        reused = conn is not None
-        if conn is None:
-            conn = await self._connect(origin, connect_timeout)
+        # From here on the request may reach the upstream: it is written once, never again.
+        conn.begin()
         try:
-            return await self._exchange(conn, request, slots)
-        except UpstreamError:
-            if not reused or conn.buffer:
-                raise
-            # a pooled connection the upstream closed while idle: nothing was processed, use a new one
-            conn = await self._connect(origin, connect_timeout)
-            return await self._exchange(conn, request, slots)
-
-    async def _exchange(self, conn: _Connection, request: bytes, slots: asyncio.Semaphore) -> Response:
-        assert conn.transport is not None
-        conn.transport.write(request)
-        try:
-            status, headers = await _read_head(conn)
+            assert conn.transport is not None
+            conn.transport.write(request)
+            await conn.read_head()
         except BaseException:
             conn.close()
+            slots.release()
             raise
-        return Response(self, conn, slots, status, headers)
+        return Response(self, conn, slots)
 
-    def _take_idle(self, origin: Origin) -> _Connection | None:
-        idle = self._idle.get(origin.key)
+    def _take_idle(self, route: Route) -> _Connection | None:
+        """The most recently used idle connection that can carry a request; unusable ones are closed."""
+        idle = self._idle.get(route.key)
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < self.keepalive_seconds:
+            if conn.usable(now, self.keepalive_seconds):
                 return conn
             conn.close()
         return None
 
-    async def _connect(self, origin: Origin, connect_timeout: float) -> _Connection:
+    async def _connect(self, route: Route, connect_timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
-        context = None
-        if origin.scheme == "https":
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context()
-            context = self._ssl
+        host, port = route.origin.host, route.origin.port
+        via = f" via proxy {route.connect_host}:{route.connect_port}" if route.connect_host != host else ""
         try:
             async with asyncio.timeout(connect_timeout):
+                direct_tls = route.ssl if route.tunnel is None else None
                 _, conn = await loop.create_connection(
                     _Connection,
-                    origin.host,
-                    origin.port,
-                    ssl=context,
-                    server_hostname=origin.host if context else None,
+                    route.connect_host,
+                    route.connect_port,
+                    ssl=direct_tls,
+                    server_hostname=route.server_hostname if direct_tls else None,
                 )
+                if route.tunnel is not None:
+                    try:
+                        await _open_tunnel(conn, route.origin, route.tunnel)
+                        assert conn.transport is not None and route.ssl is not None
+                        transport = await loop.start_tls(
+                            conn.transport, conn, route.ssl, server_hostname=route.server_hostname
+                        )
+                    except BaseException:
+                        conn.close()
+                        raise
+                    if transport is None:
+                        raise UpstreamError(f"TLS through the tunnel to {host}:{port} failed")
+                    conn.transport = transport
         except TimeoutError:
-            raise UpstreamError(f"connect to {origin.host}:{origin.port} timed out") from None
-        except OSError as exc:
-            raise UpstreamError(
-                f"cannot connect to {origin.host}:{origin.port}: {exc.strerror or exc}"
-            ) from None
-        conn.key = origin.key
+            raise UpstreamError(f"connect to {host}:{port}{via} timed out") from None
+        except OSError as exc:  # ssl.SSLError included: the message says why the handshake failed
+            reason = exc.strerror if exc.strerror and not isinstance(exc, ssl.SSLError) else str(exc)
+            raise UpstreamError(f"cannot connect to {host}:{port}{via}: {reason}") from None
+        conn.key = route.key
         return conn
 
     def put_back(self, conn: _Connection) -> None:
-        """A fully read response returns its connection for the next request to the same origin."""
-        if conn.closed:
+        """A fully read response returns its connection for the next request on the same route."""
+        if conn.closed or conn.dirty:
+            conn.close()
             return
-        conn.idle_since = time.monotonic()
+        conn.busy = False
+        conn.idle_since = now = time.monotonic()
         idle = self._idle.setdefault(conn.key, [])
+        # the oldest sit at the front: drop the ones past the idle limit so they do not pile up
+        while idle and (idle[0].closed or now - idle[0].idle_since >= self.keepalive_seconds):
+            idle.pop(0).close()
         if len(idle) >= self.limit_per_host:
             conn.close()
             return
@@ -383,23 +585,41 @@ class Pool:
         self._idle.clear()
 
 
-async def _read_head(conn: _Connection) -> tuple[int, dict[str, str]]:
-    """Status and headers (names lower-cased) of a response; skips 1xx interim responses."""
-    while True:
-        while (end := conn.buffer.find(b"\r\n\r\n")) < 0:
-            if len(conn.buffer) > MAX_HEAD_BYTES:
-                raise UpstreamError("upstream response head too large")
-            await conn.wait_data()
-        head = conn.take(end + 4)[:-4].decode("latin-1")
-        lines = head.split("\r\n")
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-            raise UpstreamError(f"malformed upstream status line {lines[0][:100]!r}")
-        status = int(parts[1])
-        if 100 <= status < 200:
-            continue
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        return status, headers
+async def _open_tunnel(conn: _Connection, origin: Origin, proxy: ProxyServer) -> None:
+    """CONNECT to `origin` through the proxy `conn` is connected to; raise unless it answers 2xx."""
+    assert conn.transport is not None
+    authority = origin.host_header if origin.port != 443 else f"{origin.host_header}:443"
+    lines = [f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"]
+    if proxy.authorization:
+        lines.append(f"Proxy-Authorization: {proxy.authorization}\r\n")
+    lines.append("\r\n")
+    conn.raw = bytearray()
+    conn.transport.write("".join(lines).encode("latin-1"))
+    while (end := conn.raw.find(b"\r\n\r\n")) < 0:
+        if len(conn.raw) > MAX_CONNECT_REPLY_BYTES:
+            raise UpstreamProtocolError(f"proxy {proxy.address} answered CONNECT with an oversized head")
+        if conn.eof:
+            raise UpstreamError(f"proxy {proxy.address} closed the connection during CONNECT")
+        await conn.wait()
+    head, rest = bytes(conn.raw[: end + 4]), conn.raw[end + 4 :]
+    conn.raw = None
+    if rest:
+        raise UpstreamProtocolError(f"proxy {proxy.address} sent bytes before the TLS handshake")
+    reply = _ConnectReply()
+    parser = httptools.HttpResponseParser(reply)
+    try:
+        parser.feed_data(head)
+    except httptools.HttpParserError as exc:
+        raise UpstreamProtocolError(f"proxy {proxy.address} answered CONNECT badly: {exc}") from None
+    status = parser.get_status_code()
+    if not reply.head_done or not 200 <= status < 300:
+        raise UpstreamError(f"proxy {proxy.address} refused CONNECT to {authority}: status {status}")
+
+
+class _ConnectReply:
+    """llhttp callbacks for a proxy's answer to CONNECT: only whether its head was whole matters."""
+
+    head_done = False
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True

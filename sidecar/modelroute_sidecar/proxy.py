@@ -37,6 +37,7 @@ from .metrics import Metrics
 from .ratelimit import EndpointLimiter, RetryBudget
 from .server import ClientGoneError, HttpResponse, ResponseStream
 from .stats import EndpointStats
+from .tls import TlsContexts, TlsError
 
 log = logging.getLogger(__name__)
 
@@ -222,9 +223,11 @@ class Upstreams:
         metrics: Metrics,
         *,
         retry_floor_per_second: float,
+        tls: TlsContexts | None = None,
     ) -> None:
         self.pool = pool
         self.credentials = credentials
+        self.tls = tls if tls is not None else TlsContexts(credentials.secrets_dir)
         self.ejections = ejections
         self.stats = stats
         self.metrics = metrics
@@ -307,7 +310,7 @@ class Upstreams:
                 f"upstreams are rate limiting (attempts: {tried})",
                 headers=headers,
             )
-        if answer.reason == "upstream-5xx":
+        if answer.reason in ("upstream-5xx", "upstream-protocol"):
             return ApiError(502, "upstream_error", f"every allowed upstream failed (attempts: {tried}){note}")
         return ApiError(
             503,
@@ -362,6 +365,12 @@ class Upstreams:
             log.error("request %s: %s", exchange.request_id, exc)
             attempt.outcome = "credentials"
             return Answer("failed", reason="credentials")
+        try:
+            tls = self.tls.get(choice.endpoint, endpoint.tls)
+        except TlsError as exc:
+            log.error("request %s: %s", exchange.request_id, exc)
+            attempt.outcome = "tls-config"
+            return Answer("failed", reason="tls-config")
         headers = {"content-type": "application/json", "x-request-id": exchange.request_id}
         if authorization is not None:
             headers["authorization"] = authorization
@@ -384,6 +393,7 @@ class Upstreams:
                     call.payload_for(choice.upstream_model),
                     headers,
                     connect_timeout=endpoint.connect_timeout_seconds,
+                    tls=tls,
                 )
                 if call.features.stream and response.status == 200:
                     # wait for the first chunk before answering the client: until then failover is possible
@@ -403,7 +413,9 @@ class Upstreams:
             log.info(
                 "request %s: %s/%s failed: %s", exchange.request_id, choice.endpoint, choice.replica, exc
             )
-            return self._failed(call, choice, attempt, started, "connect", 0, None)
+            # a request the upstream may have read is not resent: this attempt failed, the walk decides
+            reason = exc.reason if isinstance(exc, UpstreamError) else "connect"
+            return self._failed(call, choice, attempt, started, reason, 0, None)
         except BaseException:
             self.ejections.abandon(choice.endpoint, choice.replica)
             raise

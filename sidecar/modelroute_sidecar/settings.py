@@ -12,6 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .httpclient import DEFAULT_KEEPALIVE_SECONDS
+from .httpclient import DEFAULT_MAX_BODY_BYTES as DEFAULT_UPSTREAM_MAX_BODY_BYTES
+
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 
 
@@ -50,7 +53,11 @@ class Settings:
     workers: int = 1
     """Data-plane processes sharing the port with SO_REUSEPORT; >1 runs a supervising parent."""
     upstream_connections_per_host: int = 256
-    upstream_keepalive_seconds: float = 30.0
+    upstream_keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS
+    """How long an idle upstream connection is kept for reuse; below the upstreams' own idle timeout
+    (uvicorn's 5 s is the shortest common one)."""
+    upstream_max_body_bytes: int = DEFAULT_UPSTREAM_MAX_BODY_BYTES
+    """Largest non-streamed upstream answer accepted; a larger one fails the attempt."""
     retry_floor_per_second: float = 10.0
     """Retries always allowed per second whatever the budget says, so low traffic can still retry."""
     log_level: str = "INFO"
@@ -103,6 +110,16 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=int,
         default=int(_env(e, "MODELROUTE_UPSTREAM_CONNECTIONS_PER_HOST", "256")),
     )
+    p.add_argument(
+        "--upstream-keepalive-seconds",
+        type=float,
+        default=float(_env(e, "MODELROUTE_UPSTREAM_KEEPALIVE_SECONDS", str(DEFAULT_KEEPALIVE_SECONDS))),
+    )
+    p.add_argument(
+        "--upstream-max-body-bytes",
+        type=int,
+        default=int(_env(e, "MODELROUTE_UPSTREAM_MAX_BODY_BYTES", str(DEFAULT_UPSTREAM_MAX_BODY_BYTES))),
+    )
     p.add_argument("--log-level", default=_env(e, "MODELROUTE_LOG_LEVEL", "INFO"))
     p.add_argument("--worker-index", type=int, default=-1, help=argparse.SUPPRESS)
     p.add_argument("--control-dir", default="", help=argparse.SUPPRESS)
@@ -139,6 +156,8 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         audit_prompts=args.audit_prompts,
         workers=args.workers,
         upstream_connections_per_host=args.upstream_connections_per_host,
+        upstream_keepalive_seconds=args.upstream_keepalive_seconds,
+        upstream_max_body_bytes=args.upstream_max_body_bytes,
         log_level=args.log_level,
         worker_index=args.worker_index,
         control_dir=_optional_path(args.control_dir),

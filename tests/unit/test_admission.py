@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from modelroute_operator.admission import (
+    SECRETS_DIR,
     AdmissionRequest,
     Enforcement,
     InjectionSettings,
@@ -37,6 +38,7 @@ from modelroute_operator.admission import (
     pointer,
     review_response,
     secret_volume_name,
+    sidecar_container,
     validate,
     wants_sidecar,
 )
@@ -615,6 +617,22 @@ def test_credential_secrets_come_from_the_endpoints() -> None:
     assert credential_secrets(endpoints) == ("k1", "k2")
 
 
+def test_tls_secrets_are_mounted_like_credentials() -> None:
+    with_tls = endpoint("a", secret="k1")
+    with_tls["spec"]["tls"] = {
+        "caBundle": {"name": "llm-ca", "key": "ca.crt"},
+        "clientCertificate": {"name": "mtls"},
+    }
+    only_ca = endpoint("b")
+    only_ca["spec"]["tls"] = {"caBundle": {"name": "llm-ca", "key": "bundle.pem"}}
+    secrets = credential_secrets([with_tls, only_ca, endpoint("c")])
+    assert secrets == ("k1", "llm-ca", "mtls")
+    mounts = {
+        m["mountPath"] for m in sidecar_container(InjectionSettings(image="x"), secrets)["volumeMounts"]
+    }
+    assert {f"{SECRETS_DIR}/llm-ca", f"{SECRETS_DIR}/mtls"} <= mounts
+
+
 def test_the_users_base_url_is_kept_and_every_other_app_container_gets_it() -> None:
     body = pod(
         containers=[
@@ -971,6 +989,20 @@ def test_flags_become_settings() -> None:
         2,
     )
     assert injection.resources == {"requests": {"cpu": "1"}, "limits": {"memory": "1Gi"}}
+
+
+def test_upstream_proxy_variables_reach_the_injected_sidecar() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, environ={"MODELROUTE_SIDECAR_HTTPS_PROXY": "http://proxy.corp:3128"})
+    settings = settings_from_args(
+        parser.parse_args(["--webhook-port=8443", "--sidecar-no-proxy=.svc,10.0.0.0/8"])
+    )
+    assert settings is not None
+    env = {e["name"]: e.get("value") for e in sidecar_container(settings.injection)["env"]}
+    assert env["HTTPS_PROXY"] == "http://proxy.corp:3128" and env["NO_PROXY"] == ".svc,10.0.0.0/8"
+    assert "HTTP_PROXY" not in env  # unset: not injected at all
+    plain = {e["name"] for e in sidecar_container(InjectionSettings(image="x"))["env"]}
+    assert not plain & {"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"}
 
 
 def test_the_charts_environment_configures_the_injector() -> None:

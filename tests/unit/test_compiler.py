@@ -18,6 +18,7 @@ import pytest
 from modelroute_operator.compiler import (
     CompileResult,
     NamespaceObjects,
+    ObjectInvalid,
     compile_namespace,
     parse_object,
 )
@@ -527,3 +528,63 @@ def test_errors_for_one_object_and_no_config_on_any_error() -> None:
         "RoutingPolicy/bad spec.rules[0].targets[0].endpoint: ModelEndpoint 'missing' does not exist in "
         "namespace 'team-a'"
     )
+
+
+def test_endpoint_tls_maps_onto_the_contract() -> None:
+    tls = {
+        "caBundle": {"name": "llm-ca", "key": "ca.crt"},
+        "clientCertificate": {"name": "llm-client"},
+        "serverName": "llm.example.internal",
+    }
+    config = compiled(endpoint("a", tls=tls), policy("p", rule("main", "a")))
+    got = config.endpoints[0].model_dump(mode="json", by_alias=True)
+    assert got["tls"] == {
+        "caBundle": {"secret": "llm-ca", "key": "ca.crt"},
+        "clientCertificate": {"secret": "llm-client", "key": "tls.crt"},
+        "clientKey": {"secret": "llm-client", "key": "tls.key"},
+        "serverName": "llm.example.internal",
+    }
+    assert compiled(endpoint("a"), policy("p", rule("main", "a"))).endpoints[0].tls is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "message"),
+    [
+        (
+            {"tls": {"caBundle": {"name": "ca", "key": ".."}}},
+            "spec.tls.caBundle.key",
+            "'..' is not a Secret key",
+        ),
+        ({"credentials": {"name": "keys", "key": "."}}, "spec.credentials.key", "'.' is not a Secret key"),
+        ({"tls": {}}, "spec.tls", "set caBundle, clientCertificate or serverName"),
+        (
+            {"tls": {"serverName": "llm.internal"}, "replicas": [{"name": "r1", "region": "eu-west-1",
+                                                                 "url": "http://llm.internal/v1"}]},
+            "spec.replicas[0].url",
+            "spec.tls applies to https replicas only",
+        ),
+    ],
+)  # fmt: skip
+def test_endpoint_tls_and_secret_refs_are_checked(spec: dict[str, Any], field: str, message: str) -> None:
+    body = endpoint("a", **{k: v for k, v in spec.items() if k != "replicas"})
+    if "replicas" in spec:
+        body["spec"]["replicas"] = spec["replicas"]
+    result = compile_namespace(objects(body, policy("p", rule("main", "a"))))
+    assert result.config is None
+    errors = result.errors_for("ModelEndpoint", "a")
+    assert [e.field for e in errors] == [field]
+    assert message in errors[0].message
+
+
+@pytest.mark.parametrize(
+    ("tls", "field"),
+    [
+        ({"serverName": "Not A Name"}, "spec.tls.serverName"),
+        ({"clientCertificate": {"name": "Bad_Name"}}, "spec.tls.clientCertificate.name"),
+        ({"caBundle": {"name": "ca", "key": "a/b"}}, "spec.tls.caBundle.key"),
+    ],
+)
+def test_malformed_tls_references_are_refused_with_the_field(tls: dict[str, Any], field: str) -> None:
+    with pytest.raises(ObjectInvalid) as caught:
+        parse_object(endpoint("a", tls=tls))
+    assert [e.field for e in caught.value.errors] == [field]
