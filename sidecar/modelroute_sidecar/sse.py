@@ -28,7 +28,8 @@ MAX_HELD_BYTES = 256 * 1024
 
 DONE_EVENT = b"data: [DONE]\n\n"
 
-_MARKERS = re.compile(rb'\[DONE\]|"error"|"finish_reason"\s*:\s*"|"usage"\s*:\s*\{')
+_STRING_VALUE = re.compile(rb'\s*:\s*"')
+_OBJECT_VALUE = re.compile(rb"\s*:\s*\{")
 _EVENT = re.compile(rb"(?s).*?(?:\r\n\r\n|\n\n)")
 
 
@@ -86,7 +87,7 @@ class StreamScanner:
         return kept
 
     def _inspect(self, data: bytes) -> bytes:
-        if _MARKERS.search(data) is None:
+        if not _has_marker(data):
             return data
         kept: list[bytes] = []
         dropped = False
@@ -113,7 +114,7 @@ class StreamScanner:
         if payload == b"[DONE]":
             self.done = True
             return True
-        if _MARKERS.search(payload) is None:
+        if not _has_marker(payload):
             return True
         try:
             parsed = orjson.loads(payload)
@@ -141,6 +142,22 @@ def error_event(message: str, code: str, kind: str = "server_error") -> bytes:
     """An OpenAI-style error event, which the SDKs raise as an error (a clean end they would not)."""
     error = {"error": {"message": message, "type": kind, "param": None, "code": code}}
     return b"data: " + orjson.dumps(error) + b"\n\n"
+
+
+def _has_marker(data: bytes) -> bool:
+    """Whether `data` may hold an event that matters: `[DONE]`, `"error"`, a non-null finish_reason
+    or a usage object. Plain searches with an anchored look at the value: one regex alternation over
+    the whole chunk measured 2-3x slower, and this runs on every chunk relayed."""
+    if b"[DONE]" in data or b'"error"' in data:
+        return True
+    for key, value in ((b'"finish_reason"', _STRING_VALUE), (b'"usage"', _OBJECT_VALUE)):
+        at = data.find(key)
+        while at >= 0:
+            at += len(key)
+            if value.match(data, at):
+                return True
+            at = data.find(key, at)
+    return False
 
 
 def _last_boundary(data: bytes) -> int:
