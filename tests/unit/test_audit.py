@@ -1,16 +1,19 @@
-"""The audit log never blocks the event loop: a destination that stops reading fills a bounded queue,
-after which lines are dropped and counted; what was queued is flushed on close."""
+"""The audit log (and the sidecar's own log) never block the event loop: a destination that stops
+reading fills a bounded queue, after which lines are dropped and counted; what was queued is flushed
+on close."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import threading
 import time
 from pathlib import Path
 
 from modelroute_sidecar.audit import AuditLog
+from modelroute_sidecar.main import LOG_QUEUE_RECORDS, configure_logging
 from modelroute_sidecar.metrics import Metrics
 
 RECORD = {"requestId": "r", "route": "chat", "padding": "x" * 200}
@@ -79,3 +82,37 @@ async def test_lines_are_written_off_the_loop_and_flushed_on_close(tmp_path: Pat
     await audit.close()  # the last line is flushed, not lost
     assert [json.loads(line)["n"] for line in path.read_bytes().splitlines()] == list(range(11))
     assert audit.dropped == 0 and audit.failed == 0
+
+
+def test_log_lines_go_through_a_bounded_queue_to_a_writer_thread() -> None:
+    """The sidecar's own log (stderr) is written by a thread too: with a stderr nobody reads, logging
+    on the event loop's thread still returns at once and drops past the queue's bound."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w")
+    try:
+        handler = configure_logging("info", stream)
+        started = time.monotonic()
+        for index in range(LOG_QUEUE_RECORDS + 2000):
+            logging.getLogger("modelroute_sidecar.test").warning("line %d %s", index, "x" * 100)
+        assert handler.dropped > 0
+        assert time.monotonic() - started < 30  # did not wait for the pipe (it would wait forever)
+        received = bytearray()
+
+        def drain() -> None:
+            while chunk := os.read(read_end, 1 << 16):
+                received.extend(chunk)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        handler.stop_writer()
+        stream.close()
+        reader.join(10)
+        lines = received.splitlines()
+        assert len(lines) == LOG_QUEUE_RECORDS + 2000 - handler.dropped
+        assert lines[0].endswith(b"line 0 " + b"x" * 100)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        os.close(read_end)
