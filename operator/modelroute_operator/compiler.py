@@ -307,6 +307,7 @@ def _build_endpoint(endpoint: ModelEndpoint) -> contract.EndpointConfig:
             streaming=caps.streaming,
             tools=caps.tools,
             json_mode=caps.json_mode,
+            stream_usage=caps.stream_usage,
         ),
         pricing=contract.Pricing(
             input_per_million=spec.pricing.input_per_million,

@@ -180,6 +180,11 @@ class Capabilities(ApiModel):
     """Whether the endpoint accepts tool/function definitions (default false)."""
     json_mode: bool = False
     """Whether the endpoint honours `response_format: {type: json_object}` (default false)."""
+    stream_usage: bool = True
+    """Whether the endpoint accepts `stream_options: {include_usage: true}` (default true). The sidecar
+    adds it to every streamed request so that streamed tokens and cost are counted, and hides the
+    usage event from clients that did not ask for it; set false for an upstream that refuses the
+    field (its streamed answers are then counted only when the client asks for usage itself)."""
 
 
 class Pricing(ApiModel):

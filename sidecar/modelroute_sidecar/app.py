@@ -66,6 +66,11 @@ def build_sidecar(settings: Settings) -> Sidecar:
         credentials=UpstreamCredentials(settings.secrets_dir),
         audit=AuditLog(settings.audit_log, include_prompts=settings.audit_prompts),
     )
+    audit = sidecar.audit
+    metrics.audit_lines_dropped.read = lambda: {
+        ("queue-full",): audit.dropped,
+        ("write-failed",): audit.failed,
+    }
     if settings.config_file is not None:
         config.load_file(settings.config_file)
     return sidecar

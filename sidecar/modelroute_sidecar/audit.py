@@ -1,21 +1,26 @@
 """The JSON-lines audit log: one line per request saying what was decided, why, and how it ended.
 
-Lines are queued and written a few times a second, so logging a request costs an encode (orjson,
-~1.5 us for a typical record against ~15 us with `json`) and a list append, not a syscall. Prompt text
-is left out unless explicitly enabled: the log is for explaining routing, and prompts may hold exactly
-the data residency protects.
+Logging a request costs the event loop an encode (orjson, ~1.5 us for a typical record against ~15 us
+with `json`) and an append under an uncontended lock; never a syscall. A writer thread drains the
+queue a few times a second (sooner when it fills up) with blocking writes, so a slow disk or a stdout
+pipe nobody reads stalls the thread, never the loop. The queue is bounded in bytes: when it is full
+new lines are dropped and counted (`dropped`, exported as `modelroute_audit_lines_dropped_total`),
+never buffered without bound. Closing flushes what is queued, waiting at most `CLOSE_SECONDS`.
+
+Prompt text is left out unless explicitly enabled: the log is for explaining routing, and prompts may
+hold exactly the data residency protects.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import select
 import stat
 import sys
+import threading
 import time
 from typing import Any
 
@@ -24,6 +29,11 @@ import orjson
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.25
+MAX_QUEUED_BYTES = 8 * 1024 * 1024
+"""Audit bytes waiting for the writer at most; lines beyond are dropped (and counted)."""
+CLOSE_SECONDS = 5.0
+"""How long closing waits for the writer to flush (a destination that blocks forever must not hang a
+shutdown)."""
 PIPE_ATOMIC_BYTES = select.PIPE_BUF
 """Writes up to this size to a pipe are atomic: workers sharing stdout never interleave within a line."""
 
@@ -31,18 +41,29 @@ PIPE_ATOMIC_BYTES = select.PIPE_BUF
 class AuditLog:
     """Writes audit records; `open`/`close` bracket its life (the app's cleanup context does it).
 
-    Lines are buffered and written whole with O_APPEND, so several worker processes can share one
-    file or one stdout without tearing each other's lines.
+    Lines are written whole with O_APPEND, so several worker processes can share one file or one
+    stdout without tearing each other's lines.
     """
 
-    def __init__(self, destination: str, *, include_prompts: bool = False) -> None:
+    def __init__(
+        self, destination: str, *, include_prompts: bool = False, max_queued_bytes: int = MAX_QUEUED_BYTES
+    ) -> None:
         self.destination = destination
         self.include_prompts = include_prompts
+        self.max_queued_bytes = max_queued_bytes
+        self.dropped = 0
+        """Lines dropped because the queue was full (updated on the event loop's thread)."""
+        self.failed = 0
+        """Lines lost to failed writes, a full disk say (updated by the writer thread)."""
         self._fd = -1
         self._owned = False
         self._regular = False
+        self._lock = threading.Lock()
         self._pending: list[bytes] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._queued = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._writer: threading.Thread | None = None
 
     @property
     def enabled(self) -> bool:
@@ -50,7 +71,7 @@ class AuditLog:
         return bool(self.destination)
 
     def open(self) -> None:
-        """Open the destination and start the periodic flush."""
+        """Open the destination and start the writer thread."""
         if not self.destination:
             return
         if self.destination == "-":
@@ -59,22 +80,33 @@ class AuditLog:
             self._fd = os.open(self.destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             self._owned = True
         self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
-        self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+        self._stopping = False
+        self._writer = threading.Thread(target=self._write_forever, name="audit-writer", daemon=True)
+        self._writer.start()
 
     async def close(self) -> None:
-        """Flush and close."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-            self._flusher = None
-        self.flush()
+        """Flush what is queued (waiting at most `CLOSE_SECONDS`, off the loop) and close."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            self._stopping = True
+            self._wake.set()
+            await asyncio.get_running_loop().run_in_executor(None, writer.join, CLOSE_SECONDS)
+            if writer.is_alive():
+                # the destination blocks: leave the descriptor open, the thread may still write to it
+                # (a closed and reused descriptor would get audit lines meant for this one)
+                log.error(
+                    "audit log writer did not finish within %ss, %d lines unwritten",
+                    CLOSE_SECONDS,
+                    len(self._pending),
+                )
+                self._fd = -1
+                return
         if self._owned and self._fd >= 0:
             os.close(self._fd)
         self._fd = -1
 
     def write(self, record: dict[str, Any]) -> None:
-        """Queue one record (a JSON object on one line)."""
+        """Queue one record (a JSON object on one line); dropped and counted when the queue is full."""
         if self._fd < 0:
             return
         record["time"] = round(time.time(), 6)
@@ -84,13 +116,32 @@ class AuditLog:
             # what orjson refuses but a request can carry (a lone surrogate in a header, an integer
             # over 64 bits in a usage figure): `json` escapes it, so every request still gets its line
             line = json.dumps(record, separators=(",", ":"), default=str).encode() + b"\n"
-        self._pending.append(line)
+        with self._lock:
+            if self._queued + len(line) > self.max_queued_bytes:
+                self.dropped += 1
+                return
+            self._pending.append(line)
+            self._queued += len(line)
+            wake = self._queued > self.max_queued_bytes // 2
+        if wake:  # half full: do not wait for the next tick
+            self._wake.set()
 
-    def flush(self) -> None:
-        """Write queued lines now: one write for a file, whole lines in pipe-atomic chunks otherwise."""
-        if not self._pending or self._fd < 0:
+    def _write_forever(self) -> None:
+        """The writer thread: drain every `FLUSH_SECONDS` or when woken, until closed and drained."""
+        while True:
+            self._wake.wait(FLUSH_SECONDS)
+            self._wake.clear()
+            stopping = self._stopping
+            self._drain()
+            if stopping:
+                return
+
+    def _drain(self) -> None:
+        """Write queued lines: one write for a file, whole lines in pipe-atomic chunks otherwise."""
+        with self._lock:
+            lines, self._pending, self._queued = self._pending, [], 0
+        if not lines:
             return
-        lines, self._pending = self._pending, []
         try:
             if self._regular:
                 _write_all(self._fd, b"".join(lines))
@@ -106,12 +157,8 @@ class AuditLog:
             if chunk:
                 _write_all(self._fd, b"".join(chunk))
         except OSError as exc:  # a full disk must not fail requests; the lines are lost, say so
+            self.failed += len(lines)
             log.error("audit log write failed, %d lines lost: %s", len(lines), exc)
-
-    async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_SECONDS)
-            self.flush()
 
 
 def _write_all(fd: int, data: bytes) -> None:

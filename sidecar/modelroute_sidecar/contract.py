@@ -276,6 +276,9 @@ class Capabilities(ContractModel):
     """Whether the endpoint accepts tool/function definitions."""
     json_mode: bool = False
     """Whether the endpoint honours `response_format: json_object`."""
+    stream_usage: bool = True
+    """Whether the endpoint takes `stream_options.include_usage`, which the sidecar adds to streamed
+    requests so that their tokens and cost are counted (false: counted only when the client asks)."""
 
 
 class Pricing(ContractModel):

@@ -15,18 +15,23 @@ accepted the connection.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import gc
 import logging
+import logging.handlers
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from aiohttp import web
 
@@ -241,6 +246,54 @@ async def run_parent(settings: Settings, argv: Sequence[str]) -> None:
         shutil.rmtree(control_dir, ignore_errors=True)
 
 
+LOG_QUEUE_RECORDS = 10_000
+"""Log records waiting for the log writer thread at most; more are dropped (and counted)."""
+
+
+class LogQueue(logging.handlers.QueueHandler):
+    """Hands log records to the writer thread; drops and counts them when it fell behind, so that
+    logging never blocks the event loop and never grows memory without bound."""
+
+    def __init__(self, records: queue.Queue[logging.LogRecord | None]) -> None:
+        super().__init__(records)
+        self.dropped = 0
+        self.stop_writer: Callable[[], None] = lambda: None
+        """Write what is queued and stop the writer thread (also run at exit)."""
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+def configure_logging(level: str, stream: TextIO | None = None) -> LogQueue:
+    """Log to `stream` (stderr) from a thread: a log line written on the event loop is formatted
+    there but written by the thread, so a slow or unread stderr pipe stalls the thread, not the loop.
+    What is queued is written at exit (waiting at most a second)."""
+    records: queue.Queue[logging.LogRecord | None] = queue.Queue(LOG_QUEUE_RECORDS)
+    output = logging.StreamHandler(stream or sys.stderr)
+    output.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def write_forever() -> None:
+        while (record := records.get()) is not None:
+            output.handle(record)
+
+    writer = threading.Thread(target=write_forever, name="log-writer", daemon=True)
+    writer.start()
+    handler = LogQueue(records)
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+    def stop() -> None:
+        with contextlib.suppress(queue.Full):
+            records.put(None, timeout=1.0)
+        writer.join(1.0)
+
+    handler.stop_writer = stop
+    atexit.register(stop)
+    return handler
+
+
 def admin_token(settings: Settings) -> AdminToken:
     return AdminToken(settings.admin_token_file, settings.admin_token)
 
@@ -249,11 +302,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Parse settings and run the right kind of process."""
     args = list(sys.argv[1:] if argv is None else argv)
     settings = parse_settings(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level)
     if (
         not settings.admin_token
         and not settings.admin_token_file

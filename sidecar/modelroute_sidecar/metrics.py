@@ -13,7 +13,7 @@ change rarely (retries, ejections, ...), are ordinary prometheus_client metrics.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -86,6 +86,23 @@ class HotHistogram(Collector):
         yield family
 
 
+class ReadCounter(Collector):
+    """A counter family kept by another component and read when scraped (`read` returns the totals
+    by label values)."""
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+        self.name = name.removesuffix("_total")
+        self.documentation = documentation
+        self.labels = list(labels)
+        self.read: Callable[[], Mapping[tuple[str, ...], float]] = dict
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        for key, value in self.read().items():
+            family.add_metric(key, value)
+        yield family
+
+
 class Metrics:
     """Every metric the sidecar exports."""
 
@@ -120,6 +137,12 @@ class Metrics:
         )
         for family in (self.requests, self.request_duration, self.upstream_duration, self.tokens, self.cost):
             r.register(family)
+        self.audit_lines_dropped = ReadCounter(
+            "modelroute_audit_lines_dropped_total",
+            "Audit log lines lost: queue-full (the writer fell behind), write-failed (e.g. a full disk).",
+            ["reason"],
+        )
+        r.register(self.audit_lines_dropped)
         self.retries = Counter(
             "modelroute_retries_total",
             "Upstream attempts after the first.",

@@ -7,7 +7,14 @@ fallback or escalation can leave the residency the engine enforced.
 Rules of the walk: at most `maxAttempts` tries, each bounded by the per-try timeout until response
 headers and all by the overall deadline; a retry needs the retry budget; connect errors, timeouts, 5xx
 and 429 move on to the next choice, other 4xx go back to the client as they are. A stream can fail over
-only until its first byte reached the client: the first chunk is awaited before the response starts.
+only until its first byte reached the client: its first whole event is awaited before the response
+starts (an upstream that ends its body before one fails over too). After that a stream that breaks, or
+ends without being complete (`sse.py` says what that is), ends with an OpenAI-style error event and no
+`[DONE]`, and is counted as `stream_broken`.
+
+A streamed request is sent with `stream_options.include_usage` (unless the endpoint says it does not
+take it) so that its tokens and cost are counted like a non-streamed answer's; the usage event is
+dropped from the relay when the client had not asked for it itself.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from .httpclient import Pool, Response, UpstreamError
 from .metrics import Metrics
 from .ratelimit import EndpointLimiter, RetryBudget
 from .server import ClientGoneError, HttpResponse, ResponseStream
+from .sse import DONE_EVENT, StreamScanner, error_event
 from .stats import EndpointStats
 from .tls import TlsContexts, TlsError
 
@@ -127,6 +135,41 @@ def rewrite_model(raw: bytes, body: dict[str, Any], upstream_model: str) -> byte
     return json.dumps({**json.loads(raw), "model": upstream_model}).encode()
 
 
+USAGE_OPTION = b'"stream_options":{"include_usage":true},'
+"""What `ask_for_usage` splices in after the opening brace of a body that has no `stream_options`."""
+
+
+def client_asked_for_usage(body: dict[str, Any]) -> bool:
+    """Whether a streamed request asks for the usage event itself (`stream_options.include_usage`)."""
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def ask_for_usage(raw: bytes, body: dict[str, Any]) -> bytes | None:
+    """The request body with `stream_options.include_usage` set, every other byte as the client sent
+    it; None when the body's `stream_options` is not an object (left for the upstream to judge).
+
+    Without `stream_options` in the parsed body, no key of the top-level object can be spelled that
+    way (escapes included), so inserting the pair right after the object's opening brace is exact.
+    A `stream_options` object that lacks the flag is rare: the body is re-serialized then, parsed
+    again with `json` so that numbers keep every digit."""
+    if "stream_options" not in body:
+        start = len(raw) - len(raw.lstrip())
+        if raw[start : start + 1] == b"{":  # not for a BOM or a UTF-16 body: those are re-encoded
+            return b"".join((raw[: start + 1], USAGE_OPTION, raw[start + 1 :]))
+    reparsed = json.loads(raw)
+    options = reparsed.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        return None
+    return json.dumps({**reparsed, "stream_options": {**(options or {}), "include_usage": True}}).encode()
+
+
+def choices_asked(body: dict[str, Any]) -> int:
+    """How many choices a request asks for (`n`, default 1)."""
+    n = body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+
+
 def _top_level_model(raw: bytes) -> object:
     try:
         parsed = orjson.loads(raw)
@@ -201,14 +244,34 @@ class Call:
     body: dict[str, Any]
     deadline: float
     """When the whole request must be done, on the event loop's clock (`loop.time()`)."""
-    payloads: dict[str, bytes] = field(default_factory=dict)
+    payloads: dict[tuple[str, bool], bytes] = field(default_factory=dict)
+    with_usage: bytes | None = None
+    """The body with `stream_options.include_usage` set (made once, when first needed)."""
 
-    def payload_for(self, upstream_model: str) -> bytes:
-        """The body to send to a replica serving `upstream_model` (rewritten once per model)."""
-        payload = self.payloads.get(upstream_model)
+    def payload_for(self, upstream_model: str, ask_usage: bool = False) -> bytes:
+        """The body to send to a replica serving `upstream_model` (rewritten once per model), asking
+        for the usage event when `ask_usage` (and the body allows it)."""
+        payload = self.payloads.get((upstream_model, ask_usage))
         if payload is None:
-            payload = self.payloads[upstream_model] = rewrite_model(self.raw, self.body, upstream_model)
+            raw = self.raw
+            if ask_usage:
+                if self.with_usage is None:
+                    self.with_usage = ask_for_usage(self.raw, self.body) or self.raw
+                raw = self.with_usage
+            payload = self.payloads[(upstream_model, ask_usage)] = rewrite_model(
+                raw, self.body, upstream_model
+            )
         return payload
+
+    def asks_usage_of(self, endpoint: EndpointConfig) -> bool:
+        """Whether the sidecar adds `stream_options.include_usage` for this endpoint (a streamed
+        request that does not ask for it, to an endpoint that takes the option)."""
+        return (
+            self.features.stream
+            and endpoint.capabilities.stream_usage
+            and not client_asked_for_usage(self.body)
+            and isinstance(self.body.get("stream_options"), dict | None)
+        )
 
 
 class Upstreams:
@@ -310,7 +373,7 @@ class Upstreams:
                 f"upstreams are rate limiting (attempts: {tried})",
                 headers=headers,
             )
-        if answer.reason in ("upstream-5xx", "upstream-protocol"):
+        if answer.reason in ("upstream-5xx", "upstream-protocol", "stream-empty"):
             return ApiError(502, "upstream_error", f"every allowed upstream failed (attempts: {tried}){note}")
         return ApiError(
             503,
@@ -382,7 +445,9 @@ class Upstreams:
         self.ejections.begin(choice.endpoint, choice.replica)
         response: Response | None = None
         chunks: AsyncIterator[bytes] | None = None
-        first_chunk = b""
+        scanner: StreamScanner | None = None
+        first_events = b""
+        ask_usage = call.asks_usage_of(endpoint)
         try:
             # one deadline scope per attempt: the per-try timeout until the answer starts, then moved
             # out to the attempt's deadline for the body (or the relayed stream)
@@ -390,23 +455,35 @@ class Upstreams:
                 response = await self.pool.post(
                     choice.url,
                     PATHS[call.features.api],
-                    call.payload_for(choice.upstream_model),
+                    call.payload_for(choice.upstream_model, ask_usage),
                     headers,
                     connect_timeout=endpoint.connect_timeout_seconds,
                     tls=tls,
                 )
                 if call.features.stream and response.status == 200:
-                    # wait for the first chunk before answering the client: until then failover is possible
+                    # wait for the first whole event before answering the client: until then failover
+                    # is possible, also when the upstream ends its body without sending one
                     chunks = response.iter_chunks()
-                    first_chunk = await anext(chunks, b"")
+                    scanner = StreamScanner(choices=choices_asked(call.body), hide_usage=ask_usage)
+                    first_events = await _first_events(chunks, scanner)
+                    if not first_events:
+                        log.warning(
+                            "request %s: %s/%s ended its stream before any event",
+                            exchange.request_id, choice.endpoint, choice.replica,
+                        )  # fmt: skip
+                        return self._failed(call, choice, attempt, started, "stream-empty", 200, None)
                 status = response.status
                 scope.reschedule(attempt_deadline)
-                if chunks is not None:
-                    return await self._relay(call, choice, attempt, started, response, first_chunk, chunks)
+                if chunks is not None and scanner is not None:
+                    return await self._relay(
+                        call, choice, attempt, started, response, first_events, chunks, scanner
+                    )
                 body = await response.read()
         except TimeoutError:
             if call.stream.started:  # the deadline passed mid-stream: too late to fail over
-                await self._break_stream(call, choice, attempt, "timeout", replica_failed=False)
+                await self._break_stream(
+                    call, choice, attempt, "timeout", replica_failed=False, scanner=scanner
+                )
                 return Answer("streamed", status=call.exchange.status)
             return self._failed(call, choice, attempt, started, "timeout", 0, None)
         except (UpstreamError, OSError, ValueError) as exc:
@@ -519,11 +596,13 @@ class Upstreams:
         attempt: Attempt,
         started: float,
         upstream: Response,
-        first_chunk: bytes,
+        first_events: bytes,
         chunks: AsyncIterator[bytes],
+        scanner: StreamScanner,
     ) -> Answer:
-        """Relay an SSE stream chunk by chunk (under the caller's deadline); from here on a failure can
-        only end the stream."""
+        """Relay an SSE stream event by event (under the caller's deadline); from here on a failure can
+        only end the stream. A complete stream ends with `[DONE]` (added when the upstream left it out),
+        any other with an error event; the usage event counts tokens whatever the ending."""
         self._succeeded(call, choice, attempt, started, upstream.status)
         exchange = call.exchange
         exchange.outcome, exchange.status = "ok", upstream.status
@@ -535,13 +614,37 @@ class Upstreams:
         stream = call.stream
         try:
             await stream.start(upstream.status, headers)
-            chunk = first_chunk
-            while chunk:
-                await stream.write(chunk)
-                if b'"usage"' in chunk:
-                    self._count_tokens(call, choice, read_usage(chunk, None))
-                chunk = await anext(chunks, b"")
-            await stream.end()
+            events = first_events
+            while True:
+                if events:
+                    await stream.write(events)
+                piece = await anext(chunks, None)
+                if piece is None:
+                    break
+                events = scanner.feed(piece)
+            tail = scanner.finish()
+            if tail:
+                await stream.write(tail)
+            if scanner.complete:
+                if not scanner.done:
+                    await stream.write(DONE_EVENT)
+                await stream.end()
+            elif scanner.error:  # the upstream's own error event told the client already
+                log.warning(
+                    "request %s: %s/%s sent an error event mid-stream",
+                    exchange.request_id, choice.endpoint, choice.replica,
+                )  # fmt: skip
+                exchange.outcome, exchange.error = "stream_broken", "upstream error event"
+                attempt.outcome = "stream-error"
+                await stream.end()
+            else:
+                log.warning(
+                    "request %s: stream from %s/%s ended incomplete (no [DONE], no finish_reason)",
+                    exchange.request_id, choice.endpoint, choice.replica,
+                )  # fmt: skip
+                await self._break_stream(
+                    call, choice, attempt, "stream-incomplete", replica_failed=True, scanner=scanner
+                )
         except ClientGoneError:
             exchange.outcome = "client_closed"
         except (UpstreamError, OSError, ValueError, TimeoutError) as exc:
@@ -549,20 +652,48 @@ class Upstreams:
                 "request %s: stream from %s/%s broke: %s",
                 exchange.request_id, choice.endpoint, choice.replica, exc.__class__.__name__,
             )  # fmt: skip
-            await self._break_stream(call, choice, attempt, "stream-broken", replica_failed=True)
+            await self._break_stream(
+                call, choice, attempt, "stream-broken", replica_failed=True, scanner=scanner
+            )
+        finally:
+            if scanner.usage is not None:  # once, the last report: what the upstream says it generated
+                self._count_tokens(call, choice, scanner.usage)
         return Answer("streamed", status=upstream.status)
 
     async def _break_stream(
-        self, call: Call, choice: Choice, attempt: Attempt, outcome: str, *, replica_failed: bool
+        self,
+        call: Call,
+        choice: Choice,
+        attempt: Attempt,
+        outcome: str,
+        *,
+        replica_failed: bool,
+        scanner: StreamScanner | None = None,
     ) -> None:
         """End a stream the client already has part of: tell it the stream broke, in the SDKs' format
-        (an `error` event). `replica_failed` counts it against the replica (not for our own deadline)."""
-        call.exchange.outcome = "stream_broken"
+        (an `error` event, and no `[DONE]`). `replica_failed` counts it against the replica (not for
+        our own deadline)."""
+        if outcome == "stream-incomplete":
+            message = "upstream ended the stream before the answer was complete"
+        elif replica_failed:
+            message = "upstream stream interrupted"
+        else:
+            message = "stream cut at the request's deadline"
+        call.exchange.outcome, call.exchange.error = "stream_broken", message
         attempt.outcome = outcome
         if replica_failed and self.ejections.failed(choice.endpoint, choice.replica, call.policy.resilience):
             self.metrics.ejections.labels(choice.endpoint, choice.replica).inc()
-        message = "upstream stream interrupted" if replica_failed else "stream cut at the request's deadline"
-        error = {"error": {"message": message, "type": "server_error", "code": "stream_broken"}}
+        # an over-long event may have been passed on unfinished: close it first, so the error stands alone
+        prefix = b"\n\n" if scanner is not None and scanner.open_event else b""
         with contextlib.suppress(ClientGoneError):
-            await call.stream.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+            await call.stream.write(prefix + error_event(message, "stream_broken"))
             await call.stream.end()
+
+
+async def _first_events(chunks: AsyncIterator[bytes], scanner: StreamScanner) -> bytes:
+    """Read a stream until it yields a whole event to relay; b'' when the body ended without one."""
+    async for piece in chunks:
+        events = scanner.feed(piece)
+        if events:
+            return events
+    return scanner.finish()

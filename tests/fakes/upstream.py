@@ -5,7 +5,13 @@ Use it in-process (`FakeUpstream`, start/stop on the test's loop) or as a proces
 
 - `POST /_fake/behavior` with any of: `delay` (seconds before answering), `failNext` + `failStatus`
   (the next N requests fail), `failPercent` (+ `failStatus`), `finishReason`, `invalidJson` (content
-  that is not JSON), `hang` (never answer), `streamChunks`, `chunkDelay`, `content`;
+  that is not JSON), `hang` (never answer), `streamChunks`, `chunkDelay`, `content`, `streamEnd` (how
+  a stream ends: `done` as OpenAI does, `noDone` (the finish_reason but no `[DONE]`), `cut` (the body
+  ends cleanly after `streamCutAfter` chunks: no finish_reason, no `[DONE]`), `drop` (the connection is
+  dropped after `streamCutAfter` chunks, the chunked body unfinished), `empty` (a 200 and no event at
+  all), `error` (an error event after `streamCutAfter` chunks));
+- streams carry a usage chunk (and `"usage": null` in the others) only when the request asks for it
+  with `stream_options.include_usage`, as OpenAI's do;
 - `POST /_fake/reset`, `GET /_fake/requests` (every request seen: path, model, headers, body),
   `POST /_fake/die` (stop listening and drop connections; a process exits).
 
@@ -41,6 +47,8 @@ class Behavior:
     stream_chunks: int = 3
     chunk_delay: float = 0.0
     content: str = ""
+    stream_end: str = "done"
+    stream_cut_after: int = 1
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply camelCase or snake_case changes."""
@@ -202,7 +210,13 @@ class FakeUpstream:
         response = web.StreamResponse(headers={**self._headers(), "content-type": "text/event-stream"})
         await response.prepare(request)
         chunks = max(1, self.behavior.stream_chunks)
+        end = self.behavior.stream_end
+        with_usage = (body.get("stream_options") or {}).get("include_usage") is True
+        extra: dict[str, Any] = {"usage": None} if with_usage else {}
+        cut_at = 0 if end == "empty" else min(self.behavior.stream_cut_after, chunks)
         for index in range(chunks):
+            if end in ("cut", "drop", "error", "empty") and index == cut_at:
+                return await self._end_early(request, response, end)
             delta = {"content": f"{content} [{index}]" if index == 0 else f" [{index}]"}
             finish = self.behavior.finish_reason if index == chunks - 1 else None
             event = {
@@ -212,11 +226,33 @@ class FakeUpstream:
                 "model": body.get("model"),
                 "system_fingerprint": self.name,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                **extra,
             }
             await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
             if self.behavior.chunk_delay:
                 await asyncio.sleep(self.behavior.chunk_delay)
-        await response.write(b"data: [DONE]\n\n")
+        if with_usage:
+            usage = {"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks}
+            event = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "choices": [], "usage": usage}
+            await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+        if end != "noDone":
+            await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _end_early(
+        self, request: web.Request, response: web.StreamResponse, end: str
+    ) -> web.StreamResponse:
+        """End a stream before its answer is complete, the way `streamEnd` says."""
+        if end == "error":
+            error = {
+                "error": {"message": f"{self.name} broke", "type": "server_error", "code": "engine_dead"}
+            }
+            await response.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+        if end == "drop":
+            assert request.transport is not None
+            request.transport.close()  # no terminating chunk: the client sees the body cut
+            return response
         await response.write_eof()
         return response
 

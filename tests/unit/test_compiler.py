@@ -357,7 +357,13 @@ def test_endpoint_fields_map_onto_the_contract() -> None:
             replica("r1", "eu-west-1", "gdpr", zone="eu-west-1a", weight=0),
             replica("r2", "eu-west-1"),
             tier="fast",
-            capabilities={"contextWindow": 32768, "maxOutputTokens": 2048, "tools": True, "jsonMode": True},
+            capabilities={
+                "contextWindow": 32768,
+                "maxOutputTokens": 2048,
+                "tools": True,
+                "jsonMode": True,
+                "streamUsage": False,
+            },
             pricing={"inputPerMillion": 0.5, "outputPerMillion": 1.5},
             credentials={"name": "keys", "key": "provider-a"},
             timeouts={"connect": "500ms", "request": "1m30s"},
@@ -375,6 +381,7 @@ def test_endpoint_fields_map_onto_the_contract() -> None:
         "streaming": True,
         "tools": True,
         "jsonMode": True,
+        "streamUsage": False,
     }
     assert got["pricing"] == {"inputPerMillion": 0.5, "outputPerMillion": 1.5}
     assert (got["tier"], got["model"], got["provider"]) == ("fast", "org/a", "openai")

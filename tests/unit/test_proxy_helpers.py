@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from modelroute_sidecar.errors import new_request_id, request_id_of
-from modelroute_sidecar.proxy import read_usage, rewrite_model
+from modelroute_sidecar.proxy import ask_for_usage, read_usage, rewrite_model
 
 
 def rewrite(raw: bytes, upstream: str) -> bytes:
@@ -108,3 +108,42 @@ def test_a_sane_client_request_id_is_kept() -> None:
     assert request_id_of({"x-request-id": "abc-123"}) == "abc-123"
     assert len(request_id_of({"x-request-id": "bad\nid"})) == 32
     assert len(request_id_of({"x-request-id": "x" * 129})) == 32
+
+
+def with_usage(raw: bytes) -> bytes:
+    out = ask_for_usage(raw, json.loads(raw))
+    assert out is not None
+    return out
+
+
+def test_asking_for_usage_splices_the_option_after_the_opening_brace() -> None:
+    raw = b'  {"model": "auto", "stream": true, "seed": 123456789012345678901234567890}'
+    assert with_usage(raw) == b'  {"stream_options":{"include_usage":true},' + raw[3:]
+
+
+def test_asking_for_usage_keeps_the_clients_other_stream_options() -> None:
+    raw = b'{"model": "auto", "stream": true, "stream_options": {"include_usage": false, "x": 1}}'
+    assert json.loads(with_usage(raw))["stream_options"] == {"include_usage": True, "x": 1}
+    assert (
+        ask_for_usage(b'{"model": "a", "stream_options": "odd"}', {"model": "a", "stream_options": "odd"})
+        is None
+    )
+
+
+def test_asking_for_usage_re_encodes_what_it_cannot_splice() -> None:
+    raw = '\ufeff{"model": "auto"}'.encode()  # a BOM before the brace: the lenient parser reads it
+    assert json.loads(with_usage(raw).decode("utf-8-sig"))["stream_options"] == {"include_usage": True}
+
+
+@given(
+    body=st.dictionaries(st.text(max_size=8), st.text(max_size=12) | st.integers(), max_size=4),
+    upstream=st.text(min_size=1, max_size=12),
+)
+def test_asking_for_usage_and_the_model_rewrite_change_nothing_else(
+    body: dict[str, object], upstream: str
+) -> None:
+    body = {**body, "model": "auto", "stream": True}
+    body.pop("stream_options", None)
+    raw = json.dumps(body).encode()
+    out = rewrite_model(with_usage(raw), body, upstream)
+    assert json.loads(out) == {**body, "model": upstream, "stream_options": {"include_usage": True}}

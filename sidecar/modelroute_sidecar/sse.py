@@ -1,0 +1,180 @@
+"""Server-sent event streams as the relay sees them: whole events, whether the stream is complete, usage.
+
+An upstream's SSE body arrives in pieces that need not end where events end. The relay passes on
+whole events only, so that a stream that breaks never leaves the client half an event glued to the
+error event that follows, and so that the usage event the sidecar asked for on the client's behalf
+can be dropped. The rules, in one place:
+
+- An event ends at a blank line (`\\n\\n` or `\\r\\n\\r\\n`); bytes after the last one are held until
+  the rest arrives (up to `MAX_HELD_BYTES`, past which they are passed on as they are).
+- A stream is *complete* when it carried `data: [DONE]`, or, for upstreams that omit `[DONE]`, when
+  every choice the request asked for (`n`, default 1) got a non-null `finish_reason`. It is never
+  complete once the upstream sent an `error` event. Anything else that ends is a broken stream.
+- Only events that can matter are parsed: those holding `[DONE]`, `"error"`, a non-null
+  `finish_reason` or a usage object, found by one byte search; every other event passes uncopied.
+- The usage event is the one with `usage` set to an object and no `choices` (OpenAI's last chunk
+  under `stream_options.include_usage`); the last usage seen wins (servers that report running usage
+  on every chunk report totals). It is dropped from what the client gets when `hide_usage` is set.
+"""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+
+MAX_HELD_BYTES = 256 * 1024
+"""An unfinished event longer than this is passed on in pieces (never buffered without bound)."""
+
+DONE_EVENT = b"data: [DONE]\n\n"
+
+_STRING_VALUE = re.compile(rb'\s*:\s*"')
+_OBJECT_VALUE = re.compile(rb"\s*:\s*\{")
+_EVENT = re.compile(rb"(?s).*?(?:\r\n\r\n|\n\n)")
+
+
+class StreamScanner:
+    """Frames one upstream SSE body into whole events and keeps what the relay must know about it."""
+
+    __slots__ = ("_held", "choices", "done", "error", "finished", "hide_usage", "open_event", "usage")
+
+    def __init__(self, *, choices: int = 1, hide_usage: bool = False) -> None:
+        self.choices = max(1, choices)
+        """How many choices must each get a finish_reason for a stream without [DONE] to be complete."""
+        self.hide_usage = hide_usage
+        """Drop the usage event from what is relayed (the sidecar asked for it, not the client)."""
+        self.done = False
+        """`data: [DONE]` was seen."""
+        self.error = False
+        """The upstream sent an error event of its own."""
+        self.finished: set[int] = set()
+        """Indexes of the choices that got a finish_reason."""
+        self.usage: tuple[int, int] | None = None
+        """Prompt and completion tokens of the last usage object seen."""
+        self.open_event = False
+        """The bytes relayed so far end inside an event (only after an over-long one)."""
+        self._held = b""
+
+    @property
+    def complete(self) -> bool:
+        """Whether the stream so far is a complete answer (see the module's rules)."""
+        return not self.error and (self.done or len(self.finished) >= self.choices)
+
+    def feed(self, data: bytes) -> bytes:
+        """The whole events that `data` completes, to relay now (possibly none); the rest is held."""
+        if self._held:
+            data = self._held + data
+            self._held = b""
+        end = _last_boundary(data)
+        if end < len(data):
+            if len(data) - end > MAX_HELD_BYTES:
+                self.open_event = True  # cannot frame it: pass it on rather than buffer without bound
+                return self._inspect(data)
+            self._held = data[end:]
+            data = data[:end]
+            if not data:
+                return b""
+        self.open_event = False
+        return self._inspect(data)
+
+    def finish(self) -> bytes:
+        """What was held when the body ended: a last event without its closing blank line, if any."""
+        data, self._held = self._held, b""
+        if not data:
+            return b""
+        kept = self._inspect(data)
+        self.open_event = bool(kept) and _last_boundary(kept) < len(kept)
+        return kept
+
+    def _inspect(self, data: bytes) -> bytes:
+        if not _has_marker(data):
+            return data
+        kept: list[bytes] = []
+        dropped = False
+        position = 0
+        for match in _EVENT.finditer(data):
+            if self._read(match.group()):
+                kept.append(match.group())
+            else:
+                dropped = True
+            position = match.end()
+        if position < len(data):
+            tail = data[position:]
+            if self._read(tail):
+                kept.append(tail)
+            else:
+                dropped = True
+        return b"".join(kept) if dropped else data
+
+    def _read(self, event: bytes) -> bool:
+        """Note what one event says; False when it is to be dropped."""
+        payload = _data_of(event)
+        if payload is None:
+            return True
+        if payload == b"[DONE]":
+            self.done = True
+            return True
+        if not _has_marker(payload):
+            return True
+        try:
+            parsed = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return True
+        if not isinstance(parsed, dict):
+            return True
+        if parsed.get("error"):
+            self.error = True
+            return True
+        choices = parsed.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if isinstance(choice, dict) and choice.get("finish_reason"):
+                index = choice.get("index", 0)
+                self.finished.add(index if isinstance(index, int) else 0)
+        usage = parsed.get("usage")
+        if isinstance(usage, dict):
+            self.usage = (_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
+            if self.hide_usage and not choices:
+                return False
+        return True
+
+
+def error_event(message: str, code: str, kind: str = "server_error") -> bytes:
+    """An OpenAI-style error event, which the SDKs raise as an error (a clean end they would not)."""
+    error = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return b"data: " + orjson.dumps(error) + b"\n\n"
+
+
+def _has_marker(data: bytes) -> bool:
+    """Whether `data` may hold an event that matters: `[DONE]`, `"error"`, a non-null finish_reason
+    or a usage object. Plain searches with an anchored look at the value: one regex alternation over
+    the whole chunk measured 2-3x slower, and this runs on every chunk relayed."""
+    if b"[DONE]" in data or b'"error"' in data:
+        return True
+    for key, value in ((b'"finish_reason"', _STRING_VALUE), (b'"usage"', _OBJECT_VALUE)):
+        at = data.find(key)
+        while at >= 0:
+            at += len(key)
+            if value.match(data, at):
+                return True
+            at = data.find(key, at)
+    return False
+
+
+def _last_boundary(data: bytes) -> int:
+    """The end of the last blank line in `data` (0 when there is none)."""
+    lf = data.rfind(b"\n\n")
+    crlf = data.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+
+
+def _data_of(event: bytes) -> bytes | None:
+    """The event's data (its `data:` lines joined), None when it has none (a comment, a keep-alive)."""
+    lines = [line for line in event.splitlines() if line.startswith(b"data:")]
+    if not lines:
+        return None
+    values = [line[6:] if line[5:6] == b" " else line[5:] for line in lines]
+    return values[0] if len(values) == 1 else b"\n".join(values)
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
