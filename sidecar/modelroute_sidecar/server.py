@@ -72,6 +72,7 @@ MAX_PIPELINED = 16
 _REASONS = {s.value: s.phrase.encode("latin-1") for s in HTTPStatus}
 
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_NAME = re.compile(_TOKEN)
 _NAMES = re.compile(rf"{_TOKEN}(?: {_TOKEN})*")
 """Header names joined with spaces: every one a token (RFC 9110 5.1)."""
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
@@ -130,7 +131,7 @@ def safe_headers(headers: dict[str, str]) -> dict[str, str]:
         return headers
     kept: dict[str, str] = {}
     for name, value in headers.items():
-        if _NAMES.fullmatch(name) is None or _BAD_VALUE.search(value) is not None:
+        if _NAME.fullmatch(name) is None or _BAD_VALUE.search(value) is not None:
             log.warning("dropped a response header that would break framing: %.100r", name)
         elif name.lower() in _FRAMING:
             log.warning("dropped a framing response header set by a handler: %.100r", name)
