@@ -407,7 +407,9 @@ class _Connection(asyncio.Protocol):
             self.close_if_idle()
         elif self.deadline_kind == _ABORT:
             self._abort()
-        elif not self._reading_paused:  # a paused read is our doing, not the client's
+        elif self._reading_paused:  # our doing, not the client's: the clock starts again
+            self._set_deadline(408, self._server.head_timeout_seconds or self._server.body_timeout_seconds)
+        else:
             what = "head" if self._head_open else "body"
             self._refuse_and_close(408, f"the request {what} did not arrive in time")
 
