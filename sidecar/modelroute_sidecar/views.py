@@ -66,7 +66,7 @@ async def serve_api(
             exchange.status = response.status
         return response
     except asyncio.CancelledError:
-        exchange.outcome = "client_gone"  # the client left (also mid-stream): its exchange was stopped
+        exchange.outcome = "client_closed"  # the client left (also mid-stream): its exchange was stopped
         raise
     except Exception as exc:
         if stream.started:
