@@ -402,7 +402,8 @@ class _Connection(asyncio.Protocol):
 
     def _send_continue(self) -> None:
         self._continue_pending = False
-        self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        with contextlib.suppress(ClientGoneError):  # called from callbacks: a closing socket is no error
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self._set_deadline(408, self._server.body_timeout_seconds)
 
     def expire(self) -> None:
