@@ -141,11 +141,21 @@ def dispatcher(sidecar: Sidecar) -> Handler:
 
 def refusal(sidecar: Sidecar) -> RefusalHandler:
     """The answer to a request the server refuses before any view (too large, malformed)."""
-    codes = {400: "bad_request", 413: "request_too_large", 431: "request_header_fields_too_large"}
+    codes = {
+        400: "bad_request",
+        408: "request_timeout",
+        413: "request_too_large",
+        414: "request_line_too_long",
+        415: "unsupported_content_encoding",
+        431: "request_header_fields_too_large",
+        503: "too_many_connections",
+    }
 
     def refuse(status: int, reason: str) -> HttpResponse:
         request_id = request_id_of({})
-        response = error_response(ApiError(status, codes.get(status, "bad_request"), reason), request_id)
+        param = "Content-Encoding" if status == 415 else None
+        error = ApiError(status, codes.get(status, "bad_request"), reason, param=param)
+        response = error_response(error, request_id)
         exchange = Exchange(request_id, "", config_version=sidecar.config.version)
         response.headers.update(decision_headers(exchange))
         return response
@@ -165,6 +175,11 @@ async def data_plane(
             refusal(sidecar),
             max_body_bytes=settings.max_body_bytes,
             keepalive_seconds=KEEPALIVE_SECONDS,
+            max_line_bytes=settings.max_line_bytes,
+            max_head_bytes=settings.max_head_bytes,
+            head_timeout_seconds=settings.head_timeout_seconds,
+            body_timeout_seconds=settings.body_timeout_seconds,
+            max_connections=settings.max_connections,
         )
         await server.start(host, port, reuse_port=reuse_port)
         try:

@@ -26,7 +26,11 @@ _TYPES = {
     403: "permission_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
+    414: "invalid_request_error",
+    415: "invalid_request_error",
+    431: "invalid_request_error",
     422: "invalid_request_error",
     409: "invalid_request_error",
     429: "rate_limit_error",
@@ -81,7 +85,7 @@ def error_response(error: ApiError, request_id: str) -> HttpResponse:
 def request_id_of(headers: Mapping[str, str]) -> str:
     """The client's `x-request-id` when it sent a sane one, else a new one."""
     given = headers.get("x-request-id", "")
-    if 0 < len(given) <= 128 and given.isprintable():
+    if 0 < len(given) <= 128 and given.isascii() and given.isprintable():  # it is echoed as a header
         return given
     return new_request_id()
 

@@ -7,10 +7,35 @@ on the benchmark box, a minimal aiohttp forwarder reached ~6,400 req/s where thi
 same upstream client reached ~16,000-19,000 (bench/proxy_bench.py holds the side-by-side run).
 
 What it does, and no more: keep-alive and pipelining (answered in order, one at a time per connection),
-`Expect: 100-continue`, Content-Length and chunked request bodies up to a size limit (413 past it),
-bounded request heads (431), 400 on malformed input, whole responses in one write, streamed responses
-with chunked encoding and write backpressure, an idle keep-alive timeout, and a graceful close that
-lets in-flight requests finish.
+`Expect: 100-continue` (sent only when the request's turn comes and its declared length fits),
+Content-Length and chunked request bodies up to a size limit (413 naming the limit, before the body
+is read when the length is declared), whole responses in one write, streamed responses with chunked
+encoding and write backpressure, and a graceful close that lets in-flight requests finish.
+
+What it holds against hostile or broken clients (the ideas of nginx's `large_client_header_buffers`,
+`client_header_timeout`, `client_body_timeout` and lingering close, and of uvicorn's outgoing header
+checks and `limit_concurrency`; our own code):
+- the raw head is capped in bytes as it arrives: the request line by `max_line_bytes` (414, counted
+  as llhttp hands the URL over, piece by piece), the whole head by `max_head_bytes` (431, counted on
+  the bytes fed to the parser while a head is open, so a 16 MiB header is cut after one read, not
+  buffered first);
+- a head must arrive within `head_timeout_seconds` of its first byte and a body within
+  `body_timeout_seconds` of its head (408, then close); idle keep-alive connections are closed after
+  `keepalive_seconds`; one sweep per interval looks at every connection instead of a timer each;
+- at most `max_connections` connections per worker: the next one gets a 503 and is closed;
+- smuggling shapes are refused with 400 and a close: llhttp (strict, no leniencies) refuses
+  Transfer-Encoding with Content-Length, duplicate Content-Length, obs-fold and bare LF; this module
+  adds any Transfer-Encoding other than exactly `chunked` on HTTP/1.1; a body with a
+  `Content-Encoding` is refused with 415 (we do not decompress: no bomb to defuse);
+- response header names and values are checked before they are written: a name that is not a token,
+  a value with CR, LF, NUL or other controls, and the framing headers only this module may set
+  (Content-Length, Transfer-Encoding, Connection and the other hop-by-hop ones) are dropped and logged,
+  never written raw;
+- a refusal is followed by a lingering close (our side shut for writing, what the client still sends
+  read and dropped for up to `LINGER_SECONDS`) so that a client still sending sees the answer
+  instead of a reset;
+- a client that goes away cancels its request's task: the upstream call is abandoned (its connection
+  closed, not pooled) and no retry or escalation follows.
 """
 
 from __future__ import annotations
@@ -18,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -30,10 +56,34 @@ log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 64 * 1024
 """Request line plus headers; more is refused with 431."""
+MAX_LINE_BYTES = 8 * 1024
+"""The request target (URL) of the request line; longer is refused with 414 (nginx's default buffer)."""
+HEAD_TIMEOUT_SECONDS = 10.0
+"""From a request's first byte to the end of its head; a slower head gets 408 and a close."""
+BODY_TIMEOUT_SECONDS = 30.0
+"""From the end of a head (or the `100 Continue`) to the end of its body; slower gets 408."""
+MAX_CONNECTIONS = 4096
+"""Open client connections per worker; the next one gets 503 and is closed."""
+LINGER_SECONDS = 2.0
+"""After a refusal, how long what the client still sends is read and dropped before the close."""
 MAX_PIPELINED = 16
 """Queued requests per connection above which the socket stops being read until they are answered."""
 
 _REASONS = {s.value: s.phrase.encode("latin-1") for s in HTTPStatus}
+
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_NAME = re.compile(_TOKEN)
+"""A header name: a token (RFC 9110 5.1)."""
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
+"""What a field value must not hold: CR, LF, NUL and the other controls but HTAB, and what is not a byte."""
+_FRAMING = frozenset(
+    {"connection", "content-length", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+     "upgrade"}
+)  # fmt: skip
+"""Framing and hop-by-hop headers: only this module writes them (a relayed one would break framing)."""
+
+_IDLE, _ABORT = 0, -1
+"""Deadline kinds besides an HTTP status (408): close when idle, abort (the end of a lingering close)."""
 
 
 @dataclass(slots=True)
@@ -67,11 +117,42 @@ RefusalHandler = Callable[[int, str], HttpResponse]
 """Builds the response for a request refused before the handler (status, reason): 400, 413, 431."""
 
 
+def safe_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The headers that may be written as they are: token names, values without CR, LF, NUL or other
+    controls, no framing or hop-by-hop header. The common case (lower-case names of letters, digits and
+    dashes, printable ASCII values) is checked for all of them at once with a few string methods;
+    anything else goes one by one, and what fails is dropped and logged."""
+    names = "".join(headers)
+    values = "".join(headers.values())
+    if (
+        values.isascii()
+        and values.isprintable()
+        and names.isascii()
+        and (names.islower() or not names)
+        and (names.replace("-", "").isalnum() or not names)
+        and "" not in headers
+        and _FRAMING.isdisjoint(headers)
+    ):
+        return headers
+    kept: dict[str, str] = {}
+    for name, value in headers.items():
+        if _NAME.fullmatch(name) is None or _BAD_VALUE.search(value) is not None:
+            log.warning("dropped a response header that would break framing: %.100r", name)
+        elif name.lower() in _FRAMING:
+            log.warning("dropped a framing response header set by a handler: %.100r", name)
+        else:
+            kept[name] = value
+    return kept
+
+
 def _head(status: int, headers: dict[str, str], content_type: str | None, keep_alive: bool) -> list[bytes]:
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))]
     if content_type is not None:
-        lines.append(b"content-type: " + content_type.encode("latin-1") + b"\r\n")
-    for name, value in headers.items():
+        if _BAD_VALUE.search(content_type) is None:
+            lines.append(b"content-type: " + content_type.encode("latin-1") + b"\r\n")
+        else:
+            log.warning("dropped a content type that would break framing: %.100r", content_type)
+    for name, value in safe_headers(headers).items():
         lines.append(f"{name}: {value}\r\n".encode("latin-1"))
     if not keep_alive:
         lines.append(b"connection: close\r\n")
@@ -109,6 +190,10 @@ class ResponseStream:
         self.finished = True
 
 
+class _RefusedError(Exception):
+    """Raised from a parser callback to stop parsing; the refusal is in `_Connection._refusal`."""
+
+
 class _Connection(asyncio.Protocol):
     """One client connection: parses requests as bytes arrive and answers them in order."""
 
@@ -123,12 +208,26 @@ class _Connection(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
-        self.idle_since: float | None = None
-        """Loop time since when the connection waits for a request; None while one is read or served."""
+        self.deadline: float | None = None
+        """Loop time at which `deadline_kind` applies; None while a request is served (or we wait)."""
+        self.deadline_kind = _IDLE
+        """_IDLE: close if still idle; 408: the head or body is too slow; _ABORT: end a lingering close."""
         self._closed = False
         self._broken = False
-        """The parser failed: nothing more is read from this connection."""
+        """The parser failed or a request was refused: nothing more is parsed on this connection."""
+        self._rejected = False
+        """Refused at connect (over the connection cap): not counted, nothing read."""
         self._close_after_current = False
+        self._in_message = False
+        self._head_open = False
+        self._head_fed = 0
+        """Bytes fed to the parser while the current head was open (reads that began inside it)."""
+        self._completed = 0
+        """Messages completed so far (tells whether a head began in the middle of a read)."""
+        self._continue_pending = False
+        """`100 Continue` is owed once the responses ahead of this request are written."""
+        self._refusal = 0
+        self._refusal_reason = ""
         self._begin_message()
 
     def _begin_message(self) -> None:
@@ -137,36 +236,69 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._head_size = 0
         self._body_size = 0
-        self._refusal = 0
 
     # --- asyncio.Protocol ------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # a stream transport
-        self._server.connections.add(self)
-        self.idle_since = self._loop.time()
-        self._server.watch_idle()
+        server = self._server
+        if len(server.connections) >= server.max_connections:
+            self._rejected = self._broken = True
+            response = server.refusal(
+                503, f"too many connections (limit {server.max_connections} per worker)"
+            )
+            head = _head(response.status, response.headers, response.content_type, keep_alive=False)
+            head.append(b"content-length: %d\r\n\r\n" % len(response.body))
+            head.append(response.body)
+            transport.write(b"".join(head))  # type: ignore[attr-defined]  # a stream transport
+            transport.close()
+            return
+        server.connections.add(self)
+        self._set_deadline(_IDLE, server.keepalive_seconds)
+        server.watch_idle()
 
     def data_received(self, data: bytes) -> None:
-        self.idle_since = None
         if self._broken:
-            return
+            return  # refused (or lingering): what the client still sends is dropped
+        # does this read begin inside a head, or at the start of one? (else a head begins mid-read)
+        head_from_start = self._head_open or not self._in_message
+        completed = self._completed
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._refuse_and_close(400, "protocol upgrades are not supported")
+            return
         except httptools.HttpParserError as exc:
-            if self._refusal:  # raised by our own callback (head too large)
-                self._refuse_and_close(self._refusal, "request head too large")
+            if self._refusal:  # raised by our own callback
+                self._refuse_and_close(self._refusal, self._refusal_reason)
             else:
                 self._refuse_and_close(400, f"malformed HTTP request: {exc}")
+            return
+        if self._head_open and head_from_start and completed == self._completed:
+            # the whole read went to a head still open (httptools buffers header pieces until a
+            # header ends: this bounds that buffer to the limit plus one read)
+            self._head_fed += len(data)
+            if self._head_fed > self._server.max_head_bytes:
+                self._refuse_and_close(
+                    431, f"request head is larger than the limit of {self._server.max_head_bytes} bytes"
+                )
+
+    def eof_received(self) -> bool | None:
+        return None  # the client is done sending: close (also ends a lingering close)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if self._rejected:
+            return
         self._server.forget(self)
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(ClientGoneError("client closed the connection"))
+        task = self._task
+        if task is not None and not task.done():
+            # the client went away mid-request: stop its exchange (the upstream call is abandoned,
+            # its connection closed; no retry or escalation follows a cancellation)
+            task.cancel()
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -179,47 +311,80 @@ class _Connection(asyncio.Protocol):
 
     # --- httptools callbacks ---------------------------------------------------------------------------
 
+    def _stop(self, status: int, reason: str) -> None:
+        self._refusal, self._refusal_reason = status, reason
+        raise _RefusedError(reason)  # stops the parser; handled in data_received
+
+    def on_message_begin(self) -> None:
+        self._in_message = self._head_open = True
+        self._head_fed = 0
+        self._set_deadline(408, self._server.head_timeout_seconds)
+
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_size += len(url)
+        if len(self._url) > self._server.max_line_bytes:
+            self._stop(414, f"request line is longer than the limit of {self._server.max_line_bytes} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_size += len(name) + len(value) + 4
-        if self._head_size > MAX_HEAD_BYTES:
-            self._refusal = 431
-            raise ValueError("request head too large")  # stops the parser; handled in data_received
+        if self._head_size > self._server.max_head_bytes:
+            self._stop(431, f"request head is larger than the limit of {self._server.max_head_bytes} bytes")
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         previous = self._headers.get(key)
         self._headers[key] = text if previous is None else f"{previous}, {text}"
 
     def on_headers_complete(self) -> None:
-        length = self._headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self._server.max_body_bytes:
-            self._refusal = 413
-        elif self._headers.get("expect", "").lower() == "100-continue":
-            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._head_open = False
+        server = self._server
+        headers = self._headers
+        coding = headers.get("transfer-encoding")
+        if coding is not None and (
+            coding.strip().lower() != "chunked" or self._parser.get_http_version() != "1.1"
+        ):
+            self._stop(400, f"unsupported Transfer-Encoding {coding[:100]!r}: only `chunked` on HTTP/1.1")
+        encoding = headers.get("content-encoding")
+        if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+            self._stop(
+                415,
+                f"Content-Encoding {encoding[:100]!r} is not supported: send the request body uncompressed",
+            )
+        length = headers.get("content-length")
+        if length is not None and length.strip().isdigit() and int(length) > server.max_body_bytes:
+            limit = server.max_body_bytes
+            self._stop(413, f"request body of {int(length)} bytes is larger than the limit of {limit} bytes")
+        if coding is None and (length is None or length.strip() == "0"):
+            self.deadline = None  # no body: the request is complete
+        elif headers.get("expect", "").lower() == "100-continue":
+            if self._task is None and not self._queue:
+                self._send_continue()
+            else:  # earlier requests are still answered: 100 when this one's turn comes
+                self._continue_pending = True
+                self.deadline = None
+        else:
+            self._set_deadline(408, server.body_timeout_seconds)
 
     def on_body(self, body: bytes) -> None:
-        if self._refusal:
-            return  # read and dropped, so the refusal reaches a client that is still sending
+        if self._continue_pending:  # the client did not wait for our 100: it is not owed any more
+            self._continue_pending = False
+            self._set_deadline(408, self._server.body_timeout_seconds)
         self._body_size += len(body)
         if self._body_size > self._server.max_body_bytes:
-            self._refusal = 413
             self._body.clear()
-            return
+            self._stop(413, f"request body is larger than the limit of {self._server.max_body_bytes} bytes")
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
+        self._completed += 1
+        self.deadline = None
         keep_alive = bool(self._parser.should_keep_alive())
-        if self._refusal:
-            self._queue.append(((self._refusal, "request body is larger than the limit"), False))
-        else:
-            path, _, query = self._url.decode("latin-1").partition("?")
-            request = HttpRequest(
-                self._parser.get_method().decode("latin-1"), path, self._headers, b"".join(self._body), query
-            )
-            self._queue.append((request, keep_alive))
+        path, _, query = self._url.decode("latin-1").partition("?")
+        request = HttpRequest(
+            self._parser.get_method().decode("latin-1"), path, self._headers, b"".join(self._body), query
+        )
+        self._queue.append((request, keep_alive))
         self._begin_message()
         if len(self._queue) > MAX_PIPELINED and self._transport is not None and not self._reading_paused:
             self._reading_paused = True
@@ -227,13 +392,44 @@ class _Connection(asyncio.Protocol):
         if self._task is None:
             self._serve_next()
 
+    # --- timing ----------------------------------------------------------------------------------------
+
+    def _set_deadline(self, kind: int, seconds: float) -> None:
+        if seconds > 0:
+            self.deadline, self.deadline_kind = self._loop.time() + seconds, kind
+        else:
+            self.deadline = None
+
+    def _send_continue(self) -> None:
+        self._continue_pending = False
+        with contextlib.suppress(ClientGoneError):  # called from callbacks: a closing socket is no error
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._set_deadline(408, self._server.body_timeout_seconds)
+
+    def expire(self) -> None:
+        """Its deadline passed (the server's sweep calls this)."""
+        self.deadline = None
+        if self.deadline_kind == _IDLE:
+            self.close_if_idle()
+        elif self.deadline_kind == _ABORT:
+            self._abort()
+        elif self._reading_paused:  # our doing, not the client's: the clock starts again
+            self._set_deadline(408, self._server.head_timeout_seconds or self._server.body_timeout_seconds)
+        else:
+            what = "head" if self._head_open else "body"
+            self._refuse_and_close(408, f"the request {what} did not arrive in time")
+
     # --- serving ---------------------------------------------------------------------------------------
 
     def _serve_next(self) -> None:
         if not self._queue or self._closed:
             self._task = None
-            if not self._closed:
-                self.idle_since = self._loop.time()
+            if self._closed or self._broken:
+                return
+            if self._continue_pending:
+                self._send_continue()
+            elif not self._in_message:
+                self._set_deadline(_IDLE, self._server.keepalive_seconds)
             return
         if self._reading_paused and len(self._queue) <= MAX_PIPELINED // 2 and self._transport is not None:
             self._reading_paused = False
@@ -254,7 +450,8 @@ class _Connection(asyncio.Protocol):
     async def _serve(self, item: HttpRequest | tuple[int, str], keep_alive: bool) -> None:
         keep_alive = keep_alive and not self._server.closing
         if isinstance(item, tuple):
-            self._respond(self._server.refusal(*item), keep_alive=False)
+            if not self._closed:
+                self._respond(self._server.refusal(*item), keep_alive=False, linger=True)
             return
         stream = ResponseStream(self, keep_alive)
         try:
@@ -268,7 +465,7 @@ class _Connection(asyncio.Protocol):
         elif not keep_alive:
             self._close_when_written()
 
-    def _respond(self, response: HttpResponse, keep_alive: bool) -> None:
+    def _respond(self, response: HttpResponse, keep_alive: bool, *, linger: bool = False) -> None:
         if self._closed:
             return  # the client left before its answer was ready: nobody to tell
         keep_alive = keep_alive and not self._close_after_current
@@ -276,12 +473,16 @@ class _Connection(asyncio.Protocol):
         head.append(b"content-length: %d\r\n\r\n" % len(response.body))
         head.append(response.body)
         self.write(b"".join(head))
-        if not keep_alive:
+        if linger:
+            self._linger()
+        elif not keep_alive:
             self._close_when_written()
 
     def _refuse_and_close(self, status: int, reason: str) -> None:
         """Answer a request that cannot be parsed on, then close (after any request still being served)."""
         self._broken = True
+        self._continue_pending = False
+        self.deadline = None
         if self._transport is None or self._closed:
             return
         self._queue.append(((status, reason), False))
@@ -308,6 +509,24 @@ class _Connection(asyncio.Protocol):
         finally:
             self._drain_waiter = None
 
+    def _linger(self) -> None:
+        """Close after a refusal without resetting a client that is still sending: shut our side, drop
+        what arrives until the client closes or `LINGER_SECONDS` pass (a reset would discard the answer
+        the client has not read yet)."""
+        self._queue.clear()
+        self._broken = True
+        transport = self._transport
+        if transport is None or self._closed:
+            return
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._set_deadline(_ABORT, LINGER_SECONDS)
+        else:
+            transport.close()
+
     def _close_when_written(self) -> None:
         self._queue.clear()
         if self._transport is not None:
@@ -319,8 +538,8 @@ class _Connection(asyncio.Protocol):
             self._transport.abort()
 
     def close_if_idle(self) -> bool:
-        """Close the connection unless a request is being served or waits; True when closed."""
-        if self._task is None and not self._queue and self._transport is not None:
+        """Close the connection unless a request is being served, waits or is being read; True when closed."""
+        if self._task is None and not self._queue and not self._in_message and self._transport is not None:
             self._transport.close()
             return True
         return False
@@ -341,11 +560,21 @@ class DataServer:
         *,
         max_body_bytes: int,
         keepalive_seconds: float = 75.0,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        max_head_bytes: int = MAX_HEAD_BYTES,
+        head_timeout_seconds: float = HEAD_TIMEOUT_SECONDS,
+        body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.handler = handler
         self.refusal = refusal
         self.max_body_bytes = max_body_bytes
         self.keepalive_seconds = keepalive_seconds
+        self.max_line_bytes = max_line_bytes
+        self.max_head_bytes = max_head_bytes
+        self.head_timeout_seconds = head_timeout_seconds
+        self.body_timeout_seconds = body_timeout_seconds
+        self.max_connections = max_connections
         self.connections: set[_Connection] = set()
         self.closing = False
         self._server: asyncio.Server | None = None
@@ -353,11 +582,22 @@ class DataServer:
         self._idle_sweep: asyncio.TimerHandle | None = None
 
     def watch_idle(self) -> None:
-        """Make sure idle connections are looked at: one sweep for all of them, armed while any is open,
-        instead of a timer handle made, armed and cancelled around every request. A connection is
-        closed between `keepalive_seconds` and a quarter more (at most 1 s) after its last answer."""
-        if self._idle_sweep is None and self.keepalive_seconds > 0:
-            interval = min(1.0, self.keepalive_seconds / 4)
+        """Make sure connection deadlines are looked at: one sweep for all of them, armed while any is
+        open, instead of a timer handle made, armed and cancelled around every request. A deadline
+        (keep-alive, head, body, linger) acts between its time and a quarter of the shortest timeout
+        more (at most 1 s)."""
+        timeouts = [
+            t
+            for t in (
+                self.keepalive_seconds,
+                self.head_timeout_seconds,
+                self.body_timeout_seconds,
+                LINGER_SECONDS,
+            )
+            if t > 0
+        ]
+        if self._idle_sweep is None and timeouts:
+            interval = min(1.0, min(timeouts) / 4)
             self._idle_sweep = asyncio.get_running_loop().call_later(interval, self._sweep_idle, interval)
 
     def _sweep_idle(self, interval: float) -> None:
@@ -366,8 +606,8 @@ class DataServer:
             return
         now = asyncio.get_running_loop().time()
         for conn in list(self.connections):
-            if conn.idle_since is not None and now - conn.idle_since >= self.keepalive_seconds:
-                conn.close_if_idle()
+            if conn.deadline is not None and now >= conn.deadline:
+                conn.expire()
         self._idle_sweep = asyncio.get_running_loop().call_later(interval, self._sweep_idle, interval)
 
     def forget(self, conn: _Connection) -> None:

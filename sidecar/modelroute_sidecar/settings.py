@@ -46,6 +46,16 @@ class Settings:
     client_keys_file: Path | None = None
     """Optional YAML/JSON map of client API key to {tenant, tier}; when set, clients must present one."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_line_bytes: int = 8 * 1024
+    """Longest request target on the data port (414 past it)."""
+    max_head_bytes: int = 64 * 1024
+    """Largest request head, request line included (431 past it)."""
+    head_timeout_seconds: float = 10.0
+    """From a request's first byte to the end of its head (408 and a close past it; 0 disables)."""
+    body_timeout_seconds: float = 30.0
+    """From the end of a head to the end of its body (408 and a close past it; 0 disables)."""
+    max_connections: int = 4096
+    """Client connections per worker on the data port; the next one gets 503 and is closed."""
     audit_log: str = "-"
     """Audit log destination: a file path, `-` for stdout, empty to disable."""
     audit_prompts: bool = False
@@ -98,6 +108,19 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=int,
         default=int(_env(e, "MODELROUTE_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES))),
     )
+    p.add_argument(
+        "--max-line-bytes", type=int, default=int(_env(e, "MODELROUTE_MAX_LINE_BYTES", str(8 * 1024)))
+    )
+    p.add_argument(
+        "--max-head-bytes", type=int, default=int(_env(e, "MODELROUTE_MAX_HEAD_BYTES", str(64 * 1024)))
+    )
+    p.add_argument(
+        "--head-timeout-seconds", type=float, default=float(_env(e, "MODELROUTE_HEAD_TIMEOUT_SECONDS", "10"))
+    )
+    p.add_argument(
+        "--body-timeout-seconds", type=float, default=float(_env(e, "MODELROUTE_BODY_TIMEOUT_SECONDS", "30"))
+    )
+    p.add_argument("--max-connections", type=int, default=int(_env(e, "MODELROUTE_MAX_CONNECTIONS", "4096")))
     p.add_argument("--audit-log", default=_env(e, "MODELROUTE_AUDIT_LOG", "-"))
     p.add_argument(
         "--audit-prompts",
@@ -137,6 +160,10 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     args = build_parser(env).parse_args(argv)
     if args.workers < 1:
         raise SystemExit("--workers must be at least 1")
+    if not 0 < args.max_line_bytes <= args.max_head_bytes:
+        raise SystemExit("--max-line-bytes must be positive and at most --max-head-bytes")
+    if args.max_connections < 1:
+        raise SystemExit("--max-connections must be at least 1")
     return Settings(
         host=args.host,
         port=args.port,
@@ -152,6 +179,11 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         secrets_dir=Path(args.secrets_dir),
         client_keys_file=_optional_path(args.client_keys_file),
         max_body_bytes=args.max_body_bytes,
+        max_line_bytes=args.max_line_bytes,
+        max_head_bytes=args.max_head_bytes,
+        head_timeout_seconds=args.head_timeout_seconds,
+        body_timeout_seconds=args.body_timeout_seconds,
+        max_connections=args.max_connections,
         audit_log=args.audit_log,
         audit_prompts=args.audit_prompts,
         workers=args.workers,

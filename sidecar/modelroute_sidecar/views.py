@@ -33,6 +33,9 @@ View = Callable[[Sidecar, HttpRequest, ResponseStream, str], Awaitable[HttpRespo
 
 _REQUIRED_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
 
+MAX_JSON_DEPTH = 1024
+"""orjson's nesting limit; deeper bodies are refused with 400 (the standard library would recurse)."""
+
 RESIDENCY_CODES = frozenset({"no_compliant_endpoint"})
 """Engine error codes that mean residency left nothing to call (counted as residency blocks)."""
 
@@ -62,6 +65,9 @@ async def serve_api(
         if response is not None:  # a streamed answer set its status when it started
             exchange.status = response.status
         return response
+    except asyncio.CancelledError:
+        exchange.outcome = "client_closed"  # the client left (also mid-stream): its exchange was stopped
+        raise
     except Exception as exc:
         if stream.started:
             raise  # the answer is under way: nothing can replace it, the server cuts the connection
@@ -123,7 +129,11 @@ def parse_body(raw: bytes, api: str) -> dict[str, Any]:
     """The request JSON, checked for the fields routing needs (400 otherwise)."""
     try:
         body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # not worth a second parse: the lenient one would recurse too
+            raise ApiError(
+                400, "invalid_json", f"the request body is nested deeper than {MAX_JSON_DEPTH} levels"
+            ) from None
         body = _lenient_json(raw)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "the request body must be a JSON object")
@@ -151,6 +161,10 @@ def _lenient_json(raw: bytes) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(
+            400, "invalid_json", f"the request body is nested deeper than {MAX_JSON_DEPTH} levels"
+        ) from None
 
 
 def unknown_model_message(model: str, snapshot: Snapshot) -> str:

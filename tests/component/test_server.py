@@ -1,6 +1,7 @@
 """The data port's HTTP/1.1 server on raw sockets: keep-alive and pipelining in order, 100-continue,
 chunked request bodies, refusals (413 before the body is stored, 400 on garbage, 431 on huge heads),
-streamed responses, the idle timeout and a graceful close that lets a request in flight finish."""
+streamed responses, the idle timeout, a graceful close that lets a request in flight finish, and the
+check of response headers (hostile clients: test_server_attacks.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from modelroute_sidecar.server import DataServer, HttpRequest, HttpResponse, ResponseStream
+from modelroute_sidecar.server import DataServer, HttpRequest, HttpResponse, ResponseStream, safe_headers
 
 Serve = Callable[..., Awaitable[DataServer]]
 slow_started = asyncio.Event()
@@ -173,3 +174,27 @@ async def test_close_lets_the_request_in_flight_finish(serve: Serve) -> None:
     data = await answer
     assert data.startswith(b"HTTP/1.1 200 OK") and b'"body": "late"' in data
     assert b"connection: close" in data
+
+
+@pytest.mark.parametrize(
+    ("headers", "kept"),
+    [
+        ({"x-a": "1", "x-request-id": "abc"}, {"x-a": "1", "x-request-id": "abc"}),
+        ({"X-Upper": "ok", "x-tab": "a\tb", "x-obs": "caf\xe9", "x_u": "1"}, None),  # valid, slow path
+        ({"x-a": "1\r\nset-cookie: x"}, {}),
+        ({"x-a": "1\nb"}, {}),
+        ({"x-a": "1\x00"}, {}),
+        ({"x-a": "\u20ac"}, {}),
+        ({"a b": "1"}, {}),
+        ({"a:b": "1"}, {}),
+        ({"": "1"}, {}),
+        (
+            {"Transfer-Encoding": "chunked", "content-length": "1", "keep-alive": "x", "x-ok": "1"},
+            {"x-ok": "1"},
+        ),
+    ],
+)
+def test_response_headers_are_checked_before_writing(
+    headers: dict[str, str], kept: dict[str, str] | None
+) -> None:
+    assert safe_headers(headers) == (headers if kept is None else kept)

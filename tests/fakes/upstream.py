@@ -79,6 +79,8 @@ class FakeUpstream:
         self.port = 0
         self.behavior = Behavior()
         self.requests: list[Seen] = []
+        self.disconnects: list[float] = []
+        """`time.monotonic()` at which a client was seen gone while its answer was pending or streaming."""
         self._runner: web.AppRunner | None = None
         self._hanging: list[asyncio.Future[None]] = []
         self.app = self._make_app()
@@ -124,6 +126,7 @@ class FakeUpstream:
         """Normal answers, no recorded requests."""
         self.behavior = Behavior()
         self.requests.clear()
+        self.disconnects.clear()
 
     def set(self, **changes: Any) -> None:
         """Change the behavior (`fake.set(fail_next=2, fail_status=503)`)."""
@@ -147,10 +150,27 @@ class FakeUpstream:
         )
         return body
 
-    async def _misbehave(self) -> web.Response | None:
+    async def _pause(self, request: web.Request, seconds: float) -> bool:
+        """Wait `seconds`, watching the client's connection (every 5 ms); False, recorded in
+        `disconnects`, as soon as it is seen closed."""
+        deadline = time.monotonic() + seconds
+        while True:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                self.disconnects.append(time.monotonic())
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            await asyncio.sleep(min(0.005, left))
+
+    async def _misbehave(self, request: web.Request | None = None) -> web.Response | None:
         """Delay, hang or fail as configured; None to answer normally."""
         b = self.behavior
-        if b.delay:
+        if b.delay and request is not None:
+            if not await self._pause(request, b.delay):
+                return web.Response(status=499)  # nobody left to read it
+        elif b.delay:
             await asyncio.sleep(b.delay)
         if b.hang:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -182,7 +202,7 @@ class FakeUpstream:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
-        failure = await self._misbehave()
+        failure = await self._misbehave(request)
         if failure is not None:
             return failure
         content = self._content(body)
@@ -229,8 +249,8 @@ class FakeUpstream:
                 **extra,
             }
             await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
-            if self.behavior.chunk_delay:
-                await asyncio.sleep(self.behavior.chunk_delay)
+            if self.behavior.chunk_delay and not await self._pause(request, self.behavior.chunk_delay):
+                return response  # the client left: stop generating
         if with_usage:
             usage = {"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks}
             event = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "choices": [], "usage": usage}
