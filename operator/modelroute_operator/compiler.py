@@ -166,8 +166,22 @@ def _short_repr(value: Any) -> str:
 # ---------------------------------------------------------------------------------------- compiling
 
 
-def compile_namespace(objects: NamespaceObjects) -> CompileResult:
-    """Check every object and cross-reference, then build and seal the RouterConfig if all is well."""
+@dataclass(frozen=True)
+class PreviousConfig:
+    """The namespace's stored config as far as ordering goes: the compiler's one input from the past."""
+
+    sequence: int
+    """Its sequence (0 for a config stored before sequences existed)."""
+    version: str
+    """Its content hash; empty when nothing is stored and `sequence` is only a floor to start above."""
+
+
+def compile_namespace(objects: NamespaceObjects, previous: PreviousConfig | None = None) -> CompileResult:
+    """Check every object and cross-reference, then build and seal the RouterConfig if all is well.
+
+    The config keeps `previous.sequence` when its content equals the previous config's (so the same
+    inputs still hash to the same version), and takes the next number when it differs; without a
+    previous config it is sequence 1."""
     ns = _Namespace.index(objects)
     errors = sorted(
         set(
@@ -183,7 +197,16 @@ def compile_namespace(objects: NamespaceObjects) -> CompileResult:
     )
     if errors:
         return CompileResult(config=None, errors=tuple(errors))
-    return CompileResult(config=_build_config(ns), errors=())
+    return CompileResult(config=_sequenced(_build_config(ns), previous), errors=())
+
+
+def _sequenced(config: contract.RouterConfig, previous: PreviousConfig | None) -> contract.RouterConfig:
+    if previous is None:
+        return config.model_copy(update={"sequence": 1}).seal()
+    unchanged = config.model_copy(update={"sequence": previous.sequence}).seal()
+    if unchanged.version == previous.version:
+        return unchanged
+    return config.model_copy(update={"sequence": previous.sequence + 1}).seal()
 
 
 @dataclass(frozen=True)
