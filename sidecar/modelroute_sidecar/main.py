@@ -43,6 +43,7 @@ from .admin import (
 )
 from .app import build_sidecar, data_plane
 from .configstore import ConfigStore
+from .ratelimit import TENANT_TABLE_FILE, TenantTable
 from .settings import Settings, parse_settings
 
 log = logging.getLogger("modelroute_sidecar")
@@ -251,6 +252,7 @@ async def run_parent(settings: Settings, argv: Sequence[str]) -> None:
     """Start the workers, then serve the admin port and keep the workers in line."""
     control_dir = Path(tempfile.mkdtemp(prefix="modelroute-sidecar-"))
     os.chmod(control_dir, 0o700)  # the control sockets take configs without a token
+    TenantTable.create(control_dir / TENANT_TABLE_FILE)  # before any worker: they share its buckets
     supervisor = Supervisor(settings, argv, control_dir)
     store = ConfigStore(region=settings.region, namespace=settings.namespace)
     if settings.config_file is not None:
