@@ -273,7 +273,7 @@ class Budgets(ContractModel):
 
 
 class TenantLimit(ContractModel):
-    """A token-bucket limit applied per tenant."""
+    """A token-bucket limit applied per tenant, per pod: the workers of one sidecar share its buckets."""
 
     tenant_tier: str = ""
     """Tenant tier this limit applies to; empty is the default for every tenant."""
