@@ -169,13 +169,28 @@ def _short_repr(value: Any) -> str:
 # ---------------------------------------------------------------------------------------- compiling
 
 
+@dataclass(frozen=True)
+class PreviousConfig:
+    """The namespace's stored config as far as ordering goes: the compiler's one input from the past."""
+
+    sequence: int
+    """Its sequence (0 for a config stored before sequences existed)."""
+    version: str
+    """Its content hash; empty when nothing is stored and `sequence` is only a floor to start above."""
+
+
 def compile_namespace(
-    objects: NamespaceObjects, sidecar_ports: Sequence[int] = contract.SIDECAR_PORTS
+    objects: NamespaceObjects,
+    previous: PreviousConfig | None = None,
+    sidecar_ports: Sequence[int] = contract.SIDECAR_PORTS,
 ) -> CompileResult:
     """Check every object and cross-reference, then build and seal the RouterConfig if all is well.
 
-    `sidecar_ports` are the ports injected sidecars listen on (replica URLs may not point there); the
-    contract's defaults are always included, since a sidecar checks against those too.
+    The config keeps `previous.sequence` when its content equals the previous config's (so the same
+    inputs still hash to the same version), and takes the next number when it differs; without a
+    previous config it is sequence 1. `sidecar_ports` are the ports injected sidecars listen on (replica
+    URLs may not point there); the contract's defaults are always included, since a sidecar checks
+    against those too.
     """
     ns = _Namespace.index(objects)
     ports = tuple(sorted({*contract.SIDECAR_PORTS, *sidecar_ports}))
@@ -194,7 +209,16 @@ def compile_namespace(
     )
     if errors:
         return CompileResult(config=None, errors=tuple(errors))
-    return CompileResult(config=_build_config(ns), errors=())
+    return CompileResult(config=_sequenced(_build_config(ns), previous), errors=())
+
+
+def _sequenced(config: contract.RouterConfig, previous: PreviousConfig | None) -> contract.RouterConfig:
+    if previous is None:
+        return config.model_copy(update={"sequence": 1}).seal()
+    unchanged = config.model_copy(update={"sequence": previous.sequence}).seal()
+    if unchanged.version == previous.version:
+        return unchanged
+    return config.model_copy(update={"sequence": previous.sequence + 1}).seal()
 
 
 @dataclass(frozen=True)

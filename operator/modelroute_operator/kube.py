@@ -141,6 +141,8 @@ class LiveConfig:
     version: str
     sources: Mapping[str, int]
     """`Kind/name` → generation compiled into this config."""
+    sequence: int = 0
+    """The config's sequence (0 for a config stored before sequences existed)."""
 
 
 @dataclass(frozen=True)
@@ -192,9 +194,14 @@ class KubeApi:
         text = data.get(CONFIG_KEY)
         if not text:
             return None
-        version = json.loads(text).get("version", "")
+        stored = json.loads(text)
         sources = json.loads(data.get(SOURCES_KEY) or "{}")
-        return LiveConfig(config_json=text, version=version, sources=sources)
+        return LiveConfig(
+            config_json=text,
+            version=stored.get("version", ""),
+            sources=sources,
+            sequence=int(stored.get("sequence") or 0),
+        )
 
     async def apply_config(self, namespace: str, config: RouterConfig, sources: Mapping[str, int]) -> None:
         """Server-side apply the namespace's RouterConfig ConfigMap (we own every field we set)."""

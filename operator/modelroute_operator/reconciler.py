@@ -9,6 +9,7 @@ invalid object keeps its last good config; the invalid object says why on its st
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +18,14 @@ from typing import Any
 from modelroute_sidecar.contract import RouterConfig, short_version
 
 from . import status as st
-from .compiler import CompileResult, NamespaceObjects, ObjectInvalid, compile_namespace, parse_object
+from .compiler import (
+    CompileResult,
+    NamespaceObjects,
+    ObjectInvalid,
+    PreviousConfig,
+    compile_namespace,
+    parse_object,
+)
 from .kube import KubeApi, LiveConfig, RawObjects
 from .namespace_queue import NamespaceQueue
 from .resources import KIND_BY_NAME, Canary, ModelEndpoint, Resource, RoutingPolicy
@@ -71,6 +79,16 @@ def _sources(raw: RawObjects) -> dict[str, int]:
     }
 
 
+def previous_config(live: LiveConfig | None) -> PreviousConfig:
+    """Where the namespace's next config stands in order: after the stored one, or, when none is
+    stored, after the wall clock in milliseconds. The stored ConfigMap is the state (in the API, so it
+    survives restarts and leader changes); the clock floor covers a namespace emptied (its ConfigMap
+    deleted) and filled again, whose sidecars still run the old config and would refuse a restart at 1."""
+    if live is not None:
+        return PreviousConfig(sequence=live.sequence, version=live.version)
+    return PreviousConfig(sequence=int(time.time() * 1000), version="")
+
+
 class Reconciler:
     """Reconciles namespaces on demand; one pass at a time per namespace, the latest request wins."""
 
@@ -116,7 +134,7 @@ class Reconciler:
             report.config_deleted = await self._kube.delete_config(namespace)
             return report
         objects, invalid = _parse_all(raw)
-        result = compile_namespace(objects)
+        result = compile_namespace(objects, previous_config(live))
         errors = _errors_by_object(result, invalid)
         report.errors = [f"{key} {line}" for key, lines in sorted(errors.items()) for line in lines]
         live_config = RouterConfig.model_validate_json(live.config_json) if live else None
@@ -125,7 +143,9 @@ class Reconciler:
             if live is None or live.version != result.config.version or dict(live.sources) != sources:
                 await self._kube.apply_config(namespace, result.config, sources)
                 report.config_written = True
-            live = LiveConfig(result.config.to_json(), result.config.version, sources)
+            live = LiveConfig(
+                result.config.to_json(), result.config.version, sources, result.config.sequence
+            )
             live_config = result.config
         # Announce a new version, and every namespace once after a restart (its sidecars may lag).
         announce = report.config_written or namespace not in self._announced

@@ -596,7 +596,13 @@ class Budgets(ApiModel):
 
 
 class TenantLimit(ApiModel):
-    """Token-bucket limits per tenant, so no tenant can starve others or force expensive tiers."""
+    """Token-bucket limits per tenant, so no tenant can starve others or force expensive tiers.
+
+    Scope: per pod. All worker processes of one sidecar share one bucket per tenant, so a pod admits
+    the limit once however many workers it runs; N pods admit up to N times the limit (a fleet-wide
+    limit is future work). A bucket holds one minute of quota (the burst) and refills evenly. A pod
+    keeps a bounded number of buckets: when a flood of tenant names fills them, the least recently
+    used are evicted and such a tenant starts again with a full bucket."""
 
     tenant_tier: Annotated[str, Field(max_length=63, pattern=DNS_LABEL)] | None = None
     """Tenant tier the limit applies to; unset for the default limit."""

@@ -59,6 +59,7 @@ def version_document(store: ConfigStore) -> dict[str, Any]:
         "version": store.version,
         "source": current.source if current else "",
         "appliedAt": current.applied_at if current else None,
+        "sequence": current.config.sequence if current else None,
         "namespace": current.config.namespace if current else "",
         "lastError": store.last_error,
     }
@@ -78,7 +79,12 @@ class LocalFleet:
         except ConfigRejectedError:
             self.sidecar.metrics.config_errors.labels("push").inc()
             raise
-        return {"version": snapshot.version, "changed": snapshot.version != previous, "workers": 1}
+        return {
+            "version": snapshot.version,
+            "sequence": snapshot.config.sequence,
+            "changed": snapshot.version != previous,
+            "workers": 1,
+        }
 
     async def version(self) -> dict[str, Any]:
         """This process's applied version."""
@@ -122,9 +128,22 @@ class WorkerSockets:
         async with self._session(index).request(method, "http://worker" + path, data=data) as response:
             return response.status, await response.read()
 
-    async def call_all(self, method: str, path: str, data: bytes | None = None) -> list[tuple[int, bytes]]:
-        """The same request to every worker, concurrently."""
-        return list(await asyncio.gather(*(self.call(i, method, path, data) for i in range(len(self.paths)))))
+    async def try_call(
+        self, index: int, method: str, path: str, data: bytes | None = None
+    ) -> tuple[int, bytes] | None:
+        """`call`, or None when the worker cannot be reached (it died, or is starting again)."""
+        try:
+            return await self.call(index, method, path, data)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("worker %d unreachable on %s %s: %s", index, method, path, exc or type(exc).__name__)
+            return None
+
+    async def try_call_all(
+        self, method: str, path: str, data: bytes | None = None
+    ) -> list[tuple[int, bytes] | None]:
+        """`try_call` on every worker, concurrently: a worker being restarted fails no caller."""
+        calls = (self.try_call(i, method, path, data) for i in range(len(self.paths)))
+        return list(await asyncio.gather(*calls))
 
     async def close(self) -> None:
         """Close the connections."""
@@ -134,36 +153,68 @@ class WorkerSockets:
 
 
 class WorkerFleet:
-    """The parent of a multi-process sidecar: validates, then fans out to and sums over its workers."""
+    """The parent of a multi-process sidecar: validates, then fans out to and sums over its workers.
+
+    A worker that cannot be reached (it died and is being restarted) fails no admin call: reads answer
+    from the workers that are up and name the ones that are down, and a config goes to the workers that
+    are up; the others get the parent's current config when `bring_up` runs for them (the supervisor
+    calls it after every restart, and for every worker that missed a config)."""
 
     def __init__(self, store: ConfigStore, sockets: WorkerSockets, pod: str) -> None:
         self.store = store
         self.sockets = sockets
         self.pod = pod
         self._lock = asyncio.Lock()
+        self.stale: set[int] = set()
+        """Workers that were unreachable when a config went out, so may run an older one."""
 
     async def apply(self, text: bytes) -> dict[str, Any]:
         """Validate here, then have every worker apply it; the parent's store follows the workers."""
         snapshot = self.store.validate(text, "push")
         async with self._lock:  # two pushes must not interleave across workers
-            await self.distribute(snapshot.text.encode())
             previous = self.store.version
-            self.store.install(snapshot)
+            down: list[int] = []
+            if self.store.admit(snapshot) is None:  # refuses an older config before any worker sees it
+                down = await self.distribute(snapshot.text.encode())
+                self.store.install(snapshot)
         return {
             "version": snapshot.version,
+            "sequence": snapshot.config.sequence,
             "changed": snapshot.version != previous,
             "workers": len(self.sockets.paths),
+            "workersDown": down,
         }
 
-    async def distribute(self, text: bytes, only: Sequence[int] | None = None) -> None:
-        """Push a validated config to the workers (all, or `only` these); raise when one refuses."""
-        indexes = range(len(self.sockets.paths)) if only is None else only
+    async def distribute(self, text: bytes, only: Sequence[int] | None = None) -> list[int]:
+        """Push a validated config to the workers (all, or `only` these); raise when one refuses.
+        Returns the workers that could not be reached (remembered in `stale`)."""
+        indexes = list(range(len(self.sockets.paths)) if only is None else only)
         results = await asyncio.gather(
-            *(self.sockets.call(i, "PUT", "/control/config", text) for i in indexes)
+            *(self.sockets.try_call(i, "PUT", "/control/config", text) for i in indexes)
         )
-        for index, (status, body) in zip(indexes, results, strict=True):
+        down = []
+        for index, result in zip(indexes, results, strict=True):
+            if result is None:
+                down.append(index)
+                self.stale.add(index)
+                continue
+            status, body = result
             if status != 200:
                 raise ConfigRejectedError(500, f"worker {index} did not apply the config: {body[:300]!r}")
+            self.stale.discard(index)
+        return down
+
+    async def bring_up(self, index: int) -> None:
+        """Give worker `index` the parent's current config (after a restart, or when it missed one)."""
+        async with self._lock:  # reads `current` under the lock: a push in between is not undone
+            current = self.store.current
+            if current is None:
+                self.stale.discard(index)
+                return
+            try:
+                await self.distribute(current.text.encode(), only=[index])
+            except ConfigRejectedError as exc:
+                log.error("worker %d refused the current config %s: %s", index, current.version, exc)
 
     async def sync_file(self, path: Path) -> None:
         """Apply the config file when it changed, on every worker."""
@@ -173,29 +224,41 @@ class WorkerFleet:
             if snapshot is not None and snapshot is not previous:
                 try:
                     await self.distribute(snapshot.text.encode())
-                except (ConfigRejectedError, aiohttp.ClientError, OSError) as exc:
+                except ConfigRejectedError as exc:
                     log.error("could not distribute config %s to workers: %s", snapshot.version, exc)
 
     async def version(self) -> dict[str, Any]:
-        """The parent's version plus each worker's."""
-        answers = await self.sockets.call_all("GET", "/control/version")
-        workers = [json.loads(body)["version"] if status == 200 else "" for status, body in answers]
+        """The version the workers that answer run, each worker's, and the workers that are down."""
+        answers = await self.sockets.try_call_all("GET", "/control/version")
+        workers: list[str] = []
+        down: list[int] = []
+        for index, answer in enumerate(answers):
+            if answer is None or answer[0] != 200:
+                workers.append("")
+                down.append(index)
+            else:
+                workers.append(str(json.loads(answer[1]).get("version", "")))
         document = version_document(self.store)
-        if len(set(workers)) == 1:
-            document["version"] = workers[0]
-        else:
-            document["version"] = ""  # workers disagree (a push is in flight): no single applied version
-        return {**document, "pod": self.pod, "workers": len(workers), "workerVersions": workers}
+        running = {v for i, v in enumerate(workers) if i not in down}
+        # workers disagree (a push is in flight) or none is up: no single applied version
+        document["version"] = running.pop() if len(running) == 1 else ""
+        return {
+            **document,
+            "pod": self.pod,
+            "workers": len(workers),
+            "workerVersions": workers,
+            "workersDown": down,
+        }
 
     async def stats(self) -> dict[str, Any]:
-        """Workers' figures summed."""
-        answers = await self.sockets.call_all("GET", "/control/stats")
-        return merge_snapshots(json.loads(body) for status, body in answers if status == 200)
+        """Figures summed over the workers that answer."""
+        answers = await self.sockets.try_call_all("GET", "/control/stats")
+        return merge_snapshots(json.loads(a[1]) for a in answers if a is not None and a[0] == 200)
 
     async def metrics(self) -> bytes:
-        """Workers' metrics summed."""
-        answers = await self.sockets.call_all("GET", "/control/metrics")
-        return merge_expositions(body.decode() for status, body in answers if status == 200)
+        """Metrics summed over the workers that answer."""
+        answers = await self.sockets.try_call_all("GET", "/control/metrics")
+        return merge_expositions(a[1].decode() for a in answers if a is not None and a[0] == 200)
 
 
 class AdminToken:
@@ -203,10 +266,13 @@ class AdminToken:
 
     The operator creates the Secret only once the namespace has a live config, so a pod can start
     before it exists: until then every admin call is refused, and the file is picked up when it lands.
+    The file is looked at on every admin call (they are rare): the kubelet rotates a Secret by swapping
+    the `..data` symlink to a new directory, which `os.stat` follows, so the inode changes even when
+    the new token has the old one's length and mtime.
     """
 
     def __init__(self, file: str = "", fixed: str = "") -> None:
-        self._file, self._value, self._stamp = file, fixed, (0, 0)
+        self._file, self._value, self._stamp = file, fixed, (0, 0, 0)
 
     def current(self) -> str:
         if not self._file:
@@ -215,7 +281,7 @@ class AdminToken:
             stat = os.stat(self._file)
         except OSError:
             return ""
-        stamp = (stat.st_mtime_ns, stat.st_size)
+        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         if stamp != self._stamp:
             try:
                 self._value, self._stamp = Path(self._file).read_text().strip(), stamp
@@ -335,8 +401,8 @@ def sibling_metrics(sockets: WorkerSockets) -> Callable[[], Awaitable[bytes]]:
     """A `/metrics` source for a worker: the sum over all workers of the pod, itself included."""
 
     async def render() -> bytes:
-        answers = await sockets.call_all("GET", "/control/metrics")
-        return merge_expositions(body.decode() for status, body in answers if status == 200)
+        answers = await sockets.try_call_all("GET", "/control/metrics")
+        return merge_expositions(a[1].decode() for a in answers if a is not None and a[0] == 200)
 
     return render
 

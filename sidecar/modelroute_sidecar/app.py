@@ -24,7 +24,7 @@ from .httpclient import Pool
 from .metrics import Metrics
 from .proxies import ProxyConfig
 from .proxy import Exchange, Upstreams, decision_headers
-from .ratelimit import TenantLimiter
+from .ratelimit import TENANT_TABLE_FILE, TenantLimiter, TenantTable
 from .server import (
     DataServer,
     Handler,
@@ -61,7 +61,7 @@ def build_sidecar(settings: Settings) -> Sidecar:
         metrics=metrics,
         stats=stats,
         ejections=Ejections(stats),
-        tenants=TenantLimiter(),
+        tenants=TenantLimiter(tenant_table(settings)),
         client_keys=ClientKeys(settings.client_keys_file),
         credentials=UpstreamCredentials(settings.secrets_dir),
         audit=AuditLog(settings.audit_log, include_prompts=settings.audit_prompts),
@@ -74,6 +74,13 @@ def build_sidecar(settings: Settings) -> Sidecar:
     if settings.config_file is not None:
         config.load_file(settings.config_file)
     return sidecar
+
+
+def tenant_table(settings: Settings) -> TenantTable:
+    """The tenant buckets: shared with the sibling workers (the parent created the table), or private."""
+    if settings.worker_index >= 0 and settings.control_dir is not None:
+        return TenantTable.open(settings.control_dir / TENANT_TABLE_FILE)
+    return TenantTable.private()
 
 
 @contextlib.asynccontextmanager

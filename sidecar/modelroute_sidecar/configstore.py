@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .contract import SCHEMA_VERSION, EndpointConfig, PolicyConfig, RouterConfig
+from .contract import SCHEMA_VERSION, EndpointConfig, PolicyConfig, RouterConfig, config_order
 from .engine import Router
 
 log = logging.getLogger(__name__)
@@ -151,14 +151,41 @@ class ConfigStore:
             raise
         return self.install(snapshot)
 
-    def install(self, snapshot: Snapshot) -> Snapshot:
-        """Swap in an already validated snapshot."""
+    def admit(self, snapshot: Snapshot) -> Snapshot | None:
+        """The live snapshot when `snapshot` is the same config (a no-op), None when it may be applied;
+        raise ConfigRejectedError (409) when it would turn the live config back."""
         current = self.current
-        if current is not None and current.version == snapshot.version:
+        order = config_order(current.config if current else None, snapshot.config)
+        if order == "newer":
+            return None
+        assert current is not None
+        if order == "same":
+            return current
+        live, new = current.config, snapshot.config
+        if order == "older":
+            reason = (
+                f"config {new.version} has sequence {new.sequence}, older than the live config "
+                f"{live.version} (sequence {live.sequence}); a config is never turned back"
+            )
+        else:
+            reason = (
+                f"config {new.version} has sequence {new.sequence}, the same as the live config "
+                f"{live.version} with other content; one sequence names one config"
+            )
+        self.last_error = reason
+        raise ConfigRejectedError(409, reason)
+
+    def install(self, snapshot: Snapshot) -> Snapshot:
+        """Swap in an already validated snapshot; raise ConfigRejectedError when it is older (`admit`)."""
+        current = self.admit(snapshot)
+        if current is not None:
             return current
         self.current = snapshot  # the swap: one reference assignment, atomic for every request
         self.last_error = ""
-        log.info("applied config %s from %s", snapshot.version, snapshot.source)
+        log.info(
+            "applied config %s (sequence %d) from %s",
+            snapshot.version, snapshot.config.sequence, snapshot.source,
+        )  # fmt: skip
         for listener in self._listeners:
             listener(snapshot)
         return snapshot
@@ -178,8 +205,8 @@ class ConfigStore:
         self._file_stamp = stamp
         try:
             text = path.read_bytes()
-            # only a change of the file is applied: a file still holding an older version than the
-            # latest push does not roll the push back
+            # only a change of the file is looked at, and `install` refuses a file holding an older
+            # sequence than the latest push (the kubelet updates the file up to a minute late)
             return self.apply(text, "file")
         except ConfigRejectedError as exc:
             log.error("config file %s refused, keeping %s: %s", path, self.version or "nothing", exc.message)

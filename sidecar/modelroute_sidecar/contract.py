@@ -547,7 +547,7 @@ class Budgets(ContractModel):
 
 
 class TenantLimit(ContractModel):
-    """A token-bucket limit applied per tenant."""
+    """A token-bucket limit applied per tenant, per pod: the workers of one sidecar share its buckets."""
 
     tenant_tier: str = ""
     """Tenant tier this limit applies to; empty is the default for every tenant."""
@@ -587,6 +587,11 @@ class RouterConfig(ContractModel):
     """Namespace the configuration was compiled for."""
     version: str = ""
     """Content hash (`sha256:` + 16 hex) of everything else; set by `seal`, checked by `verify`."""
+    sequence: int = Field(default=0, ge=0)
+    """Place in the namespace's order of configs, assigned by the operator: one more on every change of
+    content, covered by the hash. A sidecar never applies a lower sequence than the one it runs (see
+    `config_order`). 0 means unsequenced (a config written before sequences existed): it is older than
+    every sequenced config, and unsequenced configs among themselves are not ordered."""
     endpoints: tuple[EndpointConfig, ...] = ()
     """Endpoints sorted by name."""
     policies: tuple[PolicyConfig, ...] = ()
@@ -606,7 +611,9 @@ class RouterConfig(ContractModel):
 
     def content_hash(self) -> str:
         """Hash of the canonical JSON of everything but `version`: equal content, equal hash."""
-        body = self.model_dump(mode="json", by_alias=True, exclude={"version"})
+        # an unsequenced config hashes as it did before the field existed, so stored old configs verify
+        exclude = {"version"} if self.sequence else {"version", "sequence"}
+        body = self.model_dump(mode="json", by_alias=True, exclude=exclude)
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -633,6 +640,28 @@ class RouterConfig(ContractModel):
         config = cls.model_validate_json(text, context=context)
         config.verify()
         return config
+
+
+ConfigOrder = Literal["newer", "same", "older", "conflict"]
+
+
+def config_order(live: RouterConfig | None, incoming: RouterConfig) -> ConfigOrder:
+    """Where `incoming` stands against the `live` config: the one ordering rule of configs.
+
+    `same` (equal hash) is a no-op; `newer` may be applied; `older` (a lower sequence) and `conflict`
+    (an equal sequence with another hash: two configs claiming one place) must be refused. Unsequenced
+    configs (sequence 0) are older than every sequenced one and are not ordered among themselves, so a
+    sidecar keeps taking them from an operator that predates sequences.
+    """
+    if live is None:
+        return "newer"
+    if incoming.version == live.version:
+        return "same"
+    if incoming.sequence > live.sequence:
+        return "newer"
+    if incoming.sequence < live.sequence:
+        return "older"
+    return "newer" if incoming.sequence == 0 else "conflict"
 
 
 def short_version(version: str) -> str:

@@ -7,9 +7,10 @@ Several processes (`--workers N`): the parent binds nothing on the data port. It
 each bind it with SO_REUSEPORT (the kernel spreads connections across them, so every core serves),
 runs the admin app, watches the config file, and fans every config (push or file change) out to the
 workers over unix sockets in a private directory, answering a push only once every worker applied it.
-It restarts a worker that dies and hands it the current config. `/metrics` on any worker and `/stats`
-on the admin port are summed over the workers, so a scrape sees the pod, not whichever process
-accepted the connection.
+It restarts a worker that dies (with exponential backoff, logging why it ended) and hands it the
+current config; the admin port keeps answering meanwhile, naming the workers that are down.
+`/metrics` on any worker and `/stats` on the admin port are summed over the workers, so a scrape sees
+the pod, not whichever process accepted the connection.
 """
 
 from __future__ import annotations
@@ -47,11 +48,19 @@ from .admin import (
 )
 from .app import build_sidecar, data_plane
 from .configstore import ConfigStore
+from .ratelimit import TENANT_TABLE_FILE, TenantTable
 from .settings import Settings, parse_settings
 
 log = logging.getLogger("modelroute_sidecar")
 
 WORKER_START_SECONDS = 30.0
+RESTART_FIRST_SECONDS = 0.5
+"""Delay before restarting a worker that died; doubled for each death in a row."""
+RESTART_MAX_SECONDS = 30.0
+"""The longest delay between restarts of a worker that keeps dying (a crash loop costs little)."""
+RESTART_STABLE_SECONDS = 60.0
+"""A worker that stayed up this long starts its next crash from the first delay again."""
+SUPERVISE_SECONDS = 0.1
 
 
 def install_uvloop() -> None:
@@ -139,6 +148,11 @@ class Supervisor:
         self.argv = list(argv)
         self.control_dir = control_dir
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * settings.workers
+        self.started_at = [0.0] * settings.workers
+        self.deaths = [0] * settings.workers
+        """Deaths in a row of each worker (reset once it stays up for `RESTART_STABLE_SECONDS`)."""
+        self.restart_at: list[float | None] = [None] * settings.workers
+        """When a dead worker is due to be started again; None while it runs."""
 
     def start(self, index: int) -> None:
         """Start worker `index` with the parent's own flags plus its identity."""
@@ -149,6 +163,25 @@ class Supervisor:
         with contextlib.suppress(FileNotFoundError):
             worker_socket(self.control_dir, index).unlink()
         self.processes[index] = subprocess.Popen(command)
+        self.started_at[index] = time.monotonic()
+        self.restart_at[index] = None
+
+    def note_death(self, index: int, now: float) -> float:
+        """Schedule the restart of dead worker `index` with exponential backoff; log why it died.
+        Returns the delay."""
+        process = self.processes[index]
+        code = process.returncode if process is not None else None
+        uptime = now - self.started_at[index]
+        if uptime >= RESTART_STABLE_SECONDS:
+            self.deaths[index] = 0
+        delay = min(RESTART_MAX_SECONDS, RESTART_FIRST_SECONDS * 2.0 ** self.deaths[index])
+        self.deaths[index] += 1
+        self.restart_at[index] = now + delay
+        log.error(
+            "worker %d (pid %s) %s after %.1f s up; restarting it in %.1f s (death %d in a row)",
+            index, process.pid if process else "-", describe_exit(code), uptime, delay, self.deaths[index],
+        )  # fmt: skip
+        return delay
 
     async def wait_ready(self, index: int) -> bool:
         """Wait until worker `index` listens on its control socket."""
@@ -181,15 +214,36 @@ class Supervisor:
 
 
 async def supervise(supervisor: Supervisor, fleet: WorkerFleet) -> None:
-    """Restart dead workers and give each restarted one the current config."""
+    """Restart dead workers with backoff, give each restarted one the current config, and catch up
+    workers that were unreachable when a config went out."""
     while True:
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(SUPERVISE_SECONDS)
+        now = time.monotonic()
         for index in supervisor.dead():
-            log.error("worker %d exited; restarting it", index)
-            supervisor.start(index)
-            if await supervisor.wait_ready(index) and fleet.store.current is not None:
-                with contextlib.suppress(Exception):
-                    await fleet.distribute(fleet.store.current.text.encode(), only=[index])
+            due = supervisor.restart_at[index]
+            if due is None:
+                supervisor.note_death(index, now)
+            elif now >= due:
+                supervisor.start(index)
+                fleet.stale.add(index)  # until it has the current config
+                if await supervisor.wait_ready(index):
+                    await fleet.bring_up(index)
+                # a worker that did not come up is seen dead on the next round and backs off further
+        for index in sorted(fleet.stale):
+            if index not in supervisor.dead():
+                await fleet.bring_up(index)
+
+
+def describe_exit(code: int | None) -> str:
+    """`killed by SIGKILL`, `exited with code 1`: why a worker process ended."""
+    if code is None:
+        return "did not start"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 async def watch_config_file(fleet: WorkerFleet, path: Path, interval: float) -> None:
@@ -203,6 +257,7 @@ async def run_parent(settings: Settings, argv: Sequence[str]) -> None:
     """Start the workers, then serve the admin port and keep the workers in line."""
     control_dir = Path(tempfile.mkdtemp(prefix="modelroute-sidecar-"))
     os.chmod(control_dir, 0o700)  # the control sockets take configs without a token
+    TenantTable.create(control_dir / TENANT_TABLE_FILE)  # before any worker: they share its buckets
     supervisor = Supervisor(settings, argv, control_dir)
     store = ConfigStore(
         region=settings.region,

@@ -129,3 +129,48 @@ async def test_a_push_pointing_a_replica_at_the_sidecars_own_ports_is_refused(
         assert "secret" not in answer["error"]["message"]
     status, answer = await sidecar.admin("GET", "/config/version")
     assert answer["version"] == old
+
+
+def sequenced(config: RouterConfig, sequence: int) -> RouterConfig:
+    return config.model_copy(update={"sequence": sequence}).seal()
+
+
+async def test_a_push_never_turns_the_live_config_back(
+    sidecar: Running, upstreams: dict[str, FakeUpstream], tmp_path: Path
+) -> None:
+    base = build_config({n: f.url for n, f in upstreams.items()})
+    live = sequenced(second_config(upstreams), 5)
+    status, body = await sidecar.admin("PUT", "/config", live.to_json().encode())
+    assert (status, body["sequence"], body["changed"]) == (200, 5, True)
+
+    older = sequenced(base, 4)
+    status, body = await sidecar.admin("PUT", "/config", older.to_json().encode())
+    assert status == 409, body
+    message = body["error"]["message"]
+    assert "sequence 4" in message and "sequence 5" in message, message
+    assert older.version in message and live.version in message, message
+
+    rival = sequenced(base, 5)  # same place in order, other content
+    status, body = await sidecar.admin("PUT", "/config", rival.to_json().encode())
+    assert status == 409 and "same as the live config" in body["error"]["message"], body
+
+    unsequenced = base  # sequence 0: from an operator without sequences, older than every sequenced one
+    status, body = await sidecar.admin("PUT", "/config", unsequenced.to_json().encode())
+    assert status == 409, body
+
+    status, body = await sidecar.admin("PUT", "/config", live.to_json().encode())  # the same again
+    assert (status, body["changed"]) == (200, False)
+    status, body = await sidecar.admin("GET", "/config/version")
+    assert (body["version"], body["sequence"]) == (live.version, 5)
+
+    # the bootstrap file, rewritten with an older config, does not turn it back either
+    config_file = tmp_path / "config" / "routerConfig.json"
+    staged = config_file.with_suffix(".new")
+    staged.write_text(older.to_json())
+    staged.replace(config_file)
+    await eventually(lambda: "older than the live config" in sidecar.sidecar.config.last_error, what="file")
+    assert sidecar.sidecar.config.version == live.version
+    newer = sequenced(base, 6)
+    staged.write_text(newer.to_json())
+    staged.replace(config_file)
+    await eventually(lambda: sidecar.sidecar.config.version == newer.version, what="newer file applied")

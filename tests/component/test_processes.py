@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -167,3 +170,148 @@ async def test_two_workers_survive_upstream_deaths_and_follow_pushes(
         return version["workerVersions"] == [third.version, third.version]
 
     await eventually(applied, within=15, what="file change on both workers")
+
+
+def worker_pids(parent: int) -> dict[int, int]:
+    """Worker index -> pid of a sidecar parent's workers (its children), from /proc."""
+    workers = {}
+    for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        workers[int(argv[argv.index(b"--worker-index") + 1])] = int(pid)
+    return workers
+
+
+async def test_a_killed_worker_is_restarted_with_backoff_while_the_admin_port_keeps_answering(
+    spawn: Callable[..., Process], tmp_path: Path
+) -> None:
+    fake_port = free_port()
+    spawn(["-m", "tests.fakes.upstream", "--port", str(fake_port), "--name", "eu-1"], fake_port, "eu-1")
+    urls = {name: f"http://127.0.0.1:{fake_port}/v1" for name in ("eu-1", "eu-2", "us-1")}
+    urls.update({name: "http://127.0.0.1:9/v1" for name in ("stable", "candidate", "small", "big")})
+    config = build_config(urls)
+    config_file = tmp_path / "routerConfig.json"
+    config_file.write_text(config.to_json())
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(ADMIN_TOKEN)
+    port, admin_port = free_port(), free_port()
+    sidecar = spawn(
+        [
+            "-m", "modelroute_sidecar.main", "--port", str(port), "--admin-port", str(admin_port),
+            "--admin-host", "127.0.0.1", "--admin-token-file", str(token_file), "--config-file", str(config_file),
+            "--region", "eu-west", "--workers", "2", "--audit-log", str(tmp_path / "audit.jsonl"),
+        ],
+        port,
+        "sidecar",
+    )  # fmt: skip
+    await wait_http(f"http://127.0.0.1:{port}/readyz")
+    await wait_http(f"http://127.0.0.1:{admin_port}/healthz")
+    new = build_config(urls, virtualModels=["auto", "cascade", "extra", "split"])
+    status, _ = await admin(admin_port, "PUT", "/config", new.to_json().encode())
+    assert status == 200
+
+    reads: list[tuple[int, dict[str, object]]] = []
+
+    async def read_version() -> tuple[int, dict[str, object]]:
+        answer = await admin(admin_port, "GET", "/config/version")
+        reads.append(answer)
+        return answer
+
+    for kill in (1, 2):  # the second death in a row waits twice as long
+        victims = worker_pids(sidecar.popen.pid)
+        assert len(victims) == 2, victims
+        os.kill(victims[0], signal.SIGKILL)  # the same worker twice: deaths in a row back off
+
+        async def seen_down() -> bool:
+            _, body = await read_version()
+            return body["workersDown"] != []
+
+        await eventually(seen_down, within=5, what="the dead worker reported down")
+        _, down = reads[-1]
+        assert down["version"] == new.version, down  # answered from the worker that is up
+        assert len(down["workersDown"]) == 1  # type: ignore[arg-type]
+        status, stats = await admin(admin_port, "GET", "/stats")  # sums what answers, no 500
+        assert status == 200, stats
+
+        async def back() -> bool:
+            _, body = await read_version()
+            return body["workersDown"] == [] and body["workerVersions"] == [new.version, new.version]
+
+        await eventually(back, within=15, what=f"worker restarted (kill {kill}) with the pushed config")
+        assert {status for status, _ in reads} == {200}, [r for r in reads if r[0] != 200][:2]
+        assert worker_pids(sidecar.popen.pid)[0] != victims[0]
+
+    log = sidecar.log.read_text()
+    assert "Traceback" not in log, log[-3000:]
+    deaths = [line for line in log.splitlines() if "killed by SIGKILL" in line]
+    assert len(deaths) == 2, log[-3000:]
+    assert "restarting it in 0.5 s (death 1 in a row)" in deaths[0], deaths
+    assert "restarting it in 1.0 s (death 2 in a row)" in deaths[1], deaths
+
+
+async def test_two_workers_hold_one_tenant_limit_between_them(
+    spawn: Callable[..., Process], tmp_path: Path
+) -> None:
+    fake_port = free_port()
+    spawn(["-m", "tests.fakes.upstream", "--port", str(fake_port), "--name", "eu-1"], fake_port, "eu-1")
+    urls = {name: f"http://127.0.0.1:{fake_port}/v1" for name in ("eu-1", "eu-2", "us-1")}
+    urls.update({name: "http://127.0.0.1:9/v1" for name in ("stable", "candidate", "small", "big")})
+    per_minute = 30
+    config = build_config(urls, tenantLimits=[{"requestsPerMinute": per_minute}])
+    config_file = tmp_path / "routerConfig.json"
+    config_file.write_text(config.to_json())
+    secrets = tmp_path / "secrets" / "llama-key"
+    secrets.mkdir(parents=True)
+    (secrets / "apiKey").write_text("sk-test")
+    port = free_port()
+    sidecar = spawn(
+        [
+            "-m", "modelroute_sidecar.main", "--port", str(port), "--config-file", str(config_file),
+            "--region", "eu-west", "--workers", "2", "--audit-log", str(tmp_path / "audit.jsonl"),
+            "--secrets-dir", str(tmp_path / "secrets"),
+        ],
+        port,
+        "sidecar",
+    )  # fmt: skip
+    await wait_http(f"http://127.0.0.1:{fake_port}/v1/models")
+    await wait_http(f"http://127.0.0.1:{port}/readyz")
+
+    statuses: list[int] = []
+    failures: list[bytes] = []
+    body = json.dumps({"model": "auto", "messages": HI}).encode()
+    headers = {"content-type": "application/json", "x-modelroute-tenant": "acme"}
+    # a new connection per request, so the kernel spreads them over both SO_REUSEPORT workers
+    connector = aiohttp.TCPConnector(force_close=True)
+    started = time.monotonic()
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def client() -> None:
+            for _ in range(25):
+                url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                async with session.post(url, data=body, headers=headers) as response:
+                    statuses.append(response.status)
+                    answer = await response.read()
+                    if response.status not in (200, 429):
+                        failures.append(answer[:300])
+
+        await asyncio.gather(*(client() for _ in range(8)))
+    elapsed = time.monotonic() - started
+    admitted = statuses.count(200)
+    assert set(statuses) <= {200, 429}, failures[:3]
+    # the burst is one minute of quota; refill adds per_minute/60 each second of the test
+    assert per_minute <= admitted <= per_minute + int(elapsed * per_minute / 60) + 1, (admitted, elapsed)
+
+    # both workers served: the limit held across processes, not inside one
+    control_dir = Path(sidecar_control_dir(sidecar.popen.pid))
+    for index in (0, 1):
+        connector_unix = aiohttp.UnixConnector(path=str(control_dir / f"worker-{index}.sock"))
+        async with (
+            aiohttp.ClientSession(connector=connector_unix) as session,
+            session.get("http://worker/control/metrics") as response,
+        ):
+            assert metric_sum(await response.text(), "modelroute_requests_total") > 0, index
+
+
+def sidecar_control_dir(parent: int) -> str:
+    pid = next(iter(worker_pids(parent).values()))
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return argv[argv.index(b"--control-dir") + 1].decode()

@@ -238,3 +238,37 @@ def test_reapply_is_idempotent_and_restart_writes_nothing(
         )
     finally:
         restarted.stop()
+
+
+def test_sequence_counts_changes_and_continues_after_a_restart(
+    plane: ControlPlane, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    ns = new_namespace(kubectl, "sequence")
+    op = OperatorProcess(plane, tmp_path / "operator.log", namespaces=[ns])
+    op.start()
+    try:
+        kubectl.apply(to_yaml(endpoint(), policy()), ns)
+        first = wait_for(lambda: live_config(kubectl, ns), "the ConfigMap")
+        assert first.sequence > 1  # nothing stored yet: starts above the clock (ms)
+        kubectl.apply(to_yaml(policy(models=["support-bot", "helpdesk"])), ns)
+        second = wait_for(
+            lambda: (c := live_config(kubectl, ns)) and c.version != first.version and c, "the update"
+        )
+        assert second.sequence == first.sequence + 1
+        quiesce(kubectl, op, ns, "routingpolicy/support")
+        assert live_config(kubectl, ns) == second  # a pass without a change keeps the sequence
+    finally:
+        op.stop()
+
+    restarted = OperatorProcess(plane, tmp_path / "operator2.log", namespaces=[ns])
+    restarted.start()
+    try:
+        settle(restarted, ns, 0)
+        assert live_config(kubectl, ns) == second, "a restart must not renumber"
+        kubectl.apply(to_yaml(policy(models=["support-bot", "helpdesk", "faq"])), ns)
+        third = wait_for(
+            lambda: (c := live_config(kubectl, ns)) and c.version != second.version and c, "the change"
+        )
+        assert third.sequence == second.sequence + 1, "the sequence continues from the stored config"
+    finally:
+        restarted.stop()
