@@ -101,9 +101,7 @@ def test_a_steady_state_changes_nothing_but_the_probe_time() -> None:
     status, _ = run(replica(H), "++++", hc, False)
     again, transition = observe(status, True, None, hc, T0 + timedelta(minutes=5))
     assert transition is None
-    assert again.model_copy(update={"last_probe_time": None}) == status.model_copy(
-        update={"last_probe_time": None}
-    )
+    assert again.model_copy(update={"last_probe_time": None}) == status.model_copy(update={"last_probe_time": None})
 
 
 def test_since_moves_only_on_transitions() -> None:
