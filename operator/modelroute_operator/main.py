@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from . import handlers  # noqa: F401  (registers the handlers)
 from .kube import KubeApi, load_client_config
 from .leader import LeaderElector, LeaseSettings
-from .webhook_server import WebhookServer
+from .webhook_server import WebhookThread
 from .webhook_server import add_arguments as add_webhook_arguments
 from .webhook_server import settings_from_args as webhook_settings
 
@@ -94,12 +94,12 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def run_with_webhooks(args: argparse.Namespace) -> int:
-    webhooks: WebhookServer | None = None
+    webhooks: WebhookThread | None = None
     webhook_kube: KubeApi | None = None
     if (settings := webhook_settings(args)) is not None:
         load_client_config()
         webhook_kube = KubeApi()
-        webhooks = WebhookServer(webhook_kube, settings)
+        webhooks = WebhookThread(webhook_kube, settings)  # admission never waits on reconciles
         await webhooks.start()
     try:
         return await run_operator(args)
