@@ -86,8 +86,16 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         loop.create_task(health.run(), name="health-monitor"),
         loop.create_task(canaries.run(), name="canary-runner"),
     ]
+
+    def forget(namespace: str) -> None:
+        # The namespace has none of our objects left: drop every piece of state kept about it.
+        syncer.forget(namespace)
+        health.forget(namespace)
+        canaries.forget(namespace)
+        log.info("namespace %s has no modelroute objects left; its state is dropped", namespace)
+
     memo["modelroute"] = OperatorContext(
-        kube, session, Reconciler(kube, announce), syncer, health, canaries, background
+        kube, session, Reconciler(kube, announce, forget), syncer, health, canaries, background
     )
 
 

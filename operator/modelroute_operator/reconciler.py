@@ -38,6 +38,8 @@ class PassReport:
     config_deleted: bool = False
     status_writes: int = 0
     errors: list[str] = field(default_factory=list)
+    empty: bool = False
+    """The namespace has none of our objects left."""
 
 
 def _parse_all(raw: RawObjects) -> tuple[NamespaceObjects, dict[str, list[str]]]:
@@ -75,10 +77,15 @@ class Reconciler:
     """Reconciles namespaces on demand; one pass at a time per namespace, the latest request wins."""
 
     def __init__(
-        self, kube: KubeApi, on_config: Callable[[str, RouterConfig], Awaitable[None]] | None = None
+        self,
+        kube: KubeApi,
+        on_config: Callable[[str, RouterConfig], Awaitable[None]] | None = None,
+        on_empty: Callable[[str], None] | None = None,
     ):
         self._kube = kube
         self._on_config = on_config
+        self._on_empty = on_empty
+        """Told when a namespace has no objects left, so every part drops what it keeps about it."""
         self._announced: set[str] = set()
         """Namespaces whose live config was handed to `on_config` since this process started."""
         self._queue = NamespaceQueue("reconcile", self._pass, DEBOUNCE_SECONDS)
@@ -94,7 +101,13 @@ class Reconciler:
 
     async def _pass(self, namespace: str) -> bool:
         report = await self.reconcile(namespace)
-        self.last_reports[namespace] = report
+        if report.empty:
+            self.last_reports.pop(namespace, None)
+            self._announced.discard(namespace)
+            if self._on_empty is not None:
+                self._on_empty(namespace)
+        else:
+            self.last_reports[namespace] = report
         # One line per pass: operators read it, and tests wait on it instead of sleeping.
         log.info(
             "pass %s: version=%s config_written=%s config_deleted=%s status_writes=%d errors=%d",
@@ -113,6 +126,7 @@ class Reconciler:
         raw = await self._kube.list_objects(namespace)
         live = await self._kube.read_live_config(namespace)
         if not raw.all():
+            report.empty = True
             report.config_deleted = await self._kube.delete_config(namespace)
             return report
         objects, invalid = _parse_all(raw)
