@@ -141,13 +141,15 @@ class Reconciler:
                 report.config_written = True
             live = LiveConfig(result.config.to_json(), result.config.version, sources)
             live_config = result.config
+        report.version = live.version if live else ""
+        # Status first: it clears sync figures that count an older version, and the push announced next
+        # counts the sidecars again on top of that (never the other way round).
+        report.status_writes = await self._report(raw, errors, live, live_config)
         # Announce a new version, and every namespace once after a restart (its sidecars may lag).
         announce = report.config_written or namespace not in self._announced
         if live_config is not None and self._on_config is not None and announce:
             self._announced.add(namespace)
             await self._on_config(namespace, live_config)
-        report.version = live.version if live else ""
-        report.status_writes = await self._report(raw, errors, live, live_config)
         return report
 
     async def _report(
@@ -177,7 +179,11 @@ class Reconciler:
             elif kind is RoutingPolicy:
                 desired = st.policy_status(body, verdict, live_config, now)
             else:
-                desired = st.canary_status(body, verdict, now)
+                target = (body.get("spec") or {}).get("target") or {}
+                policy = next(
+                    (p for p in raw.policies if p["metadata"]["name"] == target.get("policy")), None
+                )
+                desired = st.canary_status(body, verdict, now, live_config, policy)
             current = body.get("status") or {}
             patch = st.status_patch(current, desired)
             if not patch:
