@@ -49,13 +49,27 @@ def context_of(memo: kopf.Memo) -> OperatorContext:
     return ctx
 
 
-@kopf.on.startup()
-async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+API_RETRY_BACKOFFS = (0.2, 0.5, 1.0)
+"""Kopf's waits between attempts of one API request (its default climbs to 21 s). When they are spent the
+watch starts over after `reconnect_backoff`, so while the API server is away it is retried at least
+every second, and the operator is back within about a second of it answering."""
+
+
+def configure_kopf(settings: kopf.OperatorSettings) -> None:
+    """Bound every wait of Kopf's own API client: no request without a timeout, no backoff over 1 s."""
     settings.posting.level = logging.WARNING
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 5
+    settings.networking.error_backoffs = API_RETRY_BACKOFFS
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.watching.connect_timeout = 10
-    settings.networking.request_timeout = 30
+    settings.watching.connect_timeout = 5
+    settings.watching.reconnect_backoff = 0.1
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    configure_kopf(settings)
     load_client_config()
     kube = KubeApi()
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit_per_host=4))
@@ -72,8 +86,16 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         loop.create_task(health.run(), name="health-monitor"),
         loop.create_task(canaries.run(), name="canary-runner"),
     ]
+
+    def forget(namespace: str) -> None:
+        # The namespace has none of our objects left: drop every piece of state kept about it.
+        syncer.forget(namespace)
+        health.forget(namespace)
+        canaries.forget(namespace)
+        log.info("namespace %s has no modelroute objects left; its state is dropped", namespace)
+
     memo["modelroute"] = OperatorContext(
-        kube, session, Reconciler(kube, announce), syncer, health, canaries, background
+        kube, session, Reconciler(kube, announce, forget), syncer, health, canaries, background
     )
 
 

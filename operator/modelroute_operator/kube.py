@@ -4,6 +4,10 @@ Reads a namespace's objects and its live RouterConfig, server-side-applies the C
 subresources and records Events. Calls go through the official (synchronous) client in a worker thread so
 the operator's event loop never blocks. Transient failures surface as `TransientApiError` for the caller
 to retry with backoff; everything else is a bug or a permission problem and propagates.
+
+Every call carries a timeout (`API_TIMEOUT`: connect and read), and urllib3's own retries are off: an API
+server that accepts a connection and never answers costs one call its timeout, not the worker thread
+forever, and the callers' retry loops (which know how long to wait) are the only ones.
 """
 
 from __future__ import annotations
@@ -39,31 +43,64 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "modelroute-operator", "app.kubern
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class ApiTimeout:
+    """Bounds of one API call, in seconds (urllib3's `(connect, read)` pair)."""
+
+    connect: float = 5.0
+    read: float = 15.0
+    """Per socket read: a list of a few thousand objects arrives well within it."""
+
+    @property
+    def request_timeout(self) -> tuple[float, float]:
+        """The client's `_request_timeout` argument."""
+        return (self.connect, self.read)
+
+
+API_TIMEOUT = ApiTimeout()
+
+
+def new_api_client(timeout: ApiTimeout = API_TIMEOUT) -> client.ApiClient:
+    """An ApiClient on the loaded configuration without urllib3 retries (ours back off instead)."""
+    configuration = client.Configuration.get_default_copy()
+    configuration.retries = False
+    return client.ApiClient(configuration)
+
+
 def read_status_snapshot(namespace: str | None) -> status_report.Snapshot:
     """What `modelroute status` reports on: our objects, the sidecar pods and the live-config ConfigMaps,
     in one namespace or all (synchronous: the CLI has no event loop)."""
     # Imported here: sync imports kube, and the label is sync's to define.
     from .sync import SIDECAR_LABEL, SIDECAR_LABEL_VALUE
 
-    with client.ApiClient() as api:
+    timeout = API_TIMEOUT.request_timeout
+    with new_api_client() as api:
         custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
         objects: list[dict[str, Any]] = []
         for kind in KINDS:
             listed: Any
             if namespace:
-                listed = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural)
+                listed = custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, kind.plural, _request_timeout=timeout
+                )
             else:
-                listed = custom.list_cluster_custom_object(GROUP, VERSION, kind.plural)
+                listed = custom.list_cluster_custom_object(
+                    GROUP, VERSION, kind.plural, _request_timeout=timeout
+                )
             # Lists carry kind/apiVersion on the list, not always on each item.
             objects += [{**item, "kind": kind.kind_name} for item in listed.get("items", [])]
         pods_selector = f"{SIDECAR_LABEL}={SIDECAR_LABEL_VALUE}"
         cm_selector = f"metadata.name={CONFIGMAP_NAME}"
         if namespace:
-            pods = core.list_namespaced_pod(namespace, label_selector=pods_selector)
-            configmaps = core.list_namespaced_config_map(namespace, field_selector=cm_selector)
+            pods = core.list_namespaced_pod(namespace, label_selector=pods_selector, _request_timeout=timeout)
+            configmaps = core.list_namespaced_config_map(
+                namespace, field_selector=cm_selector, _request_timeout=timeout
+            )
         else:
-            pods = core.list_pod_for_all_namespaces(label_selector=pods_selector)
-            configmaps = core.list_config_map_for_all_namespaces(field_selector=cm_selector)
+            pods = core.list_pod_for_all_namespaces(label_selector=pods_selector, _request_timeout=timeout)
+            configmaps = core.list_config_map_for_all_namespaces(
+                field_selector=cm_selector, _request_timeout=timeout
+            )
         return status_report.Snapshot(
             objects=objects,
             pods=[api.sanitize_for_serialization(p) for p in pods.items],
@@ -117,20 +154,24 @@ def _is_transient(exc: ApiException) -> bool:
     return exc.status in (0, 409, 429, 500, 502, 503, 504) or exc.status is None
 
 
-async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def is_transient_failure(exc: BaseException) -> bool:
+    """Whether a failed client call is worth retrying: the API server was away, slow or overloaded."""
+    if isinstance(exc, ApiException):
+        return _is_transient(exc)
+    # urllib3 wraps connection failures and timeouts in its own exception types (MaxRetryError,
+    # ProtocolError, ReadTimeoutError); OSError covers refused and reset connections.
+    return isinstance(exc, OSError | TimeoutError) or type(exc).__module__.startswith("urllib3")
+
+
+async def _call(fn: Callable[..., T], *args: Any, bounds: ApiTimeout = API_TIMEOUT, **kwargs: Any) -> T:
+    kwargs.setdefault("_request_timeout", bounds.request_timeout)
     try:
         return await asyncio.to_thread(fn, *args, **kwargs)
-    except ApiException as exc:
-        if _is_transient(exc):
-            raise TransientApiError(f"{fn.__name__}: {exc.status} {exc.reason}") from exc
-        raise
-    except OSError as exc:  # connection refused/reset: the API server is away
-        raise TransientApiError(f"{fn.__name__}: {exc}") from exc
     except Exception as exc:
-        # urllib3 wraps connection failures in its own exception types (MaxRetryError, ProtocolError).
-        if type(exc).__module__.startswith("urllib3"):
-            raise TransientApiError(f"{fn.__name__}: {exc}") from exc
-        raise
+        if not is_transient_failure(exc):
+            raise
+        detail = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else str(exc)
+        raise TransientApiError(f"{fn.__name__}: {detail or type(exc).__name__}") from exc
 
 
 @dataclass(frozen=True)
@@ -160,19 +201,23 @@ class RawObjects:
 class KubeApi:
     """Thin async wrapper over the client calls the operator needs."""
 
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
-        self._api_client = api_client or client.ApiClient()
+    def __init__(self, api_client: client.ApiClient | None = None, timeout: ApiTimeout = API_TIMEOUT) -> None:
+        self._api_client = api_client or new_api_client(timeout)
+        self._timeout = timeout
         self._custom = client.CustomObjectsApi(self._api_client)
         self._core = client.CoreV1Api(self._api_client)
 
     def close(self) -> None:
         self._api_client.close()
 
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await _call(fn, *args, bounds=self._timeout, **kwargs)
+
     async def list_objects(self, namespace: str) -> RawObjects:
         """All ModelEndpoints, RoutingPolicies and Canaries of a namespace."""
         lists = await asyncio.gather(
             *(
-                _call(self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, kind.plural)
+                self._call(self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, kind.plural)
                 for kind in (ModelEndpoint, RoutingPolicy, Canary)
             )
         )
@@ -185,7 +230,7 @@ class KubeApi:
     async def read_live_config(self, namespace: str) -> LiveConfig | None:
         """The stored RouterConfig of a namespace, or None when there is none."""
         try:
-            cm = await _call(self._core.read_namespaced_config_map, CONFIGMAP_NAME, namespace)
+            cm = await self._call(self._core.read_namespaced_config_map, CONFIGMAP_NAME, namespace)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -219,7 +264,7 @@ class KubeApi:
                 SOURCES_KEY: json.dumps(dict(sorted(sources.items())), separators=(",", ":")),
             },
         }
-        await _call(
+        await self._call(
             self._core.patch_namespaced_config_map,
             CONFIGMAP_NAME,
             namespace,
@@ -232,7 +277,7 @@ class KubeApi:
     async def delete_config(self, namespace: str) -> bool:
         """Delete the namespace's ConfigMap; True when something was deleted."""
         try:
-            await _call(self._core.delete_namespaced_config_map, CONFIGMAP_NAME, namespace)
+            await self._call(self._core.delete_namespaced_config_map, CONFIGMAP_NAME, namespace)
         except ApiException as exc:
             if exc.status == 404:
                 return False
@@ -244,7 +289,7 @@ class KubeApi:
     ) -> None:
         """JSON-merge-patch the status subresource (only the fields in `patch`; None removes a field)."""
         try:
-            await _call(
+            await self._call(
                 self._custom.patch_namespaced_custom_object_status,
                 GROUP,
                 VERSION,
@@ -261,13 +306,13 @@ class KubeApi:
 
     async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         """Pods of a namespace matching a label selector, as plain dicts."""
-        result = await _call(self._core.list_namespaced_pod, namespace, label_selector=selector)
+        result = await self._call(self._core.list_namespaced_pod, namespace, label_selector=selector)
         return [self._api_client.sanitize_for_serialization(pod) for pod in result.items]
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
         """The decoded value of one key of a Secret; KeyError when the Secret or key is missing."""
         try:
-            secret = await _call(self._core.read_namespaced_secret, name, namespace)
+            secret = await self._call(self._core.read_namespaced_secret, name, namespace)
         except ApiException as exc:
             if exc.status == 404:
                 raise KeyError(f"Secret {namespace}/{name} not found") from exc
@@ -285,7 +330,7 @@ class KubeApi:
         """The value of `key` in Secret `name`, creating the Secret with a generated value if missing."""
         for _ in range(3):
             try:
-                secret = await _call(self._core.read_namespaced_secret, name, namespace)
+                secret = await self._call(self._core.read_namespaced_secret, name, namespace)
                 value = (secret.data or {}).get(key)
                 if value:
                     return base64.b64decode(value).decode()
@@ -299,7 +344,7 @@ class KubeApi:
                 type="Opaque",
             )
             try:
-                await _call(self._core.create_namespaced_secret, namespace, body)
+                await self._call(self._core.create_namespaced_secret, namespace, body)
             except (ApiException, TransientApiError) as exc:
                 # Another operator replica created it first: read theirs on the next round.
                 if not isinstance(exc, TransientApiError) and exc.status != 409:
@@ -336,7 +381,7 @@ class KubeApi:
             count=1,
         )
         try:
-            await _call(self._core.create_namespaced_event, meta.get("namespace"), event)
+            await self._call(self._core.create_namespaced_event, meta.get("namespace"), event)
         except (ApiException, TransientApiError) as exc:
             log.warning(
                 "could not record event %s on %s/%s: %s", reason, obj.get("kind"), meta.get("name"), exc

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from . import handlers  # noqa: F401  (registers the handlers)
 from .kube import KubeApi, load_client_config
 from .leader import LeaderElector, LeaseSettings
-from .webhook_server import WebhookServer
+from .webhook_server import WebhookThread
 from .webhook_server import add_arguments as add_webhook_arguments
 from .webhook_server import settings_from_args as webhook_settings
 
@@ -45,7 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="namespace of the Lease (default: POD_NAMESPACE or default)",
     )
     parser.add_argument("--lease-name", default="modelroute-operator")
-    parser.add_argument("--lease-seconds", type=int, default=15, help="lease duration (default 15)")
+    parser.add_argument(
+        "--lease-seconds",
+        type=int,
+        default=15,
+        help="lease duration (default 15; the leader gives up after 2/3 of it without a renewal)",
+    )
     parser.add_argument(
         "--health-port",
         type=int,
@@ -89,12 +94,12 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def run_with_webhooks(args: argparse.Namespace) -> int:
-    webhooks: WebhookServer | None = None
+    webhooks: WebhookThread | None = None
     webhook_kube: KubeApi | None = None
     if (settings := webhook_settings(args)) is not None:
         load_client_config()
         webhook_kube = KubeApi()
-        webhooks = WebhookServer(webhook_kube, settings)
+        webhooks = WebhookThread(webhook_kube, settings)  # admission never waits on reconciles
         await webhooks.start()
     try:
         return await run_operator(args)
@@ -113,13 +118,7 @@ async def run_operator(args: argparse.Namespace) -> int:
     if args.leader_elect:
         load_client_config()
         elector = LeaderElector(
-            LeaseSettings(
-                namespace=args.lease_namespace,
-                name=args.lease_name,
-                lease_seconds=args.lease_seconds,
-                renew_seconds=max(args.lease_seconds / 3, 0.5),
-                retry_seconds=max(args.lease_seconds / 7, 0.5),
-            )
+            LeaseSettings.for_lease(args.lease_namespace, args.lease_name, args.lease_seconds)
         )
         await elector.acquire()
         keeper = asyncio.get_running_loop().create_task(elector.keep(), name="lease-keeper")
@@ -134,7 +133,11 @@ async def run_operator(args: argparse.Namespace) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
         if elector is not None and not elector.lost.is_set():
-            await asyncio.to_thread(elector.release)
+            # Bounded like every renewal: a hung API server must not hold up the exit.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.to_thread(elector.release), elector.settings.renew_deadline_seconds
+                )
     # Leadership lost: exit non-zero so the pod restarts and queues up as a standby.
     return 1 if elector is not None and elector.lost.is_set() else 0
 

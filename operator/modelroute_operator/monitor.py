@@ -106,9 +106,25 @@ class HealthMonitor:
                     continue
                 self._busy.add(key)
                 spawn(self._tasks, self._check(key, body), f"health:{key}")
-            for key in set(self._specs) - set(self.endpoints.bodies):
-                del self._specs[key]
+            self._prune()
             await asyncio.sleep(TICK_SECONDS)
+
+    def _prune(self) -> None:
+        """Forget parsed specs and probe times of endpoints that went away."""
+        live = self.endpoints.bodies
+        for key in set(self._specs) - set(live):
+            del self._specs[key]
+        for probe in [p for p in self._last_probe if (p[0], p[1]) not in live]:
+            del self._last_probe[probe]
+
+    def forget(self, namespace: str) -> None:
+        """Drop what is kept about a namespace's deleted endpoints. The bodies themselves follow the watch
+        (a DELETED event removes one), so an object created meanwhile is never lost."""
+        self._prune()
+
+    def known(self) -> set[str]:
+        """Namespaces this monitor keeps state for."""
+        return {k[0] for k in [*self.endpoints.bodies, *self._specs, *self._last_probe]}
 
     def _spec(self, key: Key, body: Mapping[str, Any]) -> ModelEndpointSpec | None:
         """The endpoint's spec when probing is enabled, parsed once per resourceVersion."""
@@ -266,9 +282,20 @@ class CanaryRunner:
         """Look at this canary on the next tick (its spec or status changed)."""
         self._next[key] = 0.0
 
+    def forget(self, namespace: str) -> None:
+        """Drop the timers of a namespace's deleted canaries (bodies follow the watch, as for health)."""
+        for key in [k for k in self._next if k[0] == namespace and k not in self.canaries.bodies]:
+            del self._next[key]
+
+    def known(self) -> set[str]:
+        """Namespaces this runner keeps state for."""
+        return {k[0] for k in [*self.canaries.bodies, *self._next]}
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            for key in set(self._next) - set(self.canaries.bodies):
+                del self._next[key]  # deleted canaries
             for key, body in list(self.canaries.bodies.items()):
                 if key in self._busy or self._next.get(key, 0.0) > loop.time():
                     continue

@@ -2,7 +2,10 @@
 
 The reconciler and the syncer both work namespace by namespace. Requests that arrive during a run
 collapse into one more run; a run that fails (or asks to be retried) runs again after an exponential
-backoff, unless a new request comes first.
+backoff, unless a new request comes first. A run that failed because the API server was away waits at
+most `MAX_API_RETRY_SECONDS`, so the queue is back within a second of the API server answering; a run
+that asks to be retried (a lagging sidecar) backs off further. A worker goes away when its namespace has
+nothing left to do, so a namespace that no longer exists costs nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ log = logging.getLogger(__name__)
 
 INITIAL_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0
+MAX_API_RETRY_SECONDS = 1.0
 
 
 class NamespaceQueue:
@@ -39,7 +43,7 @@ class NamespaceQueue:
             )
 
     def namespaces(self) -> list[str]:
-        """Every namespace ever scheduled."""
+        """The namespaces with a run pending, running or waiting to be retried."""
         return list(self._workers)
 
     async def close(self) -> None:
@@ -48,20 +52,28 @@ class NamespaceQueue:
         await asyncio.gather(*self._workers.values(), return_exceptions=True)
 
     async def _run(self, namespace: str) -> None:
+        try:
+            await self._loop(namespace)
+        finally:
+            # Only this worker's own entry: a schedule() after it ended may have started a new one.
+            if self._workers.get(namespace) is asyncio.current_task():
+                del self._workers[namespace]
+                if not self._dirty.get(namespace):
+                    self._dirty.pop(namespace, None)
+
+    async def _loop(self, namespace: str) -> None:
         backoff = INITIAL_BACKOFF_SECONDS
         while self._dirty.get(namespace):
             if self._debounce:
                 await asyncio.sleep(self._debounce)
             self._dirty[namespace] = False
+            delay = backoff
             try:
                 again = await self._work(namespace)
             except TransientApiError as exc:
+                delay = min(backoff, MAX_API_RETRY_SECONDS)
                 log.warning(
-                    "%s %s: API server unavailable (%s); retrying in %.1fs",
-                    self._name,
-                    namespace,
-                    exc,
-                    backoff,
+                    "%s %s: API server unavailable (%s); retrying in %.1fs", self._name, namespace, exc, delay
                 )
                 again = True
             except Exception:
@@ -70,6 +82,6 @@ class NamespaceQueue:
             if not again:
                 backoff = INITIAL_BACKOFF_SECONDS
             elif not self._dirty.get(namespace):
-                await asyncio.sleep(backoff)
+                await asyncio.sleep(delay)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 self._dirty[namespace] = True

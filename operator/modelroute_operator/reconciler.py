@@ -46,6 +46,8 @@ class PassReport:
     config_deleted: bool = False
     status_writes: int = 0
     errors: list[str] = field(default_factory=list)
+    empty: bool = False
+    """The namespace has none of our objects left."""
 
 
 def _parse_all(raw: RawObjects) -> tuple[NamespaceObjects, dict[str, list[str]]]:
@@ -93,10 +95,15 @@ class Reconciler:
     """Reconciles namespaces on demand; one pass at a time per namespace, the latest request wins."""
 
     def __init__(
-        self, kube: KubeApi, on_config: Callable[[str, RouterConfig], Awaitable[None]] | None = None
+        self,
+        kube: KubeApi,
+        on_config: Callable[[str, RouterConfig], Awaitable[None]] | None = None,
+        on_empty: Callable[[str], None] | None = None,
     ):
         self._kube = kube
         self._on_config = on_config
+        self._on_empty = on_empty
+        """Told when a namespace has no objects left, so every part drops what it keeps about it."""
         self._announced: set[str] = set()
         """Namespaces whose live config was handed to `on_config` since this process started."""
         self._queue = NamespaceQueue("reconcile", self._pass, DEBOUNCE_SECONDS)
@@ -112,7 +119,13 @@ class Reconciler:
 
     async def _pass(self, namespace: str) -> bool:
         report = await self.reconcile(namespace)
-        self.last_reports[namespace] = report
+        if report.empty:
+            self.last_reports.pop(namespace, None)
+            self._announced.discard(namespace)
+            if self._on_empty is not None:
+                self._on_empty(namespace)
+        else:
+            self.last_reports[namespace] = report
         # One line per pass: operators read it, and tests wait on it instead of sleeping.
         log.info(
             "pass %s: version=%s config_written=%s config_deleted=%s status_writes=%d errors=%d",
@@ -131,6 +144,7 @@ class Reconciler:
         raw = await self._kube.list_objects(namespace)
         live = await self._kube.read_live_config(namespace)
         if not raw.all():
+            report.empty = True
             report.config_deleted = await self._kube.delete_config(namespace)
             return report
         objects, invalid = _parse_all(raw)
@@ -147,13 +161,15 @@ class Reconciler:
                 result.config.to_json(), result.config.version, sources, result.config.sequence
             )
             live_config = result.config
+        report.version = live.version if live else ""
+        # Status first: it clears sync figures that count an older version, and the push announced next
+        # counts the sidecars again on top of that (never the other way round).
+        report.status_writes = await self._report(raw, errors, live, live_config)
         # Announce a new version, and every namespace once after a restart (its sidecars may lag).
         announce = report.config_written or namespace not in self._announced
         if live_config is not None and self._on_config is not None and announce:
             self._announced.add(namespace)
             await self._on_config(namespace, live_config)
-        report.version = live.version if live else ""
-        report.status_writes = await self._report(raw, errors, live, live_config)
         return report
 
     async def _report(
@@ -183,7 +199,11 @@ class Reconciler:
             elif kind is RoutingPolicy:
                 desired = st.policy_status(body, verdict, live_config, now)
             else:
-                desired = st.canary_status(body, verdict, now)
+                target = (body.get("spec") or {}).get("target") or {}
+                policy = next(
+                    (p for p in raw.policies if p["metadata"]["name"] == target.get("policy")), None
+                )
+                desired = st.canary_status(body, verdict, now, live_config, policy)
             current = body.get("status") or {}
             patch = st.status_patch(current, desired)
             if not patch:

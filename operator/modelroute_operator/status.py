@@ -162,21 +162,104 @@ def policy_status(
     conditions = merge_conditions(
         status.get("conditions") or [], (acceptance(verdict), readiness(verdict)), verdict.generation, now
     )
-    return {
+    version = short_version(live.version) if live and compiled else None
+    desired: dict[str, Any] = {
         "observedGeneration": verdict.generation,
         "conditions": conditions,
-        "configVersion": short_version(live.version) if live and compiled else None,
+        "configVersion": version,
         "routes": len(compiled.rules) if compiled else None,
         "endpoints": policy_endpoints(compiled) if compiled else [],
     }
+    desired.update(stale_sync_fields(status, version))
+    return desired
 
 
-def canary_status(obj: Mapping[str, Any], verdict: Verdict, now: datetime) -> dict[str, Any]:
-    """Status fields of a Canary this reconcile owns (the canary controller owns phase and steps)."""
-    status = obj.get("status") or {}
-    conditions = merge_conditions(
-        status.get("conditions") or [], (acceptance(verdict), readiness(verdict)), verdict.generation, now
+def stale_sync_fields(status: Mapping[str, Any], config_version: str | None) -> dict[str, Any]:
+    """Clear a sync figure that counts another version than the live one: `3/3` next to a new config
+    version would claim every sidecar runs it before one has acknowledged it. The syncer writes the
+    figure again once it has counted the sidecars on the live version."""
+    counted = status.get("syncedVersion")
+    if counted is None or counted == config_version:
+        return {}
+    return {"sync": None, "syncedVersion": None, "laggingPods": []}
+
+
+def sync_counts(figure: Any) -> tuple[int, int] | None:
+    """`(synced, total)` of a `sync` figure such as `2/3`; None when absent or malformed."""
+    try:
+        synced, total = (int(part) for part in str(figure).split("/"))
+    except ValueError:
+        return None
+    return synced, total
+
+
+def canary_rollout(
+    obj: Mapping[str, Any], live: RouterConfig | None, policy: Mapping[str, Any] | None
+) -> ConditionState:
+    """`RolledOut`: whether every sidecar runs a config carrying the weight the canary's status shows.
+
+    The canary's `currentWeight` is what the controller decided; it reaches the sidecars through the next
+    compile and push. Until the target policy's sync figure counts every sidecar on a live config with
+    that weight, the condition says the rollout is pending, so no one reads a weight as applied early.
+    """
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    name = obj["metadata"]["name"]
+    target = spec.get("target") or {}
+    split = None
+    if live is not None:
+        for compiled in live.policies:
+            if compiled.name != target.get("policy"):
+                continue
+            for rule in compiled.rules:
+                if rule.canary is not None and rule.canary.name == name:
+                    split = rule.canary
+    if split is None:
+        return ConditionState("RolledOut", "Unknown", "NotLive", "the canary is not in the live config")
+    weight = int(split.candidate_weight)
+    shown = status.get("currentWeight")
+    policy_status = (policy or {}).get("status") or {}
+    counts = sync_counts(policy_status.get("sync"))
+    on_live = live is not None and policy_status.get("syncedVersion") == short_version(live.version)
+    if shown is not None and int(shown) != weight and status.get("phase") not in ("Promoted", "RolledBack"):
+        return ConditionState(
+            "RolledOut", "False", "PendingRollout", f"weight {shown}% is not compiled yet (live: {weight}%)"
+        )
+    if counts is None or not on_live:
+        return ConditionState(
+            "RolledOut",
+            "False",
+            "PendingRollout",
+            f"weight {weight}%: waiting for the sidecars to acknowledge",
+        )
+    synced, total = counts
+    if total == 0:
+        return ConditionState("RolledOut", "False", "NoSidecars", f"weight {weight}%: no sidecar runs it")
+    if synced < total:
+        return ConditionState(
+            "RolledOut",
+            "False",
+            "PendingRollout",
+            f"weight {weight}% pending rollout: {synced}/{total} sidecars",
+        )
+    return ConditionState(
+        "RolledOut", "True", "Acknowledged", f"weight {weight}% runs on {total}/{total} sidecars"
     )
+
+
+def canary_status(
+    obj: Mapping[str, Any],
+    verdict: Verdict,
+    now: datetime,
+    live: RouterConfig | None = None,
+    policy: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Status fields of a Canary this reconcile owns (the canary controller owns phase and steps);
+    `policy` is the target RoutingPolicy as read, whose sync figure says what the sidecars run."""
+    status = obj.get("status") or {}
+    states = [acceptance(verdict), readiness(verdict)]
+    if not verdict.own_errors:
+        states.append(canary_rollout(obj, live, policy))
+    conditions = merge_conditions(status.get("conditions") or [], states, verdict.generation, now)
     return {"observedGeneration": verdict.generation, "conditions": conditions}
 
 

@@ -103,6 +103,8 @@ class Syncer:
         self._acked: dict[str, dict[str, str]] = {}
         """namespace → pod uid → version the pod acknowledged."""
         self._tokens: dict[str, str] = {}
+        self._namespaces: set[str] = set()
+        """Namespaces with a live config, re-read on every periodic resync."""
         self._queue = NamespaceQueue("sync", self._pass)
 
     def schedule(self, namespace: str) -> None:
@@ -111,8 +113,18 @@ class Syncer:
     def forget_acks(self) -> None:
         """Make the next pass re-read every sidecar's version (periodic resync)."""
         self._acked.clear()
-        for namespace in self._queue.namespaces():
+        for namespace in sorted(self._namespaces):
             self.schedule(namespace)
+
+    def forget(self, namespace: str) -> None:
+        """Drop what is kept about a namespace that has no objects left."""
+        self._acked.pop(namespace, None)
+        self._tokens.pop(namespace, None)
+        self._namespaces.discard(namespace)
+
+    def known(self) -> set[str]:
+        """Namespaces the syncer keeps state for (tests check the pruning)."""
+        return self._namespaces | set(self._acked) | set(self._tokens)
 
     async def close(self) -> None:
         await self._queue.close()
@@ -133,8 +145,12 @@ class Syncer:
         """Bring every ready sidecar of `namespace` to the live version; write the sync figure."""
         live = await self._kube.read_live_config(namespace)
         report = SyncReport(namespace, version=live.version if live else "")
+        if live is None:
+            self.forget(namespace)  # nothing to push: keep nothing either
+        else:
+            self._namespaces.add(namespace)
         pods = ready_sidecars(await self._kube.list_pods(namespace, f"{SIDECAR_LABEL}={SIDECAR_LABEL_VALUE}"))
-        acked = self._acked.setdefault(namespace, {})
+        acked = self._acked.setdefault(namespace, {}) if live is not None else {}
         for uid in set(acked) - {p.uid for p in pods}:
             del acked[uid]
         if live is not None:

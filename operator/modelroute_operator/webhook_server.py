@@ -10,6 +10,10 @@ Also here, for local runs, tests and the chart's certificate story without cert-
 and serving certificate made with the `openssl` CLI, and the webhook configurations that register the
 server with the API server. The serving certificate is re-read when its file changes (cert-manager renews
 it in place), so a renewal needs no restart.
+
+In the operator the server runs on its own thread with its own event loop (`WebhookThread`), and its reads
+go through that loop's own worker threads: a reconcile storm, a blocked main loop or a full default
+executor never delays an admission answer.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import ipaddress
 import json
@@ -28,6 +33,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,6 +241,51 @@ class WebhookServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+class WebhookThread:
+    """A `WebhookServer` on a thread of its own with its own event loop, so nothing the operator's loop
+    does (or fails to do) can starve admission. `start()` returns once it listens (or raises why not)."""
+
+    def __init__(self, reader: NamespaceReader, settings: WebhookSettings) -> None:
+        self._reader = reader
+        self._settings = settings
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self.port = settings.port
+
+    async def start(self) -> None:
+        ready: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), name="admission", daemon=True)
+        self._thread.start()
+        self.port = await asyncio.wrap_future(ready)
+
+    def _serve(self, ready: concurrent.futures.Future[int]) -> None:
+        async def main() -> None:
+            server = WebhookServer(self._reader, self._settings)
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            try:
+                await server.start()
+            except BaseException as exc:
+                ready.set_exception(exc)
+                return
+            ready.set_result(server.port)
+            try:
+                await self._stop.wait()
+            finally:
+                await server.stop()
+
+        asyncio.run(main())
+
+    async def stop(self) -> None:
+        """Stop listening and end the thread (idempotent)."""
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop ended meanwhile
+                self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 30)
+            self._thread = None
 
 
 def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
