@@ -27,7 +27,7 @@ DetectorKind = str
 
 _EMAIL = re.compile(
     # Starts at the `@` (fast literal scan), then looks back for a local-part character.
-    # Domain labels may be internationalised (`bücher.de`) or hold look-alike letters (a Cyrillic `а`):
+    # Domain labels may be internationalised (`bücher.de`) or hold look-alike letters (a Cyrillic `а`):  # noqa: RUF003
     # any word character counts, and the TLD is 2+ letters of any script (or an `xn--` label).
     r"@(?<=[\w.%+-]@)[\w-]+(?:\.[\w-]+)*\.(?:[^\W\d_]{2,}|xn--[a-z0-9-]+)",
     re.IGNORECASE,
@@ -209,7 +209,7 @@ _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 
 def normalise(text: str) -> str:
     """What a careless or evasive client sends, seen as a reader sees it: URL escapes decoded (`%40`),
-    NFKC (full-width `＠`, non-breaking and thin spaces become spaces), invisible characters removed and
+    NFKC (full-width at signs U+FF20, no-break and thin spaces are spaces), invisible characters removed and
     every dash made ASCII. ASCII text without `%` is returned as is (the common, cheap case)."""
     if "%" in text and _PERCENT.search(text):
         text = unquote(text)

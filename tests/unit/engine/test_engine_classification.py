@@ -52,7 +52,11 @@ def classifier(**fields: Any) -> Classifier:
         ),
         # an explicit precedence decides which is reported
         (
-            {"tenant_defaults": {"acme": "pci"}, "detectors": [("email", "eu-personal")], "precedence": ["pci", "eu-personal"]},
+            {
+                "tenant_defaults": {"acme": "pci"},
+                "detectors": [("email", "eu-personal")],
+                "precedence": ["pci", "eu-personal"],
+            },
             {"metadata": {"tenant": "acme"}, "prompt_text": "mail a@b.eu"},
             ("pci", "tenant"),
         ),
@@ -112,7 +116,11 @@ def test_a_laxer_declaration_is_kept_strict_and_noted() -> None:
     assert isinstance(result, Classification)
     assert result.data_class == "eu-personal"
     assert result.classes == {"eu-personal", "pci"}
-    assert result.signals == (("header", "public"), ("detector:email", "eu-personal"), ("detector:card", "pci"))
+    assert result.signals == (
+        ("header", "public"),
+        ("detector:email", "eu-personal"),
+        ("detector:card", "pci"),
+    )
     assert result.notes and "declared data class 'public' is laxer than 'eu-personal'" in result.notes[0]
 
 

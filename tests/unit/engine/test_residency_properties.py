@@ -252,7 +252,9 @@ def signalled(config: RouterConfig, request: RequestFeatures) -> list[str] | Non
     tenants = {t.casefold(): c for t, c in residency.tenant_defaults.items()}
     if tenant is not None and tenant.casefold() in tenants:
         found.append(tenants[tenant.casefold()])
-    kinds = {kind for fragment, kinds in PROMPT_KINDS.items() if fragment in request.prompt_text for kind in kinds}
+    kinds = {
+        kind for fragment, kinds in PROMPT_KINDS.items() if fragment in request.prompt_text for kind in kinds
+    }
     found.extend(d.data_class for d in residency.detectors if d.kind in kinds)
     if residency.default_class:
         found.append(residency.default_class)
@@ -307,7 +309,6 @@ def check(scenario: Scenario, decision: Decision) -> None:
         assert strictness(config, decision.data_class) <= strictness(config, signal), (decision, classes)
     assert decision.data_class in {*classes, "public"}
     assert set(decision.data_classes) == set(classes) - {"public"}
-    data_class = decision.data_class
     choices: tuple[Choice, ...] = decision.plan + decision.escalation
     for choice in choices:
         replica = replica_of(config, choice.endpoint, choice.replica)
