@@ -392,7 +392,8 @@ def report_detector_cost(rounds: int) -> None:
             times = time_calls([scan], max(rounds, 20))
             per_kib = statistics.median(times) / kib
             print(
-                f"detectors, {kind:6s} {kib:2d} KiB: median {statistics.median(times):7.1f} µs = {per_kib:5.1f} µs/KiB"
+                f"detectors, {kind:6s} {kib:2d} KiB: median {statistics.median(times):7.1f} µs"
+                f" = {per_kib:5.1f} µs/KiB"
             )
 
 
