@@ -334,6 +334,67 @@ def main() -> None:
     report("decide, every prompt scored", decide_scoring)
     median = statistics.median(decide)
     print(f"target decide() median <= 50 µs: {'met' if median <= 50 else 'NOT met'} ({median:.1f} µs)")
+    report_detector_cost(args.rounds)
+
+
+DETECTOR_KINDS = ("email", "phone", "card", "iban")
+
+
+def detector_text(kind: str, size: int) -> str:
+    """`size` characters of prose, or of digit-heavy text (order ids, dates, amounts), with no identifier."""
+    rng = random.Random(size)
+    if kind == "prose":
+        words = [
+            "the",
+            "quick",
+            "brown",
+            "fox",
+            "jumps",
+            "over",
+            "a",
+            "lazy",
+            "dog",
+            "while",
+            "routing",
+            "requests",
+            "across",
+            "regions",
+        ]
+        parts = [rng.choice(words) for _ in range(size // 4)]
+    else:
+        parts = [
+            rng.choice(
+                (
+                    f"order {rng.randrange(10**8, 10**9)}",
+                    f"{rng.randrange(1, 28):02d}.{rng.randrange(1, 12):02d}.2026",
+                    f"EUR {rng.randrange(100, 99999)}.{rng.randrange(0, 99):02d}",
+                    f"ref {rng.randrange(10**11, 10**12)}",
+                )
+            )
+            for _ in range(size // 12)
+        ]
+    return " ".join(parts)[:size]
+
+
+def report_detector_cost(rounds: int) -> None:
+    """All four detectors over 1, 4 and 16 KiB of prose and of digit-heavy text: µs per KiB."""
+    from modelroute_sidecar.engine.detectors import ContentScan
+
+    for kind in ("prose", "digits"):
+        for kib in (1, 4, 16):
+            text = detector_text(kind, kib * 1024)
+
+            def scan(t: str = text) -> None:
+                found = ContentScan(t)
+                for detector in DETECTOR_KINDS:
+                    found.finds(detector)
+
+            times = time_calls([scan], max(rounds, 20))
+            per_kib = statistics.median(times) / kib
+            print(
+                f"detectors, {kind:6s} {kib:2d} KiB: median {statistics.median(times):7.1f} µs"
+                f" = {per_kib:5.1f} µs/KiB"
+            )
 
 
 if __name__ == "__main__":

@@ -28,16 +28,19 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from modelroute_sidecar.contract import residency_violation
+
 from .compiler import (
     CompileError,
     NamespaceObjects,
     Object,
     ObjectInvalid,
     compile_namespace,
+    contract_class,
     parse_object,
 )
 from .kube import CONFIG_KEY, CONFIGMAP_NAME
-from .resources import GROUP, KIND_BY_NAME, Canary, DataClass, ModelEndpoint, Replica, RoutingPolicy
+from .resources import GROUP, KIND_BY_NAME, Canary, ModelEndpoint, RoutingPolicy
 from .sync import ADMIN_PORT_ANNOTATION, SIDECAR_LABEL, SIDECAR_LABEL_VALUE, TOKEN_KEY, TOKEN_SECRET
 
 REVIEW_API_VERSION = "admission.k8s.io/v1"
@@ -333,16 +336,12 @@ def _residency_warnings(incoming: Body, bodies: Sequence[Body]) -> Iterator[str]
         return  # missing endpoints are reported as errors of their own
     replicas = [r for n in sorted(names) for r in endpoints[n].spec.replicas]
     for i, data_class in enumerate(policy.spec.residency.data_classes):
-        if not any(_satisfies(r, data_class) for r in replicas):
+        rule = contract_class(data_class)
+        if not any(residency_violation(r.region, r.compliance, [rule]) is None for r in replicas):
             yield (
                 f"spec.residency.dataClasses[{i}]: no replica of the endpoints this policy targets satisfies "
                 f"data class '{data_class.name}'; its requests will always be refused"
             )
-
-
-def _satisfies(replica: Replica, data_class: DataClass) -> bool:
-    in_region = not data_class.allowed_regions or replica.region in data_class.allowed_regions
-    return in_region and set(data_class.required_compliance) <= set(replica.compliance)
 
 
 def _parse_quietly(bodies: Iterable[Body]) -> Iterator[Object]:

@@ -129,6 +129,8 @@ def _describe(decision: Any) -> dict[str, Any]:
         "rule": decision.rule,
         "dataClass": decision.data_class,
         "dataClassSource": decision.data_class_source,
+        "dataClasses": list(decision.data_classes),
+        "dataClassSignals": [{"source": src, "dataClass": cls} for src, cls in decision.signals],
         "complexity": decision.complexity,
         "canary": decision.canary or None,
         "canarySide": decision.canary_side or None,

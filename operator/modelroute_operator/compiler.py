@@ -377,9 +377,19 @@ def _build_replica(replica: Replica, health: contract.Health) -> contract.Replic
 
 
 def _satisfies(replica: Replica, data_class: DataClass) -> bool:
-    """Whether data of this class may be processed on this replica."""
-    in_region = not data_class.allowed_regions or replica.region in data_class.allowed_regions
-    return in_region and set(data_class.required_compliance) <= set(replica.compliance)
+    """Whether data of this class may be processed on this replica (the contract's one predicate)."""
+    return (
+        contract.residency_violation(replica.region, replica.compliance, [contract_class(data_class)]) is None
+    )
+
+
+def contract_class(data_class: DataClass) -> contract.DataClassRule:
+    """A policy's data class as the contract rule the residency predicate reads."""
+    return contract.DataClassRule(
+        name=data_class.name,
+        allowed_regions=tuple(sorted(set(data_class.allowed_regions))),
+        required_compliance=tuple(sorted(set(data_class.required_compliance))),
+    )
 
 
 # ---------------------------------------------------------------------------------------- policies
@@ -418,6 +428,28 @@ def _check_residency(policy: RoutingPolicy) -> Iterator[CompileError]:
             yield error(field, "a data class must restrict regions or require compliance labels")
     for tenant, name in sorted(residency.tenant_defaults.items()):
         yield from _check_data_class_name(policy, f"spec.residency.tenantDefaults[{tenant}]", name)
+    folded: dict[str, str] = {}
+    for tenant in sorted(residency.tenant_defaults):
+        other = folded.setdefault(tenant.casefold(), tenant)
+        if other != tenant:
+            yield error(
+                f"spec.residency.tenantDefaults[{tenant}]",
+                f"tenant '{tenant}' collides with '{other}': tenants are matched case-insensitively",
+            )
+    for i, name in enumerate(residency.precedence):
+        if name not in classes:
+            yield error(
+                f"spec.residency.precedence[{i}]",
+                f"data class '{name}' is not declared in spec.residency.dataClasses ({', '.join(classes)})",
+            )
+    yield from _check_unique_values(residency.precedence, "spec.residency.precedence[{}]", error)
+    if residency.precedence:
+        missing = [c for c in classes if c not in residency.precedence]
+        if missing:
+            yield error(
+                "spec.residency.precedence",
+                f"precedence must list every data class; missing: {', '.join(missing)}",
+            )
     for i, detector in enumerate(residency.detectors):
         yield from _check_data_class_name(
             policy, f"spec.residency.detectors[{i}].dataClass", detector.data_class
@@ -582,6 +614,8 @@ def _build_policy(policy: RoutingPolicy, splits: Mapping[str, contract.CanarySpl
                 contract.Detector(kind=d.kind, data_class=d.data_class) for d in residency.detectors
             ),
             default_class=residency.default_class or "",
+            # explicit, because data_classes above are sorted by name: the written order is the default
+            precedence=tuple(residency.precedence or [c.name for c in residency.data_classes]),
         ),
         locality=contract.Locality(
             prefer_local=locality.prefer_local, failover_order=tuple(locality.failover_order)

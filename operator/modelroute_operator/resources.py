@@ -532,11 +532,20 @@ class Residency(ApiModel):
 
     _header_allowed = field_validator("header")(_refuse_hop_by_hop)
     tenant_defaults: Annotated[dict[str, Name], Field(max_length=1024)] = {}
-    """Tenant to the data class its requests carry when they declare none."""
+    """Tenant (matched case-insensitively) to the data class its requests carry at least, whatever they
+    declare. With client keys configured the tenant comes from the API key; without them it is
+    client-asserted (`x-modelroute-tenant` or `metadata.tenant`), so a tenant default only tightens."""
     detectors: Annotated[list[Detector], Field(max_length=8)] = []
-    """Content detectors run on every prompt; the strictest class found wins."""
+    """Content detectors run on every string the request carries; each that finds adds its class."""
     default_class: Name | None = None
-    """Data class of requests nothing else classifies; unset means unrestricted (`public`)."""
+    """Data class every request carries at least; unset means `public`."""
+    precedence: Annotated[list[Name], Field(max_length=32)] = []
+    """Data classes, strictest first. Every signal is evaluated (the declared header, the tenant
+    default, every detector, `defaultClass`) and the strictest class wins: a declaration can raise
+    strictness, never lower it (a laxer one is kept strict and noted in the audit log and the
+    `x-modelroute-data-class-source` header). `public` is always the laxest; a class a signal names
+    that is not defined is stricter than all and no replica may take it. Whatever the order, a replica
+    must satisfy every signalled class. Empty: the order `dataClasses` are written in."""
 
 
 class Locality(ApiModel):

@@ -12,7 +12,7 @@ import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 from urllib.parse import urlsplit
@@ -496,7 +496,11 @@ class Residency(ContractModel):
     detectors: tuple[Detector, ...] = ()
     """Content detectors, applied to every request."""
     default_class: str = ""
-    """Data class for requests nothing else classifies; empty means unrestricted."""
+    """Data class every request carries at least (a floor, like every other signal); empty: `public`."""
+    precedence: tuple[str, ...] = ()
+    """Defined data classes, strictest first: of all the classes a request's signals give, the first here
+    is reported. `public` is always laxest; a class named but not defined is stricter than all. Empty:
+    the order of `data_classes`."""
 
     @model_validator(mode="after")
     def _header_not_hop_by_hop(self) -> Residency:
@@ -504,6 +508,37 @@ class Residency(ContractModel):
         if problem:
             raise ValueError(f"header {problem}")
         return self
+
+
+def residency_violation(
+    region: str,
+    compliance: Iterable[str],
+    rules: Sequence[DataClassRule],
+    undefined: Sequence[str] = (),
+) -> tuple[str, str] | None:
+    """The one residency predicate: may a replica in `region` carrying `compliance` labels process data
+    of every class in `rules` (and of the classes named in `undefined`, which have no rule)?
+
+    None when it may; else (`region` or `compliance`, the reason). Every class must hold: the allowed
+    regions are intersected, the required labels united. A class without a rule allows nowhere."""
+    if undefined:
+        return "compliance", f"data class '{undefined[0]}' has no residency rule"
+    labels = frozenset(compliance)
+    for rule in rules:
+        if rule.allowed_regions and region not in rule.allowed_regions:
+            return (
+                "region",
+                f"region '{region}' not allowed for data class '{rule.name}' "
+                f"(allowed: {', '.join(sorted(rule.allowed_regions))})",
+            )
+    for rule in rules:
+        missing = set(rule.required_compliance) - labels
+        if missing:
+            return (
+                "compliance",
+                f"missing compliance {', '.join(sorted(missing))} required for data class '{rule.name}'",
+            )
+    return None
 
 
 class Locality(ContractModel):

@@ -105,6 +105,7 @@ def decision_headers(exchange: Exchange) -> dict[str, str]:
         "x-modelroute-rule": decision.rule if decision else "",
         "x-modelroute-policy": decision.policy if decision else "",
         "x-modelroute-data-class": decision.data_class if decision else "",
+        "x-modelroute-data-class-source": data_class_source(decision),
         "x-modelroute-config-version": exchange.config_version,
         "x-modelroute-attempts": str(len(exchange.attempts)),
         "x-request-id": exchange.request_id,
@@ -112,6 +113,16 @@ def decision_headers(exchange: Exchange) -> dict[str, str]:
     if decision is not None and decision.canary:
         headers["x-modelroute-canary"] = f"{decision.canary}:{decision.canary_side}"
     return headers
+
+
+def data_class_source(decision: Decision | None) -> str:
+    """Where the data class came from; `;kept-strict` when the client declared a laxer class."""
+    if decision is None:
+        return ""
+    declared = any(source == "header" for source, _ in decision.signals)
+    if declared and decision.data_class_source != "header" and decision.data_classes:
+        return f"{decision.data_class_source};declared-laxer-kept-strict"
+    return decision.data_class_source
 
 
 def rewrite_model(raw: bytes, body: dict[str, Any], upstream_model: str) -> bytes:

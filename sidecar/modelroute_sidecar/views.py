@@ -184,16 +184,38 @@ def extract(
     """Request features for the engine; an authenticated client's tenant and tier override any claim."""
     headers = {k: v for k, v in request.headers.items() if k != "authorization"}
     if client is not None:
+        refuse_conflicting_tenant(request.headers, body, client)
         headers["x-modelroute-tenant"] = client.tenant
         headers["x-modelroute-tier"] = client.tier
     features = extract_features(
         body, headers, exchange.request_id, api, residency_header=policy.residency.header
     )
     if client is not None:
-        features = dataclasses.replace(features, metadata=authoritative_metadata(features.metadata, client))
+        features = dataclasses.replace(
+            features, metadata=authoritative_metadata(features.metadata, client), tenant_source="key"
+        )
+    elif "tenant" in features.metadata:
+        features = dataclasses.replace(features, tenant_source="asserted")
     exchange.features = features
     exchange.tenant = features.metadata.get("tenant", "")
     return features
+
+
+def refuse_conflicting_tenant(headers: Mapping[str, str], body: Mapping[str, Any], client: Client) -> None:
+    """403 when a request claims a tenant (header or body metadata) other than its API key's: with client
+    keys configured the key decides the tenant, and a mismatch means a confused or hostile client."""
+    claims = [v for k, v in headers.items() if k.lower() == "x-modelroute-tenant"]
+    metadata = body.get("metadata")
+    if isinstance(metadata, Mapping) and isinstance(metadata.get("tenant"), str):
+        claims.append(metadata["tenant"])
+    for claim in claims:
+        if claim.strip().casefold() != client.tenant.casefold():
+            raise ApiError(
+                403,
+                "tenant_mismatch",
+                "the request names a tenant other than its API key's; the key decides the tenant "
+                "(drop `x-modelroute-tenant` / `metadata.tenant`, or send the key's own tenant)",
+            )
 
 
 def authoritative_metadata(metadata: Mapping[str, str], client: Client) -> dict[str, str]:
@@ -265,6 +287,10 @@ def audit_record(exchange: Exchange, elapsed: float, include_prompts: bool) -> d
         "rule": decision.rule,
         "dataClass": decision.data_class,
         "dataClassSource": decision.data_class_source,
+        "dataClasses": list(decision.data_classes),
+        "dataClassSignals": [{"source": src, "dataClass": cls} for src, cls in decision.signals],
+        "tenantSource": features.tenant_source if features else "",
+        "notes": list(decision.notes),
         "complexity": decision.complexity,
         "promptTokens": features.prompt_tokens if features else 0,
         "stream": features.stream if features else False,

@@ -226,6 +226,28 @@ async def test_missing_or_wrong_client_key_is_401_and_a_key_fixes_the_tenant(
         )
 
 
+async def test_a_tenant_claim_that_conflicts_with_the_key_is_403(
+    start_sidecar: SidecarFactory, tmp_path: Path
+) -> None:
+    keys = tmp_path / "client-keys.yaml"
+    keys.write_text("sk-client-a:\n  tenant: acme\n")
+    running = await start_sidecar(client_keys_file=keys)
+    client = running.client(api_key="sk-client-a")
+    for claim in ({"extra_headers": {"x-modelroute-tenant": "globex"}}, {"metadata": {"tenant": "globex"}}):
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            await client.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": "x"}], **claim
+            )
+        assert_error_body(caught.value, 403, "tenant_mismatch")
+    # the key's own tenant, in another case, is no conflict
+    ok = await client.chat.completions.create(
+        model="auto",
+        messages=[{"role": "user", "content": "x"}],
+        extra_headers={"x-modelroute-tenant": "ACME"},
+    )
+    assert ok.choices
+
+
 async def test_body_over_the_limit_is_413(start_sidecar: SidecarFactory) -> None:
     running = await start_sidecar(max_body_bytes=4096)
     with pytest.raises(openai.APIStatusError) as caught:

@@ -465,6 +465,8 @@ def test_policy_fields_map_onto_the_contract() -> None:
         "tenantDefaults": {"acme": "eu-personal"},
         "detectors": [{"kind": "iban", "dataClass": "eu-personal"}, {"kind": "email", "dataClass": "pii"}],
         "defaultClass": "pii",
+        # the written order of dataClasses, made explicit (the contract sorts the classes by name)
+        "precedence": ["pii", "eu-personal"],
     }
     assert got["locality"] == {"preferLocal": False, "failoverOrder": ["us-east-1", "eu-west-1"]}
     assert got["resilience"] == {

@@ -390,6 +390,25 @@ CASES = [
         "timeout must be shorter than interval",
         id="probe-timeout-not-below-interval",
     ),
+    # ---- residency precedence and tenant names
+    pytest.param(
+        _set("p.spec.residency.precedence", ["eu-personal", "secret"]),
+        ("RoutingPolicy", "p", "spec.residency.precedence[1]"),
+        "data class 'secret' is not declared in spec.residency.dataClasses",
+        id="precedence-unknown-class",
+    ),
+    pytest.param(
+        _set("p.spec.residency.precedence", ["eu-personal", "eu-personal"]),
+        ("RoutingPolicy", "p", "spec.residency.precedence[1]"),
+        "eu-personal",
+        id="precedence-repeats-a-class",
+    ),
+    pytest.param(
+        _set("p.spec.residency.tenantDefaults", {"Acme": "eu-personal", "acme": "eu-personal"}),
+        ("RoutingPolicy", "p", "spec.residency.tenantDefaults[acme]"),
+        "tenants are matched case-insensitively",
+        id="tenant-keys-collide-after-casefold",
+    ),
 ]
 
 

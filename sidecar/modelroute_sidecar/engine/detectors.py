@@ -18,14 +18,19 @@ a long or hostile prompt costs linear time.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
+from urllib.parse import unquote
 
 DetectorKind = str
 """One of `email`, `phone`, `card`, `iban` (the contract's `Detector.kind`)."""
 
 _EMAIL = re.compile(
     # Starts at the `@` (fast literal scan), then looks back for a local-part character.
-    r"@(?<=[\w.%+-]@)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+    # Domain labels may be internationalised (`bücher.de`) or hold look-alike letters (a Cyrillic `а`):  # noqa: RUF003
+    # any word character counts, and the TLD is 2+ letters of any script (or an `xn--` label).
+    r"@(?<=[\w.%+-]@)[\w-]+(?:\.[\w-]+)*\.(?:[^\W\d_]{2,}|xn--[a-z0-9-]+)",
+    re.IGNORECASE,
 )
 
 
@@ -107,7 +112,7 @@ IBAN_LENGTHS: Mapping[str, int] = {
 
 _IBAN = re.compile(
     # Country, check digits, then 11-30 letters/digits with optional single spaces (printed groups of 4).
-    r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}(?:[ ]?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])"
+    r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}(?:[ -]?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])"
 )
 
 
@@ -124,12 +129,17 @@ def iban_valid(iban: str) -> bool:
 
 def find_iban(text: str) -> bool:
     """Whether `text` contains an IBAN (compact or printed in groups), checked by length and mod-97."""
-    for match in _IBAN.finditer(text):
-        compact = match.group().replace(" ", "").upper()
+    match = _IBAN.search(text)
+    while match is not None:
+        compact = match.group().replace(" ", "").replace("-", "").upper()
         length = IBAN_LENGTHS.get(compact[:2])
         # The pattern may run on into a following word ("… 0130 00 AND"): judge the country's length only.
         if length is not None and len(compact) >= length and iban_valid(compact[:length]):
             return True
+        # A candidate that fails may have run on into a real IBAN ("DE00… IBAN DE89 …"): go on from the
+        # next token inside it, not after it.
+        space = text.find(" ", match.start() + 1, match.end())
+        match = _IBAN.search(text, space + 1 if space >= 0 else match.end())
     return False
 
 
@@ -188,13 +198,35 @@ def digit_windows(text: str) -> list[str]:
     return [raw[low:high].decode("utf-8", "ignore") for low, high in spans]
 
 
+_INVISIBLE = dict.fromkeys(
+    # zero-width space/joiners, word joiner, BOM, soft hyphen: invisible, so they split nothing a reader sees
+    map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"),
+    None,
+)
+_DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63\uff0d"), "-")
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def normalise(text: str) -> str:
+    """What a careless or evasive client sends, seen as a reader sees it: URL escapes decoded (`%40`),
+    NFKC (full-width at signs U+FF20, no-break and thin spaces are spaces), invisible characters removed and
+    every dash made ASCII. ASCII text without `%` is returned as is (the common, cheap case)."""
+    if "%" in text and _PERCENT.search(text):
+        text = unquote(text)
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFKC", text).translate(_INVISIBLE).translate(_DASHES)
+
+
 class ContentScan:
-    """One prompt, scanned lazily: each detector kind runs at most once, digit windows are found once."""
+    """One prompt, scanned lazily: each detector kind runs at most once, digit windows are found once.
+
+    The text is normalised first (`normalise`)."""
 
     __slots__ = ("_found", "_text", "_windows")
 
     def __init__(self, text: str) -> None:
-        self._text = text
+        self._text = normalise(text)
         self._windows: list[str] | None = None
         self._found: dict[DetectorKind, bool] = {}
 

@@ -88,6 +88,45 @@ def collect_prompt(value: Any, texts: list[str]) -> int:
     return exact
 
 
+SCAN_MAX_STRINGS = 4096
+"""Strings (values and keys) the detector walk reads from one body; the body size limit bounds the rest."""
+SCAN_MAX_DEPTH = 64
+
+
+def collect_strings(value: Any, texts: list[str], depth: int = 0) -> None:
+    """Append every string of a parsed JSON body to `texts`, object keys included (bounded walk): the
+    detectors must see all text a request carries (`user`, `name`, tool results, legacy `function_call`,
+    metadata, fields of APIs yet to come), not only the prompt fields."""
+    if len(texts) >= SCAN_MAX_STRINGS:
+        return
+    if isinstance(value, str):
+        texts.append(value)
+    elif isinstance(value, Mapping):
+        if depth >= SCAN_MAX_DEPTH:
+            return
+        for key, item in value.items():
+            if isinstance(key, str) and key not in _PLAIN_KEYS:
+                texts.append(key)
+            collect_strings(item, texts, depth + 1)
+    elif isinstance(value, list):
+        if depth >= SCAN_MAX_DEPTH:
+            return
+        for item in value:
+            collect_strings(item, texts, depth + 1)
+
+
+_PLAIN_KEYS = frozenset({"model", "messages", "role", "content", "type", "text", "prompt", "input"})
+"""Keys of the APIs' own schema: no personal data in them, skipped to keep the scan text short."""
+
+
+def scan_text_of(body: Mapping[str, Any], metadata: Mapping[str, str]) -> str:
+    """The text the detectors read: every string of the body, then every metadata value."""
+    texts: list[str] = []
+    collect_strings(body, texts)
+    texts.extend(metadata.values())
+    return "\n".join(texts)
+
+
 def read_metadata(
     body: Mapping[str, Any], headers: Mapping[str, str], skip: frozenset[str]
 ) -> dict[str, str]:
@@ -161,13 +200,15 @@ def extract_features(
     prompt_text = texts[0] if len(texts) == 1 else "\n".join(texts)
     prompt_tokens = exact_tokens + overhead + sum(estimate_text_tokens(text) for text in texts)
     model = body.get("model")
+    metadata = read_metadata(body, lowered, frozenset(class_headers))
     return RequestFeatures(
         request_id=request_id,
         api=api,
         model=model if isinstance(model, str) else "",
         headers=lowered,
-        metadata=read_metadata(body, lowered, frozenset(class_headers)),
+        metadata=metadata,
         prompt_text=prompt_text,
+        scan_text=scan_text_of(body, metadata),
         prompt_tokens=prompt_tokens,
         max_output_tokens=read_max_output(body),
         stream=body.get("stream") is True,

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from modelroute_sidecar.contract import DataClassRule
+from modelroute_sidecar.contract import DataClassRule, residency_violation
 
 from .candidates import Candidate, EndpointTraits
 from .model import Dropped, DropReason, HealthView, RequestFeatures
@@ -30,53 +30,92 @@ Groups = Sequence[Sequence[Candidate]]
 
 @dataclass(frozen=True, slots=True)
 class ResidencyRule:
-    """Where data of one class may be processed: both conditions must hold for a replica."""
+    """Where data of one class (or of several at once) may be processed: every condition must hold."""
 
     name: str
+    """The class reported (the strictest of a combination)."""
     regions: frozenset[str] = frozenset()
-    """Allowed regions; empty allows any."""
+    """Allowed regions; empty allows any (for a combination: the intersection, see `members`)."""
     labels: frozenset[str] = frozenset()
-    """Compliance labels a replica must all carry."""
+    """Compliance labels a replica must all carry (for a combination: the union)."""
     defined: bool = True
     """False for a class the policy names (tenant default, detector, default class) but never defines:
     with no rule saying where it may go, it may go nowhere (fail closed)."""
+    members: tuple[DataClassRule, ...] = ()
+    """The contract rules of every class in a combination; empty for a single class (derived from the
+    fields above)."""
+    undefined: tuple[str, ...] = ()
+    """Classes of a combination that have no rule (any one makes every replica fail)."""
 
     @classmethod
     def from_config(cls, rule: DataClassRule) -> ResidencyRule:
         """Compile a contract data class."""
-        return cls(rule.name, frozenset(rule.allowed_regions), frozenset(rule.required_compliance))
+        return cls(
+            rule.name, frozenset(rule.allowed_regions), frozenset(rule.required_compliance), members=(rule,)
+        )
+
+    @classmethod
+    def combine(cls, name: str, rules: Sequence[ResidencyRule]) -> ResidencyRule:
+        """The conjunction of several classes' rules, reported as `name` (the strictest)."""
+        members = tuple(m for r in rules for m in r.contract_rules())
+        undefined = tuple(n for r in rules for n in r.undefined_names())
+        regions: frozenset[str] = frozenset()
+        for member in members:
+            if member.allowed_regions:
+                allowed = frozenset(member.allowed_regions)
+                regions = allowed if not regions else regions & allowed
+        labels = frozenset(label for m in members for label in m.required_compliance)
+        return cls(name, regions, labels, not undefined, members, undefined)
+
+    def contract_rules(self) -> tuple[DataClassRule, ...]:
+        """The contract rules this one enforces, for `contract.residency_violation`."""
+        if self.members:
+            return self.members
+        if not (self.regions or self.labels):
+            return ()
+        return (
+            DataClassRule(
+                name=self.name,
+                allowed_regions=tuple(sorted(self.regions)),
+                required_compliance=tuple(sorted(self.labels)),
+            ),
+        )
+
+    def undefined_names(self) -> tuple[str, ...]:
+        """The classes without a rule among those this one stands for."""
+        if self.undefined:
+            return self.undefined
+        return () if self.defined else (self.name,)
 
     def describe(self) -> str:
         """Where this class may go, for error messages."""
-        if not self.defined:
-            return f"data class '{self.name}' has no residency rule, so no replica may process it"
+        undefined = self.undefined_names()
+        if undefined:
+            return f"data class '{undefined[0]}' has no residency rule, so no replica may process it"
+        names = sorted({m.name for m in self.members}) if len(self.members) > 1 else []
         parts = []
-        if self.regions:
+        if self.members and len(self.members) > 1 and any(m.allowed_regions for m in self.members):
+            parts.append(f"allowed regions: {', '.join(sorted(self.regions)) or 'none'}")
+        elif self.regions:
             parts.append(f"allowed regions: {', '.join(sorted(self.regions))}")
         if self.labels:
             parts.append(f"required compliance: {', '.join(sorted(self.labels))}")
-        return f"data class '{self.name}' ({'; '.join(parts) or 'unrestricted'})"
+        also = f", with {', '.join(n for n in names if n != self.name)}" if names else ""
+        return f"data class '{self.name}'{also} ({'; '.join(parts) or 'unrestricted'})"
 
 
 def residency_drop(candidate: Candidate, rule: ResidencyRule) -> Dropped | None:
-    """Drop a replica where data of the class may not be processed."""
-    if not rule.defined:
-        return candidate.dropped(
-            DropReason.RESIDENCY_COMPLIANCE, f"data class '{rule.name}' has no residency rule"
-        )
-    if rule.regions and candidate.region not in rule.regions:
-        return candidate.dropped(
-            DropReason.RESIDENCY_REGION,
-            f"region '{candidate.region}' not allowed for data class '{rule.name}' "
-            f"(allowed: {', '.join(sorted(rule.regions))})",
-        )
-    missing = rule.labels - candidate.compliance
-    if missing:
-        return candidate.dropped(
-            DropReason.RESIDENCY_COMPLIANCE,
-            f"missing compliance {', '.join(sorted(missing))} required for data class '{rule.name}'",
-        )
-    return None
+    """Drop a replica where data of the class (every class of a combination) may not be processed; the
+    judgement is the contract's `residency_violation`, shared with the compiler and admission."""
+    violation = residency_violation(
+        candidate.region, candidate.compliance, rule.contract_rules(), rule.undefined_names()
+    )
+    if violation is None:
+        return None
+    kind, reason = violation
+    return candidate.dropped(
+        DropReason.RESIDENCY_REGION if kind == "region" else DropReason.RESIDENCY_COMPLIANCE, reason
+    )
 
 
 def health_drop(candidate: Candidate) -> Dropped | None:

@@ -11,7 +11,7 @@ lists, and nothing downstream adds candidates, it only removes them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from modelroute_sidecar.contract import EndpointConfig, Health, PolicyConfig, RuleConfig
 
@@ -54,6 +54,11 @@ class RouteTable:
     escalation_summary: ListSummary
 
 
+COMBINED_TABLES_MAX = 256
+"""Tables of multi-class combinations kept per rule; beyond it a combination is built for each request
+(a policy would need hundreds of detector/tenant combinations in live traffic to get there)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RouteIndex:
     """A rule, compiled: its checks, its canary and its tables by data class."""
@@ -61,6 +66,27 @@ class RouteIndex:
     rule: CompiledRule
     canary: CanaryPlan | None
     tables: Mapping[str, RouteTable]
+    candidates: tuple[tuple[Candidate, ...], tuple[Candidate, ...], tuple[Candidate, ...]] = ((), (), ())
+    """(primary, fallback, escalation) before any filter, to build combination tables from."""
+    residencies: Mapping[str, ResidencyRule] = field(default_factory=dict)
+    combined: dict[tuple[str, frozenset[str]], RouteTable] = field(default_factory=dict)
+    """Memoized tables of multi-class combinations (reported class, every class), bounded."""
+
+    def table_for(self, data_class: str, classes: frozenset[str]) -> RouteTable:
+        """The table of a request whose signals gave `classes`, reported as `data_class`: the class's own
+        table when it is the only one, else the conjunction of every class's rule (built once)."""
+        if len(classes) <= 1:
+            return self.tables[data_class]
+        key = (data_class, classes)
+        table = self.combined.get(key)
+        if table is None:
+            parts = [
+                self.residencies.get(name) or ResidencyRule(name, defined=False) for name in sorted(classes)
+            ]
+            table = build_table(ResidencyRule.combine(data_class, parts), *self.candidates)
+            if len(self.combined) < COMBINED_TABLES_MAX:
+                self.combined[key] = table
+        return table
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +269,8 @@ def build_route(
         tables={
             name: build_table(residency, primary, fallback, escalation) for name, residency in classes.items()
         },
+        candidates=(tuple(primary), tuple(fallback), tuple(escalation)),
+        residencies=classes,
     )
 
 

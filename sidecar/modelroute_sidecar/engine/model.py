@@ -36,6 +36,11 @@ class RequestFeatures:
     needs_json: bool = False
     declared_data_class: str | None = None
     """Data class from the policy's residency header, when the client declared one."""
+    scan_text: str = ""
+    """Every string the request carries (all message fields, `user`, metadata, any other body string and
+    key), for the detectors; empty: the detectors read `prompt_text`."""
+    tenant_source: str = ""
+    """`key` when the tenant comes from the client's API key, `asserted` when the client claims it."""
 
 
 class HealthView(Protocol):
@@ -115,6 +120,10 @@ class Decision:
     data_class: str = "public"
     data_class_source: str = ""
     """Where the data class came from: header, tenant, detector:<kind>, default, or empty for public."""
+    data_classes: tuple[str, ...] = ()
+    """Every non-public class a signal gave, sorted: every replica in the plan satisfies all of them."""
+    signals: tuple[tuple[str, str], ...] = ()
+    """(source, class) of every classification signal."""
     complexity: int = 0
     plan: tuple[Choice, ...] = ()
     """Replicas to try in order: the primary, then retries, then fallbacks. All residency-compliant."""

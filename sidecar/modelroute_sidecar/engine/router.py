@@ -246,6 +246,9 @@ class Router:
                 policy=policy.name,
                 data_class=data_class,
                 data_class_source=classification.source,
+                data_classes=tuple(sorted(classification.classes)),
+                signals=classification.signals,
+                notes=classification.notes,
                 complexity=complexity.value,
                 error=DecisionError(
                     400,
@@ -255,7 +258,7 @@ class Router:
                 ),
             )
         route = policy.routes[index]
-        table = route.tables[data_class]
+        table = route.table_for(data_class, classification.classes)
         rng = _RANDOM if seed is None else random.Random(seed)
         return self._route(policy, route, table, classification, complexity.reported, features, health, rng)
 
@@ -272,7 +275,7 @@ class Router:
     ) -> Decision:
         """Stages 5-7 for the matched rule's table."""
         dropped = list(table.static_drops)
-        notes: list[str] = []
+        notes: list[str] = list(classification.notes)
         primary: Sequence[Candidate] = table.primary
         fallback: Sequence[Candidate] = table.fallback
         if not table.plan_summary.all_capable(features):
@@ -284,8 +287,11 @@ class Router:
                 rule=route.rule.name,
                 data_class=classification.data_class,
                 data_class_source=classification.source,
+                data_classes=tuple(sorted(classification.classes)),
+                signals=classification.signals,
                 complexity=complexity,
                 dropped=tuple(dropped),
+                notes=tuple(notes),
                 error=explain_unavailable(route, table, classification, features),
             )
         primary, fallback = apply_soft_filters(
@@ -302,6 +308,8 @@ class Router:
             rule=route.rule.name,
             data_class=classification.data_class,
             data_class_source=classification.source,
+            data_classes=tuple(sorted(classification.classes)),
+            signals=classification.signals,
             complexity=complexity,
             plan=build_plan(primary, fallback, rng),
             escalation=tuple(c.choice for c in escalation),

@@ -1,8 +1,9 @@
-"""Residency as a property: for any config, health state and request, every replica the engine may call
-satisfies the request's data class, and the engine fails closed (503) when no compliant replica is up.
+"""Residency as a property: for any config, precedence, health state and request (signals and encodings
+drawn at random), the reported class is at least as strict as every signal, every replica the engine may
+call satisfies *every* signalled class, and the engine fails closed (503) when no compliant replica is up.
 
-The oracle below reads the RouterConfig directly (not the engine's index) and classifies with the plain
-detector functions on the whole prompt (not the engine's digit-window shortcut).
+The oracle below reads the RouterConfig directly (not the engine's index) and knows, for each prompt
+fragment, which identifiers it holds however it is encoded (ground truth, not the detectors' answer).
 """
 
 from __future__ import annotations
@@ -32,20 +33,32 @@ from modelroute_sidecar.contract import (
     Target,
 )
 from modelroute_sidecar.engine import Choice, Decision, DropReason, RequestFeatures, Router
-from modelroute_sidecar.engine.detectors import DETECTORS
 
 REGIONS = ("r1", "r2", "r3", "r4")
 LABELS = ("gdpr", "pci", "hipaa")
 CLASS_NAMES = ("c0", "c1", "c2")
-PROMPTS = (
-    "hello there ",
-    "mail jane@example.com ",
-    "card 4111 1111 1111 1111 ",
-    "IBAN DE89 3704 0044 0532 0130 00 ",
-    "call +44 20 7946 0958 ",
-    "order 123456789 ",
-    "prove it step by step ",
-)
+PROMPT_KINDS = {
+    "hello there ": (),
+    "mail jane@example.com ": ("email",),
+    "card 4111 1111 1111 1111 ": ("card",),
+    # a printed IBAN's tail ("0044 0532 0130 00") is also a national phone number: both detectors find it
+    "IBAN DE89 3704 0044 0532 0130 00 ": ("iban", "phone"),
+    "call +44 20 7946 0958 ": ("phone",),
+    "order 123456789 ": (),
+    "prove it step by step ": (),
+    # what careless or evasive clients send
+    "mail jane\uff20example.com ": ("email",),
+    "mail jane%40example.com ": ("email",),
+    "mail JANE@B\u00dcCHER.DE ": ("email",),
+    "mail jane@ex\u0430mple.com ": ("email",),
+    "mail ja\u200bne@example.com ": ("email",),
+    "IBAN DE89\u00a03704\u00a00044\u00a00532\u00a00130\u00a000 ": ("iban", "phone"),
+    "iban de89-3704-0044-0532-0130-00 ": ("iban", "phone"),
+    "card 4111\u20131111\u20131111\u20131111 ": ("card",),
+    "not a card 4111 1111 1111 1112 ": (),
+    "not an IBAN DE00370400440532013000 ": (),
+}
+PROMPTS = tuple(PROMPT_KINDS)
 
 subsets = st.lists
 rarely = st.sampled_from((False, False, False, True))
@@ -153,6 +166,7 @@ def configs(draw: st.DrawFn) -> RouterConfig:
             )
         ),
         default_class=draw(st.sampled_from(("", *nameable))),
+        precedence=tuple(draw(st.permutations(sorted(classes)))) if draw(st.booleans()) else (),
     )
     policy = PolicyConfig(
         name="p",
@@ -177,17 +191,17 @@ def requests(draw: st.DrawFn, config: RouterConfig) -> RequestFeatures:
     declarable = [c.name for c in policy.residency.data_classes]
     metadata = {"user": f"u{draw(st.integers(0, 50))}"}
     if draw(st.booleans()):
-        metadata["tenant"] = draw(st.sampled_from(("t1", "t2", "t3")))
+        metadata["tenant"] = draw(st.sampled_from(("t1", "t2", "t3", "T1", "t\u0032")))
     return features(
         request_id=f"req-{draw(st.integers(0, 10**6))}",
         metadata=metadata,
         prompt_text="".join(draw(subsets(st.sampled_from(PROMPTS), max_size=4))),
+        declared_data_class=draw(st.sampled_from((None, None, None, "public", "bogus", *declarable))),
         prompt_tokens=draw(st.sampled_from((1, 50, 500, 500, 5000, 20_000))),
         max_output_tokens=draw(st.sampled_from((None, None, 100, 5000))),
         stream=draw(rarely),
         needs_tools=draw(rarely),
         needs_json=draw(rarely),
-        declared_data_class=draw(st.sampled_from((None, None, None, "public", "bogus", *declarable))),
     )
 
 
@@ -224,19 +238,36 @@ def scenarios(draw: st.DrawFn) -> Scenario:
 # --------------------------------------------------------------------------------------------- oracle
 
 
-def expected_class(config: RouterConfig, request: RequestFeatures) -> str | None:
-    """The data class by the documented order; None for an invalid declaration."""
+def signalled(config: RouterConfig, request: RequestFeatures) -> list[str] | None:
+    """Every class a signal gives (declared, tenant default, each detector that must find, default);
+    None for an invalid declaration."""
     residency = config.policies[0].residency
+    found: list[str] = []
     if request.declared_data_class is not None:
         names = {c.name for c in residency.data_classes} | {"public"}
-        return request.declared_data_class if request.declared_data_class in names else None
+        if request.declared_data_class not in names:
+            return None
+        found.append(request.declared_data_class)
     tenant = request.metadata.get("tenant")
-    if tenant in residency.tenant_defaults:
-        return residency.tenant_defaults[tenant]
-    for detector in residency.detectors:
-        if DETECTORS[detector.kind](request.prompt_text):
-            return detector.data_class
-    return residency.default_class or "public"
+    tenants = {t.casefold(): c for t, c in residency.tenant_defaults.items()}
+    if tenant is not None and tenant.casefold() in tenants:
+        found.append(tenants[tenant.casefold()])
+    kinds = {
+        kind for fragment, kinds in PROMPT_KINDS.items() if fragment in request.prompt_text for kind in kinds
+    }
+    found.extend(d.data_class for d in residency.detectors if d.kind in kinds)
+    if residency.default_class:
+        found.append(residency.default_class)
+    return found
+
+
+def strictness(config: RouterConfig, data_class: str) -> int:
+    """The documented order: precedence (or the dataClasses order), undefined first, public last."""
+    residency = config.policies[0].residency
+    order = list(residency.precedence) or [c.name for c in residency.data_classes]
+    if data_class == "public":
+        return len(order)
+    return order.index(data_class) if data_class in order else -1
 
 
 def complies(config: RouterConfig, data_class: str, region: str, labels: tuple[str, ...]) -> bool:
@@ -247,6 +278,11 @@ def complies(config: RouterConfig, data_class: str, region: str, labels: tuple[s
         return data_class == "public"
     in_region = not rule.allowed_regions or region in rule.allowed_regions
     return in_region and set(rule.required_compliance) <= set(labels)
+
+
+def complies_all(config: RouterConfig, classes: list[str], region: str, labels: tuple[str, ...]) -> bool:
+    """Every signalled class allows the replica (the conjunction)."""
+    return all(complies(config, c, region, labels) for c in classes)
 
 
 def replica_of(config: RouterConfig, endpoint: str, name: str) -> ReplicaConfig:
@@ -264,28 +300,32 @@ def plan_replicas(config: RouterConfig, rule_name: str) -> list[ReplicaConfig]:
 
 def check(scenario: Scenario, decision: Decision) -> None:
     config, request = scenario.config, scenario.request
-    data_class = expected_class(config, request)
-    if data_class is None:
+    classes = signalled(config, request)
+    if classes is None:
         assert decision.error is not None and decision.error.code == "invalid_data_class"
         return
-    assert decision.data_class == data_class
+    # the property: the reported class is at least as strict as every signal, and is one of them
+    for signal in classes:
+        assert strictness(config, decision.data_class) <= strictness(config, signal), (decision, classes)
+    assert decision.data_class in {*classes, "public"}
+    assert set(decision.data_classes) == set(classes) - {"public"}
     choices: tuple[Choice, ...] = decision.plan + decision.escalation
     for choice in choices:
         replica = replica_of(config, choice.endpoint, choice.replica)
         assert choice.region == replica.region
         # the property: nothing the proxy may call breaks the request's residency
-        assert complies(config, data_class, replica.region, replica.compliance), (data_class, choice)
+        assert complies_all(config, classes, replica.region, replica.compliance), (classes, choice)
         assert replica.health != Health.UNHEALTHY
     if decision.error is None:
         assert decision.plan, "a decision without an error must have somewhere to go"
     for drop in decision.dropped:
         replica = replica_of(config, drop.endpoint, drop.replica)
         residency_drop = drop.reason in (DropReason.RESIDENCY_REGION, DropReason.RESIDENCY_COMPLIANCE)
-        assert residency_drop != complies(config, data_class, replica.region, replica.compliance)
+        assert residency_drop != complies_all(config, classes, replica.region, replica.compliance)
     if not decision.rule:
         return  # no rule matched (or the model is unknown): nothing to route
     candidates = plan_replicas(config, decision.rule)
-    compliant = [r for r in candidates if complies(config, data_class, r.region, r.compliance)]
+    compliant = [r for r in candidates if complies_all(config, classes, r.region, r.compliance)]
     up = [r for r in compliant if r.health != Health.UNHEALTHY]
     if not up:
         # fail closed: no compliant replica that is not unhealthy → 503, never an upstream call
