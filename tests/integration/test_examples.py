@@ -48,8 +48,9 @@ def test_example_applies_and_goes_live(
 
 
 def static_part(config: RouterConfig) -> dict[str, object]:
-    """The config without what status drives: health of replicas and the canary's current weight."""
-    doc = config.model_dump(mode="json", by_alias=True, exclude={"version"})
+    """The config without what status drives (health of replicas, the canary's current weight) and what
+    the namespace's history sets (the sequence, and with it the version)."""
+    doc = config.model_dump(mode="json", by_alias=True, exclude={"version", "sequence"})
     for endpoint in doc["endpoints"]:
         for replica in endpoint["replicas"]:
             replica["health"] = "Unknown"

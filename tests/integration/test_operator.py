@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from modelroute_sidecar.contract import RouterConfig
+from modelroute_sidecar.contract import RouterConfig, short_version
 from tests.kube_harness import ControlPlane, Kubectl, OperatorProcess, new_namespace, wait_for
 from tests.manifests import canary, endpoint, policy, to_yaml, with_change
 
@@ -67,6 +67,19 @@ def quiesce(kubectl: Kubectl, op: OperatorProcess, ns: str, obj: str) -> None:
     offset = len(op.log())
     kubectl.run("annotate", "--overwrite", "-n", ns, obj, f"touched={offset}")
     settle(op, ns, offset)
+
+
+def synced(kubectl: Kubectl, ns: str, policy_name: str = "support") -> None:
+    """Wait until the syncer has counted the sidecars on the live config: it writes the policy's sync
+    figure after the reconciler's pass, so a quiet pass alone does not mean the namespace is at rest."""
+
+    def counted() -> bool:
+        live = live_config(kubectl, ns)
+        obj = kubectl.get("routingpolicy", policy_name, ns) or {}
+        status = obj.get("status") or {}
+        return live is not None and status.get("syncedVersion") == short_version(live.version)
+
+    wait_for(counted, f"the sync figure of {ns} on the live config")
 
 
 def settle(op: OperatorProcess, ns: str, since: int) -> None:
@@ -216,11 +229,13 @@ def test_reapply_is_idempotent_and_restart_writes_nothing(
             "the probed replica to be drained from the config",
         )
         quiesce(kubectl, op, ns, "modelendpoint/llama")
+        synced(kubectl, ns)
         before = resource_versions(kubectl, ns)
 
         # The same manifests again: nothing changes anywhere.
         kubectl.apply(manifest, ns)
         quiesce(kubectl, op, ns, "modelendpoint/small")
+        synced(kubectl, ns)
         after = resource_versions(kubectl, ns)
         assert after.pop("ModelEndpoint/small") != before.pop("ModelEndpoint/small")
         assert after == before, "re-applying the same manifests must not write anything"
