@@ -29,7 +29,8 @@ from typing import Any
 from urllib.parse import unquote
 
 DetectorKind = str
-"""One of `email`, `phone`, `card`, `iban` (the contract's `Detector.kind`)."""
+"""One of `email`, `phone`, `card`, `iban` (the contract's built-in `Detector.kind`s; kind `pattern` runs
+through `ContentScan.matches`)."""
 
 _EMAIL = re.compile(
     # Starts at the `@` (fast literal scan), then looks back for a local-part character.
