@@ -454,6 +454,23 @@ def _check_residency(policy: RoutingPolicy) -> Iterator[CompileError]:
         yield from _check_data_class_name(
             policy, f"spec.residency.detectors[{i}].dataClass", detector.data_class
         )
+        # Mirrors the CRD's CEL rule, and compiles the pattern with RE2 (what the sidecar will run).
+        problem = contract.detector_problem(detector.kind, detector.name, detector.pattern)
+        if problem:
+            yield error(f"spec.residency.detectors[{i}].{problem[0]}", f"{problem[0]} {problem[1]}")
+    patterns = [d.name or "" for d in residency.detectors if d.kind == "pattern"]
+    if len(patterns) > contract.PATTERN_DETECTORS_MAX:
+        yield error(
+            "spec.residency.detectors",
+            f"{len(patterns)} detectors of kind 'pattern', at most {contract.PATTERN_DETECTORS_MAX}",
+        )
+    named: dict[str, int] = {}
+    for i, detector in enumerate(residency.detectors):
+        if detector.name and named.setdefault(detector.name, i) != i:
+            yield error(
+                f"spec.residency.detectors[{i}].name",
+                f"'{detector.name}' is listed twice (first at index {named[detector.name]})",
+            )
     if residency.default_class is not None:
         yield from _check_data_class_name(policy, "spec.residency.defaultClass", residency.default_class)
 
@@ -611,7 +628,10 @@ def _build_policy(policy: RoutingPolicy, splits: Mapping[str, contract.CanarySpl
             header=residency.header.lower(),
             tenant_defaults=dict(sorted(residency.tenant_defaults.items())),
             detectors=tuple(
-                contract.Detector(kind=d.kind, data_class=d.data_class) for d in residency.detectors
+                contract.Detector(
+                    kind=d.kind, data_class=d.data_class, name=d.name or "", pattern=d.pattern or ""
+                )
+                for d in residency.detectors
             ),
             default_class=residency.default_class or "",
             # explicit, because data_classes above are sorted by name: the written order is the default

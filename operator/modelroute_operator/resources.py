@@ -497,10 +497,26 @@ class DataClass(ApiModel):
 class Detector(ApiModel):
     """Assigns a data class when the prompt contains a recognisable identifier."""
 
-    kind: Literal["email", "phone", "card", "iban"]
-    """What to look for: e-mail address, phone number, payment card number (Luhn-checked), or IBAN."""
+    cel_rules = (
+        CEL(
+            "self.kind == 'pattern' ? (has(self.name) && has(self.pattern))"
+            " : (!has(self.name) && !has(self.pattern))",
+            "name and pattern are required with kind 'pattern' and not allowed with other kinds",
+        ),
+    )
+    kind: Literal["email", "phone", "card", "iban", "pattern"]
+    """What to look for: e-mail address, phone number, payment card number (Luhn-checked), IBAN
+    (mod-97-checked), or `pattern`: the regular expression in `pattern`."""
     data_class: Name
     """Data class assigned when found."""
+    name: Name | None = None
+    """Name of a `pattern` detector, unique in the policy; the source is reported as
+    `detector:pattern:<name>`. Only with kind `pattern`."""
+    pattern: Annotated[str, Field(min_length=1, max_length=contract.PATTERN_MAX_LENGTH)] | None = None
+    """Regular expression (RE2 syntax: linear-time matching, so no backreferences or look-around)
+    searched for in every string the request carries, after the same normalisation the other detectors
+    see (URL escapes decoded, NFKC, dashes made ASCII); `(?i)` makes it case-insensitive. An invalid
+    expression is refused at admission. Only with kind `pattern`."""
 
 
 class Residency(ApiModel):
@@ -524,6 +540,18 @@ class Residency(ApiModel):
             f"header {_HOP_BY_HOP_MESSAGE}",
             ".header",
         ),
+        CEL(
+            "!has(self.detectors)"
+            f" || self.detectors.filter(d, d.kind == 'pattern').size() <= {contract.PATTERN_DETECTORS_MAX}",
+            f"at most {contract.PATTERN_DETECTORS_MAX} detectors of kind 'pattern'",
+            ".detectors",
+        ),
+        CEL(
+            "!has(self.detectors) || self.detectors.all(d, !has(d.name)"
+            " || self.detectors.exists_one(e, has(e.name) && e.name == d.name))",
+            "pattern detector names must be unique",
+            ".detectors",
+        ),
     )
     data_classes: Annotated[list[DataClass], Field(max_length=32)] = []
     """Restricted data classes."""
@@ -533,10 +561,14 @@ class Residency(ApiModel):
     _header_allowed = field_validator("header")(_refuse_hop_by_hop)
     tenant_defaults: Annotated[dict[str, Name], Field(max_length=1024)] = {}
     """Tenant (matched case-insensitively) to the data class its requests carry at least, whatever they
-    declare. With client keys configured the tenant comes from the API key; without them it is
-    client-asserted (`x-modelroute-tenant` or `metadata.tenant`), so a tenant default only tightens."""
-    detectors: Annotated[list[Detector], Field(max_length=8)] = []
-    """Content detectors run on every string the request carries; each that finds adds its class."""
+    declare. Without client keys the tenant is client-asserted (`x-modelroute-tenant` or
+    `metadata.tenant`): a client can name any tenant, so a tenant default only tightens and never
+    protects against a client that names another tenant. With client keys configured the tenant comes
+    from the API key, and a request that names a different tenant is refused with 403
+    `tenant_mismatch`."""
+    detectors: Annotated[list[Detector], Field(max_length=8 + contract.PATTERN_DETECTORS_MAX)] = []
+    """Content detectors run on every string the request carries; each that finds adds its class. At
+    most 32 of kind `pattern`, with unique names."""
     default_class: Name | None = None
     """Data class every request carries at least; unset means `public`."""
     precedence: Annotated[list[Name], Field(max_length=32)] = []
@@ -606,6 +638,12 @@ class Budgets(ApiModel):
 
 class TenantLimit(ApiModel):
     """Token-bucket limits per tenant, so no tenant can starve others or force expensive tiers.
+
+    Whose tenant: without client keys the tenant and tier are client-asserted (`x-modelroute-tenant`
+    / `metadata.tenant`, `x-modelroute-tier` / `metadata.tier`): a client can name any tenant, and so
+    draw on another tenant's bucket or a fresh one. With client keys configured the tenant and tier
+    come from the API key, and a request that names a different tenant is refused with 403
+    `tenant_mismatch`.
 
     Scope: per pod. All worker processes of one sidecar share one bucket per tenant, so a pod admits
     the limit once however many workers it runs; N pods admit up to N times the limit (a fleet-wide

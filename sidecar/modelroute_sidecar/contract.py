@@ -8,6 +8,7 @@ from kopf, kubernetes or aiohttp: both sides depend on it, it depends on neither
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -17,6 +18,7 @@ from enum import StrEnum
 from typing import Annotated, Final, Literal
 from urllib.parse import urlsplit
 
+import re2
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -211,6 +213,51 @@ def token_count_problem(value: object) -> str | None:
         return f"must be a positive integer (got {value!r:.40})"
     if value < 1:
         return f"must be a positive integer (got {value})"
+    return None
+
+
+PATTERN_MAX_LENGTH: Final = 1024
+"""Longest regular expression a `pattern` detector may carry (characters)."""
+PATTERN_DETECTORS_MAX: Final = 32
+"""Most `pattern` detectors one policy may carry: each is one more pass over every request's text."""
+PATTERN_NAME: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+"""A pattern detector's name (a DNS label, at most 63 characters): it is reported in the decision, the
+audit log and the `x-modelroute-data-class-source` response header."""
+_PATTERN_NAME = re.compile(PATTERN_NAME)
+
+
+def _re2_options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False  # a refused pattern is reported to whoever sent it, not to stderr
+    options.never_capture = True  # only "found or not" is asked: no submatch bookkeeping
+    return options
+
+
+_RE2_OPTIONS: Final = _re2_options()
+
+
+@functools.lru_cache(maxsize=4 * PATTERN_DETECTORS_MAX)
+def compile_pattern(pattern: str) -> re2._Regexp:
+    """A detector pattern compiled by RE2, which matches in time linear in the text: no pattern a policy
+    carries can make a request cost exponential time (no backtracking; backreferences and look-around
+    are not RE2 syntax and are refused). Cached: the contract's validation, the compiler and the sidecar's
+    `Classifier` compile each pattern once. Raises `re2.error` when the pattern is not valid RE2."""
+    return re2.compile(pattern, _RE2_OPTIONS)
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why a detector pattern is not acceptable (empty, too long, not valid RE2 syntax), or None."""
+    if not pattern:
+        return "must not be empty"
+    if len(pattern) > PATTERN_MAX_LENGTH:
+        return f"is {len(pattern)} characters long, at most {PATTERN_MAX_LENGTH} are allowed"
+    try:
+        compile_pattern(pattern)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        return f"is not a valid RE2 regular expression: {reason}"
     return None
 
 
@@ -478,10 +525,40 @@ class DataClassRule(ContractModel):
 class Detector(ContractModel):
     """A content detector that assigns a data class when it finds a pattern in the prompt."""
 
-    kind: Literal["email", "phone", "card", "iban"]
-    """What to look for."""
+    kind: Literal["email", "phone", "card", "iban", "pattern"]
+    """What to look for; `pattern`: the regular expression `pattern` (RE2 syntax)."""
     data_class: str
     """Data class assigned when found."""
+    # Left out of the document when empty, so a config without pattern detectors keeps its bytes and hash.
+    name: str = Field(default="", exclude_if=lambda value: not value)
+    """Name of a `pattern` detector (reported as source `detector:pattern:<name>`); empty otherwise."""
+    pattern: str = Field(default="", exclude_if=lambda value: not value)
+    """RE2 regular expression of a `pattern` detector; empty otherwise."""
+
+    @model_validator(mode="after")
+    def _pattern_goes_with_kind(self) -> Detector:
+        problem = detector_problem(self.kind, self.name, self.pattern)
+        if problem:
+            raise ValueError(f"{problem[0]} {problem[1]}")
+        return self
+
+
+def detector_problem(kind: str, name: str | None, pattern: str | None) -> tuple[str, str] | None:
+    """Why a detector's `name` and `pattern` do not fit its kind: (field, reason), or None. Both are
+    required for kind `pattern` (a valid RE2 expression, a DNS-label name) and forbidden otherwise."""
+    if kind != "pattern":
+        for field, value in (("name", name), ("pattern", pattern)):
+            if value:
+                return field, f"is only allowed with kind 'pattern' (kind is '{kind}')"
+        return None
+    if not name:
+        return "name", "is required with kind 'pattern'"
+    if len(name) > 63 or not _PATTERN_NAME.match(name):
+        return "name", f"{name!r:.80} is not a DNS label (lower-case letters, digits, '-'; at most 63)"
+    if pattern is None:
+        return "pattern", "is required with kind 'pattern'"
+    problem = pattern_problem(pattern)
+    return ("pattern", problem) if problem else None
 
 
 class Residency(ContractModel):
@@ -507,6 +584,16 @@ class Residency(ContractModel):
         problem = hop_by_hop_problem(self.header)
         if problem:
             raise ValueError(f"header {problem}")
+        return self
+
+    @model_validator(mode="after")
+    def _pattern_detectors_bounded(self) -> Residency:
+        names = [d.name for d in self.detectors if d.kind == "pattern"]
+        if len(names) > PATTERN_DETECTORS_MAX:
+            raise ValueError(f"detectors: {len(names)} of kind 'pattern', at most {PATTERN_DETECTORS_MAX}")
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"detectors: pattern detector names must be unique ({', '.join(duplicates)})")
         return self
 
 

@@ -131,6 +131,40 @@ async def test_a_push_pointing_a_replica_at_the_sidecars_own_ports_is_refused(
     assert answer["version"] == old
 
 
+async def test_a_push_with_an_invalid_detector_pattern_is_refused(
+    sidecar: Running, upstreams: dict[str, FakeUpstream]
+) -> None:
+    """A correctly sealed push whose pattern detector is not valid RE2 gets 422 with RE2's reason; the
+    same push with a valid pattern is applied and classifies by it."""
+    old = sidecar.sidecar.config.version
+    document = json.loads(second_config(upstreams).to_json())
+
+    def sealed(pattern: str) -> bytes:
+        detector = {"kind": "pattern", "name": "employee-id", "pattern": pattern, "dataClass": "eu-personal"}
+        document["policies"][0]["residency"]["detectors"] = [detector]
+        # Sealed as the contract does (an unsequenced config hashes without `sequence`).
+        body = {k: v for k, v in document.items() if k != "version" and (k != "sequence" or v)}
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        body["version"] = "sha256:" + hashlib.sha256(canonical).hexdigest()[:16]
+        return json.dumps(body).encode()
+
+    status, answer = await sidecar.admin("PUT", "/config", sealed(r"(EMP-\d{6}"))
+    assert status == 422, answer
+    assert "not a valid RE2 regular expression: missing )" in answer["error"]["message"], answer
+    status, answer = await sidecar.admin("GET", "/config/version")
+    assert answer["version"] == old
+    status, answer = await sidecar.admin("PUT", "/config", sealed(r"(?i)\bemp-\d{6}\b"))
+    assert (status, answer["changed"]) == (200, True), answer
+    raw = await sidecar.client().chat.completions.with_raw_response.create(
+        model="auto",
+        messages=[{"role": "user", "content": "who is \uff25\uff2d\uff30-123456?"}],  # full-width letters
+        extra_headers={"x-modelroute-data-class": "public"},
+    )
+    assert raw.headers["x-modelroute-data-class"] == "eu-personal"
+    assert raw.headers["x-modelroute-data-class-source"].startswith("detector:pattern:employee-id")
+    assert raw.headers["x-modelroute-region"].startswith("eu-")
+
+
 def sequenced(config: RouterConfig, sequence: int) -> RouterConfig:
     return config.model_copy(update={"sequence": sequence}).seal()
 

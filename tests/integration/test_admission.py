@@ -111,6 +111,29 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         ["spec.residency.detectors[0].kind", "Unsupported value"],
     ),
     (
+        "pattern-detector-without-name",
+        with_change(
+            POL, "spec.residency.detectors", [{"kind": "pattern", "pattern": "x", "dataClass": "eu-personal"}]
+        ),
+        ["spec.residency.detectors[0]", "name and pattern are required with kind 'pattern'"],
+    ),
+    (
+        "pattern-on-an-email-detector",
+        with_change(
+            POL, "spec.residency.detectors", [{"kind": "email", "pattern": "x", "dataClass": "eu-personal"}]
+        ),
+        ["spec.residency.detectors[0]", "not allowed with other kinds"],
+    ),
+    (
+        "pattern-too-long",
+        with_change(
+            POL,
+            "spec.residency.detectors",
+            [{"kind": "pattern", "name": "long", "pattern": "a" * 1025, "dataClass": "eu-personal"}],
+        ),
+        ["spec.residency.detectors[0].pattern", "1024"],
+    ),
+    (
         "unknown-spec-field",
         with_change(POL, "spec.routes", []),
         ["spec.routes", "field not declared in schema"],

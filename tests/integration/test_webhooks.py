@@ -227,6 +227,35 @@ def test_an_update_that_adds_a_dangling_reference_is_refused(kubectl: Kubectl, w
     assert stored is not None and stored["spec"]["rules"][0]["targets"][0]["endpoint"] == "llama"
 
 
+def test_a_policy_with_an_invalid_re2_pattern_is_refused_with_the_field(
+    kubectl: Kubectl, webhooks: Webhooks
+) -> None:
+    """The schema cannot tell valid RE2 from invalid: the webhook compiles the pattern and says why."""
+    ns = scoped_namespace(kubectl, webhooks, "wh-re2")
+    wait_until_validated(kubectl, ns)
+    kubectl.apply(to_yaml(endpoint("llama")), ns)
+    detectors = [
+        {"kind": "email", "dataClass": "eu-personal"},
+        {
+            "kind": "pattern",
+            "name": "employee-id",
+            "pattern": r"(?i)\bemp-\d{6}\b",
+            "dataClass": "eu-personal",
+        },
+        {"kind": "pattern", "name": "badge", "pattern": r"(?<=B)-\d+", "dataClass": "eu-personal"},
+    ]
+    broken = with_change(policy("support", endpoint_name="llama"), "spec.residency.detectors", detectors)
+    proc = kubectl.apply(to_yaml(broken), ns, check=False)
+    assert proc.returncode != 0
+    assert (
+        "RoutingPolicy 'support' is invalid: spec.residency.detectors[2].pattern: pattern is not a valid RE2 "
+        "regular expression: invalid perl operator: (?<"
+    ) in proc.stderr, proc.stderr
+    assert kubectl.get("routingpolicy", "support", ns) is None
+    kubectl.apply(to_yaml(with_change(broken, "spec.residency.detectors", detectors[:2])), ns)
+    assert kubectl.get("routingpolicy", "support", ns) is not None
+
+
 def test_suspicious_but_valid_objects_come_back_with_a_warning(kubectl: Kubectl, webhooks: Webhooks) -> None:
     ns = scoped_namespace(kubectl, webhooks, "wh-warn")
     wait_until_validated(kubectl, ns)

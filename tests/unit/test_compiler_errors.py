@@ -229,6 +229,75 @@ CASES = [
     ),
     pytest.param(
         _set(
+            "p.spec.residency.detectors",
+            [
+                {"kind": "email", "dataClass": "eu-personal"},
+                {
+                    "kind": "pattern",
+                    "name": "employee-id",
+                    "pattern": r"EMP-\d{6}",
+                    "dataClass": "eu-personal",
+                },
+                {"kind": "pattern", "name": "badge", "pattern": r"(B-\d+", "dataClass": "eu-personal"},
+            ],
+        ),
+        ("RoutingPolicy", "p", "spec.residency.detectors[2].pattern"),
+        "pattern is not a valid RE2 regular expression: missing ): (B-\\d+",
+        id="pattern-detector-invalid-re2",
+    ),
+    pytest.param(
+        _set(
+            "p.spec.residency.detectors",
+            [{"kind": "pattern", "name": "twin", "pattern": r"(x)\1", "dataClass": "eu-personal"}],
+        ),
+        ("RoutingPolicy", "p", "spec.residency.detectors[0].pattern"),
+        "not a valid RE2 regular expression: invalid escape sequence: \\1",
+        id="pattern-detector-backreference",
+    ),
+    pytest.param(
+        _set("p.spec.residency.detectors", [{"kind": "pattern", "pattern": "x", "dataClass": "eu-personal"}]),
+        ("RoutingPolicy", "p", "spec.residency.detectors[0].name"),
+        "name is required with kind 'pattern'",
+        id="pattern-detector-without-name",
+    ),
+    pytest.param(
+        _set("p.spec.residency.detectors", [{"kind": "pattern", "name": "n", "dataClass": "eu-personal"}]),
+        ("RoutingPolicy", "p", "spec.residency.detectors[0].pattern"),
+        "pattern is required with kind 'pattern'",
+        id="pattern-detector-without-pattern",
+    ),
+    pytest.param(
+        _set("p.spec.residency.detectors", [{"kind": "email", "pattern": "x", "dataClass": "eu-personal"}]),
+        ("RoutingPolicy", "p", "spec.residency.detectors[0].pattern"),
+        "pattern is only allowed with kind 'pattern' (kind is 'email')",
+        id="pattern-on-a-builtin-detector",
+    ),
+    pytest.param(
+        _set(
+            "p.spec.residency.detectors",
+            [
+                {"kind": "pattern", "name": "same", "pattern": p, "dataClass": "eu-personal"}
+                for p in ("a", "b")
+            ],
+        ),
+        ("RoutingPolicy", "p", "spec.residency.detectors[1].name"),
+        "'same' is listed twice (first at index 0)",
+        id="pattern-detector-name-twice",
+    ),
+    pytest.param(
+        _set(
+            "p.spec.residency.detectors",
+            [
+                {"kind": "pattern", "name": f"p{i}", "pattern": f"x{i}", "dataClass": "eu-personal"}
+                for i in range(33)
+            ],
+        ),
+        ("RoutingPolicy", "p", "spec.residency.detectors"),
+        "33 detectors of kind 'pattern', at most 32",
+        id="too-many-pattern-detectors",
+    ),
+    pytest.param(
+        _set(
             "p.spec.residency.dataClasses", [EU_PERSONAL, {"name": "public", "allowedRegions": ["eu-west-1"]}]
         ),
         ("RoutingPolicy", "p", "spec.residency.dataClasses[1].name"),
@@ -486,6 +555,16 @@ ENDPOINT, POLICY, CANARY = valid()["eu"], valid()["p"], valid()["c"]
 
 PARSE_CASES = [
     pytest.param(
+        _with(
+            POLICY,
+            "spec.residency.detectors",
+            [{"kind": "pattern", "name": "long", "pattern": "a" * 1025, "dataClass": "eu-personal"}],
+        ),
+        "spec.residency.detectors[0].pattern",
+        "at most 1024 characters",
+        id="pattern-too-long",
+    ),
+    pytest.param(
         _with(ENDPOINT, "spec.replicas.0.url", "ftp://eu.example.internal"),
         "spec.replicas[0].url",
         "'ftp://eu.example.internal' is not an http(s) URL",
@@ -534,7 +613,7 @@ PARSE_CASES = [
     pytest.param(
         _with(POLICY, "spec.residency.detectors", [{"kind": "ssn", "dataClass": "eu-personal"}]),
         "spec.residency.detectors[0].kind",
-        "'email', 'phone', 'card' or 'iban'",
+        "'email', 'phone', 'card', 'iban' or 'pattern'",
         id="bad-detector-kind",
     ),
     pytest.param(_with(POLICY, "spec.rules", []), "spec.rules", "at least 1 item", id="no-rules"),

@@ -378,6 +378,24 @@ BAD_PUSHES = [
         ("policies", 0, "tenantLimits"), [{"tokensPerMinute": -1}], "greater than or equal", id="tpm"
     ),
     pytest.param(("policies", 0, "residency", "header"), "Host", "hop-by-hop", id="residency-header"),
+    pytest.param(
+        ("policies", 0, "residency", "detectors"),
+        [{"kind": "pattern", "name": "badge", "pattern": "(B-[0-9]+", "dataClass": "eu-personal"}],
+        "pattern is not a valid RE2 regular expression: missing )",
+        id="invalid-pattern",
+    ),
+    pytest.param(
+        ("policies", 0, "residency", "detectors"),
+        [{"kind": "pattern", "name": "twin", "pattern": r"(x)\1", "dataClass": "eu-personal"}],
+        "invalid escape sequence",
+        id="backreference-pattern",
+    ),
+    pytest.param(
+        ("policies", 0, "residency", "detectors"),
+        [{"kind": "email", "pattern": "x", "dataClass": "eu-personal"}],
+        "only allowed with kind 'pattern'",
+        id="pattern-on-email",
+    ),
 ]
 
 

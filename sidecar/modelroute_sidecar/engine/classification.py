@@ -7,7 +7,8 @@ The signals, all of them, every time:
   than guessed at;
 - the default class of the request's tenant (metadata `tenant`; matched case-insensitively, and taken
   from the client's API key when client keys are configured);
-- every content detector that finds its pattern anywhere in the text the request carries;
+- every content detector that finds its pattern anywhere in the text the request carries (the built-in
+  kinds and the policy's own `pattern` detectors, RE2 expressions compiled once when the config loads);
 - the policy's default class (a floor every request carries).
 
 Strictness is the order the policy states (`precedence`, strictest first; by default the order its
@@ -25,8 +26,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from modelroute_sidecar.contract import Residency
+from modelroute_sidecar.contract import Residency, compile_pattern
 
 from .detectors import DETECTORS, ContentScan
 from .filters import PUBLIC
@@ -35,8 +37,8 @@ from .model import DecisionError, RequestFeatures
 
 @dataclass(frozen=True, slots=True)
 class Classification:
-    """A request's data class and where it came from: `header`, `tenant`, `detector:<kind>`, `default`,
-    or empty for unclassified (public) requests."""
+    """A request's data class and where it came from: `header`, `tenant`, `detector:<kind>`,
+    `detector:pattern:<name>`, `default`, or empty for unclassified (public) requests."""
 
     data_class: str
     source: str
@@ -62,17 +64,20 @@ class Classifier:
     tenant_defaults: Mapping[str, str]
     """Case-folded tenant → class."""
     detectors: tuple[tuple[str, str], ...]
-    """(kind, data class) in the policy's order."""
+    """(kind, data class) of the built-in detectors, in the policy's order."""
     default_class: str
     rank: Mapping[str, int]
     """Class → strictness rank, lower is stricter; `public` is the laxest, unknown classes rank -1."""
+    patterns: tuple[tuple[str, str, Any], ...] = ()
+    """(name, data class, compiled RE2 pattern) of the policy's `pattern` detectors, in its order; they
+    run after the built-in kinds."""
 
     @classmethod
     def from_config(cls, residency: Residency) -> Classifier:
         """Compile a policy's residency section."""
         declarable = {PUBLIC: PUBLIC}
         declarable.update({c.name.lower(): c.name for c in residency.data_classes})
-        unknown = [d.kind for d in residency.detectors if d.kind not in DETECTORS]
+        unknown = [d.kind for d in residency.detectors if d.kind not in DETECTORS and d.kind != "pattern"]
         if unknown:
             raise ValueError(f"unknown detector kinds: {', '.join(unknown)}")
         order = list(residency.precedence) or [c.name for c in residency.data_classes]
@@ -84,7 +89,13 @@ class Classifier:
             header=residency.header.lower(),
             declarable=declarable,
             tenant_defaults={t.casefold(): c for t, c in residency.tenant_defaults.items()},
-            detectors=tuple((d.kind, d.data_class) for d in residency.detectors),
+            detectors=tuple((d.kind, d.data_class) for d in residency.detectors if d.kind != "pattern"),
+            # Compiled here, once per config load (the contract's validation already refused bad ones).
+            patterns=tuple(
+                (d.name, d.data_class, compile_pattern(d.pattern))
+                for d in residency.detectors
+                if d.kind == "pattern"
+            ),
             default_class=residency.default_class,
             rank=rank,
         )
@@ -120,13 +131,16 @@ class Classifier:
             tenant_class = self.tenant_defaults.get(tenant.casefold())
             if tenant_class is not None:
                 signals.append(("tenant", tenant_class))
-        if self.detectors:
+        if self.detectors or self.patterns:
             text = features.scan_text or features.prompt_text
             if text:
                 scan = ContentScan(text)
                 for kind, data_class in self.detectors:
                     if scan.finds(kind):
                         signals.append((f"detector:{kind}", data_class))
+                for name, data_class, regex in self.patterns:
+                    if scan.matches(name, regex):
+                        signals.append((f"detector:pattern:{name}", data_class))
         if self.default_class:
             signals.append(("default", self.default_class))
         if not signals:

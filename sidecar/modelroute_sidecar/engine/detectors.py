@@ -13,6 +13,11 @@ They run on every request that declares no class, inside a ~50 µs decision budg
 
 Patterns only start at a token boundary and are possessive where a digit run could be split many ways, so
 a long or hostile prompt costs linear time.
+
+A policy may add its own `pattern` detectors (named regular expressions, e.g. an employee id). Those are
+compiled by RE2 (`contract.compile_pattern`), which matches in time linear in the text whatever the
+pattern, so a policy cannot make a prompt cost exponential time; each runs once per request over the same
+normalised text as the built-in detectors (`ContentScan.matches`).
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import unquote
 
 DetectorKind = str
-"""One of `email`, `phone`, `card`, `iban` (the contract's `Detector.kind`)."""
+"""One of `email`, `phone`, `card`, `iban` (the contract's built-in `Detector.kind`s; kind `pattern` runs
+through `ContentScan.matches`)."""
 
 _EMAIL = re.compile(
     # Starts at the `@` (fast literal scan), then looks back for a local-part character.
@@ -236,6 +243,16 @@ class ContentScan:
         if found is None:
             found = self._detect(kind)
             self._found[kind] = found
+        return found
+
+    def matches(self, key: str, regex: Any) -> bool:
+        """Whether a policy's compiled pattern (`contract.compile_pattern`: RE2, linear time) matches
+        anywhere in the normalised prompt; `key` (the detector's name) caches the answer for this scan."""
+        key = "pattern:" + key
+        found = self._found.get(key)
+        if found is None:
+            found = regex.search(self._text) is not None
+            self._found[key] = found
         return found
 
     def _detect(self, kind: DetectorKind) -> bool:

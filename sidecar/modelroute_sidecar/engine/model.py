@@ -119,7 +119,8 @@ class Decision:
     rule: str = ""
     data_class: str = "public"
     data_class_source: str = ""
-    """Where the data class came from: header, tenant, detector:<kind>, default, or empty for public."""
+    """Where the data class came from: header, tenant, detector:<kind>, detector:pattern:<name>, default,
+    or empty for public."""
     data_classes: tuple[str, ...] = ()
     """Every non-public class a signal gave, sorted: every replica in the plan satisfies all of them."""
     signals: tuple[tuple[str, str], ...] = ()

@@ -57,7 +57,13 @@ PROMPT_KINDS = {
     "card 4111\u20131111\u20131111\u20131111 ": ("card",),
     "not a card 4111 1111 1111 1112 ": (),
     "not an IBAN DE00370400440532013000 ": (),
+    # the policy's `pattern` detector (EMPLOYEE_ID), through the same normalisation
+    "staff EMP-123456 ": ("pattern",),
+    "staff \uff25\uff2d\uff30\uff0d123456 ": ("pattern",),
+    "staff emp\u2011123456 ": ("pattern",),
+    "not staff EMP-12345 ": (),
 }
+EMPLOYEE_ID = r"(?i)\bemp-\d{6}\b"
 PROMPTS = tuple(PROMPT_KINDS)
 
 subsets = st.lists
@@ -161,8 +167,14 @@ def configs(draw: st.DrawFn) -> RouterConfig:
         ),
         detectors=tuple(
             Detector(kind=kind, data_class=draw(st.sampled_from(nameable)))
+            if kind != "pattern"
+            else Detector(
+                kind=kind, name="employee-id", pattern=EMPLOYEE_ID, data_class=draw(st.sampled_from(nameable))
+            )
             for kind in draw(
-                subsets(st.sampled_from(("email", "phone", "card", "iban")), max_size=4, unique=True)
+                subsets(
+                    st.sampled_from(("email", "phone", "card", "iban", "pattern")), max_size=5, unique=True
+                )
             )
         ),
         default_class=draw(st.sampled_from(("", *nameable))),
