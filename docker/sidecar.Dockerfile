@@ -30,7 +30,7 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-deps /wheels/*.whl \
- && pip install "aiohttp>=3.9" "pydantic>=2.7" "prometheus-client>=0.20" "pyyaml>=6" "uvloop>=0.19" "httptools>=0.6" "orjson>=3.9" \
+ && pip install "aiohttp>=3.9" "pydantic>=2.11" "prometheus-client>=0.20" "pyyaml>=6" "uvloop>=0.19" "httptools>=0.6" "orjson>=3.9" "google-re2>=1.1" \
  && python -m compileall -q /usr/local/lib/python3.11/site-packages \
  && groupadd --system --gid 65532 modelroute \
  && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \

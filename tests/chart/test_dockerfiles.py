@@ -21,6 +21,7 @@ IMAGES = {"operator": "modelroute-operator", "sidecar": "modelroute-sidecar"}
 DISTRIBUTION_OF = {
     "yaml": "pyyaml",
     "prometheus_client": "prometheus-client",
+    "re2": "google-re2",
     "yarl": "aiohttp",
     "multidict": "aiohttp",
 }
