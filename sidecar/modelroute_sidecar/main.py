@@ -154,12 +154,22 @@ class Supervisor:
         self.restart_at: list[float | None] = [None] * settings.workers
         """When a dead worker is due to be started again; None while it runs."""
 
-    def start(self, index: int) -> None:
-        """Start worker `index` with the parent's own flags plus its identity."""
+    def start(self, index: int, live_config: str | None = None) -> None:
+        """Start worker `index` with the parent's own flags plus its identity.
+
+        `live_config` is the config the parent runs now: a restarted worker boots from a copy of it in
+        the private control directory instead of the mounted bootstrap file, which can be older than the
+        last push (a worker must never serve a config the pod has already moved past, even briefly)."""
         command = [
             sys.executable, "-m", "modelroute_sidecar.main", *self.argv,
             "--worker-index", str(index), "--control-dir", str(self.control_dir),
         ]  # fmt: skip
+        if live_config is not None:
+            path = self.control_dir / f"worker-{index}-config.json"
+            staged = path.with_suffix(".new")
+            staged.write_text(live_config)
+            staged.replace(path)  # whole or not at all: the worker never reads half a config
+            command += ["--config-file", str(path)]  # the last occurrence of a flag wins
         with contextlib.suppress(FileNotFoundError):
             worker_socket(self.control_dir, index).unlink()
         self.processes[index] = subprocess.Popen(command)
@@ -224,7 +234,8 @@ async def supervise(supervisor: Supervisor, fleet: WorkerFleet) -> None:
             if due is None:
                 supervisor.note_death(index, now)
             elif now >= due:
-                supervisor.start(index)
+                live = fleet.store.current
+                supervisor.start(index, live.text if live is not None else None)
                 fleet.stale.add(index)  # until it has the current config
                 if await supervisor.wait_ready(index):
                     await fleet.bring_up(index)

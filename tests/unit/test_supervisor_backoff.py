@@ -15,7 +15,7 @@ from modelroute_sidecar.main import (
     Supervisor,
     describe_exit,
 )
-from modelroute_sidecar.settings import Settings
+from modelroute_sidecar.settings import Settings, parse_settings
 
 
 def test_backoff_doubles_is_bounded_and_resets_after_a_stable_run(
@@ -40,3 +40,32 @@ def test_exit_descriptions() -> None:
     assert describe_exit(-9) == "killed by SIGKILL"
     assert describe_exit(1) == "exited with code 1"
     assert describe_exit(None) == "did not start"
+
+
+class _Started:
+    """Stands in for subprocess.Popen: records the command a worker would be started with."""
+
+    commands: list[list[str]] = []
+
+    def __init__(self, command: list[str]) -> None:
+        self.commands.append(command)
+
+
+def test_a_restarted_worker_boots_from_the_live_config_not_the_older_bootstrap_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bootstrap = tmp_path / "mounted.json"
+    bootstrap.write_text('{"sequence": 4}')
+    argv = ["--workers", "2", "--config-file", str(bootstrap)]
+    supervisor = Supervisor(parse_settings(argv, {}), argv, tmp_path)
+    monkeypatch.setattr(subprocess, "Popen", _Started)
+    _Started.commands.clear()
+
+    supervisor.start(0)  # first start: the parent has only the bootstrap file itself
+    supervisor.start(1, live_config='{"sequence": 7}')  # a restart after a push moved the pod on
+
+    first, restarted = (parse_settings(c[3:], {}) for c in _Started.commands)
+    assert first.config_file == bootstrap
+    assert restarted.config_file is not None and restarted.config_file.parent == tmp_path
+    assert restarted.config_file.read_text() == '{"sequence": 7}'
+    assert restarted.worker_index == 1 and restarted.control_dir == tmp_path
