@@ -21,6 +21,7 @@ from .configstore import Snapshot
 from .contract import REQUEST_TOKEN_COUNT_FIELDS, PolicyConfig, token_count_problem
 from .credentials import Client
 from .engine import extract_features
+from .engine.features import TextScanLimitError
 from .engine.model import Api, Decision, RequestFeatures
 from .errors import ApiError, error_response, unexpected
 from .metrics import CONTENT_TYPE
@@ -187,9 +188,17 @@ def extract(
         refuse_conflicting_tenant(request.headers, body, client)
         headers["x-modelroute-tenant"] = client.tenant
         headers["x-modelroute-tier"] = client.tier
-    features = extract_features(
-        body, headers, exchange.request_id, api, residency_header=policy.residency.header
-    )
+    try:
+        features = extract_features(
+            body,
+            headers,
+            exchange.request_id,
+            api,
+            residency_header=policy.residency.header,
+            scan=bool(policy.residency.detectors),  # no detector reads the walk's text: skip it
+        )
+    except TextScanLimitError as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from None
     if client is not None:
         features = dataclasses.replace(
             features, metadata=authoritative_metadata(features.metadata, client), tenant_source="key"

@@ -88,31 +88,37 @@ def collect_prompt(value: Any, texts: list[str]) -> int:
     return exact
 
 
-SCAN_MAX_STRINGS = 4096
-"""Strings (values and keys) the detector walk reads from one body; the body size limit bounds the rest."""
-SCAN_MAX_DEPTH = 64
+SCAN_MAX_STRINGS = 100_000
+"""Strings (values and keys) one body may carry for the detectors; past it the request is refused (400),
+never scanned in part: a string the walk skipped could hide personal data from residency."""
 
 
-def collect_strings(value: Any, texts: list[str], depth: int = 0) -> None:
-    """Append every string of a parsed JSON body to `texts`, object keys included (bounded walk): the
-    detectors must see all text a request carries (`user`, `name`, tool results, legacy `function_call`,
-    metadata, fields of APIs yet to come), not only the prompt fields."""
-    if len(texts) >= SCAN_MAX_STRINGS:
-        return
-    if isinstance(value, str):
-        texts.append(value)
-    elif isinstance(value, Mapping):
-        if depth >= SCAN_MAX_DEPTH:
-            return
-        for key, item in value.items():
-            if isinstance(key, str) and key not in _PLAIN_KEYS:
-                texts.append(key)
-            collect_strings(item, texts, depth + 1)
-    elif isinstance(value, list):
-        if depth >= SCAN_MAX_DEPTH:
-            return
-        for item in value:
-            collect_strings(item, texts, depth + 1)
+class TextScanLimitError(ValueError):
+    """The body carries more strings than `SCAN_MAX_STRINGS`: refused rather than partly classified."""
+
+
+def collect_strings(value: Any, texts: list[str]) -> None:
+    """Append every string of a parsed JSON body to `texts`, object keys included: the detectors must see
+    all text a request carries (`user`, `name`, tool results, legacy `function_call`, metadata, fields of
+    APIs yet to come), not only the prompt fields. Iterative, so any depth the JSON parser accepts is
+    walked whole; raises `TextScanLimitError` past `SCAN_MAX_STRINGS`."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, Mapping):
+            for key, child in item.items():
+                if isinstance(key, str) and key not in _PLAIN_KEYS:
+                    texts.append(key)
+                stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(item)
+        if len(texts) > SCAN_MAX_STRINGS:
+            raise TextScanLimitError(
+                f"the request body carries more than {SCAN_MAX_STRINGS} strings; residency detectors "
+                "read every one, so such a body is refused rather than partly classified"
+            )
 
 
 _PLAIN_KEYS = frozenset({"model", "messages", "role", "content", "type", "text", "prompt", "input"})
@@ -176,13 +182,15 @@ def extract_features(
     request_id: str,
     api: Api,
     residency_header: str | None = None,
+    scan: bool = True,
 ) -> RequestFeatures:
     """Read a parsed request body and its headers into the `RequestFeatures` the engine decides on.
 
     `residency_header` is the policy's data-class header when the caller knows it; the standard
     `x-modelroute-data-class` is accepted too, the policy's header winning when both are set. (The Router
     also re-reads `features.headers` with the policy's header, so a caller that does not know the policy
-    loses nothing.) Data-class headers are not copied into metadata.
+    loses nothing.) Data-class headers are not copied into metadata. `scan` builds the detectors' text
+    (every string of the body); a caller whose policy has no detectors passes False and saves the walk.
     """
     lowered = lower_headers(headers)
     class_headers = (
@@ -208,7 +216,7 @@ def extract_features(
         headers=lowered,
         metadata=metadata,
         prompt_text=prompt_text,
-        scan_text=scan_text_of(body, metadata),
+        scan_text=scan_text_of(body, metadata) if scan else "",
         prompt_tokens=prompt_tokens,
         max_output_tokens=read_max_output(body),
         stream=body.get("stream") is True,
