@@ -28,7 +28,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from modelroute_sidecar.contract import residency_violation
+from modelroute_contract import env, residency_violation
+from modelroute_contract.admin import DEFAULT_ADMIN_PORT, INJECTED_DATA_PORT, TOKEN_KEY, TOKEN_SECRET
+from modelroute_contract.constants import (
+    ADMIN_PORT_ANNOTATION,
+    CONFIG_KEY,
+    CONFIGMAP_NAME,
+    SIDECAR_LABEL,
+    SIDECAR_LABEL_VALUE,
+)
 
 from .compiler import (
     CompileError,
@@ -39,9 +47,7 @@ from .compiler import (
     contract_class,
     parse_object,
 )
-from .kube import CONFIG_KEY, CONFIGMAP_NAME
 from .resources import GROUP, KIND_BY_NAME, Canary, ModelEndpoint, RoutingPolicy
-from .sync import ADMIN_PORT_ANNOTATION, SIDECAR_LABEL, SIDECAR_LABEL_VALUE, TOKEN_KEY, TOKEN_SECRET
 
 REVIEW_API_VERSION = "admission.k8s.io/v1"
 
@@ -413,10 +419,10 @@ class InjectionSettings:
     """How the sidecar is injected; one value per cluster (Helm values / operator flags)."""
 
     image: str
-    proxy_port: int = 15080
+    proxy_port: int = INJECTED_DATA_PORT
     """Where the app reaches the router (loopback only). 15080 rather than the sidecar's default 8080,
     which apps use all the time."""
-    admin_port: int = 9901
+    admin_port: int = DEFAULT_ADMIN_PORT
     """Config pushes and stats from the operator, on the pod IP."""
     admin_port_name: str = "mr-admin"
     """Name of the admin container port (a PodMonitor selects it; at most 15 characters)."""
@@ -578,26 +584,26 @@ def _sidecar_env(settings: InjectionSettings, region: str) -> list[dict[str, Any
         return {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}
 
     region_env: dict[str, Any] = (
-        {"name": "MODELROUTE_REGION", "value": region}
+        {"name": env.REGION, "value": region}
         if region
         else {
-            "name": "MODELROUTE_REGION",
+            "name": env.REGION,
             "valueFrom": field_ref(f"metadata.labels['{settings.region_label}']"),
         }
     )
     return [
-        {"name": "MODELROUTE_HOST", "value": "127.0.0.1"},
-        {"name": "MODELROUTE_PORT", "value": str(settings.proxy_port)},
-        {"name": "MODELROUTE_ADMIN_HOST", "value": "0.0.0.0"},
-        {"name": "MODELROUTE_ADMIN_PORT", "value": str(settings.admin_port)},
-        {"name": "MODELROUTE_CONFIG_FILE", "value": f"{CONFIG_DIR}/{CONFIG_KEY}"},
-        {"name": "MODELROUTE_ADMIN_TOKEN_FILE", "value": f"{ADMIN_DIR}/{TOKEN_KEY}"},
-        {"name": "MODELROUTE_SECRETS_DIR", "value": SECRETS_DIR},
-        {"name": "MODELROUTE_NAMESPACE", "valueFrom": field_ref("metadata.namespace")},
-        {"name": "MODELROUTE_POD_NAME", "valueFrom": field_ref("metadata.name")},
+        {"name": env.HOST, "value": "127.0.0.1"},
+        {"name": env.PORT, "value": str(settings.proxy_port)},
+        {"name": env.ADMIN_HOST, "value": "0.0.0.0"},
+        {"name": env.ADMIN_PORT, "value": str(settings.admin_port)},
+        {"name": env.CONFIG_FILE, "value": f"{CONFIG_DIR}/{CONFIG_KEY}"},
+        {"name": env.ADMIN_TOKEN_FILE, "value": f"{ADMIN_DIR}/{TOKEN_KEY}"},
+        {"name": env.SECRETS_DIR, "value": SECRETS_DIR},
+        {"name": env.NAMESPACE, "valueFrom": field_ref("metadata.namespace")},
+        {"name": env.POD_NAME, "valueFrom": field_ref("metadata.name")},
         region_env,
-        {"name": "MODELROUTE_WORKERS", "value": str(settings.workers)},
-        {"name": "MODELROUTE_LOG_LEVEL", "value": settings.log_level},
+        {"name": env.WORKERS, "value": str(settings.workers)},
+        {"name": env.LOG_LEVEL, "value": settings.log_level},
         *({"name": name, "value": value} for name, value in sorted(settings.upstream_proxy.items()) if value),
     ]
 

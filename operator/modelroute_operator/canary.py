@@ -28,10 +28,12 @@ Choices where the design is silent:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
+
+from modelroute_contract.stats import StatsSnapshot, histogram_quantile, per_bucket
 
 from .resources import (
     AnalysisResult,
@@ -79,22 +81,12 @@ class CanaryStats:
 def quantile(q: float, buckets: Sequence[tuple[float, int]]) -> float | None:
     """The q-quantile (0-1) of a cumulative histogram, interpolated linearly within the bucket as
     Prometheus' `histogram_quantile` does; None without observations. A quantile in the `+Inf` bucket
-    is the highest finite bound."""
+    is the highest finite bound. The math is the contract's (`stats.histogram_quantile`), shared with
+    the sidecar's latency budgets."""
     if len(buckets) < 2 or buckets[-1][0] != INF:
         return None
-    total = buckets[-1][1]
-    if total <= 0:
-        return None
-    rank = q * total
-    index = next((i for i, (_, count) in enumerate(buckets[:-1]) if count >= rank), len(buckets) - 1)
-    if index == len(buckets) - 1:
-        return buckets[-2][0]
-    upper, count = buckets[index]
-    if index == 0 and upper <= 0:
-        return upper
-    lower, below = buckets[index - 1] if index else (0.0, 0)
-    in_bucket = count - below
-    return lower + (upper - lower) * (rank - below) / in_bucket if in_bucket else upper
+    bounds = [bound for bound, _ in buckets[:-1]]
+    return histogram_quantile(q, bounds, per_bucket([count for _, count in buckets]))
 
 
 def p95(buckets: Sequence[tuple[float, int]]) -> float | None:
@@ -102,7 +94,7 @@ def p95(buckets: Sequence[tuple[float, int]]) -> float | None:
     return quantile(0.95, buckets)
 
 
-def sum_stats(snapshots: Iterable[Mapping[str, Any]], stable: str, candidate: str) -> CanaryStats:
+def sum_stats(snapshots: Iterable[StatsSnapshot], stable: str, candidate: str) -> CanaryStats:
     """Sum the sidecars' `/stats` documents into the figures of the canary's two endpoints.
 
     An endpoint a sidecar has not served counts as zero there. Sidecars reporting different latency
@@ -113,24 +105,24 @@ def sum_stats(snapshots: Iterable[Mapping[str, Any]], stable: str, candidate: st
     return CanaryStats(_sum_side(docs, stable), _sum_side(docs, candidate))
 
 
-def _sum_side(docs: Sequence[Mapping[str, Any]], endpoint: str) -> SideStats:
+def _sum_side(docs: Sequence[StatsSnapshot], endpoint: str) -> SideStats:
     bounds_ms: list[float] | None = None
     requests = errors = 0
     counts: list[int] = []
     for doc in docs:
-        doc_bounds = [float(b) for b in doc.get("latencyBucketsMs") or []]
+        doc_bounds = list(doc.latency_buckets_ms)
         if bounds_ms is None:
             bounds_ms, counts = doc_bounds, [0] * (len(doc_bounds) + 1)
         elif doc_bounds != bounds_ms:
-            raise ValueError(f"sidecar {doc.get('pod', '?')} reports different latency buckets")
-        figures = (doc.get("endpoints") or {}).get(endpoint)
-        if not figures:
+            raise ValueError(f"sidecar {doc.pod or '?'} reports different latency buckets")
+        figures = doc.endpoints.get(endpoint)
+        if figures is None or not figures.model_fields_set:  # absent or `{}`: not served there
             continue
-        cumulative = [int(c) for c in figures.get("latencyBuckets") or []]
+        cumulative = list(figures.latency_buckets)
         if len(cumulative) != len(counts):
-            raise ValueError(f"sidecar {doc.get('pod', '?')} reports {len(cumulative)} buckets")
-        requests += int(figures.get("requests", 0))
-        errors += int(figures.get("errors", 0))
+            raise ValueError(f"sidecar {doc.pod or '?'} reports {len(cumulative)} buckets")
+        requests += figures.requests
+        errors += figures.errors
         counts = [a + b for a, b in zip(counts, cumulative, strict=True)]
     if not bounds_ms and not counts:
         return SideStats(requests, errors, ())

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from modelroute_sidecar.contract import RouterConfig
+from modelroute_contract import RouterConfig
 
 from . import crdgen, status_report
 from .compiler import CompileResult, compile_namespace

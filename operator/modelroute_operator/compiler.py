@@ -20,6 +20,8 @@ from typing import Any, TypeVar, cast
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+import modelroute_contract as contract
+from modelroute_contract.constants import PUBLIC_CLASS
 from modelroute_operator.resources import (
     API_VERSION,
     DNS_LABEL,
@@ -37,9 +39,8 @@ from modelroute_operator.resources import (
     Rule,
     seconds,
 )
-from modelroute_sidecar import contract
+from modelroute_sidecar.engine import detectors
 
-PUBLIC_CLASS = "public"
 """The data class of requests that carry no restricted data; always valid, never restricted."""
 
 Object = ModelEndpoint | RoutingPolicy | Canary
@@ -455,7 +456,7 @@ def _check_residency(policy: RoutingPolicy) -> Iterator[CompileError]:
             policy, f"spec.residency.detectors[{i}].dataClass", detector.data_class
         )
         # Mirrors the CRD's CEL rule, and compiles the pattern with RE2 (what the sidecar will run).
-        problem = contract.detector_problem(detector.kind, detector.name, detector.pattern)
+        problem = detectors.detector_problem(detector.kind, detector.name, detector.pattern)
         if problem:
             yield error(f"spec.residency.detectors[{i}].{problem[0]}", f"{problem[0]} {problem[1]}")
     patterns = [d.name or "" for d in residency.detectors if d.kind == "pattern"]

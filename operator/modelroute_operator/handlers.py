@@ -18,13 +18,14 @@ from typing import Any
 import aiohttp
 import kopf
 
-from modelroute_sidecar.contract import RouterConfig
+from modelroute_contract import RouterConfig
+from modelroute_contract.constants import SIDECAR_LABEL, SIDECAR_LABEL_VALUE
 
 from .kube import KubeApi, load_client_config
 from .monitor import CanaryRunner, HealthMonitor
 from .reconciler import Reconciler
 from .resources import GROUP, KINDS, VERSION, Canary, ModelEndpoint
-from .sync import RESYNC_SECONDS, SIDECAR_LABEL, SIDECAR_LABEL_VALUE, Syncer
+from .sync import RESYNC_SECONDS, Syncer
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
-from modelroute_sidecar.contract import replica_url_problem
+from modelroute_contract import replica_url_problem
 
 from . import canary as cn
 from . import health as hl

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from modelroute_sidecar.contract import RouterConfig, short_version
+from modelroute_contract import RouterConfig, short_version
 
 from . import status as st
 from .compiler import (

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from modelroute_sidecar.contract import PolicyConfig, RouterConfig, short_version
+from modelroute_contract import PolicyConfig, RouterConfig, short_version
 
 from .resources import ReplicaHealth
 

@@ -20,8 +20,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .contract import SCHEMA_VERSION, EndpointConfig, PolicyConfig, RouterConfig, config_order
+from modelroute_contract import SCHEMA_VERSION, EndpointConfig, PolicyConfig, RouterConfig, config_order
+
 from .engine import Router
+from .engine.detectors import config_pattern_problem
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,9 @@ def build_snapshot(
         raise ConfigRejectedError(
             422, f"config does not match the RouterConfig schema: {_explain(exc)}"
         ) from None
+    problem = config_pattern_problem(config)  # RE2 syntax: the contract cannot check it without re2
+    if problem:
+        raise ConfigRejectedError(422, f"config does not match the RouterConfig schema: {problem}")
     try:
         config.verify()
     except ValueError as exc:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from .contract import CredentialRef
+from modelroute_contract import CredentialRef
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .contract import CredentialRef, TlsConfig
+from modelroute_contract import CredentialRef, TlsConfig
 
 RECHECK_SECONDS = 2.0
 """How stale a cached context may be: the kubelet itself takes up to a minute to update a mount."""

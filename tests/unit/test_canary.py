@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from modelroute_contract.stats import StatsSnapshot
 from modelroute_operator.canary import (
     CanaryEvent,
     CanaryOutcome,
@@ -599,15 +600,17 @@ def test_history_keeps_the_last_50() -> None:
 
 def snapshot(
     pod: str, endpoints: dict[str, tuple[int, int, Sequence[int]]], bounds: Sequence[float]
-) -> dict[str, Any]:
-    return {
-        "pod": pod,
-        "latencyBucketsMs": list(bounds),
-        "endpoints": {
-            name: {"requests": r, "errors": e, "latencyBuckets": list(buckets), "replicas": {}}
-            for name, (r, e, buckets) in endpoints.items()
-        },
-    }
+) -> StatsSnapshot:
+    return StatsSnapshot.model_validate(
+        {
+            "pod": pod,
+            "latencyBucketsMs": list(bounds),
+            "endpoints": {
+                name: {"requests": r, "errors": e, "latencyBuckets": list(buckets), "replicas": {}}
+                for name, (r, e, buckets) in endpoints.items()
+            },
+        }
+    )
 
 
 def test_sum_stats_adds_sidecars_and_converts_to_seconds() -> None:

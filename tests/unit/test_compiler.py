@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from modelroute_contract import Health, RouterConfig
 from modelroute_operator.compiler import (
     CompileResult,
     NamespaceObjects,
@@ -24,7 +25,6 @@ from modelroute_operator.compiler import (
 )
 from modelroute_operator.manifests import load_manifests
 from modelroute_operator.resources import Canary, ModelEndpoint, RoutingPolicy
-from modelroute_sidecar.contract import Health, RouterConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

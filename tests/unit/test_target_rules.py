@@ -1,6 +1,6 @@
 """Config that cannot be pointed inward: replica URLs, header matches, score ranges, token counts and names.
 
-One rule each lives in `modelroute_sidecar.contract`; these tests hold the rule itself (every spelling of
+One rule each lives in `modelroute_contract`; these tests hold the rule itself (every spelling of
 a metadata address), the compiler and admission webhook reporting it at the field at fault, and the
 sidecar refusing a pushed config that breaks it even when no operator checked it first.
 """
@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from tests.manifests import canary, endpoint, policy, with_change
 
+import modelroute_contract as contract
 from modelroute_operator.admission import AdmissionRequest, InjectionSettings, validate
 from modelroute_operator.compiler import (
     CompileError,
@@ -24,7 +25,6 @@ from modelroute_operator.compiler import (
     parse_object,
 )
 from modelroute_operator.resources import Canary, ModelEndpoint, RoutingPolicy
-from modelroute_sidecar import contract
 from modelroute_sidecar.configstore import ConfigRejectedError, build_snapshot
 from modelroute_sidecar.errors import ApiError
 from modelroute_sidecar.settings import Settings
