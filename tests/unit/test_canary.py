@@ -16,21 +16,24 @@ from typing import Any
 import pytest
 
 from modelroute_contract.stats import StatsSnapshot
-from modelroute_operator.canary import (
-    CanaryEvent,
-    CanaryOutcome,
-    CanaryStats,
+from modelroute_operator.logic.canary import CanaryEvent, CanaryOutcome, step
+from modelroute_operator.logic.resources import (
+    CanaryPhase,
+    CanarySpec,
+    CanaryStatus,
+    HistoryEntry,
     SideCounters,
-    SideStats,
     StepBaseline,
+)
+from modelroute_operator.logic.traffic import (
+    CanaryStats,
+    SideStats,
     counters,
     p95,
     quantile,
-    step,
     sum_stats,
     window,
 )
-from modelroute_operator.resources import CanaryPhase, CanarySpec, CanaryStatus, HistoryEntry
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 INF = math.inf

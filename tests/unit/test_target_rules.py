@@ -16,15 +16,17 @@ import pytest
 from tests.manifests import canary, endpoint, policy, with_change
 
 import modelroute_contract as contract
-from modelroute_operator.admission import AdmissionRequest, InjectionSettings, validate
-from modelroute_operator.compiler import (
+from modelroute_operator.logic.compiler import (
     CompileError,
     NamespaceObjects,
     ObjectInvalid,
     compile_namespace,
     parse_object,
 )
-from modelroute_operator.resources import Canary, ModelEndpoint, RoutingPolicy
+from modelroute_operator.logic.injection import InjectionSettings
+from modelroute_operator.logic.resources import Canary, ModelEndpoint, RoutingPolicy
+from modelroute_operator.logic.review import AdmissionRequest
+from modelroute_operator.logic.validation import validate
 from modelroute_sidecar.configstore import ConfigRejectedError, build_snapshot
 from modelroute_sidecar.errors import ApiError
 from modelroute_sidecar.settings import Settings

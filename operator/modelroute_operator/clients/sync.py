@@ -23,11 +23,10 @@ from modelroute_contract import admin, short_version
 from modelroute_contract.admin import DEFAULT_ADMIN_PORT, TOKEN_KEY, TOKEN_SECRET
 from modelroute_contract.constants import ADMIN_PORT_ANNOTATION, SIDECAR_LABEL, SIDECAR_LABEL_VALUE
 from modelroute_contract.stats import StatsSnapshot
-
-from . import status as st
-from .kube import KubeApi, LiveConfig
-from .namespace_queue import NamespaceQueue
-from .resources import RoutingPolicy
+from modelroute_operator.clients.kube import KubeApi, LiveConfig
+from modelroute_operator.clients.namespace_queue import NamespaceQueue
+from modelroute_operator.logic import status as st
+from modelroute_operator.logic.resources import RoutingPolicy
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,16 @@ from modelroute_contract.constants import (
     SIDECAR_LABEL,
     SIDECAR_LABEL_VALUE,
 )
-
-from . import status_report
-from .resources import GROUP, KINDS, VERSION, Canary, ModelEndpoint, Resource, RoutingPolicy
+from modelroute_operator.logic import status_report
+from modelroute_operator.logic.resources import (
+    GROUP,
+    KINDS,
+    VERSION,
+    Canary,
+    ModelEndpoint,
+    Resource,
+    RoutingPolicy,
+)
 
 log = logging.getLogger(__name__)
 
