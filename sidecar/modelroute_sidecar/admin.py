@@ -13,7 +13,6 @@ import asyncio
 import hmac
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,6 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from modelroute_contract import admin
+from modelroute_contract.files import FileStamp, file_stamp
 from modelroute_contract.stats import StatsSnapshot
 
 from .configstore import ConfigRejectedError, ConfigStore
@@ -275,16 +275,16 @@ class AdminToken:
     """
 
     def __init__(self, file: str = "", fixed: str = "") -> None:
-        self._file, self._value, self._stamp = file, fixed, (0, 0, 0)
+        self._file, self._value = file, fixed
+        self._stamp: FileStamp = (0, 0, 0)
 
     def current(self) -> str:
         if not self._file:
             return self._value
         try:
-            stat = os.stat(self._file)
+            stamp = file_stamp(self._file)
         except OSError:
             return ""
-        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         if stamp != self._stamp:
             try:
                 self._value, self._stamp = Path(self._file).read_text().strip(), stamp

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelroute_contract.files import FileStamp, file_stamp
+
 log = logging.getLogger(__name__)
 
 
@@ -30,9 +32,9 @@ def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     return context
 
 
-def _stamp(*paths: Path) -> tuple[tuple[int, int], ...]:
+def _stamp(*paths: Path) -> tuple[FileStamp, ...]:
     # stat follows the `..data` symlink a kubelet swaps when a mounted Secret changes.
-    return tuple((s.st_mtime_ns, s.st_size) for s in (p.stat() for p in paths))
+    return tuple(file_stamp(p) for p in paths)
 
 
 async def keep_certificate_fresh(
