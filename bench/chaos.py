@@ -321,9 +321,9 @@ def example_manifests(fakes: dict[str, RecordingUpstream]) -> list[dict[str, Any
 def compile_config(docs: list[dict[str, Any]], workdir: Path, sequence: int) -> str:
     """Compile as `modelroute render` does; set the config's `sequence` when the contract has one."""
     sys.path[:0] = [str(REPO / "operator"), str(REPO / "sidecar")]
-    from modelroute_operator.compiler import compile_namespace
-    from modelroute_operator.manifests import load_manifests
-    from modelroute_sidecar.contract import RouterConfig
+    from modelroute_contract import RouterConfig
+    from modelroute_operator.logic.compiler import compile_namespace
+    from modelroute_operator.logic.manifests import load_manifests
 
     source = workdir / f"manifests-{sequence}.yaml"
     source.write_text(yaml.safe_dump_all(docs, sort_keys=False))

@@ -17,7 +17,7 @@ from pathlib import Path
 from tests.kube_harness import Kubectl, OperatorProcess, new_namespace, running_control_plane, wait_for
 from tests.manifests import endpoint, policy, to_yaml
 
-from modelroute_operator.compiler import NamespaceObjects, compile_namespace, parse_object
+from modelroute_operator.logic.compiler import NamespaceObjects, compile_namespace, parse_object
 
 REGIONS = {"eu-west-1": ["gdpr"], "eu-central-1": ["gdpr"], "us-east-1": [], "ap-south-1": []}
 

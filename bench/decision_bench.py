@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from modelroute_sidecar.contract import (
+from modelroute_contract import (
     Budgets,
     CanarySplit,
     Capabilities,
@@ -397,8 +397,7 @@ def detector_text(kind: str, size: int) -> str:
 def report_detector_cost(rounds: int) -> None:
     """All four detectors over 1, 4 and 16 KiB of prose and of digit-heavy text: µs per KiB; then one
     `pattern` detector (RE2) alone over the same text."""
-    from modelroute_sidecar.contract import compile_pattern
-    from modelroute_sidecar.engine.detectors import ContentScan
+    from modelroute_sidecar.engine.detectors import ContentScan, compile_pattern
 
     employee_id = compile_pattern(EMPLOYEE_ID)
 

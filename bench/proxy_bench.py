@@ -419,7 +419,7 @@ def start_litellm(upstream: int, workdir: Path, workers: int) -> Target | str:
 def realistic_config(upstream: int) -> str:
     """A RouterConfig like a real namespace's: 20 rules, residency with detectors, a canary, 4 endpoints."""
     sys.path.insert(0, str(REPO / "sidecar"))
-    from modelroute_sidecar.contract import RouterConfig
+    from modelroute_contract import RouterConfig
 
     url = f"http://127.0.0.1:{upstream}/v1"
 

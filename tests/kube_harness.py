@@ -95,7 +95,7 @@ def new_namespace(kubectl: Kubectl, prefix: str) -> str:
 
 @dataclass
 class OperatorProcess:
-    """The operator, run as `python -m modelroute_operator.main` against the control plane."""
+    """The operator, run as `python -m modelroute_operator.runtime.main` against the control plane."""
 
     plane: ControlPlane
     log_path: Path
@@ -105,7 +105,7 @@ class OperatorProcess:
     extra_args: list[str] = field(default_factory=list)
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "modelroute_operator.main", *self.extra_args]
+        args = [sys.executable, "-m", "modelroute_operator.runtime.main", *self.extra_args]
         for ns in self.namespaces:
             args += ["--namespace", ns]
         env = {**self.plane.kubectl_env(), **self.extra_env, "PYTHONUNBUFFERED": "1"}

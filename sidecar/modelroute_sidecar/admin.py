@@ -13,13 +13,16 @@ import asyncio
 import hmac
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
+
+from modelroute_contract import admin
+from modelroute_contract.files import FileStamp, file_stamp
+from modelroute_contract.stats import StatsSnapshot
 
 from .configstore import ConfigRejectedError, ConfigStore
 from .errors import ApiError, error_middleware
@@ -43,7 +46,7 @@ class Fleet(Protocol):
         """Applied version and where it came from."""
         ...
 
-    async def stats(self) -> dict[str, Any]:
+    async def stats(self) -> StatsSnapshot:
         """Cumulative per-endpoint figures."""
         ...
 
@@ -90,7 +93,7 @@ class LocalFleet:
         """This process's applied version."""
         return {**version_document(self.sidecar.config), "pod": self.sidecar.settings.pod_name, "workers": 1}
 
-    async def stats(self) -> dict[str, Any]:
+    async def stats(self) -> StatsSnapshot:
         """This process's figures."""
         return self.sidecar.stats.snapshot(
             pod=self.sidecar.settings.pod_name, config_version=self.sidecar.config.version
@@ -250,7 +253,7 @@ class WorkerFleet:
             "workersDown": down,
         }
 
-    async def stats(self) -> dict[str, Any]:
+    async def stats(self) -> StatsSnapshot:
         """Figures summed over the workers that answer."""
         answers = await self.sockets.try_call_all("GET", "/control/stats")
         return merge_snapshots(json.loads(a[1]) for a in answers if a is not None and a[0] == 200)
@@ -272,16 +275,16 @@ class AdminToken:
     """
 
     def __init__(self, file: str = "", fixed: str = "") -> None:
-        self._file, self._value, self._stamp = file, fixed, (0, 0, 0)
+        self._file, self._value = file, fixed
+        self._stamp: FileStamp = (0, 0, 0)
 
     def current(self) -> str:
         if not self._file:
             return self._value
         try:
-            stat = os.stat(self._file)
+            stamp = file_stamp(self._file)
         except OSError:
             return ""
-        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         if stamp != self._stamp:
             try:
                 self._value, self._stamp = Path(self._file).read_text().strip(), stamp
@@ -300,9 +303,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every admin call but /healthz and /metrics needs `Authorization: Bearer <admin token>`.
     Metrics stay open so Prometheus can scrape them; their labels are bounded and carry no secrets."""
-    if request.path not in ("/healthz", "/metrics"):
+    if request.path not in admin.OPEN_PATHS:
         token = request.app[ADMIN_TOKEN].current()
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        given = admin.presented_token(request.headers.get(admin.AUTHORIZATION_HEADER, ""))
         if not token or not hmac.compare_digest(given.encode(), token.encode()):
             raise ApiError(401, "unauthorized", "the admin port needs `Authorization: Bearer <admin token>`")
     return await handler(request)
@@ -326,7 +329,7 @@ async def get_version(request: web.Request) -> web.Response:
 
 async def get_stats(request: web.Request) -> web.Response:
     """GET /stats: cumulative per-endpoint and per-replica figures (diff two reads for a window)."""
-    return web.json_response(await request.app[FLEET].stats())
+    return web.json_response((await request.app[FLEET].stats()).to_json())
 
 
 async def get_metrics(request: web.Request) -> web.Response:
@@ -344,12 +347,12 @@ def create_admin_app(fleet: Fleet, token: AdminToken | str) -> web.Application:
     app = web.Application(middlewares=[error_middleware, require_token], client_max_size=MAX_CONFIG_BYTES)
     app[FLEET] = fleet
     app[ADMIN_TOKEN] = token if isinstance(token, AdminToken) else AdminToken(fixed=token)
-    app.router.add_put("/config", put_config)
-    app.router.add_post("/config", put_config)
-    app.router.add_get("/config/version", get_version)
-    app.router.add_get("/stats", get_stats)
-    app.router.add_get("/metrics", get_metrics)
-    app.router.add_get("/healthz", admin_healthz)
+    app.router.add_put(admin.CONFIG_PATH, put_config)
+    app.router.add_post(admin.CONFIG_PATH, put_config)
+    app.router.add_get(admin.VERSION_PATH, get_version)
+    app.router.add_get(admin.STATS_PATH, get_stats)
+    app.router.add_get(admin.METRICS_PATH, get_metrics)
+    app.router.add_get(admin.HEALTHZ_PATH, admin_healthz)
     return app
 
 
@@ -377,7 +380,7 @@ async def control_stats(request: web.Request) -> web.Response:
     """GET /control/stats."""
     sidecar = request.app[CONTROL_SIDECAR]
     return web.json_response(
-        sidecar.stats.snapshot(pod=sidecar.settings.pod_name, config_version=sidecar.config.version)
+        sidecar.stats.snapshot(pod=sidecar.settings.pod_name, config_version=sidecar.config.version).to_json()
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,8 +19,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .contract import SCHEMA_VERSION, EndpointConfig, PolicyConfig, RouterConfig, config_order
+from modelroute_contract import SCHEMA_VERSION, EndpointConfig, PolicyConfig, RouterConfig, config_order
+from modelroute_contract.files import FileStamp, file_stamp
+
 from .engine import Router
+from .engine.detectors import config_pattern_problem
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,9 @@ def build_snapshot(
         raise ConfigRejectedError(
             422, f"config does not match the RouterConfig schema: {_explain(exc)}"
         ) from None
+    problem = config_pattern_problem(config)  # RE2 syntax: the contract cannot check it without re2
+    if problem:
+        raise ConfigRejectedError(422, f"config does not match the RouterConfig schema: {problem}")
     try:
         config.verify()
     except ValueError as exc:
@@ -126,7 +131,7 @@ class ConfigStore:
         self.current: Snapshot | None = None
         self.last_error: str = ""
         self._listeners: list[Listener] = []
-        self._file_stamp: tuple[int, int, int] | None = None
+        self._file_stamp: FileStamp | None = None
 
     def on_applied(self, listener: Listener) -> None:
         """Call `listener` with every newly applied snapshot."""
@@ -193,13 +198,12 @@ class ConfigStore:
     def load_file(self, path: Path) -> Snapshot | None:
         """Apply the file if it changed since the last look; None when unchanged or refused."""
         try:
-            st = os.stat(path)
+            stamp = file_stamp(path)
         except OSError as exc:
             if self._file_stamp is not None or self.current is None:
                 log.error("cannot read config file %s: %s", path, exc.strerror)
             self._file_stamp = None
             return None
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._file_stamp:
             return None
         self._file_stamp = stamp

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from .contract import CredentialRef
+from modelroute_contract import CredentialRef
+from modelroute_contract.files import FileStamp, file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,12 @@ class CredentialError(Exception):
 @dataclass(slots=True)
 class _CachedFile:
     value: str
-    stamp: tuple[int, int]
+    stamp: FileStamp
     checked_at: float
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    st = os.stat(path)  # follows the ..data symlink swap of Secret volumes
-    return (st.st_mtime_ns, st.st_size)
+def _stamp(path: Path) -> FileStamp:
+    return file_stamp(path)  # follows the ..data symlink swap of Secret volumes
 
 
 class UpstreamCredentials:
@@ -90,7 +89,7 @@ class ClientKeys:
     def __init__(self, path: Path | None) -> None:
         self._path = path
         self._keys: dict[str, Client] = {}
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: FileStamp | None = None
         self._checked_at = 0.0
         if path is not None:
             self._reload()

@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .contract import Resilience
+from modelroute_contract import Resilience
+
 from .stats import EndpointStats
 
 log = logging.getLogger(__name__)

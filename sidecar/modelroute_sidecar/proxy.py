@@ -32,8 +32,9 @@ from typing import Any, Literal
 
 import orjson
 
+from modelroute_contract import EndpointConfig, PolicyConfig
+
 from .configstore import Snapshot
-from .contract import EndpointConfig, PolicyConfig
 from .credentials import CredentialError, UpstreamCredentials
 from .deadlines import Deadlines
 from .ejection import Ejections

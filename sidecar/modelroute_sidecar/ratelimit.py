@@ -23,7 +23,7 @@ import struct
 import time
 from pathlib import Path
 
-from .contract import PolicyConfig, TenantLimit
+from modelroute_contract import PolicyConfig, TenantLimit
 
 
 class TokenBucket:

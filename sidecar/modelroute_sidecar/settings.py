@@ -1,7 +1,8 @@
 """Process settings of the sidecar: command-line flags with environment-variable defaults.
 
 Kubernetes sets most of these through env (downward API for the pod name and region, mounted files for
-the config, secrets and tokens); flags win over env so a developer can run the binary by hand.
+the config, secrets and tokens); flags win over env so a developer can run the binary by hand. The
+variable names are the contract's (`modelroute_contract.env`): the operator's injector sets the same.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from modelroute_contract import env
+from modelroute_contract.admin import DEFAULT_ADMIN_PORT, DEFAULT_DATA_PORT
 
 from .httpclient import DEFAULT_KEEPALIVE_SECONDS
 from .httpclient import DEFAULT_MAX_BODY_BYTES as DEFAULT_UPSTREAM_MAX_BODY_BYTES
@@ -23,9 +27,9 @@ class Settings:
     """Everything the sidecar process needs to know before it serves."""
 
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = DEFAULT_DATA_PORT
     admin_host: str = "0.0.0.0"
-    admin_port: int = 9901
+    admin_port: int = DEFAULT_ADMIN_PORT
     """The operator pushes configs and reads stats here; 0 disables the admin app."""
     admin_token: str = ""
     """Token from MODELROUTE_ADMIN_TOKEN, used when no token file is given."""
@@ -89,61 +93,61 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """The sidecar's flags; each default comes from a `MODELROUTE_*` variable when set."""
     e = environ
     p = argparse.ArgumentParser(prog="modelroute-sidecar", description="modelroute router sidecar")
-    p.add_argument("--host", default=_env(e, "MODELROUTE_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(_env(e, "MODELROUTE_PORT", "8080")))
-    p.add_argument("--admin-host", default=_env(e, "MODELROUTE_ADMIN_HOST", "0.0.0.0"))
-    p.add_argument("--admin-port", type=int, default=int(_env(e, "MODELROUTE_ADMIN_PORT", "9901")))
-    p.add_argument("--admin-token-file", default=_env(e, "MODELROUTE_ADMIN_TOKEN_FILE", ""))
-    p.add_argument("--config-file", default=_env(e, "MODELROUTE_CONFIG_FILE", ""))
+    p.add_argument("--host", default=_env(e, env.HOST, "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(_env(e, env.PORT, str(DEFAULT_DATA_PORT))))
+    p.add_argument("--admin-host", default=_env(e, env.ADMIN_HOST, "0.0.0.0"))
+    p.add_argument("--admin-port", type=int, default=int(_env(e, env.ADMIN_PORT, str(DEFAULT_ADMIN_PORT))))
+    p.add_argument("--admin-token-file", default=_env(e, env.ADMIN_TOKEN_FILE, ""))
+    p.add_argument("--config-file", default=_env(e, env.CONFIG_FILE, ""))
     p.add_argument(
-        "--config-poll-seconds", type=float, default=float(_env(e, "MODELROUTE_CONFIG_POLL_SECONDS", "3"))
+        "--config-poll-seconds", type=float, default=float(_env(e, env.CONFIG_POLL_SECONDS, "3"))
     )
-    p.add_argument("--namespace", default=_env(e, "MODELROUTE_NAMESPACE", _env(e, "POD_NAMESPACE", "")))
-    p.add_argument("--region", default=_env(e, "MODELROUTE_REGION", ""))
-    p.add_argument("--pod-name", default=_env(e, "MODELROUTE_POD_NAME", _env(e, "POD_NAME", "")))
-    p.add_argument("--secrets-dir", default=_env(e, "MODELROUTE_SECRETS_DIR", "/var/run/modelroute/secrets"))
-    p.add_argument("--client-keys-file", default=_env(e, "MODELROUTE_CLIENT_KEYS_FILE", ""))
+    p.add_argument("--namespace", default=_env(e, env.NAMESPACE, _env(e, env.POD_NAMESPACE_FALLBACK, "")))
+    p.add_argument("--region", default=_env(e, env.REGION, ""))
+    p.add_argument("--pod-name", default=_env(e, env.POD_NAME, _env(e, env.POD_NAME_FALLBACK, "")))
+    p.add_argument("--secrets-dir", default=_env(e, env.SECRETS_DIR, "/var/run/modelroute/secrets"))
+    p.add_argument("--client-keys-file", default=_env(e, env.CLIENT_KEYS_FILE, ""))
     p.add_argument(
         "--max-body-bytes",
         type=int,
-        default=int(_env(e, "MODELROUTE_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES))),
+        default=int(_env(e, env.MAX_BODY_BYTES, str(DEFAULT_MAX_BODY_BYTES))),
     )
     p.add_argument(
-        "--max-line-bytes", type=int, default=int(_env(e, "MODELROUTE_MAX_LINE_BYTES", str(8 * 1024)))
+        "--max-line-bytes", type=int, default=int(_env(e, env.MAX_LINE_BYTES, str(8 * 1024)))
     )
     p.add_argument(
-        "--max-head-bytes", type=int, default=int(_env(e, "MODELROUTE_MAX_HEAD_BYTES", str(64 * 1024)))
+        "--max-head-bytes", type=int, default=int(_env(e, env.MAX_HEAD_BYTES, str(64 * 1024)))
     )
     p.add_argument(
-        "--head-timeout-seconds", type=float, default=float(_env(e, "MODELROUTE_HEAD_TIMEOUT_SECONDS", "10"))
+        "--head-timeout-seconds", type=float, default=float(_env(e, env.HEAD_TIMEOUT_SECONDS, "10"))
     )
     p.add_argument(
-        "--body-timeout-seconds", type=float, default=float(_env(e, "MODELROUTE_BODY_TIMEOUT_SECONDS", "30"))
+        "--body-timeout-seconds", type=float, default=float(_env(e, env.BODY_TIMEOUT_SECONDS, "30"))
     )
-    p.add_argument("--max-connections", type=int, default=int(_env(e, "MODELROUTE_MAX_CONNECTIONS", "4096")))
-    p.add_argument("--audit-log", default=_env(e, "MODELROUTE_AUDIT_LOG", "-"))
+    p.add_argument("--max-connections", type=int, default=int(_env(e, env.MAX_CONNECTIONS, "4096")))
+    p.add_argument("--audit-log", default=_env(e, env.AUDIT_LOG, "-"))
     p.add_argument(
         "--audit-prompts",
         action="store_true",
-        default=_env(e, "MODELROUTE_AUDIT_PROMPTS", "") in ("1", "true", "yes"),
+        default=_env(e, env.AUDIT_PROMPTS, "") in ("1", "true", "yes"),
     )
-    p.add_argument("--workers", type=int, default=int(_env(e, "MODELROUTE_WORKERS", "1")))
+    p.add_argument("--workers", type=int, default=int(_env(e, env.WORKERS, "1")))
     p.add_argument(
         "--upstream-connections-per-host",
         type=int,
-        default=int(_env(e, "MODELROUTE_UPSTREAM_CONNECTIONS_PER_HOST", "256")),
+        default=int(_env(e, env.UPSTREAM_CONNECTIONS_PER_HOST, "256")),
     )
     p.add_argument(
         "--upstream-keepalive-seconds",
         type=float,
-        default=float(_env(e, "MODELROUTE_UPSTREAM_KEEPALIVE_SECONDS", str(DEFAULT_KEEPALIVE_SECONDS))),
+        default=float(_env(e, env.UPSTREAM_KEEPALIVE_SECONDS, str(DEFAULT_KEEPALIVE_SECONDS))),
     )
     p.add_argument(
         "--upstream-max-body-bytes",
         type=int,
-        default=int(_env(e, "MODELROUTE_UPSTREAM_MAX_BODY_BYTES", str(DEFAULT_UPSTREAM_MAX_BODY_BYTES))),
+        default=int(_env(e, env.UPSTREAM_MAX_BODY_BYTES, str(DEFAULT_UPSTREAM_MAX_BODY_BYTES))),
     )
-    p.add_argument("--log-level", default=_env(e, "MODELROUTE_LOG_LEVEL", "INFO"))
+    p.add_argument("--log-level", default=_env(e, env.LOG_LEVEL, "INFO"))
     p.add_argument("--worker-index", type=int, default=-1, help=argparse.SUPPRESS)
     p.add_argument("--control-dir", default="", help=argparse.SUPPRESS)
     return p
@@ -151,13 +155,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
 def read_admin_token(environ: Mapping[str, str]) -> str:
     """The admin bearer token given in the environment (`MODELROUTE_ADMIN_TOKEN`), if any."""
-    return environ.get("MODELROUTE_ADMIN_TOKEN", "").strip()
+    return environ.get(env.ADMIN_TOKEN, "").strip()
 
 
 def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from flags and environment."""
-    env = os.environ if environ is None else environ
-    args = build_parser(env).parse_args(argv)
+    environment = os.environ if environ is None else environ
+    args = build_parser(environment).parse_args(argv)
     if args.workers < 1:
         raise SystemExit("--workers must be at least 1")
     if not 0 < args.max_line_bytes <= args.max_head_bytes:
@@ -169,7 +173,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         port=args.port,
         admin_host=args.admin_host,
         admin_port=args.admin_port,
-        admin_token=read_admin_token(env),
+        admin_token=read_admin_token(environment),
         admin_token_file=args.admin_token_file,
         config_file=_optional_path(args.config_file),
         config_poll_seconds=args.config_poll_seconds,

@@ -1,43 +1,37 @@
 """Per-endpoint and per-replica figures of upstream attempts, for canary analysis and latency budgets.
 
-The operator reads `/stats` on the admin port of every sidecar and sums them. Counters and histogram
-buckets are cumulative since the process started, so the operator gets a windowed view (one canary
-step) by diffing two snapshots, the way Prometheus' `rate()` does; `startedAt` tells it when a sidecar
-restarted (counters went back to zero). A short rolling window also gives the engine each endpoint's
-recent p95 latency for latency budgets.
+The operator reads `/stats` on the admin port of every sidecar and sums them; the document is the
+contract's `StatsSnapshot` (`modelroute_contract.stats`), which says how to read it. A short rolling
+window also gives the engine each endpoint's recent p95 latency for latency budgets.
 """
 
 from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-LATENCY_BUCKETS_MS: tuple[float, ...] = (
-    1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000,
-)  # fmt: skip
-"""Upper bounds (ms) of the latency histogram; a last, implicit bucket is +Inf."""
+from modelroute_contract.stats import (
+    LATENCY_BUCKETS_MS,
+    EndpointFigures,
+    ReplicaFigures,
+    StatsSnapshot,
+    cumulative,
+    histogram_quantile,
+    per_bucket,
+)
+from modelroute_contract.stats import Figures as FiguresDocument
 
 ROLLING_SECONDS = 30.0
 """Each half of the rolling window behind `p95_latency_ms`: it covers the last 30 to 60 seconds."""
 
 
 def percentile_ms(counts: list[int], q: float) -> float | None:
-    """The q-quantile (0-1) of a histogram of per-bucket (not cumulative) counts, interpolated."""
-    total = sum(counts)
-    if total == 0:
-        return None
-    rank = q * total
-    seen = 0
-    for index, count in enumerate(counts):
-        if count and seen + count >= rank:
-            lower = LATENCY_BUCKETS_MS[index - 1] if index > 0 else 0.0
-            upper = LATENCY_BUCKETS_MS[index] if index < len(LATENCY_BUCKETS_MS) else lower * 2 or 1.0
-            return lower + (upper - lower) * (rank - seen) / count
-        seen += count
-    return LATENCY_BUCKETS_MS[-1]
+    """The q-quantile (0-1) of a histogram of per-bucket (not cumulative) counts, interpolated; in the
+    +Inf bucket up to twice the highest bound."""
+    return histogram_quantile(q, LATENCY_BUCKETS_MS, counts, overflow="double")
 
 
 @dataclass(slots=True)
@@ -68,29 +62,24 @@ class Figures:
         self.latency_sum_ms += other.latency_sum_ms
         self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
 
-    def to_json(self) -> dict[str, Any]:
+    def document(self) -> FiguresDocument:
         """Cumulative buckets (`le` semantics, like Prometheus) so the operator can diff snapshots."""
-        cumulative, running = [], 0
-        for count in self.counts:
-            running += count
-            cumulative.append(running)
         p95 = percentile_ms(self.counts, 0.95)
-        return {
-            "requests": self.requests,
-            "errors": self.errors,
-            "clientErrors": self.client_errors,
-            "errorRate": round(self.errors / self.requests, 6) if self.requests else 0.0,
-            "latencySumMs": round(self.latency_sum_ms, 3),
-            "latencyBuckets": cumulative,
-            "p95Ms": None if p95 is None else round(p95, 3),
-        }
+        return FiguresDocument(
+            requests=self.requests,
+            errors=self.errors,
+            client_errors=self.client_errors,
+            error_rate=round(self.errors / self.requests, 6) if self.requests else 0.0,
+            latency_sum_ms=round(self.latency_sum_ms, 3),
+            latency_buckets=cumulative(self.counts),
+            p95_ms=None if p95 is None else round(p95, 3),
+        )
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Figures:
-        """Inverse of `to_json` (used to sum the workers of one pod)."""
-        cumulative: list[int] = data["latencyBuckets"]
-        counts = [b - a for a, b in zip([0, *cumulative[:-1]], cumulative, strict=True)]
-        return cls(data["requests"], data["errors"], data["clientErrors"], data["latencySumMs"], counts)
+    def from_document(cls, data: FiguresDocument) -> Figures:
+        """Inverse of `document` (used to sum the workers of one pod)."""
+        counts = per_bucket(data.latency_buckets)
+        return cls(data.requests, data.errors, data.client_errors, data.latency_sum_ms, counts)
 
 
 @dataclass(slots=True)
@@ -157,42 +146,41 @@ class EndpointStats:
             rolling.p95_at = now
         return rolling.p95
 
-    def snapshot(self, *, pod: str, config_version: str, workers: int = 1) -> dict[str, Any]:
+    def snapshot(self, *, pod: str, config_version: str, workers: int = 1) -> StatsSnapshot:
         """The `/stats` document: cumulative figures by endpoint, each with its replicas."""
-        endpoints: dict[str, Any] = {}
+        endpoints: dict[str, EndpointFigures] = {}
         for name, figures in sorted(self.endpoints.items()):
-            endpoints[name] = {**figures.to_json(), "replicas": {}}
+            endpoints[name] = EndpointFigures(**dict(figures.document()))
         for (endpoint, replica), figures in sorted(self.replicas.items()):
-            entry = {**figures.to_json(), "region": self.regions[(endpoint, replica)]}
-            endpoints[endpoint]["replicas"][replica] = entry
-        return {
-            "pod": pod,
-            "configVersion": config_version,
-            "workers": workers,
-            "startedAt": self.started_at,
-            "collectedAt": time.time(),
-            "latencyBucketsMs": list(LATENCY_BUCKETS_MS),
-            "endpoints": endpoints,
-        }
+            entry = ReplicaFigures(**dict(figures.document()), region=self.regions[(endpoint, replica)])
+            endpoints[endpoint].replicas[replica] = entry
+        return StatsSnapshot(
+            pod=pod,
+            config_version=config_version,
+            workers=workers,
+            started_at=self.started_at,
+            collected_at=time.time(),
+            latency_buckets_ms=list(LATENCY_BUCKETS_MS),
+            endpoints=endpoints,
+        )
 
 
-def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
+def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> StatsSnapshot:
     """Sum the `/stats` documents of the workers of one pod into one document of the same shape."""
-    docs = list(snapshots)
+    docs = [StatsSnapshot.model_validate(d) for d in snapshots]
     if not docs:
         raise ValueError("no snapshots to merge")
     merged = EndpointStats()
-    merged.started_at = min(d["startedAt"] for d in docs)
+    merged.started_at = min(d.started_at for d in docs)
     for doc in docs:
-        for endpoint, data in doc["endpoints"].items():
-            merged.endpoints.setdefault(endpoint, Figures()).merge(Figures.from_json(data))
-            for replica, rdata in data["replicas"].items():
+        for endpoint, data in doc.endpoints.items():
+            merged.endpoints.setdefault(endpoint, Figures()).merge(Figures.from_document(data))
+            for replica, rdata in data.replicas.items():
                 key = (endpoint, replica)
-                merged.replicas.setdefault(key, Figures()).merge(Figures.from_json(rdata))
-                merged.regions[key] = rdata["region"]
-    versions = sorted({d["configVersion"] for d in docs})
+                merged.replicas.setdefault(key, Figures()).merge(Figures.from_document(rdata))
+                merged.regions[key] = rdata.region
+    versions = sorted({d.config_version for d in docs})
     result = merged.snapshot(
-        pod=docs[0]["pod"], config_version=versions[0] if len(versions) == 1 else "", workers=len(docs)
+        pod=docs[0].pod, config_version=versions[0] if len(versions) == 1 else "", workers=len(docs)
     )
-    result["workerConfigVersions"] = [d["configVersion"] for d in docs]
-    return result
+    return result.model_copy(update={"worker_config_versions": [d.config_version for d in docs]})

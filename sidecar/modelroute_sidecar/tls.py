@@ -10,13 +10,13 @@ Key material never appears in a message; a file that cannot be loaded fails the 
 from __future__ import annotations
 
 import itertools
-import os
 import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .contract import CredentialRef, TlsConfig
+from modelroute_contract import CredentialRef, TlsConfig
+from modelroute_contract.files import FileStamp, file_stamp
 
 RECHECK_SECONDS = 2.0
 """How stale a cached context may be: the kubelet itself takes up to a minute to update a mount."""
@@ -41,7 +41,7 @@ class ClientTls:
 @dataclass(slots=True)
 class _Cached:
     config: TlsConfig
-    stamps: tuple[tuple[int, int], ...]
+    stamps: tuple[FileStamp, ...]
     tls: ClientTls
     checked_at: float
 
@@ -76,14 +76,13 @@ class TlsContexts:
     def _path(self, ref: CredentialRef) -> Path:
         return self._dir / ref.secret / ref.key
 
-    def _stamp(self, endpoint: str, what: str, ref: CredentialRef) -> tuple[int, int]:
+    def _stamp(self, endpoint: str, what: str, ref: CredentialRef) -> FileStamp:
         try:
-            st = os.stat(self._path(ref))  # follows the ..data symlink swap of Secret volumes
+            return file_stamp(self._path(ref))  # follows the ..data symlink swap of Secret volumes
         except OSError as exc:
             raise TlsError(
                 f"endpoint {endpoint}: cannot read {what} {ref.secret}/{ref.key}: {exc.strerror}"
             ) from None
-        return (st.st_mtime_ns, st.st_size)
 
     def _build(self, endpoint: str, config: TlsConfig) -> ssl.SSLContext:
         ca = config.ca_bundle

@@ -17,8 +17,9 @@ from typing import Any
 
 import orjson
 
+from modelroute_contract import REQUEST_TOKEN_COUNT_FIELDS, PolicyConfig, token_count_problem
+
 from .configstore import Snapshot
-from .contract import REQUEST_TOKEN_COUNT_FIELDS, PolicyConfig, token_count_problem
 from .credentials import Client
 from .engine import extract_features
 from .engine.features import TextScanLimitError

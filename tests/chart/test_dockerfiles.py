@@ -52,7 +52,7 @@ def test_build_context_is_only_the_sources(image: str) -> None:
     ignore = (DOCKER / f"{image}.Dockerfile.dockerignore").read_text().split()
     assert ignore[ignore.index("*")] == "*", "deny everything, then allow the sources"
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "operator", "sidecar"}
+    assert allowed == {"pyproject.toml", "README.md", "contract", "operator", "sidecar"}
     copied = set(re.findall(r"^COPY (\S+)", dockerfile(image), re.M)) - {"--from=build"}
     assert {c.rstrip("/") for c in copied} <= allowed | {"pyproject.toml README.md ./"}
 
@@ -73,7 +73,7 @@ def test_sidecar_image_installs_what_the_sidecar_imports() -> None:
     pip_lines = [line for line in text.splitlines() if "pip install" in line and "--no-deps" not in line]
     specs = [spec for line in pip_lines for spec in re.findall(r'"([^"]+)"', line)]
     installed = {re.split(r"[<>=;\[ ]", spec)[0].lower() for spec in specs}
-    imports = third_party_imports("modelroute_sidecar")
+    imports = third_party_imports("modelroute_sidecar") | third_party_imports("modelroute_contract")
     assert imports, "the sidecar imports something"
     missing = {DISTRIBUTION_OF.get(m, m) for m in imports} - installed
     assert not missing, f"docker/sidecar.Dockerfile does not install {missing}"

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from modelroute_operator.resources import CanaryPhase
+from modelroute_operator.logic.resources import CanaryPhase
 from modelroute_sidecar.metrics import HotCounter, HotHistogram, Metrics
 from tests.chart.helm import CHART, CI_VALUES, PROMETHEUS_APIS, Doc, render
 from tests.kube_harness import REPO

@@ -21,9 +21,9 @@ import openai
 import pytest
 from aiohttp import web
 
+from modelroute_contract import RouterConfig
 from modelroute_sidecar.admin import LocalFleet, create_admin_app
 from modelroute_sidecar.app import build_sidecar, data_plane
-from modelroute_sidecar.contract import RouterConfig
 from modelroute_sidecar.server import DataServer
 from modelroute_sidecar.settings import Settings
 from modelroute_sidecar.state import Sidecar

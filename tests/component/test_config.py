@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
-from modelroute_sidecar.contract import RouterConfig
+from modelroute_contract import RouterConfig
 from tests.component.conftest import (
     ADMIN_TOKEN,
     Running,

@@ -9,7 +9,7 @@ import time
 import openai
 import pytest
 
-from modelroute_sidecar.contract import Resilience
+from modelroute_contract import Resilience
 from modelroute_sidecar.ejection import Ejections
 from modelroute_sidecar.stats import EndpointStats
 from tests.component.conftest import Running, SidecarFactory, build_config

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from modelroute_sidecar.contract import RouterConfig
+from modelroute_contract import RouterConfig
 from tests.component.conftest import SidecarFactory, build_config
 from tests.component.test_httpclient import read_request
 from tests.fakes.upstream import FakeUpstream

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from modelroute_operator.health import probe
-from modelroute_sidecar.contract import CredentialRef, RouterConfig, TlsConfig
+from modelroute_contract import CredentialRef, RouterConfig, TlsConfig
+from modelroute_operator.clients.probe import probe
 from modelroute_sidecar.httpclient import Pool, UpstreamError
 from modelroute_sidecar.proxies import ProxyConfig
 from modelroute_sidecar.tls import TlsContexts, TlsError

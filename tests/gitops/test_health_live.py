@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from modelroute_operator.status_report import object_health
+from modelroute_operator.logic.status_report import object_health
 from tests.e2e.conftest import next_ip
 from tests.gitops.argo_lua import run_health
 from tests.gitops.live import capture, live_version, start_sidecar

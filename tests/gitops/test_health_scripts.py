@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from lupa.lua51 import LuaError
 
-from modelroute_operator.status_report import object_health
+from modelroute_operator.logic.status_report import object_health
 from tests.gitops.argo_lua import KINDS, new_runtime, run_health, script_path
 from tests.gitops.live import FIXTURES
 

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 def modelroute_status(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "modelroute_operator.cli", "status", *args],
+        [sys.executable, "-m", "modelroute_operator.runtime.cli", "status", *args],
         capture_output=True,
         text=True,
         env=plane.kubectl_env(),
@@ -111,7 +111,7 @@ def test_status_reports_sync_and_health(
 
         # ... and returns 0 as soon as the lagging pod goes away: everything is synced again.
         waiting = subprocess.Popen(
-            [sys.executable, "-m", "modelroute_operator.cli", "status", "-n", ns, "--wait", "--timeout", "90s"],
+            [sys.executable, "-m", "modelroute_operator.runtime.cli", "status", "-n", ns, "--wait", "--timeout", "90s"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -140,7 +140,7 @@ def test_status_reports_sync_and_health(
 
 def test_status_without_a_cluster_exits_2(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "modelroute_operator.cli", "status"],
+        [sys.executable, "-m", "modelroute_operator.runtime.cli", "status"],
         capture_output=True,
         text=True,
         env={"KUBECONFIG": str(tmp_path / "missing"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},

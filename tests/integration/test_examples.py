@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from modelroute_sidecar.contract import RouterConfig
+from modelroute_contract import RouterConfig
 from tests.kube_harness import REPO, ControlPlane, Kubectl, OperatorProcess, new_namespace, wait_for
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from modelroute_sidecar.contract import RouterConfig, short_version
+from modelroute_contract import RouterConfig, short_version
 from tests.kube_harness import ControlPlane, Kubectl, OperatorProcess, new_namespace, wait_for
 from tests.manifests import canary, endpoint, policy, to_yaml, with_change
 

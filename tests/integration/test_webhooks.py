@@ -2,7 +2,7 @@
 field and the reason, used objects cannot be deleted, and pods of labelled namespaces (or pods that ask)
 come back with the router sidecar injected and the app pointed at it.
 
-The webhook server runs as its own process (`python -m modelroute_operator.webhook_server serve`) on
+The webhook server runs as its own process (`python -m modelroute_operator.runtime.webhook_server serve`) on
 127.0.0.1 with a self-signed certificate. The API server is shared with other test modules, so every
 webhook here only selects namespaces carrying this module's own label, and the configurations are
 deleted at the end.
@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from modelroute_operator.webhook_server import generate_certificates, webhook_configurations
+from modelroute_operator.logic.registration import webhook_configurations
+from modelroute_operator.runtime.certificates import generate_certificates
 from tests.kube_harness import ControlPlane, Kubectl, free_port, new_namespace, wait_for
 from tests.manifests import endpoint, policy, to_yaml, with_change
 
@@ -74,7 +75,7 @@ def webhooks(
             [
                 sys.executable,
                 "-m",
-                "modelroute_operator.webhook_server",
+                "modelroute_operator.runtime.webhook_server",
                 "serve",
                 "--webhook-host=127.0.0.1",
                 f"--webhook-port={port}",

@@ -22,40 +22,41 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from modelroute_operator.admission import (
+from modelroute_operator.clients.kube import RawObjects
+from modelroute_operator.logic.compiler import NamespaceObjects, compile_namespace, parse_object
+from modelroute_operator.logic.injection import (
     SECRETS_DIR,
-    AdmissionRequest,
-    Enforcement,
     InjectionSettings,
-    ReviewError,
-    ValidationSettings,
-    Verdict,
     credential_secrets,
     injection_patch,
-    is_missing_reference,
     mutate_pod,
-    parse_review,
     pointer,
-    review_response,
     secret_volume_name,
     sidecar_container,
-    validate,
     wants_sidecar,
 )
-from modelroute_operator.compiler import NamespaceObjects, compile_namespace, parse_object
-from modelroute_operator.kube import RawObjects
-from modelroute_operator.resources import Canary, ModelEndpoint, RoutingPolicy
-from modelroute_operator.webhook_server import (
-    WebhookServer,
-    WebhookSettings,
-    add_arguments,
-    create_app,
+from modelroute_operator.logic.registration import webhook_configurations
+from modelroute_operator.logic.resources import Canary, ModelEndpoint, RoutingPolicy
+from modelroute_operator.logic.review import (
+    AdmissionRequest,
+    ReviewError,
+    Verdict,
+    parse_review,
+    review_response,
+)
+from modelroute_operator.logic.validation import (
+    Enforcement,
+    ValidationSettings,
+    is_missing_reference,
+    validate,
+)
+from modelroute_operator.runtime.certificates import (
     generate_certificates,
     keep_certificate_fresh,
-    settings_from_args,
     tls_context,
-    webhook_configurations,
 )
+from modelroute_operator.runtime.webhook_args import add_arguments, settings_from_args
+from modelroute_operator.runtime.webhook_server import WebhookServer, WebhookSettings, create_app
 
 NS = "team-a"
 Body = dict[str, Any]

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from tests.unit.test_admission import SETTINGS, FakeReader, as_review, base, policy, request
 
-from modelroute_operator.webhook_server import WebhookSettings, WebhookThread, generate_certificates
+from modelroute_operator.runtime.certificates import generate_certificates
+from modelroute_operator.runtime.webhook_server import WebhookSettings, WebhookThread
 
 ANSWER_WITHIN = 0.5
 """Generous for a loaded 2-core machine; the main loop is held for 3 s."""

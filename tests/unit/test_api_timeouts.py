@@ -13,10 +13,10 @@ import pytest
 import urllib3
 from kubernetes import client
 
-from modelroute_operator.handlers import configure_kopf
-from modelroute_operator.kube import ApiTimeout, KubeApi, TransientApiError
-from modelroute_operator.leader import KubeLeaseLock, LeaderElector, LeaseSettings
-from modelroute_operator.resources import Canary
+from modelroute_operator.clients.kube import ApiTimeout, KubeApi, TransientApiError
+from modelroute_operator.clients.leader import KubeLeaseLock, LeaderElector, LeaseSettings
+from modelroute_operator.logic.resources import Canary
+from modelroute_operator.runtime.handlers import configure_kopf
 
 BOUNDS = ApiTimeout(connect=0.3, read=0.5)
 SLACK = 1.0

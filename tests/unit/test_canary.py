@@ -15,21 +15,25 @@ from typing import Any
 
 import pytest
 
-from modelroute_operator.canary import (
-    CanaryEvent,
-    CanaryOutcome,
-    CanaryStats,
+from modelroute_contract.stats import StatsSnapshot
+from modelroute_operator.logic.canary import CanaryEvent, CanaryOutcome, step
+from modelroute_operator.logic.resources import (
+    CanaryPhase,
+    CanarySpec,
+    CanaryStatus,
+    HistoryEntry,
     SideCounters,
-    SideStats,
     StepBaseline,
+)
+from modelroute_operator.logic.traffic import (
+    CanaryStats,
+    SideStats,
     counters,
     p95,
     quantile,
-    step,
     sum_stats,
     window,
 )
-from modelroute_operator.resources import CanaryPhase, CanarySpec, CanaryStatus, HistoryEntry
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 INF = math.inf
@@ -599,15 +603,17 @@ def test_history_keeps_the_last_50() -> None:
 
 def snapshot(
     pod: str, endpoints: dict[str, tuple[int, int, Sequence[int]]], bounds: Sequence[float]
-) -> dict[str, Any]:
-    return {
-        "pod": pod,
-        "latencyBucketsMs": list(bounds),
-        "endpoints": {
-            name: {"requests": r, "errors": e, "latencyBuckets": list(buckets), "replicas": {}}
-            for name, (r, e, buckets) in endpoints.items()
-        },
-    }
+) -> StatsSnapshot:
+    return StatsSnapshot.model_validate(
+        {
+            "pod": pod,
+            "latencyBucketsMs": list(bounds),
+            "endpoints": {
+                name: {"requests": r, "errors": e, "latencyBuckets": list(buckets), "replicas": {}}
+                for name, (r, e, buckets) in endpoints.items()
+            },
+        }
+    )
 
 
 def test_sum_stats_adds_sidecars_and_converts_to_seconds() -> None:

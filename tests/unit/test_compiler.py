@@ -15,16 +15,16 @@ from typing import Any
 
 import pytest
 
-from modelroute_operator.compiler import (
+from modelroute_contract import Health, RouterConfig
+from modelroute_operator.logic.compiler import (
     CompileResult,
     NamespaceObjects,
     ObjectInvalid,
     compile_namespace,
     parse_object,
 )
-from modelroute_operator.manifests import load_manifests
-from modelroute_operator.resources import Canary, ModelEndpoint, RoutingPolicy
-from modelroute_sidecar.contract import Health, RouterConfig
+from modelroute_operator.logic.manifests import load_manifests
+from modelroute_operator.logic.resources import Canary, ModelEndpoint, RoutingPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

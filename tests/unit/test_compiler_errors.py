@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from modelroute_operator.compiler import (
+from modelroute_operator.logic.compiler import (
     CompileError,
     NamespaceObjects,
     ObjectInvalid,
     compile_namespace,
     parse_object,
 )
-from modelroute_operator.resources import Canary, ModelEndpoint, RoutingPolicy
+from modelroute_operator.logic.resources import Canary, ModelEndpoint, RoutingPolicy
 
 NS = "team-a"
 Body = dict[str, Any]

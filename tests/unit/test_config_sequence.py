@@ -9,10 +9,10 @@ import time
 import pytest
 from tests.unit.test_compiler import endpoint, objects, policy, rule
 
-from modelroute_operator.compiler import NamespaceObjects, PreviousConfig, compile_namespace
-from modelroute_operator.kube import LiveConfig
-from modelroute_operator.reconciler import previous_config
-from modelroute_sidecar.contract import RouterConfig, config_order
+from modelroute_contract import RouterConfig, config_order
+from modelroute_operator.clients.kube import LiveConfig
+from modelroute_operator.logic.compiler import NamespaceObjects, PreviousConfig, compile_namespace
+from modelroute_operator.runtime.reconciler import previous_config
 
 
 def config(sequence: int, namespace: str = "team-a") -> RouterConfig:

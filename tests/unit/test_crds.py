@@ -15,8 +15,8 @@ import jsonschema
 import pydantic
 import pytest
 
-from modelroute_operator import crdgen
-from modelroute_operator.resources import (
+from modelroute_operator.logic import crdgen
+from modelroute_operator.logic.resources import (
     GROUP,
     KINDS,
     VERSION,

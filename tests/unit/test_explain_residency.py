@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from modelroute_operator import cli
+from modelroute_operator.runtime import cli
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "multi-region-eu-residency"
 

@@ -15,8 +15,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from modelroute_operator.health import Transition, due, observe, probe
-from modelroute_operator.resources import HealthCheck, ReplicaHealth, ReplicaStatus
+from modelroute_operator.clients.probe import probe
+from modelroute_operator.logic.health import Transition, due, observe
+from modelroute_operator.logic.resources import HealthCheck, ReplicaHealth, ReplicaStatus
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 U, H, X = ReplicaHealth.UNKNOWN, ReplicaHealth.HEALTHY, ReplicaHealth.UNHEALTHY

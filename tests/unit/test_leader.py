@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from tests.kube_harness import wait_for
 
-from modelroute_operator.leader import (
+from modelroute_operator.clients.leader import (
     Clock,
     LeaderElector,
     LeaseConflictError,

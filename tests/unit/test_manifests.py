@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from modelroute_operator.compiler import compile_namespace
-from modelroute_operator.manifests import ManifestError, load_manifests, manifest_files
+from modelroute_operator.logic.compiler import compile_namespace
+from modelroute_operator.logic.manifests import ManifestError, load_manifests, manifest_files
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

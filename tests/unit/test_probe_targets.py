@@ -14,8 +14,8 @@ import pytest
 from aiohttp import ClientSession, web
 from tests.manifests import endpoint, with_change
 
-from modelroute_operator.kube import SecretForbiddenError
-from modelroute_operator.monitor import HealthMonitor
+from modelroute_operator.clients.kube import SecretForbiddenError
+from modelroute_operator.runtime.monitor import HealthMonitor
 
 
 class FakeKube:

@@ -9,8 +9,8 @@ import itertools
 import pytest
 from tests.kube_harness import REPO
 
-from modelroute_operator import cli
-from modelroute_operator.progress import Progress, parse_duration
+from modelroute_operator.logic.progress import Progress, parse_duration
+from modelroute_operator.runtime import cli
 
 ERASE = "\r\x1b[K"
 

@@ -13,12 +13,12 @@ import aiohttp
 from tests.kube_harness import wait_for
 from tests.manifests import endpoint, policy
 
-from modelroute_operator.kube import LiveConfig, RawObjects
-from modelroute_operator.monitor import CanaryRunner, HealthMonitor
-from modelroute_operator.namespace_queue import NamespaceQueue
-from modelroute_operator.reconciler import Reconciler
-from modelroute_operator.sync import Syncer
-from modelroute_sidecar.contract import RouterConfig
+from modelroute_contract import RouterConfig
+from modelroute_operator.clients.kube import LiveConfig, RawObjects
+from modelroute_operator.clients.namespace_queue import NamespaceQueue
+from modelroute_operator.clients.sync import Syncer
+from modelroute_operator.runtime.monitor import CanaryRunner, HealthMonitor
+from modelroute_operator.runtime.reconciler import Reconciler
 
 NS = "team-a"
 

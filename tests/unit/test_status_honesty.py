@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from tests.manifests import canary, endpoint, policy
 
-from modelroute_operator import status as st
-from modelroute_operator.compiler import NamespaceObjects, compile_namespace, parse_object
-from modelroute_operator.resources import Canary, ModelEndpoint, RoutingPolicy
-from modelroute_sidecar.contract import RouterConfig, short_version
+from modelroute_contract import RouterConfig, short_version
+from modelroute_operator.logic import status as st
+from modelroute_operator.logic.compiler import NamespaceObjects, compile_namespace, parse_object
+from modelroute_operator.logic.resources import Canary, ModelEndpoint, RoutingPolicy
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from modelroute_operator import cli
-from modelroute_operator.status_report import (
+from modelroute_operator.logic.status_report import (
     Assessment,
     Health,
     PodSync,
@@ -25,6 +24,7 @@ from modelroute_operator.status_report import (
     report_json,
     waiting_on,
 )
+from modelroute_operator.runtime import cli
 
 NS = "team-a"
 V = "0123456789abcdef"

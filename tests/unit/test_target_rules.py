@@ -1,6 +1,6 @@
 """Config that cannot be pointed inward: replica URLs, header matches, score ranges, token counts and names.
 
-One rule each lives in `modelroute_sidecar.contract`; these tests hold the rule itself (every spelling of
+One rule each lives in `modelroute_contract`; these tests hold the rule itself (every spelling of
 a metadata address), the compiler and admission webhook reporting it at the field at fault, and the
 sidecar refusing a pushed config that breaks it even when no operator checked it first.
 """
@@ -15,16 +15,18 @@ from typing import Any
 import pytest
 from tests.manifests import canary, endpoint, policy, with_change
 
-from modelroute_operator.admission import AdmissionRequest, InjectionSettings, validate
-from modelroute_operator.compiler import (
+import modelroute_contract as contract
+from modelroute_operator.logic.compiler import (
     CompileError,
     NamespaceObjects,
     ObjectInvalid,
     compile_namespace,
     parse_object,
 )
-from modelroute_operator.resources import Canary, ModelEndpoint, RoutingPolicy
-from modelroute_sidecar import contract
+from modelroute_operator.logic.injection import InjectionSettings
+from modelroute_operator.logic.resources import Canary, ModelEndpoint, RoutingPolicy
+from modelroute_operator.logic.review import AdmissionRequest
+from modelroute_operator.logic.validation import validate
 from modelroute_sidecar.configstore import ConfigRejectedError, build_snapshot
 from modelroute_sidecar.errors import ApiError
 from modelroute_sidecar.settings import Settings

@@ -7,7 +7,7 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from modelroute_sidecar.contract import PolicyConfig, TenantLimit
+from modelroute_contract import PolicyConfig, TenantLimit
 from modelroute_sidecar.ratelimit import TenantLimiter, TenantTable
 
 LIMIT = TenantLimit(requests_per_minute=60)

@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Literal
 
-from modelroute_sidecar.contract import CanarySplit
+from modelroute_contract import CanarySplit
 
 from .model import Dropped, DropReason, RequestFeatures
 

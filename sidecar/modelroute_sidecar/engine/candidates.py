@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelroute_sidecar.contract import EndpointConfig
+from modelroute_contract import EndpointConfig
 
 from .model import Choice, Dropped, DropReason, Role
 

@@ -28,9 +28,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modelroute_sidecar.contract import Residency, compile_pattern
+from modelroute_contract import Residency
 
-from .detectors import DETECTORS, ContentScan
+from .detectors import DETECTORS, ContentScan, compile_pattern
 from .filters import PUBLIC
 from .model import DecisionError, RequestFeatures
 

@@ -15,18 +15,27 @@ Patterns only start at a token boundary and are possessive where a digit run cou
 a long or hostile prompt costs linear time.
 
 A policy may add its own `pattern` detectors (named regular expressions, e.g. an employee id). Those are
-compiled by RE2 (`contract.compile_pattern`), which matches in time linear in the text whatever the
+compiled by RE2 (`compile_pattern`, below), which matches in time linear in the text whatever the
 pattern, so a policy cannot make a prompt cost exponential time; each runs once per request over the same
-normalised text as the built-in detectors (`ContentScan.matches`).
+normalised text as the built-in detectors (`ContentScan.matches`). Whether a pattern is valid RE2 is
+decided here too, once for both sides (`detector_problem`, `config_pattern_problem`): the operator's
+compiler and admission call it, and the sidecar calls it on every config it loads; the contract package
+only checks a pattern's shape, since it imports nothing but pydantic.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote
+
+import re2
+
+from modelroute_contract import PATTERN_DETECTORS_MAX, RouterConfig
+from modelroute_contract import detector_problem as detector_shape_problem
 
 DetectorKind = str
 """One of `email`, `phone`, `card`, `iban` (the contract's built-in `Detector.kind`s; kind `pattern` runs
@@ -246,7 +255,7 @@ class ContentScan:
         return found
 
     def matches(self, key: str, regex: Any) -> bool:
-        """Whether a policy's compiled pattern (`contract.compile_pattern`: RE2, linear time) matches
+        """Whether a policy's compiled pattern (`compile_pattern`: RE2, linear time) matches
         anywhere in the normalised prompt; `key` (the detector's name) caches the answer for this scan."""
         key = "pattern:" + key
         found = self._found.get(key)
@@ -262,3 +271,59 @@ class ContentScan:
         if self._windows is None:
             self._windows = digit_windows(self._text)
         return any(detect(window) for window in self._windows)
+
+
+# --------------------------------------------------------------------- a policy's `pattern` detectors
+
+
+def _re2_options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False  # a refused pattern is reported to whoever sent it, not to stderr
+    options.never_capture = True  # only "found or not" is asked: no submatch bookkeeping
+    return options
+
+
+_RE2_OPTIONS: Final = _re2_options()
+
+
+@functools.lru_cache(maxsize=4 * PATTERN_DETECTORS_MAX)
+def compile_pattern(pattern: str) -> re2._Regexp:
+    """A detector pattern compiled by RE2, which matches in time linear in the text: no pattern a policy
+    carries can make a request cost exponential time (no backtracking; backreferences and look-around
+    are not RE2 syntax and are refused). Cached: the checks below, the compiler and the sidecar's
+    `Classifier` compile each pattern once. Raises `re2.error` when the pattern is not valid RE2."""
+    return re2.compile(pattern, _RE2_OPTIONS)
+
+
+def pattern_syntax_problem(pattern: str) -> str | None:
+    """Why a detector pattern is not valid RE2 syntax, or None."""
+    try:
+        compile_pattern(pattern)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        return f"is not a valid RE2 regular expression: {reason}"
+    return None
+
+
+def detector_problem(kind: str, name: str | None, pattern: str | None) -> tuple[str, str] | None:
+    """Why a detector's `name` and `pattern` do not fit its kind: (field, reason), or None. The
+    contract's shape check (`modelroute_contract.detector_problem`), then RE2 syntax of a pattern."""
+    problem = detector_shape_problem(kind, name, pattern)
+    if problem or kind != "pattern" or pattern is None:
+        return problem
+    syntax = pattern_syntax_problem(pattern)
+    return ("pattern", syntax) if syntax else None
+
+
+def config_pattern_problem(config: RouterConfig) -> str | None:
+    """Where and why a RouterConfig carries a `pattern` detector that is not valid RE2, or None (the
+    sidecar's check of every config it loads; the contract's validation checked everything else)."""
+    for i, policy in enumerate(config.policies):
+        for j, detector in enumerate(policy.residency.detectors):
+            if detector.kind == "pattern":
+                problem = pattern_syntax_problem(detector.pattern)
+                if problem:
+                    return f"policies.{i}.residency.detectors.{j}.pattern: pattern {problem}"
+    return None

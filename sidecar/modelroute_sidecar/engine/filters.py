@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from modelroute_sidecar.contract import DataClassRule, residency_violation
+from modelroute_contract import PUBLIC_CLASS, DataClassRule, residency_violation
 
 from .candidates import Candidate, EndpointTraits
 from .model import Dropped, DropReason, HealthView, RequestFeatures
 
-PUBLIC = "public"
+PUBLIC = PUBLIC_CLASS
 """The data class of requests carrying no restricted data; any replica may take them."""
 
 Groups = Sequence[Sequence[Candidate]]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from modelroute_sidecar.contract import EndpointConfig, Health, PolicyConfig, RuleConfig
+from modelroute_contract import EndpointConfig, Health, PolicyConfig, RuleConfig
 
 from .canary import CanaryPlan
 from .candidates import EJECTED_DETAIL, Candidate, EndpointTraits, make_choice

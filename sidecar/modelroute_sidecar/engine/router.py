@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from modelroute_sidecar.contract import RouterConfig
+from modelroute_contract import RouterConfig
 
 from .canary import CanaryPlan, Side, choose_side
 from .candidates import Candidate, EndpointTraits

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from modelroute_sidecar.contract import RangeMatch, RuleMatch
+from modelroute_contract import RangeMatch, RuleMatch
 
 from .complexity import LazyComplexity
 from .model import RequestFeatures

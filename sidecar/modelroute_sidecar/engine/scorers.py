@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
-from modelroute_sidecar.contract import Locality
+from modelroute_contract import Locality
 
 from .candidates import Candidate
 from .model import Choice

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelroute_sidecar.contract import (
+from modelroute_contract import (
     Budgets,
     CanarySplit,
     Capabilities,

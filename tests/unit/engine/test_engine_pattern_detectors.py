@@ -10,9 +10,14 @@ import pytest
 from engine_builders import features
 from pydantic import ValidationError
 
-from modelroute_sidecar.contract import DataClassRule, Detector, Residency, compile_pattern
+from modelroute_contract import DataClassRule, Detector, PolicyConfig, Residency, RouterConfig
 from modelroute_sidecar.engine.classification import Classification, Classifier
-from modelroute_sidecar.engine.detectors import ContentScan
+from modelroute_sidecar.engine.detectors import (
+    ContentScan,
+    compile_pattern,
+    config_pattern_problem,
+    detector_problem,
+)
 from modelroute_sidecar.engine.features import extract_features
 
 EMPLOYEE_ID = r"(?i)\bemp-\d{6}\b"
@@ -149,23 +154,47 @@ def test_a_catastrophic_backtracking_pattern_costs_linear_time() -> None:
     assert long <= 100 * short + 0.01, (short, long)
 
 
-@pytest.mark.parametrize(
-    ("fields", "words"),
-    [
-        ({"kind": "pattern", "name": "bad", "pattern": "(unclosed"}, "missing )"),
-        ({"kind": "pattern", "name": "bad", "pattern": r"(?<=x)y"}, "invalid perl operator"),
-        ({"kind": "pattern", "name": "bad", "pattern": r"(a)\1"}, "invalid escape sequence"),
-        ({"kind": "pattern", "name": "bad", "pattern": "a" * 1025}, "at most 1024"),
-        ({"kind": "pattern", "name": "bad", "pattern": ""}, "must not be empty"),
-        ({"kind": "pattern", "pattern": "a"}, "name is required"),
-        ({"kind": "pattern", "name": "Bad Name", "pattern": "a"}, "not a DNS label"),
-        ({"kind": "email", "pattern": "a"}, "only allowed with kind 'pattern'"),
-        ({"kind": "email", "name": "a"}, "only allowed with kind 'pattern'"),
-    ],
-)
+SYNTAX_PROBLEMS = [
+    ({"kind": "pattern", "name": "bad", "pattern": "(unclosed"}, "missing )"),
+    ({"kind": "pattern", "name": "bad", "pattern": r"(?<=x)y"}, "invalid perl operator"),
+    ({"kind": "pattern", "name": "bad", "pattern": r"(a)\1"}, "invalid escape sequence"),
+]
+SHAPE_PROBLEMS = [
+    ({"kind": "pattern", "name": "bad", "pattern": "a" * 1025}, "at most 1024"),
+    ({"kind": "pattern", "name": "bad", "pattern": ""}, "must not be empty"),
+    ({"kind": "pattern", "pattern": "a"}, "name is required"),
+    ({"kind": "pattern", "name": "Bad Name", "pattern": "a"}, "not a DNS label"),
+    ({"kind": "email", "pattern": "a"}, "only allowed with kind 'pattern'"),
+    ({"kind": "email", "name": "a"}, "only allowed with kind 'pattern'"),
+]
+
+
+@pytest.mark.parametrize(("fields", "words"), SHAPE_PROBLEMS)
 def test_the_contract_refuses_a_detector_the_engine_could_not_run(fields: dict[str, Any], words: str) -> None:
     with pytest.raises(ValidationError, match=words.replace("(", r"\(").replace(")", r"\)")):
         Detector(data_class="hr", **fields)
+
+
+@pytest.mark.parametrize(("fields", "words"), SYNTAX_PROBLEMS + SHAPE_PROBLEMS)
+def test_the_engine_refuses_a_detector_it_could_not_run(fields: dict[str, Any], words: str) -> None:
+    """The contract has no RE2 (pydantic and the standard library only): the engine's `detector_problem`
+    adds the syntax check, and is what the operator's compiler and admission call."""
+    problem = detector_problem(fields["kind"], fields.get("name"), fields.get("pattern"))
+    assert problem is not None and words in f"{problem[0]} {problem[1]}", problem
+
+
+@pytest.mark.parametrize(("fields", "words"), SYNTAX_PROBLEMS)
+def test_a_loaded_config_with_a_pattern_that_is_not_re2_is_refused(fields: dict[str, Any], words: str) -> None:
+    detector = Detector(data_class="hr", **fields)  # the shape is fine: the contract accepts it
+    config = RouterConfig(
+        namespace="team-a",
+        policies=(
+            PolicyConfig(name="p", virtual_models=("auto",), rules=(), residency=Residency(detectors=(detector,))),
+        ),
+    )
+    problem = config_pattern_problem(config)
+    assert problem is not None and problem.startswith("policies.0.residency.detectors.0.pattern: pattern is")
+    assert words in problem
 
 
 def test_the_contract_bounds_pattern_detectors_per_policy() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from engine_builders import FakeHealth, config, endpoint, features, policy, replica, residency, rule
 
-from modelroute_sidecar.contract import CanarySplit, Health, RouterConfig
+from modelroute_contract import CanarySplit, Health, RouterConfig
 from modelroute_sidecar.engine import Decision, DropReason, Role, Router
 from modelroute_sidecar.engine.complexity import NOT_SCORED
 

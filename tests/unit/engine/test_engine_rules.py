@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from engine_builders import features
 
-from modelroute_sidecar.contract import HeaderMatch, RangeMatch, RuleMatch
+from modelroute_contract import HeaderMatch, RangeMatch, RuleMatch
 from modelroute_sidecar.engine.complexity import NOT_SCORED, LazyComplexity
 from modelroute_sidecar.engine.rules import (
     CompiledRule,

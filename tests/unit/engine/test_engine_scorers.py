@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from engine_builders import candidate
 
-from modelroute_sidecar.contract import Locality
+from modelroute_contract import Locality
 from modelroute_sidecar.engine.model import Role
 from modelroute_sidecar.engine.scorers import build_plan, locality_ranks, pick_weighted, sort_key
 

@@ -14,7 +14,7 @@ from engine_builders import FakeHealth, features
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelroute_sidecar.contract import (
+from modelroute_contract import (
     Budgets,
     CanarySplit,
     Capabilities,

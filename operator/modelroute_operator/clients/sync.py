@@ -19,21 +19,17 @@ from typing import Any
 
 import aiohttp
 
-from modelroute_sidecar.contract import short_version
-
-from . import status as st
-from .kube import KubeApi, LiveConfig
-from .namespace_queue import NamespaceQueue
-from .resources import RoutingPolicy
+from modelroute_contract import admin, short_version
+from modelroute_contract.admin import DEFAULT_ADMIN_PORT, TOKEN_KEY, TOKEN_SECRET
+from modelroute_contract.constants import ADMIN_PORT_ANNOTATION, SIDECAR_LABEL, SIDECAR_LABEL_VALUE
+from modelroute_contract.stats import StatsSnapshot
+from modelroute_operator.clients.kube import KubeApi, LiveConfig
+from modelroute_operator.clients.namespace_queue import NamespaceQueue
+from modelroute_operator.logic import status as st
+from modelroute_operator.logic.resources import RoutingPolicy
 
 log = logging.getLogger(__name__)
 
-SIDECAR_LABEL = "modelroute.dev/router"
-SIDECAR_LABEL_VALUE = "sidecar"
-ADMIN_PORT_ANNOTATION = "modelroute.dev/admin-port"
-DEFAULT_ADMIN_PORT = 9901
-TOKEN_SECRET = "modelroute-sidecar-admin"
-TOKEN_KEY = "token"
 PUSH_TIMEOUT_SECONDS = 3.0
 RESYNC_SECONDS = 30.0
 """How often every sidecar's version is re-read, to notice a restarted sidecar process."""
@@ -171,24 +167,26 @@ class Syncer:
         report.status_writes = await self._write_status(namespace, fields)
         return report
 
-    async def fetch_stats(self, namespace: str) -> list[dict[str, Any]]:
-        """The `/stats` documents of the namespace's ready sidecars (unreachable ones are left out)."""
+    async def fetch_stats(self, namespace: str) -> list[StatsSnapshot]:
+        """The `/stats` documents of the namespace's ready sidecars (unreachable ones are left out).
+
+        Raises ValueError (pydantic's ValidationError) when a sidecar answers with a document that is not
+        a `StatsSnapshot`: the canary then holds, as it does for figures that cannot be summed."""
         pods = ready_sidecars(await self._kube.list_pods(namespace, f"{SIDECAR_LABEL}={SIDECAR_LABEL_VALUE}"))
         if not pods:
             return []
         token = await self._token(namespace)
         answers = await asyncio.gather(*(self._get_stats(p, token) for p in pods))
-        return [doc for doc in answers if doc is not None]
+        return [StatsSnapshot.model_validate(doc) for doc in answers if doc is not None]
 
-    async def _get_stats(self, pod: SidecarPod, token: str) -> dict[str, Any] | None:
+    async def _get_stats(self, pod: SidecarPod, token: str) -> Any:
         timeout = aiohttp.ClientTimeout(total=PUSH_TIMEOUT_SECONDS)
         try:
             async with self._session.get(
-                f"{pod.base_url}/stats", headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+                f"{pod.base_url}{admin.STATS_PATH}", headers=admin.authorization(token), timeout=timeout
             ) as r:
                 if r.status == 200:
-                    doc: dict[str, Any] = await r.json()
-                    return doc
+                    return await r.json()
                 log.warning("stats of %s: HTTP %d", pod.name, r.status)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.warning("stats of %s failed: %s", pod.name, exc or type(exc).__name__)
@@ -196,16 +194,16 @@ class Syncer:
 
     async def _bring_up_to_date(self, pod: SidecarPod, live: LiveConfig, token: str) -> tuple[str, bool]:
         """(version the pod now runs or "" when unknown, whether a push was sent)."""
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = admin.authorization(token)
         timeout = aiohttp.ClientTimeout(total=PUSH_TIMEOUT_SECONDS)
         try:
             async with self._session.get(
-                f"{pod.base_url}/config/version", headers=headers, timeout=timeout
+                f"{pod.base_url}{admin.VERSION_PATH}", headers=headers, timeout=timeout
             ) as r:
                 if r.status == 200 and (await r.json()).get("version") == live.version:
                     return live.version, False
             async with self._session.put(
-                f"{pod.base_url}/config",
+                f"{pod.base_url}{admin.CONFIG_PATH}",
                 data=live.config_json,
                 headers={**headers, "Content-Type": "application/json"},
                 timeout=timeout,

@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from modelroute_sidecar.contract import short_version
+from modelroute_contract import short_version
+from modelroute_contract.constants import CONFIG_VERSION_ANNOTATION
 
-VERSION_ANNOTATION = "modelroute.dev/config-version"
 MAX_MESSAGE = 100
 """Longest message shown in a table cell (JSON output has the whole message)."""
 
@@ -327,7 +327,7 @@ def live_versions(configmaps: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     out = {}
     for cm in configmaps:
         meta = _meta(cm)
-        version = (meta.get("annotations") or {}).get(VERSION_ANNOTATION)
+        version = (meta.get("annotations") or {}).get(CONFIG_VERSION_ANNOTATION)
         if version:
             out[str(meta.get("namespace"))] = short_version(str(version))
     return out

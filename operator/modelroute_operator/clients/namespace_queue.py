@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from .kube import TransientApiError
+from modelroute_operator.clients.kube import TransientApiError
 
 log = logging.getLogger(__name__)
 

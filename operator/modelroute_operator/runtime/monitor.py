@@ -21,12 +21,13 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
-from modelroute_sidecar.contract import replica_url_problem
-
-from . import canary as cn
-from . import health as hl
-from .kube import KubeApi, SecretForbiddenError, TransientApiError
-from .resources import (
+from modelroute_contract import replica_url_problem
+from modelroute_operator.clients import probe as pr
+from modelroute_operator.clients.kube import KubeApi, SecretForbiddenError, TransientApiError
+from modelroute_operator.clients.sync import Syncer
+from modelroute_operator.logic import canary as cn
+from modelroute_operator.logic import health as hl
+from modelroute_operator.logic.resources import (
     Canary,
     CanarySpec,
     CanaryStatus,
@@ -37,7 +38,7 @@ from .resources import (
     ReplicaStatus,
     seconds,
 )
-from .sync import Syncer
+from modelroute_operator.logic.traffic import CanaryStats, sum_stats
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ class HealthMonitor:
         server_name: str | None,
     ) -> tuple[bool, str | None]:
         async with self._slots:
-            return await hl.probe(
+            return await pr.probe(
                 self._session, url, check.path, seconds(check.timeout), token, tls, server_name
             )
 
@@ -327,10 +328,10 @@ class CanaryRunner:
             status = CanaryStatus.model_validate(body.get("status") or {})
         except ValidationError:
             return None
-        stats: cn.CanaryStats | None
+        stats: CanaryStats | None
         try:
             docs = await self._syncer.fetch_stats(key[0])
-            stats = cn.sum_stats(docs, spec.stable, spec.candidate) if docs else None
+            stats = sum_stats(docs, spec.stable, spec.candidate) if docs else None
         except ValueError as exc:
             log.warning("canary %s/%s: stats not usable: %s", *key, exc)
             stats = None

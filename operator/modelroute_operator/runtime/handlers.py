@@ -18,13 +18,13 @@ from typing import Any
 import aiohttp
 import kopf
 
-from modelroute_sidecar.contract import RouterConfig
-
-from .kube import KubeApi, load_client_config
-from .monitor import CanaryRunner, HealthMonitor
-from .reconciler import Reconciler
-from .resources import GROUP, KINDS, VERSION, Canary, ModelEndpoint
-from .sync import RESYNC_SECONDS, SIDECAR_LABEL, SIDECAR_LABEL_VALUE, Syncer
+from modelroute_contract import RouterConfig
+from modelroute_contract.constants import SIDECAR_LABEL, SIDECAR_LABEL_VALUE
+from modelroute_operator.clients.kube import KubeApi, load_client_config
+from modelroute_operator.clients.sync import RESYNC_SECONDS, Syncer
+from modelroute_operator.logic.resources import GROUP, KINDS, VERSION, Canary, ModelEndpoint
+from modelroute_operator.runtime.monitor import CanaryRunner, HealthMonitor
+from modelroute_operator.runtime.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
 

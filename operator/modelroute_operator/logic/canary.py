@@ -27,23 +27,22 @@ Choices where the design is silent:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from .resources import (
+from modelroute_operator.logic.resources import (
     AnalysisResult,
     CanaryPhase,
     CanarySpec,
     CanaryStatus,
     HistoryEntry,
-    SideCounters,
     SideFigures,
     StepBaseline,
     seconds,
 )
+
+from .traffic import CanaryStats, SideStats, counters, p95, window
 
 MAX_HISTORY = 50
 """History entries kept in status (oldest dropped first)."""
@@ -53,125 +52,6 @@ RECHECK_SECONDS = 10.0
 """How often a held step (too little traffic, no stats) looks again; shorter steps look at their pace."""
 MIN_REQUEUE_SECONDS = 0.1
 """Floor of `requeue_after`, so a step ending now is not polled in a busy loop."""
-INF = math.inf
-
-# ------------------------------------------------------------------------------------- traffic figures
-
-
-@dataclass(frozen=True)
-class SideStats:
-    """Cumulative figures of one endpoint, summed over the namespace's sidecars."""
-
-    requests: int
-    errors: int
-    latency_buckets: tuple[tuple[float, int], ...]
-    """Cumulative histogram, like Prometheus: (upper bound in seconds, count), the `+Inf` bucket last."""
-
-
-@dataclass(frozen=True)
-class CanaryStats:
-    """Cumulative figures of both sides of a canary."""
-
-    stable: SideStats
-    candidate: SideStats
-
-
-def quantile(q: float, buckets: Sequence[tuple[float, int]]) -> float | None:
-    """The q-quantile (0-1) of a cumulative histogram, interpolated linearly within the bucket as
-    Prometheus' `histogram_quantile` does; None without observations. A quantile in the `+Inf` bucket
-    is the highest finite bound."""
-    if len(buckets) < 2 or buckets[-1][0] != INF:
-        return None
-    total = buckets[-1][1]
-    if total <= 0:
-        return None
-    rank = q * total
-    index = next((i for i, (_, count) in enumerate(buckets[:-1]) if count >= rank), len(buckets) - 1)
-    if index == len(buckets) - 1:
-        return buckets[-2][0]
-    upper, count = buckets[index]
-    if index == 0 and upper <= 0:
-        return upper
-    lower, below = buckets[index - 1] if index else (0.0, 0)
-    in_bucket = count - below
-    return lower + (upper - lower) * (rank - below) / in_bucket if in_bucket else upper
-
-
-def p95(buckets: Sequence[tuple[float, int]]) -> float | None:
-    """95th percentile (seconds) of a cumulative histogram; None without observations."""
-    return quantile(0.95, buckets)
-
-
-def sum_stats(snapshots: Iterable[Mapping[str, Any]], stable: str, candidate: str) -> CanaryStats:
-    """Sum the sidecars' `/stats` documents into the figures of the canary's two endpoints.
-
-    An endpoint a sidecar has not served counts as zero there. Sidecars reporting different latency
-    buckets cannot be summed bucket by bucket: that raises ValueError, and the caller holds the canary
-    (passes no stats) until they agree.
-    """
-    docs = list(snapshots)
-    return CanaryStats(_sum_side(docs, stable), _sum_side(docs, candidate))
-
-
-def _sum_side(docs: Sequence[Mapping[str, Any]], endpoint: str) -> SideStats:
-    bounds_ms: list[float] | None = None
-    requests = errors = 0
-    counts: list[int] = []
-    for doc in docs:
-        doc_bounds = [float(b) for b in doc.get("latencyBucketsMs") or []]
-        if bounds_ms is None:
-            bounds_ms, counts = doc_bounds, [0] * (len(doc_bounds) + 1)
-        elif doc_bounds != bounds_ms:
-            raise ValueError(f"sidecar {doc.get('pod', '?')} reports different latency buckets")
-        figures = (doc.get("endpoints") or {}).get(endpoint)
-        if not figures:
-            continue
-        cumulative = [int(c) for c in figures.get("latencyBuckets") or []]
-        if len(cumulative) != len(counts):
-            raise ValueError(f"sidecar {doc.get('pod', '?')} reports {len(cumulative)} buckets")
-        requests += int(figures.get("requests", 0))
-        errors += int(figures.get("errors", 0))
-        counts = [a + b for a, b in zip(counts, cumulative, strict=True)]
-    if not bounds_ms and not counts:
-        return SideStats(requests, errors, ())
-    bounds = [b / 1000 for b in bounds_ms or []] + [INF]
-    return SideStats(requests, errors, tuple(zip(bounds, counts, strict=True)))
-
-
-# ----------------------------------------------------------------------------------- baseline (status)
-
-
-def counters(side: SideStats) -> SideCounters:
-    """The counters to store in status for one side (JSON has no `+Inf`, so that bound is implied)."""
-    bounds = [bound for bound, _ in side.latency_buckets if bound != INF]
-    counts = [count for _, count in side.latency_buckets]
-    if side.latency_buckets and side.latency_buckets[-1][0] != INF:
-        counts.append(counts[-1])  # no observations above the highest bound
-    return SideCounters(
-        requests=side.requests, errors=side.errors, latency_bounds_seconds=bounds, latency_buckets=counts
-    )
-
-
-def window(current: SideStats, start: SideCounters) -> SideStats | None:
-    """Traffic since `start`; None when a counter went down or the buckets changed (a sidecar restarted,
-    left, or was upgraded), since then the difference no longer means anything."""
-    now = counters(current)
-    if start == SideCounters():
-        # Taken while no sidecar reported: everything counted since is in the window.
-        start = SideCounters(
-            latency_bounds_seconds=now.latency_bounds_seconds, latency_buckets=[0] * len(now.latency_buckets)
-        )
-    if now.latency_bounds_seconds != start.latency_bounds_seconds:
-        return None
-    pairs = [(now.requests, start.requests), (now.errors, start.errors)]
-    pairs += list(zip(now.latency_buckets, start.latency_buckets, strict=True))
-    if any(after < before for after, before in pairs):
-        return None
-    bounds = [*now.latency_bounds_seconds, INF] if now.latency_buckets else []
-    counts = [a - b for a, b in zip(now.latency_buckets, start.latency_buckets, strict=True)]
-    return SideStats(
-        now.requests - start.requests, now.errors - start.errors, tuple(zip(bounds, counts, strict=True))
-    )
 
 
 # --------------------------------------------------------------------------------------------- outcome

@@ -2,7 +2,8 @@
 results into a replica's health.
 
 `observe` and `due` are pure and keep all their state in `ReplicaStatus`, so an operator restart resumes
-streaks and the probe schedule from status. `probe` is the only I/O here: one GET that never raises.
+streaks and the probe schedule from status. The probe itself (I/O: one GET that never raises) is
+`clients.probe`.
 
 Hysteresis (`HealthCheck` thresholds):
 - `Unknown` (never probed, or probing just enabled) is routable, so a new replica is trusted on its first
@@ -19,16 +20,10 @@ a replica was drained stays useful after it recovers; it describes the current s
 
 from __future__ import annotations
 
-import errno
-import socket
-import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
-from yarl import URL
-
-from .resources import HealthCheck, ReplicaHealth, ReplicaStatus, seconds
+from modelroute_operator.logic.resources import HealthCheck, ReplicaHealth, ReplicaStatus, seconds
 
 MAX_ERROR_CHARS = 1024
 """`ReplicaStatus.lastError` is limited to this many characters by the schema."""
@@ -120,62 +115,7 @@ def due(status: ReplicaStatus, check: HealthCheck, now: datetime) -> bool:
     return last + interval <= now or last > now + interval
 
 
-async def probe(
-    session: aiohttp.ClientSession,
-    url: str,
-    path: str,
-    timeout_seconds: float,
-    token: str | None,
-    tls: ssl.SSLContext | None = None,
-    server_name: str | None = None,
-) -> tuple[bool, str | None]:
-    """GET `path` on the host of the replica base URL `url`; `(True, None)` on a 2xx answer, else
-    `(False, short reason)`. Never raises (except cancellation); a hanging endpoint times out.
-    `tls` and `server_name` carry the endpoint's private CA and the name to verify (https only)."""
-    try:
-        target = URL(url).join(URL(path))
-    except (ValueError, TypeError) as exc:
-        return False, _short(f"invalid URL: {exc}")
-    if not target.is_absolute():
-        return False, _short(f"invalid URL: {url!r} has no host")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        # A redirect is not an answer from the model server (often a login page): report it as it is.
-        https = target.scheme == "https"
-        async with session.get(
-            target,
-            headers=headers,
-            allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
-            ssl=tls if https and tls is not None else True,
-            server_hostname=server_name if https and server_name else None,
-        ) as response:
-            if 200 <= response.status < 300:
-                return True, None
-            return False, f"HTTP {response.status}"
-    except TimeoutError:
-        return False, f"timeout after {timeout_seconds:g}s"
-    except aiohttp.ClientConnectorError as exc:
-        return False, _connect_error(exc)
-    except aiohttp.ServerDisconnectedError:
-        return False, "server disconnected"
-    except (aiohttp.ClientError, ssl.SSLError, OSError, ValueError) as exc:
-        return False, _short(f"{type(exc).__name__}: {exc}")
-    except Exception as exc:  # the timer must keep probing whatever a probe hits
-        return False, _short(f"probe error {type(exc).__name__}: {exc}")
-
-
-def _connect_error(exc: aiohttp.ClientConnectorError) -> str:
-    if isinstance(exc.os_error, socket.gaierror):
-        return _short(f"DNS lookup failed for {exc.host}")
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientConnectorSSLError):
-        return _short(f"TLS error: {exc}")
-    if exc.os_error.errno == errno.ECONNREFUSED or isinstance(exc.os_error, ConnectionRefusedError):
-        return "connection refused"
-    return _short(f"connection failed: {exc.os_error.strerror or exc.os_error}")
-
-
-def _short(text: str) -> str:
+def short_reason(text: str) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 

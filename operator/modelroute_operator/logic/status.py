@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from modelroute_sidecar.contract import PolicyConfig, RouterConfig, short_version
-
-from .resources import ReplicaHealth
+from modelroute_contract import PolicyConfig, RouterConfig, short_version
+from modelroute_operator.logic.resources import ReplicaHealth
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 

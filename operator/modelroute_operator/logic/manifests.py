@@ -16,8 +16,14 @@ from typing import Any
 
 import yaml
 
-from modelroute_operator.compiler import CompileError, NamespaceObjects, Object, ObjectInvalid, parse_object
-from modelroute_operator.resources import GROUP, KIND_BY_NAME, Canary, ModelEndpoint, RoutingPolicy
+from modelroute_operator.logic.compiler import (
+    CompileError,
+    NamespaceObjects,
+    Object,
+    ObjectInvalid,
+    parse_object,
+)
+from modelroute_operator.logic.resources import GROUP, KIND_BY_NAME, Canary, ModelEndpoint, RoutingPolicy
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 """File names read from a directory, as kubectl does."""

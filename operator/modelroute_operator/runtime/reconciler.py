@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from modelroute_sidecar.contract import RouterConfig, short_version
-
-from . import status as st
-from .compiler import (
+from modelroute_contract import RouterConfig, short_version
+from modelroute_operator.clients.kube import KubeApi, LiveConfig, RawObjects
+from modelroute_operator.clients.namespace_queue import NamespaceQueue
+from modelroute_operator.logic import status as st
+from modelroute_operator.logic.compiler import (
     CompileResult,
     NamespaceObjects,
     ObjectInvalid,
@@ -26,9 +27,7 @@ from .compiler import (
     compile_namespace,
     parse_object,
 )
-from .kube import KubeApi, LiveConfig, RawObjects
-from .namespace_queue import NamespaceQueue
-from .resources import KIND_BY_NAME, Canary, ModelEndpoint, Resource, RoutingPolicy
+from modelroute_operator.logic.resources import KIND_BY_NAME, Canary, ModelEndpoint, Resource, RoutingPolicy
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,11 @@ from typing import Any
 
 import yaml
 
-from modelroute_sidecar.contract import RouterConfig
-
-from . import crdgen, status_report
-from .compiler import CompileResult, compile_namespace
-from .manifests import Manifests, load_manifests
-from .progress import Progress, parse_duration
+from modelroute_contract import RouterConfig
+from modelroute_operator.logic import crdgen, status_report
+from modelroute_operator.logic.compiler import CompileResult, compile_namespace
+from modelroute_operator.logic.manifests import Manifests, load_manifests
+from modelroute_operator.logic.progress import Progress, parse_duration
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -195,7 +194,7 @@ def status(args: argparse.Namespace) -> int:
 
 def _read_cluster(namespace: str | None) -> status_report.Snapshot:
     # Imported here: the offline subcommands need neither the client nor a cluster.
-    from .kube import load_client_config, read_status_snapshot
+    from modelroute_operator.clients.kube import load_client_config, read_status_snapshot
 
     load_client_config()
     return read_status_snapshot(namespace)

@@ -26,15 +26,27 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from modelroute_sidecar.contract import RouterConfig
-
-from . import status_report
-from .resources import GROUP, KINDS, VERSION, Canary, ModelEndpoint, Resource, RoutingPolicy
+from modelroute_contract import RouterConfig
+from modelroute_contract.constants import (
+    CONFIG_KEY,
+    CONFIG_VERSION_ANNOTATION,
+    CONFIGMAP_NAME,
+    SIDECAR_LABEL,
+    SIDECAR_LABEL_VALUE,
+)
+from modelroute_operator.logic import status_report
+from modelroute_operator.logic.resources import (
+    GROUP,
+    KINDS,
+    VERSION,
+    Canary,
+    ModelEndpoint,
+    Resource,
+    RoutingPolicy,
+)
 
 log = logging.getLogger(__name__)
 
-CONFIGMAP_NAME = "modelroute-router-config"
-CONFIG_KEY = "config.json"
 SOURCES_KEY = "sources.json"
 """ConfigMap key recording which generation of each object the live config was compiled from."""
 FIELD_MANAGER = "modelroute-operator"
@@ -70,9 +82,6 @@ def new_api_client(timeout: ApiTimeout = API_TIMEOUT) -> client.ApiClient:
 def read_status_snapshot(namespace: str | None) -> status_report.Snapshot:
     """What `modelroute status` reports on: our objects, the sidecar pods and the live-config ConfigMaps,
     in one namespace or all (synchronous: the CLI has no event loop)."""
-    # Imported here: sync imports kube, and the label is sync's to define.
-    from .sync import SIDECAR_LABEL, SIDECAR_LABEL_VALUE
-
     timeout = API_TIMEOUT.request_timeout
     with new_api_client() as api:
         custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
@@ -257,7 +266,7 @@ class KubeApi:
                 "name": CONFIGMAP_NAME,
                 "namespace": namespace,
                 "labels": dict(MANAGED_BY),
-                "annotations": {"modelroute.dev/config-version": config.version},
+                "annotations": {CONFIG_VERSION_ANNOTATION: config.version},
             },
             "data": {
                 CONFIG_KEY: config.to_json(),

@@ -13,12 +13,12 @@ import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from . import handlers  # noqa: F401  (registers the handlers)
-from .kube import KubeApi, load_client_config
-from .leader import LeaderElector, LeaseSettings
-from .webhook_server import WebhookThread
-from .webhook_server import add_arguments as add_webhook_arguments
-from .webhook_server import settings_from_args as webhook_settings
+from modelroute_operator.clients.kube import KubeApi, load_client_config
+from modelroute_operator.clients.leader import LeaderElector, LeaseSettings
+from modelroute_operator.runtime import handlers  # noqa: F401  (registers the handlers
+from modelroute_operator.runtime.webhook_args import add_arguments as add_webhook_arguments
+from modelroute_operator.runtime.webhook_args import settings_from_args as webhook_settings
+from modelroute_operator.runtime.webhook_server import WebhookThread
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from .kube import API_TIMEOUT, ApiTimeout, new_api_client
+from modelroute_operator.clients.kube import API_TIMEOUT, ApiTimeout, new_api_client
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from modelroute_sidecar import contract
+import modelroute_contract as contract
 
 GROUP = "modelroute.dev"
 VERSION = "v1alpha1"

@@ -1,26 +1,27 @@
-"""The RouterConfig: the one contract between the operator (which compiles it) and the sidecar (obeying it).
+"""The RouterConfig: the one document the operator compiles and the sidecar obeys.
 
 Everything the data plane needs to decide and proxy a request is in here, already resolved: no references
 to chase, no Kubernetes types. The document is versioned by schema (`schemaVersion`) and identified by a
-content hash (`version`) so the operator can tell which sidecar runs what. This module imports nothing
-from kopf, kubernetes or aiohttp: both sides depend on it, it depends on neither.
+content hash (`version`) so the operator can tell which sidecar runs what. Like the whole contract
+package it imports only pydantic and the standard library: both sides depend on it, it depends on
+neither. RE2 syntax of `pattern` detectors is checked by the engine (`modelroute_sidecar.engine.detectors
+.config_pattern_problem`), where the sidecar loads a config and where the operator compiles one.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import ipaddress
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Annotated, Final, Literal
-from urllib.parse import urlsplit
 
-import re2
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 from pydantic.alias_generators import to_camel
+
+from .admin import SIDECAR_PORTS
+from .urls import replica_url_problem
 
 SCHEMA_VERSION: Final = 1
 """Bumped on any change a sidecar of the previous schema could misread."""
@@ -28,17 +29,6 @@ SCHEMA_VERSION: Final = 1
 # ------------------------------------------------------------------------- shared validation rules
 # One definition each, used by the CRD models (resources.py), the compiler, the admission webhook and the
 # sidecar's own checks of a pushed or loaded config (the validators below).
-
-DEFAULT_DATA_PORT: Final = 8080
-"""The sidecar's data port when nothing configures it (settings.py; a test keeps the two in step)."""
-INJECTED_DATA_PORT: Final = 15080
-"""The data port the operator injects sidecars with by default (InjectionSettings.proxy_port)."""
-DEFAULT_ADMIN_PORT: Final = 9901
-"""Admin port, which also serves `/metrics` (settings.py, InjectionSettings.admin_port)."""
-SIDECAR_PORTS: Final = (DEFAULT_DATA_PORT, DEFAULT_ADMIN_PORT, INJECTED_DATA_PORT)
-"""Ports a sidecar listens on unless configured otherwise: a replica URL at one of them on a loopback
-or unspecified host would point the router at itself (a loop, or the admin API with the router's
-reach)."""
 
 HOP_BY_HOP_HEADERS: Final = frozenset(
     {
@@ -64,145 +54,6 @@ COMPLEXITY_MAX: Final = 100
 METADATA_KEY_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,62}$"
 """A request metadata key: it is read from the `x-modelroute-<key>` header, so it must be a header token."""
 
-_LINK_LOCAL_V4 = ipaddress.IPv4Network("169.254.0.0/16")
-_LINK_LOCAL_V6 = ipaddress.IPv6Network("fe80::/10")
-_METADATA_V6 = ipaddress.IPv6Address("fd00:ec2::254")
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_METADATA_HOSTNAMES = frozenset(
-    {"metadata.google.internal", "metadata.goog", "metadata", "instance-data", "instance-data.ec2.internal"}
-)
-"""Cloud metadata services by name (a name is not resolved here, but these are well known)."""
-_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\.?$")
-
-
-def _legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
-    """The address an `inet_aton`-style host means (`2852039166`, `0xa9fea9fe`, `0251.254.169.254`,
-    `169.254.43518`), as browsers, curl and glibc read it; None when the host is not all-numeric.
-
-    ValueError when it is numeric but no address (a part too large, `08`): refused as ambiguous.
-    """
-    if not _NUMERIC_HOST.match(host):
-        return None
-    parts = host.rstrip(".").split(".")
-    numbers = []
-    for part in parts:
-        if part.startswith("0x"):
-            numbers.append(int(part[2:] or "0", 16))
-        elif len(part) > 1 and part.startswith("0"):
-            numbers.append(int(part, 8))  # ValueError on 8 or 9: not an address either way
-        else:
-            numbers.append(int(part))
-    *head, last = numbers
-    if any(n > 255 for n in head) or last >= 256 ** (5 - len(numbers)):
-        raise ValueError(f"numeric host {host!r} is not an IPv4 address")
-    value = last
-    for i, n in enumerate(head):
-        value += n << (8 * (3 - i))
-    return ipaddress.IPv4Address(value)
-
-
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address inside an IPv4-mapped, IPv4-compatible, NAT64 or 6to4 IPv6 address."""
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    packed = int(address)
-    if address in _NAT64 or (packed >> 32 == 0 and packed > 1):
-        return ipaddress.IPv4Address(packed & 0xFFFFFFFF)
-    return None
-
-
-def _host_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The IP address a URL host names literally (any spelling), None for a DNS name."""
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = _legacy_ipv4(host)
-    if isinstance(address, ipaddress.IPv6Address):
-        unscoped = ipaddress.IPv6Address(host.split("%")[0])  # a zone id does not change the address
-        return _embedded_ipv4(unscoped) or unscoped
-    return address
-
-
-def _is_metadata_or_link_local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv4Address):
-        return address in _LINK_LOCAL_V4
-    return address in _LINK_LOCAL_V6 or address == _METADATA_V6
-
-
-def _is_local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return address.is_loopback or address.is_unspecified
-
-
-def replica_url_problem(
-    url: str, allow_private_targets: bool = False, sidecar_ports: Iterable[int] = SIDECAR_PORTS
-) -> str | None:
-    """Why a replica URL may not be used, or None when it may.
-
-    Refused always: a scheme other than http/https, a missing host, an invalid port, user-info
-    (`user:pass@`: credentials belong in a Secret, and the URL is stored in a ConfigMap). Refused unless
-    the endpoint sets `allowPrivateTargets`: a host that is literally a link-local or cloud-metadata
-    address (169.254.0.0/16, fe80::/10, fd00:ec2::254, in any spelling: IPv4-mapped/compatible IPv6,
-    NAT64, 6to4, decimal, hex, octal or short dotted IPv4) or a well-known metadata host name, and a
-    loopback or unspecified host at one of the sidecar's own ports. Host names are not resolved (no DNS
-    at admission or config load); see `connect_address_problem` for the check at connect time.
-    """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        return f"is not a valid URL ({exc})"
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        return f"scheme {parts.scheme!r} is not http or https"
-    if "@" in parts.netloc:
-        return "must not carry user-info (user:password@): put credentials in a Secret (spec.credentials)"
-    host = (parts.hostname or "").rstrip(".") if parts.hostname != "." else ""
-    if not host:
-        return "has no host"
-    try:
-        address = _host_address(host)
-    except ValueError as exc:
-        return f"host is ambiguous: {exc}"  # parsers disagree on it: never a safe target
-    if allow_private_targets:
-        return None
-    port = port or (443 if scheme == "https" else 80)
-    if host in _METADATA_HOSTNAMES or (address is not None and _is_metadata_or_link_local(address)):
-        return (
-            f"host {host!r} is a link-local or cloud-metadata address; set allowPrivateTargets: true on "
-            "the endpoint if this is really a model server"
-        )
-    local = host == "localhost" or host.endswith(".localhost") or (address is not None and _is_local(address))
-    if local and port in set(sidecar_ports):
-        return (
-            f"points at the sidecar's own port {port} on {host!r} (a loop, or its admin API); set "
-            "allowPrivateTargets: true on the endpoint if a model server really listens there"
-        )
-    return None
-
-
-def connect_address_problem(
-    address: str, port: int, allow_private_targets: bool = False, sidecar_ports: Iterable[int] = SIDECAR_PORTS
-) -> str | None:
-    """The same rule for the address a host name resolved to, for the upstream client to call right
-    before it connects (the URL check cannot see what DNS answers). None when the connection may go."""
-    if allow_private_targets:
-        return None
-    try:
-        parsed = _host_address(address)
-    except ValueError:
-        return None
-    if parsed is None:
-        return None
-    if _is_metadata_or_link_local(parsed):
-        return f"resolved to the link-local or cloud-metadata address {address}"
-    if _is_local(parsed) and port in set(sidecar_ports):
-        return f"resolved to {address}:{port}, the sidecar's own port"
-    return None
-
-
 REQUEST_TOKEN_COUNT_FIELDS: Final = ("max_tokens", "max_completion_tokens")
 """Token counts a client request may carry; each must be a positive integer when present."""
 
@@ -226,38 +77,13 @@ audit log and the `x-modelroute-data-class-source` response header."""
 _PATTERN_NAME = re.compile(PATTERN_NAME)
 
 
-def _re2_options() -> re2.Options:
-    options = re2.Options()
-    options.log_errors = False  # a refused pattern is reported to whoever sent it, not to stderr
-    options.never_capture = True  # only "found or not" is asked: no submatch bookkeeping
-    return options
-
-
-_RE2_OPTIONS: Final = _re2_options()
-
-
-@functools.lru_cache(maxsize=4 * PATTERN_DETECTORS_MAX)
-def compile_pattern(pattern: str) -> re2._Regexp:
-    """A detector pattern compiled by RE2, which matches in time linear in the text: no pattern a policy
-    carries can make a request cost exponential time (no backtracking; backreferences and look-around
-    are not RE2 syntax and are refused). Cached: the contract's validation, the compiler and the sidecar's
-    `Classifier` compile each pattern once. Raises `re2.error` when the pattern is not valid RE2."""
-    return re2.compile(pattern, _RE2_OPTIONS)
-
-
 def pattern_problem(pattern: str) -> str | None:
-    """Why a detector pattern is not acceptable (empty, too long, not valid RE2 syntax), or None."""
+    """Why a detector pattern's shape is not acceptable (empty, too long), or None. Its RE2 syntax is
+    checked by the engine (`modelroute_sidecar.engine.detectors.pattern_syntax_problem`)."""
     if not pattern:
         return "must not be empty"
     if len(pattern) > PATTERN_MAX_LENGTH:
         return f"is {len(pattern)} characters long, at most {PATTERN_MAX_LENGTH} are allowed"
-    try:
-        compile_pattern(pattern)
-    except re2.error as exc:
-        reason = exc.args[0] if exc.args else exc
-        if isinstance(reason, bytes):
-            reason = reason.decode("utf-8", "replace")
-        return f"is not a valid RE2 regular expression: {reason}"
     return None
 
 
@@ -545,7 +371,8 @@ class Detector(ContractModel):
 
 def detector_problem(kind: str, name: str | None, pattern: str | None) -> tuple[str, str] | None:
     """Why a detector's `name` and `pattern` do not fit its kind: (field, reason), or None. Both are
-    required for kind `pattern` (a valid RE2 expression, a DNS-label name) and forbidden otherwise."""
+    required for kind `pattern` (a DNS-label name, a pattern of bounded length) and forbidden otherwise.
+    Whether the pattern is valid RE2 is the engine's check (`engine.detectors.detector_problem`)."""
     if kind != "pattern":
         for field, value in (("name", name), ("pattern", pattern)):
             if value:
@@ -595,37 +422,6 @@ class Residency(ContractModel):
         if duplicates:
             raise ValueError(f"detectors: pattern detector names must be unique ({', '.join(duplicates)})")
         return self
-
-
-def residency_violation(
-    region: str,
-    compliance: Iterable[str],
-    rules: Sequence[DataClassRule],
-    undefined: Sequence[str] = (),
-) -> tuple[str, str] | None:
-    """The one residency predicate: may a replica in `region` carrying `compliance` labels process data
-    of every class in `rules` (and of the classes named in `undefined`, which have no rule)?
-
-    None when it may; else (`region` or `compliance`, the reason). Every class must hold: the allowed
-    regions are intersected, the required labels united. A class without a rule allows nowhere."""
-    if undefined:
-        return "compliance", f"data class '{undefined[0]}' has no residency rule"
-    labels = frozenset(compliance)
-    for rule in rules:
-        if rule.allowed_regions and region not in rule.allowed_regions:
-            return (
-                "region",
-                f"region '{region}' not allowed for data class '{rule.name}' "
-                f"(allowed: {', '.join(sorted(rule.allowed_regions))})",
-            )
-    for rule in rules:
-        missing = set(rule.required_compliance) - labels
-        if missing:
-            return (
-                "compliance",
-                f"missing compliance {', '.join(sorted(missing))} required for data class '{rule.name}'",
-            )
-    return None
 
 
 class Locality(ContractModel):

@@ -1,0 +1,126 @@
+"""The `/stats` document a sidecar serves and the operator's canary analysis reads, and the histogram
+math both sides share.
+
+Counters and histogram buckets are cumulative since the sidecar process started, so the operator gets a
+windowed view (one canary step) by diffing two snapshots, the way Prometheus' `rate()` does; `startedAt`
+tells it when a sidecar restarted (counters went back to zero). Unknown fields are ignored rather than
+refused: a newer sidecar may report more than an older operator reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+LATENCY_BUCKETS_MS: Final[tuple[float, ...]] = (
+    1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000,
+)  # fmt: skip
+"""Upper bounds (ms) of the sidecar's latency histogram; a last, implicit bucket is +Inf."""
+
+
+def histogram_quantile(
+    q: float,
+    bounds: Sequence[float],
+    counts: Sequence[int],
+    *,
+    overflow: Literal["highest-bound", "double"] = "highest-bound",
+) -> float | None:
+    """The q-quantile (0-1) of a histogram: finite upper `bounds` and per-bucket (not cumulative)
+    `counts`, one more than the bounds (the last bucket is +Inf). Interpolated linearly within the
+    bucket, as Prometheus' `histogram_quantile` does; None without observations.
+
+    A quantile in the +Inf bucket is the highest finite bound (`overflow="highest-bound"`, Prometheus'
+    choice, used by the canary analysis) or interpolated up to twice that bound (`"double"`, the
+    sidecar's latency budgets, which would rather overestimate a very slow endpoint)."""
+    total = sum(counts)
+    if total <= 0:
+        return None
+    rank = q * total
+    seen = 0
+    for index, count in enumerate(counts):
+        if count and seen + count >= rank:
+            lower = bounds[index - 1] if index > 0 else 0.0
+            if index >= len(bounds):
+                if overflow == "highest-bound":
+                    return lower
+                upper = lower * 2 or 1.0
+            else:
+                upper = bounds[index]
+            if index == 0 and upper <= 0:
+                return upper
+            return lower + (upper - lower) * (rank - seen) / count
+        seen += count
+    return bounds[-1] if bounds else None
+
+
+def cumulative(counts: Sequence[int]) -> list[int]:
+    """Per-bucket counts as cumulative ones (`le` semantics, like Prometheus)."""
+    out, running = [], 0
+    for count in counts:
+        running += count
+        out.append(running)
+    return out
+
+
+def per_bucket(cumulative_counts: Sequence[int]) -> list[int]:
+    """Inverse of `cumulative`."""
+    return [b - a for a, b in zip([0, *cumulative_counts[:-1]], cumulative_counts, strict=True)]
+
+
+class StatsModel(BaseModel):
+    """Base of the stats document: camelCase on the wire, unknown fields ignored (version skew)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", use_attribute_docstrings=True
+    )
+
+
+class Figures(StatsModel):
+    """Cumulative attempt figures of one endpoint or replica."""
+
+    requests: int = 0
+    errors: int = 0
+    """Failed attempts: connect errors, timeouts, 5xx and 429 from the upstream."""
+    client_errors: int = 0
+    """4xx answers (other than 429) passed back to the client: the request's fault, not the model's."""
+    error_rate: float = 0.0
+    latency_sum_ms: float = 0.0
+    latency_buckets: list[int] = Field(default_factory=list)
+    """Cumulative counts per bucket of `StatsSnapshot.latency_buckets_ms`, the +Inf bucket last."""
+    p95_ms: float | None = None
+
+
+class ReplicaFigures(Figures):
+    """Figures of one replica of an endpoint."""
+
+    region: str = ""
+
+
+class EndpointFigures(Figures):
+    """Figures of one endpoint, with its replicas'."""
+
+    replicas: dict[str, ReplicaFigures] = Field(default_factory=dict)
+
+
+class StatsSnapshot(StatsModel):
+    """`GET /stats` on a sidecar's admin port: figures by endpoint since the process started."""
+
+    pod: str = ""
+    config_version: str = ""
+    """Config every worker runs; empty when the workers disagree (see `worker_config_versions`)."""
+    workers: int = 1
+    started_at: float = 0.0
+    """Unix time the (earliest) worker started: counters restart from zero after it changes."""
+    collected_at: float = 0.0
+    latency_buckets_ms: list[float] = Field(default_factory=list)
+    """Finite upper bounds of the latency histogram."""
+    endpoints: dict[str, EndpointFigures] = Field(default_factory=dict)
+    worker_config_versions: list[str] | None = Field(default=None, exclude_if=lambda value: value is None)
+    """Each worker's config version, in a multi-worker sidecar's document only."""
+
+    def to_json(self) -> dict[str, object]:
+        """The document as served (JSON-ready, camelCase)."""
+        return self.model_dump(mode="json", by_alias=True)

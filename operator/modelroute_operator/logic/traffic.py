@@ -1,0 +1,125 @@
+"""The canary analysis' traffic figures, pure: the sidecars' `/stats` documents summed per side, the
+counters stored in status as a step's baseline, and the window since then. Quantiles are the contract's
+histogram math (`modelroute_contract.stats.histogram_quantile`), shared with the sidecar.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from modelroute_contract.stats import StatsSnapshot, histogram_quantile, per_bucket
+from modelroute_operator.logic.resources import (
+    SideCounters,
+)
+
+INF = math.inf
+
+# ------------------------------------------------------------------------------------- traffic figures
+
+
+@dataclass(frozen=True)
+class SideStats:
+    """Cumulative figures of one endpoint, summed over the namespace's sidecars."""
+
+    requests: int
+    errors: int
+    latency_buckets: tuple[tuple[float, int], ...]
+    """Cumulative histogram, like Prometheus: (upper bound in seconds, count), the `+Inf` bucket last."""
+
+
+@dataclass(frozen=True)
+class CanaryStats:
+    """Cumulative figures of both sides of a canary."""
+
+    stable: SideStats
+    candidate: SideStats
+
+
+def quantile(q: float, buckets: Sequence[tuple[float, int]]) -> float | None:
+    """The q-quantile (0-1) of a cumulative histogram, interpolated linearly within the bucket as
+    Prometheus' `histogram_quantile` does; None without observations. A quantile in the `+Inf` bucket
+    is the highest finite bound. The math is the contract's (`stats.histogram_quantile`), shared with
+    the sidecar's latency budgets."""
+    if len(buckets) < 2 or buckets[-1][0] != INF:
+        return None
+    bounds = [bound for bound, _ in buckets[:-1]]
+    return histogram_quantile(q, bounds, per_bucket([count for _, count in buckets]))
+
+
+def p95(buckets: Sequence[tuple[float, int]]) -> float | None:
+    """95th percentile (seconds) of a cumulative histogram; None without observations."""
+    return quantile(0.95, buckets)
+
+
+def sum_stats(snapshots: Iterable[StatsSnapshot], stable: str, candidate: str) -> CanaryStats:
+    """Sum the sidecars' `/stats` documents into the figures of the canary's two endpoints.
+
+    An endpoint a sidecar has not served counts as zero there. Sidecars reporting different latency
+    buckets cannot be summed bucket by bucket: that raises ValueError, and the caller holds the canary
+    (passes no stats) until they agree.
+    """
+    docs = list(snapshots)
+    return CanaryStats(_sum_side(docs, stable), _sum_side(docs, candidate))
+
+
+def _sum_side(docs: Sequence[StatsSnapshot], endpoint: str) -> SideStats:
+    bounds_ms: list[float] | None = None
+    requests = errors = 0
+    counts: list[int] = []
+    for doc in docs:
+        doc_bounds = list(doc.latency_buckets_ms)
+        if bounds_ms is None:
+            bounds_ms, counts = doc_bounds, [0] * (len(doc_bounds) + 1)
+        elif doc_bounds != bounds_ms:
+            raise ValueError(f"sidecar {doc.pod or '?'} reports different latency buckets")
+        figures = doc.endpoints.get(endpoint)
+        if figures is None or not figures.model_fields_set:  # absent or `{}`: not served there
+            continue
+        cumulative = list(figures.latency_buckets)
+        if len(cumulative) != len(counts):
+            raise ValueError(f"sidecar {doc.pod or '?'} reports {len(cumulative)} buckets")
+        requests += figures.requests
+        errors += figures.errors
+        counts = [a + b for a, b in zip(counts, cumulative, strict=True)]
+    if not bounds_ms and not counts:
+        return SideStats(requests, errors, ())
+    bounds = [b / 1000 for b in bounds_ms or []] + [INF]
+    return SideStats(requests, errors, tuple(zip(bounds, counts, strict=True)))
+
+
+# ----------------------------------------------------------------------------------- baseline (status)
+
+
+def counters(side: SideStats) -> SideCounters:
+    """The counters to store in status for one side (JSON has no `+Inf`, so that bound is implied)."""
+    bounds = [bound for bound, _ in side.latency_buckets if bound != INF]
+    counts = [count for _, count in side.latency_buckets]
+    if side.latency_buckets and side.latency_buckets[-1][0] != INF:
+        counts.append(counts[-1])  # no observations above the highest bound
+    return SideCounters(
+        requests=side.requests, errors=side.errors, latency_bounds_seconds=bounds, latency_buckets=counts
+    )
+
+
+def window(current: SideStats, start: SideCounters) -> SideStats | None:
+    """Traffic since `start`; None when a counter went down or the buckets changed (a sidecar restarted,
+    left, or was upgraded), since then the difference no longer means anything."""
+    now = counters(current)
+    if start == SideCounters():
+        # Taken while no sidecar reported: everything counted since is in the window.
+        start = SideCounters(
+            latency_bounds_seconds=now.latency_bounds_seconds, latency_buckets=[0] * len(now.latency_buckets)
+        )
+    if now.latency_bounds_seconds != start.latency_bounds_seconds:
+        return None
+    pairs = [(now.requests, start.requests), (now.errors, start.errors)]
+    pairs += list(zip(now.latency_buckets, start.latency_buckets, strict=True))
+    if any(after < before for after, before in pairs):
+        return None
+    bounds = [*now.latency_bounds_seconds, INF] if now.latency_buckets else []
+    counts = [a - b for a, b in zip(now.latency_buckets, start.latency_buckets, strict=True)]
+    return SideStats(
+        now.requests - start.requests, now.errors - start.errors, tuple(zip(bounds, counts, strict=True))
+    )
