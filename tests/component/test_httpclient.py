@@ -19,6 +19,7 @@ from modelroute_sidecar.httpclient import (
     parse_origin,
 )
 from tests.component.conftest import eventually, free_port
+from tests.rawserver import RawServer, start_raw_server
 
 Reply = Callable[[bytes], list[bytes]]
 
@@ -45,7 +46,7 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
 
 async def serve(
     reply: Reply, *, close_after: bool = False, hold: bool = False
-) -> tuple[asyncio.Server, Seen]:
+) -> tuple[RawServer, Seen]:
     """A raw server answering each request with `reply(request)` pieces, written one by one.
 
     `close_after` closes the connection after each answer; `hold` keeps it open after the answer
@@ -72,7 +73,7 @@ async def serve(
             seen.closed_by_client += 1
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server = await start_raw_server(handle, "127.0.0.1", 0)
     return server, seen
 
 
@@ -83,7 +84,7 @@ async def pool() -> AsyncIterator[Pool]:
     await pool.close()
 
 
-def url_of(server: asyncio.Server) -> str:
+def url_of(server: RawServer) -> str:
     return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
 
 
@@ -276,7 +277,7 @@ async def test_a_post_the_upstream_read_is_never_sent_again(pool: Pool) -> None:
                 await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server = await start_raw_server(handle, "127.0.0.1", 0)
     async with server:
         assert await fetch(pool, url_of(server), b'{"n": 1}') == b"ok"
         with pytest.raises(UpstreamError, match="closed by upstream before the response head"):

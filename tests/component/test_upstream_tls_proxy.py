@@ -25,6 +25,7 @@ from modelroute_sidecar.tls import TlsContexts, TlsError
 from tests.component.conftest import SidecarFactory, build_config
 from tests.component.test_httpclient import read_request
 from tests.fakes.upstream import FakeUpstream
+from tests.rawserver import start_raw_server
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ async def tls_upstream(pki: Pki) -> AsyncIterator[TlsUpstream]:
                 await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    server = await start_raw_server(handle, "127.0.0.1", 0, ssl=context)
     upstream.port = server.sockets[0].getsockname()[1]
     async with server:
         yield upstream
@@ -274,7 +275,7 @@ async def forward_proxy() -> AsyncIterator[ForwardProxy]:
                     f"{line}\r\n" for line in kept).encode() + b"\r\n")  # fmt: skip
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server = await start_raw_server(handle, "127.0.0.1", 0)
     proxy.port = server.sockets[0].getsockname()[1]
     async with server:
         yield proxy
@@ -324,7 +325,7 @@ async def test_http_upstream_through_the_proxy_in_absolute_form(forward_proxy: F
             await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server = await start_raw_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
         env = {"HTTP_PROXY": f"http://u:pw@127.0.0.1:{forward_proxy.port}"}
@@ -354,7 +355,7 @@ async def test_operator_probes_trust_the_endpoints_ca_bundle(pki: Pki) -> None:
             await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    server = await start_raw_server(handle, "127.0.0.1", 0, ssl=context)
     url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
     trust = ssl.create_default_context(cadata=pki.path("server-ca.crt").read_text())
     async with server, aiohttp.ClientSession() as session:
