@@ -101,6 +101,12 @@ def wait_for(check: Callable[[], object], what: str, timeout: float, logs: tuple
     raise TimeoutError(f"{what} not ready after {timeout:.0f}s (last error: {last})\n{detail}")
 
 
+def write(path: Path, text: str) -> None:
+    """Write only a change: kube-proxy exits when its config file is rewritten, even to the same text."""
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
 # -- binaries and images ------------------------------------------------------------------------
 
 
@@ -222,6 +228,14 @@ def network_up() -> None:
         sh("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NODE_IF, "netns", NETNS)
         sh("ip", "addr", "add", f"{HOST_IP}/30", "dev", HOST_IF)
         sh("ip", "addr", "add", f"{NODE_IP}/30", "dev", NODE_IF, netns=True)
+    # Local processes (the API server calling a webhook's Service) need a route to the service range
+    # before kube-proxy's OUTPUT rules rewrite the address: a sink device, as kube-proxy's IPVS mode
+    # uses a dummy one. This kernel has no dummy driver ("Unknown device type"), so an empty bridge. A
+    # Service IP no rule knows ends there.
+    if not sh("ip", "link", "show", "mr-svc", netns=True, check=False):
+        sh("ip", "link", "add", "mr-svc", "type", "bridge", netns=True)
+    sh("ip", "link", "set", "mr-svc", "up", netns=True)
+    sh("ip", "route", "replace", SERVICE_CIDR, "dev", "mr-svc", netns=True)
     sh("ip", "link", "set", HOST_IF, "up")
     sh("ip", "link", "set", NODE_IF, "up", netns=True)
     for net in (POD_CIDR, SERVICE_CIDR):
@@ -252,7 +266,11 @@ def pki() -> Path:
     def openssl(*args: str | Path) -> None:
         sh("openssl", *args)
 
+    # Key usages and key identifiers throughout: Python 3.13 verifies strictly (VERIFY_X509_STRICT), and
+    # refuses a CA without keyUsage ("CA cert does not include key usage extension").
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=modelroute-ca",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
             "-keyout", d / "ca.key", "-out", d / "ca.crt")
     openssl("genrsa", "-out", d / "sa.key", "2048")
     openssl("rsa", "-in", d / "sa.key", "-pubout", "-out", d / "sa.pub")
@@ -261,7 +279,8 @@ def pki() -> Path:
         ext = d / f"{name}.ext"
         usage = "serverAuth" if server else "clientAuth"
         ext.write_text(
-            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+            "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
             f"extendedKeyUsage={usage}\n" + (f"subjectAltName={sans}\n" if sans else "")
         )
         openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", d / f"{name}.key",
@@ -311,7 +330,7 @@ def containerd_config(cni_bin: Path) -> Path:
     cfg = root / "config.toml"
     root.mkdir(parents=True, exist_ok=True)
     cri = 'plugins."io.containerd.grpc.v1.cri"'
-    cfg.write_text(f"""version = 2
+    write(cfg, f"""version = 2
 root = "{root}/root"
 state = "{root}/state"
 [grpc]
@@ -343,7 +362,7 @@ state = "{root}/state"
 """)
     net = STATE / "cni" / "net.d"
     net.mkdir(parents=True, exist_ok=True)
-    (net / "10-modelroute.conflist").write_text(json.dumps({
+    write(net / "10-modelroute.conflist", json.dumps({
         "cniVersion": "1.0.0", "name": "modelroute", "plugins": [
             {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
              "ipam": {"type": "host-local", "dataDir": str(STATE / "cni" / "ipam"),
@@ -372,8 +391,8 @@ def import_images() -> dict[str, str]:
 
 def kubelet_config(d: Path) -> Path:
     cfg = STATE / "kubelet.yaml"
-    (STATE / "resolv.conf").write_text("# no cluster DNS: clients use IP addresses\n")
-    cfg.write_text(json.dumps({
+    write(STATE / "resolv.conf", "# no cluster DNS: clients use IP addresses\n")
+    write(cfg, json.dumps({
         "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
         "address": NODE_IP, "port": 10250, "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1", "healthzPort": 10248,
@@ -397,7 +416,7 @@ def kubelet_config(d: Path) -> Path:
 
 def kube_proxy_config() -> Path:
     cfg = STATE / "kube-proxy.yaml"
-    cfg.write_text(json.dumps({
+    write(cfg, json.dumps({
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
         "clientConnection": {"kubeconfig": str(STATE / "kube-proxy.kubeconfig")},
         "mode": "iptables", "clusterCIDR": POD_CIDR, "hostnameOverride": NODE,
