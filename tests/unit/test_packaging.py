@@ -28,8 +28,8 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 SOURCE_ROOTS = [REPO / d for d in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["where"]]
 SIDES = {
     # extra -> (the packages whose every module runs on that side, packages that side must never load)
-    "sidecar": (["modelroute_sidecar"], ["modelroute_operator"]),
-    "operator": (["modelroute_operator"], []),
+    "sidecar": (["modelroute_sidecar", "modelroute_contract"], ["modelroute_operator"]),
+    "operator": (["modelroute_operator", "modelroute_contract"], []),
 }
 
 
