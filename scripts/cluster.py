@@ -195,22 +195,27 @@ def start(name: str, argv: list[str], env: dict[str, str] | None = None) -> None
     _STARTED.add(proc.pid)
 
 
-def stop(name: str, timeout: float = 15.0) -> None:
-    if not alive(name):
-        pidfile(name).unlink(missing_ok=True)
-        return
-    pid = int(pidfile(name).read_text())
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+def stop(*names: str, timeout: float = 15.0) -> None:
+    """SIGTERM to each of `names` at once, SIGKILL to what still runs after `timeout`."""
+    pids = []
+    for name in names:
+        if alive(name):
+            pid = int(pidfile(name).read_text())
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            pids.append(pid)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
         time.sleep(0.1)
-    if Path(f"/proc/{pid}").exists():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    pidfile(name).unlink(missing_ok=True)
+    for pid in pids:
+        if Path(f"/proc/{pid}").exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    for name in names:
+        pidfile(name).unlink(missing_ok=True)
 
 
 # -- network --------------------------------------------------------------------------------------
@@ -575,15 +580,18 @@ def pod_netns() -> list[Path]:
 
 def down() -> None:
     pods_ns = pod_netns()
-    for name in ("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager"):
-        stop(name)
+    stop("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager")
     kill_containers()
+    # A container that containerd was still starting shows up late: kill until the pod cgroups are empty.
     deadline = time.monotonic() + 20
-    while pids_in_kubepods() and time.monotonic() < deadline:
+    while (late := pids_in_kubepods()) and time.monotonic() < deadline:
+        for pid in late:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
     stop("containerd")
-    for name in ("kube-apiserver", "etcd"):
-        stop(name)
+    stop("kube-apiserver")  # before etcd: an API server that loses etcd while stopping waits 15 s
+    stop("etcd")
     unmount_under(STATE)
     for ns in pods_ns:
         subprocess.run(["umount", str(ns)], capture_output=True)
