@@ -567,8 +567,16 @@ def unmount_under(path: Path) -> None:
 
 
 def pod_netns() -> list[Path]:
-    """The pod network namespaces containerd pinned (their sandboxes' specs name them)."""
+    """The pod network namespaces containerd pinned (their sandboxes' specs name them): from every
+    container containerd knows, and from the task state of those that run."""
     out: list[Path] = []
+    if alive("containerd"):
+        for cid in ctr("containers", "ls", "-q", check=False).split():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                info = json.loads(ctr("containers", "info", cid, check=False) or "{}")
+                for ns in info["Spec"]["linux"]["namespaces"]:
+                    if ns["type"] == "network" and ns.get("path", "").startswith("/var/run/netns/cni-"):
+                        out.append(Path(ns["path"]))
     base = STATE / "containerd" / "state" / "io.containerd.runtime.v2.task" / "k8s.io"
     for config in base.glob("*/config.json"):
         with contextlib.suppress(OSError, ValueError, KeyError):
@@ -593,7 +601,7 @@ def down() -> None:
     stop("kube-apiserver")  # before etcd: an API server that loses etcd while stopping waits 15 s
     stop("etcd")
     unmount_under(STATE)
-    for ns in pods_ns:
+    for ns in sorted(set(pods_ns)):
         subprocess.run(["umount", str(ns)], capture_output=True)
         ns.unlink(missing_ok=True)
     # Empty pod cgroups, deepest first (rmdir of a cgroup with no process removes it).
