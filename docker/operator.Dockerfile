@@ -1,8 +1,10 @@
 # syntax=docker/dockerfile:1
 # The modelroute operator image (entry point `modelroute-operator`).
 #
-# Written, not built here: this machine has no Docker engine, so nothing builds or runs this file in the
-# test suite (tests/chart/test_dockerfiles.py only checks its shape). Build from the repository root:
+# Written for Docker users, not built here: this machine has no Docker engine, so the suite checks this
+# file's shape (tests/chart/test_dockerfiles.py). The images the tests run come from `scripts/images`
+# (Debian trixie's Python 3.13, buildah, no daemon), which installs the same wheel with the same extra.
+# Build from the repository root:
 #   docker build -f docker/operator.Dockerfile -t modelroute/operator:0.1.0 .
 # docker/operator.Dockerfile.dockerignore keeps the build context to the package sources (BuildKit reads
 # a <Dockerfile>.dockerignore next to the Dockerfile).
@@ -10,7 +12,7 @@
 # The chart runs it as UID 65532 with a read-only root filesystem, all capabilities dropped and /tmp as
 # an emptyDir; nothing here writes outside /tmp at run time.
 
-ARG PYTHON_IMAGE=python:3.11-slim
+ARG PYTHON_IMAGE=python:3.13-slim
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -31,8 +33,8 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install /wheels/*.whl \
- && python -m compileall -q /usr/local/lib/python3.11/site-packages \
+    pip install "$(echo /wheels/modelroute-*.whl)[operator]" \
+ && python -m compileall -q /usr/local/lib/python3.13/site-packages \
  && groupadd --system --gid 65532 modelroute \
  && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin modelroute

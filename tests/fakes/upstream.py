@@ -340,8 +340,8 @@ class FakeUpstream:
         return web.json_response({"dying": True})
 
 
-async def _serve(port: int, name: str) -> None:
-    fake = await FakeUpstream(name).start(port)
+async def _serve(port: int, name: str, host: str = "127.0.0.1") -> None:
+    fake = await FakeUpstream(name, host).start(port)
     print(f"fake upstream {name} listening on {fake.url}", flush=True)
     await asyncio.Event().wait()
 
@@ -351,9 +351,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", default="fake")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (the cluster tests use the node link's host side)"
+    )
     args = parser.parse_args()
     os.environ["FAKE_UPSTREAM_PROCESS"] = "1"
-    asyncio.run(_serve(args.port, args.name))
+    asyncio.run(_serve(args.port, args.name, args.host))
 
 
 if __name__ == "__main__":
