@@ -17,6 +17,7 @@ from modelroute_operator.clients.leader import (
     Clock,
     LeaderElector,
     LeaseConflictError,
+    LeaseKeeper,
     LeaseRecord,
     LeaseSettings,
     default_identity,
@@ -268,3 +269,40 @@ async def test_a_standby_takes_over_a_crashed_leaders_lease_after_a_lease_by_its
     waited = time.monotonic() - started
     assert 2.0 <= waited < 2.0 + 0.6, waited
     assert store.record is not None and store.record.holder == "b"
+
+
+async def test_a_busy_operator_loop_does_not_cost_the_lease() -> None:
+    """The keeper renews on its own thread: the caller's loop blocked past the renew deadline (Kopf's
+    start-up on a loaded node did this) loses nothing, and a real loss still reaches the caller."""
+    store = Store()
+    leader = fast("a", store)
+    await leader.acquire()
+    ended = asyncio.Event()
+    keeper = LeaseKeeper(leader, on_end=ended.set)
+    keeper.start()
+    try:
+        before = store.calls
+        # Blocking the loop is the behaviour under test (not a wait): longer than the 0.6 s deadline.
+        time.sleep(1.5)  # noqa: ASYNC251
+        assert store.calls > before + 2, "renewals went on while the caller's loop was blocked"
+        await asyncio.sleep(0)
+        assert not leader.lost.is_set() and not ended.is_set()
+        store.gate.clear()  # the API server stops answering: the loss reaches the caller's loop
+        await asyncio.wait_for(ended.wait(), 3)
+        assert leader.lost.is_set()
+    finally:
+        store.gate.set()
+        await keeper.stop()
+
+
+async def test_stopping_the_keeper_is_not_a_loss() -> None:
+    store = Store()
+    leader = fast("a", store)
+    await leader.acquire()
+    ended = asyncio.Event()
+    keeper = LeaseKeeper(leader, on_end=ended.set)
+    keeper.start()
+    await asyncio.to_thread(wait_for, lambda: store.calls >= 3, "a few renewals")
+    await keeper.stop()
+    await keeper.stop()  # idempotent
+    assert not leader.lost.is_set() and not ended.is_set()

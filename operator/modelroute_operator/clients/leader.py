@@ -21,10 +21,12 @@ behind `LeaseLock` (`KubeLeaseLock` here, an in-memory store in tests).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -270,6 +272,47 @@ class LeaderElector:
                     log.error("leader election: %s took the lease over; stopping", holder)
                     return
                 await asyncio.sleep(min(self._pause(), max(remaining, 0.0)))
+
+
+class LeaseKeeper:
+    """Runs `elector.keep()` on a thread with an event loop of its own, as client-go's renew goroutine.
+
+    Renewals are judged by the monotonic clock against `renew_deadline_seconds`; on the operator's loop a
+    few seconds of blocking work (Kopf's start-up on a loaded node) made the leader give up a lease it
+    could renew. `on_end` is called on the caller's loop when keeping ends by itself (leadership lost)."""
+
+    def __init__(self, elector: LeaderElector, on_end: Callable[[], None]) -> None:
+        self._elector = elector
+        self._on_end = on_end
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        caller = asyncio.get_running_loop()
+        started = threading.Event()
+
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._task = self._loop.create_task(self._elector.keep(), name="lease-keeper")
+            started.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            if not self._task.cancelled():
+                with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nothing to tell
+                    caller.call_soon_threadsafe(self._on_end)
+
+        self._thread = threading.Thread(target=asyncio.run, args=(main(),), name="lease", daemon=True)
+        self._thread.start()
+        started.wait()
+
+    async def stop(self) -> None:
+        """Stop renewing (without releasing) and wait for the thread (idempotent)."""
+        if self._loop is not None and self._task is not None:
+            with contextlib.suppress(RuntimeError):  # the loop ended meanwhile
+                self._loop.call_soon_threadsafe(self._task.cancel)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
 
 
 # ---------------------------------------------------------------------------------- the Lease object

@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from modelroute_operator.clients.kube import KubeApi, load_client_config
-from modelroute_operator.clients.leader import LeaderElector, LeaseSettings
+from modelroute_operator.clients.leader import LeaderElector, LeaseKeeper, LeaseSettings
 from modelroute_operator.runtime import handlers  # noqa: F401  (registers the handlers
 from modelroute_operator.runtime.webhook_args import add_arguments as add_webhook_arguments
 from modelroute_operator.runtime.webhook_args import settings_from_args as webhook_settings
@@ -114,24 +114,22 @@ async def run_operator(args: argparse.Namespace) -> int:
     """Acquire leadership when asked to, then run the Kopf operator until stopped or leadership is lost."""
     stop = asyncio.Event()
     elector: LeaderElector | None = None
-    keeper: asyncio.Task[None] | None = None
+    keeper: LeaseKeeper | None = None
     if args.leader_elect:
         load_client_config()
         elector = LeaderElector(
             LeaseSettings.for_lease(args.lease_namespace, args.lease_name, args.lease_seconds)
         )
         await elector.acquire()
-        keeper = asyncio.get_running_loop().create_task(elector.keep(), name="lease-keeper")
-        keeper.add_done_callback(lambda _: stop.set())
+        keeper = LeaseKeeper(elector, on_end=stop.set)  # renewals on their own thread and loop
+        keeper.start()
     try:
         await kopf.operator(
             clusterwide=not args.namespace, namespaces=args.namespace, standalone=True, stop_flag=stop
         )
     finally:
         if keeper is not None:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            await keeper.stop()
         if elector is not None and not elector.lost.is_set():
             # Bounded like every renewal: a hung API server must not hold up the exit.
             with contextlib.suppress(TimeoutError):
