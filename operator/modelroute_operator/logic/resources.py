@@ -157,7 +157,6 @@ class EndpointTls(ApiModel):
     """Name verified in the replicas' certificates and sent as SNI; unset uses each replica URL's host."""
 
 
-
 class Capabilities(ApiModel):
     """What the model can do. Requests needing more are not sent to this endpoint."""
 
@@ -907,9 +906,14 @@ class CanaryStatus(ApiModel):
     current_step: Annotated[int, Field(ge=0)] | None = None
     """Index of the step in progress."""
     current_weight: Annotated[int, Field(ge=0, le=100)] | None = None
-    """Percentage of the route's traffic on the candidate in the live config."""
+    """Percentage of the route's traffic on the candidate that every sidecar acknowledged running (the
+    last such weight while a rollout is pending)."""
+    desired_weight: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Percentage the controller decided; the compiled config carries it, and `currentWeight` follows
+    once every sidecar acknowledged it."""
     step_started_at: datetime | None = None
-    """When the current step began; its pause counts from here."""
+    """When every sidecar acknowledged the current step's weight; the step's pause and analysis window
+    count from here (unset while that rollout is pending)."""
     failed_analyses: Annotated[int, Field(ge=0)] | None = None
     """Failed analyses so far."""
     last_analysis: AnalysisResult | None = None
@@ -1013,6 +1017,7 @@ class Canary(Resource):
         {"name": "Candidate", "type": "string", "jsonPath": ".spec.candidate"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Weight", "type": "integer", "jsonPath": ".status.currentWeight"},
+        {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredWeight", "priority": 1},
         _ready_column(),
         _AGE,
     )

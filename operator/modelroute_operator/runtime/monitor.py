@@ -21,12 +21,13 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
-from modelroute_contract import replica_url_problem
+from modelroute_contract import RouterConfig, replica_url_problem
 from modelroute_operator.clients import probe as pr
 from modelroute_operator.clients.kube import KubeApi, SecretForbiddenError, TransientApiError
 from modelroute_operator.clients.sync import Syncer
 from modelroute_operator.logic import canary as cn
 from modelroute_operator.logic import health as hl
+from modelroute_operator.logic import status as st
 from modelroute_operator.logic.resources import (
     Canary,
     CanarySpec,
@@ -335,7 +336,8 @@ class CanaryRunner:
         except ValueError as exc:
             log.warning("canary %s/%s: stats not usable: %s", *key, exc)
             stats = None
-        outcome = cn.step(spec, status, self._now(), stats, status.step_baseline)
+        acknowledged = await self._acknowledged(key[0], body)
+        outcome = cn.step(spec, status, self._now(), stats, status.step_baseline, acknowledged)
         if outcome.changed:
             new = outcome.status.model_copy(update={"step_baseline": outcome.baseline})
             patch = self._progress_patch(new)
@@ -344,6 +346,22 @@ class CanaryRunner:
                 log.info("canary %s/%s: %s: %s", *key, event.reason, event.message)
                 await self._kube.record_event(body, event.reason, event.message, warning=event.warning)
         return outcome.requeue_after
+
+    async def _acknowledged(self, namespace: str, body: Mapping[str, Any]) -> int | None:
+        """The canary's weight that every sidecar runs, read from what the API stores (the live
+        ConfigMap and the target policy's sync figure, which the syncer writes per live version), so
+        it holds across an operator restart and never counts a push that was not acknowledged."""
+        live = await self._kube.read_live_config(namespace)
+        if live is None:
+            return None
+        target = ((body.get("spec") or {}).get("target") or {}).get("policy")
+        policies = (await self._kube.list_objects(namespace)).policies
+        policy = next((p for p in policies if (p.get("metadata") or {}).get("name") == target), None)
+        try:
+            config = RouterConfig.model_validate_json(live.config_json)
+        except ValidationError:
+            return None
+        return st.acknowledged_weight(body, config, policy)
 
     @staticmethod
     def _accepted(body: Mapping[str, Any]) -> bool:
