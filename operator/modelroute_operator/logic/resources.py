@@ -146,7 +146,8 @@ class TlsSecretRef(ApiModel):
 
 class EndpointTls(ApiModel):
     """TLS towards the endpoint's https replicas. The Secrets are mounted into the sidecar and re-read
-    when they rotate."""
+    when they rotate; the operator's health probes use them too (read where its credentials grant
+    lets it read Secrets)."""
 
     ca_bundle: SecretKeyRef | None = None
     """Secret key holding PEM CA certificates the replicas' certificates must chain to. Replaces the
