@@ -20,7 +20,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from kubernetes import config as kube_config
 
-from modelroute_operator.leader import JITTER, Clock, KubeLeaseLock, LeaderElector, LeaseRecord, LeaseSettings
+from modelroute_operator.clients.leader import (
+    JITTER,
+    Clock,
+    KubeLeaseLock,
+    LeaderElector,
+    LeaseRecord,
+    LeaseSettings,
+)
 from tests.kube_harness import ControlPlane, Kubectl, new_namespace
 
 pytestmark = pytest.mark.integration

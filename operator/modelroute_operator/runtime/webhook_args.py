@@ -127,5 +127,3 @@ def settings_from_args(args: argparse.Namespace) -> WebhookSettings | None:
             },
         ),
     )
-
-
