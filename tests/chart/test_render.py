@@ -184,6 +184,14 @@ def test_injector_settings_reach_the_operator() -> None:
     assert json.loads(env["MODELROUTE_SIDECAR_RESOURCES"]) == values["sidecar"]["resources"]
 
 
+def test_the_sidecar_ports_reach_the_operator_without_the_injector() -> None:
+    """The reconciler refuses replica URLs at the sidecars' ports, also when sidecars are not injected."""
+    rendered = render(CI["default"], sets=["webhook.enabled=false", "sidecar.adminPort=19901"])
+    env = env_of(rendered.container())
+    assert (env["MODELROUTE_SIDECAR_PORT"], env["MODELROUTE_SIDECAR_ADMIN_PORT"]) == ("15080", "19901")
+    assert "MODELROUTE_WEBHOOK_PORT" not in env
+
+
 def test_image_digest_pins_the_image() -> None:
     digest = "sha256:" + "ab" * 32
     rendered = render(CI["default"], sets=[f"image.digest={digest}"])

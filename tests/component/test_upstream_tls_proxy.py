@@ -12,13 +12,16 @@ import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 
 from modelroute_contract import CredentialRef, RouterConfig, TlsConfig
-from modelroute_operator.clients.probe import probe
+from modelroute_operator.clients.kube import SecretForbiddenError
+from modelroute_operator.clients.probe import client_context, probe
+from modelroute_operator.runtime.monitor import HealthMonitor
 from modelroute_sidecar.httpclient import Pool, UpstreamError
 from modelroute_sidecar.proxies import ProxyConfig
 from modelroute_sidecar.tls import TlsContexts, TlsError
@@ -362,3 +365,108 @@ async def test_operator_probes_trust_the_endpoints_ca_bundle(pki: Pki) -> None:
         assert await probe(session, url, "/v1/models", 2, None, trust, "upstream.test") == (True, None)
         ok, error = await probe(session, url, "/v1/models", 2, None)
         assert not ok and error is not None and "certificate" in error.lower()
+
+
+class SecretsApi:
+    """The KubeApi calls the health monitor makes, over Secrets held here (`forbidden`: names RBAC hides)."""
+
+    def __init__(self, secrets: dict[str, dict[str, str]], forbidden: frozenset[str] = frozenset()) -> None:
+        self.secrets, self.forbidden = secrets, forbidden
+        self.patches: list[dict[str, Any]] = []
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
+        if name in self.forbidden:
+            raise SecretForbiddenError(namespace, name)
+        try:
+            return self.secrets[name][key]
+        except KeyError:
+            raise KeyError(f"Secret {namespace}/{name} has no key {key!r}") from None
+
+    async def patch_status(self, kind: Any, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self.patches.append(patch)
+
+    async def record_event(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _mtls_endpoint(url: str, tls: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelroute.dev/v1alpha1",
+        "kind": "ModelEndpoint",
+        "metadata": {"name": "secure", "namespace": "team-a", "resourceVersion": "1"},
+        "spec": {
+            "model": "org/secure",
+            "replicas": [{"name": "eu-1", "region": "eu-west-1", "url": url}],
+            "healthCheck": {"enabled": True, "interval": "10s", "timeout": "2s", "healthyThreshold": 1},
+            "tls": tls,
+        },
+    }
+
+
+async def _probe_once(api: SecretsApi, body: dict[str, Any]) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session:
+        monitor = HealthMonitor(api, session)  # type: ignore[arg-type]
+        await monitor.check_endpoint(("team-a", "secure"), body)
+    assert api.patches, "the probe wrote no status"
+    replica: dict[str, Any] = api.patches[-1]["replicas"][0]
+    return replica
+
+
+MTLS = {
+    "caBundle": {"name": "upstream-ca", "key": "ca.crt"},
+    "clientCertificate": {"name": "upstream-client"},
+    "serverName": "upstream.test",
+}
+
+
+def _tls_secrets(pki: Pki) -> dict[str, dict[str, str]]:
+    return {
+        "upstream-ca": {"ca.crt": pki.path("server-ca.crt").read_text()},
+        "upstream-client": {
+            "tls.crt": pki.path("modelroute-client.crt").read_text(),
+            "tls.key": pki.path("modelroute-client.key").read_text(),
+        },
+    }
+
+
+async def test_operator_probes_present_the_endpoints_client_certificate(
+    tls_upstream: TlsUpstream, pki: Pki
+) -> None:
+    """A replica that requires a client certificate is healthy to the operator's probe, which presents
+    the certificate of `spec.tls.clientCertificate`, trusts `caBundle` and verifies `serverName`."""
+    replica = await _probe_once(SecretsApi(_tls_secrets(pki)), _mtls_endpoint(tls_upstream.url, MTLS))
+    assert replica["health"] == "Healthy", replica
+    assert tls_upstream.peers == ["modelroute-client"]
+    # Without the certificate the same replica refuses the probe: it is the certificate that counts.
+    ca_only = {k: v for k, v in MTLS.items() if k != "clientCertificate"}
+    replica = await _probe_once(SecretsApi(_tls_secrets(pki)), _mtls_endpoint(tls_upstream.url, ca_only))
+    assert replica["health"] == "Unknown" and replica["consecutiveFailures"] == 1, replica
+    assert tls_upstream.peers == ["modelroute-client"]
+
+
+@pytest.mark.parametrize(
+    ("forbidden", "drop", "reason"),
+    [
+        (frozenset({"upstream-client"}), None, "may not read Secret team-a/upstream-client"),
+        (frozenset(), "tls.key", "TLS Secret unreadable"),
+    ],
+    ids=["forbidden", "missing-key"],
+)
+async def test_an_unusable_client_certificate_leaves_health_alone_and_says_why(
+    tls_upstream: TlsUpstream, pki: Pki, forbidden: frozenset[str], drop: str | None, reason: str
+) -> None:
+    secrets = _tls_secrets(pki)
+    if drop:
+        del secrets["upstream-client"][drop]
+    replica = await _probe_once(SecretsApi(secrets, forbidden), _mtls_endpoint(tls_upstream.url, MTLS))
+    assert replica["health"] == "Unknown" and replica.get("consecutiveFailures", 0) == 0, replica
+    assert replica["lastError"].startswith("not probed: ") and reason in replica["lastError"], replica
+    assert "PRIVATE KEY" not in replica["lastError"]
+    assert tls_upstream.peers == []  # no connection without the endpoint's certificate
+
+
+def test_client_context_refuses_a_key_that_does_not_match(pki: Pki) -> None:
+    with pytest.raises(ssl.SSLError):
+        client_context(
+            None, pki.path("modelroute-client.crt").read_text(), pki.path("upstream.test.key").read_text()
+        )

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,7 +20,12 @@ from tests.manifests import to_yaml
 pytestmark = pytest.mark.e2e
 
 
-def canary_setup(cluster: Cluster, pause: str = "3s", candidate_fail_percent: float = 0) -> Load:
+def canary_setup(
+    cluster: Cluster,
+    pause: str = "3s",
+    candidate_fail_percent: float = 0,
+    before_canary: Callable[[], None] | None = None,
+) -> Load:
     stable, candidate = cluster.upstream("stable"), cluster.upstream("candidate")
     if candidate_fail_percent:
         import json
@@ -73,6 +81,8 @@ def canary_setup(cluster: Cluster, pause: str = "3s", candidate_fail_percent: fl
             "stickiness": {"header": "x-user-id"},
         },
     }
+    if before_canary is not None:
+        before_canary()
     cluster.kubectl.apply(to_yaml(canary), cluster.namespace)
     return load
 
@@ -93,7 +103,9 @@ def test_a_good_candidate_is_promoted_step_by_step(cluster: Cluster) -> None:
         )
     finally:
         load.stop()
-    assert status["currentWeight"] == 100
+    assert status["desiredWeight"] == 100
+    # currentWeight claims 100 only once every sidecar runs it.
+    wait_for(lambda: canary_status(cluster).get("currentWeight") == 100, "the 100% acknowledged", 30)
     weights = [w for phase, _, w in step_sequence(status) if phase == "Progressing"]
     assert weights == [20, 50], step_sequence(status)
     assert status["lastAnalysis"]["verdict"] == "Pass"
@@ -118,7 +130,8 @@ def test_a_failing_candidate_is_rolled_back_with_the_figures(cluster: Cluster) -
         )
     finally:
         load.stop()
-    assert status["currentWeight"] == 0
+    assert status["desiredWeight"] == 0
+    wait_for(lambda: canary_status(cluster).get("currentWeight") == 0, "the 0% acknowledged", 30)
     analysis = status["lastAnalysis"]
     assert analysis["verdict"] == "Fail"
     assert 15 <= analysis["candidate"]["errorRatePercent"] <= 50, analysis
@@ -155,3 +168,54 @@ def test_an_operator_restart_mid_canary_resumes_at_the_same_step(cluster: Cluste
     # The step that was running when the operator died kept its start time.
     assert any(h["step"] == 1 for h in before["history"])
     assert status["history"][: len(before["history"])] == before["history"]
+
+
+def test_a_step_starts_when_every_sidecar_runs_its_weight(cluster: Cluster) -> None:
+    """A second sidecar is frozen (SIGSTOP) before the canary starts, so the 20% step's config cannot
+    reach it: the weight is decided but not acknowledged. The step's clock and window wait (far past its
+    pause) and `currentWeight` keeps the weight every sidecar runs; once the sidecar thaws and
+    acknowledges, the step starts, and the canary is promoted as usual."""
+    frozen: list[int] = []
+
+    def freeze_a_second_sidecar() -> None:
+        lagging = cluster.sidecar("app-1", "eu-west-1")
+        wait_for(lambda: cluster.policy_status("support").get("sync") == "2/2", "both sidecars synced")
+        assert lagging.proc is not None
+        os.killpg(lagging.proc.pid, signal.SIGSTOP)
+        frozen.append(lagging.proc.pid)
+
+    load = canary_setup(cluster, pause="2s", before_canary=freeze_a_second_sidecar)
+    try:
+        pending = wait_for(
+            lambda: (s := canary_status(cluster)).get("desiredWeight") == 20 and s, "the 20% step decided", 60
+        )
+        # Three times the step's pause: nothing starts, nothing is judged, and no weight is claimed.
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            status = canary_status(cluster)
+            assert status.get("stepStartedAt") is None, status
+            assert status.get("lastAnalysis") is None, status
+            # No weight of this canary has run on every sidecar yet.
+            assert status.get("currentWeight") in (None, 0) and status["phase"] == "Progressing", status
+            time.sleep(0.2)  # a polling interval, not a wait for an outcome
+        rolled = next(c for c in pending.get("conditions", []) if c["type"] == "RolledOut")
+        assert rolled["status"] != "True", rolled
+        thawed_at = datetime.now(UTC).replace(microsecond=0)
+        os.killpg(frozen.pop(), signal.SIGCONT)
+        started = wait_for(
+            lambda: (s := canary_status(cluster)).get("stepStartedAt") and s,
+            "the step to start at the ack",
+            60,
+        )
+        assert datetime.fromisoformat(started["stepStartedAt"]) >= thawed_at, (started, thawed_at)
+        assert started["currentWeight"] in (20, 50), started  # 50 only if step 1 ran and was acked already
+        status = wait_for(
+            lambda: (s := canary_status(cluster)).get("phase") == "Promoted" and s, "promotion", 90
+        )
+    finally:
+        for pid in frozen:
+            os.killpg(pid, signal.SIGCONT)
+        load.stop()
+    assert [w for phase, _, w in step_sequence(status) if phase == "Progressing"] == [20, 50]
+    assert status["lastAnalysis"]["verdict"] == "Pass"
+    assert wait_for(lambda: canary_status(cluster).get("currentWeight") == 100, "the 100% acknowledged", 30)

@@ -17,14 +17,21 @@ from tests.manifests import canary, endpoint, policy, to_yaml, with_change
 pytestmark = pytest.mark.integration
 
 CONFIGMAP = "modelroute-router-config"
+CUSTOM_ADMIN_PORT = 19931
+"""The sidecar admin port this module's operator is configured to inject (not the default 9901)."""
 
 
 @pytest.fixture(scope="module")
 def watched(
     plane: ControlPlane, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    """One operator for this module, watching namespaces named `op-*`."""
-    op = OperatorProcess(plane, tmp_path_factory.mktemp("operator") / "operator.log", namespaces=["op-*"])
+    """One operator for this module, watching namespaces named `op-*`, injecting a custom admin port."""
+    op = OperatorProcess(
+        plane,
+        tmp_path_factory.mktemp("operator") / "operator.log",
+        namespaces=["op-*"],
+        extra_env={"MODELROUTE_SIDECAR_ADMIN_PORT": str(CUSTOM_ADMIN_PORT)},
+    )
     op.start()
     yield op
     op.stop()
@@ -179,6 +186,25 @@ def test_broken_object_keeps_last_good_config(kubectl: Kubectl, watched: Operato
     kubectl.run("wait", "-n", ns, "--for=condition=Ready", "routingpolicy/support", "--timeout=30s")
     fixed = live_config(kubectl, ns)
     assert fixed is not None and fixed.version != good.version
+
+
+def test_a_replica_at_the_configured_sidecar_admin_port_is_refused(
+    kubectl: Kubectl, watched: OperatorProcess
+) -> None:
+    ns = new_namespace(kubectl, "op-ownport")
+    kubectl.apply(to_yaml(endpoint(), policy()), ns)
+    good = wait_for(lambda: live_config(kubectl, ns), "the first config")
+    looped = with_change(endpoint(), "spec.replicas.0.url", f"http://127.0.0.1:{CUSTOM_ADMIN_PORT}/v1")
+    kubectl.apply(to_yaml(looped), ns)
+    cond = wait_for(
+        lambda: (
+            (c := condition(kubectl.get("modelendpoint", "llama", ns))) and c["reason"] == "Invalid" and c
+        ),
+        "Ready=False/Invalid on the endpoint pointing at the sidecar's admin port",
+    )
+    assert "spec.replicas[0].url" in cond["message"] and f"own port {CUSTOM_ADMIN_PORT}" in cond["message"]
+    live = live_config(kubectl, ns)
+    assert live is not None and live.version == good.version
 
 
 def test_endpoint_change_blocked_by_another_broken_object_reports_blocked(

@@ -35,6 +35,9 @@ pytestmark = pytest.mark.integration
 SCOPE_LABEL = "modelroute-test/webhooks"
 IMAGE = "registry.example/modelroute/sidecar:test"
 SIDECAR = "modelroute-router"
+CUSTOM_METRICS_PORT = 19932
+"""A second sidecar port: the webhook server is told the sidecars' data port is the default 15080 and
+their admin (and metrics) port is this one, as `sidecar.adminPort` in the chart would."""
 
 
 @dataclass
@@ -82,6 +85,7 @@ def webhooks(
                 f"--webhook-cert-file={certs.cert_file}",
                 f"--webhook-key-file={certs.key_file}",
                 f"--sidecar-image={IMAGE}",
+                f"--sidecar-admin-port={CUSTOM_METRICS_PORT}",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -195,6 +199,23 @@ def test_a_policy_naming_a_missing_endpoint_is_refused_with_the_field(
     assert kubectl.get("routingpolicy", "support", ns) is None
 
 
+def test_a_replica_at_the_configured_sidecar_admin_port_is_refused(
+    kubectl: Kubectl, webhooks: Webhooks
+) -> None:
+    ns = scoped_namespace(kubectl, webhooks, "wh-port")
+    wait_until_validated(kubectl, ns)
+    looped = with_change(
+        endpoint("llama"), "spec.replicas.0.url", f"http://localhost:{CUSTOM_METRICS_PORT}/v1"
+    )
+    proc = kubectl.apply(to_yaml(looped), ns, check=False)
+    assert proc.returncode != 0 and "denied the request" in proc.stderr
+    assert "spec.replicas[0].url" in proc.stderr and f"own port {CUSTOM_METRICS_PORT}" in proc.stderr
+    assert kubectl.get("modelendpoint", "llama", ns) is None
+    # The endpoint may say a model server really listens there.
+    allowed = with_change(looped, "spec.allowPrivateTargets", True)
+    kubectl.apply(to_yaml(allowed), ns)
+
+
 def test_a_valid_policy_is_accepted_and_its_endpoint_cannot_be_deleted_while_used(
     kubectl: Kubectl, webhooks: Webhooks
 ) -> None:
@@ -281,11 +302,11 @@ def test_a_pod_in_a_labelled_namespace_gets_the_sidecar(kubectl: Kubectl, webhoo
     stored = create_pod(kubectl, ns, pod("web-1"))
 
     assert stored["metadata"]["labels"]["modelroute.dev/router"] == "sidecar"
-    assert stored["metadata"]["annotations"]["modelroute.dev/admin-port"] == "9901"
+    assert stored["metadata"]["annotations"]["modelroute.dev/admin-port"] == str(CUSTOM_METRICS_PORT)
     sidecar = stored["spec"]["initContainers"][0]
     assert sidecar["name"] == SIDECAR and sidecar["restartPolicy"] == "Always" and sidecar["image"] == IMAGE
     env = env_of(sidecar)
-    assert env["MODELROUTE_PORT"] == "15080" and env["MODELROUTE_ADMIN_PORT"] == "9901"
+    assert env["MODELROUTE_PORT"] == "15080" and env["MODELROUTE_ADMIN_PORT"] == str(CUSTOM_METRICS_PORT)
     assert env["MODELROUTE_CONFIG_FILE"] == "/etc/modelroute/config/config.json"
     assert env["MODELROUTE_ADMIN_TOKEN_FILE"] == "/etc/modelroute/admin/token"
     assert env["MODELROUTE_SECRETS_DIR"] == "/etc/modelroute/secrets"
@@ -296,7 +317,10 @@ def test_a_pod_in_a_labelled_namespace_gets_the_sidecar(kubectl: Kubectl, webhoo
     assert env["MODELROUTE_REGION"] == {
         "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.labels['topology.kubernetes.io/region']"}
     }
-    assert {p["name"]: p["containerPort"] for p in sidecar["ports"]} == {"mr-proxy": 15080, "mr-admin": 9901}
+    assert {p["name"]: p["containerPort"] for p in sidecar["ports"]} == {
+        "mr-proxy": 15080,
+        "mr-admin": CUSTOM_METRICS_PORT,
+    }
     assert sidecar["securityContext"]["runAsNonRoot"] is True
     assert sidecar["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
     volumes = {v["name"]: v for v in stored["spec"]["volumes"]}

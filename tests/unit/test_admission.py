@@ -313,6 +313,18 @@ def test_missing_references_can_be_demoted_to_warnings() -> None:
     assert "later" not in verdict.message
 
 
+def test_a_replica_at_a_configured_sidecar_port_is_refused() -> None:
+    looped = changed(
+        find(base(), "ModelEndpoint", "eu"),
+        lambda e: e["spec"]["replicas"][0].update(url="http://127.0.0.1:19901/v1"),
+    )
+    assert validate(request("UPDATE", looped, find(base(), "ModelEndpoint", "eu")), base()).allowed
+    custom = ValidationSettings(sidecar_ports=(15080, 19901))
+    verdict = validate(request("UPDATE", looped, find(base(), "ModelEndpoint", "eu")), base(), custom)
+    assert not verdict.allowed
+    assert "spec.replicas[0].url" in verdict.message and "own port 19901" in verdict.message
+
+
 def test_a_data_class_no_target_satisfies_warns() -> None:
     verdict = validate(request("CREATE", policy("q", "us", models=["other"])), base())
     assert verdict.allowed
@@ -981,7 +993,9 @@ def test_flags_become_settings() -> None:
     assert settings is not None
     assert settings.port == 8443 and settings.cert_file == Path("/etc/modelroute/webhook/tls.crt")
     assert settings.key_file == Path("/etc/modelroute/webhook/tls.key")
-    assert settings.validation == ValidationSettings(referenced_deletes=Enforcement.WARN)
+    assert settings.validation == ValidationSettings(
+        referenced_deletes=Enforcement.WARN, sidecar_ports=(9901, 15080)
+    )
     injection = settings.injection
     assert (injection.image, injection.region, injection.native_sidecar, injection.workers) == (
         "img:2",
@@ -1040,6 +1054,8 @@ def test_the_charts_environment_configures_the_injector() -> None:
         log_level="DEBUG",
         region_label="example.com/region",
     )
+    # Admission refuses replica URLs at the ports the sidecars are given, as the reconciler does.
+    assert settings.validation.sidecar_ports == (9902, 15081)
     sidecar = sidecar_of(injected(pod(), settings.injection))
     assert sidecar["livenessProbe"]["httpGet"]["port"] == "modelroute-adm"
     assert {"name": "modelroute-adm", "containerPort": 9902, "protocol": "TCP"} in sidecar["ports"]

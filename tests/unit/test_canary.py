@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from modelroute_contract.stats import StatsSnapshot
-from modelroute_operator.logic.canary import CanaryEvent, CanaryOutcome, step
+from modelroute_operator.logic import canary as cn
+from modelroute_operator.logic.canary import CanaryEvent, CanaryOutcome
 from modelroute_operator.logic.resources import (
     CanaryPhase,
     CanarySpec,
@@ -120,7 +121,27 @@ def live_weight(status: CanaryStatus) -> int:
         return 100
     if status.phase == ROLLED_BACK:
         return 0
-    return status.current_weight or 0
+    return (status.desired_weight if status.desired_weight is not None else status.current_weight) or 0
+
+
+def step(
+    spec: CanarySpec,
+    status: CanaryStatus,
+    now: datetime,
+    stats: CanaryStats | None,
+    baseline: StepBaseline | None,
+) -> CanaryOutcome:
+    """`canary.step` with sidecars that run every compiled weight at once: the sidecars acknowledge
+    the weight compiled from `status`, and a newly decided weight is acknowledged at the same instant
+    (tests of a slow rollout call `cn.step` with `acknowledged` themselves)."""
+    first = cn.step(spec, status, now, stats, baseline, live_weight(status))
+    if first.status.current_weight == live_weight(first.status):
+        return first
+    second = cn.step(spec, first.status, now, stats, first.baseline, live_weight(first.status))
+    changed = second.status != status or second.baseline != baseline
+    return CanaryOutcome(
+        second.status, second.baseline, first.events + second.events, second.requeue_after, changed
+    )
 
 
 def roundtrip(
@@ -644,3 +665,107 @@ def test_baseline_model_round_trips() -> None:
     dumped = base.model_dump(by_alias=True, mode="json")
     assert set(dumped) == {"stableEndpoint", "candidateEndpoint", "stable", "candidate"}
     assert StepBaseline.model_validate(dumped) == base
+
+
+# ------------------------------------------------------------------- the clock waits for the sidecars
+
+
+def test_the_step_clock_and_window_start_when_every_sidecar_runs_the_weight() -> None:
+    spec, traffic = canary(), Traffic()
+    out = cn.step(spec, CanaryStatus(), T0, traffic.stats(), None, 0)
+    assert (out.status.desired_weight, out.status.current_weight, out.status.step_started_at) == (10, 0, None)
+    assert out.requeue_after == cn.ROLLOUT_RECHECK_SECONDS
+    # Five minutes of a push that does not land: the 1m pause does not run out, nothing is judged, and
+    # traffic the candidate gets meanwhile (some sidecars already split) is not in the window.
+    traffic.flow(300, 10, 10, Profile(), Profile(error_rate=0.5))
+    later = T0 + timedelta(minutes=5)
+    held = cn.step(spec, out.status, later, traffic.stats(), out.baseline, 0)
+    assert (held.changed, held.status.step_started_at, held.status.last_analysis) == (False, None, None)
+    assert held.requeue_after == cn.ROLLOUT_RECHECK_SECONDS
+    acked_at = later + timedelta(seconds=7)
+    begun = cn.step(spec, held.status, acked_at, traffic.stats(), held.baseline, 10)
+    assert (begun.status.current_weight, begun.status.step_started_at) == (10, acked_at)
+    assert begun.requeue_after == 60
+    assert begun.baseline is not None and begun.baseline.candidate == counters(traffic.stats().candidate)
+    traffic.flow(60, 10, 10, Profile(), Profile())
+    judged = cn.step(
+        spec, begun.status, acked_at + timedelta(seconds=60), traffic.stats(), begun.baseline, 10
+    )
+    analysis = judged.status.last_analysis
+    assert analysis is not None and analysis.verdict == "Pass", analysis
+    assert (analysis.candidate.requests, analysis.candidate.errors) == (60, 0)  # only the traffic since ack
+
+
+def test_a_later_step_waits_for_its_weight_and_the_wait_survives_a_restart() -> None:
+    traffic = Traffic()
+    run = progressing(traffic)  # step 1 (50%) running, acknowledged at once
+    traffic.flow(30, 50, 10, Profile(), Profile())
+    end = T0 + timedelta(minutes=2)  # step 1 began at T0 + 1m
+    passed = cn.step(canary(), run.status, end, traffic.stats(), run.baseline, 50)
+    assert (passed.status.current_step, passed.status.desired_weight, passed.status.current_weight) == (
+        2,
+        100,
+        50,
+    )
+    assert passed.status.step_started_at is None
+    status, baseline = roundtrip(passed.status, passed.baseline)  # the operator restarts while waiting
+    lagging = cn.step(canary(), status, end + timedelta(minutes=1), traffic.stats(), baseline, None)
+    assert (lagging.changed, lagging.status.step_started_at) == (False, None)
+    acked_at = end + timedelta(minutes=2)
+    begun = cn.step(canary(), status, acked_at, traffic.stats(), baseline, 100)
+    assert (begun.status.current_weight, begun.status.step_started_at) == (100, acked_at)
+    early = cn.step(
+        canary(), begun.status, acked_at + timedelta(seconds=59), traffic.stats(), begun.baseline, 100
+    )
+    assert early.status.phase == PROG and early.status.last_analysis == begun.status.last_analysis
+
+
+def test_an_edited_weight_is_not_judged_until_acknowledged() -> None:
+    traffic = Traffic()
+    run = progressing(traffic)
+    spec = canary(steps=[{"weight": 10, "pause": "1m"}, {"weight": 30, "pause": "1m"}, {"weight": 100}])
+    traffic.flow(30, 50, 10, Profile(), Profile())
+    end = T0 + timedelta(minutes=2)
+    edited = cn.step(spec, run.status, end, traffic.stats(), run.baseline, 50)
+    assert (edited.status.desired_weight, edited.status.current_weight) == (30, 50)
+    assert edited.status.last_analysis == run.status.last_analysis
+    assert edited.requeue_after == cn.ROLLOUT_RECHECK_SECONDS
+    judged = cn.step(spec, edited.status, end + timedelta(seconds=2), traffic.stats(), edited.baseline, 30)
+    assert judged.status.current_step == 2 and judged.status.current_weight == 30
+
+
+def test_terminal_weights_are_shown_once_acknowledged() -> None:
+    traffic = Traffic()
+    run = progressing(traffic)
+    promoted = cn.step(
+        canary(promote=True),
+        run.status,
+        T0 + timedelta(minutes=1, seconds=30),
+        traffic.stats(),
+        run.baseline,
+        50,
+    )
+    assert (promoted.status.phase, promoted.status.desired_weight, promoted.status.current_weight) == (
+        PROMOTED,
+        100,
+        50,
+    )
+    assert promoted.requeue_after == cn.ROLLOUT_RECHECK_SECONDS
+    shown = cn.step(
+        canary(promote=True),
+        promoted.status,
+        T0 + timedelta(minutes=2),
+        traffic.stats(),
+        promoted.baseline,
+        100,
+    )
+    assert (shown.status.current_weight, shown.requeue_after) == (100, None)
+    assert [e.reason for e in shown.events] == []
+
+
+def test_a_status_from_before_desired_weight_resumes_as_acknowledged() -> None:
+    """An operator upgrade: status has only `currentWeight` (then the decided weight) and a clock."""
+    old = CanaryStatus(phase=PROG, current_step=1, current_weight=50, step_started_at=T0)
+    base = StepBaseline(stable_endpoint="llama-v1", candidate_endpoint="llama-v2")
+    out = cn.step(canary(), old, T0 + timedelta(seconds=20), Traffic().stats(), base, 50)
+    assert out.status.step_started_at == T0 and out.requeue_after == 40

@@ -79,15 +79,29 @@ def test_a_canary_weight_is_rolled_out_only_when_every_sidecar_acknowledged_it(
     rollout = st.canary_rollout(bodies[3], live, with_sync(bodies[2], figure, version))
     assert (rollout.status, rollout.reason) == (status, reason), rollout.message
     assert "10%" in rollout.message
+    # The controller starts a step's clock from the same judgement.
+    acknowledged = st.acknowledged_weight(bodies[3], live, with_sync(bodies[2], figure, version))
+    assert acknowledged == (10 if status == "True" else None)
 
 
 def test_a_weight_not_compiled_yet_is_pending() -> None:
     bodies, live = objects(10)
     ahead = copy.deepcopy(bodies[3])
-    ahead["status"]["currentWeight"] = 50  # the controller moved on; the live config still says 10
-    rollout = st.canary_rollout(ahead, live, with_sync(bodies[2], "3/3", short_version(live.version)))
+    ahead["status"]["desiredWeight"] = 50  # the controller moved on; the live config still says 10
+    synced = with_sync(bodies[2], "3/3", short_version(live.version))
+    rollout = st.canary_rollout(ahead, live, synced)
     assert (rollout.status, rollout.reason) == ("False", "PendingRollout")
     assert "50%" in rollout.message and "10%" in rollout.message
+    assert st.acknowledged_weight(ahead, live, synced) == 10  # what the sidecars do run
+
+
+def test_a_split_for_other_endpoints_is_not_this_canary_rolled_out() -> None:
+    bodies, live = objects(10)
+    moved = copy.deepcopy(bodies[3])
+    moved["spec"]["candidate"] = "llama-v3"  # the live config still splits to the old candidate
+    synced = with_sync(bodies[2], "3/3", short_version(live.version))
+    assert st.acknowledged_weight(moved, live, synced) is None
+    assert st.canary_rollout(moved, live, synced).reason == "NotLive"
 
 
 def test_the_canary_status_carries_the_rollout_condition() -> None:

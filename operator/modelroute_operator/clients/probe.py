@@ -1,18 +1,57 @@
-"""One active health probe of a replica: a GET that never raises, its failure said in a few words.
+"""One active health probe of a replica: a GET that never raises, its failure said in a few words, and
+the client TLS context it uses (the endpoint's CA bundle and client certificate).
 
 The hysteresis that turns probe results into a replica's health is pure (`logic.health`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import socket
 import ssl
+import tempfile
+from collections.abc import Iterator
 
 import aiohttp
 from yarl import URL
 
 from modelroute_operator.logic.health import short_reason
+
+
+def client_context(ca_bundle: str | None, chain: str | None, key: str | None) -> ssl.SSLContext:
+    """A client context trusting `ca_bundle` (PEM; the system store when None) and presenting the
+    certificate `chain` with its private `key` (PEM, from a `kubernetes.io/tls` Secret), as the sidecar's
+    upstream client does. Raises ssl.SSLError or ValueError for unusable material.
+
+    OpenSSL loads a certificate only from a file: the PEM goes to an anonymous in-memory file
+    (memfd, Linux) that is gone once closed, so a private key never lands on the operator's disk."""
+    context = ssl.create_default_context(cadata=ca_bundle) if ca_bundle else ssl.create_default_context()
+    if chain is not None:
+        if key is None:
+            raise ValueError("client certificate without a private key")
+        with _memory_file(chain) as chain_path, _memory_file(key) as key_path:
+            context.load_cert_chain(chain_path, key_path, password=lambda: b"")
+    return context
+
+
+@contextlib.contextmanager
+def _memory_file(text: str) -> Iterator[str]:
+    """A path that reads `text`: a memfd where the kernel has them, else a private temporary file."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("modelroute-probe-tls", getattr(os, "MFD_CLOEXEC", 0))
+        try:
+            os.write(fd, text.encode())
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    with tempfile.TemporaryDirectory() as private:  # mode 0700
+        path = os.path.join(private, "pem")
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as out:
+            out.write(text)
+        yield path
 
 
 async def probe(

@@ -198,14 +198,16 @@ def candidate_weight(canary: Canary) -> int:
     """Percentage of the route the compiled config sends to the candidate, from the canary's status.
 
     A promoted canary stays at 100 until Git names the candidate as stable (the operator never edits a
-    user's spec); a rolled-back one stays at 0; otherwise the controller's current weight holds.
+    user's spec); a rolled-back one stays at 0; otherwise the controller's decided weight holds.
     """
     phase = canary.status.phase
     if phase == CanaryPhase.PROMOTED:
         return 100
     if phase == CanaryPhase.ROLLED_BACK:
         return 0
-    return canary.status.current_weight or 0
+    status = canary.status
+    # `desiredWeight` is the decision; a status written before it existed has only `currentWeight`.
+    return (status.desired_weight if status.desired_weight is not None else status.current_weight) or 0
 
 
 # ----------------------------------------------------------------------------------------- assembly

@@ -7,6 +7,13 @@ step began, so a step's analysis judges only the traffic since then. The same in
 same outcome, so an operator that dies before writing status simply recomputes the same transition, and
 one that restarts after writing continues at the same step with the same start time.
 
+A step's clock and analysis window start when every sidecar runs its weight, not when it is decided:
+`desiredWeight` is the decision (the compiler puts it in the config), `currentWeight` is the weight every
+sidecar acknowledged (the caller passes it as `acknowledged`), and `stepStartedAt` stays unset while the
+two differ. So a step is never judged on traffic split at another weight, a slow push cannot shorten a
+step, and status never shows a weight the sidecars do not run. Both live in status, so a restart
+resumes the wait.
+
 Choices where the design is silent:
 - Resuming a paused canary restarts the current step's clock and window (`stepStartedAt` = resume time,
   fresh baseline): no extra field is needed to remember when the pause began, and a step someone paused
@@ -22,6 +29,9 @@ Choices where the design is silent:
   `minRequests` since the reset.
 - The latency comparison with stable needs `minRequests` stable requests in the window; with fewer (at a
   100% step stable gets none) the comparison is skipped and the message says so.
+- A step whose weight is edited mid-run keeps its clock (as before), but no analysis judges it until the
+  new weight is acknowledged. Terminal phases (0% or 100%) have no clock; `currentWeight` still follows
+  the acknowledgement, and the controller looks again every `ROLLOUT_RECHECK_SECONDS` until it comes.
 - Stored times have whole seconds, like every metav1.Time, so a status is identical across a round trip.
 """
 
@@ -50,6 +60,8 @@ MAX_MESSAGE = 1024
 """Longest message the status schema accepts."""
 RECHECK_SECONDS = 10.0
 """How often a held step (too little traffic, no stats) looks again; shorter steps look at their pace."""
+ROLLOUT_RECHECK_SECONDS = 1.0
+"""How often a decided weight that the sidecars have not all acknowledged yet is looked at again."""
 MIN_REQUEUE_SECONDS = 0.1
 """Floor of `requeue_after`, so a step ending now is not polled in a busy loop."""
 
@@ -102,6 +114,8 @@ class _Run:
     stamp: datetime
     """`now` in whole seconds, for storing."""
     stats: CanaryStats | None
+    acknowledged: int | None
+    """The candidate weight every sidecar runs (None: unknown, or the sidecars disagree)."""
     events: list[CanaryEvent] = field(default_factory=list)
 
     @property
@@ -111,6 +125,16 @@ class _Run:
     @property
     def step_index(self) -> int:
         return min(self.status.current_step or 0, len(self.spec.steps) - 1)
+
+    @property
+    def desired(self) -> int | None:
+        """The weight decided (a status from before `desiredWeight` existed only has `currentWeight`)."""
+        status = self.status
+        return status.desired_weight if status.desired_weight is not None else status.current_weight
+
+    @property
+    def rolled_out(self) -> bool:
+        return self.acknowledged is not None and self.acknowledged == self.desired
 
     def update(self, **changes: Any) -> None:
         self.status = self.status.model_copy(update=changes)
@@ -123,7 +147,7 @@ class _Run:
         self.update(
             phase=phase,
             current_step=index,
-            current_weight=weight,
+            desired_weight=weight,
             history=[*self.status.history, entry][-MAX_HISTORY:],
         )
         self.events.append(CanaryEvent(reason, _cut(message), warning))
@@ -134,8 +158,20 @@ class _Run:
         pause = self.spec.steps[index].pause
         detail = f"step {index + 1}/{len(self.spec.steps)}: {weight}% to {self.spec.candidate} for {pause}"
         self.transition(CanaryPhase.PROGRESSING, index, weight, reason, f"{message}; {detail}", warning)
-        self.update(step_started_at=self.stamp, failed_analyses=self.status.failed_analyses or 0)
+        self.update(step_started_at=None, failed_analyses=self.status.failed_analyses or 0)
+        self.begin_if_rolled_out()
+
+    def begin_if_rolled_out(self) -> bool:
+        """Start the step's clock and window now if every sidecar runs its weight; else keep waiting
+        (the baseline keeps naming the run's endpoints, without counters)."""
+        if not self.rolled_out:
+            self.baseline = StepBaseline(
+                stable_endpoint=self.spec.stable, candidate_endpoint=self.spec.candidate
+            )
+            return False
+        self.update(step_started_at=self.stamp)
         self.take_baseline()
+        return True
 
     def take_baseline(self) -> None:
         """Counters from now on count towards the step (unset when stats could not be read)."""
@@ -162,16 +198,23 @@ def step(
     now: datetime,
     stats: CanaryStats | None,
     baseline: StepBaseline | None,
+    acknowledged: int | None,
 ) -> CanaryOutcome:
     """Advance the canary by one decision.
 
     `stats` are the current cumulative figures of stable and candidate summed over the namespace's
     sidecars (None when they could not be read: the canary then holds); `baseline` is the stored
-    `status.stepBaseline`. Pure and deterministic: the same inputs give the same outcome.
+    `status.stepBaseline`; `acknowledged` is the candidate weight of this canary that every sidecar
+    runs (None when unknown, when no sidecar runs it or while some lag). Pure and deterministic: the
+    same inputs give the same outcome.
     """
     now = now if now.tzinfo else now.replace(tzinfo=UTC)
-    run = _Run(spec, status, baseline, now, now.replace(microsecond=0), stats)
+    run = _Run(spec, status, baseline, now, now.replace(microsecond=0), stats, acknowledged)
     requeue = _decide(run)
+    if acknowledged is not None and run.status.current_weight != acknowledged:
+        run.update(current_weight=acknowledged)
+    if not run.rolled_out and run.desired is not None:
+        requeue = ROLLOUT_RECHECK_SECONDS if requeue is None else min(requeue, ROLLOUT_RECHECK_SECONDS)
     return run.outcome(requeue, status, baseline)
 
 
@@ -192,17 +235,20 @@ def _decide(run: _Run) -> float | None:
     if spec.paused:
         if phase != CanaryPhase.PAUSED:
             # A canary paused before it started holds at 0%: it has no step weight to hold yet.
-            weight = (run.status.current_weight or 0) if phase == CanaryPhase.PROGRESSING else 0
+            weight = (run.desired or 0) if phase == CanaryPhase.PROGRESSING else 0
             run.transition(CanaryPhase.PAUSED, run.step_index, weight, "Paused", "paused by spec.paused")
         _adopt_endpoints(run)
         return None
     if phase == CanaryPhase.PAUSED:
         run.start_step(run.step_index, "Resumed", "resumed (the step's clock restarts)")
         return _pause_seconds(run)
-    started = run.status.step_started_at
-    if phase == CanaryPhase.PENDING or started is None:
+    if phase == CanaryPhase.PENDING or run.desired is None:
         run.start_step(0 if phase == CanaryPhase.PENDING else run.step_index, "Started", "canary started")
         return _pause_seconds(run)
+    started = run.status.step_started_at
+    if started is None:
+        # The step's weight is decided but not yet run by every sidecar: its clock has not started.
+        return _pause_seconds(run) if run.begin_if_rolled_out() else ROLLOUT_RECHECK_SECONDS
     return _progress(run, started)
 
 
@@ -230,7 +276,7 @@ def _adopt_endpoints(run: _Run) -> None:
 
 def _progress(run: _Run, started: datetime) -> float | None:
     index = run.step_index
-    if index != run.status.current_step or run.spec.steps[index].weight != run.status.current_weight:
+    if index != run.status.current_step or run.spec.steps[index].weight != run.desired:
         # spec.steps was edited mid-run: the live weight follows the spec of the step in progress.
         weight = run.spec.steps[index].weight
         run.transition(
@@ -240,6 +286,8 @@ def _progress(run: _Run, started: datetime) -> float | None:
     remaining = (started + timedelta(seconds=seconds(run.spec.steps[index].pause)) - run.now).total_seconds()
     if remaining > 0:
         return max(remaining, MIN_REQUEUE_SECONDS)
+    if not run.rolled_out:
+        return ROLLOUT_RECHECK_SECONDS  # never judge a weight the sidecars do not all run
     judgement = _judge(run.spec, windows)
     if judgement.verdict == "Inconclusive":
         _hold(run, judgement)

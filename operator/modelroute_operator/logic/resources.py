@@ -146,7 +146,8 @@ class TlsSecretRef(ApiModel):
 
 class EndpointTls(ApiModel):
     """TLS towards the endpoint's https replicas. The Secrets are mounted into the sidecar and re-read
-    when they rotate."""
+    when they rotate; the operator's health probes use them too (read where its credentials grant
+    lets it read Secrets)."""
 
     ca_bundle: SecretKeyRef | None = None
     """Secret key holding PEM CA certificates the replicas' certificates must chain to. Replaces the
@@ -155,7 +156,6 @@ class EndpointTls(ApiModel):
     """A `kubernetes.io/tls` Secret whose certificate the sidecar presents to the replicas (mutual TLS)."""
     server_name: Annotated[str, Field(max_length=253, pattern=DNS_NAME)] | None = None
     """Name verified in the replicas' certificates and sent as SNI; unset uses each replica URL's host."""
-
 
 
 class Capabilities(ApiModel):
@@ -907,9 +907,14 @@ class CanaryStatus(ApiModel):
     current_step: Annotated[int, Field(ge=0)] | None = None
     """Index of the step in progress."""
     current_weight: Annotated[int, Field(ge=0, le=100)] | None = None
-    """Percentage of the route's traffic on the candidate in the live config."""
+    """Percentage of the route's traffic on the candidate that every sidecar acknowledged running (the
+    last such weight while a rollout is pending)."""
+    desired_weight: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Percentage the controller decided; the compiled config carries it, and `currentWeight` follows
+    once every sidecar acknowledged it."""
     step_started_at: datetime | None = None
-    """When the current step began; its pause counts from here."""
+    """When every sidecar acknowledged the current step's weight; the step's pause and analysis window
+    count from here (unset while that rollout is pending)."""
     failed_analyses: Annotated[int, Field(ge=0)] | None = None
     """Failed analyses so far."""
     last_analysis: AnalysisResult | None = None
@@ -1013,6 +1018,7 @@ class Canary(Resource):
         {"name": "Candidate", "type": "string", "jsonPath": ".spec.candidate"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Weight", "type": "integer", "jsonPath": ".status.currentWeight"},
+        {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredWeight", "priority": 1},
         _ready_column(),
         _AGE,
     )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from modelroute_contract import PolicyConfig, RouterConfig, short_version
+from modelroute_contract import CanarySplit, PolicyConfig, RouterConfig, short_version
 from modelroute_operator.logic.resources import ReplicaHealth
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -192,36 +192,70 @@ def sync_counts(figure: Any) -> tuple[int, int] | None:
     return synced, total
 
 
+def _live_split(obj: Mapping[str, Any], live: RouterConfig | None) -> CanarySplit | None:
+    """This canary's split in the live config, when it is there for the spec's stable and candidate."""
+    spec = obj.get("spec") or {}
+    target = spec.get("target") or {}
+    for compiled in live.policies if live is not None else ():
+        if compiled.name != target.get("policy"):
+            continue
+        for rule in compiled.rules:
+            split = rule.canary
+            if split is not None and split.name == obj["metadata"]["name"]:
+                same = (split.stable, split.candidate) == (spec.get("stable"), spec.get("candidate"))
+                return split if same else None
+    return None
+
+
+def _decided_weight(status: Mapping[str, Any]) -> Any:
+    # A status written before `desiredWeight` existed carries the decision in `currentWeight`.
+    desired = status.get("desiredWeight")
+    return desired if desired is not None else status.get("currentWeight")
+
+
+def acknowledged_weight(
+    obj: Mapping[str, Any], live: RouterConfig | None, policy: Mapping[str, Any] | None
+) -> int | None:
+    """The candidate weight of this canary that every sidecar runs: the live config's weight when the
+    target policy's sync figure counts every sidecar (at least one) on that live version; None when
+    the canary is not live, no sidecar runs it, or some lag. Shared by the `RolledOut` condition and
+    the canary controller, which starts a step's clock only once this equals the decided weight."""
+    split = _live_split(obj, live)
+    if split is None or live is None:
+        return None
+    policy_status = (policy or {}).get("status") or {}
+    counts = sync_counts(policy_status.get("sync"))
+    if policy_status.get("syncedVersion") != short_version(live.version) or counts is None:
+        return None
+    synced, total = counts
+    return int(split.candidate_weight) if total > 0 and synced == total else None
+
+
 def canary_rollout(
     obj: Mapping[str, Any], live: RouterConfig | None, policy: Mapping[str, Any] | None
 ) -> ConditionState:
-    """`RolledOut`: whether every sidecar runs a config carrying the weight the canary's status shows.
+    """`RolledOut`: whether every sidecar runs a config carrying the weight the controller decided.
 
-    The canary's `currentWeight` is what the controller decided; it reaches the sidecars through the next
-    compile and push. Until the target policy's sync figure counts every sidecar on a live config with
-    that weight, the condition says the rollout is pending, so no one reads a weight as applied early.
+    The canary's `desiredWeight` reaches the sidecars through the next compile and push. Until the
+    target policy's sync figure counts every sidecar on a live config with that weight, the condition
+    says the rollout is pending (and `currentWeight` keeps the last acknowledged weight).
     """
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    name = obj["metadata"]["name"]
-    target = spec.get("target") or {}
-    split = None
-    if live is not None:
-        for compiled in live.policies:
-            if compiled.name != target.get("policy"):
-                continue
-            for rule in compiled.rules:
-                if rule.canary is not None and rule.canary.name == name:
-                    split = rule.canary
+    status = obj.get("status") or {}
+    split = _live_split(obj, live)
     if split is None:
         return ConditionState("RolledOut", "Unknown", "NotLive", "the canary is not in the live config")
     weight = int(split.candidate_weight)
-    shown = status.get("currentWeight")
+    decided = _decided_weight(status)
     policy_status = (policy or {}).get("status") or {}
     counts = sync_counts(policy_status.get("sync"))
     on_live = live is not None and policy_status.get("syncedVersion") == short_version(live.version)
-    if shown is not None and int(shown) != weight and status.get("phase") not in ("Promoted", "RolledBack"):
+    if (
+        decided is not None
+        and int(decided) != weight
+        and status.get("phase") not in ("Promoted", "RolledBack")
+    ):
         return ConditionState(
-            "RolledOut", "False", "PendingRollout", f"weight {shown}% is not compiled yet (live: {weight}%)"
+            "RolledOut", "False", "PendingRollout", f"weight {decided}% is not compiled yet (live: {weight}%)"
         )
     if counts is None or not on_live:
         return ConditionState(

@@ -56,6 +56,9 @@ class ValidationSettings:
     referenced_deletes: Enforcement = Enforcement.REFUSE
     """Deleting an object others still use. `Warn` suits pruning GitOps tools that may delete an endpoint
     before the policy that used it (the operator then keeps the last good config)."""
+    sidecar_ports: tuple[int, ...] = ()
+    """Ports the injected sidecars listen on (the data and admin ports configured for injection), so a
+    replica URL at one of them is refused here as in the reconciler; the contract's defaults always are."""
 
 
 ObjectKey = tuple[str, str]
@@ -81,8 +84,9 @@ def validate(
     key = (request.kind, _name_of(incoming) or request.name)
     old = request.old_object if request.operation == "UPDATE" else None
     current = [b for b in namespace_objects if not _being_deleted(b) and _key_of(b) != key]
-    before = _namespace_errors(request.namespace, [*current, old] if old is not None else current)
-    after = _namespace_errors(request.namespace, [*current, incoming])
+    ports = settings.sidecar_ports
+    before = _namespace_errors(request.namespace, [*current, old] if old is not None else current, ports)
+    after = _namespace_errors(request.namespace, [*current, incoming], ports)
     own = {e for e in after if (e.kind, e.name) == key} | set(_claim_errors(incoming, old, current))
     had = {e for e in before if (e.kind, e.name) == key}
     blocking, demoted = _split_blocking(sorted(own - had, key=_error_order), settings)
@@ -112,8 +116,10 @@ def _validate_delete(
     key = (request.kind, request.name)
     current = [b for b in namespace_objects if not _being_deleted(b)]
     remaining = [b for b in current if _key_of(b) != key]
+    ports = settings.sidecar_ports
     broken = sorted(
-        _namespace_errors(request.namespace, remaining) - _namespace_errors(request.namespace, current),
+        _namespace_errors(request.namespace, remaining, ports)
+        - _namespace_errors(request.namespace, current, ports),
         key=_error_order,
     )
     if not broken:
@@ -132,7 +138,9 @@ def _validate_delete(
     )
 
 
-def _namespace_errors(namespace: str, bodies: Iterable[Body]) -> frozenset[CompileError]:
+def _namespace_errors(
+    namespace: str, bodies: Iterable[Body], sidecar_ports: Sequence[int] = ()
+) -> frozenset[CompileError]:
     """Every error of a namespace made of `bodies`, including objects that do not even parse."""
     parsed: list[Object] = []
     errors: set[CompileError] = set()
@@ -147,7 +155,7 @@ def _namespace_errors(namespace: str, bodies: Iterable[Body]) -> frozenset[Compi
         [o for o in parsed if isinstance(o, RoutingPolicy)],
         [o for o in parsed if isinstance(o, Canary)],
     )
-    return frozenset(errors | set(compile_namespace(objects).errors))
+    return frozenset(errors | set(compile_namespace(objects, sidecar_ports=sidecar_ports).errors))
 
 
 def _claim_errors(incoming: Body, old: Body | None, current: Sequence[Body]) -> Iterator[CompileError]:

@@ -94,8 +94,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         canaries.forget(namespace)
         log.info("namespace %s has no modelroute objects left; its state is dropped", namespace)
 
+    # main.py puts the injection settings' ports in the memo; a bare `kopf run` has only the defaults.
+    ports = tuple(memo.get("sidecar_ports") or ())
     memo["modelroute"] = OperatorContext(
-        kube, session, Reconciler(kube, announce, forget), syncer, health, canaries, background
+        kube, session, Reconciler(kube, announce, forget, ports), syncer, health, canaries, background
     )
 
 

@@ -18,6 +18,7 @@ from modelroute_operator.clients.leader import LeaderElector, LeaseKeeper, Lease
 from modelroute_operator.runtime import handlers  # noqa: F401  (registers the handlers
 from modelroute_operator.runtime.webhook_args import add_arguments as add_webhook_arguments
 from modelroute_operator.runtime.webhook_args import settings_from_args as webhook_settings
+from modelroute_operator.runtime.webhook_args import sidecar_ports_from_args
 from modelroute_operator.runtime.webhook_server import WebhookThread
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,12 @@ async def run_operator(args: argparse.Namespace) -> int:
         keeper.start()
     try:
         await kopf.operator(
-            clusterwide=not args.namespace, namespaces=args.namespace, standalone=True, stop_flag=stop
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            standalone=True,
+            stop_flag=stop,
+            # The reconciler refuses replica URLs at the ports the injector gives sidecars, as admission does.
+            memo=kopf.Memo(sidecar_ports=sidecar_ports_from_args(args)),
         )
     finally:
         if keeper is not None:

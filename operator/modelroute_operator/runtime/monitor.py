@@ -21,12 +21,13 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
-from modelroute_contract import replica_url_problem
+from modelroute_contract import RouterConfig, replica_url_problem
 from modelroute_operator.clients import probe as pr
 from modelroute_operator.clients.kube import KubeApi, SecretForbiddenError, TransientApiError
 from modelroute_operator.clients.sync import Syncer
 from modelroute_operator.logic import canary as cn
 from modelroute_operator.logic import health as hl
+from modelroute_operator.logic import status as st
 from modelroute_operator.logic.resources import (
     Canary,
     CanarySpec,
@@ -162,6 +163,8 @@ class HealthMonitor:
         due = [replica for replica in spec.replicas if self._due(key, replica.name, spec.health_check, now)]
         token, refusal = await self._credential(key[0], spec) if due else (None, None)
         tls = await self._tls(key[0], spec) if due else None
+        if isinstance(tls, str):
+            refusal, tls = refusal or tls, None
         results = await asyncio.gather(*(self._probe_replica(spec, r.url, token, refusal, tls) for r in due))
         outcome = dict(zip((r.name for r in due), results, strict=True))
         replicas, transitions = [], []
@@ -210,19 +213,33 @@ class HealthMonitor:
                 self._session, url, check.path, seconds(check.timeout), token, tls, server_name
             )
 
-    async def _tls(self, namespace: str, spec: ModelEndpointSpec) -> ssl.SSLContext | None:
-        """The endpoint's CA bundle as a context for probes (system trust without one). The client
-        certificate is not presented: probes of replicas that require one need `healthCheck.enabled:
-        false` (a private key never goes to the operator's disk)."""
-        ca = spec.tls.ca_bundle if spec.tls else None
-        if ca is None:
+    async def _tls(self, namespace: str, spec: ModelEndpointSpec) -> ssl.SSLContext | str | None:
+        """The endpoint's `tls` as a context for probes, like the sidecar's upstream client: its CA
+        bundle (system trust without one) and its client certificate. None without `tls`; a string
+        saying why the replicas are not probed when a Secret cannot be read or loaded (probing without
+        the endpoint's trust or certificate would only mark healthy replicas unhealthy)."""
+        tls = spec.tls
+        if tls is None or (tls.ca_bundle is None and tls.client_certificate is None):
             return None
         try:
-            bundle = await self._kube.read_secret_key(namespace, ca.name, ca.key)
-            return ssl.create_default_context(cadata=bundle)
-        except (TransientApiError, KeyError, ssl.SSLError, ValueError) as exc:
-            log.warning("health: CA bundle %s/%s unusable: %s", namespace, ca.name, exc)
-            return None
+            ca = tls.ca_bundle
+            bundle = await self._kube.read_secret_key(namespace, ca.name, ca.key) if ca else None
+            cert = tls.client_certificate
+            chain = await self._kube.read_secret_key(namespace, cert.name, "tls.crt") if cert else None
+            key = await self._kube.read_secret_key(namespace, cert.name, "tls.key") if cert else None
+        except SecretForbiddenError as exc:
+            log.warning("health: %s", exc)
+            return f"not probed: {exc}"
+        except (TransientApiError, KeyError) as exc:
+            log.warning("health: TLS Secret of %s unreadable: %s", namespace, exc)
+            return f"not probed: TLS Secret unreadable: {exc}"
+        try:
+            return pr.client_context(bundle, chain, key)
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            # The message of a failed load names no key material.
+            which = f"{namespace}/{tls.client_certificate.name}" if tls.client_certificate else namespace
+            log.warning("health: TLS material of %s unusable: %s", which, exc)
+            return f"not probed: TLS material unusable ({type(exc).__name__}: {exc})"
 
     async def _probe_replica(
         self,
@@ -335,7 +352,8 @@ class CanaryRunner:
         except ValueError as exc:
             log.warning("canary %s/%s: stats not usable: %s", *key, exc)
             stats = None
-        outcome = cn.step(spec, status, self._now(), stats, status.step_baseline)
+        acknowledged = await self._acknowledged(key[0], body)
+        outcome = cn.step(spec, status, self._now(), stats, status.step_baseline, acknowledged)
         if outcome.changed:
             new = outcome.status.model_copy(update={"step_baseline": outcome.baseline})
             patch = self._progress_patch(new)
@@ -344,6 +362,22 @@ class CanaryRunner:
                 log.info("canary %s/%s: %s: %s", *key, event.reason, event.message)
                 await self._kube.record_event(body, event.reason, event.message, warning=event.warning)
         return outcome.requeue_after
+
+    async def _acknowledged(self, namespace: str, body: Mapping[str, Any]) -> int | None:
+        """The canary's weight that every sidecar runs, read from what the API stores (the live
+        ConfigMap and the target policy's sync figure, which the syncer writes per live version), so
+        it holds across an operator restart and never counts a push that was not acknowledged."""
+        live = await self._kube.read_live_config(namespace)
+        if live is None:
+            return None
+        target = ((body.get("spec") or {}).get("target") or {}).get("policy")
+        policies = (await self._kube.list_objects(namespace)).policies
+        policy = next((p for p in policies if (p.get("metadata") or {}).get("name") == target), None)
+        try:
+            config = RouterConfig.model_validate_json(live.config_json)
+        except ValidationError:
+            return None
+        return st.acknowledged_weight(body, config, policy)
 
     @staticmethod
     def _accepted(body: Mapping[str, Any]) -> bool:

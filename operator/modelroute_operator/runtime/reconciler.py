@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -98,8 +98,12 @@ class Reconciler:
         kube: KubeApi,
         on_config: Callable[[str, RouterConfig], Awaitable[None]] | None = None,
         on_empty: Callable[[str], None] | None = None,
+        sidecar_ports: Sequence[int] = (),
     ):
         self._kube = kube
+        self._sidecar_ports = tuple(sidecar_ports)
+        """Ports the injected sidecars listen on (from the injection settings), refused as replica
+        URLs on loopback like the contract's defaults."""
         self._on_config = on_config
         self._on_empty = on_empty
         """Told when a namespace has no objects left, so every part drops what it keeps about it."""
@@ -147,7 +151,7 @@ class Reconciler:
             report.config_deleted = await self._kube.delete_config(namespace)
             return report
         objects, invalid = _parse_all(raw)
-        result = compile_namespace(objects, previous_config(live))
+        result = compile_namespace(objects, previous_config(live), self._sidecar_ports)
         errors = _errors_by_object(result, invalid)
         report.errors = [f"{key} {line}" for key, lines in sorted(errors.items()) for line in lines]
         live_config = RouterConfig.model_validate_json(live.config_json) if live else None
@@ -156,9 +160,7 @@ class Reconciler:
             if live is None or live.version != result.config.version or dict(live.sources) != sources:
                 await self._kube.apply_config(namespace, result.config, sources)
                 report.config_written = True
-            live = LiveConfig(
-                result.config.to_json(), result.config.version, sources, result.config.sequence
-            )
+            live = LiveConfig(result.config.to_json(), result.config.version, sources, result.config.sequence)
             live_config = result.config
         report.version = live.version if live else ""
         # Status first: it clears sync figures that count an older version, and the push announced next

@@ -86,6 +86,12 @@ def parse_resources(text: str) -> dict[str, dict[str, str]]:
     return {kind: {k: str(v) for k, v in (quantities or {}).items()} for kind, quantities in value.items()}
 
 
+def sidecar_ports_from_args(args: argparse.Namespace) -> tuple[int, ...]:
+    """The ports injected sidecars listen on (`--sidecar-port`, `--sidecar-admin-port`; the admin port
+    also serves metrics), which replica URLs may not point at on loopback."""
+    return tuple(sorted({args.sidecar_port, args.sidecar_admin_port} - {0}))
+
+
 def settings_from_args(args: argparse.Namespace) -> WebhookSettings | None:
     """The webhook settings from parsed flags; None when `--webhook-port` is 0 (webhooks off)."""
     if not args.webhook_port:
@@ -99,6 +105,7 @@ def settings_from_args(args: argparse.Namespace) -> WebhookSettings | None:
         validation=ValidationSettings(
             missing_references=Enforcement(args.webhook_missing_references),
             referenced_deletes=Enforcement(args.webhook_referenced_deletes),
+            sidecar_ports=sidecar_ports_from_args(args),
         ),
         injection=InjectionSettings(
             image=args.sidecar_image,
@@ -120,5 +127,3 @@ def settings_from_args(args: argparse.Namespace) -> WebhookSettings | None:
             },
         ),
     )
-
-
