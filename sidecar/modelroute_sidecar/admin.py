@@ -24,7 +24,7 @@ from modelroute_contract import admin
 from modelroute_contract.files import FileStamp, file_stamp
 from modelroute_contract.stats import StatsSnapshot
 
-from .configstore import ConfigRejectedError, ConfigStore
+from .configstore import ConfigRejectedError, ConfigStore, Snapshot
 from .errors import ApiError, error_middleware
 from .metrics import CONTENT_TYPE, merge_expositions
 from .state import Sidecar
@@ -207,11 +207,12 @@ class WorkerFleet:
             self.stale.discard(index)
         return down
 
-    async def bring_up(self, index: int) -> None:
-        """Give worker `index` the parent's current config (after a restart, or when it missed one)."""
+    async def bring_up(self, index: int, running: Snapshot | None = None) -> None:
+        """Give worker `index` the parent's current config (after a restart, or when it missed one);
+        nothing to send when it is known to run it already (`running`: what it was forked with)."""
         async with self._lock:  # reads `current` under the lock: a push in between is not undone
             current = self.store.current
-            if current is None:
+            if current is None or current is running:
                 self.stale.discard(index)
                 return
             try:
