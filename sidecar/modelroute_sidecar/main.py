@@ -45,21 +45,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from aiohttp import web
-
 from .admin import (
     AdminToken,
     LocalFleet,
     WorkerFleet,
     WorkerSockets,
-    create_admin_app,
-    create_control_app,
+    admin_server,
+    control_server,
     sibling_metrics,
     worker_socket,
 )
 from .app import build_sidecar, data_plane
 from .configstore import ConfigStore, Snapshot
 from .ratelimit import TENANT_TABLE_FILE, TenantTable
+from .server import DataServer
 from .settings import Settings, parse_settings
 
 log = logging.getLogger("modelroute_sidecar")
@@ -100,24 +99,19 @@ async def wait_for_stop() -> None:
     await stop.wait()
 
 
-async def start_site(
-    app: web.Application, host: str, port: int, *, reuse_port: bool = False
-) -> web.AppRunner:
-    """Start serving `app` on host:port."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024).start()
-    return runner
+ADMIN_GRACE_SECONDS = 1.0
+"""On stop, admin and control calls in flight get this long to finish."""
 
 
 async def run_single(settings: Settings) -> None:
     """One process serving the data port and the admin port."""
     sidecar = build_sidecar(settings)
     async with data_plane(sidecar, settings.host, settings.port):
-        runners = []
+        servers = []
         if settings.admin_port:
-            admin = create_admin_app(LocalFleet(sidecar), admin_token(settings))
-            runners.append(await start_site(admin, settings.admin_host, settings.admin_port))
+            admin = admin_server(LocalFleet(sidecar), admin_token(settings))
+            await admin.start(settings.admin_host, settings.admin_port)
+            servers.append(admin)
         settle_memory()
         log.info(
             "sidecar serving on %s:%d (admin %s), config %s",
@@ -126,8 +120,8 @@ async def run_single(settings: Settings) -> None:
         try:
             await wait_for_stop()
         finally:
-            for runner in reversed(runners):
-                await runner.cleanup()
+            for server in servers:
+                await server.close(ADMIN_GRACE_SECONDS)
 
 
 async def run_worker(settings: Settings, live: Snapshot | None = None) -> None:
@@ -140,17 +134,16 @@ async def run_worker(settings: Settings, live: Snapshot | None = None) -> None:
     sockets = WorkerSockets(settings.control_dir, settings.workers)
     sidecar.metrics_source = sibling_metrics(sockets)
     async with data_plane(sidecar, settings.host, settings.port, reuse_port=True):
-        control = web.AppRunner(create_control_app(sidecar), access_log=None, handle_signals=False)
-        await control.setup()
+        control = control_server(sidecar)
         path = worker_socket(settings.control_dir, settings.worker_index)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # left by a previous incarnation of this worker
-        await web.UnixSite(control, str(path)).start()
+        await control.start_unix(str(path))
         settle_memory()
         try:
             await wait_for_stop()
         finally:
-            await control.cleanup()
+            await control.close(ADMIN_GRACE_SECONDS)
             await sockets.close()
 
 
@@ -425,7 +418,7 @@ async def run_parent(settings: Settings, logs: LogQueue | None = None) -> None:
     sockets = WorkerSockets(control_dir, settings.workers)
     fleet = WorkerFleet(store, sockets, settings.pod_name)
     tasks: list[asyncio.Task[None]] = []
-    runner: web.AppRunner | None = None
+    admin: DataServer | None = None
     try:
         for index in range(settings.workers):
             supervisor.start(index, store.current)  # each starts with the config validated here
@@ -433,9 +426,8 @@ async def run_parent(settings: Settings, logs: LogQueue | None = None) -> None:
             if not await supervisor.wait_ready(index):
                 raise SystemExit(f"worker {index} did not start")
         if settings.admin_port:
-            runner = await start_site(
-                create_admin_app(fleet, admin_token(settings)), settings.admin_host, settings.admin_port
-            )
+            admin = admin_server(fleet, admin_token(settings))
+            await admin.start(settings.admin_host, settings.admin_port)
         tasks.append(asyncio.create_task(supervise(supervisor, fleet)))
         if settings.config_file is not None:
             tasks.append(
@@ -448,8 +440,8 @@ async def run_parent(settings: Settings, logs: LogQueue | None = None) -> None:
     finally:
         for task in tasks:
             task.cancel()
-        if runner is not None:
-            await runner.cleanup()
+        if admin is not None:
+            await admin.close(ADMIN_GRACE_SECONDS)
         await sockets.close()
         supervisor.stop()
         shutil.rmtree(control_dir, ignore_errors=True)

@@ -630,6 +630,11 @@ class DataServer:
                 lambda: _Connection(self), host, port, backlog=backlog, reuse_address=True
             )
 
+    async def start_unix(self, path: str) -> None:
+        """Listen on a unix socket at `path` (a worker's control socket)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _Connection(self), path)
+
     @property
     def port(self) -> int:
         """The port it listens on."""
