@@ -30,13 +30,10 @@ import atexit
 import contextlib
 import gc
 import logging
-import logging.handlers
 import os
 import queue
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -404,6 +401,9 @@ async def watch_config_file(fleet: WorkerFleet, path: Path, interval: float) -> 
 
 async def run_parent(settings: Settings, logs: LogQueue | None = None) -> None:
     """Fork the workers, then serve the admin port and keep the workers in line."""
+    import shutil  # the parent's only: a single-process sidecar saves the modules
+    import tempfile
+
     control_dir = Path(tempfile.mkdtemp(prefix="modelroute-sidecar-"))
     os.chmod(control_dir, 0o700)  # the control sockets take configs without a token
     TenantTable.create(control_dir / TENANT_TABLE_FILE)  # before any worker: they share its buckets
@@ -451,57 +451,63 @@ LOG_QUEUE_RECORDS = 10_000
 """Log records waiting for the log writer thread at most; more are dropped (and counted)."""
 
 
-class LogQueue(logging.handlers.QueueHandler):
-    """Hands log records to the writer thread; drops and counts them when it fell behind, so that
-    logging never blocks the event loop and never grows memory without bound."""
+class LogQueue(logging.Handler):
+    """Formats log records where they are logged and hands the lines to the writer thread; drops and
+    counts them when it fell behind, so that logging never blocks the event loop and never grows
+    memory without bound. (A plain Handler: `logging.handlers.QueueHandler` would bring that module
+    and pickle into every process, and copies each record.)"""
 
-    def __init__(self, records: queue.Queue[logging.LogRecord | None], output: logging.Handler) -> None:
-        super().__init__(records)
-        self.records = records
+    def __init__(self, lines: queue.Queue[str | None], stream: TextIO) -> None:
+        super().__init__()
+        self.lines = lines
+        self.stream = stream
         self.dropped = 0
-        self.output = output
         self.owner = os.getpid()
         self._writer: threading.Thread | None = None
 
-    def enqueue(self, record: logging.LogRecord) -> None:
+    def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.records.put_nowait(record)
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        try:
+            self.lines.put_nowait(line)
         except queue.Full:
             self.dropped += 1
 
     def start_writer(self) -> None:
-        """Start the thread that writes the queued records (again, after `stop_writer`)."""
+        """Start the thread that writes the queued lines (again, after `stop_writer`)."""
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_forever, name="log-writer", daemon=True)
             self._writer.start()
 
     def stop_writer(self) -> None:
         """Write what is queued and stop the writer thread, waiting at most about a second (also run
-        at exit, and around a fork: records logged meanwhile wait in the queue)."""
+        at exit, and around a fork: lines logged meanwhile wait in the queue)."""
         writer, self._writer = self._writer, None
         if writer is None or self.owner != os.getpid():
             return
         with contextlib.suppress(queue.Full):
-            self.records.put(None, timeout=1.0)
+            self.lines.put(None, timeout=1.0)
         writer.join(1.0)
 
     def _write_forever(self) -> None:
-        records = self.records
-        while (record := records.get()) is not None:
-            self.output.handle(record)
+        lines, stream = self.lines, self.stream
+        while (line := lines.get()) is not None:
+            try:
+                stream.write(line + "\n")
+                stream.flush()
+            except (OSError, ValueError):  # a closed or broken stderr: nothing to tell it with
+                pass
 
 
 def configure_logging(level: str, stream: TextIO | None = None) -> LogQueue:
     """Log to `stream` (stderr) from a thread: a log line written on the event loop is formatted
     there but written by the thread, so a slow or unread stderr pipe stalls the thread, not the loop.
     What is queued is written at exit (waiting at most a second)."""
-    records: queue.Queue[logging.LogRecord | None] = queue.Queue(LOG_QUEUE_RECORDS)
-    output = logging.StreamHandler(stream or sys.stderr)
-    output.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler = LogQueue(records, output)
-    # the queue hands on the bare message (with any traceback); the writer's formatter adds the rest
-    # once (QueueHandler's default formatter would prefix level and name a second time)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler = LogQueue(queue.Queue(LOG_QUEUE_RECORDS), stream or sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.start_writer()
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     atexit.register(handler.stop_writer)
