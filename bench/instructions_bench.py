@@ -12,6 +12,7 @@ socket syscalls, the same count for both: 2 reads and 2 writes per request) is n
 
     .venv/bin/python bench/instructions_bench.py                 # ~2 minutes
     .venv/bin/python bench/instructions_bench.py --requests 3000
+    .venv/bin/python bench/instructions_bench.py --skip-forwarder --variant 3.11=.venv311/bin/python
 
 The sidecar runs the realistic policy of proxy_bench (20 rules, residency, canary) with metrics and
 the audit log on.
@@ -29,8 +30,32 @@ import tempfile
 import time
 from pathlib import Path
 
-import proxy_bench
-from proxy_bench import PROMPT, REPO, free_port, spawn, stop, wait_port
+try:
+    from bench.harness import (
+        PROMPT,
+        REPO,
+        THIS,
+        Variant,
+        free_port,
+        realistic_config,
+        spawn,
+        start_upstream,
+        stop,
+        wait_port,
+    )
+except ModuleNotFoundError:  # run as `python bench/instructions_bench.py`: bench/ itself is on sys.path
+    from harness import (  # type: ignore[no-redef]
+        PROMPT,
+        REPO,
+        THIS,
+        Variant,
+        free_port,
+        realistic_config,
+        spawn,
+        start_upstream,
+        stop,
+        wait_port,
+    )  # fmt: skip
 
 START_SECONDS = 600.0
 """Python's imports under callgrind are ~50x slower: the sidecar takes a minute or two to listen."""
@@ -74,13 +99,15 @@ def measure(
     headers: dict[str, str],
     args: argparse.Namespace,
     workdir: Path,
+    env: dict[str, str] | None = None,
 ) -> int:
     """Instructions per request of one target."""
     port = free_port()
     outdir = workdir / name
     outdir.mkdir()
     valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outdir}/callgrind.%p.%n"]
-    process = spawn(valgrind + [c.replace("{port}", str(port)) for c in command], workdir / f"{name}.log")
+    command = valgrind + [c.replace("{port}", str(port)) for c in command]
+    process = spawn(command, workdir / f"{name}.log", env)
     try:
         if not wait_port(port, START_SECONDS):
             raise RuntimeError(f"{name} did not start (see {workdir / f'{name}.log'})")
@@ -97,45 +124,60 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000, help="measured requests (default 1000)")
     parser.add_argument("--warmup", type=int, default=300, help="requests before counting (default 300)")
+    parser.add_argument(
+        "--variant",
+        type=Variant.parse,
+        action="append",
+        default=[],
+        metavar="NAME=PYTHON[:TREE]",
+        help="also count the sidecar run by this interpreter (and source tree), as sidecar@NAME",
+    )
+    parser.add_argument("--skip-forwarder", action="store_true", help="count the sidecar(s) only")
     args = parser.parse_args()
     if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         print("valgrind not found (Debian: apt-get install -y valgrind)", file=sys.stderr)
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="modelroute-instructions-"))
-    upstream_port = free_port()
-    upstream = spawn(
-        [sys.executable, proxy_bench.__file__, "_upstream", "--port", str(upstream_port)],
-        workdir / "upstream.log",
-    )
+    upstream_port, upstream = start_upstream(workdir)
     config = workdir / "routerConfig.json"
-    config.write_text(proxy_bench.realistic_config(upstream_port))
+    config.write_text(realistic_config(upstream_port))
     forwarder = (
         f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); import minimal_forwarder; "
         f"minimal_forwarder.serve({{port}}, 'http://127.0.0.1:{upstream_port}/v1', 'fake-model')"
     )
-    sidecar = [
-        sys.executable, "-m", "modelroute_sidecar.main", "--port", "{port}", "--admin-port", "0",
-        "--config-file", str(config), "--region", "eu-west", "--workers", "1",
-        "--audit-log", str(workdir / "audit.jsonl"), "--log-level", "WARNING",
-    ]  # fmt: skip
-    targets = {
-        "forwarder": ([sys.executable, "-c", forwarder], "fake-model", {}),
-        "sidecar": (sidecar, "auto", {"x-user": "user-1234"}),
-    }
+
+    def sidecar(variant: Variant) -> list[str]:
+        return [
+            variant.python, "-m", "modelroute_sidecar.main", "--port", "{port}", "--admin-port", "0",
+            "--config-file", str(config), "--region", "eu-west", "--workers", "1",
+            "--audit-log", str(workdir / f"audit{variant.name}.jsonl"), "--log-level", "WARNING",
+        ]  # fmt: skip
+
+    targets: dict[str, tuple[list[str], str, dict[str, str], dict[str, str]]] = {}
+    if not args.skip_forwarder:
+        targets["forwarder"] = ([sys.executable, "-c", forwarder], "fake-model", {}, {})
+    targets["sidecar"] = (sidecar(THIS), "auto", {"x-user": "user-1234"}, {})
+    for variant in args.variant:
+        targets[f"sidecar@{variant.name}"] = (
+            sidecar(variant),
+            "auto",
+            {"x-user": "user-1234"},
+            variant.env(),
+        )
     results: dict[str, int] = {}
     try:
-        if not wait_port(upstream_port, 10):
-            print("fake upstream did not start", file=sys.stderr)
-            return 1
-        for name, (command, model, headers) in targets.items():
+        for name, (command, model, headers, env) in targets.items():
             print(f"{name} ...", flush=True)
-            results[name] = measure(name, command, model, headers, args, workdir)
+            results[name] = measure(name, command, model, headers, args, workdir, env)
     finally:
         stop(upstream)
     print()
     print(f"instructions per request (callgrind, 1 worker, {args.requests} requests after {args.warmup})")
     for name, count in results.items():
-        print(f"{name:<10} {count:>9,}   {count / results['forwarder']:.2f}x forwarder")
+        versus = [
+            f"{count / results[other]:.3f}x {other}" for other in ("forwarder", "sidecar") if other in results
+        ]
+        print(f"{name:<16} {count:>9,}   " + "   ".join(v for v in versus if not v.endswith(f"x {name}")))
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -17,18 +17,17 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
 from control_plane import ControlPlane, ensure_binaries, free_port  # noqa: E402, F401
 
-T = TypeVar("T")
 _names = itertools.count(1)
 
 
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = 30.0, interval: float = 0.1) -> T:
+def wait_for[T](check: Callable[[], T | None], what: str, timeout: float = 30.0, interval: float = 0.1) -> T:
     """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None

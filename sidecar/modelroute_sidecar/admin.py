@@ -1,10 +1,15 @@
 """The admin port (for the operator) and the control sockets between a parent and its workers.
 
 The operator pushes RouterConfigs to `PUT /config`, reads `GET /config/version` and `GET /stats`, all
-with a bearer token. Behind the admin app stands a `Fleet`: in a single-process sidecar that is the
-process itself (`LocalFleet`); in a multi-process one the parent runs the admin app and fans every
+with a bearer token. Behind the admin port stands a `Fleet`: in a single-process sidecar that is the
+process itself (`LocalFleet`); in a multi-process one the parent serves the admin port and fans every
 config out to its workers over unix sockets, answering only once each worker applied it, and sums the
-workers' stats and metrics (`WorkerFleet`). Workers serve a small control app on those sockets.
+workers' stats and metrics (`WorkerFleet`). Workers serve a small control API on those sockets.
+
+Both are served by the data port's HTTP/1.1 server (`server.DataServer`, with its bounds, timeouts
+and header checks) with a handler of their own, and the parent calls its workers with a one-request
+client over the unix socket: no web framework in the sidecar (aiohttp cost each process ~10 MiB and a
+third of its import time for these few rare calls).
 """
 
 from __future__ import annotations
@@ -13,20 +18,20 @@ import asyncio
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import aiohttp
-from aiohttp import web
+import httptools
 
 from modelroute_contract import admin
 from modelroute_contract.files import FileStamp, file_stamp
 from modelroute_contract.stats import StatsSnapshot
 
-from .configstore import ConfigRejectedError, ConfigStore
-from .errors import ApiError, error_middleware
+from .configstore import ConfigRejectedError, ConfigStore, Snapshot
+from .errors import ApiError, error_response, refusal_error, request_id_of, unexpected
 from .metrics import CONTENT_TYPE, merge_expositions
+from .server import DataServer, Handler, HttpRequest, HttpResponse, ResponseStream
 from .state import Sidecar
 from .stats import merge_snapshots
 
@@ -109,27 +114,65 @@ def worker_socket(control_dir: Path, index: int) -> Path:
     return control_dir / f"worker-{index}.sock"
 
 
+CONTROL_TIMEOUT_SECONDS = 10.0
+"""A call to a worker's control socket (a config push, a read) gets this long, connect included."""
+
+
+class ControlProtocolError(Exception):
+    """A worker's control socket answered something that is not one whole HTTP/1.1 response."""
+
+
+class _Answer:
+    """llhttp callbacks collecting one response."""
+
+    def __init__(self) -> None:
+        self.body: list[bytes] = []
+        self.complete = False
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+async def unix_request(path: Path, method: str, target: str, body: bytes | None = None) -> tuple[int, bytes]:
+    """One HTTP/1.1 request over a unix socket (`Connection: close`); the status and the body. The
+    caller bounds it in time."""
+    reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_CONFIG_BYTES)
+    try:
+        data = body or b""
+        head = f"{method} {target} HTTP/1.1\r\nHost: worker\r\nConnection: close\r\n"
+        head += f"Content-Length: {len(data)}\r\n\r\n"
+        writer.write(head.encode() + data)
+        answer = _Answer()
+        parser = httptools.HttpResponseParser(answer)
+        received = 0
+        while not answer.complete and (chunk := await reader.read(1 << 16)):
+            received += len(chunk)
+            if received > MAX_CONFIG_BYTES:
+                raise ControlProtocolError(f"answer larger than {MAX_CONFIG_BYTES} bytes")
+            try:
+                parser.feed_data(chunk)
+            except httptools.HttpParserError as exc:
+                raise ControlProtocolError(f"malformed answer: {exc}") from None
+        if not answer.complete:
+            raise ControlProtocolError("connection closed before the answer was complete")
+        return parser.get_status_code(), b"".join(answer.body)
+    finally:
+        writer.close()
+
+
 class WorkerSockets:
-    """HTTP clients to every worker's control socket (one connector per unix socket)."""
+    """Calls to every worker's control socket (one connection per call: they are rare)."""
 
     def __init__(self, control_dir: Path, workers: int) -> None:
         self.paths = [worker_socket(control_dir, i) for i in range(workers)]
-        self._sessions: list[aiohttp.ClientSession] = []
-
-    def _session(self, index: int) -> aiohttp.ClientSession:
-        if not self._sessions:
-            self._sessions = [
-                aiohttp.ClientSession(
-                    connector=aiohttp.UnixConnector(path=str(p)), timeout=aiohttp.ClientTimeout(total=10)
-                )
-                for p in self.paths
-            ]
-        return self._sessions[index]
 
     async def call(self, index: int, method: str, path: str, data: bytes | None = None) -> tuple[int, bytes]:
-        """One request to one worker."""
-        async with self._session(index).request(method, "http://worker" + path, data=data) as response:
-            return response.status, await response.read()
+        """One request to one worker (TimeoutError after `CONTROL_TIMEOUT_SECONDS`)."""
+        async with asyncio.timeout(CONTROL_TIMEOUT_SECONDS):
+            return await unix_request(self.paths[index], method, path, data)
 
     async def try_call(
         self, index: int, method: str, path: str, data: bytes | None = None
@@ -137,7 +180,7 @@ class WorkerSockets:
         """`call`, or None when the worker cannot be reached (it died, or is starting again)."""
         try:
             return await self.call(index, method, path, data)
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except (ControlProtocolError, OSError, TimeoutError) as exc:
             log.warning("worker %d unreachable on %s %s: %s", index, method, path, exc or type(exc).__name__)
             return None
 
@@ -149,10 +192,7 @@ class WorkerSockets:
         return list(await asyncio.gather(*calls))
 
     async def close(self) -> None:
-        """Close the connections."""
-        for session in self._sessions:
-            await session.close()
-        self._sessions = []
+        """Nothing is held open between calls."""
 
 
 class WorkerFleet:
@@ -207,11 +247,12 @@ class WorkerFleet:
             self.stale.discard(index)
         return down
 
-    async def bring_up(self, index: int) -> None:
-        """Give worker `index` the parent's current config (after a restart, or when it missed one)."""
+    async def bring_up(self, index: int, running: Snapshot | None = None) -> None:
+        """Give worker `index` the parent's current config (after a restart, or when it missed one);
+        nothing to send when it is known to run it already (`running`: what it was forked with)."""
         async with self._lock:  # reads `current` under the lock: a push in between is not undone
             current = self.store.current
-            if current is None:
+            if current is None or current is running:
                 self.stale.discard(index)
                 return
             try:
@@ -293,111 +334,129 @@ class AdminToken:
         return self._value
 
 
-FLEET = web.AppKey("fleet", Fleet)
-ADMIN_TOKEN = web.AppKey("admin_token", AdminToken)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Route = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
-@web.middleware
-async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every admin call but /healthz and /metrics needs `Authorization: Bearer <admin token>`.
-    Metrics stay open so Prometheus can scrape them; their labels are bounded and carry no secrets."""
-    if request.path not in admin.OPEN_PATHS:
-        token = request.app[ADMIN_TOKEN].current()
-        given = admin.presented_token(request.headers.get(admin.AUTHORIZATION_HEADER, ""))
-        if not token or not hmac.compare_digest(given.encode(), token.encode()):
-            raise ApiError(401, "unauthorized", "the admin port needs `Authorization: Bearer <admin token>`")
-    return await handler(request)
+def json_response(data: Any, status: int = 200) -> HttpResponse:
+    """A JSON body."""
+    return HttpResponse(status, json.dumps(data).encode())
 
 
-async def put_config(request: web.Request) -> web.Response:
-    """PUT/POST /config: validate and apply a RouterConfig; 4xx with the reason when refused."""
-    text = await request.read()
-    try:
-        result = await request.app[FLEET].apply(text)
-    except ConfigRejectedError as exc:
-        log.warning("config push refused (%d): %s", exc.status, exc.message)
-        raise ApiError(exc.status, "config_rejected", exc.message) from None
-    return web.json_response(result)
+def serve_routes(routes: dict[str, dict[str, Route]], token: AdminToken | None = None) -> Handler:
+    """A server handler for `routes` (path -> method -> route): the bearer token checked (when
+    `token` is given) on every path but the contract's open ones (Prometheus scrapes metrics; their
+    labels are bounded and carry no secrets), failures answered as OpenAI-style JSON errors
+    carrying the request id, like the data port's."""
+
+    async def handle(request: HttpRequest, stream: ResponseStream) -> HttpResponse:
+        request_id = request_id_of(request.headers)
+        try:
+            if token is not None and request.path not in admin.OPEN_PATHS:
+                expected = token.current()
+                given = admin.presented_token(request.headers.get(admin.AUTHORIZATION_HEADER.lower(), ""))
+                if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+                    raise ApiError(
+                        401, "unauthorized", "the admin port needs `Authorization: Bearer <admin token>`"
+                    )
+            methods = routes.get(request.path)
+            if methods is None:
+                raise ApiError(404, "not_found", "no such route")
+            route = methods.get(request.method)
+            if route is None:
+                raise ApiError(405, "method_not_allowed", f"method {request.method} is not allowed here")
+            response = await route(request)
+        except Exception as exc:
+            response = error_response(
+                unexpected(exc, f"{request.method} {request.path}", request_id), request_id
+            )
+        response.headers.setdefault("x-request-id", request_id)
+        return response
+
+    return handle
 
 
-async def get_version(request: web.Request) -> web.Response:
-    """GET /config/version."""
-    return web.json_response(await request.app[FLEET].version())
+def refuse(status: int, reason: str) -> HttpResponse:
+    """The answer to an admin or control request the server refuses before any route."""
+    request_id = request_id_of({})
+    return error_response(refusal_error(status, reason), request_id)
 
 
-async def get_stats(request: web.Request) -> web.Response:
-    """GET /stats: cumulative per-endpoint and per-replica figures (diff two reads for a window)."""
-    return web.json_response((await request.app[FLEET].stats()).to_json())
+def admin_server(fleet: Fleet, token: AdminToken | str) -> DataServer:
+    """The admin port's server (not listening yet: `await server.start(host, port)`)."""
+    checked = token if isinstance(token, AdminToken) else AdminToken(fixed=token)
 
+    async def put_config(request: HttpRequest) -> HttpResponse:
+        """PUT/POST /config: validate and apply a RouterConfig; 4xx with the reason when refused."""
+        try:
+            result = await fleet.apply(request.body)
+        except ConfigRejectedError as exc:
+            log.warning("config push refused (%d): %s", exc.status, exc.message)
+            raise ApiError(exc.status, "config_rejected", exc.message) from None
+        return json_response(result)
 
-async def get_metrics(request: web.Request) -> web.Response:
-    """GET /metrics on the admin port: the pod's metrics summed over its processes."""
-    return web.Response(body=await request.app[FLEET].metrics(), headers={"content-type": CONTENT_TYPE})
+    async def get_version(request: HttpRequest) -> HttpResponse:
+        """GET /config/version."""
+        return json_response(await fleet.version())
 
+    async def get_stats(request: HttpRequest) -> HttpResponse:
+        """GET /stats: cumulative per-endpoint and per-replica figures (diff two reads for a window)."""
+        return json_response((await fleet.stats()).to_json())
 
-async def admin_healthz(request: web.Request) -> web.Response:
-    """GET /healthz."""
-    return web.json_response({"status": "ok"})
+    async def get_metrics(request: HttpRequest) -> HttpResponse:
+        """GET /metrics on the admin port: the pod's metrics summed over its processes."""
+        return HttpResponse(200, await fleet.metrics(), content_type=CONTENT_TYPE)
 
+    async def healthz(request: HttpRequest) -> HttpResponse:
+        """GET /healthz."""
+        return json_response({"status": "ok"})
 
-def create_admin_app(fleet: Fleet, token: AdminToken | str) -> web.Application:
-    """The admin application; the error middleware runs outside the token check, so 401s are JSON too."""
-    app = web.Application(middlewares=[error_middleware, require_token], client_max_size=MAX_CONFIG_BYTES)
-    app[FLEET] = fleet
-    app[ADMIN_TOKEN] = token if isinstance(token, AdminToken) else AdminToken(fixed=token)
-    app.router.add_put(admin.CONFIG_PATH, put_config)
-    app.router.add_post(admin.CONFIG_PATH, put_config)
-    app.router.add_get(admin.VERSION_PATH, get_version)
-    app.router.add_get(admin.STATS_PATH, get_stats)
-    app.router.add_get(admin.METRICS_PATH, get_metrics)
-    app.router.add_get(admin.HEALTHZ_PATH, admin_healthz)
-    return app
+    routes: dict[str, dict[str, Route]] = {
+        admin.CONFIG_PATH: {"PUT": put_config, "POST": put_config},
+        admin.VERSION_PATH: {"GET": get_version},
+        admin.STATS_PATH: {"GET": get_stats},
+        admin.METRICS_PATH: {"GET": get_metrics},
+        admin.HEALTHZ_PATH: {"GET": healthz},
+    }
+    return DataServer(serve_routes(routes, checked), refuse, max_body_bytes=MAX_CONFIG_BYTES)
 
 
 # --- the worker side of the control sockets ---------------------------------------------------------
 
-CONTROL_SIDECAR = web.AppKey("control_sidecar", Sidecar)
 
+def control_server(sidecar: Sidecar) -> DataServer:
+    """What a worker serves on its unix socket (in the private control directory: no token)."""
 
-async def control_config(request: web.Request) -> web.Response:
-    """PUT /control/config: the parent validated it already; apply (validation runs again, cheaply)."""
-    sidecar = request.app[CONTROL_SIDECAR]
-    try:
-        snapshot = sidecar.config.apply(await request.read(), "parent")
-    except ConfigRejectedError as exc:
-        return web.json_response({"error": exc.message}, status=exc.status)
-    return web.json_response({"version": snapshot.version})
+    async def put_config(request: HttpRequest) -> HttpResponse:
+        """PUT /control/config: the parent validated it already; apply (validation runs again, cheaply)."""
+        try:
+            snapshot = sidecar.config.apply(request.body, "parent")
+        except ConfigRejectedError as exc:
+            return json_response({"error": exc.message}, status=exc.status)
+        return json_response({"version": snapshot.version})
 
+    async def get_version(request: HttpRequest) -> HttpResponse:
+        """GET /control/version."""
+        return json_response(version_document(sidecar.config))
 
-async def control_version(request: web.Request) -> web.Response:
-    """GET /control/version."""
-    return web.json_response(version_document(request.app[CONTROL_SIDECAR].config))
+    async def get_stats(request: HttpRequest) -> HttpResponse:
+        """GET /control/stats."""
+        return json_response(
+            sidecar.stats.snapshot(
+                pod=sidecar.settings.pod_name, config_version=sidecar.config.version
+            ).to_json()
+        )
 
+    async def get_metrics(request: HttpRequest) -> HttpResponse:
+        """GET /control/metrics: this worker's own metrics (the caller sums)."""
+        return HttpResponse(200, sidecar.metrics.render(), content_type="text/plain")
 
-async def control_stats(request: web.Request) -> web.Response:
-    """GET /control/stats."""
-    sidecar = request.app[CONTROL_SIDECAR]
-    return web.json_response(
-        sidecar.stats.snapshot(pod=sidecar.settings.pod_name, config_version=sidecar.config.version).to_json()
-    )
-
-
-async def control_metrics(request: web.Request) -> web.Response:
-    """GET /control/metrics: this worker's own metrics (the caller sums)."""
-    return web.Response(body=request.app[CONTROL_SIDECAR].metrics.render(), content_type="text/plain")
-
-
-def create_control_app(sidecar: Sidecar) -> web.Application:
-    """The app a worker serves on its unix socket (private directory; no token)."""
-    app = web.Application(client_max_size=MAX_CONFIG_BYTES)
-    app[CONTROL_SIDECAR] = sidecar
-    app.router.add_put("/control/config", control_config)
-    app.router.add_get("/control/version", control_version)
-    app.router.add_get("/control/stats", control_stats)
-    app.router.add_get("/control/metrics", control_metrics)
-    return app
+    routes: dict[str, dict[str, Route]] = {
+        "/control/config": {"PUT": put_config},
+        "/control/version": {"GET": get_version},
+        "/control/stats": {"GET": get_stats},
+        "/control/metrics": {"GET": get_metrics},
+    }
+    return DataServer(serve_routes(routes), refuse, max_body_bytes=MAX_CONFIG_BYTES)
 
 
 def sibling_metrics(sockets: WorkerSockets) -> Callable[[], Awaitable[bytes]]:
@@ -408,9 +467,3 @@ def sibling_metrics(sockets: WorkerSockets) -> Callable[[], Awaitable[bytes]]:
         return merge_expositions(a[1].decode() for a in answers if a is not None and a[0] == 200)
 
     return render
-
-
-async def close_sockets_ctx(sockets: WorkerSockets) -> AsyncIterator[None]:
-    """Cleanup-context body closing the worker sockets' sessions."""
-    yield
-    await sockets.close()

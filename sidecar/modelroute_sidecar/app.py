@@ -19,7 +19,7 @@ from .audit import AuditLog
 from .configstore import ConfigStore
 from .credentials import ClientKeys, UpstreamCredentials
 from .ejection import Ejections
-from .errors import ApiError, error_response, request_id_of, unexpected
+from .errors import ApiError, error_response, refusal_error, request_id_of, unexpected
 from .httpclient import Pool
 from .metrics import Metrics
 from .proxies import ProxyConfig
@@ -148,21 +148,10 @@ def dispatcher(sidecar: Sidecar) -> Handler:
 
 def refusal(sidecar: Sidecar) -> RefusalHandler:
     """The answer to a request the server refuses before any view (too large, malformed)."""
-    codes = {
-        400: "bad_request",
-        408: "request_timeout",
-        413: "request_too_large",
-        414: "request_line_too_long",
-        415: "unsupported_content_encoding",
-        431: "request_header_fields_too_large",
-        503: "too_many_connections",
-    }
 
     def refuse(status: int, reason: str) -> HttpResponse:
         request_id = request_id_of({})
-        param = "Content-Encoding" if status == 415 else None
-        error = ApiError(status, codes.get(status, "bad_request"), reason, param=param)
-        response = error_response(error, request_id)
+        response = error_response(refusal_error(status, reason), request_id)
         exchange = Exchange(request_id, "", config_version=sidecar.config.version)
         response.headers.update(decision_headers(exchange))
         return response

@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from modelroute_contract import CredentialRef
 from modelroute_contract.files import FileStamp, file_stamp
 
@@ -123,7 +121,12 @@ class ClientKeys:
 
 def parse_client_keys(text: str) -> dict[str, Client]:
     """Parse `{key: {tenant, tier}}` (YAML or JSON); a bare string value is the tenant."""
-    data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+    if text.lstrip().startswith("{"):
+        data = json.loads(text)
+    else:
+        import yaml  # only a YAML keys file needs it: a process without one saves its ~1 MiB
+
+        data = yaml.safe_load(text)
     if not isinstance(data, dict):
         raise ValueError("client keys file must be a mapping of key to {tenant, tier}")
     keys: dict[str, Client] = {}

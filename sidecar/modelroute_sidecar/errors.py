@@ -3,7 +3,8 @@
 Clients of the sidecar are OpenAI SDKs: they read `{"error": {"message", "type", "code", "param"}}` and
 the HTTP status. Every response, error or not, carries the request id (`x-request-id`, taken from the
 client or generated); on the data port the API views add the decision headers too, so a failed request
-is as explainable as a served one. The admin port (aiohttp) uses the same bodies through its middleware.
+is as explainable as a served one. The admin port and the workers' control sockets (the same HTTP
+server, `server.py`) answer with the same bodies.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
-
-from aiohttp import web
+from collections.abc import Mapping
 
 from .server import HttpResponse
 
@@ -114,22 +113,29 @@ def new_request_id() -> str:
     return f"{_REQUEST_IDS.prefix}{next(_REQUEST_IDS.counter):016x}"
 
 
+REFUSAL_CODES = {
+    400: "bad_request",
+    408: "request_timeout",
+    413: "request_too_large",
+    414: "request_line_too_long",
+    415: "unsupported_content_encoding",
+    431: "request_header_fields_too_large",
+    503: "too_many_connections",
+}
+"""Error codes of the requests the HTTP server refuses before any view (`server.RefusalHandler`)."""
+
+
+def refusal_error(status: int, reason: str) -> ApiError:
+    """The error for a request the server refused (too large, malformed, too slow, ...)."""
+    param = "Content-Encoding" if status == 415 else None
+    return ApiError(status, REFUSAL_CODES.get(status, "bad_request"), reason, param=param)
+
+
 def translate(exc: BaseException) -> ApiError:
     """Map any exception escaping a handler to the ApiError a client should see."""
     if isinstance(exc, ApiError):
         return exc
-    if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return ApiError(413, "request_too_large", f"request body is larger than the limit: {exc.text}")
-    if isinstance(exc, web.HTTPNotFound):
-        return ApiError(404, "not_found", "no such route")
-    if isinstance(exc, web.HTTPMethodNotAllowed):
-        return ApiError(405, "method_not_allowed", f"method {exc.method} is not allowed here")
-    if isinstance(exc, web.HTTPException):
-        return ApiError(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
     return ApiError(500, "internal_error", "internal error in the router sidecar")
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def unexpected(exc: Exception, what: str, request_id: str) -> ApiError:
@@ -138,21 +144,3 @@ def unexpected(exc: Exception, what: str, request_id: str) -> ApiError:
     if error.status >= 500 and not isinstance(exc, ApiError):
         log.error("unhandled error serving %s (request %s)", what, request_id, exc_info=exc)
     return error
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The admin port's: assign the request id, run the handler, map any exception to an OpenAI-style
-    response."""
-    request_id = request_id_of(request.headers)
-    try:
-        response = await handler(request)
-    except Exception as exc:
-        error = unexpected(exc, f"{request.method} {request.path}", request_id)
-        response = web.Response(
-            status=error.status, body=error_body(error, request_id), content_type="application/json"
-        )
-        response.headers.update(error.headers)
-    if not response.prepared:
-        response.headers["x-request-id"] = request_id
-    return response

@@ -3,7 +3,7 @@
 Single process (`--workers 1`, the default): the data app and the admin app share one event loop, and
 the process watches its config file itself.
 
-Several processes (`--workers N`): the parent binds nothing on the data port. It starts N workers that
+Several processes (`--workers N`): the parent binds nothing on the data port. It forks N workers that
 each bind it with SO_REUSEPORT (the kernel spreads connections across them, so every core serves),
 runs the admin app, watches the config file, and fans every config (push or file change) out to the
 workers over unix sockets in a private directory, answering a push only once every worker applied it.
@@ -11,6 +11,16 @@ It restarts a worker that dies (with exponential backoff, logging why it ended) 
 current config; the admin port keeps answering meanwhile, naming the workers that are down.
 `/metrics` on any worker and `/stats` on the admin port are summed over the workers, so a scrape sees
 the pod, not whichever process accepted the connection.
+
+Workers are forked, not started: the parent has imported everything and validated the config (the
+RouterConfig models and the engine's indexes built), so a worker shares those pages with it
+copy-on-write and starts in milliseconds, with no second interpreter start or import. Before each
+fork the parent collects garbage and freezes what is left (`gc.freeze`), so that no collection in
+either process walks, and so unshares, the inherited objects; it stops its log writer thread, so that
+no lock is held across the fork. The child never returns into the parent's code: it freezes again,
+closes the parent's sockets and event-loop descriptors, starts its own logging and its own event loop,
+installs the parent's live config (the one the parent runs at the moment of the fork, never an older
+bootstrap file), and leaves with `os._exit`.
 """
 
 from __future__ import annotations
@@ -20,35 +30,32 @@ import atexit
 import contextlib
 import gc
 import logging
-import logging.handlers
 import os
 import queue
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import TextIO
-
-from aiohttp import web
+from typing import NoReturn, TextIO
 
 from .admin import (
     AdminToken,
     LocalFleet,
     WorkerFleet,
     WorkerSockets,
-    create_admin_app,
-    create_control_app,
+    admin_server,
+    control_server,
     sibling_metrics,
     worker_socket,
 )
 from .app import build_sidecar, data_plane
-from .configstore import ConfigStore
+from .configstore import ConfigStore, Snapshot
 from .ratelimit import TENANT_TABLE_FILE, TenantTable
+from .server import DataServer
 from .settings import Settings, parse_settings
 
 log = logging.getLogger("modelroute_sidecar")
@@ -89,24 +96,19 @@ async def wait_for_stop() -> None:
     await stop.wait()
 
 
-async def start_site(
-    app: web.Application, host: str, port: int, *, reuse_port: bool = False
-) -> web.AppRunner:
-    """Start serving `app` on host:port."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024).start()
-    return runner
+ADMIN_GRACE_SECONDS = 1.0
+"""On stop, admin and control calls in flight get this long to finish."""
 
 
 async def run_single(settings: Settings) -> None:
     """One process serving the data port and the admin port."""
     sidecar = build_sidecar(settings)
     async with data_plane(sidecar, settings.host, settings.port):
-        runners = []
+        servers = []
         if settings.admin_port:
-            admin = create_admin_app(LocalFleet(sidecar), admin_token(settings))
-            runners.append(await start_site(admin, settings.admin_host, settings.admin_port))
+            admin = admin_server(LocalFleet(sidecar), admin_token(settings))
+            await admin.start(settings.admin_host, settings.admin_port)
+            servers.append(admin)
         settle_memory()
         log.info(
             "sidecar serving on %s:%d (admin %s), config %s",
@@ -115,64 +117,196 @@ async def run_single(settings: Settings) -> None:
         try:
             await wait_for_stop()
         finally:
-            for runner in reversed(runners):
-                await runner.cleanup()
+            for server in servers:
+                await server.close(ADMIN_GRACE_SECONDS)
 
 
-async def run_worker(settings: Settings) -> None:
-    """One of N data-plane processes: the data port (shared) and its control socket."""
+async def run_worker(settings: Settings, live: Snapshot | None = None) -> None:
+    """One of N data-plane processes: the data port (shared) and its control socket, serving `live`
+    (the parent's config at the fork) from the start."""
     assert settings.control_dir is not None
     sidecar = build_sidecar(settings)
+    if live is not None:
+        sidecar.config.install(live)
     sockets = WorkerSockets(settings.control_dir, settings.workers)
     sidecar.metrics_source = sibling_metrics(sockets)
     async with data_plane(sidecar, settings.host, settings.port, reuse_port=True):
-        control = web.AppRunner(create_control_app(sidecar), access_log=None, handle_signals=False)
-        await control.setup()
+        control = control_server(sidecar)
         path = worker_socket(settings.control_dir, settings.worker_index)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # left by a previous incarnation of this worker
-        await web.UnixSite(control, str(path)).start()
+        await control.start_unix(str(path))
         settle_memory()
         try:
             await wait_for_stop()
         finally:
-            await control.cleanup()
+            await control.close(ADMIN_GRACE_SECONDS)
             await sockets.close()
 
 
-class Supervisor:
-    """The parent of a multi-process sidecar: starts, watches and restarts its workers."""
+class WorkerProcess:
+    """A forked worker, with the part of `subprocess.Popen`'s interface the supervisor uses."""
 
-    def __init__(self, settings: Settings, argv: Sequence[str], control_dir: Path) -> None:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        """The exit code once it ended; negative: killed by that signal (as Popen says it)."""
+
+    def poll(self) -> int | None:
+        """The exit code if it ended (it is reaped then), else None."""
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: its code is lost
+                self.returncode = 255
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the end; TimeoutError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"worker pid {self.pid} still running after {timeout} s")
+            time.sleep(0.01)
+        return code
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+
+def inherited_descriptors() -> list[int]:
+    """This process's sockets and event-loop descriptors (epoll, eventfd, timerfd, signalfd), which
+    a forked child closes: it must not hold the parent's listening port or connections open, nor
+    share its epoll instance. Pipes and files stay (libuv re-creates its own pipes in the child)."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd <= 2:
+            continue
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue  # the directory listing's own descriptor, closed already
+        if target.startswith(("socket:", "anon_inode:[eventpoll]", "anon_inode:[eventfd]",
+                              "anon_inode:[timerfd]", "anon_inode:[signalfd]")):  # fmt: skip
+            found.append(fd)
+    return found
+
+
+def fork(child: Callable[[], int], logs: LogQueue | None = None) -> WorkerProcess:
+    """Fork a process that runs `child` and exits with the code it returns (1 on an exception)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()  # or the child would write the parent's buffered output again
+    settle_memory()  # shared pages stay shared: no collector in either process walks these objects
+    inherited = inherited_descriptors()
+    if logs is not None:
+        logs.stop_writer()  # no thread may hold a lock across the fork; the child starts its own
+    try:
+        pid = os.fork()
+    except BaseException:
+        if logs is not None:
+            logs.start_writer()
+        raise
+    if pid == 0:
+        _become_child(child, inherited)
+    if logs is not None:
+        logs.start_writer()
+    return WorkerProcess(pid)
+
+
+def _become_child(child: Callable[[], int], inherited: list[int]) -> NoReturn:
+    """The first steps of a forked child, then `child`, then the exit: never back into the caller."""
+    code = 1
+    try:
+        gc.freeze()  # the parent's objects are never collected here (some hold its descriptors)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until the child's own loop handles it
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for fd in inherited:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        code = child()
+    except SystemExit as exc:
+        if isinstance(exc.code, int):
+            code = exc.code
+        else:
+            print(exc.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+def worker_process(settings: Settings, live: Snapshot | None) -> int:
+    """The body of a forked worker: its name, its own log writer and event loop, then serving."""
+    with contextlib.suppress(OSError):  # `ps`, `top` and the tests tell the workers apart by it
+        Path("/proc/self/comm").write_text(worker_name(settings.worker_index))
+    logs = configure_logging(settings.log_level)
+    try:
+        asyncio.run(run_worker(settings, live))
+    finally:
+        logs.stop_writer()
+    return 0
+
+
+def worker_name(index: int) -> str:
+    """The process name of worker `index` (at most 15 characters: the kernel's limit)."""
+    return f"modelroute-w{index}"
+
+
+WorkerTarget = Callable[[Settings, Snapshot | None], int]
+"""What a forked worker runs: its settings and the live config to start with; returns the exit code."""
+
+
+class Supervisor:
+    """The parent of a multi-process sidecar: forks, watches and restarts its workers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        control_dir: Path,
+        *,
+        logs: LogQueue | None = None,
+        target: WorkerTarget = worker_process,
+    ) -> None:
         self.settings = settings
-        self.argv = list(argv)
         self.control_dir = control_dir
-        self.processes: list[subprocess.Popen[bytes] | None] = [None] * settings.workers
+        self.logs = logs
+        self.target = target
+        self.processes: list[WorkerProcess | None] = [None] * settings.workers
         self.started_at = [0.0] * settings.workers
         self.deaths = [0] * settings.workers
         """Deaths in a row of each worker (reset once it stays up for `RESTART_STABLE_SECONDS`)."""
         self.restart_at: list[float | None] = [None] * settings.workers
         """When a dead worker is due to be started again; None while it runs."""
 
-    def start(self, index: int, live_config: str | None = None) -> None:
-        """Start worker `index` with the parent's own flags plus its identity.
+    def worker_settings(self, index: int) -> Settings:
+        """A worker's settings: the parent's, with its identity; no config file (it gets the parent's
+        live config at the fork, and the parent watches the file)."""
+        return replace(self.settings, worker_index=index, control_dir=self.control_dir, config_file=None)
 
-        `live_config` is the config the parent runs now: a restarted worker boots from a copy of it in
-        the private control directory instead of the mounted bootstrap file, which can be older than the
-        last push (a worker must never serve a config the pod has already moved past, even briefly)."""
-        command = [
-            sys.executable, "-m", "modelroute_sidecar.main", *self.argv,
-            "--worker-index", str(index), "--control-dir", str(self.control_dir),
-        ]  # fmt: skip
-        if live_config is not None:
-            path = self.control_dir / f"worker-{index}-config.json"
-            staged = path.with_suffix(".new")
-            staged.write_text(live_config)
-            staged.replace(path)  # whole or not at all: the worker never reads half a config
-            command += ["--config-file", str(path)]  # the last occurrence of a flag wins
+    def start(self, index: int, live: Snapshot | None = None) -> None:
+        """Fork worker `index`, starting from `live`: the config the parent runs now, not the mounted
+        bootstrap file, which can be older than the last push (a worker must never serve a config the
+        pod has already moved past, even briefly)."""
         with contextlib.suppress(FileNotFoundError):
             worker_socket(self.control_dir, index).unlink()
-        self.processes[index] = subprocess.Popen(command)
+        settings, target = self.worker_settings(index), self.target
+        self.processes[index] = fork(lambda: target(settings, live), self.logs)
         self.started_at[index] = time.monotonic()
         self.restart_at[index] = None
 
@@ -203,7 +337,7 @@ class Supervisor:
                 return False
             if path.exists():
                 return True
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.005)
         return False
 
     def dead(self) -> list[int]:
@@ -213,14 +347,15 @@ class Supervisor:
     def stop(self) -> None:
         """SIGTERM every worker and wait for them."""
         for process in self.processes:
-            if process is not None and process.poll() is None:
+            if process is not None:
                 process.terminate()
         for process in self.processes:
             if process is not None:
                 try:
                     process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
+                except TimeoutError:
                     process.kill()
+                    process.wait(timeout=10)
 
 
 async def supervise(supervisor: Supervisor, fleet: WorkerFleet) -> None:
@@ -235,10 +370,10 @@ async def supervise(supervisor: Supervisor, fleet: WorkerFleet) -> None:
                 supervisor.note_death(index, now)
             elif now >= due:
                 live = fleet.store.current
-                supervisor.start(index, live.text if live is not None else None)
-                fleet.stale.add(index)  # until it has the current config
+                supervisor.start(index, live)
+                fleet.stale.add(index)  # until it is known to run the current config
                 if await supervisor.wait_ready(index):
-                    await fleet.bring_up(index)
+                    await fleet.bring_up(index, running=live)
                 # a worker that did not come up is seen dead on the next round and backs off further
         for index in sorted(fleet.stale):
             if index not in supervisor.dead():
@@ -264,12 +399,15 @@ async def watch_config_file(fleet: WorkerFleet, path: Path, interval: float) -> 
         await fleet.sync_file(path)
 
 
-async def run_parent(settings: Settings, argv: Sequence[str]) -> None:
-    """Start the workers, then serve the admin port and keep the workers in line."""
+async def run_parent(settings: Settings, logs: LogQueue | None = None) -> None:
+    """Fork the workers, then serve the admin port and keep the workers in line."""
+    import shutil  # the parent's only: a single-process sidecar saves the modules
+    import tempfile
+
     control_dir = Path(tempfile.mkdtemp(prefix="modelroute-sidecar-"))
     os.chmod(control_dir, 0o700)  # the control sockets take configs without a token
     TenantTable.create(control_dir / TENANT_TABLE_FILE)  # before any worker: they share its buckets
-    supervisor = Supervisor(settings, argv, control_dir)
+    supervisor = Supervisor(settings, control_dir, logs=logs)
     store = ConfigStore(
         region=settings.region,
         namespace=settings.namespace,
@@ -280,19 +418,16 @@ async def run_parent(settings: Settings, argv: Sequence[str]) -> None:
     sockets = WorkerSockets(control_dir, settings.workers)
     fleet = WorkerFleet(store, sockets, settings.pod_name)
     tasks: list[asyncio.Task[None]] = []
-    runner: web.AppRunner | None = None
+    admin: DataServer | None = None
     try:
         for index in range(settings.workers):
-            supervisor.start(index)
+            supervisor.start(index, store.current)  # each starts with the config validated here
         for index in range(settings.workers):
             if not await supervisor.wait_ready(index):
                 raise SystemExit(f"worker {index} did not start")
-        if store.current is not None:
-            await fleet.distribute(store.current.text.encode())
         if settings.admin_port:
-            runner = await start_site(
-                create_admin_app(fleet, admin_token(settings)), settings.admin_host, settings.admin_port
-            )
+            admin = admin_server(fleet, admin_token(settings))
+            await admin.start(settings.admin_host, settings.admin_port)
         tasks.append(asyncio.create_task(supervise(supervisor, fleet)))
         if settings.config_file is not None:
             tasks.append(
@@ -305,8 +440,8 @@ async def run_parent(settings: Settings, argv: Sequence[str]) -> None:
     finally:
         for task in tasks:
             task.cancel()
-        if runner is not None:
-            await runner.cleanup()
+        if admin is not None:
+            await admin.close(ADMIN_GRACE_SECONDS)
         await sockets.close()
         supervisor.stop()
         shutil.rmtree(control_dir, ignore_errors=True)
@@ -316,47 +451,66 @@ LOG_QUEUE_RECORDS = 10_000
 """Log records waiting for the log writer thread at most; more are dropped (and counted)."""
 
 
-class LogQueue(logging.handlers.QueueHandler):
-    """Hands log records to the writer thread; drops and counts them when it fell behind, so that
-    logging never blocks the event loop and never grows memory without bound."""
+class LogQueue(logging.Handler):
+    """Formats log records where they are logged and hands the lines to the writer thread; drops and
+    counts them when it fell behind, so that logging never blocks the event loop and never grows
+    memory without bound. (A plain Handler: `logging.handlers.QueueHandler` would bring that module
+    and pickle into every process, and copies each record.)"""
 
-    def __init__(self, records: queue.Queue[logging.LogRecord | None]) -> None:
-        super().__init__(records)
+    def __init__(self, lines: queue.Queue[str | None], stream: TextIO) -> None:
+        super().__init__()
+        self.lines = lines
+        self.stream = stream
         self.dropped = 0
-        self.stop_writer: Callable[[], None] = lambda: None
-        """Write what is queued and stop the writer thread (also run at exit)."""
+        self.owner = os.getpid()
+        self._writer: threading.Thread | None = None
 
-    def enqueue(self, record: logging.LogRecord) -> None:
+    def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.queue.put_nowait(record)
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        try:
+            self.lines.put_nowait(line)
         except queue.Full:
             self.dropped += 1
+
+    def start_writer(self) -> None:
+        """Start the thread that writes the queued lines (again, after `stop_writer`)."""
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_forever, name="log-writer", daemon=True)
+            self._writer.start()
+
+    def stop_writer(self) -> None:
+        """Write what is queued and stop the writer thread, waiting at most about a second (also run
+        at exit, and around a fork: lines logged meanwhile wait in the queue)."""
+        writer, self._writer = self._writer, None
+        if writer is None or self.owner != os.getpid():
+            return
+        with contextlib.suppress(queue.Full):
+            self.lines.put(None, timeout=1.0)
+        writer.join(1.0)
+
+    def _write_forever(self) -> None:
+        lines, stream = self.lines, self.stream
+        while (line := lines.get()) is not None:
+            try:
+                stream.write(line + "\n")
+                stream.flush()
+            except (OSError, ValueError):  # a closed or broken stderr: nothing to tell it with
+                pass
 
 
 def configure_logging(level: str, stream: TextIO | None = None) -> LogQueue:
     """Log to `stream` (stderr) from a thread: a log line written on the event loop is formatted
     there but written by the thread, so a slow or unread stderr pipe stalls the thread, not the loop.
     What is queued is written at exit (waiting at most a second)."""
-    records: queue.Queue[logging.LogRecord | None] = queue.Queue(LOG_QUEUE_RECORDS)
-    output = logging.StreamHandler(stream or sys.stderr)
-    output.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-
-    def write_forever() -> None:
-        while (record := records.get()) is not None:
-            output.handle(record)
-
-    writer = threading.Thread(target=write_forever, name="log-writer", daemon=True)
-    writer.start()
-    handler = LogQueue(records)
+    handler = LogQueue(queue.Queue(LOG_QUEUE_RECORDS), stream or sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.start_writer()
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-
-    def stop() -> None:
-        with contextlib.suppress(queue.Full):
-            records.put(None, timeout=1.0)
-        writer.join(1.0)
-
-    handler.stop_writer = stop
-    atexit.register(stop)
+    atexit.register(handler.stop_writer)
     return handler
 
 
@@ -368,19 +522,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Parse settings and run the right kind of process."""
     args = list(sys.argv[1:] if argv is None else argv)
     settings = parse_settings(args)
-    configure_logging(settings.log_level)
-    if (
-        not settings.admin_token
-        and not settings.admin_token_file
-        and settings.admin_port
-        and settings.worker_index < 0
-    ):
+    logs = configure_logging(settings.log_level)
+    if not settings.admin_token and not settings.admin_token_file and settings.admin_port:
         log.warning("no admin token configured: the admin port refuses every call")
     install_uvloop()
-    if settings.worker_index >= 0:
-        asyncio.run(run_worker(settings))
-    elif settings.workers > 1:
-        asyncio.run(run_parent(settings, args))
+    if settings.workers > 1:
+        asyncio.run(run_parent(settings, logs))
     else:
         asyncio.run(run_single(settings))
 

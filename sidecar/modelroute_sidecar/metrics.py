@@ -1,66 +1,167 @@
-"""Prometheus metrics of the sidecar, in a registry of its own (never the global one).
+"""Prometheus metrics of the sidecar: its own small families and text exposition (no client library).
 
 Labels are bounded by the config, never by clients: route (the API: chat, completions, embeddings),
 endpoint, replica, region, outcome. Tenant ids, prompts and request ids never become labels.
 
-The families every request updates (requests, request and upstream durations, tokens, cost) are plain
-numbers in dicts, turned into metric families only when scraped (`HotCounter`, `HotHistogram`): an
-update is a dict lookup and an addition, where prometheus_client's `inc`/`observe` take a lock and a
-chain of calls each, which measured at ~6% of the sidecar's instructions per request. The rest, which
-change rarely (retries, ejections, ...), are ordinary prometheus_client metrics.
+Every family is plain numbers in a dict keyed by label values, turned into text only when scraped:
+an update is a dict lookup and an addition, where prometheus_client's `inc`/`observe` take a lock and
+a chain of calls each (measured at ~6% of the sidecar's instructions per request), and the library
+itself (with its HTTP servers, WSGI and parser modules) cost each process about 4.5 MiB of memory and
+a tenth of its import time. The text is what prometheus_client writes for the same values (labels
+sorted, Go-style floats, histogram buckets cumulative, then `_count` and `_sum`; no `_created`
+samples), which tests/unit/test_metrics.py checks with the library as the oracle. Updates happen on
+the event loop's thread only, and a scrape runs there too, so it never sees half an update.
+
+A multi-process sidecar answers a scrape with the sum over its workers (`merge_expositions`), which
+reads back exactly this format.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class HotCounter(Collector):
-    """A counter family updated from the event loop's thread only, so without a lock.
+def go_float(value: float) -> str:
+    """A sample value or bucket bound as Prometheus (and prometheus_client) writes it."""
+    if value == math.inf:
+        return "+Inf"
+    if value == -math.inf:
+        return "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    text = repr(float(value))
+    dot = text.find(".")
+    if value > 0 and dot > 6:  # Go switches to an exponent sooner than Python
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return text
 
-    `values` maps label values (in `labels` order) to the running total; it is read when scraped,
-    on the same thread, so a scrape never sees half an update.
-    """
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _labels(names: Sequence[str], values: Sequence[str], le: str | None = None) -> str:
+    pairs = list(zip(names, values, strict=True))
+    if le is not None:
+        pairs.append(("le", le))
+    text = ",".join(f'{name}="{_escape(value)}"' for name, value in sorted(pairs))
+    return "{" + text + "}" if text else ""
+
+
+class Family:
+    """A metric family: name, help text, label names, kind; `expose` appends its text lines."""
+
+    kind = "untyped"
 
     def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
-        self.name = name.removesuffix("_total")
+        self.name = name
         self.documentation = documentation
-        self.labels = list(labels)
+        self.label_names = list(labels)
+
+    def exposed_name(self) -> str:
+        return self.name
+
+    def expose(self, lines: list[str]) -> None:
+        name = self.exposed_name()
+        help_text = self.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {self.kind}")
+        self.expose_samples(lines)
+
+    def expose_samples(self, lines: list[str]) -> None:
+        raise NotImplementedError
+
+
+class _Bound:
+    """`counter.labels(*values)`: one series of a counter, for the call sites that read better so."""
+
+    __slots__ = ("_counter", "_key")
+
+    def __init__(self, counter: HotCounter, key: tuple[str, ...]) -> None:
+        self._counter, self._key = counter, key
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._counter.inc(self._key, amount)
+
+
+class HotCounter(Family):
+    """A counter family: `values` maps label values (in `labels` order) to the running total."""
+
+    kind = "counter"
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+        super().__init__(name.removesuffix("_total"), documentation, labels)
         self.values: dict[tuple[str, ...], float] = {}
+
+    def exposed_name(self) -> str:
+        return self.name + "_total"
 
     def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
         """Add `amount` to the series `key`."""
         values = self.values
         values[key] = values.get(key, 0.0) + amount
 
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+    def labels(self, *values: str) -> _Bound:
+        """The series of these label values (prometheus_client's spelling: `.labels(...).inc()`)."""
+        return _Bound(self, values)
+
+    def value(self, *values: str) -> float:
+        """The total of one series (0 when never counted)."""
+        return self.values.get(values, 0.0)
+
+    def current(self) -> Mapping[tuple[str, ...], float]:
+        return self.values
+
+    def expose_samples(self, lines: list[str]) -> None:
+        name = self.exposed_name()
+        for key, value in self.current().items():
+            lines.append(f"{name}{_labels(self.label_names, key)} {go_float(value)}")
+
+
+class ReadCounter(HotCounter):
+    """A counter family kept by another component and read when scraped (`read` returns the totals
+    by label values)."""
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+        super().__init__(name, documentation, labels)
+        self.read: Callable[[], Mapping[tuple[str, ...], float]] = dict
+
+    def current(self) -> Mapping[tuple[str, ...], float]:
+        return self.read()
+
+
+class Gauge(Family):
+    """A gauge family: `values` maps label values to the current value."""
+
+    kind = "gauge"
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+        super().__init__(name, documentation, labels)
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def expose_samples(self, lines: list[str]) -> None:
         for key, value in self.values.items():
-            family.add_metric(key, value)
-        yield family
+            lines.append(f"{self.name}{_labels(self.label_names, key)} {go_float(value)}")
 
 
-class HotHistogram(Collector):
-    """A histogram family updated from the event loop's thread only: per series, a count per bucket
-    (not cumulative; the last one is +Inf) and the sum, made cumulative when scraped."""
+class HotHistogram(Family):
+    """A histogram family: per series, a count per bucket (not cumulative; the last one is +Inf) and
+    the sum, made cumulative when scraped."""
+
+    kind = "histogram"
 
     def __init__(
         self, name: str, documentation: str, labels: Sequence[str], buckets: Sequence[float]
     ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labels = list(labels)
+        super().__init__(name, documentation, labels)
         self.bounds = tuple(float(b) for b in buckets)
         self.series: dict[tuple[str, ...], list[float]] = {}
 
@@ -72,42 +173,23 @@ class HotHistogram(Collector):
         counts[bisect.bisect_left(self.bounds, value)] += 1  # the first bucket whose bound is >= value
         counts[-1] += value
 
-    def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
-        # the library's own `le` formatting (unannotated there), so the text matches its Histogram's
-        edges = [floatToGoString(b) for b in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+    def expose_samples(self, lines: list[str]) -> None:
+        edges = [go_float(b) for b in self.bounds] + ["+Inf"]
+        name = self.name
         for key, counts in self.series.items():
             cumulative = 0.0
-            buckets = []
             for edge, count in zip(edges, counts, strict=False):
                 cumulative += count
-                buckets.append((edge, cumulative))
-            family.add_metric(key, buckets, counts[-1])
-        yield family
-
-
-class ReadCounter(Collector):
-    """A counter family kept by another component and read when scraped (`read` returns the totals
-    by label values)."""
-
-    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
-        self.name = name.removesuffix("_total")
-        self.documentation = documentation
-        self.labels = list(labels)
-        self.read: Callable[[], Mapping[tuple[str, ...], float]] = dict
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
-        for key, value in self.read().items():
-            family.add_metric(key, value)
-        yield family
+                lines.append(f"{name}_bucket{_labels(self.label_names, key, edge)} {go_float(cumulative)}")
+            plain = _labels(self.label_names, key)
+            lines.append(f"{name}_count{plain} {go_float(cumulative)}")
+            lines.append(f"{name}_sum{plain} {go_float(counts[-1])}")
 
 
 class Metrics:
     """Every metric the sidecar exports."""
 
     def __init__(self) -> None:
-        self.registry = r = CollectorRegistry(auto_describe=False)
         self.requests = HotCounter(
             "modelroute_requests_total",
             "Client requests by API route, the endpoint/replica/region that answered, and outcome.",
@@ -135,57 +217,47 @@ class Metrics:
             "Estimated spend in US dollars from reported usage and the endpoint's prices.",
             ["endpoint"],
         )
-        for family in (self.requests, self.request_duration, self.upstream_duration, self.tokens, self.cost):
-            r.register(family)
         self.audit_lines_dropped = ReadCounter(
             "modelroute_audit_lines_dropped_total",
             "Audit log lines lost: queue-full (the writer fell behind), write-failed (e.g. a full disk).",
             ["reason"],
         )
-        r.register(self.audit_lines_dropped)
-        self.retries = Counter(
+        self.retries = HotCounter(
             "modelroute_retries_total",
             "Upstream attempts after the first.",
             ["endpoint", "reason"],
-            registry=r,
         )
-        self.retries_denied = Counter(
+        self.retries_denied = HotCounter(
             "modelroute_retry_budget_exhausted_total",
             "Retries not made because the retry budget was spent.",
             ["route"],
-            registry=r,
         )
-        self.failovers = Counter(
+        self.failovers = HotCounter(
             "modelroute_failovers_total",
             "Requests answered by another endpoint or region than the first choice.",
             ["from_endpoint", "to_endpoint"],
-            registry=r,
         )
-        self.escalations = Counter(
+        self.escalations = HotCounter(
             "modelroute_escalations_total",
             "Requests sent on to the escalation chain after an answer failed a check.",
             ["endpoint", "reason"],
-            registry=r,
         )
-        self.ejections = Counter(
+        self.ejections = HotCounter(
             "modelroute_ejections_total",
             "Passive ejections of replicas.",
             ["endpoint", "replica"],
-            registry=r,
         )
-        self.residency_blocks = Counter(
+        self.residency_blocks = HotCounter(
             "modelroute_residency_blocks_total",
             "Requests refused because no replica allowed for their data class could serve them.",
             ["route", "data_class"],
-            registry=r,
         )
         self.config_info = Gauge(
-            "modelroute_config_info", "The applied RouterConfig version (value 1).", ["version"], registry=r
+            "modelroute_config_info", "The applied RouterConfig version (value 1).", ["version"]
         )
-        self.config_errors = Counter(
-            "modelroute_config_rejected_total", "Config pushes or files refused.", ["source"], registry=r
+        self.config_errors = HotCounter(
+            "modelroute_config_rejected_total", "Config pushes or files refused.", ["source"]
         )
-        self._config_version = ""
 
     def count_request(
         self, route: str, endpoint: str, replica: str, region: str, outcome: str, seconds: float
@@ -209,45 +281,63 @@ class Metrics:
 
     def set_config_version(self, version: str) -> None:
         """Point the info metric at the applied version (dropping the previous one)."""
-        if self._config_version:
-            self.config_info.remove(self._config_version)
-        self._config_version = version
-        self.config_info.labels(version).set(1)
+        self.config_info.values = {(version,): 1.0}
+
+    def families(self) -> list[Family]:
+        """Every family, in the order they are exposed."""
+        return [value for value in vars(self).values() if isinstance(value, Family)]
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this process."""
-        return generate_latest(self.registry)
+        lines: list[str] = []
+        for family in self.families():
+            family.expose(lines)
+        return ("\n".join(lines) + "\n").encode()
+
+
+_SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+
+
+def _parse_value(text: str) -> float:
+    return float(text.replace("+Inf", "inf").replace("-Inf", "-inf").replace("NaN", "nan"))
 
 
 def merge_expositions(texts: Iterable[str]) -> bytes:
-    """Sum the expositions of several workers of one pod into one (info gauges are max'd, not summed)."""
+    """Sum the expositions (this module's own format) of several workers of one pod into one: counters
+    and histograms are added, gauges (the info gauge) take the largest value."""
     order: list[str] = []
     headers: dict[str, tuple[str, str]] = {}
-    samples: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    samples: dict[str, dict[tuple[str, str], float]] = {}
     for text in texts:
-        for family in text_string_to_metric_families(text):
-            if family.name not in headers:
-                order.append(family.name)
-                headers[family.name] = (family.type, family.documentation)
-                samples[family.name] = {}
-            bucket = samples[family.name]
-            for sample in family.samples:
-                key = (sample.name, tuple(sorted(sample.labels.items())))
-                if family.type == "gauge":
-                    bucket[key] = max(bucket.get(key, sample.value), sample.value)
+        family = ""
+        for line in text.splitlines():
+            if line.startswith("# HELP "):
+                family, _, doc = line[7:].partition(" ")
+                if family not in headers:
+                    order.append(family)
+                    headers[family] = ("untyped", doc)
+                    samples[family] = {}
+            elif line.startswith("# TYPE "):
+                name, _, kind = line[7:].partition(" ")
+                headers[name] = (kind, headers.get(name, ("", ""))[1])
+            elif line and not line.startswith("#"):
+                found = _SAMPLE.match(line)
+                if found is None or not family:
+                    continue
+                sample, labels, value = found.group(1), found.group(2) or "", _parse_value(found.group(3))
+                bucket = samples[family]
+                key = (sample, labels)
+                if headers[family][0] == "gauge":
+                    bucket[key] = max(bucket.get(key, value), value)
                 else:
-                    bucket[key] = bucket.get(key, 0.0) + sample.value
+                    bucket[key] = bucket.get(key, 0.0) + value
     lines: list[str] = []
     for name in order:
         kind, doc = headers[name]
-        exposed = name + "_total" if kind == "counter" else name
-        lines.append(f"# HELP {exposed} {doc}")
-        lines.append(f"# TYPE {exposed} {kind}")
-        for (sample_name, labels), value in samples[name].items():
-            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-            lines.append(f"{sample_name}{{{label_text}}} {value!r}" if labels else f"{sample_name} {value!r}")
+        lines.append(f"# HELP {name} {doc}")
+        lines.append(f"# TYPE {name} {kind}")
+        for (sample, labels), value in samples[name].items():
+            lines.append(
+                f"{sample}{{{labels}}} {go_float(value)}" if labels else f"{sample} {go_float(value)}"
+            )
     return ("\n".join(lines) + "\n").encode()
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")

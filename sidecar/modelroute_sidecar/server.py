@@ -466,8 +466,9 @@ class _Connection(asyncio.Protocol):
             self._close_when_written()
 
     def _respond(self, response: HttpResponse, keep_alive: bool, *, linger: bool = False) -> None:
-        if self._closed:
-            return  # the client left before its answer was ready: nobody to tell
+        transport = self._transport
+        if self._closed or transport is None or transport.is_closing():
+            return  # the client left (or is leaving) before its answer was ready: nobody to tell
         keep_alive = keep_alive and not self._close_after_current
         head = _head(response.status, response.headers, response.content_type, keep_alive)
         head.append(b"content-length: %d\r\n\r\n" % len(response.body))
@@ -629,6 +630,11 @@ class DataServer:
             self._server = await loop.create_server(
                 lambda: _Connection(self), host, port, backlog=backlog, reuse_address=True
             )
+
+    async def start_unix(self, path: str) -> None:
+        """Listen on a unix socket at `path` (a worker's control socket)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _Connection(self), path)
 
     @property
     def port(self) -> int:

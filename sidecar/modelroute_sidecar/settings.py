@@ -76,9 +76,9 @@ class Settings:
     """Retries always allowed per second whatever the budget says, so low traffic can still retry."""
     log_level: str = "INFO"
     worker_index: int = -1
-    """Set by the supervising parent on its workers; -1 in a single-process sidecar."""
+    """Set by the supervising parent in the workers it forks; -1 in a single-process sidecar."""
     control_dir: Path | None = None
-    """Where workers listen on unix sockets for their parent (set by the parent)."""
+    """Where workers listen on unix sockets for their parent (set by the parent in its workers)."""
 
 
 def _env(environ: Mapping[str, str], name: str, default: str) -> str:
@@ -148,8 +148,6 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=int(_env(e, env.UPSTREAM_MAX_BODY_BYTES, str(DEFAULT_UPSTREAM_MAX_BODY_BYTES))),
     )
     p.add_argument("--log-level", default=_env(e, env.LOG_LEVEL, "INFO"))
-    p.add_argument("--worker-index", type=int, default=-1, help=argparse.SUPPRESS)
-    p.add_argument("--control-dir", default="", help=argparse.SUPPRESS)
     return p
 
 
@@ -195,6 +193,4 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         upstream_keepalive_seconds=args.upstream_keepalive_seconds,
         upstream_max_body_bytes=args.upstream_max_body_bytes,
         log_level=args.log_level,
-        worker_index=args.worker_index,
-        control_dir=_optional_path(args.control_dir),
     )

@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client.metrics import MetricWrapperBase
 
 from modelroute_operator.logic.resources import CanaryPhase
-from modelroute_sidecar.metrics import HotCounter, HotHistogram, Metrics
+from modelroute_sidecar.metrics import Metrics
 from tests.chart.helm import CHART, CI_VALUES, PROMETHEUS_APIS, Doc, render
 from tests.kube_harness import REPO
 
@@ -38,14 +37,9 @@ REQUIRED_ALERTS = {
 def sidecar_series() -> dict[str, set[str]]:
     """Series name → label names, for every metric the sidecar exports."""
     out: dict[str, set[str]] = {}
-    for metric in vars(Metrics()).values():
-        if isinstance(metric, MetricWrapperBase):
-            for suffix in SUFFIXES[str(metric._type)]:
-                out[metric._name + suffix] = set(metric._labelnames)
-        elif isinstance(metric, HotCounter | HotHistogram):  # the lock-free per-request families
-            kind = "counter" if isinstance(metric, HotCounter) else "histogram"
-            for suffix in SUFFIXES[kind]:
-                out[metric.name + suffix] = set(metric.labels)
+    for metric in Metrics().families():
+        for suffix in SUFFIXES[metric.kind]:
+            out[metric.name + suffix] = set(metric.label_names)
     return out
 
 

@@ -19,10 +19,9 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from aiohttp import web
 
 from modelroute_contract import RouterConfig
-from modelroute_sidecar.admin import LocalFleet, create_admin_app
+from modelroute_sidecar.admin import LocalFleet, admin_server
 from modelroute_sidecar.app import build_sidecar, data_plane
 from modelroute_sidecar.server import DataServer
 from modelroute_sidecar.settings import Settings
@@ -279,13 +278,11 @@ async def start_sidecar(
         sidecar = build_sidecar(settings)
         serving = contextlib.AsyncExitStack()
         server = await serving.enter_async_context(data_plane(sidecar, "127.0.0.1", 0))
-        admin = web.AppRunner(create_admin_app(LocalFleet(sidecar), ADMIN_TOKEN), access_log=None)
-        await admin.setup()
-        site = web.TCPSite(admin, "127.0.0.1", 0)
-        await site.start()
-        serving.push_async_callback(admin.cleanup)
-        host, port = admin.addresses[0][:2]
-        handle = Running(sidecar, f"http://127.0.0.1:{server.port}", f"http://{host}:{port}", server, serving)
+        admin = admin_server(LocalFleet(sidecar), ADMIN_TOKEN)
+        await admin.start("127.0.0.1", 0)
+        serving.push_async_callback(admin.close, 1.0)
+        admin_url = f"http://127.0.0.1:{admin.port}"
+        handle = Running(sidecar, f"http://127.0.0.1:{server.port}", admin_url, server, serving)
         running.append(handle)
         return handle
 

@@ -16,6 +16,7 @@ import aiohttp
 import openai
 import pytest
 
+from modelroute_sidecar.ratelimit import TENANT_TABLE_FILE
 from tests.component.conftest import (
     ADMIN_TOKEN,
     Process,
@@ -173,11 +174,11 @@ async def test_two_workers_survive_upstream_deaths_and_follow_pushes(
 
 
 def worker_pids(parent: int) -> dict[int, int]:
-    """Worker index -> pid of a sidecar parent's workers (its children), from /proc."""
+    """Worker index -> pid of a sidecar parent's workers (its forked children, named by index)."""
     workers = {}
     for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        workers[int(argv[argv.index(b"--worker-index") + 1])] = int(pid)
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+        workers[int(name.removeprefix("modelroute-w"))] = int(pid)
     return workers
 
 
@@ -312,6 +313,9 @@ async def test_two_workers_hold_one_tenant_limit_between_them(
 
 
 def sidecar_control_dir(parent: int) -> str:
+    """The private directory of a parent and its workers: where the workers map the shared tenant table."""
     pid = next(iter(worker_pids(parent).values()))
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    return argv[argv.index(b"--control-dir") + 1].decode()
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        if line.endswith("/" + TENANT_TABLE_FILE):
+            return str(Path(line.split(maxsplit=5)[5]).parent)
+    raise AssertionError(f"worker {pid} maps no tenant table")

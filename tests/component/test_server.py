@@ -198,3 +198,29 @@ def test_response_headers_are_checked_before_writing(
     headers: dict[str, str], kept: dict[str, str] | None
 ) -> None:
     assert safe_headers(headers) == (headers if kept is None else kept)
+
+
+
+async def test_a_client_that_leaves_before_its_answer_is_no_server_error(caplog: pytest.LogCaptureFixture) -> None:
+    """The connection starts closing in the same turn of the loop as the answer becomes ready (what a
+    load generator that stops with requests in flight does): the answer is dropped quietly. It used to
+    raise ClientGoneError out of the serving task, logged as `serving a request failed` with a
+    traceback. The close is made here by the handler itself, so the order is certain."""
+
+    async def answer_after_the_close(request: HttpRequest, stream: ResponseStream) -> HttpResponse:
+        transport = stream._conn._transport  # the close, in the handler's own turn
+        assert transport is not None
+        transport.close()
+        return HttpResponse(200, b"{}")
+
+    server = DataServer(answer_after_the_close, refuse, max_body_bytes=1024)
+    await server.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # closed, no answer
+        writer.close()
+    finally:
+        await server.close(grace_seconds=1)
+    assert "serving a request failed" not in caplog.text

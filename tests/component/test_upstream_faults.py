@@ -69,7 +69,7 @@ async def test_a_post_read_then_dropped_is_seen_once_and_retried_on_the_next_cho
         assert len(dropper.requests) == 1  # never resent to the replica that may have processed it
         assert len(upstreams["eu-2"].requests) == 1
         retries = running.sidecar.metrics.retries
-        assert retries.labels("llama", "connect")._value.get() == 1  # one retry, to the next choice
+        assert retries.value("llama", "connect") == 1  # one retry, to the next choice
 
 
 @pytest.mark.parametrize(
@@ -91,4 +91,4 @@ async def test_broken_framing_fails_over(
         assert raw.parse().choices[0].message.content == "Hello from eu-2"
         assert len(liar.requests) == 1
         retries = running.sidecar.metrics.retries
-        assert retries.labels("llama", "upstream-protocol")._value.get() == 1
+        assert retries.value("llama", "upstream-protocol") == 1

@@ -155,7 +155,8 @@ def test_each_import_is_brought_by_the_extra(extra: str) -> None:
 def test_the_sidecar_extra_brings_no_control_plane_stack() -> None:
     provided = closure("sidecar")
     assert not {"kopf", "kubernetes"} & provided, "the sidecar image stays free of the operator's stack"
-    assert {"aiohttp", "uvloop", "httptools", "orjson", "pydantic", "google-re2"} <= provided
+    assert not {"aiohttp", "prometheus-client"} & provided, "the sidecar serves and exposes metrics itself"
+    assert {"uvloop", "httptools", "orjson", "pydantic", "google-re2"} <= provided
 
 
 def test_test_only_distributions_stay_out_of_the_images() -> None:

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import urllib3
 from kubernetes import client, config
@@ -51,8 +51,6 @@ SOURCES_KEY = "sources.json"
 """ConfigMap key recording which generation of each object the live config was compiled from."""
 FIELD_MANAGER = "modelroute-operator"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelroute-operator", "app.kubernetes.io/name": "modelroute"}
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -172,7 +170,7 @@ def is_transient_failure(exc: BaseException) -> bool:
     return isinstance(exc, OSError | TimeoutError) or type(exc).__module__.startswith("urllib3")
 
 
-async def _call(fn: Callable[..., T], *args: Any, bounds: ApiTimeout = API_TIMEOUT, **kwargs: Any) -> T:
+async def _call[T](fn: Callable[..., T], *args: Any, bounds: ApiTimeout = API_TIMEOUT, **kwargs: Any) -> T:
     kwargs.setdefault("_request_timeout", bounds.request_timeout)
     try:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -219,7 +217,7 @@ class KubeApi:
     def close(self) -> None:
         self._api_client.close()
 
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _call[T](self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await _call(fn, *args, bounds=self._timeout, **kwargs)
 
     async def list_objects(self, namespace: str) -> RawObjects:

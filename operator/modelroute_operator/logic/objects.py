@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
@@ -25,7 +25,6 @@ from modelroute_operator.logic.resources import (
 )
 
 Object = ModelEndpoint | RoutingPolicy | Canary
-_O = TypeVar("_O", ModelEndpoint, RoutingPolicy, Canary)
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -155,9 +154,9 @@ class NamespaceIndex:
         )
 
 
-def _by_name(items: Iterable[_O]) -> dict[str, _O]:
+def _by_name[O: (ModelEndpoint, RoutingPolicy, Canary)](items: Iterable[O]) -> dict[str, O]:
     # A duplicated name is already an error; keeping the first keeps the rest of the checks meaningful.
-    by_name: dict[str, _O] = {}
+    by_name: dict[str, O] = {}
     for item in sorted(items, key=lambda o: o.metadata.name):
         by_name.setdefault(item.metadata.name, item)
     return by_name

@@ -29,13 +29,14 @@ import functools
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
-
-import re2
 
 from modelroute_contract import PATTERN_DETECTORS_MAX, RouterConfig
 from modelroute_contract import detector_problem as detector_shape_problem
+
+if TYPE_CHECKING:
+    import re2
 
 DetectorKind = str
 """One of `email`, `phone`, `card`, `iban` (the contract's built-in `Detector.kind`s; kind `pattern` runs
@@ -276,14 +277,16 @@ class ContentScan:
 # --------------------------------------------------------------------- a policy's `pattern` detectors
 
 
+@functools.cache
 def _re2_options() -> re2.Options:
+    # RE2 is imported when the first pattern is compiled: most configs have no pattern detector, and
+    # the module (with its C++ library) costs a process ~2.6 MiB
+    import re2
+
     options = re2.Options()
     options.log_errors = False  # a refused pattern is reported to whoever sent it, not to stderr
     options.never_capture = True  # only "found or not" is asked: no submatch bookkeeping
     return options
-
-
-_RE2_OPTIONS: Final = _re2_options()
 
 
 @functools.lru_cache(maxsize=4 * PATTERN_DETECTORS_MAX)
@@ -292,11 +295,15 @@ def compile_pattern(pattern: str) -> re2._Regexp:
     carries can make a request cost exponential time (no backtracking; backreferences and look-around
     are not RE2 syntax and are refused). Cached: the checks below, the compiler and the sidecar's
     `Classifier` compile each pattern once. Raises `re2.error` when the pattern is not valid RE2."""
-    return re2.compile(pattern, _RE2_OPTIONS)
+    import re2
+
+    return re2.compile(pattern, _re2_options())
 
 
 def pattern_syntax_problem(pattern: str) -> str | None:
     """Why a detector pattern is not valid RE2 syntax, or None."""
+    import re2
+
     try:
         compile_pattern(pattern)
     except re2.error as exc:

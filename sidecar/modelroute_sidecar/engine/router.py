@@ -21,6 +21,7 @@ residency excludes every replica, 503 `no_healthy_endpoint` when the compliant o
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Sequence
 
@@ -51,6 +52,7 @@ from .scorers import build_plan
 
 _RANDOM = random.Random()
 """Picks for unseeded decisions; seeded ones (tests) get their own generator."""
+os.register_at_fork(after_in_child=_RANDOM.seed)  # forked workers must not all draw the same picks
 
 
 def keep_capable(
