@@ -2,11 +2,15 @@
 the residency predicate (`residency`), the replica URL rules (`urls`), the `/stats` document (`stats`),
 the admin protocol (`admin`), the sidecar's environment variables (`env`) and shared names (`constants`).
 
+The RouterConfig is versioned by schema: `schemas` says which schema the operator writes
+(`SCHEMA_VERSION`), which ones a sidecar reads (`ACCEPTED_SCHEMA_VERSIONS`), how a config is rendered
+for an older sidecar or why it cannot be, and how to add a field (bump, step, fixtures).
+
 It imports only pydantic and the standard library (an import-linter contract in pyproject.toml keeps it
 so), so either side can upgrade without dragging the other's dependencies along.
 """
 
-from . import admin, constants, env, stats
+from . import admin, constants, env, schemas, stats
 from .admin import (
     DEFAULT_ADMIN_PORT,
     DEFAULT_DATA_PORT,
@@ -22,7 +26,6 @@ from .config import (
     PATTERN_MAX_LENGTH,
     PATTERN_NAME,
     REQUEST_TOKEN_COUNT_FIELDS,
-    SCHEMA_VERSION,
     Budgets,
     CanarySplit,
     Capabilities,
@@ -60,6 +63,13 @@ from .constants import (
 from .residency import (
     residency_violation,
 )
+from .schemas import (
+    ACCEPTED_SCHEMA_VERSIONS,
+    SCHEMA_VERSION,
+    Rendering,
+    SchemaGap,
+    config_key,
+)
 from .stats import (
     LATENCY_BUCKETS_MS,
     EndpointFigures,
@@ -74,6 +84,7 @@ from .urls import (
 )
 
 __all__ = [
+    "ACCEPTED_SCHEMA_VERSIONS",
     "COMPLEXITY_MAX",
     "COMPLEXITY_MIN",
     "DEFAULT_ADMIN_PORT",
@@ -106,6 +117,7 @@ __all__ = [
     "PolicyConfig",
     "Pricing",
     "RangeMatch",
+    "Rendering",
     "ReplicaConfig",
     "ReplicaFigures",
     "Residency",
@@ -113,11 +125,13 @@ __all__ = [
     "RouterConfig",
     "RuleConfig",
     "RuleMatch",
+    "SchemaGap",
     "StatsSnapshot",
     "Target",
     "TenantLimit",
     "TlsConfig",
     "admin",
+    "config_key",
     "config_order",
     "connect_address_problem",
     "constants",
@@ -128,6 +142,7 @@ __all__ = [
     "pattern_problem",
     "replica_url_problem",
     "residency_violation",
+    "schemas",
     "short_version",
     "stats",
     "token_count_problem",

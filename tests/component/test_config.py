@@ -52,7 +52,7 @@ async def test_bad_pushes_are_refused_and_the_old_version_keeps_serving(
     cases = [
         (b"{nope", 400, "not valid JSON"),
         (b"[1, 2]", 400, "JSON object"),
-        (json.dumps({**document, "schemaVersion": 2}).encode(), 409, "schemaVersion"),
+        (json.dumps({**document, "schemaVersion": 3}).encode(), 409, "schemaVersion"),
         (json.dumps({**document, "endpoints": "many"}).encode(), 422, "endpoints"),
         (json.dumps({**document, "bogus": 1}).encode(), 422, "bogus"),
         (json.dumps(tampered).encode(), 422, "does not match content hash"),
