@@ -180,12 +180,17 @@ class Metrics:
             registry=r,
         )
         self.config_info = Gauge(
-            "modelroute_config_info", "The applied RouterConfig version (value 1).", ["version"], registry=r
+            "modelroute_config_info",
+            "The applied RouterConfig version and its schema (value 1).",
+            # sidecars of different schemas run different documents of one config: alerts compare
+            # versions within a schema (schema-1 sidecars have no such label)
+            ["version", "schema"],
+            registry=r,
         )
         self.config_errors = Counter(
             "modelroute_config_rejected_total", "Config pushes or files refused.", ["source"], registry=r
         )
-        self._config_version = ""
+        self._config_version: tuple[str, str] | None = None
 
     def count_request(
         self, route: str, endpoint: str, replica: str, region: str, outcome: str, seconds: float
@@ -207,12 +212,12 @@ class Metrics:
         if cost:
             self.cost.inc((endpoint,), cost)
 
-    def set_config_version(self, version: str) -> None:
+    def set_config_version(self, version: str, schema: int) -> None:
         """Point the info metric at the applied version (dropping the previous one)."""
-        if self._config_version:
-            self.config_info.remove(self._config_version)
-        self._config_version = version
-        self.config_info.labels(version).set(1)
+        if self._config_version is not None:
+            self.config_info.remove(*self._config_version)
+        self._config_version = (version, str(schema))
+        self.config_info.labels(*self._config_version).set(1)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this process."""

@@ -100,7 +100,7 @@ async def test_readyz_and_metrics_report_the_applied_version(sidecar: Running) -
         async with session.get(
             sidecar.admin_url + "/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
         ) as response:
-            assert f'modelroute_config_info{{version="{version}"}} 1.0' in await response.text()
+            assert f'modelroute_config_info{{schema="2",version="{version}"}} 1.0' in await response.text()
 
 
 async def test_a_push_pointing_a_replica_at_the_sidecars_own_ports_is_refused(
