@@ -6,6 +6,10 @@ build's) well enough to replace it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import pytest
+from tests.contract.reference import schema1
 
 from modelroute_contract import (
     CredentialRef,
@@ -18,7 +22,10 @@ from modelroute_contract import (
 )
 from modelroute_operator.clients.kube import LiveConfig
 from modelroute_operator.clients.sync import SidecarPod, sync_fields
+from modelroute_operator.runtime import cli
 from modelroute_operator.runtime.reconciler import previous_config, stored_config
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def config(tls: bool = False) -> RouterConfig:
@@ -78,3 +85,13 @@ def test_a_stored_document_of_a_development_build_is_replaced_keeping_its_sequen
     assert stored_config(live) is None  # not a config of either schema: the pass compiles a new one
     assert previous_config(live).sequence == 3  # and numbers it after the stored one
     assert stored_config(LiveConfig(config().to_json(), config().version, {}, 3)) == config()
+
+
+def test_render_shows_what_a_schema_1_sidecar_is_sent_or_why_not(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["render", "-q", "-f", str(EXAMPLES / "tiered-routing"), "--schema", "1"]) == cli.EXIT_OK
+    document = json.loads(capsys.readouterr().out)
+    assert document["schemaVersion"] == 1 and "sequence" not in document
+    assert schema1.RouterConfig.from_json(json.dumps(document)).version == document["version"]
+    code = cli.main(["render", "-q", "-f", str(EXAMPLES / "multi-region-eu-residency"), "--schema", "1"])
+    assert code == cli.EXIT_INVALID
+    assert "RoutingPolicy assistant uses residency.precedence (schema 2)" in capsys.readouterr().err
