@@ -3,8 +3,13 @@ the residency predicate (`residency`), the replica URL rules (`urls`), the `/sta
 the admin protocol (`admin`), the sidecar's environment variables (`env`) and shared names (`constants`).
 
 The RouterConfig is versioned by schema: `schemas` says which schema the operator writes
-(`SCHEMA_VERSION`), which ones a sidecar reads (`ACCEPTED_SCHEMA_VERSIONS`), how a config is rendered
-for an older sidecar or why it cannot be, and how to add a field (bump, step, fixtures).
+(`SCHEMA_VERSION`), which ones a sidecar reads (`ACCEPTED_SCHEMA_VERSIONS`), and how a config is
+rendered for an older sidecar or why it cannot be. Sidecars refuse unknown fields, so adding a field (or
+a new value of one) to any model here takes, in one change: a bump of `SCHEMA_VERSION` (and of
+`ACCEPTED_SCHEMA_VERSIONS` and `RouterConfig.schema_version`), a `schemas.Step` saying for each new field
+whether an older sidecar may do without it (never for residency, TLS or anything that protects data or
+money), new fixtures under `tests/contract/fixtures/v<N>/` with the old ones left as they are, and the
+golden configs regenerated. `tests/contract` fails when a field appears without its step.
 
 It imports only pydantic and the standard library (an import-linter contract in pyproject.toml keeps it
 so), so either side can upgrade without dragging the other's dependencies along.
