@@ -65,6 +65,8 @@ from tests.kube_harness import (  # type: ignore[attr-defined]  # re-exports scr
 )
 from tests.manifests import endpoint, policy, to_yaml
 
+from modelroute_contract.schemas import SCHEMA_VERSION, config_key
+
 GROUP, VERSION = "modelroute.dev", "v1alpha1"
 CONFIGMAP = "modelroute-router-config"
 VERSION_ANNOTATION = "modelroute.dev/config-version"
@@ -173,14 +175,14 @@ class Bench:
         return up
 
     def live(self, namespace: str) -> tuple[str, str]:
-        """(version, config.json) of the namespace's ConfigMap, ("", "") before the first one."""
+        """(version, newest schema's document) of the namespace's ConfigMap, ("", "") before the first one."""
         try:
             cm: Any = kclient.CoreV1Api(self.api).read_namespaced_config_map(CONFIGMAP, namespace)
         except kclient.exceptions.ApiException as exc:
             if exc.status == 404:
                 return "", ""
             raise
-        return str(cm.metadata.annotations[VERSION_ANNOTATION]), str(cm.data["config.json"])
+        return str(cm.metadata.annotations[VERSION_ANNOTATION]), str(cm.data[config_key(SCHEMA_VERSION)])
 
     def token(self, namespace: str) -> str:
         secret = wait_for(

@@ -195,6 +195,9 @@ class SidecarProcess:
     token: str = ""
     config_json: str = ""
     extra_args: list[str] = field(default_factory=list)
+    python: str = sys.executable
+    """The interpreter whose `modelroute_sidecar` runs: a sidecar of an earlier commit has its own
+    (`tests.sidecar_builds`)."""
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -214,7 +217,7 @@ class SidecarProcess:
         token_file = self.workdir / f"{self.name}.token"
         token_file.write_text(self.token)
         args = [
-            sys.executable,
+            self.python,
             "-m",
             "modelroute_sidecar.main",
             "--host",
@@ -257,14 +260,19 @@ class SidecarProcess:
             return False
 
     def version(self) -> str:
+        return str(self.version_document().get("version") or "")
+
+    def version_document(self) -> dict[str, Any]:
+        """The sidecar's `GET /config/version` answer ({} when it does not answer)."""
         request = urllib.request.Request(
             f"{self.admin_url}/config/version", headers={"Authorization": f"Bearer {self.token}"}
         )
         try:
             with urllib.request.urlopen(request, timeout=2) as r:
-                return str(json.loads(r.read()).get("version") or "")
+                document: dict[str, Any] = json.loads(r.read())
+                return document
         except OSError:
-            return ""
+            return {}
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

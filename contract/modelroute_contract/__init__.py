@@ -2,11 +2,20 @@
 the residency predicate (`residency`), the replica URL rules (`urls`), the `/stats` document (`stats`),
 the admin protocol (`admin`), the sidecar's environment variables (`env`) and shared names (`constants`).
 
+The RouterConfig is versioned by schema: `schemas` says which schema the operator writes
+(`SCHEMA_VERSION`), which ones a sidecar reads (`ACCEPTED_SCHEMA_VERSIONS`), and how a config is
+rendered for an older sidecar or why it cannot be. Sidecars refuse unknown fields, so adding a field (or
+a new value of one) to any model here takes, in one change: a bump of `SCHEMA_VERSION` (and of
+`ACCEPTED_SCHEMA_VERSIONS` and `RouterConfig.schema_version`), a `schemas.Step` saying for each new field
+whether an older sidecar may do without it (never for residency, TLS or anything that protects data or
+money), new fixtures under `tests/contract/fixtures/v<N>/` with the old ones left as they are, and the
+golden configs regenerated. `tests/contract` fails when a field appears without its step.
+
 It imports only pydantic and the standard library (an import-linter contract in pyproject.toml keeps it
 so), so either side can upgrade without dragging the other's dependencies along.
 """
 
-from . import admin, constants, env, stats
+from . import admin, constants, env, schemas, stats
 from .admin import (
     DEFAULT_ADMIN_PORT,
     DEFAULT_DATA_PORT,
@@ -22,7 +31,6 @@ from .config import (
     PATTERN_MAX_LENGTH,
     PATTERN_NAME,
     REQUEST_TOKEN_COUNT_FIELDS,
-    SCHEMA_VERSION,
     Budgets,
     CanarySplit,
     Capabilities,
@@ -60,6 +68,13 @@ from .constants import (
 from .residency import (
     residency_violation,
 )
+from .schemas import (
+    ACCEPTED_SCHEMA_VERSIONS,
+    SCHEMA_VERSION,
+    Rendering,
+    SchemaGap,
+    config_key,
+)
 from .stats import (
     LATENCY_BUCKETS_MS,
     EndpointFigures,
@@ -74,6 +89,7 @@ from .urls import (
 )
 
 __all__ = [
+    "ACCEPTED_SCHEMA_VERSIONS",
     "COMPLEXITY_MAX",
     "COMPLEXITY_MIN",
     "DEFAULT_ADMIN_PORT",
@@ -106,6 +122,7 @@ __all__ = [
     "PolicyConfig",
     "Pricing",
     "RangeMatch",
+    "Rendering",
     "ReplicaConfig",
     "ReplicaFigures",
     "Residency",
@@ -113,11 +130,13 @@ __all__ = [
     "RouterConfig",
     "RuleConfig",
     "RuleMatch",
+    "SchemaGap",
     "StatsSnapshot",
     "Target",
     "TenantLimit",
     "TlsConfig",
     "admin",
+    "config_key",
     "config_order",
     "connect_address_problem",
     "constants",
@@ -128,6 +147,7 @@ __all__ = [
     "pattern_problem",
     "replica_url_problem",
     "residency_violation",
+    "schemas",
     "short_version",
     "stats",
     "token_count_problem",

@@ -1,8 +1,9 @@
 """The RouterConfig: the one document the operator compiles and the sidecar obeys.
 
 Everything the data plane needs to decide and proxy a request is in here, already resolved: no references
-to chase, no Kubernetes types. The document is versioned by schema (`schemaVersion`) and identified by a
-content hash (`version`) so the operator can tell which sidecar runs what. Like the whole contract
+to chase, no Kubernetes types. The document is versioned by schema (`schemaVersion`; which schemas exist,
+what each added and how a config is rendered for an older one: `schemas`) and identified by a content
+hash (`version`) so the operator can tell which sidecar runs what. Like the whole contract
 package it imports only pydantic and the standard library: both sides depend on it, it depends on
 neither. RE2 syntax of `pattern` detectors is checked by the engine (`modelroute_sidecar.engine.detectors
 .config_pattern_problem`), where the sidecar loads a config and where the operator compiles one.
@@ -10,21 +11,27 @@ neither. RE2 syntax of `pattern` detectors is checked by the engine (`modelroute
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 from pydantic.alias_generators import to_camel
 
 from .admin import SIDECAR_PORTS
+from .schemas import (
+    SCHEMA_VERSION,
+    Rendering,
+    SchemaGap,
+    canonical_json,
+    document_hash,
+    render_document,
+    render_for,
+    schema_problems,
+    strip_to,
+)
 from .urls import replica_url_problem
-
-SCHEMA_VERSION: Final = 1
-"""Bumped on any change a sidecar of the previous schema could misread."""
 
 # ------------------------------------------------------------------------- shared validation rules
 # One definition each, used by the CRD models (resources.py), the compiler, the admission webhook and the
@@ -499,8 +506,9 @@ class PolicyConfig(ContractModel):
 class RouterConfig(ContractModel):
     """A namespace's complete routing configuration, as the sidecars run it."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
-    """Contract schema version; a sidecar refuses a schema it does not know."""
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
+    """Schema of the document (`schemas`): the operator compiles the newest; a config read from a
+    document of an older schema keeps its schema, so it hashes and serialises as that document did."""
     namespace: str
     """Namespace the configuration was compiled for."""
     version: str = ""
@@ -527,13 +535,32 @@ class RouterConfig(ContractModel):
                 seen[model] = policy.name
         return self
 
+    @model_validator(mode="after")
+    def _fits_its_schema(self) -> RouterConfig:
+        # A config of an older schema holds nothing that schema lacks (its document could not carry it).
+        if self.schema_version != SCHEMA_VERSION:
+            problems = schema_problems(self.model_dump(mode="json", by_alias=True), self.schema_version)
+            if problems:
+                raise ValueError("; ".join(problems[:5]))
+        return self
+
+    def document(self) -> dict[str, Any]:
+        """The JSON document of this config in its schema (`schema_version`)."""
+        body = self.model_dump(mode="json", by_alias=True)
+        return body if self.schema_version == SCHEMA_VERSION else strip_to(body, self.schema_version)
+
     def content_hash(self) -> str:
         """Hash of the canonical JSON of everything but `version`: equal content, equal hash."""
         # an unsequenced config hashes as it did before the field existed, so stored old configs verify
-        exclude = {"version"} if self.sequence else {"version", "sequence"}
-        body = self.model_dump(mode="json", by_alias=True, exclude=exclude)
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return document_hash(self.document())
+
+    def render(self, schema: int) -> Rendering | SchemaGap:
+        """This config as a document of `schema` (its own or an older one), or why it cannot be."""
+        return render_document(self.document(), schema)
+
+    def render_for(self, reads: Iterable[int]) -> Rendering | SchemaGap:
+        """This config for a sidecar that reads the schemas `reads` (`schemas.render_for`)."""
+        return render_for(self.document(), reads)
 
     def seal(self) -> RouterConfig:
         """Return a copy whose `version` is its content hash."""
@@ -547,8 +574,7 @@ class RouterConfig(ContractModel):
 
     def to_json(self) -> str:
         """Canonical JSON, as stored in the ConfigMap and pushed to sidecars."""
-        body = self.model_dump(mode="json", by_alias=True)
-        return json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return canonical_json(self.document())
 
     @classmethod
     def from_json(cls, text: str | bytes, sidecar_ports: Iterable[int] = ()) -> RouterConfig:

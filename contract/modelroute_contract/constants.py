@@ -20,6 +20,7 @@ ADMIN_PORT_ANNOTATION: Final = f"{GROUP}/admin-port"
 CONFIGMAP_NAME: Final = "modelroute-router-config"
 """Per-namespace ConfigMap the operator writes the live RouterConfig into (and sidecars mount)."""
 CONFIG_KEY: Final = "config.json"
-"""Key of the RouterConfig document in that ConfigMap."""
+"""Key of the schema-1 RouterConfig document in that ConfigMap, the one key sidecars of schema 1 mount;
+each later schema has its own key (`schemas.config_key`)."""
 CONFIG_VERSION_ANNOTATION: Final = f"{GROUP}/config-version"
 """Annotation on that ConfigMap with the config's content hash."""

@@ -26,6 +26,7 @@ import httptools
 
 from modelroute_contract import admin
 from modelroute_contract.files import FileStamp, file_stamp
+from modelroute_contract.schemas import ACCEPTED_SCHEMA_VERSIONS
 from modelroute_contract.stats import StatsSnapshot
 
 from .configstore import ConfigRejectedError, ConfigStore, Snapshot
@@ -68,6 +69,9 @@ def version_document(store: ConfigStore) -> dict[str, Any]:
         "source": current.source if current else "",
         "appliedAt": current.applied_at if current else None,
         "sequence": current.config.sequence if current else None,
+        "schemaVersion": current.config.schema_version if current else None,
+        # what the operator renders pushes by (`schemas.accepted_schemas`; absent: schema 1 only)
+        "acceptedSchemaVersions": list(ACCEPTED_SCHEMA_VERSIONS),
         "namespace": current.config.namespace if current else "",
         "lastError": store.last_error,
     }

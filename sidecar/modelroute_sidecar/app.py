@@ -54,7 +54,9 @@ def build_sidecar(settings: Settings) -> Sidecar:
         namespace=settings.namespace,
         sidecar_ports=tuple(p for p in (settings.port, settings.admin_port) if p),  # 0: not listening
     )
-    config.on_applied(lambda snapshot: metrics.set_config_version(snapshot.version))
+    config.on_applied(
+        lambda snapshot: metrics.set_config_version(snapshot.version, snapshot.config.schema_version)
+    )
     sidecar = Sidecar(
         settings=settings,
         config=config,

@@ -1,9 +1,12 @@
 """The sidecar's RouterConfig: load, validate, swap atomically, keep the last known good.
 
 A config arrives from the mounted ConfigMap file (at start, and whenever the kubelet rewrites it) or
-from a push on the admin port. Either way it is validated completely (JSON, schema version, schema,
-content hash, namespace) and the engine's indexes are built before the one reference requests read is
-replaced: a request sees the old config or the new one, never a mix, and a bad config changes nothing.
+from a push on the admin port, as a document of any schema this sidecar reads (`schemas`). Either way it
+is validated completely (JSON, schema version, schema, content hash, namespace) and the engine's indexes
+are built before the one reference requests read is replaced: a request sees the old config or the new
+one, never a mix, and a bad config changes nothing. Unknown fields are refused, never skipped: the
+operator renders each sidecar a schema it reads, so a field this sidecar does not know is a config it
+must not run.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pydantic import ValidationError
 
 from modelroute_contract import SCHEMA_VERSION, EndpointConfig, PolicyConfig, RouterConfig, config_order
 from modelroute_contract.files import FileStamp, file_stamp
+from modelroute_contract.schemas import ACCEPTED_SCHEMA_VERSIONS, config_key
 
 from .engine import Router
 from .engine.detectors import config_pattern_problem
@@ -78,10 +82,11 @@ def build_snapshot(
     if not isinstance(data, dict):
         raise ConfigRejectedError(400, "config must be a JSON object (a RouterConfig)")
     schema = data.get("schemaVersion", SCHEMA_VERSION)
-    if schema != SCHEMA_VERSION:
+    if schema not in ACCEPTED_SCHEMA_VERSIONS or isinstance(schema, bool):
         raise ConfigRejectedError(
             409,
-            f"schemaVersion {schema!r} is not supported by this sidecar (it runs schema {SCHEMA_VERSION})",
+            f"schemaVersion {schema!r} is not supported by this sidecar (it reads schemas "
+            f"{', '.join(str(s) for s in ACCEPTED_SCHEMA_VERSIONS)})",
         )
     if namespace and data.get("namespace") != namespace:
         raise ConfigRejectedError(
@@ -116,6 +121,20 @@ def build_snapshot(
         policies={model: policy for policy in config.policies for model in policy.virtual_models},
         endpoints={endpoint.name: endpoint for endpoint in config.endpoints},
     )
+
+
+def config_document(path: Path) -> Path:
+    """The file to read for `path`: itself, or for a directory (the mounted ConfigMap, one key per schema
+    the operator could render the config for) the newest schema's key this sidecar reads. The operator
+    writes only keys whose document is faithful, so an older key is never read while a newer one is
+    there; `config.json` (schema 1) when none is there (a ConfigMap an older operator wrote)."""
+    if not path.is_dir():
+        return path
+    for schema in sorted(ACCEPTED_SCHEMA_VERSIONS, reverse=True):
+        candidate = path / config_key(schema)
+        if candidate.exists():
+            return candidate
+    return path / config_key(ACCEPTED_SCHEMA_VERSIONS[0])
 
 
 Listener = Callable[[Snapshot], None]
@@ -196,7 +215,9 @@ class ConfigStore:
         return snapshot
 
     def load_file(self, path: Path) -> Snapshot | None:
-        """Apply the file if it changed since the last look; None when unchanged or refused."""
+        """Apply the file if it changed since the last look; None when unchanged or refused. A directory
+        (the mounted ConfigMap) stands for the newest schema's document in it (`config_document`)."""
+        path = config_document(path)
         try:
             stamp = file_stamp(path)
         except OSError as exc:

@@ -253,7 +253,11 @@ class Metrics:
             ["route", "data_class"],
         )
         self.config_info = Gauge(
-            "modelroute_config_info", "The applied RouterConfig version (value 1).", ["version"]
+            "modelroute_config_info",
+            "The applied RouterConfig version and its schema (value 1).",
+            # sidecars of different schemas run different documents of one config: alerts compare
+            # versions within a schema (schema-1 sidecars have no such label)
+            ["version", "schema"],
         )
         self.config_errors = HotCounter(
             "modelroute_config_rejected_total", "Config pushes or files refused.", ["source"]
@@ -279,9 +283,9 @@ class Metrics:
         if cost:
             self.cost.inc((endpoint,), cost)
 
-    def set_config_version(self, version: str) -> None:
+    def set_config_version(self, version: str, schema: int) -> None:
         """Point the info metric at the applied version (dropping the previous one)."""
-        self.config_info.values = {(version,): 1.0}
+        self.config_info.values = {(version, str(schema)): 1.0}
 
     def families(self) -> list[Family]:
         """Every family, in the order they are exposed."""

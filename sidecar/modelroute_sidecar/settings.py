@@ -37,7 +37,8 @@ class Settings:
     """Mounted Secret file with the token; re-read when it changes (it may appear after start)."""
     """Bearer token the admin port requires; empty refuses every admin call except version reads."""
     config_file: Path | None = None
-    """The mounted ConfigMap key holding the RouterConfig JSON."""
+    """A RouterConfig document, or the directory of the mounted ConfigMap: then the newest schema's key
+    this sidecar reads (`configstore.config_document`)."""
     config_poll_seconds: float = 3.0
     """How often the config file is checked for changes (the kubelet rewrites mounted ConfigMaps)."""
     namespace: str = ""

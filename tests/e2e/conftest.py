@@ -4,6 +4,7 @@ simulated sidecar pods running real sidecar processes on 127.0.0.x addresses."""
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from modelroute_contract import SCHEMA_VERSION, config_key
 from tests.kube_harness import (
     ControlPlane,
     Kubectl,
@@ -64,9 +66,10 @@ class Cluster:
         cm = self.kubectl.get("configmap", "modelroute-router-config", self.namespace)
         return str(cm["metadata"]["annotations"]["modelroute.dev/config-version"]) if cm else ""
 
-    def live_config_json(self) -> str:
+    def live_config_json(self, schema: int = SCHEMA_VERSION) -> str:
+        """The ConfigMap's document for `schema` ("" when there is none)."""
         cm = self.kubectl.get("configmap", "modelroute-router-config", self.namespace)
-        return str(cm["data"]["config.json"]) if cm else ""
+        return str((cm.get("data") or {}).get(config_key(schema), "")) if cm else ""
 
     def sidecar(
         self,
@@ -75,8 +78,11 @@ class Cluster:
         ready: bool = True,
         bootstrap: bool = True,
         extra: list[str] | None = None,
+        python: str | None = None,
+        schema: int = SCHEMA_VERSION,
     ) -> SidecarProcess:
-        """Create the Pod, start the sidecar process at the pod's IP, and (optionally) report it Ready."""
+        """Create the Pod, start the sidecar process at the pod's IP, and (optionally) report it Ready.
+        `python` runs a sidecar of another build, which boots from the ConfigMap key of `schema`."""
         ip = next_ip()
         sc = SidecarProcess(
             name=name,
@@ -87,8 +93,9 @@ class Cluster:
             workdir=self.workdir,
             namespace=self.namespace,
             token=self.token(),
-            config_json=self.live_config_json() if bootstrap else "",
+            config_json=self.live_config_json(schema) if bootstrap else "",
             extra_args=extra or [],
+            python=python or sys.executable,
         )
         create_pod(self.kubectl, self.namespace, name, sc.admin_port)
         sc.start()

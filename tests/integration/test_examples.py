@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from modelroute_contract import RouterConfig
+from modelroute_contract import SCHEMA_VERSION, RouterConfig, config_key
 from tests.kube_harness import REPO, ControlPlane, Kubectl, OperatorProcess, new_namespace, wait_for
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ def test_example_applies_and_goes_live(
     kubectl.run("apply", "-n", ns, "--server-side", "-f", str(example))
     kubectl.run("wait", "-n", ns, "--for=condition=Ready", "modelroute", "--all", "--timeout=60s")
     cm = wait_for(lambda: kubectl.get("configmap", "modelroute-router-config", ns), "the ConfigMap")
-    live = RouterConfig.from_json(cm["data"]["config.json"])
+    live = RouterConfig.from_json(cm["data"][config_key(SCHEMA_VERSION)])
     golden = RouterConfig.model_validate(json.loads((GOLDEN / f"{example.name}.json").read_text()))
     # The golden file is compiled for another namespace name and from objects without status; beyond the
     # parts status drives (replica health, canary weight) the content must be identical.

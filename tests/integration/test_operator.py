@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from modelroute_contract import RouterConfig, short_version
+from modelroute_contract import SCHEMA_VERSION, RouterConfig, config_key, short_version
 from tests.kube_harness import ControlPlane, Kubectl, OperatorProcess, new_namespace, wait_for
 from tests.manifests import canary, endpoint, policy, to_yaml, with_change
 
@@ -41,7 +41,7 @@ def live_config(kubectl: Kubectl, ns: str) -> RouterConfig | None:
     cm = kubectl.get("configmap", CONFIGMAP, ns)
     if cm is None:
         return None
-    return RouterConfig.from_json(cm["data"]["config.json"])
+    return RouterConfig.from_json(cm["data"][config_key(SCHEMA_VERSION)])
 
 
 def condition(obj: dict[str, Any] | None, ctype: str = "Ready") -> dict[str, Any] | None:

@@ -307,7 +307,7 @@ def test_a_pod_in_a_labelled_namespace_gets_the_sidecar(kubectl: Kubectl, webhoo
     assert sidecar["name"] == SIDECAR and sidecar["restartPolicy"] == "Always" and sidecar["image"] == IMAGE
     env = env_of(sidecar)
     assert env["MODELROUTE_PORT"] == "15080" and env["MODELROUTE_ADMIN_PORT"] == str(CUSTOM_METRICS_PORT)
-    assert env["MODELROUTE_CONFIG_FILE"] == "/etc/modelroute/config/config.json"
+    assert env["MODELROUTE_CONFIG_FILE"] == "/etc/modelroute/config"  # the sidecar picks the newest key
     assert env["MODELROUTE_ADMIN_TOKEN_FILE"] == "/etc/modelroute/admin/token"
     assert env["MODELROUTE_SECRETS_DIR"] == "/etc/modelroute/secrets"
     assert env["MODELROUTE_NAMESPACE"] == {

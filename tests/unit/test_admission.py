@@ -553,7 +553,7 @@ def test_a_bare_pod_gets_the_whole_sidecar() -> None:
         "MODELROUTE_PORT": "15080",
         "MODELROUTE_ADMIN_HOST": "0.0.0.0",
         "MODELROUTE_ADMIN_PORT": "9901",
-        "MODELROUTE_CONFIG_FILE": "/etc/modelroute/config/config.json",
+        "MODELROUTE_CONFIG_FILE": "/etc/modelroute/config",
         "MODELROUTE_ADMIN_TOKEN_FILE": "/etc/modelroute/admin/token",
         "MODELROUTE_SECRETS_DIR": "/etc/modelroute/secrets",
         "MODELROUTE_NAMESPACE": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}},
@@ -584,7 +584,7 @@ def test_a_bare_pod_gets_the_whole_sidecar() -> None:
     volumes = {v["name"]: v for v in out["spec"]["volumes"]}
     assert volumes["modelroute-config"]["configMap"] == {
         "name": "modelroute-router-config",
-        "items": [{"key": "config.json", "path": "config.json"}],
+        "items": [{"key": "config.json", "path": "config.json"}, {"key": "config.v2.json", "path": "config.v2.json"}],
         "optional": True,
     }
     assert volumes["modelroute-admin"]["secret"]["secretName"] == "modelroute-sidecar-admin"

@@ -101,8 +101,8 @@ def test_the_sidecar_families_keep_their_names() -> None:
     metrics.observe_upstream("llama", "eu-1", "eu-west", "ok", 0.003)
     metrics.count_tokens("llama", 12, 5, 0.5)
     metrics.retries.labels("llama", "connect").inc()
-    metrics.set_config_version("sha256:1")
-    metrics.set_config_version("sha256:2")
+    metrics.set_config_version("sha256:1", 2)
+    metrics.set_config_version("sha256:2", 2)
     text = metrics.render().decode()
     for line in (
         'modelroute_requests_total{endpoint="llama",outcome="ok",region="eu-west",replica="eu-1",route="chat"} 1.0',
@@ -111,7 +111,7 @@ def test_the_sidecar_families_keep_their_names() -> None:
         'modelroute_tokens_total{direction="out",endpoint="llama"} 5.0',
         'modelroute_estimated_cost_usd_total{endpoint="llama"} 0.5',
         'modelroute_retries_total{endpoint="llama",reason="connect"} 1.0',
-        'modelroute_config_info{version="sha256:2"} 1.0',
+        'modelroute_config_info{schema="2",version="sha256:2"} 1.0',
     ):
         assert line in text
     assert "sha256:1" not in text  # the info gauge names only the applied version
@@ -124,7 +124,7 @@ def test_workers_merge_into_one_exposition_the_library_reads() -> None:
     for index, metrics in enumerate(workers):
         metrics.count_request("chat", "llama", "eu-1", "eu-west", "ok", 0.004 * (index + 1))
         metrics.retries.labels("llama", 'a "quoted" reason').inc(index + 1)
-        metrics.set_config_version("sha256:1")
+        metrics.set_config_version("sha256:1", 2)
     merged = samples(merge_expositions(m.render().decode() for m in workers).decode())
     assert (
         merged[
@@ -155,4 +155,4 @@ def test_workers_merge_into_one_exposition_the_library_reads() -> None:
         == 1
     )
     assert merged[("modelroute_retries_total", (("endpoint", "llama"), ("reason", 'a "quoted" reason')))] == 3
-    assert merged[("modelroute_config_info", (("version", "sha256:1"),))] == 1  # a gauge is not summed
+    assert merged[("modelroute_config_info", (("schema", "2"), ("version", "sha256:1")))] == 1  # a gauge is not summed

@@ -45,7 +45,12 @@ def with_sync(body: dict[str, Any], figure: str | None, version: str | None) -> 
 
 def test_a_sync_figure_of_an_older_version_is_cleared_when_a_new_config_goes_live() -> None:
     status = {"sync": "3/3", "syncedVersion": "old", "laggingPods": []}
-    assert st.stale_sync_fields(status, "new") == {"sync": None, "syncedVersion": None, "laggingPods": []}
+    assert st.stale_sync_fields(status, "new") == {
+        "sync": None,
+        "syncedVersion": None,
+        "laggingPods": [],
+        "skewedPods": [],
+    }
     assert st.stale_sync_fields({**status, "syncedVersion": "new"}, "new") == {}
     assert st.stale_sync_fields({}, "new") == {}  # nothing counted yet: nothing to clear
 

@@ -55,11 +55,14 @@ def policy(
     version: str = V,
     name: str = "support",
     counted: str | None = V,
+    skewed: list[str] | None = None,
 ) -> dict[str, Any]:
     """A live policy; `counted` is the version its sync figure counts (`syncedVersion`)."""
     status: dict[str, Any] = {"observedGeneration": 1, "conditions": [ready()], "configVersion": version}
     if sync is not None:
         status |= {"sync": sync, "laggingPods": lagging or []}
+        if skewed:
+            status["skewedPods"] = [{"pods": skewed, "reads": [1], "reason": "reads schema 1; ..."}]
         if counted is not None:
             status["syncedVersion"] = counted
     return {
@@ -188,6 +191,14 @@ POD_CASES = [
     # (id, policies, pods, configmap present, expected sync by pod, namespace state)
     ("all synced", [policy("2/2")], [pod("a"), pod("b")], True, {"a": S, "b": S}, "OK"),
     ("one lagging", [policy("1/2", ["b"])], [pod("a"), pod("b")], True, {"a": S, "b": T}, "NOT SYNCED"),
+    (
+        "one skewed",
+        [policy("1/2", ["b"], skewed=["b"])],
+        [pod("a"), pod("b")],
+        True,
+        {"a": S, "b": PodSync.SKEWED},
+        "NOT SYNCED",
+    ),
     (
         "not ready does not count",
         [policy("1/1")],

@@ -28,12 +28,12 @@ from kubernetes.client.exceptions import ApiException
 
 from modelroute_contract import RouterConfig
 from modelroute_contract.constants import (
-    CONFIG_KEY,
     CONFIG_VERSION_ANNOTATION,
     CONFIGMAP_NAME,
     SIDECAR_LABEL,
     SIDECAR_LABEL_VALUE,
 )
+from modelroute_contract.schemas import ACCEPTED_SCHEMA_VERSIONS, config_key, stored_documents
 from modelroute_operator.logic import status_report
 from modelroute_operator.logic.resources import (
     GROUP,
@@ -186,6 +186,7 @@ class LiveConfig:
     """The RouterConfig currently stored for a namespace, with the object generations it came from."""
 
     config_json: str
+    """The document of the newest schema stored (the config as compiled)."""
     version: str
     sources: Mapping[str, int]
     """`Kind/name` → generation compiled into this config."""
@@ -243,7 +244,12 @@ class KubeApi:
                 return None
             raise
         data = cm.data or {}
-        text = data.get(CONFIG_KEY)
+        # the newest schema's document: the config as compiled (older keys are renderings of it, or
+        # all there is in a ConfigMap an older operator wrote)
+        text = next(
+            (data[k] for k in map(config_key, sorted(ACCEPTED_SCHEMA_VERSIONS, reverse=True)) if data.get(k)),
+            None,
+        )
         if not text:
             return None
         stored = json.loads(text)
@@ -266,8 +272,10 @@ class KubeApi:
                 "labels": dict(MANAGED_BY),
                 "annotations": {CONFIG_VERSION_ANNOTATION: config.version},
             },
+            # One key per schema the config renders faithfully (sidecars mount the newest they read);
+            # server-side apply removes a key this manager wrote before and leaves out now.
             "data": {
-                CONFIG_KEY: config.to_json(),
+                **stored_documents(config.document()),
                 SOURCES_KEY: json.dumps(dict(sorted(sources.items())), separators=(",", ":")),
             },
         }

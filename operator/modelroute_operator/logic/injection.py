@@ -17,11 +17,11 @@ from modelroute_contract import env
 from modelroute_contract.admin import DEFAULT_ADMIN_PORT, INJECTED_DATA_PORT, TOKEN_KEY, TOKEN_SECRET
 from modelroute_contract.constants import (
     ADMIN_PORT_ANNOTATION,
-    CONFIG_KEY,
     CONFIGMAP_NAME,
     SIDECAR_LABEL,
     SIDECAR_LABEL_VALUE,
 )
+from modelroute_contract.schemas import ACCEPTED_SCHEMA_VERSIONS, config_key
 from modelroute_operator.logic.resources import GROUP
 
 from .review import AdmissionRequest, Body, Patch, Verdict, bounded, spec_of
@@ -233,7 +233,8 @@ def _sidecar_env(settings: InjectionSettings, region: str) -> list[dict[str, Any
         {"name": env.PORT, "value": str(settings.proxy_port)},
         {"name": env.ADMIN_HOST, "value": "0.0.0.0"},
         {"name": env.ADMIN_PORT, "value": str(settings.admin_port)},
-        {"name": env.CONFIG_FILE, "value": f"{CONFIG_DIR}/{CONFIG_KEY}"},
+        # the directory: the sidecar reads the newest schema's key it accepts (configstore.config_document)
+        {"name": env.CONFIG_FILE, "value": CONFIG_DIR},
         {"name": env.ADMIN_TOKEN_FILE, "value": f"{ADMIN_DIR}/{TOKEN_KEY}"},
         {"name": env.SECRETS_DIR, "value": SECRETS_DIR},
         {"name": env.NAMESPACE, "valueFrom": field_ref("metadata.namespace")},
@@ -252,7 +253,8 @@ def sidecar_volumes(secrets: Sequence[str] = ()) -> list[dict[str, Any]]:
             "name": "modelroute-config",
             "configMap": {
                 "name": CONFIGMAP_NAME,
-                "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}],
+                # one key per schema the injected sidecar reads; optional, so absent keys are fine
+                "items": [{"key": k, "path": k} for k in map(config_key, ACCEPTED_SCHEMA_VERSIONS)],
                 "optional": True,
             },
         },

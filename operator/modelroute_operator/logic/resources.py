@@ -703,6 +703,19 @@ class RoutingPolicySpec(ApiModel):
     """Per-tenant rate limits."""
 
 
+class SkewedPods(ApiModel):
+    """Sidecar pods the live config is not sent to: their sidecars read only older RouterConfig schemas,
+    and the config needs something those lack (the reason names the object and the field). They keep
+    their last config until they restart with a newer sidecar."""
+
+    pods: Annotated[list[Annotated[str, Field(max_length=253)]], Field(max_length=64)] = []
+    """The pods (also listed in `laggingPods`)."""
+    reads: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=16)] = []
+    """The schema versions their sidecars read."""
+    reason: Annotated[str, Field(max_length=2048)] = ""
+    """What the live config needs that those schemas lack."""
+
+
 class RoutingPolicyStatus(ApiModel):
     """Observed state of a RoutingPolicy."""
 
@@ -721,7 +734,9 @@ class RoutingPolicyStatus(ApiModel):
     synced_version: Annotated[str, Field(max_length=64)] | None = None
     """The config version the `sync` figure counts; equal to `configVersion` once the push went out."""
     lagging_pods: Annotated[list[Annotated[str, Field(max_length=253)]], Field(max_length=64)] = []
-    """Sidecar pods not yet running the live version."""
+    """Sidecar pods not yet running the live version (each in the schema its sidecar reads)."""
+    skewed_pods: Annotated[list[SkewedPods], Field(max_length=8)] = []
+    """Lagging pods the live config cannot be sent to, grouped by reason (version skew)."""
 
 
 # -------------------------------------------------------------------------------------------- Canary

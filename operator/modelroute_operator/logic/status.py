@@ -180,7 +180,7 @@ def stale_sync_fields(status: Mapping[str, Any], config_version: str | None) -> 
     counted = status.get("syncedVersion")
     if counted is None or counted == config_version:
         return {}
-    return {"sync": None, "syncedVersion": None, "laggingPods": []}
+    return {"sync": None, "syncedVersion": None, "laggingPods": [], "skewedPods": []}
 
 
 def sync_counts(figure: Any) -> tuple[int, int] | None:

@@ -10,7 +10,7 @@ A sidecar pod's sync is read from the RoutingPolicies' status (`sync`, `syncedVe
 `laggingPods`), which the operator writes for every policy of the namespace after each push round; a
 figure counts only when its `syncedVersion` is the live version (the namespace's ConfigMap annotation).
 A pod that is not Ready gets no pushes and does not count against the report; a pod the operator
-reports lagging, or whose state it has not reported yet, does.
+reports lagging (or skewed: `skewedPods`), or whose state it has not reported yet, does.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ class PodSync(StrEnum):
     SYNCED = "SYNCED"
     STALE = "STALE"
     """The operator reports the pod lagging (its push failed or was refused; retried with backoff)."""
+    SKEWED = "SKEWED"
+    """Its sidecar reads only older schemas that cannot carry the live config (`skewedPods` says why):
+    nothing is sent to it until the pod restarts with a newer sidecar."""
     UNKNOWN = "UNKNOWN"
     """Ready, but no sync figure covers it yet (no policy, or the figure predates the pod)."""
     NOT_READY = "NOT READY"
@@ -273,12 +276,15 @@ class _SyncView:
     """What the namespace's policies say about its sidecars."""
 
     lagging: frozenset[str]
+    skewed: frozenset[str]
+    """Lagging pods the live config cannot be sent to (version skew)."""
     covers_ready: bool
     """Whether a current sync figure accounts for every ready pod (else unlisted pods are UNKNOWN)."""
 
 
 def _sync_view(policies: Iterable[Mapping[str, Any]], live: str, ready_pods: int) -> _SyncView:
     lagging: set[str] = set()
+    skewed: set[str] = set()
     covers = False
     for policy in policies:
         status = policy.get("status") or {}
@@ -289,10 +295,11 @@ def _sync_view(policies: Iterable[Mapping[str, Any]], live: str, ready_pods: int
             continue
         listed = [str(p) for p in status.get("laggingPods") or []]
         lagging.update(listed)
+        skewed.update(str(p) for group in status.get("skewedPods") or [] for p in group.get("pods") or [])
         synced, total = counts
         # The figure must count the pods that are ready now and list every pod it counts as lagging.
         covers = covers or (total == ready_pods and total - synced == len(listed))
-    return _SyncView(frozenset(lagging), covers)
+    return _SyncView(frozenset(lagging), frozenset(skewed), covers)
 
 
 def _pod_sync(pod: Mapping[str, Any], live: str, view: _SyncView) -> PodSync:
@@ -300,6 +307,8 @@ def _pod_sync(pod: Mapping[str, Any], live: str, view: _SyncView) -> PodSync:
         return PodSync.NO_CONFIG
     if not pod_ready(pod):
         return PodSync.NOT_READY
+    if _meta(pod).get("name") in view.skewed:
+        return PodSync.SKEWED
     if _meta(pod).get("name") in view.lagging:
         return PodSync.STALE
     return PodSync.SYNCED if view.covers_ready else PodSync.UNKNOWN

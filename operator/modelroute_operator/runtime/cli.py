@@ -1,6 +1,7 @@
 """The `modelroute` command: offline tools over manifests, for people and CI.
 
-- `render -f DIR`: compile manifests to the RouterConfig the operator would store (for CI diffs).
+- `render -f DIR`: compile manifests to the RouterConfig the operator would store (for CI diffs);
+  `--schema N`: the document a sidecar of schema N is sent, or why it cannot be.
 - `validate -f DIR`: our schemas and cross-object checks; exit 0 when valid, 1 when not, 2 on usage.
 - `explain -f DIR --request FILE`: which endpoint a request would go to, and why each candidate was dropped.
 - `crds --write DIR | --check DIR`: generate the CRDs from the models, or check them for drift.
@@ -23,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from modelroute_contract import RouterConfig
+from modelroute_contract import ACCEPTED_SCHEMA_VERSIONS, RouterConfig, SchemaGap
 from modelroute_operator.logic import crdgen, status_report
 from modelroute_operator.logic.compiler import CompileResult, compile_namespace
 from modelroute_operator.logic.manifests import Manifests, load_manifests
@@ -62,8 +63,16 @@ def render(args: argparse.Namespace) -> int:
     results = _compile_all(args, manifests)
     if _report_errors(manifests, results):
         return EXIT_INVALID
-    configs = [r.config.model_dump(mode="json", by_alias=True) for r in results.values() if r.config]
-    document: Any = configs[0] if len(configs) == 1 else configs
+    configs = [r.config for r in results.values() if r.config]
+    documents: list[Any] = []
+    for config in configs:
+        rendered = config.render(args.schema) if args.schema else None
+        if isinstance(rendered, SchemaGap):
+            reason = f"error: namespace {config.namespace}: a sidecar that {rendered.message()}"
+            print(reason, file=sys.stderr)
+            return EXIT_INVALID
+        documents.append(json.loads(rendered.text) if rendered else config.document())
+    document: Any = documents[0] if len(documents) == 1 else documents
     if args.output == "yaml":
         print(yaml.safe_dump(document, sort_keys=True), end="")
     else:
@@ -225,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", parents=[common], help="compile manifests to the RouterConfig")
     manifest_args(p)
     p.add_argument("-o", "--output", choices=["json", "yaml"], default="json")
+    p.add_argument(
+        "--schema",
+        type=int,
+        choices=ACCEPTED_SCHEMA_VERSIONS,
+        help="the document a sidecar of this schema is sent (exit 1 with the reason when it cannot be)",
+    )
     p.set_defaults(run=render)
 
     p = sub.add_parser("validate", parents=[common], help="check manifests (schemas and cross-object rules)")

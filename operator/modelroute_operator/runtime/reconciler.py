@@ -49,6 +49,18 @@ class PassReport:
     """The namespace has none of our objects left."""
 
 
+def stored_config(live: LiveConfig | None) -> RouterConfig | None:
+    """The stored config as a model, or None when there is none or it is not one this operator reads
+    (a document of a development build; the pass compiles and stores a new one, keeping the sequence)."""
+    if live is None:
+        return None
+    try:
+        return RouterConfig.model_validate_json(live.config_json)
+    except ValueError as exc:
+        log.warning("stored config %s is not readable, it will be replaced: %s", live.version, exc)
+        return None
+
+
 def _parse_all(raw: RawObjects) -> tuple[NamespaceObjects, dict[str, list[str]]]:
     """Parse every object; objects that do not parse are left out and reported by key."""
     parsed: dict[type[Resource], list[Any]] = {ModelEndpoint: [], RoutingPolicy: [], Canary: []}
@@ -154,7 +166,7 @@ class Reconciler:
         result = compile_namespace(objects, previous_config(live), self._sidecar_ports)
         errors = _errors_by_object(result, invalid)
         report.errors = [f"{key} {line}" for key, lines in sorted(errors.items()) for line in lines]
-        live_config = RouterConfig.model_validate_json(live.config_json) if live else None
+        live_config = stored_config(live)
         if result.config is not None and not errors:
             sources = _sources(raw)
             if live is None or live.version != result.config.version or dict(live.sources) != sources:
