@@ -176,10 +176,14 @@ class Capabilities(ApiModel):
     """Largest completion the model returns (default 4096)."""
     streaming: bool = True
     """Whether the endpoint can stream responses (default true)."""
-    tools: bool = False
-    """Whether the endpoint accepts tool/function definitions (default false)."""
-    json_mode: bool = False
-    """Whether the endpoint honours `response_format: {type: json_object}` (default false)."""
+    tools: bool = True
+    """Whether the endpoint accepts tool/function definitions (default true, as OpenAI and the common
+    OpenAI-compatible servers do). Set false for a model that cannot call tools: requests with `tools`
+    then go to other endpoints of the rule, or are refused with 400 when none can take them."""
+    json_mode: bool = True
+    """Whether the endpoint honours JSON output (`response_format`, or `text.format` in the Responses
+    API, of type `json_object`/`json_schema`; default true, as OpenAI-style servers do). Set false for a
+    server that ignores it."""
     stream_usage: bool = True
     """Whether the endpoint accepts `stream_options: {include_usage: true}` (default true). The sidecar
     adds it to every streamed request so that streamed tokens and cost are counted, and hides the
