@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", parents=[common], help="show where a request would be routed and why")
     manifest_args(p)
     p.add_argument("--request", required=True, help="JSON file: an OpenAI request body, or {headers, body}")
-    p.add_argument("--api", choices=["chat", "completions", "embeddings"], default="chat")
+    p.add_argument("--api", choices=["chat", "completions", "embeddings", "responses"], default="chat")
     p.add_argument("--region", default="", help="region of the calling sidecar")
     p.add_argument("--seed", type=int, default=0, help="seed of the weighted pick (same seed, same answer)")
     p.set_defaults(run=explain)
