@@ -70,6 +70,18 @@ app.kubernetes.io/part-of: modelroute
 {{- printf "%s-webhook-tls" (include "modelroute.fullname" .) }}
 {{- end }}
 
+{{/* The DNS names the API server may dial the webhook Service by: what its certificate must name. */}}
+{{- define "modelroute.webhookHosts" -}}
+{{- $svc := include "modelroute.webhookServiceName" . }}
+{{- $ns := .Release.Namespace }}
+{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.%s" $svc $ns .Values.webhook.clusterDomain) | toJson }}
+{{- end }}
+
+{{/* Whether the operator keeps the webhook serving certificate itself (webhooks on, cert-manager off). */}}
+{{- define "modelroute.operatorKeepsCert" -}}
+{{- if and .Values.webhook.enabled (not .Values.webhook.certManager.enabled) }}true{{ end }}
+{{- end }}
+
 {{- define "modelroute.certificateName" -}}
 {{- printf "%s-webhook" (include "modelroute.fullname" .) }}
 {{- end }}

@@ -16,6 +16,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from modelroute_operator.clients.kube import KubeApi, load_client_config
 from modelroute_operator.clients.leader import LeaderElector, LeaseKeeper, LeaseSettings
 from modelroute_operator.runtime import handlers  # noqa: F401  (registers the handlers
+from modelroute_operator.runtime.cert_keeper import CertKeeper
+from modelroute_operator.runtime.cert_keeper import add_arguments as add_cert_arguments
+from modelroute_operator.runtime.cert_keeper import settings_from_args as cert_settings
 from modelroute_operator.runtime.webhook_args import add_arguments as add_webhook_arguments
 from modelroute_operator.runtime.webhook_args import settings_from_args as webhook_settings
 from modelroute_operator.runtime.webhook_args import sidecar_ports_from_args
@@ -60,6 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     add_webhook_arguments(parser)
+    add_cert_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -97,14 +101,24 @@ async def run(args: argparse.Namespace) -> int:
 async def run_with_webhooks(args: argparse.Namespace) -> int:
     webhooks: WebhookThread | None = None
     webhook_kube: KubeApi | None = None
+    keeper: asyncio.Task[None] | None = None
     if (settings := webhook_settings(args)) is not None:
         load_client_config()
+        if (certs := cert_settings(args)) is not None:
+            # The pair must be on disk before the server loads it; then it is kept fresh in the background.
+            cert_keeper = CertKeeper(certs, settings.cert_file.parent)
+            await asyncio.to_thread(cert_keeper.ensure)
+            keeper = asyncio.get_running_loop().create_task(cert_keeper.keep(), name="webhook-cert-keeper")
         webhook_kube = KubeApi()
         webhooks = WebhookThread(webhook_kube, settings)  # admission never waits on reconciles
         await webhooks.start()
     try:
         return await run_operator(args)
     finally:
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         if webhooks is not None:
             await webhooks.stop()
         if webhook_kube is not None:
