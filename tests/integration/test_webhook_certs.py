@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from modelroute_operator.runtime.cert_keeper import CertKeeper, CertSettings, describe_certificate
 from modelroute_operator.logic.registration import webhook_configurations
+from modelroute_operator.runtime.cert_keeper import CertKeeper, CertSettings, describe_certificate
 from tests.integration.test_webhooks import apply_cluster_object, dry_run_create, healthy
 from tests.kube_harness import ControlPlane, Kubectl, free_port, new_namespace, wait_for
 from tests.manifests import policy
@@ -85,7 +85,7 @@ def test_the_operator_keeps_one_pair_and_the_api_server_trusts_it(
 
         log = (tmp_path / "webhook.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "modelroute_operator.webhook_server", "serve", "--webhook-host=127.0.0.1",
+            [sys.executable, "-m", "modelroute_operator.runtime.webhook_server", "serve", "--webhook-host=127.0.0.1",
              f"--webhook-port={port}", f"--webhook-cert-file={first.cert_file}",
              f"--webhook-key-file={first.key_file}", "--sidecar-image=example/sidecar:test"],
             stdout=log, stderr=subprocess.STDOUT, env={**plane.kubectl_env(), "PYTHONUNBUFFERED": "1"},

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from modelroute_operator.resources import Capabilities as CapabilitiesSpec
-from modelroute_sidecar.contract import Capabilities
+from modelroute_contract.config import Capabilities
+from modelroute_operator.logic.resources import Capabilities as CapabilitiesSpec
 from modelroute_sidecar.engine import extract_features
 from modelroute_sidecar.errors import ApiError, error_response, should_retry
 from modelroute_sidecar.proxy import forwarded_headers, read_usage, relayed_headers
