@@ -563,6 +563,7 @@ def test_a_bare_pod_gets_the_whole_sidecar() -> None:
         },
         "MODELROUTE_WORKERS": "1",
         "MODELROUTE_LOG_LEVEL": "INFO",
+        "MODELROUTE_LOG_FORMAT": "text",
     }
     assert [(p["name"], p["containerPort"]) for p in sidecar["ports"]] == [
         ("mr-proxy", 15080),

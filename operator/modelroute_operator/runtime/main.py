@@ -62,6 +62,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="serve /healthz, /readyz and /metrics, leader or standby (0: off; env MODELROUTE_HEALTH_PORT)",
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=env.get("MODELROUTE_LOG_FORMAT", "text"),
+        help="`json`: one JSON object per line (timestamp, severity, message, object); "
+        "env MODELROUTE_LOG_FORMAT",
+    )
     add_webhook_arguments(parser)
     add_cert_arguments(parser)
     return parser.parse_args(argv)
@@ -163,7 +170,8 @@ async def run_operator(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Kopf configures the root logger, so our modules' lines share its format.
-    kopf.configure(verbose=args.verbose)
+    log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(verbose=args.verbose, log_format=log_format)
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if not args.verbose:
         # Kopf logs every handled watch event at INFO; our own pass lines say what happened.
