@@ -899,6 +899,24 @@ class StepBaseline(ApiModel):
     """Candidate's counters when the step began (or were last reset); unset until stats could be read."""
 
 
+class ManualActions(ApiModel):
+    """Actions taken with `kubectl modelroute canary pause|resume|promote|abort`. They live in status
+    (written through the status subresource), not in spec: Git keeps owning the spec, so neither Argo CD
+    nor Flux sees drift or reverts an action, and `spec.paused`/`spec.promote`/`spec.abort` still work
+    for those who drive the canary from Git. Cleared when the run restarts for new endpoints."""
+
+    paused: bool = False
+    """Hold at the current step (`resume` sets it back to false)."""
+    promote: bool = False
+    """Promote now."""
+    abort: bool = False
+    """Roll back now."""
+    by: Annotated[str, Field(max_length=256)] = ""
+    """Who took the last action (the plugin's user, when it knows it)."""
+    at: datetime | None = None
+    """When the last action was taken."""
+
+
 class CanaryStatus(ApiModel):
     """Observed state of a Canary; everything needed to resume after an operator restart."""
 
@@ -928,6 +946,8 @@ class CanaryStatus(ApiModel):
     step_baseline: StepBaseline | None = None
     """Sidecar counters when the current step began (its analysis counts only traffic since), and the
     stable/candidate endpoints this run is for."""
+    manual: ManualActions | None = None
+    """Actions taken with the kubectl plugin; the operator obeys them like the spec's switches."""
 
 
 # ------------------------------------------------------------------------------------------- objects
