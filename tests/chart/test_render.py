@@ -152,21 +152,23 @@ def test_several_replicas_without_leader_election_are_refused() -> None:
     assert "/replicaCount" in error
 
 
-def test_probes_use_the_webhook_port_until_the_health_server_is_enabled() -> None:
-    container = default().container()
-    https = {"path": "/healthz", "port": "webhook", "scheme": "HTTPS"}
-    assert container["livenessProbe"]["httpGet"] == https
-    assert container["readinessProbe"]["httpGet"] == https
-    assert container["livenessProbe"]["periodSeconds"] == 20
-    healthy = render(CI["monitoring-on"])
+def test_the_health_server_is_on_by_default_and_probes_what_the_operator_does() -> None:
+    healthy = default()
     container = healthy.container()
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert container["livenessProbe"]["periodSeconds"] == 20
     assert {"name": "health", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
-    assert env_of(container)["MODELROUTE_HEALTH_PORT"] == "8081"
+    env = env_of(container)
+    assert (env["MODELROUTE_HEALTH_PORT"], env["MODELROUTE_WEDGED_SECONDS"]) == ("8081", "15")
     service_ports = {p["name"]: p for p in healthy.one("Service")["spec"]["ports"]}
     assert service_ports["metrics"]["targetPort"] == "health"
-    assert "MODELROUTE_HEALTH_PORT" not in env_of(default().container())
+    # off: the webhook port's TLS /healthz
+    container = render(CI["default"], sets=["health.enabled=false"]).container()
+    https = {"path": "/healthz", "port": "webhook", "scheme": "HTTPS"}
+    assert container["livenessProbe"]["httpGet"] == https
+    assert container["readinessProbe"]["httpGet"] == https
+    assert "MODELROUTE_HEALTH_PORT" not in env_of(container)
 
 
 def test_injector_settings_reach_the_operator() -> None:
@@ -495,19 +497,22 @@ def test_cert_manager_issues_the_certificate_and_injects_the_ca() -> None:
     assert self_signed.one("Certificate")["spec"]["issuerRef"]["name"] == issuer["metadata"]["name"]
 
 
-def test_webhooks_off_render_no_service_certificate_or_configuration() -> None:
+def test_webhooks_off_render_no_certificate_or_configuration() -> None:
     rendered = render(CI["minimal"])
     assert not rendered.kinds() & {
-        "Service",
         "Secret",
         "Certificate",
         "ValidatingWebhookConfiguration",
         "MutatingWebhookConfiguration",
     }
+    assert [p["name"] for p in rendered.one("Service")["spec"]["ports"]] == ["metrics"]
     container = rendered.container()
-    assert "ports" not in container or not container["ports"]
-    assert "livenessProbe" not in container, "nothing to probe without the webhook or health server"
+    assert [p["name"] for p in container["ports"]] == ["health"]
+    assert container["livenessProbe"]["httpGet"]["port"] == "health"
     assert "MODELROUTE_WEBHOOK_PORT" not in env_of(container)
+    bare = render(CI["minimal"], sets=["health.enabled=false"])
+    assert "Service" not in bare.kinds()
+    assert "livenessProbe" not in bare.container(), "nothing to probe without the webhook or health server"
 
 
 # --- monitoring -----------------------------------------------------------------------------------
@@ -543,7 +548,7 @@ def test_prometheus_objects_only_when_enabled_and_the_api_exists() -> None:
 
 
 def test_service_monitor_needs_the_health_server() -> None:
-    error = render_error(sets=["monitoring.serviceMonitor.enabled=true"])
+    error = render_error(sets=["monitoring.serviceMonitor.enabled=true", "health.enabled=false"])
     assert "monitoring.serviceMonitor.enabled needs health.enabled=true" in error
 
 

@@ -330,6 +330,7 @@ class KubeApi:
                 kind.plural,
                 name,
                 {"status": patch},
+                field_manager=FIELD_MANAGER,
                 _content_type="application/merge-patch+json",
             )
         except ApiException as exc:

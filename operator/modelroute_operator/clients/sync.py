@@ -23,6 +23,7 @@ from modelroute_contract import admin, short_version
 from modelroute_contract.admin import DEFAULT_ADMIN_PORT, TOKEN_KEY, TOKEN_SECRET
 from modelroute_contract.constants import ADMIN_PORT_ANNOTATION, SIDECAR_LABEL, SIDECAR_LABEL_VALUE
 from modelroute_contract.stats import StatsSnapshot
+from modelroute_operator.clients import metrics
 from modelroute_operator.clients.kube import KubeApi, LiveConfig
 from modelroute_operator.clients.namespace_queue import NamespaceQueue
 from modelroute_operator.logic import status as st
@@ -154,7 +155,10 @@ class Syncer:
             pending = [p for p in pods if acked.get(p.uid) != live.version]
             results = await asyncio.gather(*(self._bring_up_to_date(p, live, token) for p in pending))
             for pod, (version, pushed) in zip(pending, results, strict=True):
+                if pushed:
+                    metrics.PUSHES.labels("acknowledged" if version else "refused").inc()
                 if version:
+                    metrics.ACKNOWLEDGED.inc()
                     acked[pod.uid] = version
                 if pushed:
                     report.pushed.append(pod.name)
@@ -164,6 +168,7 @@ class Syncer:
             else {"sync": None, "syncedVersion": None, "laggingPods": []}
         )
         report.lagging = list(fields["laggingPods"])
+        metrics.LAGGING_SIDECARS.set(len(report.lagging))
         report.status_writes = await self._write_status(namespace, fields)
         return report
 
@@ -215,6 +220,7 @@ class Syncer:
                 return live.version, True
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.warning("push to %s (%s) failed: %s", pod.name, pod.base_url, exc or type(exc).__name__)
+            metrics.PUSHES.labels("failed").inc()
             return "", False
 
     async def _token(self, namespace: str) -> str:
