@@ -92,5 +92,5 @@ def test_install_upgrade_keeps_the_operators_ca_bundle_and_uninstall_keeps_the_c
     assert kubectl.run("get", "validatingwebhookconfiguration", fullname, check=False).returncode != 0
     assert kubectl.run("get", "clusterrole", f"{fullname}-discovery", check=False).returncode != 0
     crds = kubectl.run("get", "crd", "-o", "name").stdout
-    for crd in ("modelendpoints", "routingpolicies", "canaries"):
+    for crd in ("modelendpoints", "routingpolicies", "modelcanaries"):
         assert f"{crd}.modelroute.dev" in crds, "CRDs stay after uninstall"

@@ -318,7 +318,7 @@ def test_namespaced_rbac_forbids_everything_else(
     sa = f"system:serviceaccount:{release_ns}:{release}-modelroute"
     grant: list[Access] = [
         ("list", "modelendpoints.modelroute.dev", watched),
-        ("watch", "canaries.modelroute.dev", watched),
+        ("watch", "modelcanaries.modelroute.dev", watched),
         ("patch", "routingpolicies.modelroute.dev/chat:status", watched),
         ("create", "configmaps", watched),
         ("patch", "configmaps/modelroute-router-config", watched),

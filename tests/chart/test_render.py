@@ -34,7 +34,7 @@ from tests.chart.helm import _template_args as template_args
 
 CI = {p.name.removesuffix("-values.yaml"): p for p in CI_VALUES}
 FULLNAME = f"{RELEASE}-modelroute"
-OUR_KINDS = ["modelendpoints", "routingpolicies", "canaries"]
+OUR_KINDS = ["modelendpoints", "routingpolicies", "modelcanaries"]
 
 
 def default() -> Rendered:

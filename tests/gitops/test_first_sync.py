@@ -37,6 +37,7 @@ from tests.kube_harness import (
     OperatorProcess,
     free_port,
     new_namespace,
+    resource_name,
     wait_for,
 )
 from tests.manifests import policy
@@ -123,7 +124,7 @@ def test_first_sync_in_gitops_engine_order_passes_admission_in_one_pass(
         )  # fmt: skip
         assert proc.returncode == 0, f"apply of {doc['kind']}/{doc['metadata']['name']}: {proc.stderr}"
     ours = [
-        f"{d['kind'].lower()}/{d['metadata']['name']}"
+        f"{resource_name(d['kind'])}/{d['metadata']['name']}"
         for d in objects
         if d["apiVersion"].startswith("modelroute.dev/")
     ]

@@ -45,7 +45,7 @@ def two_context_kubeconfig(plane: ControlPlane, path: Path) -> tuple[Path, str]:
 
 
 def phase(kubectl: Kubectl, ns: str) -> str:
-    body = kubectl.get("canary", "support-llm-v2", ns) or {}
+    body = kubectl.get("modelcanary", "support-llm-v2", ns) or {}
     return str((body.get("status") or {}).get("phase", ""))
 
 
@@ -75,7 +75,7 @@ def test_the_plugin_acts_on_a_canary_without_touching_its_spec(
     try:
         kubectl.run("apply", "-n", ns, "--server-side", f"--field-manager={MANAGER}", "-f", str(EXAMPLE))
         wait_for(lambda: phase(kubectl, ns) == "Progressing", "the canary to start", 60)
-        before = kubectl.get("canary", "support-llm-v2", ns)
+        before = kubectl.get("modelcanary", "support-llm-v2", ns)
         assert before is not None
         config, working = two_context_kubeconfig(plane, tmp_path / "kubeconfig")
 
@@ -99,7 +99,7 @@ def test_the_plugin_acts_on_a_canary_without_touching_its_spec(
         assert paused.returncode == 0, paused.stderr
         assert f"canary {ns}/support-llm-v2: pause requested" in paused.stdout
         wait_for(lambda: phase(kubectl, ns) == "Paused", "the canary to pause", 30)
-        body = kubectl.get("canary", "support-llm-v2", ns)
+        body = kubectl.get("modelcanary", "support-llm-v2", ns)
         assert body is not None
         assert body["status"]["history"][-1]["message"].startswith("paused by kubectl modelroute")
         assert body["status"]["manual"]["paused"] is True
@@ -112,7 +112,7 @@ def test_the_plugin_acts_on_a_canary_without_touching_its_spec(
         wait_for(lambda: phase(kubectl, ns) == "RolledBack", "the canary to roll back", 30)
 
         # Git's view: the spec and generation are as applied, and a diff shows nothing
-        after = kubectl.get("canary", "support-llm-v2", ns)
+        after = kubectl.get("modelcanary", "support-llm-v2", ns)
         assert after is not None
         assert (after["spec"], after["metadata"]["generation"]) == (
             before["spec"],
@@ -122,7 +122,7 @@ def test_the_plugin_acts_on_a_canary_without_touching_its_spec(
             "diff", "-n", ns, "--server-side", f"--field-manager={MANAGER}", "-f", str(EXAMPLE), check=False
         )
         assert diff.returncode == 0, diff.stdout
-        fields = kubectl.json("get", "canary", "support-llm-v2", "-n", ns, "--show-managed-fields")
+        fields = kubectl.json("get", "modelcanary", "support-llm-v2", "-n", ns, "--show-managed-fields")
         managers = {
             m["manager"] for m in fields["metadata"]["managedFields"] if m.get("subresource") == "status"
         }
@@ -130,6 +130,6 @@ def test_the_plugin_acts_on_a_canary_without_touching_its_spec(
 
         missing = kubectl_plugin("modelroute", "canary", "promote", "no-such-canary", "-n", ns)
         assert missing.returncode == 1 and "not found" in missing.stderr
-        assert json.loads(kubectl.run("get", "canary", "-n", ns, "-o", "json").stdout)["items"]
+        assert json.loads(kubectl.run("get", "modelcanary", "-n", ns, "-o", "json").stdout)["items"]
     finally:
         op.stop(timeout=2)

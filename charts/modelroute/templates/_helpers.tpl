@@ -109,11 +109,11 @@ app.kubernetes.io/part-of: modelroute
 {{- define "modelroute.watchRules" -}}
 # Read our kinds (Kopf watches them; the reconciler lists a namespace's objects).
 - apiGroups: ["modelroute.dev"]
-  resources: ["modelendpoints", "routingpolicies", "canaries"]
+  resources: ["modelendpoints", "routingpolicies", "modelcanaries"]
   verbs: ["get", "list", "watch"]
 # Report status (JSON merge patch on the status subresource only; specs are never written).
 - apiGroups: ["modelroute.dev"]
-  resources: ["modelendpoints/status", "routingpolicies/status", "canaries/status"]
+  resources: ["modelendpoints/status", "routingpolicies/status", "modelcanaries/status"]
   verbs: ["patch"]
 # The compiled RouterConfig: one ConfigMap per namespace, server-side applied, deleted when unused.
 - apiGroups: [""]

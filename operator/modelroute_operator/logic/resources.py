@@ -1033,7 +1033,7 @@ class RoutingPolicy(Resource):
 
 class Canary(Resource):
     kind_name = "Canary"
-    plural, singular, short_names = "canaries", "canary", ("mrc",)
+    plural, singular, short_names = "modelcanaries", "modelcanary", ("mrc",)
     spec_model, status_model = CanarySpec, CanaryStatus
     printer_columns = (
         {"name": "Policy", "type": "string", "jsonPath": ".spec.target.policy"},

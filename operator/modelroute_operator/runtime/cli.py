@@ -178,7 +178,7 @@ def status(args: argparse.Namespace) -> int:
     while True:
         progress.step("reading the cluster...")
         try:
-            report = status_report.build_report(_read_cluster(args))
+            report = status_report.build_report(_read_cluster(args.namespace, args.context, args.kubeconfig))
         except Exception as exc:
             # The kubernetes client raises its own types for a missing kubeconfig, refusals and network
             # failures; all mean the same to a CI job: no answer (2), distinct from "not synced" (1).
@@ -204,12 +204,14 @@ def status(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_INVALID
 
 
-def _read_cluster(args: argparse.Namespace) -> status_report.Snapshot:
+def _read_cluster(
+    namespace: str | None, context: str | None = None, kubeconfig: str | None = None
+) -> status_report.Snapshot:
     # Imported here: the offline subcommands need neither the client nor a cluster.
     from modelroute_operator.clients.kube import load_client_config, read_status_snapshot
 
-    load_client_config(args.context, args.kubeconfig)
-    return read_status_snapshot(args.namespace)
+    load_client_config(context, kubeconfig)
+    return read_status_snapshot(namespace)
 
 
 CANARY_ACTIONS: dict[str, dict[str, bool]] = {
@@ -246,7 +248,7 @@ def canary(args: argparse.Namespace) -> int:
             return EXIT_INVALID
         if exc.status == 403:
             print(
-                f"error: not allowed to patch canaries/status in {namespace} (the plugin writes the "
+                f"error: not allowed to patch modelcanaries/status in {namespace} (the plugin writes the "
                 "status subresource, not the spec)",
                 file=sys.stderr,
             )
