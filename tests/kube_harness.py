@@ -85,6 +85,15 @@ class Kubectl:
         return result
 
 
+def resource_name(kind: str) -> str:
+    """What kubectl calls a kind: our kinds by their CRD singular (a Canary is a `modelcanary`, so that
+    Flagger's `canary` stays unambiguous), any other kind lower-cased."""
+    from modelroute_operator.logic.resources import KIND_BY_NAME
+
+    resource = KIND_BY_NAME.get(kind)
+    return resource.singular if resource is not None else kind.lower()
+
+
 def new_namespace(kubectl: Kubectl, prefix: str) -> str:
     """A fresh namespace (namespaces cannot be deleted without a controller-manager; never reuse)."""
     name = f"{prefix}-{os.getpid() % 10000}-{next(_names)}"

@@ -152,10 +152,11 @@ class Capabilities(ContractModel):
     """Largest completion the model returns."""
     streaming: bool = True
     """Whether the endpoint can stream (SSE)."""
-    tools: bool = False
-    """Whether the endpoint accepts tool/function definitions."""
-    json_mode: bool = False
-    """Whether the endpoint honours `response_format: json_object`."""
+    tools: bool = True
+    """Whether the endpoint accepts tool/function definitions (OpenAI-style servers do)."""
+    json_mode: bool = True
+    """Whether the endpoint honours JSON output (`response_format` / `text.format` json_object or
+    json_schema; OpenAI-style servers do)."""
     stream_usage: bool = True
     """Whether the endpoint takes `stream_options.include_usage`, which the sidecar adds to streamed
     requests so that their tokens and cost are counted (false: counted only when the client asks)."""

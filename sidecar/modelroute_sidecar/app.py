@@ -130,7 +130,7 @@ def dispatcher(sidecar: Sidecar) -> Handler:
 
     async def dispatch(request: HttpRequest, stream: ResponseStream) -> HttpResponse | None:
         request_id = request_id_of(request.headers)
-        methods = views.ROUTES.get(request.path)
+        methods = views.ROUTES.get(request.path) or prefixed(request.path)
         view = methods.get(request.method) if methods is not None else None
         if view is None:
             if methods is None:
@@ -146,6 +146,14 @@ def dispatcher(sidecar: Sidecar) -> Handler:
             return error_response(unexpected(exc, request.path, request_id), request_id)
 
     return dispatch
+
+
+def prefixed(path: str) -> dict[str, views.View] | None:
+    """The views of the prefix route `path` falls under (with something after the prefix), if any."""
+    for prefix, methods in views.PREFIX_ROUTES.items():
+        if path.startswith(prefix) and len(path) > len(prefix):
+            return methods
+    return None
 
 
 def refusal(sidecar: Sidecar) -> RefusalHandler:

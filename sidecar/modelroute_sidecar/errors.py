@@ -5,6 +5,14 @@ the HTTP status. Every response, error or not, carries the request id (`x-reques
 client or generated); on the data port the API views add the decision headers too, so a failed request
 is as explainable as a served one. The admin port and the workers' control sockets (the same HTTP
 server, `server.py`) answer with the same bodies.
+
+Every data-port error also tells the SDK whether to retry (`x-should-retry`, which the official SDKs
+obey before their own status rules). A 5xx comes after the router's own attempts (retries, fallbacks,
+failover, within the policy's retry budget and deadline) or from a refusal a retry would meet again
+(nothing compliant or healthy, an internal error): `false`, so two SDK retries do not turn the router's
+three attempts into nine. The answers given before anything was attempted, and meant to be retried, say
+`true`: no config loaded yet, the worker's connection cap, and the 429s, whose `retry-after` the SDK
+waits for (the router itself never waits). Other 4xx carry no advice: the SDKs do not retry them.
 """
 
 from __future__ import annotations
@@ -75,9 +83,32 @@ def error_body(error: ApiError, request_id: str) -> bytes:
     return json.dumps(body).encode()
 
 
+RETRY_ADVICE = {
+    "not_ready": True,
+    "too_many_connections": True,
+    "rate_limit_exceeded": True,
+    "upstream_rate_limited": True,
+}
+"""Error codes whose `x-should-retry` is not the status's rule (see the module's docstring)."""
+
+SHOULD_RETRY_HEADER = "x-should-retry"
+
+
+def should_retry(error: ApiError) -> bool | None:
+    """Whether an SDK should retry after `error` (None: no advice, its own rule applies)."""
+    advice = RETRY_ADVICE.get(error.code)
+    if advice is not None:
+        return advice
+    return False if error.status >= 500 else None
+
+
 def error_response(error: ApiError, request_id: str) -> HttpResponse:
-    """A JSON response for `error`, with its extra headers (e.g. retry-after) and the request id."""
+    """A JSON response for `error`, with its extra headers (e.g. retry-after), the request id and the
+    retry advice."""
     headers = {**error.headers, "x-request-id": request_id}
+    advice = should_retry(error)
+    if advice is not None:
+        headers[SHOULD_RETRY_HEADER] = "true" if advice else "false"
     return HttpResponse(error.status, error_body(error, request_id), headers)
 
 

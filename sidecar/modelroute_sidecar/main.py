@@ -29,6 +29,7 @@ import asyncio
 import atexit
 import contextlib
 import gc
+import json
 import logging
 import os
 import queue
@@ -39,6 +40,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn, TextIO
 
@@ -502,12 +504,33 @@ class LogQueue(logging.Handler):
                 pass
 
 
-def configure_logging(level: str, stream: TextIO | None = None) -> LogQueue:
+class JsonLines(logging.Formatter):
+    """One JSON object per line, with the keys the operator's JSON logs (Kopf's) use: `timestamp`,
+    `severity`, `message`, plus `logger` and, for a failure, `exception`."""
+
+    SEVERITIES = ((logging.DEBUG, "debug"), (logging.INFO, "info"), (logging.WARNING, "warn"),
+                  (logging.ERROR, "error"))  # fmt: skip
+
+    def format(self, record: logging.LogRecord) -> str:
+        severity = next((name for level, name in self.SEVERITIES if record.levelno <= level), "fatal")
+        line: dict[str, str] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "severity": severity,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def configure_logging(level: str, stream: TextIO | None = None, log_format: str = "text") -> LogQueue:
     """Log to `stream` (stderr) from a thread: a log line written on the event loop is formatted
     there but written by the thread, so a slow or unread stderr pipe stalls the thread, not the loop.
-    What is queued is written at exit (waiting at most a second)."""
+    What is queued is written at exit (waiting at most a second). `log_format` `json` writes JSON lines."""
     handler = LogQueue(queue.Queue(LOG_QUEUE_RECORDS), stream or sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    text = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(JsonLines() if log_format == "json" else text)
     handler.start_writer()
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     atexit.register(handler.stop_writer)
@@ -522,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Parse settings and run the right kind of process."""
     args = list(sys.argv[1:] if argv is None else argv)
     settings = parse_settings(args)
-    logs = configure_logging(settings.log_level)
+    logs = configure_logging(settings.log_level, log_format=settings.log_format)
     if not settings.admin_token and not settings.admin_token_file and settings.admin_port:
         log.warning("no admin token configured: the admin port refuses every call")
     install_uvloop()

@@ -14,7 +14,13 @@ ends without being complete (`sse.py` says what that is), ends with an OpenAI-st
 
 A streamed request is sent with `stream_options.include_usage` (unless the endpoint says it does not
 take it) so that its tokens and cost are counted like a non-streamed answer's; the usage event is
-dropped from the relay when the client had not asked for it itself.
+dropped from the relay when the client had not asked for it itself. (The Responses API always reports
+usage in its terminal event: nothing is added there.)
+
+Headers across the proxy: the client's OpenAI scoping headers and W3C trace context go upstream as sent
+(`FORWARDED_REQUEST_HEADERS`); the answering upstream's `x-ratelimit-*` and its request id come back
+(`relayed_headers`). Every failure after the router's own attempts says `x-should-retry: false`, so
+an SDK does not multiply the router's retries by its own (`errors.py`).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -50,11 +56,32 @@ from .tls import TlsContexts, TlsError
 
 log = logging.getLogger(__name__)
 
-PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
+PATHS = {
+    "chat": "/chat/completions",
+    "completions": "/completions",
+    "embeddings": "/embeddings",
+    "responses": "/responses",
+}
 """Upstream path per API, appended to a replica's base URL (which ends in `/v1`)."""
 
-_USAGE_IN = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
-_USAGE_OUT = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+FORWARDED_REQUEST_HEADERS = (
+    "openai-organization",
+    "openai-project",
+    "openai-beta",
+    "traceparent",
+    "tracestate",
+)
+"""Client headers sent upstream as they came: OpenAI's organization and project scoping and beta opt-ins
+change what the upstream serves, and W3C trace context lets the upstream's spans join the client's
+trace. (The client's `authorization` never goes upstream: the endpoint's own credentials do.)"""
+RELAYED_RESPONSE_PREFIX = "x-ratelimit-"
+"""Upstream answer headers the client gets as they are: the rate-limit state SDKs and clients pace by."""
+UPSTREAM_REQUEST_ID_HEADER = "x-modelroute-upstream-request-id"
+"""The answering upstream's `x-request-id`, for its provider's support. The client's own `x-request-id`
+stays the router's, the id of the audit line (and sent upstream as `x-request-id`)."""
+
+_USAGE_IN = re.compile(rb'"(?:prompt|input)_tokens"\s*:\s*(\d+)')
+_USAGE_OUT = re.compile(rb'"(?:completion|output)_tokens"\s*:\s*(\d+)')
 
 
 @dataclass(slots=True)
@@ -91,6 +118,23 @@ class Exchange:
     """Why the request went to the escalation chain, when it did."""
     tokens_in: int = 0
     tokens_out: int = 0
+    upstream_headers: dict[str, str] = field(default_factory=dict)
+    """What the last upstream answer (or failure) returns to the client: `relayed_headers`."""
+
+
+def relayed_headers(upstream: Mapping[str, str]) -> dict[str, str]:
+    """The headers of an upstream answer the client gets: `x-ratelimit-*` as they are, and the upstream's
+    request id as `x-modelroute-upstream-request-id`."""
+    relayed = {name: value for name, value in upstream.items() if name.startswith(RELAYED_RESPONSE_PREFIX)}
+    upstream_id = upstream.get("x-request-id")
+    if upstream_id:
+        relayed[UPSTREAM_REQUEST_ID_HEADER] = upstream_id
+    return relayed
+
+
+def forwarded_headers(client: Mapping[str, str]) -> dict[str, str]:
+    """The client's `FORWARDED_REQUEST_HEADERS` that it sent (names lower-case), for the upstream."""
+    return {name: client[name] for name in FORWARDED_REQUEST_HEADERS if name in client}
 
 
 def decision_headers(exchange: Exchange) -> dict[str, str]:
@@ -113,6 +157,8 @@ def decision_headers(exchange: Exchange) -> dict[str, str]:
     }
     if decision is not None and decision.canary:
         headers["x-modelroute-canary"] = f"{decision.canary}:{decision.canary_side}"
+    if exchange.upstream_headers:
+        headers.update(exchange.upstream_headers)
     return headers
 
 
@@ -202,10 +248,14 @@ def _json_string(text: str) -> bytes:
 
 
 def read_usage(raw: bytes, parsed: dict[str, Any] | None) -> tuple[int, int]:
-    """Prompt and completion tokens an upstream reported, without parsing the body when not parsed yet."""
+    """Prompt and completion tokens an upstream reported (`input_tokens`/`output_tokens` in the
+    Responses API), without parsing the body when not parsed yet."""
     if parsed is not None:
         usage = parsed.get("usage") or {}
-        return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        return (
+            int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0),
+            int(usage.get("completion_tokens") or usage.get("output_tokens") or 0),
+        )
     tail = raw[raw.rfind(b'"usage"') :] if b'"usage"' in raw else b""
     found_in = _USAGE_IN.search(tail)
     found_out = _USAGE_OUT.search(tail)
@@ -280,6 +330,7 @@ class Call:
         request that does not ask for it, to an endpoint that takes the option)."""
         return (
             self.features.stream
+            and self.features.api != "responses"  # its terminal event always carries the usage
             and endpoint.capabilities.stream_usage
             and not client_asked_for_usage(self.body)
             and isinstance(self.body.get("stream_options"), dict | None)
@@ -446,7 +497,11 @@ class Upstreams:
             log.error("request %s: %s", exchange.request_id, exc)
             attempt.outcome = "tls-config"
             return Answer("failed", reason="tls-config")
-        headers = {"content-type": "application/json", "x-request-id": exchange.request_id}
+        headers = {
+            "content-type": "application/json",
+            "x-request-id": exchange.request_id,
+            **forwarded_headers(call.features.headers),
+        }
         if authorization is not None:
             headers["authorization"] = authorization
         resilience = call.policy.resilience
@@ -472,11 +527,16 @@ class Upstreams:
                     connect_timeout=endpoint.connect_timeout_seconds,
                     tls=tls,
                 )
+                exchange.upstream_headers = relayed_headers(response.headers)
                 if call.features.stream and response.status == 200:
                     # wait for the first whole event before answering the client: until then failover
                     # is possible, also when the upstream ends its body without sending one
                     chunks = response.iter_chunks()
-                    scanner = StreamScanner(choices=choices_asked(call.body), hide_usage=ask_usage)
+                    scanner = StreamScanner(
+                        choices=choices_asked(call.body),
+                        hide_usage=ask_usage,
+                        responses=call.features.api == "responses",
+                    )
                     first_events = await _first_events(chunks, scanner)
                     if not first_events:
                         log.warning(

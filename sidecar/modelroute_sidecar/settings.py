@@ -76,6 +76,8 @@ class Settings:
     retry_floor_per_second: float = 10.0
     """Retries always allowed per second whatever the budget says, so low traffic can still retry."""
     log_level: str = "INFO"
+    log_format: str = "text"
+    """`text`, or `json` for one JSON object per line (log pipelines parse it without a pattern)."""
     worker_index: int = -1
     """Set by the supervising parent in the workers it forks; -1 in a single-process sidecar."""
     control_dir: Path | None = None
@@ -149,6 +151,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=int(_env(e, env.UPSTREAM_MAX_BODY_BYTES, str(DEFAULT_UPSTREAM_MAX_BODY_BYTES))),
     )
     p.add_argument("--log-level", default=_env(e, env.LOG_LEVEL, "INFO"))
+    p.add_argument("--log-format", choices=["text", "json"], default=_env(e, env.LOG_FORMAT, "text"))
     return p
 
 
@@ -194,4 +197,5 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         upstream_keepalive_seconds=args.upstream_keepalive_seconds,
         upstream_max_body_bytes=args.upstream_max_body_bytes,
         log_level=args.log_level,
+        log_format=args.log_format,
     )

@@ -15,6 +15,9 @@ can be dropped. The rules, in one place:
 - The usage event is the one with `usage` set to an object and no `choices` (OpenAI's last chunk
   under `stream_options.include_usage`); the last usage seen wins (servers that report running usage
   on every chunk report totals). It is dropped from what the client gets when `hide_usage` is set.
+- A Responses API stream (`responses=True`) has typed events and no `[DONE]`: it is complete at its
+  terminal `response.completed` or `response.incomplete` event (whose `response.usage` is the usage),
+  and failed at a `response.failed` or `error` event.
 """
 
 from __future__ import annotations
@@ -36,9 +39,13 @@ _EVENT = re.compile(rb"(?s).*?(?:\r\n\r\n|\n\n)")
 class StreamScanner:
     """Frames one upstream SSE body into whole events and keeps what the relay must know about it."""
 
-    __slots__ = ("_held", "choices", "done", "error", "finished", "hide_usage", "open_event", "usage")
+    __slots__ = (
+        "_held", "choices", "done", "error", "finished", "hide_usage", "open_event", "responses", "usage"
+    )  # fmt: skip
 
-    def __init__(self, *, choices: int = 1, hide_usage: bool = False) -> None:
+    def __init__(self, *, choices: int = 1, hide_usage: bool = False, responses: bool = False) -> None:
+        self.responses = responses
+        """A Responses API stream: complete at its terminal event, never given a `[DONE]`."""
         self.choices = max(1, choices)
         """How many choices must each get a finish_reason for a stream without [DONE] to be complete."""
         self.hide_usage = hide_usage
@@ -87,7 +94,7 @@ class StreamScanner:
         return kept
 
     def _inspect(self, data: bytes) -> bytes:
-        if not _has_marker(data):
+        if not (_has_responses_marker(data) if self.responses else _has_marker(data)):
             return data
         kept: list[bytes] = []
         dropped = False
@@ -114,13 +121,16 @@ class StreamScanner:
         if payload == b"[DONE]":
             self.done = True
             return True
-        if not _has_marker(payload):
+        if not (_has_responses_marker(payload) if self.responses else _has_marker(payload)):
             return True
         try:
             parsed = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return True
         if not isinstance(parsed, dict):
+            return True
+        if self.responses:
+            self._read_responses_event(parsed)
             return True
         if parsed.get("error"):
             self.error = True
@@ -136,6 +146,31 @@ class StreamScanner:
             if self.hide_usage and not choices:
                 return False
         return True
+
+
+    def _read_responses_event(self, event: dict[str, object]) -> None:
+        """Note a Responses API event: its terminal events end the answer (and carry its usage)."""
+        kind = event.get("type")
+        if kind == "error" or kind == "response.failed" or (kind is None and event.get("error")):
+            self.error = True
+        elif kind in _RESPONSES_TERMINAL:
+            self.done = True
+            response = event.get("response")
+            usage = response.get("usage") if isinstance(response, dict) else None
+            if isinstance(usage, dict):
+                self.usage = (_count(usage.get("input_tokens")), _count(usage.get("output_tokens")))
+
+
+_RESPONSES_TERMINAL = frozenset({"response.completed", "response.incomplete"})
+"""Responses API events after which the answer is whole (`incomplete`: cut at max_output_tokens, as a
+chat answer with finish_reason `length` is)."""
+_RESPONSES_MARKERS = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"', b'"error"')
+
+
+def _has_responses_marker(data: bytes) -> bool:
+    """Whether `data` may hold a Responses API event that matters (terminal or failed): one search per
+    marker, on every chunk relayed; the many delta events in between are passed on unparsed."""
+    return any(marker in data for marker in _RESPONSES_MARKERS)
 
 
 def error_event(message: str, code: str, kind: str = "server_error") -> bytes:

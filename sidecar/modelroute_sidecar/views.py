@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -34,6 +35,8 @@ View = Callable[[Sidecar, HttpRequest, ResponseStream, str], Awaitable[HttpRespo
 """A data-port view: the sidecar, the request, a stream to answer through, and the request id."""
 
 _REQUIRED_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
+"""The field each API cannot do without. The Responses API has none: `input` may come from a stored
+prompt or a previous response, which the upstream judges."""
 
 MAX_JSON_DEPTH = 1024
 """orjson's nesting limit; deeper bodies are refused with 400 (the standard library would recurse)."""
@@ -142,8 +145,8 @@ def parse_body(raw: bytes, api: str) -> dict[str, Any]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError(400, "invalid_request", "`model` is required and must be a string", param="model")
-    field = _REQUIRED_FIELD[api]
-    if field not in body:
+    field = _REQUIRED_FIELD.get(api)
+    if field is not None and field not in body:
         raise ApiError(400, "invalid_request", f"`{field}` is required", param=field)
     if api == "chat" and not isinstance(body["messages"], list):
         raise ApiError(400, "invalid_request", "`messages` must be a list", param="messages")
@@ -345,17 +348,36 @@ def audit_record(exchange: Exchange, elapsed: float, include_prompts: bool) -> d
     return record
 
 
+def model_object(name: str, policy: PolicyConfig) -> dict[str, Any]:
+    """A virtual model in OpenAI's `model` format; `owned_by` names the policy that routes it."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": f"modelroute/{policy.name}"}
+
+
 async def list_models(
     sidecar: Sidecar, request: HttpRequest, stream: ResponseStream, request_id: str
 ) -> HttpResponse:
     """GET /v1/models: the virtual models the applied config serves, in OpenAI's list format."""
     snapshot = sidecar.config.current
     models = sorted(snapshot.policies.items()) if snapshot is not None else []
-    data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": f"modelroute/{policy.name}"}
-        for name, policy in models
-    ]
-    return json_response({"object": "list", "data": data})
+    return json_response({"object": "list", "data": [model_object(name, policy) for name, policy in models]})
+
+
+MODEL_PREFIX = "/v1/models/"
+
+
+async def retrieve_model(
+    sidecar: Sidecar, request: HttpRequest, stream: ResponseStream, request_id: str
+) -> HttpResponse:
+    """GET /v1/models/{id}: one virtual model (the SDKs percent-encode an id's `/`), or a 404 naming the
+    models there are."""
+    name = urllib.parse.unquote(request.path[len(MODEL_PREFIX) :])
+    snapshot = sidecar.config.current
+    if snapshot is None:
+        raise ApiError(503, "not_ready", "the router has no configuration loaded yet")
+    policy = snapshot.policies.get(name)
+    if policy is None:
+        raise ApiError(404, "model_not_found", unknown_model_message(name, snapshot), param="model")
+    return json_response(model_object(name, policy))
 
 
 async def healthz(
@@ -391,9 +413,13 @@ ROUTES: dict[str, dict[str, View]] = {
     "/v1/chat/completions": {"POST": api_view("chat")},
     "/v1/completions": {"POST": api_view("completions")},
     "/v1/embeddings": {"POST": api_view("embeddings")},
+    "/v1/responses": {"POST": api_view("responses")},
     "/v1/models": {"GET": list_models},
     "/healthz": {"GET": healthz},
     "/readyz": {"GET": readyz},
     "/metrics": {"GET": metrics},
 }
-"""Path -> method -> view: the whole data port."""
+"""Path -> method -> view: the whole data port but the paths under `PREFIX_ROUTES`."""
+
+PREFIX_ROUTES: dict[str, dict[str, View]] = {MODEL_PREFIX: {"GET": retrieve_model}}
+"""Path prefix -> method -> view, for paths that carry an id (tried when no exact path matches)."""

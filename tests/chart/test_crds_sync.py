@@ -27,7 +27,7 @@ def load_script() -> ModuleType:
 
 def test_chart_crds_are_exact_copies_of_the_generated_ones() -> None:
     source = sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
-    assert source == ["canaries.yaml", "modelendpoints.yaml", "routingpolicies.yaml"]
+    assert source == ["modelcanaries.yaml", "modelendpoints.yaml", "routingpolicies.yaml"]
     for name in source:
         assert (CHART / "crds" / name).read_bytes() == (REPO / "crds" / name).read_bytes(), (
             f"charts/modelroute/crds/{name} drifted from crds/{name}: run scripts/sync-chart-crds"

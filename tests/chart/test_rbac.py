@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import ssl
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -182,12 +183,11 @@ def chart_process(rendered: Rendered, release_ns: str) -> tuple[list[str], dict[
     return args, env
 
 
-def write_certificate(rendered: Rendered, directory: Path) -> Path:
-    """The chart's webhook Secret as the mounted files; returns the CA file."""
-    secret = next(d for d in rendered.docs if d["kind"] == "Secret")
+def write_certificate(kubectl: Kubectl, namespace: str, name: str, directory: Path) -> Path:
+    """The CA of the webhook Secret the operator keeps, as a file."""
+    secret = kubectl.json("get", "secret", name, "-n", namespace)
     directory.mkdir()
-    for key, value in secret["data"].items():
-        (directory / key).write_bytes(base64.b64decode(value))
+    (directory / "ca.crt").write_bytes(base64.b64decode(secret["data"]["ca.crt"]))
     return directory / "ca.crt"
 
 
@@ -231,7 +231,8 @@ def review(namespace: str, obj: dict[str, Any], kind: dict[str, str]) -> dict[st
 def test_operator_runs_as_the_chart_configures_it(
     plane: ControlPlane, kubectl: Kubectl, namespaced_install: tuple[str, str, str], tmp_path: Path
 ) -> None:
-    """The chart's ServiceAccount, args, env and webhook certificate drive the real operator."""
+    """The chart's ServiceAccount, args and env drive the real operator, which makes its webhook
+    certificate under the chart's RBAC and secret guard and patches the caBundle."""
     release_ns, watched, release = namespaced_install
     fullname = f"{release}-modelroute"
     rendered = render(
@@ -239,11 +240,16 @@ def test_operator_runs_as_the_chart_configures_it(
     )
     args, env = chart_process(rendered, release_ns)
     assert "--leader-elect" in args and f"--namespace={watched}" in args
-    ca_file = write_certificate(rendered, tmp_path / "webhook")
-    port = free_port()
+    assert env["MODELROUTE_WEBHOOK_MANAGE_CERT"] == "true"
+    # The chart's mutating configuration (its validating one would send the example to a Service that
+    # does not exist here), so the operator has a caBundle to keep; it selects no pod of this test.
+    mutating = rendered.one("MutatingWebhookConfiguration")
+    kubectl.run("apply", "--server-side", "--field-manager=helm", "-f", "-", stdin=json.dumps(mutating))
+    port, health_port = free_port(), free_port()
     env |= {
         "MODELROUTE_WEBHOOK_PORT": str(port),  # the chart's 9443 may be taken on a shared machine
-        "MODELROUTE_WEBHOOK_CERT_DIR": str(ca_file.parent),
+        "MODELROUTE_HEALTH_PORT": str(health_port),  # and its 8081
+        "MODELROUTE_WEBHOOK_CERT_DIR": str(tmp_path / "served"),
         "KUBECONFIG": str(service_account_kubeconfig(plane, kubectl, release_ns, fullname, tmp_path / "sa")),
     }
     op = OperatorProcess(plane, tmp_path / "operator.log", extra_env=env, extra_args=args)
@@ -261,8 +267,21 @@ def test_operator_runs_as_the_chart_configures_it(
             lambda: kubectl.get("secret", "modelroute-sidecar-admin", watched), "the sidecar admin Secret"
         )
         assert kubectl.get("lease", fullname, release_ns), "the Lease lives in the release namespace"
+        # the health server the chart turns on: alive, ready, and the operator's own figures
+        with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/readyz", timeout=5) as r:
+            assert r.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        assert 'modelroute_operator_reconcile_passes_total{outcome="ok"}' in text
+        assert "modelroute_operator_leader 1.0" in text
 
-        # The webhooks, over TLS with the chart's certificate, verified for the Service's DNS name.
+        # The webhooks, over TLS with the certificate the operator made, verified for the Service's name
+        # with the CA it patched into the configuration.
+        ca_file = write_certificate(kubectl, release_ns, f"{fullname}-webhook-tls", tmp_path / "webhook")
+        live = kubectl.json("get", "mutatingwebhookconfiguration", fullname)
+        assert {w["clientConfig"]["caBundle"] for w in live["webhooks"]} == {
+            base64.b64encode(ca_file.read_bytes()).decode()
+        }
         conn = ServiceConnection(port, f"{fullname}.{release_ns}.svc", ca_file)
         assert call(conn, "GET", "/healthz") == {"status": "ok"}
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app-2", "namespace": watched},
@@ -278,7 +297,8 @@ def test_operator_runs_as_the_chart_configures_it(
             "metadata": {"name": "orphan", "namespace": watched},
         }
         answer = call(conn, "POST", "/validate", review(watched, bad, POLICY_KIND))["response"]
-        assert answer["allowed"] is False and "no-such-endpoint" in answer["status"]["message"]
+        # the chart's default for a missing reference is a warning (a first GitOps sync needs it)
+        assert answer["allowed"] is True and "no-such-endpoint" in " ".join(answer["warnings"])
         conn.close()
 
         # All objects gone: the operator deletes the ConfigMap.
@@ -286,6 +306,7 @@ def test_operator_runs_as_the_chart_configures_it(
         wait_for(lambda: kubectl.get("configmap", CONFIGMAP, watched) is None, "the ConfigMap to go")
     finally:
         op.stop(timeout=2)  # a graceful stop waits out Kopf's shutdown; nothing here depends on it
+        kubectl.run("delete", "mutatingwebhookconfiguration", fullname, "--ignore-not-found", check=False)
     log = op.log()
     assert not [line for line in log.splitlines() if any(e in line for e in PERMISSION_ERRORS)], log[-4000:]
 
@@ -297,7 +318,7 @@ def test_namespaced_rbac_forbids_everything_else(
     sa = f"system:serviceaccount:{release_ns}:{release}-modelroute"
     grant: list[Access] = [
         ("list", "modelendpoints.modelroute.dev", watched),
-        ("watch", "canaries.modelroute.dev", watched),
+        ("watch", "modelcanaries.modelroute.dev", watched),
         ("patch", "routingpolicies.modelroute.dev/chat:status", watched),
         ("create", "configmaps", watched),
         ("patch", "configmaps/modelroute-router-config", watched),
@@ -309,6 +330,12 @@ def test_namespaced_rbac_forbids_everything_else(
         ("create", "events", watched),
         ("create", "leases.coordination.k8s.io", release_ns),
         ("update", f"leases.coordination.k8s.io/{release}-modelroute", release_ns),
+        # the webhook serving certificate it keeps, and the caBundle of its own two configurations
+        ("get", f"secrets/{release}-modelroute-webhook-tls", release_ns),
+        ("update", f"secrets/{release}-modelroute-webhook-tls", release_ns),
+        ("create", "secrets", release_ns),
+        ("patch", f"validatingwebhookconfigurations.admissionregistration.k8s.io/{release}-modelroute", ""),
+        ("patch", f"mutatingwebhookconfigurations.admissionregistration.k8s.io/{release}-modelroute", ""),
         ("list", "namespaces", ""),
         ("watch", "customresourcedefinitions.apiextensions.k8s.io", ""),
     ]
@@ -317,7 +344,9 @@ def test_namespaced_rbac_forbids_everything_else(
         ("watch", "secrets", watched),
         ("get", "secrets/any-credentials", "kube-system"),
         ("get", "secrets/modelroute-sidecar-admin", "kube-system"),
-        ("get", f"secrets/{release}-modelroute-webhook-tls", release_ns),  # mounted by the kubelet
+        ("get", "secrets/another-secret", release_ns),
+        ("update", "secrets/another-secret", release_ns),
+        ("delete", f"secrets/{release}-modelroute-webhook-tls", release_ns),
         ("create", "secrets", "kube-system"),
         ("delete", "secrets/any-credentials", watched),
         ("get", "configmaps/someone-elses", watched),
@@ -409,7 +438,8 @@ def expect(rows: dict[str, str], columns: list[str]) -> dict[tuple[str, str], st
 
 def test_the_operator_reads_no_secret_outside_what_it_manages_or_is_granted(kubectl: Kubectl) -> None:
     """Namespaced mode: only the watched namespace (its admin token, credentials by its RoleBinding) and a
-    namespace listed in rbac.credentials.namespaces; nothing in kube-system, default or its own."""
+    namespace listed in rbac.credentials.namespaces; nothing in kube-system or default, and in its own
+    namespace only the webhook certificate it keeps."""
     release_ns = new_namespace(kubectl, "chart-sec")
     watched = new_namespace(kubectl, "chart-sec-w")
     granted = new_namespace(kubectl, "chart-sec-g")
@@ -425,11 +455,15 @@ def test_the_operator_reads_no_secret_outside_what_it_manages_or_is_granted(kube
             "get secrets": "yyn" + "nn",  # any name, where a credentials RoleBinding says so
             "list secrets": "nnnnn",
             "watch secrets": "nnnnn",
-            "create secrets": "ynnnn",
+            "create secrets": "ynnny",  # release: only its webhook certificate gets past the secret guard
             "update secrets/modelroute-sidecar-admin": "nnnnn",
             "delete secrets/openai-key": "nnnnn",
         }
         assert secret_table(kubectl, sa, columns) == expect(rows, list(columns))
+        cert = f"secrets/{release}-modelroute-webhook-tls"
+        # its webhook certificate: in its own namespace only (`get` elsewhere is the credentials grant)
+        assert [can_i(kubectl, sa, "update", cert, ns) for ns in columns.values()] == [False] * 4 + [True]
+        assert [can_i(kubectl, sa, "get", cert, ns) for ns in columns.values()] == [True, True, False, False, True]
 
 
 def test_cluster_wide_mode_reads_only_the_admin_token_and_granted_namespaces(kubectl: Kubectl) -> None:
@@ -461,7 +495,11 @@ def secret_document(name: str, namespace: str, secret_type: str = "Opaque", **an
             "kind": "Secret",
             "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
             "type": secret_type,
-            "stringData": {"token": "x"} if secret_type == "Opaque" else {},
+            "stringData": {"token": "x"}
+            if secret_type == "Opaque"
+            else {"tls.crt": "", "tls.key": ""}
+            if secret_type == "kubernetes.io/tls"
+            else {},
         }
     )
 
@@ -503,6 +541,14 @@ def test_the_secret_guard_refuses_every_secret_but_the_admin_token(kubectl: Kube
         assert not ok and "creates no Secrets in" in error and "kube-system" in error, error
         ok, error = create_as(kubectl, sa, secret_document("modelroute-sidecar-admin", served))
         assert ok, error  # what the operator really creates still goes through
+        # ... and its webhook certificate: of its type, under its name, in the release namespace only
+        cert = f"{release}-modelroute-webhook-tls"
+        ok, error = create_as(kubectl, sa, secret_document(cert, release_ns, "kubernetes.io/tls"))
+        assert ok, error
+        ok, error = create_as(kubectl, sa, secret_document(cert, served, "kubernetes.io/tls"))
+        assert not ok and "may only create the Secret modelroute-sidecar-admin" in error, error
+        ok, error = create_as(kubectl, sa, secret_document(cert, release_ns, "Opaque"))
+        assert not ok and "may only create the Secret modelroute-sidecar-admin" in error, error
         # Nobody else is held to it.
         assert (
             kubectl.run("create", "-f", "-", stdin=secret_document("someone-elses", served)).returncode == 0

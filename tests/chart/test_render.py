@@ -1,13 +1,13 @@
 """`helm template` per values file: the switches that matter render what they promise.
 
 Replicas and leader election, security context, RBAC scope, webhook configurations and their
-certificate (Helm-generated or cert-manager), health probes, PDB, injector settings, and monitoring
-objects only when enabled and their API exists.
+certificate (kept by the operator, or cert-manager), health probes, PDB, injector settings, and
+monitoring objects only when enabled and their API exists. Every values file renders the same bytes
+every time (no certificate made at render time), so GitOps sees no drift.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 from pathlib import Path
@@ -27,12 +27,14 @@ from tests.chart.helm import (
     env_of,
     render,
     render_error,
+    run_helm,
     walk,
 )
+from tests.chart.helm import _template_args as template_args
 
 CI = {p.name.removesuffix("-values.yaml"): p for p in CI_VALUES}
 FULLNAME = f"{RELEASE}-modelroute"
-OUR_KINDS = ["modelendpoints", "routingpolicies", "canaries"]
+OUR_KINDS = ["modelendpoints", "routingpolicies", "modelcanaries"]
 
 
 def default() -> Rendered:
@@ -115,6 +117,10 @@ def test_default_deployment_runs_two_replicas_with_leader_election() -> None:
     assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
 
 
+def mounts_of(rendered: Rendered) -> dict[str, str]:
+    return {m["name"]: m["mountPath"] for m in rendered.container()["volumeMounts"]}
+
+
 def test_security_context_is_restricted() -> None:
     rendered = default()
     pod = rendered.one("Deployment")["spec"]["template"]["spec"]
@@ -128,7 +134,8 @@ def test_security_context_is_restricted() -> None:
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     mounts = {m["name"]: m["mountPath"] for m in rendered.container()["volumeMounts"]}
     assert mounts["tmp"] == "/tmp", "a read-only root needs a writable /tmp"
-    assert mounts["webhook-tls"] == "/etc/modelroute/webhook"
+    assert "webhook-tls" not in mounts, "the operator writes the pair it keeps under /tmp"
+    assert mounts_of(render(CI["cert-manager"]))["webhook-tls"] == "/etc/modelroute/webhook"
 
 
 def test_replica_count_and_leader_election_switch() -> None:
@@ -145,21 +152,23 @@ def test_several_replicas_without_leader_election_are_refused() -> None:
     assert "/replicaCount" in error
 
 
-def test_probes_use_the_webhook_port_until_the_health_server_is_enabled() -> None:
-    container = default().container()
-    https = {"path": "/healthz", "port": "webhook", "scheme": "HTTPS"}
-    assert container["livenessProbe"]["httpGet"] == https
-    assert container["readinessProbe"]["httpGet"] == https
-    assert container["livenessProbe"]["periodSeconds"] == 20
-    healthy = render(CI["monitoring-on"])
+def test_the_health_server_is_on_by_default_and_probes_what_the_operator_does() -> None:
+    healthy = default()
     container = healthy.container()
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert container["livenessProbe"]["periodSeconds"] == 20
     assert {"name": "health", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
-    assert env_of(container)["MODELROUTE_HEALTH_PORT"] == "8081"
+    env = env_of(container)
+    assert (env["MODELROUTE_HEALTH_PORT"], env["MODELROUTE_WEDGED_SECONDS"]) == ("8081", "15")
     service_ports = {p["name"]: p for p in healthy.one("Service")["spec"]["ports"]}
     assert service_ports["metrics"]["targetPort"] == "health"
-    assert "MODELROUTE_HEALTH_PORT" not in env_of(default().container())
+    # off: the webhook port's TLS /healthz
+    container = render(CI["default"], sets=["health.enabled=false"]).container()
+    https = {"path": "/healthz", "port": "webhook", "scheme": "HTTPS"}
+    assert container["livenessProbe"]["httpGet"] == https
+    assert container["readinessProbe"]["httpGet"] == https
+    assert "MODELROUTE_HEALTH_PORT" not in env_of(container)
 
 
 def test_injector_settings_reach_the_operator() -> None:
@@ -177,7 +186,7 @@ def test_injector_settings_reach_the_operator() -> None:
     assert env["MODELROUTE_SIDECAR_RUN_AS_USER"] == "65532"
     assert env["MODELROUTE_SIDECAR_REGION"] == ""
     assert env["MODELROUTE_WEBHOOK_PORT"] == "9443"
-    assert env["MODELROUTE_WEBHOOK_CERT_DIR"] == "/etc/modelroute/webhook"
+    assert env["MODELROUTE_WEBHOOK_CERT_DIR"] == "/tmp/webhook-tls"
     assert env["MODELROUTE_WEBHOOK_MISSING_REFERENCES"] == "Warn"
     assert env["MODELROUTE_WEBHOOK_REFERENCED_DELETES"] == "Refuse"
     values = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -280,6 +289,7 @@ def test_rbac_is_per_namespace_when_namespaces_are_listed() -> None:
     assert sorted(r["metadata"]["name"] for r in rendered.all("ClusterRole")) == [
         f"{FULLNAME}-credentials",  # bound only by RoleBindings in the watched namespaces
         f"{FULLNAME}-discovery",
+        f"{FULLNAME}-webhook-cert",  # its own two webhook configurations, by name
     ]
     credentials = {
         b["metadata"]["namespace"]
@@ -420,27 +430,48 @@ def test_annotated_pods_need_the_catch_all_webhook_which_never_blocks() -> None:
     assert match_expressions(hook["objectSelector"]) == {"modelroute.dev/inject": ("DoesNotExist", [])}
 
 
-def test_helm_generated_certificate_serves_the_service_and_backs_the_ca_bundle() -> None:
+@pytest.mark.parametrize("values", CI_VALUES, ids=[p.name for p in CI_VALUES])
+def test_two_renders_are_byte_identical(values: Path) -> None:
+    """What `helm template` gives is what Argo CD and Flux compare with the cluster: a render that
+    changed by itself (a new CA each time) would show the release out of sync on every refresh."""
+    args = template_args([values], [], [], NAMESPACE, RELEASE)
+    first, second = run_helm(*args), run_helm(*args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+
+
+def test_the_operator_keeps_the_certificate_and_the_chart_renders_none() -> None:
     rendered = default()
-    secret = rendered.one("Secret", f"{FULLNAME}-webhook-tls")
-    assert secret["type"] == "kubernetes.io/tls"
-    ca = base64.b64decode(secret["data"]["ca.crt"])
-    cert = base64.b64decode(secret["data"]["tls.crt"])
-    assert base64.b64decode(secret["data"]["tls.key"]).startswith(b"-----BEGIN EC PRIVATE KEY")
+    assert "Secret" not in rendered.kinds()
     for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
         for hook in webhooks(rendered, kind).values():
-            assert base64.b64decode(hook["clientConfig"]["caBundle"]) == ca, f"{kind} {hook['name']}"
-    text = openssl("x509", "-noout", "-ext", "subjectAltName", stdin=cert)
-    names = {part.strip().removeprefix("DNS:") for part in text.splitlines()[-1].split(",")}
-    assert {FULLNAME, f"{FULLNAME}.{NAMESPACE}.svc", f"{FULLNAME}.{NAMESPACE}.svc.cluster.local"} <= names
-    ca_file = Path(f"/tmp/modelroute-chart-ca-{id(ca)}.pem")
-    ca_file.write_bytes(ca)
-    try:
-        assert "OK" in openssl("verify", "-CAfile", str(ca_file), stdin=cert)
-    finally:
-        ca_file.unlink()
-    volumes = {v["name"]: v for v in rendered.one("Deployment")["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["webhook-tls"]["secret"]["secretName"] == secret["metadata"]["name"]
+            assert "caBundle" not in hook["clientConfig"], f"{kind} {hook['name']}: the operator patches it"
+    container = rendered.container()
+    env = env_of(container)
+    assert env["MODELROUTE_WEBHOOK_MANAGE_CERT"] == "true"
+    assert env["MODELROUTE_WEBHOOK_SECRET"] == f"{FULLNAME}-webhook-tls"
+    assert env["MODELROUTE_WEBHOOK_CONFIGURATION"] == FULLNAME
+    assert env["MODELROUTE_WEBHOOK_HOSTS"].split(",") == [
+        FULLNAME,
+        f"{FULLNAME}.{NAMESPACE}",
+        f"{FULLNAME}.{NAMESPACE}.svc",
+        f"{FULLNAME}.{NAMESPACE}.svc.cluster.local",
+    ]
+    assert env["MODELROUTE_WEBHOOK_CERT_DAYS"] == "3650"
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert env["MODELROUTE_WEBHOOK_CERT_DIR"].startswith("/tmp/") and "/tmp" in mounts, "a writable emptyDir"
+    volumes = {v["name"] for v in rendered.one("Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert "webhook-tls" not in volumes
+    role = rules_of(rendered.one("Role", f"{FULLNAME}-webhook-cert"))
+    assert verbs_for(role, "", "secrets", f"{FULLNAME}-webhook-tls") == {"create", "get", "update"}
+    assert verbs_for(role, "", "secrets", "other") == {"create"}
+    cluster = rules_of(rendered.one("ClusterRole", f"{FULLNAME}-webhook-cert"))
+    for resource in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
+        assert verbs_for(cluster, "admissionregistration.k8s.io", resource, FULLNAME) == {"get", "patch"}
+        assert verbs_for(cluster, "admissionregistration.k8s.io", resource, "someone-elses") == set()
+    with_cert_manager = render(CI["cert-manager"])
+    assert "MODELROUTE_WEBHOOK_MANAGE_CERT" not in env_of(with_cert_manager.container())
+    assert not [r for r in with_cert_manager.all("Role") if r["metadata"]["name"].endswith("-webhook-cert")]
 
 
 def test_cert_manager_issues_the_certificate_and_injects_the_ca() -> None:
@@ -466,19 +497,22 @@ def test_cert_manager_issues_the_certificate_and_injects_the_ca() -> None:
     assert self_signed.one("Certificate")["spec"]["issuerRef"]["name"] == issuer["metadata"]["name"]
 
 
-def test_webhooks_off_render_no_service_certificate_or_configuration() -> None:
+def test_webhooks_off_render_no_certificate_or_configuration() -> None:
     rendered = render(CI["minimal"])
     assert not rendered.kinds() & {
-        "Service",
         "Secret",
         "Certificate",
         "ValidatingWebhookConfiguration",
         "MutatingWebhookConfiguration",
     }
+    assert [p["name"] for p in rendered.one("Service")["spec"]["ports"]] == ["metrics"]
     container = rendered.container()
-    assert "ports" not in container or not container["ports"]
-    assert "livenessProbe" not in container, "nothing to probe without the webhook or health server"
+    assert [p["name"] for p in container["ports"]] == ["health"]
+    assert container["livenessProbe"]["httpGet"]["port"] == "health"
     assert "MODELROUTE_WEBHOOK_PORT" not in env_of(container)
+    bare = render(CI["minimal"], sets=["health.enabled=false"])
+    assert "Service" not in bare.kinds()
+    assert "livenessProbe" not in bare.container(), "nothing to probe without the webhook or health server"
 
 
 # --- monitoring -----------------------------------------------------------------------------------
@@ -514,7 +548,7 @@ def test_prometheus_objects_only_when_enabled_and_the_api_exists() -> None:
 
 
 def test_service_monitor_needs_the_health_server() -> None:
-    error = render_error(sets=["monitoring.serviceMonitor.enabled=true"])
+    error = render_error(sets=["monitoring.serviceMonitor.enabled=true", "health.enabled=false"])
     assert "monitoring.serviceMonitor.enabled needs health.enabled=true" in error
 
 
@@ -596,9 +630,24 @@ def test_the_secret_guard_limits_what_the_operator_may_create() -> None:
         == f"request.userInfo.username == 'system:serviceaccount:{NAMESPACE}:{FULLNAME}'"
     )
     expressions = [v["expression"] for v in policy["spec"]["validations"]]
-    assert "object.metadata.name == 'modelroute-sidecar-admin'" in expressions
-    assert "object.type == 'Opaque'" in expressions
-    assert "!(request.namespace in ['kube-node-lease','kube-public','kube-system'])" in expressions
+    # besides the admin Secret, the operator's own webhook certificate, in its namespace, of its type
+    own = (
+        f"(request.namespace == '{NAMESPACE}' && object.metadata.name == '{FULLNAME}-webhook-tls' "
+        "&& object.type == 'kubernetes.io/tls') || "
+    )
+    assert expressions == [
+        own + "object.metadata.name == 'modelroute-sidecar-admin'",
+        own + "object.type == 'Opaque'",
+        own + "!(request.namespace in ['kube-node-lease','kube-public','kube-system'])",
+    ]
+    with_cert_manager = render(CI["cert-manager"]).one(
+        "ValidatingAdmissionPolicy", f"{FULLNAME}-operator-secrets"
+    )
+    assert [v["expression"] for v in with_cert_manager["spec"]["validations"]] == [
+        "object.metadata.name == 'modelroute-sidecar-admin'",
+        "object.type == 'Opaque'",
+        "!(request.namespace in ['kube-node-lease','kube-public','kube-system'])",
+    ]
     binding = rendered.one("ValidatingAdmissionPolicyBinding", f"{FULLNAME}-operator-secrets")
     assert binding["spec"] == {"policyName": f"{FULLNAME}-operator-secrets", "validationActions": ["Deny"]}
     assert (

@@ -245,7 +245,7 @@ def test_the_injected_sidecars_memory_comes_from_its_cgroup(ckubectl: Kubectl) -
 
 
 def canary_status(k: Kubectl) -> dict[str, Any]:
-    return (k.get("canary", "llama-v2", APP_NS) or {}).get("status", {})
+    return (k.get("modelcanary", "llama-v2", APP_NS) or {}).get("status", {})
 
 
 def test_an_operator_rollout_restart_mid_canary_neither_repeats_nor_skips_a_step(

@@ -183,9 +183,9 @@ def secrets_dir(tmp_path: Path) -> Path:
 def sdk_client(url: str, **kwargs: Any) -> openai.AsyncOpenAI:
     """The official SDK pointed at a sidecar's base URL, SDK retries off so tests see every answer.
     Close it when done (`Running.stop` says why)."""
-    return openai.AsyncOpenAI(
-        base_url=url + "/v1", api_key=kwargs.pop("api_key", "unused"), max_retries=0, **kwargs
-    )
+    kwargs.setdefault("api_key", "unused")
+    kwargs.setdefault("max_retries", 0)
+    return openai.AsyncOpenAI(base_url=url + "/v1", **kwargs)
 
 
 @pytest.fixture

@@ -88,7 +88,7 @@ def canary_setup(
 
 
 def canary_status(cluster: Cluster) -> dict[str, Any]:
-    return (cluster.kubectl.get("canary", "llama-v2", cluster.namespace) or {}).get("status", {})
+    return (cluster.kubectl.get("modelcanary", "llama-v2", cluster.namespace) or {}).get("status", {})
 
 
 def step_sequence(status: dict[str, Any]) -> list[tuple[str, int, int]]:

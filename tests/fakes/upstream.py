@@ -16,7 +16,12 @@ Use it in-process (`FakeUpstream`, start/stop on the test's loop) or as a proces
   `POST /_fake/die` (stop listening and drop connections; a process exits).
 
 Every answer names the server (`x-fake-upstream` header, `system_fingerprint`) so tests can assert who
-served what.
+served what, and carries what OpenAI's do: its own `x-request-id` (`req_<name>_<n>`) and `x-ratelimit-*`
+headers (the remaining requests count down from 1000).
+
+`POST /v1/responses` speaks the Responses API: a `response` object, or (`stream: true`) typed events from
+`response.created` to `response.completed` (with `response.usage`), no `[DONE]`; `streamEnd` `cut`,
+`drop` and `error` end it early as for chat.
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ class FakeUpstream:
         self.disconnects: list[float] = []
         """`time.monotonic()` at which a client was seen gone while its answer was pending or streaming."""
         self._runner: web.AppRunner | None = None
+        self._answers = 0
         self._hanging: list[asyncio.Future[None]] = []
         self.app = self._make_app()
 
@@ -95,6 +101,7 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/_fake/behavior", self._set_behavior)
         app.router.add_post("/_fake/reset", self._reset)
@@ -125,6 +132,7 @@ class FakeUpstream:
     def reset(self) -> None:
         """Normal answers, no recorded requests."""
         self.behavior = Behavior()
+        self._answers = 0
         self.requests.clear()
         self.disconnects.clear()
 
@@ -188,7 +196,14 @@ class FakeUpstream:
         return web.json_response(body, status=status, headers=self._headers())
 
     def _headers(self) -> dict[str, str]:
-        return {"x-fake-upstream": self.name}
+        self._answers += 1
+        return {
+            "x-fake-upstream": self.name,
+            "x-request-id": f"req_{self.name}_{self._answers}",
+            "x-ratelimit-limit-requests": "1000",
+            "x-ratelimit-remaining-requests": str(max(0, 1000 - self._answers)),
+            "x-ratelimit-reset-requests": "60ms",
+        }
 
     def _content(self, body: dict[str, Any]) -> str:
         b = self.behavior
@@ -196,7 +211,8 @@ class FakeUpstream:
             return "this is {not json"
         if b.content:
             return b.content
-        if (body.get("response_format") or {}).get("type") in ("json_object", "json_schema"):
+        wanted = body.get("response_format") or (body.get("text") or {}).get("format") or {}
+        if wanted.get("type") in ("json_object", "json_schema"):
             return json.dumps({"answer": f"from {self.name}"})
         return f"Hello from {self.name}"
 
@@ -312,6 +328,86 @@ class FakeUpstream:
             "usage": {"prompt_tokens": 3 * count, "total_tokens": 3 * count},
         }
         return web.json_response(answer, headers=self._headers())
+
+    def _response_object(self, body: dict[str, Any], content: str, status: str) -> dict[str, Any]:
+        """A Responses API `response`: one output message when completed, none while in progress."""
+        output = [
+            {
+                "type": "message",
+                "id": "msg_fake",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": content, "annotations": []}],
+            }
+        ]
+        return {
+            "id": "resp_fake",
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": status,
+            "model": body.get("model"),
+            "output": output if status == "completed" else [],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": body.get("tools") or [],
+            "error": None,
+            "incomplete_details": None,
+            "instructions": body.get("instructions"),
+            "metadata": {},
+            "text": {"format": {"type": "text"}},
+            "usage": {
+                "input_tokens": 12,
+                "output_tokens": 5,
+                "total_tokens": 17,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0},
+            }
+            if status == "completed"
+            else None,
+        }
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        failure = await self._misbehave(request)
+        if failure is not None:
+            return failure
+        content = self._content(body)
+        if not body.get("stream"):
+            return web.json_response(self._response_object(body, content, "completed"), headers=self._headers())
+        response = web.StreamResponse(headers={**self._headers(), "content-type": "text/event-stream"})
+        await response.prepare(request)
+        b = self.behavior
+        events: list[dict[str, Any]] = [
+            {"type": "response.created", "response": self._response_object(body, content, "in_progress")}
+        ]
+        for index in range(max(1, b.stream_chunks)):
+            delta = content if index == 0 else f" [{index}]"
+            events.append(
+                {
+                    "type": "response.output_text.delta",
+                    "item_id": "msg_fake",
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": delta,
+                    "logprobs": [],
+                }
+            )
+        events.append({"type": "response.completed", "response": self._response_object(body, content, "completed")})
+        for number, event in enumerate(events):
+            if b.stream_end in ("cut", "drop", "error") and number == b.stream_cut_after:
+                if b.stream_end == "error":
+                    error = {"type": "error", "code": "engine_dead", "message": f"{self.name} broke", "param": None}
+                    await response.write(b"event: error\ndata: " + json.dumps(error).encode() + b"\n\n")
+                    await response.write_eof()
+                    return response
+                return await self._end_early(request, response, b.stream_end)
+            event["sequence_number"] = number
+            data = json.dumps(event).encode()
+            await response.write(b"event: " + event["type"].encode() + b"\ndata: " + data + b"\n\n")
+            if b.chunk_delay and not await self._pause(request, b.chunk_delay):
+                return response
+        await response.write_eof()
+        return response
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.gitops.argo_lua import run_health
-from tests.kube_harness import REPO, Kubectl, OperatorProcess, new_namespace
+from tests.kube_harness import REPO, Kubectl, OperatorProcess, new_namespace, resource_name
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def stored(kubectl: Kubectl, ns: str, example: Path) -> dict[str, dict[str, Any]
     out = {}
     for doc in manifests(example):
         key = f"{doc['kind']}/{doc['metadata']['name']}"
-        live = kubectl.get(doc["kind"].lower(), doc["metadata"]["name"], ns)
+        live = kubectl.get(resource_name(doc["kind"]), doc["metadata"]["name"], ns)
         assert live is not None, key
         out[key] = live
     return out
@@ -94,7 +94,7 @@ def test_example_becomes_ready_and_stays_in_sync(
     ns = new_namespace(kubectl, "gitops-" + example.name[:20])
     apply(kubectl, ns, example)
     ours = [d for d in manifests(example) if d["kind"] in OUR_KINDS]
-    names = [f"{d['kind'].lower()}/{d['metadata']['name']}" for d in ours]
+    names = [f"{resource_name(d['kind'])}/{d['metadata']['name']}" for d in ours]
     kubectl.run("wait", "-n", ns, "--for=condition=Ready", *names, "--timeout=60s")
     kubectl.run("wait", "-n", ns, "--for=condition=Ready", "modelroute", "--all", "--timeout=10s")
 

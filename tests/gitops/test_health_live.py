@@ -177,7 +177,7 @@ def test_canary_health(kubectl: Kubectl, gitops_operator: OperatorProcess) -> No
     def phase(expected: str) -> dict[str, Any]:
         return wait_for(
             lambda: (
-                (o := kubectl.get("canary", "llama-next", ns))
+                (o := kubectl.get("modelcanary", "llama-next", ns))
                 and observed(o)
                 and o["status"].get("phase") == expected
                 and o
@@ -187,7 +187,7 @@ def test_canary_health(kubectl: Kubectl, gitops_operator: OperatorProcess) -> No
 
     def set_spec(**fields: bool) -> None:
         patch = json.dumps({"spec": fields})
-        kubectl.run("patch", "canary", "llama-next", "-n", ns, "--type=merge", "-p", patch)
+        kubectl.run("patch", "modelcanary", "llama-next", "-n", ns, "--type=merge", "-p", patch)
 
     verdict = judged(phase("Progressing"), "Progressing", "canary-progressing")
     assert verdict["message"] == "step 1/2: 10% to llama-next"
@@ -207,7 +207,7 @@ def test_canary_health(kubectl: Kubectl, gitops_operator: OperatorProcess) -> No
     # A canary naming an endpoint that does not exist is Invalid.
     kubectl.apply(to_yaml(canary("ghost", candidate="llama-ghost")), ns)
     invalid = wait_for(
-        lambda: (o := kubectl.get("canary", "ghost", ns)) and ready_reason(o) == "Invalid" and o,
+        lambda: (o := kubectl.get("modelcanary", "ghost", ns)) and ready_reason(o) == "Invalid" and o,
         "the ghost canary Invalid",
     )
     verdict = judged(invalid, "Degraded", "canary-invalid")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.kube_harness import Kubectl, new_namespace
+from tests.kube_harness import Kubectl, new_namespace, resource_name
 from tests.manifests import canary, endpoint, policy, to_yaml, with_change
 
 pytestmark = pytest.mark.integration
@@ -232,7 +232,7 @@ def test_invalid_object_is_refused_naming_the_field(
     assert proc.returncode != 0, f"{case}: the API server accepted an invalid object"
     for fragment in expected:
         assert fragment in proc.stderr, f"{case}: {fragment!r} not in error:\n{proc.stderr}"
-    assert kubectl.get(obj["kind"].lower(), obj["metadata"]["name"], admission_ns) is None
+    assert kubectl.get(resource_name(obj["kind"]), obj["metadata"]["name"], admission_ns) is None
 
 
 def test_at_least_fifteen_invalid_cases() -> None:

@@ -225,7 +225,7 @@ def test_endpoint_change_blocked_by_another_broken_object_reports_blocked(
     assert "Canary/llama-next" in cond["message"]
     live = live_config(kubectl, ns)
     assert live is not None and live.version == good.version
-    canary_cond = condition(kubectl.get("canary", "llama-next", ns))
+    canary_cond = condition(kubectl.get("modelcanary", "llama-next", ns))
     assert canary_cond is not None and canary_cond["reason"] == "Invalid"
     assert "spec.candidate" in canary_cond["message"]
 

@@ -563,6 +563,7 @@ def test_a_bare_pod_gets_the_whole_sidecar() -> None:
         },
         "MODELROUTE_WORKERS": "1",
         "MODELROUTE_LOG_LEVEL": "INFO",
+        "MODELROUTE_LOG_FORMAT": "text",
     }
     assert [(p["name"], p["containerPort"]) for p in sidecar["ports"]] == [
         ("mr-proxy", 15080),
@@ -1078,7 +1079,7 @@ def test_configurations_scope_every_webhook() -> None:
     )
     [check] = validating["webhooks"]
     assert check["clientConfig"] == {"url": "https://127.0.0.1:9443/validate", "caBundle": "Q0E="}
-    assert check["rules"][0]["resources"] == ["modelendpoints", "routingpolicies", "canaries"]
+    assert check["rules"][0]["resources"] == ["modelendpoints", "routingpolicies", "modelcanaries"]
     assert check["rules"][0]["operations"] == ["CREATE", "UPDATE", "DELETE"]
     assert check["failurePolicy"] == "Ignore" and check["sideEffects"] == "None"
     namespaced, per_pod = mutating["webhooks"]

@@ -23,6 +23,7 @@ from modelroute_operator.logic.resources import (
     CanarySpec,
     CanaryStatus,
     HistoryEntry,
+    ManualActions,
     SideCounters,
     StepBaseline,
 )
@@ -769,3 +770,54 @@ def test_a_status_from_before_desired_weight_resumes_as_acknowledged() -> None:
     base = StepBaseline(stable_endpoint="llama-v1", candidate_endpoint="llama-v2")
     out = cn.step(canary(), old, T0 + timedelta(seconds=20), Traffic().stats(), base, 50)
     assert out.status.step_started_at == T0 and out.requeue_after == 40
+
+
+# --- actions of the kubectl plugin (status.manual) --------------------------------------------------
+
+
+def with_manual(status: CanaryStatus, **actions: Any) -> CanaryStatus:
+    return status.model_copy(update={"manual": ManualActions(by="alice", **actions)})
+
+
+def test_the_plugins_pause_and_resume_act_like_the_specs_without_touching_it() -> None:
+    traffic = Traffic()
+    out = progressing(traffic)
+    spec = canary()
+    paused = step(
+        spec, with_manual(out.status, paused=True), T0 + timedelta(seconds=90), traffic.stats(), out.baseline
+    )
+    assert (paused.status.phase, paused.status.current_weight) == (PAUSED, 50)
+    assert paused.status.history[-1].message == "paused by kubectl modelroute (alice)"
+    held = step(spec, paused.status, T0 + timedelta(hours=1), traffic.stats(), paused.baseline)
+    assert (held.changed, held.status.phase) == (False, PAUSED)  # held however long, nothing in spec
+    resume_at = T0 + timedelta(hours=2)
+    resumed = step(spec, with_manual(held.status, paused=False), resume_at, traffic.stats(), held.baseline)
+    assert (resumed.status.phase, resumed.status.step_started_at) == (PROG, resume_at)
+    assert spec == canary(), "the spec is never changed"
+
+
+@pytest.mark.parametrize(
+    ("action", "phase", "weight"), [("abort", ROLLED_BACK, 0), ("promote", PROMOTED, 100)]
+)
+def test_the_plugins_abort_and_promote_end_the_run(action: str, phase: CanaryPhase, weight: int) -> None:
+    traffic = Traffic()
+    out = progressing(traffic)
+    ended = step(
+        canary(),
+        with_manual(out.status, **{action: True}),
+        T0 + timedelta(seconds=90),
+        traffic.stats(),
+        out.baseline,
+    )
+    assert (ended.status.phase, ended.status.current_weight) == (phase, weight)
+    assert ended.status.history[-1].message.endswith("by kubectl modelroute (alice)")
+
+
+def test_a_restart_for_new_endpoints_clears_the_plugins_actions() -> None:
+    run = drive(canary())
+    aborted = step(canary(), with_manual(run.status, abort=True), run.now, None, run.baseline)
+    assert aborted.status.phase == ROLLED_BACK
+    restarted = step(
+        canary(candidate="llama-v3"), aborted.status, run.now, Traffic().stats(), aborted.baseline
+    )
+    assert (restarted.status.phase, restarted.status.manual) == (PROG, None)

@@ -106,19 +106,19 @@ def test_check_command_exits_1_and_names_the_drifted_file(
 ) -> None:
     assert crdgen.main(["--write", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "canaries.yaml",
+        "modelcanaries.yaml",
         "modelendpoints.yaml",
         "routingpolicies.yaml",
     ]
     assert crdgen.main(["--check", str(tmp_path)]) == 0
 
-    edited = tmp_path / "canaries.yaml"
+    edited = tmp_path / "modelcanaries.yaml"
     edited.write_text(edited.read_text().replace("maxItems: 32", "maxItems: 33"))
     (tmp_path / "routingpolicies.yaml").unlink()
     capsys.readouterr()
     assert crdgen.main(["--check", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert "canaries.yaml (checked in)" in err
+    assert "modelcanaries.yaml (checked in)" in err
     assert "-                maxItems: 33" in err
     assert "routingpolicies.yaml: missing" in err
     assert "modelendpoints.yaml" not in err

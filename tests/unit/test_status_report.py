@@ -411,7 +411,7 @@ def test_cli_status_exit_codes(
 ) -> None:
     seen: list[str | None] = []
 
-    def read(namespace: str | None) -> Snapshot:
+    def read(namespace: str | None, *cluster: str | None) -> Snapshot:
         seen.append(namespace)
         return snapshot
 
@@ -424,7 +424,7 @@ def test_cli_status_exit_codes(
 def test_cli_status_without_a_cluster(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def fail(namespace: str | None) -> Snapshot:
+    def fail(namespace: str | None, *cluster: str | None) -> Snapshot:
         raise ConnectionRefusedError("nobody home")
 
     monkeypatch.setattr(cli, "_read_cluster", fail)
@@ -455,7 +455,7 @@ def scripted_cluster(monkeypatch: pytest.MonkeyPatch, *answers: Snapshot | Excep
     """Replace the cluster read with answers in turn (the last one repeats); no pause between polls."""
     calls: list[str | None] = []
 
-    def read(namespace: str | None) -> Snapshot:
+    def read(namespace: str | None, *cluster: str | None) -> Snapshot:
         answer = answers[min(len(calls), len(answers) - 1)]
         calls.append(namespace)
         if isinstance(answer, Exception):

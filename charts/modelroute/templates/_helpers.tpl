@@ -70,6 +70,18 @@ app.kubernetes.io/part-of: modelroute
 {{- printf "%s-webhook-tls" (include "modelroute.fullname" .) }}
 {{- end }}
 
+{{/* The DNS names the API server may dial the webhook Service by: what its certificate must name. */}}
+{{- define "modelroute.webhookHosts" -}}
+{{- $svc := include "modelroute.webhookServiceName" . }}
+{{- $ns := .Release.Namespace }}
+{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.%s" $svc $ns .Values.webhook.clusterDomain) | toJson }}
+{{- end }}
+
+{{/* Whether the operator keeps the webhook serving certificate itself (webhooks on, cert-manager off). */}}
+{{- define "modelroute.operatorKeepsCert" -}}
+{{- if and .Values.webhook.enabled (not .Values.webhook.certManager.enabled) }}true{{ end }}
+{{- end }}
+
 {{- define "modelroute.certificateName" -}}
 {{- printf "%s-webhook" (include "modelroute.fullname" .) }}
 {{- end }}
@@ -97,11 +109,11 @@ app.kubernetes.io/part-of: modelroute
 {{- define "modelroute.watchRules" -}}
 # Read our kinds (Kopf watches them; the reconciler lists a namespace's objects).
 - apiGroups: ["modelroute.dev"]
-  resources: ["modelendpoints", "routingpolicies", "canaries"]
+  resources: ["modelendpoints", "routingpolicies", "modelcanaries"]
   verbs: ["get", "list", "watch"]
 # Report status (JSON merge patch on the status subresource only; specs are never written).
 - apiGroups: ["modelroute.dev"]
-  resources: ["modelendpoints/status", "routingpolicies/status", "canaries/status"]
+  resources: ["modelendpoints/status", "routingpolicies/status", "modelcanaries/status"]
   verbs: ["patch"]
 # The compiled RouterConfig: one ConfigMap per namespace, server-side applied, deleted when unused.
 - apiGroups: [""]

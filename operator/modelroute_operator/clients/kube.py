@@ -145,16 +145,42 @@ class SecretForbiddenError(Exception):
         self.namespace, self.name = namespace, name
 
 
-def load_client_config() -> None:
-    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+def load_client_config(context: str | None = None, kubeconfig: str | None = None) -> None:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config).
+    A `context` or `kubeconfig` named (the kubectl plugin's flags) always means the kubeconfig."""
     try:
+        if context or kubeconfig:
+            raise config.ConfigException("a kubeconfig was asked for")
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        config.load_kube_config(config_file=kubeconfig, context=context)
     if not client.Configuration.get_default_copy().verify_ssl:
         # Said once here instead of by urllib3 on every call (thousands of lines on a cold start).
         log.warning("TLS verification of the API server is off (kubeconfig insecure-skip-tls-verify)")
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+
+PLUGIN_FIELD_MANAGER = "kubectl-modelroute"
+"""The field manager of the kubectl plugin's status writes (its actions show up under it)."""
+
+
+def set_canary_actions(namespace: str, name: str, actions: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge `actions` into a Canary's `status.manual` through the status subresource (the spec, which
+    Git owns, is not touched); returns the Canary as stored. Raises ApiException (404: no such Canary)."""
+    api = client.CustomObjectsApi(new_api_client())
+    timeout = API_TIMEOUT.request_timeout
+    api.get_namespaced_custom_object(GROUP, VERSION, namespace, Canary.plural, name, _request_timeout=timeout)
+    patched = api.patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        namespace,
+        Canary.plural,
+        name,
+        {"status": {"manual": dict(actions)}},
+        field_manager=PLUGIN_FIELD_MANAGER,
+        _request_timeout=timeout,
+    )
+    return cast(dict[str, Any], patched)
 
 
 def _is_transient(exc: ApiException) -> bool:
@@ -312,6 +338,7 @@ class KubeApi:
                 kind.plural,
                 name,
                 {"status": patch},
+                field_manager=FIELD_MANAGER,
                 _content_type="application/merge-patch+json",
             )
         except ApiException as exc:

@@ -30,6 +30,7 @@ from modelroute_contract.admin import DEFAULT_ADMIN_PORT, TOKEN_KEY, TOKEN_SECRE
 from modelroute_contract.constants import ADMIN_PORT_ANNOTATION, SIDECAR_LABEL, SIDECAR_LABEL_VALUE
 from modelroute_contract.schemas import Rendering, SchemaGap, accepted_schemas
 from modelroute_contract.stats import StatsSnapshot
+from modelroute_operator.clients import metrics
 from modelroute_operator.clients.kube import KubeApi, LiveConfig
 from modelroute_operator.clients.namespace_queue import NamespaceQueue
 from modelroute_operator.logic import status as st
@@ -240,7 +241,10 @@ class Syncer:
             pending = [p for p in pods if p.uid not in plans or _wants_push(p, acked, plans)]
             answers = await asyncio.gather(*(self._bring_up_to_date(p, renderings, token) for p in pending))
             for pod, answer in zip(pending, answers, strict=True):
+                if answer.pushed:
+                    metrics.PUSHES.labels("acknowledged" if answer.version else "refused").inc()
                 if answer.version:
+                    metrics.ACKNOWLEDGED.inc()
                     acked[pod.uid] = answer.version
                 if answer.reads is not None:
                     reads[pod.uid] = answer.reads
@@ -255,6 +259,7 @@ class Syncer:
             else {"sync": None, "syncedVersion": None, "laggingPods": [], "skewedPods": []}
         )
         report.lagging = list(fields["laggingPods"])
+        metrics.LAGGING_SIDECARS.set(len(report.lagging))
         report.status_writes = await self._write_status(namespace, fields)
         return report
 
@@ -359,6 +364,7 @@ class Syncer:
                 return PodAnswer(plan.version, reads, pushed=True)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.warning("push to %s (%s) failed: %s", pod.name, pod.base_url, exc or type(exc).__name__)
+            metrics.PUSHES.labels("failed").inc()
             return PodAnswer()
 
     async def _token(self, namespace: str) -> str:

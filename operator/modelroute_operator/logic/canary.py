@@ -18,6 +18,8 @@ Choices where the design is silent:
 - Resuming a paused canary restarts the current step's clock and window (`stepStartedAt` = resume time,
   fresh baseline): no extra field is needed to remember when the pause began, and a step someone paused
   to investigate is judged on a full window of traffic after it.
+- `status.manual` (written by `kubectl modelroute canary ...` through the status subresource) is obeyed
+  like the spec's `paused`/`promote`/`abort`, whichever is set; a restart for new endpoints clears it.
 - `spec.abort` and `spec.promote` are obeyed in every phase, terminal ones included (abort is the
   emergency lever after a promotion); nothing else leaves `Promoted` or `RolledBack`, except a change of
   `spec.stable` or `spec.candidate`, which restarts the run from step 0 (the old figures judged another
@@ -218,25 +220,35 @@ def step(
     return run.outcome(requeue, status, baseline)
 
 
+def _switch(run: _Run, name: str) -> str:
+    """Who asks for `name` (paused, promote, abort): `spec.<name>`, the plugin, or '' (nobody)."""
+    if getattr(run.spec, name):
+        return f"spec.{name}"
+    manual = run.status.manual
+    if manual is not None and getattr(manual, name):
+        return "kubectl modelroute" + (f" ({manual.by})" if manual.by else "")
+    return ""
+
+
 def _decide(run: _Run) -> float | None:
     _restart_if_endpoints_changed(run)
-    spec, phase = run.spec, run.phase
-    if spec.abort and phase != CanaryPhase.ROLLED_BACK:
-        run.transition(CanaryPhase.ROLLED_BACK, run.step_index, 0, "Aborted", "aborted by spec.abort")
+    phase = run.phase
+    if (by := _switch(run, "abort")) and phase != CanaryPhase.ROLLED_BACK:
+        run.transition(CanaryPhase.ROLLED_BACK, run.step_index, 0, "Aborted", f"aborted by {by}")
         _adopt_endpoints(run)
         return None
-    if spec.promote and phase != CanaryPhase.PROMOTED:
-        run.transition(CanaryPhase.PROMOTED, run.step_index, 100, "Promoted", "promoted by spec.promote")
+    if (by := _switch(run, "promote")) and phase != CanaryPhase.PROMOTED:
+        run.transition(CanaryPhase.PROMOTED, run.step_index, 100, "Promoted", f"promoted by {by}")
         _adopt_endpoints(run)
         return None
     if phase in (CanaryPhase.PROMOTED, CanaryPhase.ROLLED_BACK):
         _adopt_endpoints(run)
         return None
-    if spec.paused:
+    if by := _switch(run, "paused"):
         if phase != CanaryPhase.PAUSED:
             # A canary paused before it started holds at 0%: it has no step weight to hold yet.
             weight = (run.desired or 0) if phase == CanaryPhase.PROGRESSING else 0
-            run.transition(CanaryPhase.PAUSED, run.step_index, weight, "Paused", "paused by spec.paused")
+            run.transition(CanaryPhase.PAUSED, run.step_index, weight, "Paused", f"paused by {by}")
         _adopt_endpoints(run)
         return None
     if phase == CanaryPhase.PAUSED:
@@ -263,7 +275,7 @@ def _restart_if_endpoints_changed(run: _Run) -> None:
         f" to {run.spec.stable}/{run.spec.candidate}"
     )
     run.transition(CanaryPhase.PENDING, 0, 0, "Restarted", message)
-    run.update(step_started_at=None, failed_analyses=0, last_analysis=None)
+    run.update(step_started_at=None, failed_analyses=0, last_analysis=None, manual=None)
     run.baseline = None
 
 

@@ -73,6 +73,8 @@ class InjectionSettings:
     workers: int = 1
     """Data-plane processes per sidecar (MODELROUTE_WORKERS)."""
     log_level: str = "INFO"
+    log_format: str = "text"
+    """The sidecar's log lines: `text` or `json`."""
     image_pull_policy: str = "IfNotPresent"
     resources: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
     run_as_user: int = 65532
@@ -242,6 +244,7 @@ def _sidecar_env(settings: InjectionSettings, region: str) -> list[dict[str, Any
         region_env,
         {"name": env.WORKERS, "value": str(settings.workers)},
         {"name": env.LOG_LEVEL, "value": settings.log_level},
+        {"name": env.LOG_FORMAT, "value": settings.log_format},
         *({"name": name, "value": value} for name, value in sorted(settings.upstream_proxy.items()) if value),
     ]
 

@@ -176,10 +176,14 @@ class Capabilities(ApiModel):
     """Largest completion the model returns (default 4096)."""
     streaming: bool = True
     """Whether the endpoint can stream responses (default true)."""
-    tools: bool = False
-    """Whether the endpoint accepts tool/function definitions (default false)."""
-    json_mode: bool = False
-    """Whether the endpoint honours `response_format: {type: json_object}` (default false)."""
+    tools: bool = True
+    """Whether the endpoint accepts tool/function definitions (default true, as OpenAI and the common
+    OpenAI-compatible servers do). Set false for a model that cannot call tools: requests with `tools`
+    then go to other endpoints of the rule, or are refused with 400 when none can take them."""
+    json_mode: bool = True
+    """Whether the endpoint honours JSON output (`response_format`, or `text.format` in the Responses
+    API, of type `json_object`/`json_schema`; default true, as OpenAI-style servers do). Set false for a
+    server that ignores it."""
     stream_usage: bool = True
     """Whether the endpoint accepts `stream_options: {include_usage: true}` (default true). The sidecar
     adds it to every streamed request so that streamed tokens and cost are counted, and hides the
@@ -910,6 +914,24 @@ class StepBaseline(ApiModel):
     """Candidate's counters when the step began (or were last reset); unset until stats could be read."""
 
 
+class ManualActions(ApiModel):
+    """Actions taken with `kubectl modelroute canary pause|resume|promote|abort`. They live in status
+    (written through the status subresource), not in spec: Git keeps owning the spec, so neither Argo CD
+    nor Flux sees drift or reverts an action, and `spec.paused`/`spec.promote`/`spec.abort` still work
+    for those who drive the canary from Git. Cleared when the run restarts for new endpoints."""
+
+    paused: bool = False
+    """Hold at the current step (`resume` sets it back to false)."""
+    promote: bool = False
+    """Promote now."""
+    abort: bool = False
+    """Roll back now."""
+    by: Annotated[str, Field(max_length=256)] = ""
+    """Who took the last action (the plugin's user, when it knows it)."""
+    at: datetime | None = None
+    """When the last action was taken."""
+
+
 class CanaryStatus(ApiModel):
     """Observed state of a Canary; everything needed to resume after an operator restart."""
 
@@ -939,6 +961,8 @@ class CanaryStatus(ApiModel):
     step_baseline: StepBaseline | None = None
     """Sidecar counters when the current step began (its analysis counts only traffic since), and the
     stable/candidate endpoints this run is for."""
+    manual: ManualActions | None = None
+    """Actions taken with the kubectl plugin; the operator obeys them like the spec's switches."""
 
 
 # ------------------------------------------------------------------------------------------- objects
@@ -1024,7 +1048,7 @@ class RoutingPolicy(Resource):
 
 class Canary(Resource):
     kind_name = "Canary"
-    plural, singular, short_names = "canaries", "canary", ("mrc",)
+    plural, singular, short_names = "modelcanaries", "modelcanary", ("mrc",)
     spec_model, status_model = CanarySpec, CanaryStatus
     printer_columns = (
         {"name": "Policy", "type": "string", "jsonPath": ".spec.target.policy"},

@@ -8,6 +8,14 @@
 - `status [-n NS] [--wait [--timeout 5m]]`: sync and health across namespaces from the cluster
   (KUBECONFIG), like `istioctl proxy-status`; exit 0 when every sidecar is synced and every object
   healthy, 1 otherwise. `--wait` polls until then, saying on stderr what it is still waiting on.
+- `canary pause|resume|promote|abort NAME [-n NS]`: act on a running Canary. The action is written to
+  `status.manual` through the status subresource, never to the spec, so a GitOps tool that owns the spec
+  neither shows drift nor reverts it (the idea of Argo Rollouts' `promote`/`abort`, which also write
+  status); the operator obeys it at its next look, as it obeys `spec.paused`/`promote`/`abort`.
+
+Installed twice: as `modelroute` and as `kubectl-modelroute`, so `kubectl modelroute ...` runs it as a
+kubectl plugin. `--context` and `--kubeconfig` pick the cluster (kubectl does not pass its own flags to a
+plugin); `--version` prints the version.
 
 Results go to stdout; progress goes to stderr (see `progress`), and `-q` silences it.
 """
@@ -15,10 +23,14 @@ Results go to stdout; progress goes to stderr (see `progress`), and `-q` silence
 from __future__ import annotations
 
 import argparse
+import getpass
+import importlib.metadata
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +187,7 @@ def status(args: argparse.Namespace) -> int:
     while True:
         progress.step("reading the cluster...")
         try:
-            report = status_report.build_report(_read_cluster(args.namespace))
+            report = status_report.build_report(_read_cluster(args.namespace, args.context, args.kubeconfig))
         except Exception as exc:
             # The kubernetes client raises its own types for a missing kubeconfig, refusals and network
             # failures; all mean the same to a CI job: no answer (2), distinct from "not synced" (1).
@@ -201,12 +213,59 @@ def status(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_INVALID
 
 
-def _read_cluster(namespace: str | None) -> status_report.Snapshot:
+def _read_cluster(
+    namespace: str | None, context: str | None = None, kubeconfig: str | None = None
+) -> status_report.Snapshot:
     # Imported here: the offline subcommands need neither the client nor a cluster.
     from modelroute_operator.clients.kube import load_client_config, read_status_snapshot
 
-    load_client_config()
+    load_client_config(context, kubeconfig)
     return read_status_snapshot(namespace)
+
+
+CANARY_ACTIONS: dict[str, dict[str, bool]] = {
+    "pause": {"paused": True},
+    "resume": {"paused": False},
+    "promote": {"promote": True, "abort": False},
+    "abort": {"abort": True, "promote": False},
+}
+"""What each `canary` action writes into `status.manual`."""
+
+
+def canary(args: argparse.Namespace) -> int:
+    """Write one action into a Canary's `status.manual` (status subresource: Git's spec stays as it is)."""
+    from kubernetes import config
+    from kubernetes.client.exceptions import ApiException
+
+    from modelroute_operator.clients.kube import load_client_config, set_canary_actions
+
+    try:
+        load_client_config(args.context, args.kubeconfig)
+        _, active = config.list_kube_config_contexts(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        active = None
+    context = (active or {}).get("context", {})
+    namespace = args.namespace or context.get("namespace") or "default"
+    by = context.get("user") or os.environ.get("USER") or getpass.getuser()
+    actions: dict[str, object] = {**CANARY_ACTIONS[args.action], "by": by[:256]}
+    actions["at"] = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    try:
+        stored = set_canary_actions(namespace, args.name, actions)
+    except ApiException as exc:
+        if exc.status == 404:
+            print(f"error: Canary {namespace}/{args.name} not found", file=sys.stderr)
+            return EXIT_INVALID
+        if exc.status == 403:
+            print(
+                f"error: not allowed to patch modelcanaries/status in {namespace} (the plugin writes the "
+                "status subresource, not the spec)",
+                file=sys.stderr,
+            )
+            return EXIT_INVALID
+        raise
+    phase = (stored.get("status") or {}).get("phase") or "Pending"
+    print(f"canary {namespace}/{args.name}: {args.action} requested (status.manual); phase now {phase}")
+    return EXIT_OK
 
 
 def _duration(text: str) -> float:
@@ -216,10 +275,30 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelroute", description="modelroute tools for manifests and CI.")
+def version() -> str:
+    try:
+        return importlib.metadata.version("modelroute")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def program_name(argv0: str) -> str:
+    """`kubectl modelroute` when run as the kubectl plugin, else `modelroute`."""
+    return "kubectl modelroute" if os.path.basename(argv0).startswith("kubectl-") else "modelroute"
+
+
+def build_parser(prog: str = "modelroute") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="modelroute: manifests, CI and clusters.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    cluster = argparse.ArgumentParser(add_help=False)
+    for target in (parser, cluster):
+        # Before or after the subcommand; SUPPRESS keeps a subcommand's default from hiding a value
+        # given before it.
+        default = None if target is parser else argparse.SUPPRESS
+        target.add_argument("--context", default=default, help="kubeconfig context to use")
+        target.add_argument("--kubeconfig", default=default, help="kubeconfig file (default: KUBECONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, parents=[cluster])
     common.add_argument(
         "-q", "--quiet", action="store_true", help="no progress on stderr (the output on stdout is the same)"
     )
@@ -249,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", parents=[common], help="show where a request would be routed and why")
     manifest_args(p)
     p.add_argument("--request", required=True, help="JSON file: an OpenAI request body, or {headers, body}")
-    p.add_argument("--api", choices=["chat", "completions", "embeddings"], default="chat")
+    p.add_argument("--api", choices=["chat", "completions", "embeddings", "responses"], default="chat")
     p.add_argument("--region", default="", help="region of the calling sidecar")
     p.add_argument("--seed", type=int, default=0, help="seed of the weighted pick (same seed, same answer)")
     p.set_defaults(run=explain)
@@ -279,11 +358,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long --wait waits (e.g. 90s, 2m, 1m30s; default 5m)",
     )
     p.set_defaults(run=status)
+
+    p = sub.add_parser(
+        "canary",
+        parents=[common],
+        help="pause, resume, promote or abort a Canary (writes status.manual, never the spec)",
+    )
+    p.add_argument("action", choices=list(CANARY_ACTIONS))
+    p.add_argument("name", help="the Canary")
+    p.add_argument("-n", "--namespace", default=None, help="its namespace (default: the context's)")
+    p.set_defaults(run=canary)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(program_name(sys.argv[0]))
     args = parser.parse_args(argv)
     args.progress = Progress(sys.stderr, enabled=not args.quiet)
     try:

@@ -10,12 +10,15 @@ import os
 import sys
 
 import kopf
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from modelroute_operator.clients import metrics
 from modelroute_operator.clients.kube import KubeApi, load_client_config
 from modelroute_operator.clients.leader import LeaderElector, LeaseKeeper, LeaseSettings
 from modelroute_operator.runtime import handlers  # noqa: F401  (registers the handlers
+from modelroute_operator.runtime.cert_keeper import CertKeeper
+from modelroute_operator.runtime.cert_keeper import add_arguments as add_cert_arguments
+from modelroute_operator.runtime.cert_keeper import settings_from_args as cert_settings
+from modelroute_operator.runtime.health import HealthServer, Heartbeat
 from modelroute_operator.runtime.webhook_args import add_arguments as add_webhook_arguments
 from modelroute_operator.runtime.webhook_args import settings_from_args as webhook_settings
 from modelroute_operator.runtime.webhook_args import sidecar_ports_from_args
@@ -58,53 +61,63 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=int(env.get("MODELROUTE_HEALTH_PORT") or 0),
         help="serve /healthz, /readyz and /metrics, leader or standby (0: off; env MODELROUTE_HEALTH_PORT)",
     )
+    parser.add_argument(
+        "--wedged-seconds",
+        type=float,
+        default=float(env.get("MODELROUTE_WEDGED_SECONDS") or 15),
+        help="/healthz fails when the main event loop has not run for this long (default 15)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=env.get("MODELROUTE_LOG_FORMAT", "text"),
+        help="`json`: one JSON object per line (timestamp, severity, message, object); "
+        "env MODELROUTE_LOG_FORMAT",
+    )
     add_webhook_arguments(parser)
+    add_cert_arguments(parser)
     return parser.parse_args(argv)
-
-
-async def start_health_server(port: int) -> web.AppRunner:
-    """/healthz, /readyz and /metrics for the kubelet and Prometheus (plain HTTP on the pod IP)."""
-
-    async def ok(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/healthz", ok)
-    app.router.add_get("/readyz", ok)
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port).start()
-    log.info("health and metrics on :%d", port)
-    return runner
 
 
 async def run(args: argparse.Namespace) -> int:
     # Health, metrics and admission are served by every replica, standbys included, so they start before
     # leader election: a standby is alive and ready while it waits for the Lease.
-    health = await start_health_server(args.health_port) if args.health_port else None
+    heartbeat = Heartbeat(args.wedged_seconds)
+    beating = asyncio.get_running_loop().create_task(heartbeat.beat(), name="heartbeat")
+    health = HealthServer(heartbeat, args.health_port) if args.health_port else None
+    if health is not None:
+        health.start()
     try:
-        return await run_with_webhooks(args)
+        return await run_with_webhooks(args, heartbeat)
     finally:
+        beating.cancel()
         if health is not None:
-            await health.cleanup()
+            await asyncio.to_thread(health.stop)
 
 
-async def run_with_webhooks(args: argparse.Namespace) -> int:
+async def run_with_webhooks(args: argparse.Namespace, heartbeat: Heartbeat) -> int:
     webhooks: WebhookThread | None = None
     webhook_kube: KubeApi | None = None
+    keeper: asyncio.Task[None] | None = None
     if (settings := webhook_settings(args)) is not None:
         load_client_config()
+        if (certs := cert_settings(args)) is not None:
+            # The pair must be on disk before the server loads it; then it is kept fresh in the background.
+            cert_keeper = CertKeeper(certs, settings.cert_file.parent)
+            await asyncio.to_thread(cert_keeper.ensure)
+            keeper = asyncio.get_running_loop().create_task(cert_keeper.keep(), name="webhook-cert-keeper")
         webhook_kube = KubeApi()
         webhooks = WebhookThread(webhook_kube, settings)  # admission never waits on reconciles
         await webhooks.start()
+    heartbeat.ready = True  # the webhooks listen (when on): this replica can take its share
     try:
         return await run_operator(args)
     finally:
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         if webhooks is not None:
             await webhooks.stop()
         if webhook_kube is not None:
@@ -124,6 +137,7 @@ async def run_operator(args: argparse.Namespace) -> int:
         await elector.acquire()
         keeper = LeaseKeeper(elector, on_end=stop.set)  # renewals on their own thread and loop
         keeper.start()
+    metrics.LEADER.set(1)
     try:
         await kopf.operator(
             clusterwide=not args.namespace,
@@ -134,6 +148,7 @@ async def run_operator(args: argparse.Namespace) -> int:
             memo=kopf.Memo(sidecar_ports=sidecar_ports_from_args(args)),
         )
     finally:
+        metrics.LEADER.set(0)
         if keeper is not None:
             await keeper.stop()
         if elector is not None and not elector.lost.is_set():
@@ -149,7 +164,8 @@ async def run_operator(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Kopf configures the root logger, so our modules' lines share its format.
-    kopf.configure(verbose=args.verbose)
+    log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(verbose=args.verbose, log_format=log_format)
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if not args.verbose:
         # Kopf logs every handled watch event at INFO; our own pass lines say what happened.

@@ -22,6 +22,7 @@ import aiohttp
 from pydantic import ValidationError
 
 from modelroute_contract import RouterConfig, replica_url_problem
+from modelroute_operator.clients import metrics
 from modelroute_operator.clients import probe as pr
 from modelroute_operator.clients.kube import KubeApi, SecretForbiddenError, TransientApiError
 from modelroute_operator.clients.sync import Syncer
@@ -209,9 +210,11 @@ class HealthMonitor:
         server_name: str | None,
     ) -> tuple[bool, str | None]:
         async with self._slots:
-            return await pr.probe(
+            result = await pr.probe(
                 self._session, url, check.path, seconds(check.timeout), token, tls, server_name
             )
+        metrics.PROBES.labels("ok" if result[0] else "failed").inc()
+        return result
 
     async def _tls(self, namespace: str, spec: ModelEndpointSpec) -> ssl.SSLContext | str | None:
         """The endpoint's `tls` as a context for probes, like the sidecar's upstream client: its CA
@@ -359,6 +362,7 @@ class CanaryRunner:
             patch = self._progress_patch(new)
             await self._kube.patch_status(Canary, key[0], key[1], patch)
             for event in outcome.events:
+                metrics.CANARY_STEPS.labels(event.reason).inc()
                 log.info("canary %s/%s: %s: %s", *key, event.reason, event.message)
                 await self._kube.record_event(body, event.reason, event.message, warning=event.warning)
         return outcome.requeue_after

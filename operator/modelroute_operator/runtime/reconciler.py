@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from modelroute_contract import RouterConfig, short_version
+from modelroute_operator.clients import metrics
 from modelroute_operator.clients.kube import KubeApi, LiveConfig, RawObjects
 from modelroute_operator.clients.namespace_queue import NamespaceQueue
 from modelroute_operator.logic import status as st
@@ -133,7 +134,17 @@ class Reconciler:
         await self._queue.close()
 
     async def _pass(self, namespace: str) -> bool:
-        report = await self.reconcile(namespace)
+        started = time.perf_counter()
+        try:
+            report = await self.reconcile(namespace)
+        except Exception:
+            metrics.RECONCILE_PASSES.labels("error").inc()
+            raise
+        finally:
+            metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
+        metrics.RECONCILE_PASSES.labels("invalid" if report.errors else "ok").inc()
+        for key in {error.split(" ", 1)[0] for error in report.errors}:
+            metrics.RECONCILE_ERRORS.labels(metrics.kind_of(key)).inc()
         if report.empty:
             self.last_reports.pop(namespace, None)
             self._announced.discard(namespace)
@@ -222,6 +233,7 @@ class Reconciler:
             if not patch:
                 continue
             await self._kube.patch_status(kind, meta["namespace"], meta["name"], patch)
+            metrics.STATUS_WRITES.labels(kind.kind_name).inc()
             writes += 1
             transition = st.ready_transition(current, {**current, **patch})
             if transition is not None:

@@ -61,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str] | 
     flag("--sidecar-region-label", "MODELROUTE_SIDECAR_REGION_LABEL", defaults.region_label)
     flag("--sidecar-workers", "MODELROUTE_SIDECAR_WORKERS", defaults.workers, int)
     flag("--sidecar-log-level", "MODELROUTE_SIDECAR_LOG_LEVEL", defaults.log_level)
+    formats = ["text", "json"]
+    flag("--sidecar-log-format", "MODELROUTE_SIDECAR_LOG_FORMAT", defaults.log_format, choices=formats)
     flag(
         "--sidecar-resources", "MODELROUTE_SIDECAR_RESOURCES", json.dumps(defaults.resources), parse_resources
     )
@@ -117,6 +119,7 @@ def settings_from_args(args: argparse.Namespace) -> WebhookSettings | None:
             region_label=args.sidecar_region_label,
             workers=args.sidecar_workers,
             log_level=args.sidecar_log_level,
+            log_format=args.sidecar_log_format,
             resources={k: v for k, v in args.sidecar_resources.items() if v},
             run_as_user=args.sidecar_run_as_user,
             native_sidecar=args.sidecar_native == "true",

@@ -46,26 +46,55 @@ def collect_chat(messages: Any, texts: list[str]) -> int:
     Tool call arguments count as prompt text: they go upstream too, so detectors must see them."""
     if not isinstance(messages, list):
         return 0
+    return TOKENS_REPLY_PRIMER + sum(collect_message(m, texts) for m in messages if isinstance(m, Mapping))
+
+
+def collect_message(message: Mapping[str, Any], texts: list[str]) -> int:
+    """Append the text of one chat message (or Responses API message item) to `texts`; return its
+    token overhead: the role and separators, and a flat count per non-text content part."""
+    overhead = TOKENS_PER_MESSAGE
+    content = message.get("content")
+    if isinstance(content, str):
+        texts.append(content)
+    elif isinstance(content, list):
+        for part in content:
+            text = part.get("text") if isinstance(part, Mapping) else part
+            if isinstance(text, str):
+                texts.append(text)
+            else:
+                overhead += TOKENS_PER_MEDIA_PART
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, Mapping) else None
+        arguments = function.get("arguments") if isinstance(function, Mapping) else None
+        if isinstance(arguments, str):
+            texts.append(arguments)
+    return overhead
+
+
+def collect_responses(body: Mapping[str, Any], texts: list[str]) -> int:
+    """Append the text of a Responses API request to `texts` (`instructions`, then `input`: a string or
+    a list of items, in order); return the token overhead its items add beyond the text.
+
+    Message items read like chat messages; other items carry their text in `output` (a tool's result)
+    or `arguments` (a tool call), and both go upstream, so detectors and budgets see them too."""
+    instructions = body.get("instructions")
+    if isinstance(instructions, str):
+        texts.append(instructions)
+    items = body.get("input")
+    if isinstance(items, str):
+        texts.append(items)
+        return TOKENS_PER_MESSAGE + TOKENS_REPLY_PRIMER
+    if not isinstance(items, list):
+        return 0
     overhead = TOKENS_REPLY_PRIMER
-    for message in messages:
-        if not isinstance(message, Mapping):
+    for item in items:
+        if not isinstance(item, Mapping):
             continue
-        overhead += TOKENS_PER_MESSAGE
-        content = message.get("content")
-        if isinstance(content, str):
-            texts.append(content)
-        elif isinstance(content, list):
-            for part in content:
-                text = part.get("text") if isinstance(part, Mapping) else part
-                if isinstance(text, str):
-                    texts.append(text)
-                else:
-                    overhead += TOKENS_PER_MEDIA_PART
-        for call in message.get("tool_calls") or ():
-            function = call.get("function") if isinstance(call, Mapping) else None
-            arguments = function.get("arguments") if isinstance(function, Mapping) else None
-            if isinstance(arguments, str):
-                texts.append(arguments)
+        if "content" in item:
+            overhead += collect_message(item, texts)
+        for key in ("arguments", "output"):
+            if isinstance(item.get(key), str):
+                texts.append(item[key])
     return overhead
 
 
@@ -150,8 +179,9 @@ def read_metadata(
 
 
 def read_max_output(body: Mapping[str, Any]) -> int | None:
-    """`max_completion_tokens` (the current name) or else `max_tokens`, when a positive integer."""
-    for key in ("max_completion_tokens", "max_tokens"):
+    """`max_completion_tokens` (the current name), `max_output_tokens` (the Responses API's) or else
+    `max_tokens`, when a positive integer."""
+    for key in ("max_completion_tokens", "max_output_tokens", "max_tokens"):
         value = body.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
@@ -159,8 +189,12 @@ def read_max_output(body: Mapping[str, Any]) -> int | None:
 
 
 def wants_json(body: Mapping[str, Any]) -> bool:
-    """Whether the client asked for JSON output (`response_format` json_object or json_schema)."""
+    """Whether the client asked for JSON output: `response_format` (chat) or `text.format` (the
+    Responses API) of type json_object or json_schema."""
     response_format = body.get("response_format")
+    if not isinstance(response_format, Mapping):
+        text = body.get("text")
+        response_format = text.get("format") if isinstance(text, Mapping) else None
     return isinstance(response_format, Mapping) and response_format.get("type") in (
         "json_object",
         "json_schema",
@@ -203,6 +237,8 @@ def extract_features(
         overhead = collect_chat(body.get("messages"), texts)
     elif api == "completions":
         exact_tokens = collect_prompt(body.get("prompt"), texts)
+    elif api == "responses":
+        overhead = collect_responses(body, texts)
     else:
         exact_tokens = collect_prompt(body.get("input"), texts)
     prompt_text = texts[0] if len(texts) == 1 else "\n".join(texts)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Protocol
 
-Api = Literal["chat", "completions", "embeddings"]
+Api = Literal["chat", "completions", "embeddings", "responses"]
+"""The OpenAI APIs the sidecar routes: chat completions, completions, embeddings and the Responses API."""
 
 
 @dataclass(frozen=True, slots=True)

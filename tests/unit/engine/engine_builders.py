@@ -52,7 +52,10 @@ def endpoint(
     price: tuple[float, float] = (0.0, 0.0),
     **capabilities: Any,
 ) -> EndpointConfig:
-    """An endpoint with `replicas` (one healthy replica in `eu` when none given)."""
+    """An endpoint with `replicas` (one healthy replica in `eu` when none given). Tools and JSON mode are
+    off unless given (the contract's defaults are on), so the capability tables read what they test."""
+    capabilities.setdefault("tools", False)
+    capabilities.setdefault("json_mode", False)
     return EndpointConfig(
         name=name,
         model=f"{name}-upstream",
