@@ -24,22 +24,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import ipaddress
 import logging
 import os
 import re
-import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from modelroute_operator.clients.kube import API_TIMEOUT, new_api_client
-from modelroute_operator.runtime.certificates import generate_certificates
 
 log = logging.getLogger(__name__)
 
@@ -108,35 +110,59 @@ def renewal_reason(pair: ServingPair | None, hosts: Sequence[str], now: datetime
 
 
 def describe_certificate(pem: bytes) -> tuple[datetime, datetime, set[str]]:
-    """Validity bounds and subjectAltNames (DNS and IP) of a PEM certificate, read by the openssl CLI."""
-    dates = _openssl_text(pem, "-noout", "-startdate", "-enddate")
-    found = dict(line.split("=", 1) for line in dates.splitlines() if "=" in line)
-    bounds = [
-        datetime.strptime(found[k].strip(), "%b %d %H:%M:%S %Y %Z").replace(tzinfo=UTC)
-        for k in ("notBefore", "notAfter")
-    ]
-    alt = _openssl_text(pem, "-noout", "-ext", "subjectAltName")
-    names = {
-        part.strip().split(":", 1)[1]
-        for line in alt.splitlines()[1:]
-        for part in line.split(",")
-        if ":" in part
-    }
-    return bounds[0], bounds[1], names
-
-
-def _openssl_text(pem: bytes, *args: str) -> str:
-    proc = subprocess.run(["openssl", "x509", *args], input=pem, capture_output=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr.decode(errors="replace").strip() or "openssl x509 failed")
-    return proc.stdout.decode()
+    """Validity bounds and subjectAltNames (DNS and IP) of a PEM certificate; RuntimeError when it is
+    not one."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError as exc:
+        raise RuntimeError(f"not a PEM certificate: {exc}") from None
+    try:
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        names: set[str] = set()
+    else:
+        names = {*alt.get_values_for_type(x509.DNSName), *map(str, alt.get_values_for_type(x509.IPAddress))}
+    return cert.not_valid_before_utc, cert.not_valid_after_utc, names
 
 
 def new_pair(hosts: Sequence[str], days: int, previous: ServingPair | None, now: datetime) -> ServingPair:
-    """A fresh CA and serving certificate; the bundle keeps the previous CA while it is valid."""
-    with tempfile.TemporaryDirectory() as scratch:
-        made = generate_certificates(Path(scratch), hosts, days)
-        cert, key, ca = made.cert_file.read_bytes(), made.key_file.read_bytes(), made.ca_file.read_bytes()
+    """A fresh ECDSA P-256 CA and serving certificate for `hosts` (made in-process with `cryptography`,
+    so the operator image needs no openssl binary); the bundle keeps the previous CA while it is valid."""
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    start, end = now - timedelta(minutes=5), now + timedelta(days=days)  # a little slack for clock skew
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "modelroute-webhook-ca")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_usage(cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    alt = [x509.IPAddress(ipaddress.ip_address(h)) if _is_ip(h) else x509.DNSName(h) for h in hosts]
+    serving = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(cert_sign=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    bundle = ca.public_bytes(serialization.Encoding.PEM)
     if previous is not None:
         for old in _PEM_CERT.findall(previous.ca)[:1]:  # the newest previous CA only: no endless chain
             try:
@@ -144,8 +170,27 @@ def new_pair(hosts: Sequence[str], days: int, previous: ServingPair | None, now:
             except RuntimeError:
                 continue
             if not_after > now:
-                ca = ca.rstrip(b"\n") + b"\n" + old
-    return ServingPair(cert, key, ca)
+                bundle = bundle.rstrip(b"\n") + b"\n" + old
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return ServingPair(serving.public_bytes(serialization.Encoding.PEM), key_pem, bundle)
+
+
+def _usage(*, cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=not cert_sign,
+        data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign, crl_sign=cert_sign,
+        encipher_only=False, decipher_only=False,
+    )  # fmt: skip
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def ca_bundle_patch(configuration: Any, ca_bundle: str) -> list[dict[str, Any]]:
