@@ -42,7 +42,9 @@ local spec = obj.spec or {}
 local candidate = spec.candidate or "?"
 local step = (status.currentStep or 0) + 1
 local steps = #(spec.steps or {})
-local weight = status.currentWeight or 0
+-- the step's weight (desiredWeight); currentWeight is what every sidecar acknowledged, and is unset
+-- until they have (RolledOut says so), so a step in flight reads as its target, not as 0%
+local weight = status.desiredWeight or status.currentWeight or 0
 local phase = status.phase or "Pending"
 
 if phase == "Pending" then

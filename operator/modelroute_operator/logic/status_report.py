@@ -151,7 +151,8 @@ def canary_health(obj: Mapping[str, Any]) -> Assessment:
     spec = obj.get("spec") or {}
     candidate = _given(spec.get("candidate"), "?")
     step = f"{_given(status.get('currentStep'), 0) + 1}/{len(spec.get('steps') or [])}"
-    weight = _given(status.get("currentWeight"), 0)
+    # the step's weight; currentWeight (what every sidecar acknowledged) is unset until they have
+    weight = _given(status.get("desiredWeight"), _given(status.get("currentWeight"), 0))
     phase = _given(status.get("phase"), "Pending")
     if phase == "Pending":
         return Assessment(Health.PROGRESSING, "waiting for the canary controller to start")
