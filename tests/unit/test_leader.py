@@ -306,3 +306,22 @@ async def test_stopping_the_keeper_is_not_a_loss() -> None:
     await keeper.stop()
     await keeper.stop()  # idempotent
     assert not leader.lost.is_set() and not ended.is_set()
+
+
+async def test_a_keeper_that_crashes_ends_leadership() -> None:
+    store = Store()
+    leader = fast("a", store)
+    await leader.acquire()
+
+    async def broken() -> None:
+        raise RuntimeError("a bug in the renewal loop")
+
+    leader._renew_until_lost = broken  # type: ignore[method-assign]
+    ended = asyncio.Event()
+    keeper = LeaseKeeper(leader, on_end=ended.set)
+    keeper.start()
+    try:
+        await asyncio.wait_for(ended.wait(), 3)
+        assert leader.lost.is_set(), "the operator must exit as a lost leader, not release and carry on"
+    finally:
+        await keeper.stop()

@@ -5,14 +5,18 @@ figures. The server answers from its own thread, so it can say the loop is stuck
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 
+from tests.kube_harness import wait_for
+
 from modelroute_operator.clients import metrics
-from modelroute_operator.runtime.health import HealthServer, Heartbeat
+from modelroute_operator.runtime.health import MAX_CONNECTIONS, HealthServer, Heartbeat
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -86,3 +90,29 @@ async def test_metrics_carry_the_operators_own_figures() -> None:
         "# TYPE modelroute_operator_event_loop_lag_seconds gauge",
     ):
         assert name in text, name
+
+
+def test_silent_connections_are_bounded_and_dropped() -> None:
+    """A client holding connections open without sending a request neither starts threads without bound
+    nor keeps the probe out for longer than the request timeout."""
+    server = HealthServer(Heartbeat(), 0, "127.0.0.1", request_seconds=0.5)
+    server.start()
+    threads_before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(MAX_CONNECTIONS + 8)]
+    try:
+        # the cap is reached (every slot holds a silent connection) and never passed
+        wait_for(lambda: threading.active_count() - threads_before >= MAX_CONNECTIONS, "slots taken", 10)
+        for _ in range(50):
+            assert threading.active_count() - threads_before <= MAX_CONNECTIONS
+            time.sleep(0.002)
+        # every silent connection is closed by the server once its request timeout passes
+        for conn in idle:
+            conn.settimeout(5)
+            with contextlib.suppress(ConnectionResetError):  # refused at accept (over the cap): as good
+                assert conn.recv(1) == b""
+        status, _ = wait_for(lambda: (r := get(server.port, "/healthz"))[0] == 200 and r, "/healthz again", 10)
+        assert status == 200
+    finally:
+        for conn in idle:
+            conn.close()
+        server.stop()

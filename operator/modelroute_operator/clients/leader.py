@@ -296,11 +296,18 @@ class LeaseKeeper:
             self._loop = asyncio.get_running_loop()
             self._task = self._loop.create_task(self._elector.keep(), name="lease-keeper")
             started.set()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._task
-            if not self._task.cancelled():
-                with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nothing to tell
-                    caller.call_soon_threadsafe(self._on_end)
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                # a renewal loop that crashed keeps nothing: the caller must stop acting as leader
+                log.exception("leader election: the lease keeper failed; stopping")
+                self._elector.lost.set()
+            finally:
+                if not self._task.cancelled():
+                    with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nothing to tell
+                        caller.call_soon_threadsafe(self._on_end)
 
         self._thread = threading.Thread(target=asyncio.run, args=(main(),), name="lease", daemon=True)
         self._thread.start()

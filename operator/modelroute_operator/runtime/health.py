@@ -28,6 +28,38 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 1.0
 WEDGED_SECONDS = 15.0
 """No heartbeat for this long: /healthz fails (the chart's liveness probe then restarts the pod)."""
+REQUEST_SECONDS = 5.0
+"""A connection that has not sent its request (or read the answer) within this is closed."""
+MAX_CONNECTIONS = 32
+"""Connections served at once; more are closed at accept (the kubelet and a scraper need a few)."""
+
+
+class _BoundedServer(http.server.ThreadingHTTPServer):
+    """One thread per connection, but at most `MAX_CONNECTIONS` of them: a client holding connections
+    open cannot make the operator start threads without bound."""
+
+    daemon_threads = True
+    request_queue_size = 2 * MAX_CONNECTIONS  # the listen backlog: a burst waits to be refused, not dropped
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class Heartbeat:
@@ -59,10 +91,14 @@ class Heartbeat:
 class HealthServer:
     """The HTTP server on its own thread; `start()` binds (port 0 picks one), `stop()` shuts it down."""
 
-    def __init__(self, heartbeat: Heartbeat, port: int, host: str = "0.0.0.0") -> None:
+    def __init__(
+        self, heartbeat: Heartbeat, port: int, host: str = "0.0.0.0", request_seconds: float = REQUEST_SECONDS
+    ) -> None:
         beat = heartbeat
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            timeout = request_seconds  # the socket's timeout: a slow or silent client is dropped
+
             def do_GET(self) -> None:
                 if self.path == "/metrics":
                     self._answer(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
@@ -90,8 +126,7 @@ class HealthServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # the kubelet probes every few seconds: no line per probe
 
-        self._server = http.server.ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        self._server = _BoundedServer((host, port), Handler)
         self.port = int(self._server.server_address[1])
         self._thread: threading.Thread | None = None
 
