@@ -5,7 +5,8 @@
 --                phase Pending or Progressing (the message names the step and the candidate's weight).
 --   Suspended    phase Paused (spec.paused: holds its weight until resumed).
 --   Healthy      phase Promoted (100% on the candidate; name it stable in the RoutingPolicy in Git).
---   Degraded     phase RolledBack (failed analysis or spec.abort; the message says which), or
+--   Degraded     phase RolledBack (Ready=False/RolledBack: failed analysis or spec.abort; the message
+--                says which), or
 --                Ready=False for any reason but Blocked, e.g. Invalid (unknown policy or endpoint).
 local hs = {}
 local status = obj.status
@@ -28,7 +29,7 @@ if ready == nil then
   hs.message = "waiting for the Ready condition"
   return hs
 end
-if ready.status ~= "True" then
+if ready.status ~= "True" and not (ready.status == "False" and ready.reason == "RolledBack") then
   if ready.status == "False" and ready.reason ~= "Blocked" then
     hs.status = "Degraded"
   else

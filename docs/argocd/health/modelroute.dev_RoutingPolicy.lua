@@ -1,12 +1,12 @@
 -- Argo CD health check for modelroute.dev/v1alpha1 RoutingPolicy
 -- (argocd-cm key: resource.customizations.health.modelroute.dev_RoutingPolicy).
 -- Uses only what Argo CD opens by default: Lua's base functions and `table` (no `string`, no `math`).
---   Healthy      Ready=True for the current generation (compiled into the live config) and every
+--   Healthy      Ready=True for the current generation: compiled into the live config and every
 --                ready sidecar of the namespace runs it (the sync figure counts this config:
 --                status.syncedVersion = status.configVersion, and status.laggingPods is empty).
 --   Progressing  no status yet, status of an older generation, Ready=Unknown (Pending),
---                Ready=False/Blocked, no sync figure for this config yet, or sidecars still lagging
---                (the operator retries them with backoff; they are named in the message).
+--                Ready=False/Blocked, Ready=False/RollingOut: no sync figure for this config yet, or
+--                sidecars still lagging (the operator retries them with backoff; they are named).
 --   Degraded     Ready=False for any other reason, e.g. Invalid (a rule names a missing endpoint).
 local hs = {}
 local status = obj.status
@@ -30,7 +30,7 @@ if ready == nil then
   return hs
 end
 
-if ready.status ~= "True" then
+if ready.status ~= "True" and not (ready.status == "False" and ready.reason == "RollingOut") then
   if ready.status == "False" and ready.reason ~= "Blocked" then
     hs.status = "Degraded"
   else

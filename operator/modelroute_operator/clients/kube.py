@@ -326,9 +326,20 @@ class KubeApi:
         return True
 
     async def patch_status(
-        self, kind: type[Resource], namespace: str, name: str, patch: dict[str, Any]
-    ) -> None:
-        """JSON-merge-patch the status subresource (only the fields in `patch`; None removes a field)."""
+        self,
+        kind: type[Resource],
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> bool:
+        """JSON-merge-patch the status subresource (only the fields in `patch`; None removes a field).
+        With `resource_version`, only if the object is still at that version. Returns whether it was
+        written: False when the object is gone, or changed since (a conflict: the caller's view is stale,
+        and the change that moved it brings a fresh pass)."""
+        body: dict[str, Any] = {"status": patch}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         try:
             await self._call(
                 self._custom.patch_namespaced_custom_object_status,
@@ -337,14 +348,21 @@ class KubeApi:
                 namespace,
                 kind.plural,
                 name,
-                {"status": patch},
+                body,
                 field_manager=FIELD_MANAGER,
                 _content_type="application/merge-patch+json",
             )
         except ApiException as exc:
             if exc.status == 404:  # deleted meanwhile: nothing to report on
-                return
+                return False
             raise
+        except TransientApiError as exc:
+            cause = exc.__cause__
+            if resource_version and isinstance(cause, ApiException) and cause.status == 409:
+                log.info("status of %s %s/%s changed meanwhile; not written", kind.kind_name, namespace, name)
+                return False
+            raise
+        return True
 
     async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         """Pods of a namespace matching a label selector, as plain dicts."""

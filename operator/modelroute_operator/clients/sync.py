@@ -21,6 +21,7 @@ import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -375,10 +376,22 @@ class Syncer:
         return self._tokens[namespace]
 
     async def _write_status(self, namespace: str, fields: Mapping[str, Any]) -> int:
+        """Write the figure (and the `Synced`/`Ready` conditions it decides) on every policy whose
+        `configVersion` is the version counted. The patch is conditional on the resourceVersion read:
+        a reconciler write in between (a new config version) makes it a conflict, not a stale `n/n`."""
         writes = 0
+        now = datetime.now(UTC)
         for body in (await self._kube.list_objects(namespace)).policies:
-            patch = st.status_patch(body.get("status") or {}, fields)
-            if patch:
-                await self._kube.patch_status(RoutingPolicy, namespace, body["metadata"]["name"], patch)
+            patch = st.policy_sync_patch(body, fields, now)
+            if not patch:
+                continue
+            meta = body["metadata"]
+            if await self._kube.patch_status(
+                RoutingPolicy, namespace, meta["name"], patch, resource_version=meta.get("resourceVersion")
+            ):
                 writes += 1
+            else:
+                # Changed since it was read: count again on what it is now (acks are kept, so the next
+                # pass asks no sidecar that is known to run the live version).
+                self.schedule(namespace)
         return writes

@@ -345,15 +345,16 @@ class ModelEndpointStatus(ApiModel):
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     """`metadata.generation` this status describes."""
     conditions: Annotated[list[Condition], Field(max_length=16)] = []
-    """`Ready` (accepted and at least one replica not unhealthy) and `Healthy` (every replica healthy)."""
+    """`Accepted` (the spec is valid), `Ready` (live, and not every replica failed its probes) and
+    `Healthy` (every replica probed healthy)."""
     replicas: Annotated[list[ReplicaStatus], Field(max_length=64)] = []
     """Per-replica health."""
     ready_replicas: Annotated[int, Field(ge=0)] | None = None
-    """Replicas that are not unhealthy."""
+    """Replicas a probe found healthy (a replica never probed does not count)."""
     ready_summary: Annotated[str, Field(max_length=64)] | None = None
-    """`ready/total`, for the READY column."""
+    """`ready/total`, for the READY column (` (probes off)` added when health checks are off)."""
     regions: Annotated[str, Field(max_length=1024)] | None = None
-    """Ready replicas by region, e.g. `eu-west-1=2/2,us-east-1=1/1`."""
+    """Replicas probed healthy by region, e.g. `eu-west-1=2/2,us-east-1=1/1`."""
 
 
 # ------------------------------------------------------------------------------------- RoutingPolicy
@@ -726,7 +727,8 @@ class RoutingPolicyStatus(ApiModel):
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     """`metadata.generation` this status describes."""
     conditions: Annotated[list[Condition], Field(max_length=16)] = []
-    """`Ready` (compiled into the live config) and `Synced` (every sidecar runs it)."""
+    """`Accepted` (the spec is valid), `Ready` (live and run by every ready sidecar of the namespace: safe
+    to send traffic with this config) and `Synced` (how far the rollout to the sidecars is)."""
     config_version: Annotated[str, Field(max_length=64)] | None = None
     """Version (content hash) of the namespace's live RouterConfig that contains this policy."""
     routes: Annotated[int, Field(ge=0)] | None = None
@@ -938,7 +940,8 @@ class CanaryStatus(ApiModel):
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     """`metadata.generation` this status describes."""
     conditions: Annotated[list[Condition], Field(max_length=16)] = []
-    """`Ready` (the canary is valid and applied) and others."""
+    """`Accepted` (the spec is valid), `Ready` (live and not rolled back) and `RolledOut` (every sidecar
+    runs the weight decided)."""
     phase: CanaryPhase | None = None
     """`Pending`, `Progressing`, `Paused`, `Promoted` or `RolledBack`."""
     current_step: Annotated[int, Field(ge=0)] | None = None

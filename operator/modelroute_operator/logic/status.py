@@ -3,6 +3,17 @@
 Given an object, its compile errors and the namespace's live config, compute the status fields this
 operator owns. Conditions keep their `lastTransitionTime` while their status holds, and `status_patch`
 returns only the fields that differ, so re-running on unchanged input writes nothing.
+
+The condition types of each kind are `CONDITION_TYPES` (README's conditions table and the status
+models' docstrings name the same ones; a test keeps them equal). What `Ready` means, per kind, is what
+`kubectl wait --for=condition=Ready` users assume: safe to rely on.
+- ModelEndpoint: live and routable (not every replica failed its probes). A replica counts as ready
+  (`readyReplicas`, the REPLICAS column) only once a probe found it healthy; `Healthy`: every replica
+  probed healthy.
+- RoutingPolicy: live *and* running on every ready sidecar of the namespace (`Synced`), so "Ready" means
+  "safe to send traffic with this config". `Synced` alone says how far the rollout is.
+- Canary: live and not rolled back (a rolled-back canary is `Ready=False/RolledBack`); `RolledOut` says
+  whether every sidecar runs the decided weight. Completion is `status.phase=Promoted`.
 """
 
 from __future__ import annotations
@@ -16,6 +27,15 @@ from modelroute_contract import CanarySplit, PolicyConfig, RouterConfig, short_v
 from modelroute_operator.logic.resources import ReplicaHealth
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+CONDITION_TYPES: dict[str, tuple[str, ...]] = {
+    "ModelEndpoint": ("Accepted", "Ready", "Healthy"),
+    "RoutingPolicy": ("Accepted", "Ready", "Synced"),
+    "Canary": ("Accepted", "Ready", "RolledOut"),
+}
+"""The condition types the operator writes on each kind (an invalid object gets Accepted and Ready)."""
+LIVE_REASONS = frozenset({"Live", "RollingOut"})
+"""Ready reasons of a policy that is in the live config (the syncer may move between them)."""
 
 
 def format_time(moment: datetime) -> str:
@@ -111,22 +131,34 @@ def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict
 
 def endpoint_status(obj: Mapping[str, Any], verdict: Verdict, now: datetime) -> dict[str, Any]:
     """Status fields of a ModelEndpoint this reconcile owns. `replicas` (health) belongs to the health
-    monitor; here it is only read, with replicas it has not reported yet counted as Unknown."""
+    monitor; here it is only read. A replica counts as ready only once a probe found it healthy: one
+    the monitor has not reported yet, or never probed, is `Unknown` and not ready."""
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
+    probing = bool((spec.get("healthCheck") or {}).get("enabled", True))
     health = {(r.get("name"), r.get("region")): r.get("health") for r in status.get("replicas") or []}
     ready_by_region: dict[str, list[int]] = {}
+    unhealthy: list[str] = []
+    unprobed: list[str] = []
     for replica in spec.get("replicas") or []:
         counts = ready_by_region.setdefault(str(replica.get("region")), [0, 0])
         counts[1] += 1
-        if health.get((replica.get("name"), replica.get("region"))) != ReplicaHealth.UNHEALTHY.value:
+        seen = health.get((replica.get("name"), replica.get("region")))
+        if seen == ReplicaHealth.HEALTHY.value:
             counts[0] += 1
+        elif seen == ReplicaHealth.UNHEALTHY.value:
+            unhealthy.append(str(replica.get("name")))
+        else:
+            unprobed.append(str(replica.get("name")))
     ready = sum(c[0] for c in ready_by_region.values())
     total = sum(c[1] for c in ready_by_region.values())
-    unavailable = "" if ready or not total else "every replica is unhealthy"
     conditions = merge_conditions(
         status.get("conditions") or [],
-        (acceptance(verdict), readiness(verdict, unavailable)),
+        (
+            acceptance(verdict),
+            endpoint_readiness(verdict, probing, ready, total, len(unhealthy)),
+            endpoint_health(probing, ready, total, unhealthy, unprobed),
+        ),
         verdict.generation,
         now,
     )
@@ -134,9 +166,46 @@ def endpoint_status(obj: Mapping[str, Any], verdict: Verdict, now: datetime) -> 
         "observedGeneration": verdict.generation,
         "conditions": conditions,
         "readyReplicas": ready,
-        "readySummary": f"{ready}/{total}",
+        "readySummary": f"{ready}/{total}" + ("" if probing else " (probes off)"),
         "regions": ",".join(f"{region}={c[0]}/{c[1]}" for region, c in sorted(ready_by_region.items())),
     }
+
+
+def endpoint_readiness(
+    verdict: Verdict, probing: bool, ready: int, total: int, unhealthy: int
+) -> ConditionState:
+    """`Ready` of a ModelEndpoint: live, and routable: not every replica failed its probes. A replica
+    not probed yet is routable (the router trusts a new replica until probes say otherwise), so it
+    does not make the endpoint unready; it is not *counted* as ready either (`readyReplicas`), and the
+    message says how many replicas a probe found healthy."""
+    live = readiness(verdict)
+    if live.status != "True":
+        return live
+    if not probing:
+        return ConditionState(
+            "Ready", "True", "Live", f"{live.message}; health checks are off: no replica is probed"
+        )
+    if total and unhealthy == total:
+        return ConditionState("Ready", "False", "Unavailable", "every replica is unhealthy")
+    return ConditionState("Ready", "True", "Live", f"{live.message}; {ready}/{total} replicas probed healthy")
+
+
+def endpoint_health(
+    probing: bool, ready: int, total: int, unhealthy: Sequence[str], unprobed: Sequence[str]
+) -> ConditionState:
+    """`Healthy`: every replica probed healthy (False names the unhealthy ones, Unknown the unprobed)."""
+    if not probing:
+        return ConditionState("Healthy", "Unknown", "ProbesDisabled", "health checks are off")
+    if unhealthy:
+        message = f"unhealthy: {_names(unhealthy)} ({ready}/{total} healthy)"
+        return ConditionState("Healthy", "False", "ReplicasUnhealthy", message)
+    if unprobed:
+        return ConditionState("Healthy", "Unknown", "NotProbed", f"not probed yet: {_names(unprobed)}")
+    return ConditionState("Healthy", "True", "AllHealthy", f"{total}/{total} replicas probed healthy")
+
+
+def _names(names: Sequence[str], most: int = 5) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def policy_endpoints(policy: PolicyConfig) -> list[str]:
@@ -158,10 +227,16 @@ def policy_status(
     status = obj.get("status") or {}
     name = obj["metadata"]["name"]
     compiled = next((p for p in live.policies if p.name == name), None) if live else None
-    conditions = merge_conditions(
-        status.get("conditions") or [], (acceptance(verdict), readiness(verdict)), verdict.generation, now
-    )
     version = short_version(live.version) if live and compiled else None
+    stale = stale_sync_fields(status, version)
+    counted = {**status, **stale, "configVersion": version}
+    synced = policy_sync(counted)
+    conditions = merge_conditions(
+        status.get("conditions") or [],
+        (acceptance(verdict), policy_readiness(readiness(verdict), synced), synced),
+        verdict.generation,
+        now,
+    )
     desired: dict[str, Any] = {
         "observedGeneration": verdict.generation,
         "conditions": conditions,
@@ -169,8 +244,71 @@ def policy_status(
         "routes": len(compiled.rules) if compiled else None,
         "endpoints": policy_endpoints(compiled) if compiled else [],
     }
-    desired.update(stale_sync_fields(status, version))
+    desired.update(stale)
     return desired
+
+
+def policy_sync(status: Mapping[str, Any]) -> ConditionState:
+    """`Synced`: whether every ready sidecar of the namespace runs the policy's live config, read from
+    the sync figure the syncer writes (`sync`, counted on `syncedVersion`, and the lagging pods)."""
+    version = status.get("configVersion")
+    if not version:
+        return ConditionState("Synced", "Unknown", "NotLive", "the policy is not in a live config")
+    counts = sync_counts(status.get("sync"))
+    if counts is None or status.get("syncedVersion") != version:
+        return ConditionState(
+            "Synced", "Unknown", "Counting", f"waiting for the sidecars to be counted on config {version}"
+        )
+    synced, total = counts
+    lagging = list(status.get("laggingPods") or [])
+    skewed = [p for group in status.get("skewedPods") or [] for p in group.get("pods") or []]
+    if total == 0:
+        return ConditionState(
+            "Synced", "True", "NoSidecars", f"config {version}: no ready sidecar in the namespace yet"
+        )
+    if synced < total or lagging:
+        reason = "SchemaSkew" if skewed and set(lagging) <= set(skewed) else "Lagging"
+        message = f"{synced}/{total} sidecars run config {version}"
+        if lagging:
+            message += f"; lagging: {_names(lagging)}"
+        if skewed:
+            message += f" (cannot be sent it: {_names(skewed)}; see status.skewedPods)"
+        return ConditionState("Synced", "False", reason, message)
+    return ConditionState("Synced", "True", "Synced", f"{total}/{total} sidecars run config {version}")
+
+
+def policy_readiness(live: ConditionState, synced: ConditionState) -> ConditionState:
+    """`Ready` of a RoutingPolicy: live (the reconciler's verdict) and running on every ready sidecar.
+    While it is live but not everywhere yet it is False/RollingOut, which Argo CD and `modelroute
+    status` show as Progressing."""
+    if live.status != "True":
+        return live
+    if synced.status == "True":
+        return ConditionState("Ready", "True", "Live", f"{live.message}; {synced.message}")
+    return ConditionState("Ready", "False", "RollingOut", f"{live.message}; {synced.message}")
+
+
+def policy_sync_patch(body: Mapping[str, Any], fields: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """The syncer's patch of one policy: the sync figure with the `Synced` condition, and `Ready` moved
+    between Live and RollingOut when the policy is live. Empty when the figure counts another version
+    than the policy's `configVersion`: the reconciler moved the policy on since the syncer read the live
+    config, and a figure written now would show `n/n` next to a config no sidecar has been counted on
+    (the syncer's next pass, which the reconciler schedules, counts the new one)."""
+    status = body.get("status") or {}
+    counted = fields.get("syncedVersion")
+    if counted is not None and status.get("configVersion") != counted:
+        return {}
+    after = {**status, **fields}
+    synced = policy_sync(after)
+    existing = status.get("conditions") or []
+    states = [synced]
+    ready = next((c for c in existing if c.get("type") == "Ready"), None)
+    if ready is not None and ready.get("reason") in LIVE_REASONS:
+        live_message = str(ready.get("message") or "").split("; ", 1)[0]
+        states.append(policy_readiness(ConditionState("Ready", "True", "Live", live_message), synced))
+    generation = int(status.get("observedGeneration") or (body.get("metadata") or {}).get("generation") or 0)
+    desired = {**fields, "conditions": merge_conditions(existing, states, generation, now)}
+    return status_patch(status, desired)
 
 
 def stale_sync_fields(status: Mapping[str, Any], config_version: str | None) -> dict[str, Any]:
@@ -289,11 +427,21 @@ def canary_status(
     """Status fields of a Canary this reconcile owns (the canary controller owns phase and steps);
     `policy` is the target RoutingPolicy as read, whose sync figure says what the sidecars run."""
     status = obj.get("status") or {}
-    states = [acceptance(verdict), readiness(verdict)]
+    states = [acceptance(verdict), canary_readiness(readiness(verdict), status)]
     if not verdict.own_errors:
         states.append(canary_rollout(obj, live, policy))
     conditions = merge_conditions(status.get("conditions") or [], states, verdict.generation, now)
     return {"observedGeneration": verdict.generation, "conditions": conditions}
+
+
+def canary_readiness(live: ConditionState, status: Mapping[str, Any]) -> ConditionState:
+    """`Ready` of a Canary: live and not rolled back. A rolled-back canary did not do what Git asked
+    (Argo CD shows it Degraded), so `kubectl wait --for=condition=Ready` must not pass on it."""
+    if live.status != "True" or status.get("phase") != "RolledBack":
+        return live
+    history = status.get("history") or []
+    why = str(history[-1].get("message") or "") if history else ""
+    return ConditionState("Ready", "False", "RolledBack", why or "rolled back")
 
 
 def ready_transition(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -101,13 +101,17 @@ def _not_ready(ready: Mapping[str, Any]) -> Assessment:
 _NO_READY = Assessment(Health.PROGRESSING, "waiting for the Ready condition")
 
 
-def _until_ready(obj: Mapping[str, Any]) -> Assessment | None:
-    """The verdict every kind shares while its status is stale or not Ready; None once Ready=True."""
+def _until_ready(obj: Mapping[str, Any], judged_by_kind: str = "") -> Assessment | None:
+    """The verdict every kind shares while its status is stale or not Ready; None once Ready=True, and
+    also for Ready=False with the reason `judged_by_kind`, which the kind's own rules read in more
+    detail (a policy rolling out to its sidecars, a rolled-back canary)."""
     if waiting := _progressing_on_generation(obj):
         return waiting
     ready = _ready(obj)
     if ready is None:
         return _NO_READY
+    if ready.get("status") == "False" and judged_by_kind and ready.get("reason") == judged_by_kind:
+        return None
     if ready.get("status") != "True":
         return _not_ready(ready)
     return None
@@ -127,8 +131,9 @@ def endpoint_health(obj: Mapping[str, Any]) -> Assessment:
 
 
 def policy_health(obj: Mapping[str, Any]) -> Assessment:
-    """RoutingPolicy: Healthy when live and every sidecar counted on this config, Progressing until then."""
-    if gate := _until_ready(obj):
+    """RoutingPolicy: Healthy when live and every sidecar counted on this config, Progressing until then
+    (Ready is False/RollingOut meanwhile)."""
+    if gate := _until_ready(obj, "RollingOut"):
         return gate
     status = obj["status"]
     sync = status.get("sync")
@@ -144,8 +149,8 @@ def policy_health(obj: Mapping[str, Any]) -> Assessment:
 
 
 def canary_health(obj: Mapping[str, Any]) -> Assessment:
-    """Canary: by phase; Paused is Suspended, Promoted Healthy, RolledBack Degraded."""
-    if gate := _until_ready(obj):
+    """Canary: by phase; Paused is Suspended, Promoted Healthy, RolledBack (Ready=False) Degraded."""
+    if gate := _until_ready(obj, "RolledBack"):
         return gate
     status = obj["status"]
     spec = obj.get("spec") or {}
