@@ -130,3 +130,69 @@ async def test_a_status_write_conditional_on_a_stale_resource_version_is_refused
     assert not await kube.patch_status(RoutingPolicy, ns, "support", {"sync": "9/9"}, stale)
     status = policy_status(kubectl, ns)
     assert status.get("configVersion") == "aaaa" and "sync" not in status
+
+
+def container_restarted(kubectl: Kubectl, ns: str, pod: str, restarts: int) -> None:
+    """What a kubelet reports after the pod's container restarted in place (same pod, still Ready)."""
+    status = {
+        "name": "app", "ready": True, "restartCount": restarts, "image": "example.invalid/app:1",
+        "imageID": "", "containerID": f"containerd://run-{restarts}",
+        "state": {"running": {"startedAt": "2026-12-02T00:00:00Z"}},
+    }  # fmt: skip
+    kubectl.run(
+        "patch", "pod", pod, "-n", ns, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"containerStatuses": [status]}}),
+    )  # fmt: skip
+
+
+async def test_a_sidecar_that_restarted_on_an_older_file_is_asked_again_not_counted_from_memory(
+    kubectl: Kubectl, kube: KubeApi, tmp_path: Any
+) -> None:
+    ns = new_namespace(kubectl, "sync-restart")
+    kubectl.apply(to_yaml(endpoint(), policy()), ns)
+    old, sources = compiled(ns, ["support-bot"])
+    new, _ = compiled(ns, ["support-bot", "helpdesk"])
+    new = new.model_copy(update={"sequence": old.sequence + 1}).seal()
+    token = await kube.ensure_secret_key(ns, TOKEN_SECRET, TOKEN_KEY, lambda: "sync-restart-token")
+
+    def sidecar(config: RouterConfig) -> SidecarProcess:
+        return SidecarProcess(
+            name="app-0", ip="127.0.4.2", port=free_port(), admin_port=admin_port, region="eu-west-1",
+            workdir=tmp_path, namespace=ns, token=token, config_json=config.to_json(),
+        )  # fmt: skip
+
+    def policy_at(config: RouterConfig) -> None:
+        kubectl.run(
+            "patch", "routingpolicy", "support", "-n", ns, "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": {"configVersion": short_version(config.version)}}),
+        )  # fmt: skip
+
+    admin_port = free_port()
+    create_pod(kubectl, ns, "app-0", admin_port)
+    running = sidecar(old)
+    running.start()
+    try:
+        set_pod_status(kubectl, ns, "app-0", running.ip, True)
+        container_restarted(kubectl, ns, "app-0", 0)
+        async with aiohttp.ClientSession() as session:
+            syncer = Syncer(kube, session)
+            try:
+                await kube.apply_config(ns, new, sources)
+                policy_at(new)
+                report = await syncer.sync(ns)
+                assert report.pushed == ["app-0"] and running.version() == new.version
+                # The sidecar's container restarts and boots from an older mounted file.
+                running.stop()
+                running = sidecar(old)
+                running.start()
+                container_restarted(kubectl, ns, "app-0", 1)
+                assert running.version() == old.version
+                report = await syncer.sync(ns)
+                assert report.pushed == ["app-0"], "asked again after the restart, and brought up to date"
+                assert running.version() == new.version
+                status = policy_status(kubectl, ns)
+                assert (status.get("sync"), status.get("syncedVersion")) == ("1/1", short_version(new.version))
+            finally:
+                await syncer.close()
+    finally:
+        running.stop()

@@ -259,3 +259,13 @@ def test_a_rolled_back_canary_is_not_ready(phase: str, ready: tuple[str, str]) -
         assert "error rate" in conditions(status)["Ready"]["message"]
         assert judged.status == sr.Health.DEGRADED
         assert judged.message.startswith("rolled back to llama")
+
+
+def test_a_routine_rollout_records_no_ready_event_but_a_real_change_does() -> None:
+    def ready(status: str, reason: str) -> dict[str, Any]:
+        return {"conditions": [{"type": "Ready", "status": status, "reason": reason, "message": "m"}]}
+
+    assert st.ready_transition(ready("True", "Live"), ready("False", "RollingOut")) is None
+    assert st.ready_transition(ready("False", "RollingOut"), ready("True", "Live")) is None
+    assert st.ready_transition(ready("False", "RollingOut"), ready("False", "Invalid")) is not None
+    assert st.ready_transition(ready("True", "Live"), ready("False", "RolledBack")) is not None

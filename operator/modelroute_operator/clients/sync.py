@@ -52,6 +52,9 @@ class SidecarPod:
     uid: str
     ip: str
     admin_port: int
+    incarnation: str = ""
+    """Which run of the pod's containers this is (`st.pod_incarnation`): a restarted sidecar process
+    boots from its mounted file, which may be older than what it acknowledged before."""
 
     @property
     def base_url(self) -> str:
@@ -76,7 +79,12 @@ def ready_sidecars(pods: Sequence[Mapping[str, Any]]) -> list[SidecarPod]:
                 "pod %s: annotation %s=%r is not a port", meta.get("name"), ADMIN_PORT_ANNOTATION, port
             )
             continue
-        out.append(SidecarPod(str(meta.get("name")), str(meta.get("uid")), str(status["podIP"]), admin_port))
+        out.append(
+            SidecarPod(
+                str(meta.get("name")), str(meta.get("uid")), str(status["podIP"]), admin_port,
+                st.pod_incarnation(status),
+            )
+        )  # fmt: skip
     return sorted(out, key=lambda p: p.name)
 
 
@@ -168,6 +176,8 @@ class Syncer:
         """namespace → pod uid → version the pod acknowledged."""
         self._reads: dict[str, dict[str, tuple[int, ...]]] = {}
         """namespace → pod uid → the schemas its sidecar reads."""
+        self._incarnations: dict[str, dict[str, str]] = {}
+        """namespace → pod uid → the incarnation its acknowledgement was given by."""
         self._warned: dict[str, set[tuple[str, str]]] = {}
         """namespace → (pod uid, live version) whose skew an Event reported."""
         self._parsed: dict[str, RouterConfig] = {}
@@ -191,6 +201,7 @@ class Syncer:
         """Drop what is kept about a namespace that has no objects left."""
         self._acked.pop(namespace, None)
         self._reads.pop(namespace, None)
+        self._incarnations.pop(namespace, None)
         self._warned.pop(namespace, None)
         self._parsed.pop(namespace, None)
         self._tokens.pop(namespace, None)
@@ -198,7 +209,7 @@ class Syncer:
 
     def known(self) -> set[str]:
         """Namespaces the syncer keeps state for (tests check the pruning)."""
-        kept = (self._acked, self._reads, self._warned, self._parsed, self._tokens)
+        kept = (self._acked, self._reads, self._incarnations, self._warned, self._parsed, self._tokens)
         return self._namespaces.union(*(set(k) for k in kept))
 
     async def close(self) -> None:
@@ -230,7 +241,14 @@ class Syncer:
         pods = ready_sidecars(await self._kube.list_pods(namespace, f"{SIDECAR_LABEL}={SIDECAR_LABEL_VALUE}"))
         acked = self._acked.setdefault(namespace, {}) if live is not None else {}
         reads = self._reads.setdefault(namespace, {}) if live is not None else {}
-        for kept in (acked, reads):
+        incarnations = self._incarnations.setdefault(namespace, {}) if live is not None else {}
+        for pod in pods:
+            # A container restarted since it acknowledged: what it runs now is unknown until it is asked.
+            if incarnations.get(pod.uid, pod.incarnation) != pod.incarnation:
+                acked.pop(pod.uid, None)
+                reads.pop(pod.uid, None)
+            incarnations[pod.uid] = pod.incarnation
+        for kept in (acked, reads, incarnations):
             for uid in set(kept) - {p.uid for p in pods}:
                 del kept[uid]
         plans: dict[str, Plan] = {}

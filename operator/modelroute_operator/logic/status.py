@@ -321,6 +321,19 @@ def stale_sync_fields(status: Mapping[str, Any], config_version: str | None) -> 
     return {"sync": None, "syncedVersion": None, "laggingPods": [], "skewedPods": []}
 
 
+def pod_incarnation(pod_status: Mapping[str, Any]) -> str:
+    """Which run of a pod's containers its status describes: each container's restart count and
+    container ID (native sidecars are init containers). It changes when a container restarts, which is
+    when a sidecar boots again from its mounted config file and an earlier acknowledgement no longer
+    says what it runs."""
+    runs = [
+        f"{c.get('name')}:{c.get('restartCount', 0)}:{c.get('containerID') or ''}"
+        for key in ("initContainerStatuses", "containerStatuses")
+        for c in pod_status.get(key) or []
+    ]
+    return ",".join(sorted(runs))
+
+
 def sync_counts(figure: Any) -> tuple[int, int] | None:
     """`(synced, total)` of a `sync` figure such as `2/3`; None when absent or malformed."""
     try:
@@ -445,7 +458,8 @@ def canary_readiness(live: ConditionState, status: Mapping[str, Any]) -> Conditi
 
 
 def ready_transition(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The new Ready condition when its status or reason changed between two statuses, else None."""
+    """The new Ready condition when its status or reason changed between two statuses, else None (also
+    None between Live and RollingOut: every config change goes through it, an Event each is noise)."""
 
     def ready(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
         return next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
@@ -453,6 +467,8 @@ def ready_transition(before: Mapping[str, Any], after: Mapping[str, Any]) -> dic
     old, new = ready(before), ready(after)
     if new is None:
         return None
+    if old is not None and {old.get("reason"), new.get("reason")} <= LIVE_REASONS:
+        return None  # a policy rolling a new config out and back to Live: routine, `Synced` shows it
     if old is None or (old.get("status"), old.get("reason")) != (new.get("status"), new.get("reason")):
         return dict(new)
     return None
