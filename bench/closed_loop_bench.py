@@ -325,6 +325,10 @@ class ChangeTiming:
     status_synced: float | None = None
     """First poll where status showed n/n at the new version with no lagging pods."""
     status_synced_version: str = ""
+    status_synced_wall: float | None = None
+    """Wall-clock time of that poll's answer (compared with the sidecars' own `appliedAt`)."""
+    applied_at: dict[str, float] = field(default_factory=dict)
+    """Sidecar → its own wall-clock `appliedAt` of the new version (from `/config/version`)."""
     config_logged: float | None = None
     """The operator's `pass` line for the new version (written ConfigMap), from its log timestamp."""
     push_logged: float | None = None
@@ -340,15 +344,18 @@ async def poll_sidecar(
     started: float,
     deadline: float,
     interval: float,
-) -> tuple[float, str] | None:
-    """Poll one sidecar's `/config/version` until it differs from `old`; (seconds since start, version)."""
+) -> tuple[float, str, float | None] | None:
+    """Poll one sidecar's `/config/version` until it differs from `old`; (seconds since start, version,
+    the sidecar's own wall-clock `appliedAt`)."""
     headers = {"Authorization": f"Bearer {sc.token}"}
     while time.perf_counter() < deadline:
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
             async with session.get(f"{sc.admin_url}/config/version", headers=headers) as r:
-                version = str((await r.json()).get("version") or "")
+                document = await r.json()
+            version = str(document.get("version") or "")
             if version and version != old:
-                return time.perf_counter() - started, version
+                applied = document.get("appliedAt")
+                return time.perf_counter() - started, version, float(applied) if applied else None
         await asyncio.sleep(interval)
     return None
 
@@ -378,6 +385,7 @@ def poll_policy_status(
             if timing.status_version is None:
                 timing.status_version = now
             if status.get("sync") == f"{total}/{total}" and not status.get("laggingPods"):
+                timing.status_synced_wall = time.time()
                 timing.status_synced = now
                 timing.status_synced_version = version
                 return
@@ -420,6 +428,8 @@ async def measure_change(
         if result is not None:
             timing.acks[sc.name] = result[0]
             timing.versions.add(result[1])
+            if result[2] is not None:
+                timing.applied_at[sc.name] = result[2]
     timing.wall = wall
     return timing
 
@@ -505,6 +515,15 @@ def bench_ack(bench: Bench) -> None:
         for t in complete
         if t.status_synced is not None and t.status_synced < max(t.acks.values()) - args.poll_ms / 1000
     ]
+    # Causal, immune to poller lag: the status answer arrived before the last sidecar applied the config
+    # by its own clock (same machine, so the same wall clock).
+    ahead_of_apply = [
+        t
+        for t in complete
+        if t.status_synced_wall is not None
+        and len(t.applied_at) == len(sidecars)
+        and t.status_synced_wall < max(t.applied_at.values())
+    ]
     print()
     note(f"apply -> ALL {len(sidecars)} sidecars report the new version: {summary(all_acked)}")
     if all_acked:
@@ -528,6 +547,10 @@ def bench_ack(bench: Bench) -> None:
             f"!! in {len(premature)}/{len(complete)} changes the status showed n/n at the new version"
             " BEFORE the last sidecar reported it (sync figure not tied to configVersion)"
         )
+    note(
+        f"status n/n ahead of the last sidecar's ack: {len(premature)}/{len(complete)} by the pollers,"
+        f" {len(ahead_of_apply)}/{len(complete)} by the sidecars' own appliedAt"
+    )
     print_log_digest("during the changes", digest(op.log()[log_offset:]))
 
 
