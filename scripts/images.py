@@ -18,6 +18,10 @@
    the operator's `--help` (interpreter plus every import). The seconds from `runc run` to that are the
    cold-start figures printed with the sizes.
 
+`scripts/images demo-app` also builds the demo's application image (not built by default): the same
+base with the official `openai` SDK (the version of this venv) and `scripts/demo_app.py`, so the demo
+on a real cluster sends its traffic from an application pod, through the injected sidecar.
+
 Writes `.local/images.json` (image → reference, archive, sizes, cold start) for `scripts/cluster` and the
 tests. Standard library only (runs from the project's venv for pip).
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
@@ -71,6 +76,12 @@ class Image:
     scripts: tuple[str, ...]
     ports: tuple[int, ...]
     description: str
+    requirements: tuple[str, ...] = ()
+    """For an image that is not ours (`extra` empty): the distributions installed instead of the wheel."""
+    files: tuple[tuple[str, str], ...] = ()
+    """(path in the repository, path in the image) copied into the image layer."""
+    default: bool = True
+    """Built by `scripts/images` without arguments (the images the chart runs)."""
 
     @property
     def repository(self) -> str:
@@ -91,7 +102,15 @@ SPECS = {
         "sidecar", "sidecar", "modelroute-sidecar", ("modelroute-sidecar",), (8080, 9901),
         "OpenAI-compatible LLM router sidecar",
     ),
+    "demo-app": Image(
+        "demo-app", "", "/usr/bin/python3", (), (),
+        "scripts/demo's application: the official openai SDK calling the injected router",
+        requirements=(f"openai=={importlib.metadata.version('openai')}",),
+        files=(("scripts/demo_app.py", "opt/modelroute-demo/app.py"),),
+        default=False,
+    ),
 }
+DEFAULT_IMAGES = sorted(name for name, spec in SPECS.items() if spec.default)
 
 
 def log(msg: str) -> None:
@@ -252,13 +271,16 @@ def install_packages(image: Image, wheel: Path, meta: dict[str, str], into: Path
         sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile",
         "--target", site, "--only-binary=:all:", "--implementation", "cp", "--python-version", py,
         "--abi", f"cp{py.replace('.', '')}", *[a for p in platforms for a in ("--platform", p)],
-        f"{wheel}[{image.extra}]",
+        *(image.requirements or (f"{wheel}[{image.extra}]",)),
     )
     # pip --target writes console scripts for the interpreter running pip; the image's own follow.
     shutil.rmtree(site / "bin", ignore_errors=True)
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     bindir = into / "usr/local/bin"
     bindir.mkdir(parents=True)
+    for source, target in image.files:
+        (into / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / source, into / target)
     for name in image.scripts:
         module, func = scripts[name].split(":")
         path = bindir / name
@@ -269,6 +291,16 @@ def install_packages(image: Image, wheel: Path, meta: dict[str, str], into: Path
 
 
 # -- 3. the images -----------------------------------------------------------------------------
+
+
+def image_key(image: Image, wheel_key: str) -> str:
+    """What an image's content depends on: our wheel, or (an image that is not ours) its requirements
+    and files, so the demo's app is not rebuilt for every change of our sources."""
+    if image.extra:
+        return wheel_key
+    parts = [*image.requirements, *(f"{t}={hashlib.sha256((REPO / s).read_bytes()).hexdigest()}"
+                                    for s, t in image.files), base_key(), str(IMAGE_RECIPE)]
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:12]
 
 
 def build_image(image: Image, base: str, wheel: Path, meta: dict[str, str], key: str) -> Path:
@@ -438,7 +470,9 @@ def mib(n: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/images", description=__doc__.split("\n\n")[0])
-    parser.add_argument("images", nargs="*", help=f"of {', '.join(sorted(SPECS))} (default: all)")
+    parser.add_argument(
+        "images", nargs="*", help=f"of {', '.join(sorted(SPECS))} (default: {', '.join(DEFAULT_IMAGES)})"
+    )
     parser.add_argument("--no-smoke", action="store_true", help="skip the runc smoke run and timings")
     parser.add_argument("--runs", type=int, default=3, help="cold starts timed per image (default 3)")
     args = parser.parse_args(argv)
@@ -453,16 +487,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{wheel_digest(wheel)} {base_key()} {IMAGE_RECIPE}".encode()
         ).hexdigest()[:12]
         index = json.loads(INDEX.read_text()) if INDEX.exists() else {}
-        for name in args.images or sorted(SPECS):
+        for name in args.images or DEFAULT_IMAGES:
             image = SPECS[name]
-            archive = build_image(image, base, wheel, meta, key)
+            archive = build_image(image, base, wheel, meta, image_key(image, key))
             entry = index.get(name, {})
             if entry.get("archive") != str(archive):
                 entry = {"reference": image.reference, "archive": str(archive)}
             entry["archive_bytes"] = archive.stat().st_size
             entry.setdefault("unpacked_bytes", unpacked_bytes(archive))
             entry["base"] = f"debian-{meta['suite']} python {meta['python_full']} glibc {meta['glibc']}"
-            if not args.no_smoke:
+            if not args.no_smoke and image.extra:  # an image that is not ours has no server to time
                 timings = smoke(image, archive, args.runs)
                 entry["cold_start_seconds"] = [round(t, 3) for t in timings]
             index[name] = entry
