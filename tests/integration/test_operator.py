@@ -123,15 +123,16 @@ def test_create_update_delete_converge(kubectl: Kubectl, watched: OperatorProces
     assert rp["status"]["observedGeneration"] == rp["metadata"]["generation"]
     me = kubectl.get("modelendpoint", "llama", ns)
     assert me is not None
-    assert me["status"]["readySummary"] == "2/2"
-    assert me["status"]["regions"] == "eu-west-1=1/1,us-east-1=1/1"
+    # Probes are off in these manifests: no replica was probed, so none counts as ready.
+    assert me["status"]["readySummary"] == "0/2 (probes off)"
+    assert me["status"]["regions"] == "eu-west-1=0/1,us-east-1=0/1"
 
     # Printer columns show through kubectl get.
     table = kubectl.run("get", "routingpolicy", "-n", ns).stdout
     assert re.search(r"NAME\s+MODELS\s+READY\s+ROUTES\s+CONFIG\s+SYNC\s+AGE", table), table
     assert re.search(rf"support\s+\[\"support-bot\"\]\s+True\s+1\s+{config.version[7:]}", table), table
     table = kubectl.run("get", "modelendpoint", "-n", ns).stdout
-    assert re.search(r"llama\s+org/llama\s+True\s+2/2\s+eu-west-1=1/1,us-east-1=1/1", table), table
+    assert re.search(r"llama\s+org/llama\s+True\s+0/2 \(probes off\)\s+eu-west-1=0/1,us-east-1=0/1", table), table
     assert "llama" in kubectl.run("get", "modelroute", "-n", ns).stdout
 
     # Update: a new virtual model → a new version.
