@@ -394,6 +394,18 @@ def pod_traffic(kubectl: Kubectl, rounds: int) -> None:
             print(f"  {'':<17} -> {line.get('message', '')}")
 
 
+def namespace_phase(kubectl: Kubectl, namespace: str) -> str:
+    """`Active`, `Terminating`, or "" when the namespace does not exist."""
+    proc = kubectl.run("get", "namespace", namespace, "-o", "jsonpath={.status.phase}", check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def namespace_gone(kubectl: Kubectl, namespace: str, timeout: float = 90) -> None:
+    """Wait until `namespace` no longer exists (a Terminating one finishes: the cluster has a
+    namespace controller)."""
+    wait_for(lambda: not namespace_phase(kubectl, namespace), f"namespace {namespace} to be deleted", timeout)
+
+
 def cluster_events(kubectl: Kubectl) -> str:
     """The Events the operator recorded on our objects in the demo namespace, oldest first."""
     events = kubectl.json("get", "events", "-n", NAMESPACE)["items"]
@@ -464,9 +476,11 @@ def run_cluster(keep: bool) -> int:
         installed = False
         try:
             say(f"helm install {RELEASE} charts/modelroute (2 operator pods, watching namespace {NAMESPACE})")
-            if kubectl.run("get", "namespace", NAMESPACE, check=False).returncode == 0:
-                raise RuntimeError(f"namespace {NAMESPACE} exists (a kept demo?): `kubectl delete namespace "
-                                   f"{NAMESPACE}` or `scripts/cluster destroy` first")  # fmt: skip
+            for ns in (NAMESPACE, RELEASE_NS):
+                if namespace_phase(kubectl, ns) == "Active":
+                    raise RuntimeError(f"namespace {ns} exists (a kept demo?): `kubectl delete namespace"
+                                       f" {ns}` or `scripts/cluster destroy` first")  # fmt: skip
+                namespace_gone(kubectl, ns)
             kubectl.run("create", "namespace", NAMESPACE)
             kubectl.run("label", "namespace", NAMESPACE, "modelroute.dev/inject=enabled")
             t = time.monotonic()
@@ -532,9 +546,11 @@ def run_cluster(keep: bool) -> int:
                 kubectl.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
                 run_helm("uninstall", RELEASE, "-n", RELEASE_NS, "--wait", "--timeout", "120s", env=env)
                 kubectl.run("delete", "namespace", RELEASE_NS, "--wait=false", check=False)
-                with contextlib.suppress(AssertionError):
-                    wait_for(lambda: kubectl.run("get", "namespace", NAMESPACE, check=False).returncode != 0,
-                             f"namespace {NAMESPACE} deleted", 60)  # fmt: skip
+                # Gone before the cluster goes down: its state is kept, and a namespace left Terminating
+                # would refuse the next run's release.
+                for ns in (NAMESPACE, RELEASE_NS):
+                    with contextlib.suppress(AssertionError):
+                        namespace_gone(kubectl, ns)
                 clock.lap("clean-up")
     clock.report()
     say("Done (real cluster)")

@@ -267,5 +267,7 @@ def test_a_routine_rollout_records_no_ready_event_but_a_real_change_does() -> No
 
     assert st.ready_transition(ready("True", "Live"), ready("False", "RollingOut")) is None
     assert st.ready_transition(ready("False", "RollingOut"), ready("True", "Live")) is None
+    assert st.ready_transition({}, ready("False", "RollingOut")) is None  # a new policy, no sidecar counted
+    assert st.ready_transition(ready("Unknown", "Pending"), ready("False", "RollingOut")) is None
     assert st.ready_transition(ready("False", "RollingOut"), ready("False", "Invalid")) is not None
     assert st.ready_transition(ready("True", "Live"), ready("False", "RolledBack")) is not None

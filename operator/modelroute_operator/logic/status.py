@@ -459,7 +459,8 @@ def canary_readiness(live: ConditionState, status: Mapping[str, Any]) -> Conditi
 
 def ready_transition(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any] | None:
     """The new Ready condition when its status or reason changed between two statuses, else None (also
-    None between Live and RollingOut: every config change goes through it, an Event each is noise)."""
+    None into RollingOut and from it back to Live: every config change goes through it, so an Event
+    each would be noise; a Warning for a rollout in progress would be wrong)."""
 
     def ready(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
         return next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
@@ -467,8 +468,10 @@ def ready_transition(before: Mapping[str, Any], after: Mapping[str, Any]) -> dic
     old, new = ready(before), ready(after)
     if new is None:
         return None
-    if old is not None and {old.get("reason"), new.get("reason")} <= LIVE_REASONS:
-        return None  # a policy rolling a new config out and back to Live: routine, `Synced` shows it
+    if new.get("reason") == "RollingOut" or (
+        old is not None and {old.get("reason"), new.get("reason")} <= LIVE_REASONS
+    ):
+        return None  # a policy rolling a config out (and back to Live): routine, `Synced` shows it
     if old is None or (old.get("status"), old.get("reason")) != (new.get("status"), new.get("reason")):
         return dict(new)
     return None
