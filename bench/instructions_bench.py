@@ -13,6 +13,7 @@ socket syscalls, the same count for both: 2 reads and 2 writes per request) is n
     .venv/bin/python bench/instructions_bench.py                 # ~2 minutes
     .venv/bin/python bench/instructions_bench.py --requests 3000
     .venv/bin/python bench/instructions_bench.py --skip-forwarder --variant 3.11=.venv311/bin/python
+    .venv/bin/python bench/instructions_bench.py --stream     # per relayed stream event
 
 The sidecar runs the realistic policy of proxy_bench (20 rules, residency, canary) with metrics and
 the audit log on.
@@ -57,13 +58,20 @@ except ModuleNotFoundError:  # run as `python bench/instructions_bench.py`: benc
         wait_port,
     )  # fmt: skip
 
+STREAM_CHUNKS = 100
+STREAM_EVENTS = STREAM_CHUNKS + 2
+"""Events of one streamed answer of the fake upstream (`--stream`): the deltas, the finish, [DONE]."""
 START_SECONDS = 600.0
 """Python's imports under callgrind are ~50x slower: the sidecar takes a minute or two to listen."""
 
 
-def post_many(port: int, model: str, count: int, headers: dict[str, str]) -> None:
-    """`count` chat requests on one keep-alive connection; each must answer 200."""
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 64})
+def post_many(port: int, model: str, count: int, headers: dict[str, str], stream: bool = False) -> None:
+    """`count` chat requests on one keep-alive connection; each must answer 200 (and a stream end
+    with `[DONE]`)."""
+    request = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 64}
+    if stream:
+        request["stream"] = True
+    body = json.dumps(request)
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         for _ in range(count):
@@ -71,9 +79,11 @@ def post_many(port: int, model: str, count: int, headers: dict[str, str]) -> Non
                 "POST", "/v1/chat/completions", body, {"content-type": "application/json", **headers}
             )
             response = connection.getresponse()
-            response.read()
+            answer = response.read()
             if response.status != 200:
                 raise RuntimeError(f"answered {response.status}")
+            if stream and b"data: [DONE]" not in answer:
+                raise RuntimeError("a stream ended without [DONE]")
     finally:
         connection.close()
 
@@ -111,11 +121,12 @@ def measure(
     try:
         if not wait_port(port, START_SECONDS):
             raise RuntimeError(f"{name} did not start (see {workdir / f'{name}.log'})")
-        post_many(port, model, args.warmup, headers)
+        post_many(port, model, args.warmup, headers, args.stream)
         subprocess.run(["callgrind_control", "-z", str(process.pid)], check=True, capture_output=True)
-        post_many(port, model, args.requests, headers)
+        post_many(port, model, args.requests, headers, args.stream)
         subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True, capture_output=True)
-        return dumped_instructions(outdir) // args.requests
+        per = args.requests * (STREAM_EVENTS if args.stream else 1)
+        return dumped_instructions(outdir) // per
     finally:
         stop(process)
 
@@ -133,12 +144,20 @@ def main() -> int:
         help="also count the sidecar run by this interpreter (and source tree), as sidecar@NAME",
     )
     parser.add_argument("--skip-forwarder", action="store_true", help="count the sidecar(s) only")
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help=f"streamed answers ({STREAM_EVENTS} events each): instructions per relayed event",
+    )
     args = parser.parse_args()
     if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         print("valgrind not found (Debian: apt-get install -y valgrind)", file=sys.stderr)
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="modelroute-instructions-"))
-    upstream_port, upstream = start_upstream(workdir)
+    # streamed events far enough apart that each is relayed on its own even at callgrind's pace
+    upstream_port, upstream = start_upstream(
+        workdir, stream_chunks=STREAM_CHUNKS, stream_interval=0.005 if args.stream else 0.001
+    )
     config = workdir / "routerConfig.json"
     config.write_text(realistic_config(upstream_port))
     forwarder = (
@@ -154,7 +173,7 @@ def main() -> int:
         ]  # fmt: skip
 
     targets: dict[str, tuple[list[str], str, dict[str, str], dict[str, str]]] = {}
-    if not args.skip_forwarder:
+    if not args.skip_forwarder and not args.stream:  # the forwarder does not stream
         targets["forwarder"] = ([sys.executable, "-c", forwarder], "fake-model", {}, {})
     targets["sidecar"] = (sidecar(THIS), "auto", {"x-user": "user-1234"}, {})
     for variant in args.variant:
@@ -172,7 +191,8 @@ def main() -> int:
     finally:
         stop(upstream)
     print()
-    print(f"instructions per request (callgrind, 1 worker, {args.requests} requests after {args.warmup})")
+    unit = f"relayed event ({STREAM_EVENTS} a stream)" if args.stream else "request"
+    print(f"instructions per {unit} (callgrind, 1 worker, {args.requests} requests after {args.warmup})")
     for name, count in results.items():
         versus = [
             f"{count / results[other]:.3f}x {other}" for other in ("forwarder", "sidecar") if other in results
