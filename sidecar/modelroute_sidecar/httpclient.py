@@ -4,7 +4,8 @@ Why not aiohttp's client: per request it builds a request object, a payload, hea
 and a response object, which measured at ~150-200 us of CPU on the benchmark box, more than the whole
 routing decision, and the sidecar makes one such call per request. This client does only what the
 proxy needs: POST a JSON body, read the status and headers, then either read the whole body or hand it
-over piece by piece as it arrives, for SSE relaying.
+over piece by piece as it arrives, for SSE relaying (`Response.relay` hands each piece to the relay
+from the protocol callback itself: no future, task switch or copy per piece).
 
 Responses are framed by llhttp (httptools' response parser) in its strict mode, never by hand: a bad
 chunk size, a duplicate or conflicting Content-Length, Content-Length with Transfer-Encoding, a bare-LF
@@ -28,7 +29,7 @@ import asyncio
 import select
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -52,6 +53,10 @@ PAUSE_READING_BYTES = 1 << 20
 """Buffered body bytes above which the socket stops being read until the relay catches up."""
 MAX_CONNECT_REPLY_BYTES = 16 * 1024
 """Largest head a proxy may answer a CONNECT with."""
+
+
+Sink = Callable[[bytes], bool]
+"""Takes body bytes as they are parsed (`Response.relay`); False asks for a pause until its drain."""
 
 
 class UpstreamError(Exception):
@@ -123,6 +128,8 @@ class _Connection(asyncio.Protocol):
     State of the exchange in progress (`begin()` resets it): the head (`status`, `headers`, `head_done`),
     the body bytes not taken yet (`body`), `complete` once the message ended, and `failure` when the
     upstream broke the protocol. `dirty` marks bytes nobody asked for: such a connection is never reused.
+    While `sink` is set (a relay), body bytes go to it as they are parsed instead of into `body`, and
+    the reader is woken only for what it must act on (the end, a failure, a pause, a sink's error).
     """
 
     def __init__(self) -> None:
@@ -160,6 +167,9 @@ class _Connection(asyncio.Protocol):
         self.body_total = 0
         self.body_limit: int | None = None
         self.failure: UpstreamError | None = None
+        self.sink: Sink | None = None
+        self.sink_error: BaseException | None = None
+        self.sink_paused = False
 
     @property
     def closed(self) -> bool:
@@ -200,7 +210,8 @@ class _Connection(asyncio.Protocol):
         if len(self.body) > PAUSE_READING_BYTES and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
-        self._wake()
+        if self.sink is None or self.complete or self.failure is not None or self.sink_paused:
+            self._wake()  # a relay's reader sleeps through the pieces its sink took
 
     def eof_received(self) -> bool:
         self._ended()
@@ -259,6 +270,10 @@ class _Connection(asyncio.Protocol):
         self.head_done = True
 
     def on_body(self, body: bytes) -> None:
+        if self.sink is not None:
+            self.body_total += len(body)
+            self.to_sink(body)
+            return
         self.body += body
         self.body_total += len(body)
         if self.body_limit is not None and self.body_total > self.body_limit:
@@ -307,6 +322,29 @@ class _Connection(asyncio.Protocol):
         while not self.head_done:
             self.check("before the response head")
             await self.wait()
+
+    def to_sink(self, piece: bytes) -> None:
+        """Hand body bytes to the relay's sink; a full sink pauses the reading, an error in it ends
+        the relay (never the parser's business: it is raised to the reader)."""
+        sink = self.sink
+        assert sink is not None
+        try:
+            if not sink(piece) and not self.sink_paused:
+                self.sink_paused = True  # the reader drains the sink, then reading resumes
+                if not self._paused and self.transport is not None:
+                    self._paused = True
+                    self.transport.pause_reading()
+        except Exception as exc:  # the sink's, not the upstream's: raised to the reader by relay()
+            self.sink = None
+            self.sink_error = exc
+            self.sink_paused = True
+
+    def resume(self) -> None:
+        """Read again after a relay's pause."""
+        self.sink_paused = False
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
 
     def take_body(self) -> bytes:
         """Remove and return the buffered body bytes."""
@@ -392,6 +430,55 @@ class Response:
         except BaseException:
             self.release()
             raise
+        self._finish()
+
+    async def next_chunk(self) -> bytes:
+        """The body bytes that arrived since the last call, waiting for some; b'' at the body's end
+        (the body is not finished then: `read`, `relay` or `release` follow)."""
+        conn = self._conn
+        if conn is None:
+            return b""
+        try:
+            while not conn.body:
+                if conn.complete:
+                    return b""
+                conn.check(f"after {conn.body_total} body bytes")
+                await conn.wait()
+        except BaseException:
+            self.release()
+            raise
+        return conn.take_body()
+
+    async def relay(self, sink: Sink, drain: Callable[[], Awaitable[None]]) -> None:
+        """Hand the body to `sink` piece by piece as it arrives (de-chunked), called from the protocol's
+        callback: no future, task switch or copy per piece. When `sink` returns False (its reader's
+        buffer is full), reading stops until `drain()` returns. Returns at the body's end; raises as
+        `iter_chunks` does, and what `sink` raised."""
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            conn.sink = sink
+            if conn.body:  # what arrived before the relay began
+                conn.to_sink(conn.take_body())
+            while not conn.complete:
+                if conn.sink_error is not None:
+                    raise conn.sink_error
+                if conn.sink_paused:
+                    await drain()
+                    conn.resume()
+                    continue
+                conn.check(f"after {conn.body_total} body bytes")
+                await conn.wait()
+            if conn.sink_error is not None:  # the last piece's
+                raise conn.sink_error
+            if conn.sink_paused:  # the last piece filled the sink: the pooled connection reads again
+                conn.resume()
+        except BaseException:
+            conn.sink = None
+            self.release()
+            raise
+        conn.sink = None
         self._finish()
 
     def _finish(self) -> None:

@@ -32,7 +32,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -511,7 +511,6 @@ class Upstreams:
         header_deadline = min(attempt_deadline, now + resilience.per_try_timeout_seconds)
         self.ejections.begin(choice.endpoint, choice.replica)
         response: Response | None = None
-        chunks: AsyncIterator[bytes] | None = None
         scanner: StreamScanner | None = None
         first_events = b""
         ask_usage = call.asks_usage_of(endpoint)
@@ -531,13 +530,12 @@ class Upstreams:
                 if call.features.stream and response.status == 200:
                     # wait for the first whole event before answering the client: until then failover
                     # is possible, also when the upstream ends its body without sending one
-                    chunks = response.iter_chunks()
                     scanner = StreamScanner(
                         choices=choices_asked(call.body),
                         hide_usage=ask_usage,
                         responses=call.features.api == "responses",
                     )
-                    first_events = await _first_events(chunks, scanner)
+                    first_events = await _first_events(response, scanner)
                     if not first_events:
                         log.warning(
                             "request %s: %s/%s ended its stream before any event",
@@ -546,10 +544,8 @@ class Upstreams:
                         return self._failed(call, choice, attempt, started, "stream-empty", 200, None)
                 status = response.status
                 scope.reschedule(attempt_deadline)
-                if chunks is not None and scanner is not None:
-                    return await self._relay(
-                        call, choice, attempt, started, response, first_events, chunks, scanner
-                    )
+                if scanner is not None:
+                    return await self._relay(call, choice, attempt, started, response, first_events, scanner)
                 body = await response.read()
         except TimeoutError:
             if call.stream.started:  # the deadline passed mid-stream: too late to fail over
@@ -669,12 +665,12 @@ class Upstreams:
         started: float,
         upstream: Response,
         first_events: bytes,
-        chunks: AsyncIterator[bytes],
         scanner: StreamScanner,
     ) -> Answer:
-        """Relay an SSE stream event by event (under the caller's deadline); from here on a failure can
-        only end the stream. A complete stream ends with `[DONE]` (added when the upstream left it out),
-        any other with an error event; the usage event counts tokens whatever the ending."""
+        """Relay an SSE stream event by event (under the caller's deadline), each piece scanned and
+        written from the upstream's protocol callback; from here on a failure can only end the stream.
+        A complete stream ends with `[DONE]` (added when the upstream left it out), any other with an
+        error event; the usage event counts tokens whatever the ending."""
         self._succeeded(call, choice, attempt, started, upstream.status)
         exchange = call.exchange
         exchange.outcome, exchange.status = "ok", upstream.status
@@ -684,16 +680,15 @@ class Upstreams:
             **decision_headers(exchange),
         }
         stream = call.stream
+
+        def relay_piece(piece: bytes) -> bool:  # called by the upstream's protocol, once per piece
+            events = scanner.feed(piece)
+            return stream.send(events) if events else True
+
         try:
             await stream.start(upstream.status, headers)
-            events = first_events
-            while True:
-                if events:
-                    await stream.write(events)
-                piece = await anext(chunks, None)
-                if piece is None:
-                    break
-                events = scanner.feed(piece)
+            await stream.write(first_events)
+            await upstream.relay(relay_piece, stream.drain)
             tail = scanner.finish()
             if tail:
                 await stream.write(tail)
@@ -762,9 +757,9 @@ class Upstreams:
             await call.stream.end()
 
 
-async def _first_events(chunks: AsyncIterator[bytes], scanner: StreamScanner) -> bytes:
+async def _first_events(response: Response, scanner: StreamScanner) -> bytes:
     """Read a stream until it yields a whole event to relay; b'' when the body ended without one."""
-    async for piece in chunks:
+    while piece := await response.next_chunk():
         events = scanner.feed(piece)
         if events:
             return events

@@ -69,7 +69,7 @@ LINGER_SECONDS = 2.0
 MAX_PIPELINED = 16
 """Queued requests per connection above which the socket stops being read until they are answered."""
 
-_REASONS = {s.value: s.phrase.encode("latin-1") for s in HTTPStatus}
+_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n" for s in HTTPStatus}
 
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _NAME = re.compile(_TOKEN)
@@ -146,17 +146,18 @@ def safe_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 def _head(status: int, headers: dict[str, str], content_type: str | None, keep_alive: bool) -> list[bytes]:
-    lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))]
+    """The status line and header lines, as one piece: the lines are joined as text and encoded once
+    (an encode per line cost more than the checks)."""
+    lines = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"]
     if content_type is not None:
-        if _BAD_VALUE.search(content_type) is None:
-            lines.append(b"content-type: " + content_type.encode("latin-1") + b"\r\n")
+        if (content_type.isascii() and content_type.isprintable()) or _BAD_VALUE.search(content_type) is None:
+            lines.append(f"content-type: {content_type}\r\n")
         else:
             log.warning("dropped a content type that would break framing: %.100r", content_type)
-    for name, value in safe_headers(headers).items():
-        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+    lines += [f"{name}: {value}\r\n" for name, value in safe_headers(headers).items()]
     if not keep_alive:
-        lines.append(b"connection: close\r\n")
-    return lines
+        lines.append("connection: close\r\n")
+    return ["".join(lines).encode("latin-1")]
 
 
 class ResponseStream:
@@ -183,6 +184,19 @@ class ResponseStream:
         if data:
             self._conn.write(b"%x\r\n%b\r\n" % (len(data), data))
             await self._conn.drain()
+
+    def send(self, data: bytes) -> bool:
+        """Queue one chunk without waiting (a relay's sink, called from the upstream's protocol);
+        False when the client's buffer is over its high-water mark: `drain()` before sending more.
+        ClientGoneError when the client left."""
+        conn = self._conn
+        if data:
+            conn.write(b"%x\r\n%b\r\n" % (len(data), data))
+        return not conn._writing_paused
+
+    async def drain(self) -> None:
+        """Wait until the client's buffer is under its high-water mark; ClientGoneError when it left."""
+        await self._conn.drain()
 
     async def end(self) -> None:
         """Finish the response."""

@@ -123,6 +123,49 @@ async def test_chunked_body_is_streamed_and_dechunked(pool: Pool) -> None:
     assert seen.connections == 1
 
 
+async def test_relay_hands_pieces_to_the_sink_and_pauses_while_it_drains(pool: Pool) -> None:
+    """`relay` calls the sink from the protocol callback; a sink that says it is full stops the reading
+    until its drain returns, and every byte still arrives, in order, on a connection that is reused."""
+    events = [b"data: %d\n\n" % i for i in range(50)]
+    chunks = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"]
+    chunks += [b"%x\r\n%s\r\n" % (len(e), e) for e in events] + [b"0\r\n\r\n"]
+    server, seen = await serve(lambda request: chunks)
+    async with server:
+        response = await pool.post(url_of(server), "/s", b"{}", {}, connect_timeout=1)
+        got: list[bytes] = []
+        drains = 0
+
+        def sink(piece: bytes) -> bool:
+            got.append(piece)
+            return len(got) % 7 != 1  # "full" at the first piece and every seventh after
+
+        async def drain() -> None:
+            nonlocal drains
+            drains += 1
+            await asyncio.sleep(0)
+
+        await response.relay(sink, drain)
+        assert b"".join(got) == b"".join(events)
+        assert drains >= 1
+        again = await pool.post(url_of(server), "/s", b"{}", {}, connect_timeout=1)
+        assert b"".join([c async for c in again.iter_chunks()]) == b"".join(events)
+    assert seen.connections == 1  # paused and resumed, then pooled: still readable
+
+
+async def test_relay_raises_what_the_sink_raised_and_closes(pool: Pool) -> None:
+    chunks = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"3\r\nabc\r\n", b"3\r\ndef\r\n"]
+    server, seen = await serve(lambda request: chunks, hold=True)
+    async with server:
+        response = await pool.post(url_of(server), "/s", b"{}", {}, connect_timeout=1)
+
+        def sink(piece: bytes) -> bool:
+            raise ConnectionResetError("the client left")
+
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(response.relay(sink, asyncio.sleep), 5)
+        await eventually(lambda: seen.closed_by_client == 1)  # not pooled: closed
+
+
 async def test_interim_100_continue_is_skipped(pool: Pool) -> None:
     server, _ = await serve(lambda request: [b"HTTP/1.1 100 Continue\r\n\r\n", *ok(b"final")])
     async with server:
