@@ -72,6 +72,9 @@ class StreamScanner:
         if self._held:
             data = self._held + data
             self._held = b""
+        elif data.endswith(_BOUNDARIES):  # the common piece: whole events (one search, no framing)
+            self.open_event = False
+            return self._inspect(data)
         end = _last_boundary(data)
         if end < len(data):
             if len(data) - end > MAX_HELD_BYTES:
@@ -181,18 +184,29 @@ def error_event(message: str, code: str, kind: str = "server_error") -> bytes:
 
 def _has_marker(data: bytes) -> bool:
     """Whether `data` may hold an event that matters: `[DONE]`, `"error"`, a non-null finish_reason
-    or a usage object. Plain searches with an anchored look at the value: one regex alternation over
-    the whole chunk measured 2-3x slower, and this runs on every chunk relayed."""
+    or a usage object. Plain searches with a look at the value: one regex alternation over the whole
+    chunk measured 2-3x slower, and this runs on every chunk relayed. The value is read from the two
+    bytes after the key first (`:null`, `:"`, `:{` as most servers write them); only other spacing
+    goes to the anchored pattern (which cost more than all the searches of a chunk together)."""
     if b"[DONE]" in data or b'"error"' in data:
         return True
-    for key, value in ((b'"finish_reason"', _STRING_VALUE), (b'"usage"', _OBJECT_VALUE)):
+    for key, hit, value in _KEYS:
         at = data.find(key)
         while at >= 0:
             at += len(key)
-            if value.match(data, at):
+            after = data[at : at + 2]
+            if after == hit:
+                return True
+            if after != b":n" and value.match(data, at):
                 return True
             at = data.find(key, at)
     return False
+
+
+_KEYS = ((b'"finish_reason"', b':"', _STRING_VALUE), (b'"usage"', b":{", _OBJECT_VALUE))
+"""The keys whose value makes an event matter: the compact spelling of that value, its pattern."""
+_BOUNDARIES = (b"\n\n", b"\r\n\r\n")
+"""What a piece ending in whole events ends with."""
 
 
 def _last_boundary(data: bytes) -> int:
