@@ -2,7 +2,7 @@
 
 Logging a request costs the event loop an encode (orjson, ~1.5 us for a typical record against ~15 us
 with `json`) and an append under an uncontended lock; never a syscall. A writer thread drains the
-queue a few times a second (sooner when it fills up) with blocking writes, so a slow disk or a stdout
+queue a few times a second (sooner once 64 KiB are queued) with blocking writes, so a slow disk or a stdout
 pipe nobody reads stalls the thread, never the loop. The queue is bounded in bytes: when it is full
 new lines are dropped and counted (`dropped`, exported as `modelroute_audit_lines_dropped_total`),
 never buffered without bound. Closing flushes what is queued, waiting at most `CLOSE_SECONDS`.
@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.25
 MAX_QUEUED_BYTES = 8 * 1024 * 1024
 """Audit bytes waiting for the writer at most; lines beyond are dropped (and counted)."""
+WAKE_BYTES = 64 * 1024
+"""Queued audit bytes that wake the writer before its tick. Small batches keep the process small: at
+thousands of requests a second a quarter-second tick queued megabytes of ~1 KiB lines, and the C heap
+they were allocated from stayed resident after they were written (+7 MiB RSS measured after a load
+phase, 1 worker)."""
 CLOSE_SECONDS = 5.0
 """How long closing waits for the writer to flush (a destination that blocks forever must not hang a
 shutdown)."""
@@ -62,6 +67,8 @@ class AuditLog:
         self._pending: list[bytes] = []
         self._queued = 0
         self._wake = threading.Event()
+        self._waking = False
+        """The writer was woken for a batch and has not taken it yet (one wake per batch)."""
         self._stopping = False
         self._writer: threading.Thread | None = None
 
@@ -122,8 +129,10 @@ class AuditLog:
                 return
             self._pending.append(line)
             self._queued += len(line)
-            wake = self._queued > self.max_queued_bytes // 2
-        if wake:  # half full: do not wait for the next tick
+            wake = self._queued > WAKE_BYTES and not self._waking
+            if wake:
+                self._waking = True
+        if wake:  # a batch is ready: write it now, not at the next tick
             self._wake.set()
 
     def _write_forever(self) -> None:
@@ -140,6 +149,7 @@ class AuditLog:
         """Write queued lines: one write for a file, whole lines in pipe-atomic chunks otherwise."""
         with self._lock:
             lines, self._pending, self._queued = self._pending, [], 0
+            self._waking = False
         if not lines:
             return
         try:
