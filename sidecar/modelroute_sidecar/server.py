@@ -565,6 +565,17 @@ class _Connection(asyncio.Protocol):
             self._close_after_current = True
 
 
+def _is_ip(host: str) -> bool:
+    """Whether `host` is an IPv4 or IPv6 address (not a name to resolve)."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return True
+    return False
+
+
 class DataServer:
     """Listens on a port and serves each connection with `handler`."""
 
@@ -634,11 +645,20 @@ class DataServer:
     async def start(self, host: str, port: int, *, reuse_port: bool = False, backlog: int = 1024) -> None:
         """Listen on host:port (0 picks a free port; `reuse_port` lets workers share it)."""
         loop = asyncio.get_running_loop()
-        if reuse_port:
+        if reuse_port or _is_ip(host):
+            # an address needs no resolving: binding it here also spares uvloop's resolver, which
+            # imports the idna codec (~0.4 MiB) to encode even an IP literal
             sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((host, port))
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                elif sock.family == socket.AF_INET6:  # as create_server does for an IPv6 address
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((host, port))
+            except BaseException:
+                sock.close()
+                raise
             self._server = await loop.create_server(lambda: _Connection(self), sock=sock, backlog=backlog)
         else:
             self._server = await loop.create_server(

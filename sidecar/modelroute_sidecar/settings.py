@@ -92,10 +92,24 @@ def _optional_path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, told the terminal's width: without one it imports shutil for it (and
+    shutil zlib, bz2 and lzma, ~0.5 MiB), at every `add_argument`, in a process that never prints help."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            width = os.get_terminal_size().columns
+        except OSError:
+            width = 80
+        super().__init__(prog, width=width - 2)
+
+
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """The sidecar's flags; each default comes from a `MODELROUTE_*` variable when set."""
     e = environ
-    p = argparse.ArgumentParser(prog="modelroute-sidecar", description="modelroute router sidecar")
+    p = argparse.ArgumentParser(
+        prog="modelroute-sidecar", description="modelroute router sidecar", formatter_class=_HelpFormatter
+    )
     p.add_argument("--host", default=_env(e, env.HOST, "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(_env(e, env.PORT, str(DEFAULT_DATA_PORT))))
     p.add_argument("--admin-host", default=_env(e, env.ADMIN_HOST, "0.0.0.0"))
