@@ -188,7 +188,7 @@ def rewrite_model(raw: bytes, body: dict[str, Any], upstream_model: str) -> byte
     if found is not None and pattern.search(raw, found.end()) is None:
         start, end = found.span()
         spliced = b"".join((raw[:start], b'"model":', _json_string(upstream_model), raw[end:]))
-        if b"\\" not in raw or _top_level_model(spliced) == upstream_model:
+        if raw.find(b"\\") < 0 or _top_level_model(spliced) == upstream_model:
             return spliced
     return json.dumps({**json.loads(raw), "model": upstream_model}).encode()
 
@@ -256,7 +256,8 @@ def read_usage(raw: bytes, parsed: dict[str, Any] | None) -> tuple[int, int]:
             int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0),
             int(usage.get("completion_tokens") or usage.get("output_tokens") or 0),
         )
-    tail = raw[raw.rfind(b'"usage"') :] if b'"usage"' in raw else b""
+    at = raw.rfind(b'"usage"')
+    tail = raw[at:] if at >= 0 else b""
     found_in = _USAGE_IN.search(tail)
     found_out = _USAGE_OUT.search(tail)
     return (int(found_in.group(1)) if found_in else 0, int(found_out.group(1)) if found_out else 0)

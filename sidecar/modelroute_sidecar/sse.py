@@ -173,7 +173,10 @@ _RESPONSES_MARKERS = (b'"response.completed"', b'"response.incomplete"', b'"resp
 def _has_responses_marker(data: bytes) -> bool:
     """Whether `data` may hold a Responses API event that matters (terminal or failed): one search per
     marker, on every chunk relayed; the many delta events in between are passed on unparsed."""
-    return any(marker in data for marker in _RESPONSES_MARKERS)
+    for marker in _RESPONSES_MARKERS:
+        if data.find(marker) >= 0:  # not `in`: see _has_marker
+            return True
+    return False
 
 
 def error_event(message: str, code: str, kind: str = "server_error") -> bytes:
@@ -188,7 +191,9 @@ def _has_marker(data: bytes) -> bool:
     chunk measured 2-3x slower, and this runs on every chunk relayed. The value is read from the two
     bytes after the key first (`:null`, `:"`, `:{` as most servers write them); only other spacing
     goes to the anchored pattern (which cost more than all the searches of a chunk together)."""
-    if b"[DONE]" in data or b'"error"' in data:
+    # find, not `in`: bytes.__contains__ first tries its argument as an integer, and raising and
+    # clearing that TypeError cost twice the search itself (callgrind: 9% of a relayed event)
+    if data.find(b"[DONE]") >= 0 or data.find(b'"error"') >= 0:
         return True
     for key, hit, value in _KEYS:
         at = data.find(key)
