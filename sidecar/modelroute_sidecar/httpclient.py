@@ -147,6 +147,7 @@ class _Connection(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self._poller: select.poll | None = None
         self.begin()
         self.busy = False
 
@@ -181,6 +182,9 @@ class _Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()  # once per connection, not per read (getpid() on 3.11)
         sock = transport.get_extra_info("socket")
         self.fd = sock.fileno() if sock is not None else -1
+        if self.fd >= 0:  # one poller per connection, registered once: `usable` polls it per request
+            self._poller = select.poll()
+            self._poller.register(self.fd, select.POLLIN)
 
     def data_received(self, data: bytes) -> None:
         if self.raw is not None:
@@ -359,14 +363,9 @@ class _Connection(asyncio.Protocol):
         """Whether an idle connection may carry a new request: open, clean, fresh, nothing to read."""
         if self.closed or self.dirty or now - self.idle_since >= keepalive_seconds:
             return False
-        if self.fd >= 0:
-            # Readable while idle means a FIN or stray bytes the loop has not processed yet: either way
-            # the upstream is not waiting for a request on it. One poll(2), no blocking.
-            poller = select.poll()
-            poller.register(self.fd, select.POLLIN)
-            if poller.poll(0):
-                return False
-        return True
+        # Readable while idle means a FIN or stray bytes the loop has not processed yet: either way the
+        # upstream is not waiting for a request on it. One poll(2), no blocking.
+        return self._poller is None or not self._poller.poll(0)
 
     def close(self) -> None:
         """Close the socket."""
