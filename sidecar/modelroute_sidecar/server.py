@@ -191,7 +191,10 @@ class ResponseStream:
         ClientGoneError when the client left."""
         conn = self._conn
         if data:
-            conn.write(b"%x\r\n%b\r\n" % (len(data), data))
+            transport = conn._transport  # conn.write, inlined: this runs once per relayed piece
+            if conn._closed or transport is None or transport.is_closing():
+                raise ClientGoneError("client closed the connection")
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
         return not conn._writing_paused
 
     async def drain(self) -> None:

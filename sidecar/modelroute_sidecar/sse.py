@@ -74,6 +74,8 @@ class StreamScanner:
             self._held = b""
         elif data.endswith(_BOUNDARIES):  # the common piece: whole events (one search, no framing)
             self.open_event = False
+            if not self.responses and not _has_marker(data):
+                return data  # nothing that matters: no event parsed, nothing copied
             return self._inspect(data)
         end = _last_boundary(data)
         if end < len(data):
