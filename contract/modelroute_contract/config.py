@@ -483,6 +483,83 @@ class TenantLimit(ContractModel):
     """Estimated token rate per tenant."""
 
 
+FLEET_FAIL_MODES: Final = ("open", "closed")
+"""What a policy does while the fleet store is unreachable: `open` keeps serving under each sidecar
+process's own limits (and reports it), `closed` refuses the requests its fleet limits cover (503)."""
+FLEET_SCOPES: Final = ("namespace", "cluster")
+"""Where fleet counters are shared: every sidecar of the namespace, or every sidecar of the cluster that
+runs a policy of the same name (one tenant, one limit across namespaces)."""
+
+
+def spend_budget_problem(hard_usd: float | None, soft_usd: float | None) -> tuple[str, str] | None:
+    """Why a spend budget's figures do not fit: (field, reason), or None. Both are non-negative, the hard
+    stop is above zero and the soft threshold is not above it."""
+    if hard_usd is None:
+        return "hardUsd", "is required"
+    if not hard_usd > 0:
+        return "hardUsd", f"must be above 0 (got {hard_usd})"
+    if soft_usd is not None:
+        if soft_usd < 0:
+            return "softUsd", f"must not be negative (got {soft_usd})"
+        if soft_usd > hard_usd:
+            return "softUsd", f"{soft_usd} is above hardUsd {hard_usd}: the warning must come first"
+    return None
+
+
+class SpendBudget(ContractModel):
+    """A spend budget in US dollars over one calendar period (UTC), priced from the endpoints' prices
+    and the upstreams' reported usage."""
+
+    hard_usd: float
+    """Spend at which requests are refused (429 `budget_exceeded`) until the period ends."""
+    soft_usd: float | None = None
+    """Spend from which answers carry `x-modelroute-budget-warning`, a metric counts and the operator
+    raises a Warning Event; none for no warning."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SpendBudget:
+        problem = spend_budget_problem(self.hard_usd, self.soft_usd)
+        if problem:
+            raise ValueError(f"{problem[0]} {problem[1]}")
+        return self
+
+
+class FleetQuota(ContractModel):
+    """Limits counted across every sidecar of the fleet store's scope."""
+
+    requests_per_minute: Annotated[int, Field(ge=1)] | None = None
+    """Requests per calendar minute."""
+    tokens_per_minute: Annotated[int, Field(ge=1)] | None = None
+    """Tokens per calendar minute: estimated at admission, corrected by the upstream's usage."""
+    daily: SpendBudget | None = None
+    """USD per UTC day."""
+    monthly: SpendBudget | None = None
+    """USD per UTC calendar month."""
+
+
+class FleetTenantLimit(FleetQuota):
+    """A fleet quota for each tenant of one tier."""
+
+    tenant_tier: str = ""
+    """Tenant tier this quota applies to; empty is the default for every tenant."""
+
+
+class FleetLimits(ContractModel):
+    """Limits and spend budgets shared by the whole fleet through the fleet store (Redis or Valkey);
+    where the store is and how to reach it is the sidecar's setting, never the config's."""
+
+    scope: Literal["namespace", "cluster"] = "namespace"
+    """`namespace`: counters shared by the namespace's sidecars; `cluster`: by every sidecar running a
+    policy of this name."""
+    fail_mode: Literal["open", "closed"] = "open"
+    """While the store is unreachable: `open` serves under per-process limits and says so (metric,
+    stats, the policy's FleetStore condition); `closed` refuses covered requests with 503."""
+    tenants: tuple[FleetTenantLimit, ...] = ()
+    """Per-tenant quotas, chosen by tier like `tenantLimits`."""
+    policy: FleetQuota | None = None
+    """One quota for all tenants of the policy together."""
+
+
 class PolicyConfig(ContractModel):
     """One RoutingPolicy, resolved."""
 
@@ -502,12 +579,15 @@ class PolicyConfig(ContractModel):
     """Cost and latency budgets."""
     tenant_limits: tuple[TenantLimit, ...] = ()
     """Per-tenant rate limits."""
+    # Left out of the document when unset, so a config without fleet limits keeps its bytes and hash.
+    fleet_limits: FleetLimits | None = Field(default=None, exclude_if=lambda value: value is None)
+    """Fleet-wide limits and spend budgets (schema 3); none for per-pod limits only."""
 
 
 class RouterConfig(ContractModel):
     """A namespace's complete routing configuration, as the sidecars run it."""
 
-    schema_version: Literal[1, 2] = SCHEMA_VERSION
+    schema_version: Literal[1, 2, 3] = SCHEMA_VERSION
     """Schema of the document (`schemas`): the operator compiles the newest; a config read from a
     document of an older schema keeps its schema, so it hashes and serialises as that document did."""
     namespace: str

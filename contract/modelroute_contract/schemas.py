@@ -47,9 +47,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The schema this operator writes and this sidecar runs natively."""
-ACCEPTED_SCHEMA_VERSIONS: Final = (1, 2)
+ACCEPTED_SCHEMA_VERSIONS: Final = (1, 2, 3)
 """Every schema a sidecar of this contract reads (oldest first); never shrinks."""
 LEGACY_ACCEPTED: Final = (1,)
 """What a sidecar that does not say reads: sidecars of schema 1 predate `acceptedSchemaVersions`."""
@@ -190,6 +190,19 @@ STEPS: Final = (
             ),
         ),
         meanings=_residency_by_strictest,
+    ),
+    Step(
+        3,
+        additions=(
+            # schema 3: fleet limits
+            Addition(
+                "policies[].fleetLimits",
+                None,
+                "a schema-2 sidecar would count fleet-wide limits and spend budgets per pod or not at "
+                "all, so the fleet would admit many times the limit and over-spend the budget",
+                shown_as="fleetLimits (fleet-wide limits and spend budgets)",
+            ),
+        ),
     ),
 )
 """Schema 2 over 1, and so on: `STEPS[i].version == i + 2`."""

@@ -105,6 +105,37 @@ class EndpointFigures(Figures):
     replicas: dict[str, ReplicaFigures] = Field(default_factory=dict)
 
 
+class BudgetFigures(StatsModel):
+    """What a sidecar knows of one spend budget: the fleet's total as of its last sync with the store
+    plus its own spend since."""
+
+    policy: str
+    tenant: str = ""
+    """Empty for a policy-wide budget."""
+    period: Literal["day", "month"] = "day"
+    window: str = ""
+    """The period it counts: `2026-12-02` or `2026-12`."""
+    spent_usd: float = 0.0
+    soft_usd: float | None = None
+    hard_usd: float = 0.0
+
+
+class FleetFigures(StatsModel):
+    """The fleet store as a sidecar sees it (absent when no policy uses fleet limits)."""
+
+    store: Literal["up", "down", "unconfigured"] = "up"
+    """`down` when any worker cannot reach the store; `unconfigured` when a policy has fleet limits but
+    the sidecar was given no store."""
+    fail_open_policies: list[str] = Field(default_factory=list)
+    """Policies serving under per-process limits right now because the store is unreachable."""
+    fail_closed_policies: list[str] = Field(default_factory=list)
+    """Policies refusing their covered requests right now because the store is unreachable."""
+    store_errors: int = 0
+    """Failed store calls since start (cumulative)."""
+    budgets: list[BudgetFigures] = Field(default_factory=list)
+    """Budgets of the current periods of the tenants this sidecar served (bounded, highest spend first)."""
+
+
 class StatsSnapshot(StatsModel):
     """`GET /stats` on a sidecar's admin port: figures by endpoint since the process started."""
 
@@ -120,6 +151,8 @@ class StatsSnapshot(StatsModel):
     endpoints: dict[str, EndpointFigures] = Field(default_factory=dict)
     worker_config_versions: list[str] | None = Field(default=None, exclude_if=lambda value: value is None)
     """Each worker's config version, in a multi-worker sidecar's document only."""
+    fleet: FleetFigures | None = Field(default=None, exclude_if=lambda value: value is None)
+    """The fleet store and budgets, when a policy uses fleet limits."""
 
     def to_json(self) -> dict[str, object]:
         """The document as served (JSON-ready, camelCase)."""

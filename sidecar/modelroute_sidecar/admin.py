@@ -104,9 +104,10 @@ class LocalFleet:
 
     async def stats(self) -> StatsSnapshot:
         """This process's figures."""
-        return self.sidecar.stats.snapshot(
+        snapshot = self.sidecar.stats.snapshot(
             pod=self.sidecar.settings.pod_name, config_version=self.sidecar.config.version
         )
+        return snapshot.model_copy(update={"fleet": self.sidecar.fleet.figures()})
 
     async def metrics(self) -> bytes:
         """This process's metrics."""
@@ -444,11 +445,9 @@ def control_server(sidecar: Sidecar) -> DataServer:
 
     async def get_stats(request: HttpRequest) -> HttpResponse:
         """GET /control/stats."""
-        return json_response(
-            sidecar.stats.snapshot(
-                pod=sidecar.settings.pod_name, config_version=sidecar.config.version
-            ).to_json()
-        )
+        pod, version = sidecar.settings.pod_name, sidecar.config.version
+        snapshot = sidecar.stats.snapshot(pod=pod, config_version=version)
+        return json_response(snapshot.model_copy(update={"fleet": sidecar.fleet.figures()}).to_json())
 
     async def get_metrics(request: HttpRequest) -> HttpResponse:
         """GET /control/metrics: this worker's own metrics (the caller sums)."""

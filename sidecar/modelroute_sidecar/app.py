@@ -20,6 +20,7 @@ from .configstore import ConfigStore
 from .credentials import ClientKeys, UpstreamCredentials
 from .ejection import Ejections
 from .errors import ApiError, error_response, refusal_error, request_id_of, unexpected
+from .fleetstore import FleetAccounts, StoreSettings
 from .httpclient import Pool
 from .metrics import Metrics
 from .proxies import ProxyConfig
@@ -67,6 +68,7 @@ def build_sidecar(settings: Settings) -> Sidecar:
         client_keys=ClientKeys(settings.client_keys_file),
         credentials=UpstreamCredentials(settings.secrets_dir),
         audit=AuditLog(settings.audit_log, include_prompts=settings.audit_prompts),
+        fleet=fleet_accounts(settings, metrics),
     )
     audit = sidecar.audit
     metrics.audit_lines_dropped.read = lambda: {
@@ -76,6 +78,19 @@ def build_sidecar(settings: Settings) -> Sidecar:
     if settings.config_file is not None:
         config.load_file(settings.config_file)
     return sidecar
+
+
+def fleet_accounts(settings: Settings, metrics: Metrics) -> FleetAccounts:
+    """The fleet limits of this process (nothing connects until a policy uses them)."""
+    store = StoreSettings(
+        url=settings.fleet_store_url,
+        username=settings.fleet_store_username,
+        password_file=settings.fleet_store_password_file,
+        ca_file=settings.fleet_store_ca_file,
+        sync_seconds=settings.fleet_sync_seconds,
+    )
+    worker = f"{settings.pod_name}/{max(0, settings.worker_index)}"
+    return FleetAccounts(store, metrics, namespace=settings.namespace, worker=worker)
 
 
 def tenant_table(settings: Settings) -> TenantTable:
@@ -120,6 +135,7 @@ async def _components(sidecar: Sidecar) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         sidecar.background.clear()
+        await sidecar.fleet.close()  # writes the spend not yet written
         sidecar.upstreams.deadlines.close()
         await pool.close()
         await sidecar.audit.close()

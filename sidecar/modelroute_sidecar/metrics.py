@@ -262,6 +262,36 @@ class Metrics:
         self.config_errors = HotCounter(
             "modelroute_config_rejected_total", "Config pushes or files refused.", ["source"]
         )
+        self.fleet_store_down = Gauge(
+            "modelroute_fleet_store_down",
+            "1 while the fleet store (Redis/Valkey) is unreachable from a worker that needs it, else 0.",
+            [],
+        )
+        self.fleet_store_errors = HotCounter(
+            "modelroute_fleet_store_errors_total", "Fleet store calls that failed or timed out.", []
+        )
+        self.fleet_refused = HotCounter(
+            "modelroute_fleet_refused_total",
+            "Requests refused by fleet limits: requests, tokens, budget-day, budget-month, "
+            "store-unavailable (fail-closed).",
+            ["policy", "reason"],
+        )
+        self.fleet_local_admissions = HotCounter(
+            "modelroute_fleet_fail_open_admissions_total",
+            "Requests admitted under per-process limits because the fleet store was unreachable.",
+            ["policy"],
+        )
+        self.budget_warnings = HotCounter(
+            "modelroute_budget_soft_exceeded_total",
+            "Answers sent past a budget's soft threshold (with x-modelroute-budget-warning).",
+            ["policy", "period"],
+        )
+        self.tenant_spend = Gauge(
+            "modelroute_fleet_spend_usd",
+            "Fleet-wide spend of the current day/month per budgeted tenant (empty tenant: the policy "
+            "as a whole), as this sidecar last read it; bounded to the 100 highest per process.",
+            ["policy", "tenant", "period"],
+        )
 
     def count_request(
         self, route: str, endpoint: str, replica: str, region: str, outcome: str, seconds: float

@@ -118,6 +118,12 @@ class Exchange:
     """Why the request went to the escalation chain, when it did."""
     tokens_in: int = 0
     tokens_out: int = 0
+    cost_usd: float = 0.0
+    """Spend of the request's answers, from their usage and the endpoints' prices."""
+    fleet: object = None
+    """The fleet-limit ticket (`fleet.Ticket`) until the answer is settled (`fleetstore`)."""
+    budget_warning: str = ""
+    """Budgets past their soft threshold: the `x-modelroute-budget-warning` header."""
     upstream_headers: dict[str, str] = field(default_factory=dict)
     """What the last upstream answer (or failure) returns to the client: `relayed_headers`."""
 
@@ -157,6 +163,8 @@ def decision_headers(exchange: Exchange) -> dict[str, str]:
     }
     if decision is not None and decision.canary:
         headers["x-modelroute-canary"] = f"{decision.canary}:{decision.canary_side}"
+    if exchange.budget_warning:
+        headers["x-modelroute-budget-warning"] = exchange.budget_warning
     if exchange.upstream_headers:
         headers.update(exchange.upstream_headers)
     return headers
@@ -656,6 +664,7 @@ class Upstreams:
         if tokens_in or tokens_out:
             pricing = call.snapshot.endpoints[choice.endpoint].pricing
             cost = (tokens_in * pricing.input_per_million + tokens_out * pricing.output_per_million) / 1e6
+            exchange.cost_usd += cost
             self.metrics.count_tokens(choice.endpoint, tokens_in, tokens_out, cost)
 
     async def _relay(

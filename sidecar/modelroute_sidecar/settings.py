@@ -82,6 +82,16 @@ class Settings:
     """Set by the supervising parent in the workers it forks; -1 in a single-process sidecar."""
     control_dir: Path | None = None
     """Where workers listen on unix sockets for their parent (set by the parent in its workers)."""
+    fleet_store_url: str = ""
+    """The fleet store (Redis/Valkey) for policies with fleet limits: `redis://` or `rediss://` (TLS);
+    never with a password in it (`fleet_store_password_file`)."""
+    fleet_store_username: str = ""
+    fleet_store_password_file: Path | None = None
+    """The store password's mounted Secret file; re-read at every connection."""
+    fleet_store_ca_file: Path | None = None
+    """PEM CA bundle for a `rediss://` store."""
+    fleet_sync_seconds: float = 0.2
+    """How often spend is written to the store and fleet totals read back."""
 
 
 def _env(environ: Mapping[str, str], name: str, default: str) -> str:
@@ -164,6 +174,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=int,
         default=int(_env(e, env.UPSTREAM_MAX_BODY_BYTES, str(DEFAULT_UPSTREAM_MAX_BODY_BYTES))),
     )
+    p.add_argument("--fleet-store-url", default=_env(e, env.FLEET_STORE_URL, ""))
+    p.add_argument("--fleet-store-username", default=_env(e, env.FLEET_STORE_USERNAME, ""))
+    p.add_argument("--fleet-store-password-file", default=_env(e, env.FLEET_STORE_PASSWORD_FILE, ""))
+    p.add_argument("--fleet-store-ca-file", default=_env(e, env.FLEET_STORE_CA_FILE, ""))
+    p.add_argument(
+        "--fleet-sync-seconds", type=float, default=float(_env(e, env.FLEET_SYNC_SECONDS, "0.2"))
+    )
     p.add_argument("--log-level", default=_env(e, env.LOG_LEVEL, "INFO"))
     p.add_argument("--log-format", choices=["text", "json"], default=_env(e, env.LOG_FORMAT, "text"))
     return p
@@ -184,6 +201,11 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         raise SystemExit("--max-line-bytes must be positive and at most --max-head-bytes")
     if args.max_connections < 1:
         raise SystemExit("--max-connections must be at least 1")
+    if "@" in args.fleet_store_url.partition("://")[2].split("/", 1)[0]:
+        # a password in a URL ends up in process listings and logs: it must come from a file
+        raise SystemExit("--fleet-store-url must not carry user-info; use --fleet-store-password-file")
+    if not args.fleet_sync_seconds > 0:
+        raise SystemExit("--fleet-sync-seconds must be above 0")
     return Settings(
         host=args.host,
         port=args.port,
@@ -212,4 +234,9 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         upstream_max_body_bytes=args.upstream_max_body_bytes,
         log_level=args.log_level,
         log_format=args.log_format,
+        fleet_store_url=args.fleet_store_url,
+        fleet_store_username=args.fleet_store_username,
+        fleet_store_password_file=_optional_path(args.fleet_store_password_file),
+        fleet_store_ca_file=_optional_path(args.fleet_store_ca_file),
+        fleet_sync_seconds=args.fleet_sync_seconds,
     )

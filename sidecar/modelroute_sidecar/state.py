@@ -14,6 +14,7 @@ from .audit import AuditLog
 from .configstore import ConfigStore
 from .credentials import ClientKeys, UpstreamCredentials
 from .ejection import Ejections
+from .fleetstore import FleetAccounts
 from .metrics import Metrics
 from .proxy import Upstreams
 from .ratelimit import TenantLimiter
@@ -36,6 +37,8 @@ class Sidecar:
     client_keys: ClientKeys
     credentials: UpstreamCredentials
     audit: AuditLog
+    fleet: FleetAccounts
+    """Fleet-wide limits and budgets (the store is contacted only once a policy uses them)."""
     upstreams: Upstreams | None = None
     """Created when the data plane starts serving: it owns the event-loop-bound connection pool."""
     metrics_source: MetricsSource | None = None

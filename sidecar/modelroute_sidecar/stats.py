@@ -24,6 +24,8 @@ from modelroute_contract.stats import (
 )
 from modelroute_contract.stats import Figures as FiguresDocument
 
+from .fleet import merge_fleet
+
 ROLLING_SECONDS = 30.0
 """Each half of the rolling window behind `p95_latency_ms`: it covers the last 30 to 60 seconds."""
 
@@ -183,4 +185,9 @@ def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> StatsSnapshot:
     result = merged.snapshot(
         pod=docs[0].pod, config_version=versions[0] if len(versions) == 1 else "", workers=len(docs)
     )
-    return result.model_copy(update={"worker_config_versions": [d.config_version for d in docs]})
+    return result.model_copy(
+        update={
+            "worker_config_versions": [d.config_version for d in docs],
+            "fleet": merge_fleet([d.fleet for d in docs]),
+        }
+    )

@@ -104,6 +104,10 @@ async def route_request(
         raise ApiError(404, "model_not_found", unknown_model_message(body["model"], snapshot), param="model")
     features = extract(request, exchange, api, body, policy, client)
     limit_tenant(sidecar, policy, features)
+    if policy.fleet_limits is not None:  # fleet limits and budgets: no store round trip on a warm lease
+        estimate = features.prompt_tokens + (features.max_output_tokens or 0)
+        tier = features.metadata.get("tier", "")
+        await sidecar.fleet.admit(policy, exchange.tenant, tier, estimate, exchange)
     decision = decide(sidecar, snapshot, features, exchange)
     assert sidecar.upstreams is not None
     deadline = sidecar.upstreams.now() + policy.resilience.deadline_seconds
@@ -268,6 +272,8 @@ def decide(sidecar: Sidecar, snapshot: Snapshot, features: RequestFeatures, exch
 
 def record_exchange(sidecar: Sidecar, exchange: Exchange, elapsed: float) -> None:
     """Metrics and the audit line of a finished request that took `elapsed` seconds."""
+    if exchange.fleet is not None:
+        sidecar.fleet.settle(exchange)
     served = exchange.served
     outcome = exchange.outcome or ("cancelled" if exchange.status == 0 else "ok")
     sidecar.metrics.count_request(
