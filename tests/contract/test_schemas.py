@@ -179,14 +179,14 @@ def test_v2_golden_configs_render_as_the_schema_1_operator_compiled_them(path: P
 
 def test_the_configmap_holds_one_key_per_faithful_schema() -> None:
     plain = build()
-    assert sorted(stored_documents(plain.document())) == ["config.json", "config.v2.json"]
-    assert stored_documents(plain.document())["config.v2.json"] == plain.to_json()
-    assert sorted(stored_documents(build(tls=True).document())) == ["config.v2.json"]
+    assert sorted(stored_documents(plain.document())) == ["config.json", "config.v2.json", "config.v3.json"]
+    assert stored_documents(plain.document())["config.v3.json"] == plain.to_json()
+    assert sorted(stored_documents(build(tls=True).document())) == ["config.v2.json", "config.v3.json"]
 
 
 @pytest.mark.parametrize(
     ("reads", "schema"),
-    [((1,), 1), ((1, 2), 2), ((2,), 2), ((2, 3), 2), ((1, 2, 3), 2)],
+    [((1,), 1), ((1, 2), 2), ((2,), 2), ((2, 3), 3), ((1, 2, 3), 3), ((3, 4), 3)],
 )
 def test_each_sidecar_gets_the_newest_schema_both_sides_speak(reads: tuple[int, ...], schema: int) -> None:
     result = build().render_for(reads)
@@ -196,9 +196,9 @@ def test_each_sidecar_gets_the_newest_schema_both_sides_speak(reads: tuple[int, 
 
 
 def test_a_sidecar_that_reads_only_newer_schemas_is_told_so() -> None:
-    result = render_for(build().document(), (3,))
+    result = render_for(build().document(), (4,))
     assert isinstance(result, SchemaGap)
-    assert result.message() == "reads schema 3; the config needs schema 2: this operator writes schemas 1, 2"
+    assert result.message() == "reads schema 4; the config needs schema 3: this operator writes schemas 1, 2, 3"
 
 
 def test_a_sidecar_that_does_not_say_reads_schema_1() -> None:
@@ -238,8 +238,8 @@ def test_unknown_fields_and_schemas_are_refused_not_skipped() -> None:
     with pytest.raises(ConfigRejectedError, match="futureField") as refused:
         build_snapshot(json.dumps({**document, "futureField": 1}), source="push", region="eu-west-1")
     assert refused.value.status == 422
-    with pytest.raises(ConfigRejectedError, match=r"schemaVersion 3 is not supported .* reads schemas 1, 2"):
-        build_snapshot(json.dumps({**document, "schemaVersion": 3}), source="push", region="eu-west-1")
+    with pytest.raises(ConfigRejectedError, match=r"schemaVersion 4 is not supported .* reads schemas 1, 2, 3"):
+        build_snapshot(json.dumps({**document, "schemaVersion": 4}), source="push", region="eu-west-1")
 
 
 def test_a_mounted_configmap_is_read_at_the_newest_schema_the_sidecar_reads(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import contextlib
 import copy
+import dataclasses
 import json
 import ssl
 import time
@@ -26,6 +27,7 @@ from modelroute_operator.clients.kube import RawObjects
 from modelroute_operator.logic.compiler import NamespaceObjects, compile_namespace, parse_object
 from modelroute_operator.logic.injection import (
     SECRETS_DIR,
+    FleetStoreSettings,
     InjectionSettings,
     credential_secrets,
     injection_patch,
@@ -235,6 +237,40 @@ def test_create_or_update_is_refused_naming_every_field(case: str, body: Body, e
     assert (verdict.code, verdict.reason) == (422, "Invalid")
     for text in expected:
         assert text in verdict.message
+
+
+def with_fleet(fleet: Body) -> Body:
+    body = policy("p", "eu")
+    body["spec"]["fleetLimits"] = fleet
+    return body
+
+
+BAD_FLEET = [
+    ({"tenants": [{"daily": {"hardUsd": -5}}]}, "spec.fleetLimits.tenants[0].daily.hardUsd"),
+    ({"tenants": [{"monthly": {"hardUsd": 10, "softUsd": -1}}]}, "spec.fleetLimits.tenants[0].monthly.softUsd"),
+    ({"policy": {"daily": {"hardUsd": 10, "softUsd": 20}}}, "softUsd 20.0 is above hardUsd 10.0"),
+    ({"failMode": "sometimes"}, "spec.fleetLimits.failMode"),
+    ({"scope": "galaxy"}, "spec.fleetLimits.scope"),
+    ({"tenants": [{"requestsPerMinute": 0}]}, "spec.fleetLimits.tenants[0].requestsPerMinute"),
+    ({"tenants": [{"tenantTier": "gold"}, {"tenantTier": "gold"}]}, "spec.fleetLimits.tenants[1].tenantTier"),
+]
+
+
+@pytest.mark.parametrize(("fleet", "named"), BAD_FLEET)
+def test_bad_fleet_limits_are_refused_naming_the_field(fleet: Body, named: str) -> None:
+    verdict = validate(request("UPDATE", with_fleet(fleet), policy("p", "eu")), base())
+    assert not verdict.allowed
+    assert named in verdict.message, verdict.message
+
+
+def test_good_fleet_limits_are_admitted() -> None:
+    fleet = {
+        "failMode": "closed",
+        "scope": "cluster",
+        "tenants": [{"requestsPerMinute": 100, "daily": {"hardUsd": 50, "softUsd": 40}}],
+        "policy": {"monthly": {"hardUsd": 1000}},
+    }
+    assert validate(request("UPDATE", with_fleet(fleet), policy("p", "eu")), base()).allowed
 
 
 def test_a_refused_missing_reference_says_how_to_order_the_apply() -> None:
@@ -585,7 +621,7 @@ def test_a_bare_pod_gets_the_whole_sidecar() -> None:
     volumes = {v["name"]: v for v in out["spec"]["volumes"]}
     assert volumes["modelroute-config"]["configMap"] == {
         "name": "modelroute-router-config",
-        "items": [{"key": "config.json", "path": "config.json"}, {"key": "config.v2.json", "path": "config.v2.json"}],
+        "items": [{"key": k, "path": k} for k in ("config.json", "config.v2.json", "config.v3.json")],
         "optional": True,
     }
     assert volumes["modelroute-admin"]["secret"]["secretName"] == "modelroute-sidecar-admin"
@@ -599,6 +635,32 @@ def test_a_bare_pod_gets_the_whole_sidecar() -> None:
     assert out["spec"]["containers"][0]["env"] == [
         {"name": "OPENAI_BASE_URL", "value": "http://127.0.0.1:15080/v1"}
     ]
+
+
+def test_the_fleet_store_reaches_the_sidecar_as_a_url_and_mounted_secret_files() -> None:
+    store = FleetStoreSettings(
+        url="rediss://redis.modelroute-system:6379/0",
+        username="router",
+        password_secret="modelroute-fleet-store",
+        ca_secret="fleet-store-ca",
+    )
+    out = injected(pod(), settings=dataclasses.replace(SETTINGS, fleet_store=store))
+    sidecar = sidecar_of(out)
+    environment = env_of(sidecar)
+    assert environment["MODELROUTE_FLEET_STORE_URL"] == "rediss://redis.modelroute-system:6379/0"
+    assert environment["MODELROUTE_FLEET_STORE_USERNAME"] == "router"
+    assert environment["MODELROUTE_FLEET_STORE_PASSWORD_FILE"] == "/etc/modelroute/fleet-store/password"
+    assert environment["MODELROUTE_FLEET_STORE_CA_FILE"] == "/etc/modelroute/fleet-store-ca/ca.crt"
+    volumes = {v["name"]: v for v in out["spec"]["volumes"]}
+    assert volumes["modelroute-fleet-store"]["secret"] == {
+        "secretName": "modelroute-fleet-store",
+        "items": [{"key": "password", "path": "password"}],
+        "optional": True,
+    }
+    assert volumes["modelroute-fleet-store-ca"]["secret"]["secretName"] == "fleet-store-ca"
+    mounts = {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}
+    assert mounts["modelroute-fleet-store"] == "/etc/modelroute/fleet-store"
+    assert "fleet-test-password" not in json.dumps(out)  # only references: no secret value in a pod spec
 
 
 def test_credentials_secrets_are_mounted_under_the_secrets_dir() -> None:

@@ -5,17 +5,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import modelroute_contract as contract
 from modelroute_operator.logic.resources import (
     Canary,
     CanaryPhase,
     EndpointTls,
+    FleetLimits,
+    FleetQuota,
     IntRange,
     ModelEndpoint,
     Replica,
     RoutingPolicy,
     Rule,
+    SpendBudget,
     seconds,
 )
 
@@ -135,6 +139,31 @@ def _build_policy(policy: RoutingPolicy, splits: Mapping[str, contract.CanarySpl
             )
             for limit in spec.tenant_limits
         ),
+        fleet_limits=_build_fleet(spec.fleet_limits) if spec.fleet_limits is not None else None,
+    )
+
+
+def _build_quota(quota: FleetQuota) -> dict[str, Any]:
+    def budget(b: SpendBudget | None) -> contract.SpendBudget | None:
+        return None if b is None else contract.SpendBudget(hard_usd=b.hard_usd, soft_usd=b.soft_usd)
+
+    return {
+        "requests_per_minute": quota.requests_per_minute,
+        "tokens_per_minute": quota.tokens_per_minute,
+        "daily": budget(quota.daily),
+        "monthly": budget(quota.monthly),
+    }
+
+
+def _build_fleet(limits: FleetLimits) -> contract.FleetLimits:
+    return contract.FleetLimits(
+        scope=limits.scope,
+        fail_mode=limits.fail_mode,
+        tenants=tuple(
+            contract.FleetTenantLimit(tenant_tier=t.tenant_tier or "", **_build_quota(t))
+            for t in limits.tenants
+        ),
+        policy=contract.FleetQuota(**_build_quota(limits.policy)) if limits.policy is not None else None,
     )
 
 

@@ -137,6 +137,12 @@ def _check_policy(policy: RoutingPolicy, ns: NamespaceIndex) -> Iterator[Compile
     yield from _check_unique_values(
         [limit.tenant_tier or "" for limit in spec.tenant_limits], "spec.tenantLimits[{}].tenantTier", error
     )
+    if spec.fleet_limits is not None:
+        yield from _check_unique_values(
+            [t.tenant_tier or "" for t in spec.fleet_limits.tenants],
+            "spec.fleetLimits.tenants[{}].tenantTier",
+            error,
+        )
     if seconds(spec.resilience.per_try_timeout) > seconds(spec.resilience.deadline):
         yield error("spec.resilience.perTryTimeout", "perTryTimeout must not exceed deadline")
     for i, rule in enumerate(spec.rules):

@@ -51,6 +51,27 @@ DEFAULT_RESOURCES: Mapping[str, Mapping[str, str]] = {
 }
 
 
+FLEET_STORE_DIR = "/etc/modelroute/fleet-store"
+FLEET_STORE_VOLUME = "modelroute-fleet-store"
+FLEET_STORE_CA_VOLUME = "modelroute-fleet-store-ca"
+
+
+@dataclass(frozen=True)
+class FleetStoreSettings:
+    """The fleet store as injected sidecars reach it. Secrets by reference only: the password and CA are
+    keys of Secrets in each application namespace, mounted as files (never env values in the pod spec)."""
+
+    url: str
+    """`redis://host:port/db` or `rediss://` (TLS); without user-info."""
+    username: str = ""
+    password_secret: str = ""
+    """Secret (in the pod's namespace) holding the password; empty for a store without one."""
+    password_key: str = "password"
+    ca_secret: str = ""
+    """Secret holding the PEM CA bundle of a `rediss://` store; empty uses the system trust."""
+    ca_key: str = "ca.crt"
+
+
 @dataclass(frozen=True)
 class InjectionSettings:
     """How the sidecar is injected; one value per cluster (Helm values / operator flags)."""
@@ -82,6 +103,8 @@ class InjectionSettings:
     native_sidecar: bool = True
     """A restartable init container (Kubernetes 1.29+): up before the app, gone when a Job's app ends.
     False injects an ordinary container for older clusters."""
+    fleet_store: FleetStoreSettings | None = None
+    """Where the sidecars' fleet store (Redis/Valkey) is, for policies with `fleetLimits`."""
     upstream_proxy: Mapping[str, str] = field(default_factory=dict)
     """`HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` for the sidecar's upstream calls (values are env
     values in the pod spec: a proxy password there is readable by whoever reads pods)."""
@@ -157,7 +180,8 @@ def injection_patch(pod: Body, settings: InjectionSettings, secrets: Sequence[st
         ("metadata", "annotations"),
         {ADMIN_PORT_ANNOTATION: str(settings.admin_port)},
     )
-    patch += _add_items(spec, "volumes", ("spec", "volumes"), sidecar_volumes(secrets), front=False)
+    volumes = sidecar_volumes(secrets, settings.fleet_store)
+    patch += _add_items(spec, "volumes", ("spec", "volumes"), volumes, front=False)
     container = sidecar_container(settings, secrets, _explicit_region(metadata))
     if settings.native_sidecar:
         # First, so init containers after it (and the app) start with the router already listening.
@@ -211,6 +235,7 @@ def sidecar_container(
                 {"name": secret_volume_name(s), "mountPath": f"{SECRETS_DIR}/{s}", "readOnly": True}
                 for s in secrets
             ),
+            *_fleet_store_mounts(settings.fleet_store),
         ],
     }
     if settings.native_sidecar:
@@ -246,10 +271,54 @@ def _sidecar_env(settings: InjectionSettings, region: str) -> list[dict[str, Any
         {"name": env.LOG_LEVEL, "value": settings.log_level},
         {"name": env.LOG_FORMAT, "value": settings.log_format},
         *({"name": name, "value": value} for name, value in sorted(settings.upstream_proxy.items()) if value),
+        *_fleet_store_env(settings.fleet_store),
     ]
 
 
-def sidecar_volumes(secrets: Sequence[str] = ()) -> list[dict[str, Any]]:
+def _fleet_store_env(store: FleetStoreSettings | None) -> list[dict[str, Any]]:
+    if store is None:
+        return []
+    out: list[dict[str, Any]] = [{"name": env.FLEET_STORE_URL, "value": store.url}]
+    if store.username:
+        out.append({"name": env.FLEET_STORE_USERNAME, "value": store.username})
+    if store.password_secret:
+        out.append(
+            {"name": env.FLEET_STORE_PASSWORD_FILE, "value": f"{FLEET_STORE_DIR}/{store.password_key}"}
+        )
+    if store.ca_secret:
+        out.append({"name": env.FLEET_STORE_CA_FILE, "value": f"{FLEET_STORE_DIR}-ca/{store.ca_key}"})
+    return out
+
+
+def _fleet_store_volumes(store: FleetStoreSettings | None) -> list[dict[str, Any]]:
+    # optional: a pod starts without them; its fleet-limited policies then apply their fail mode
+    if store is None:
+        return []
+    out = []
+    for volume, secret, key in (
+        (FLEET_STORE_VOLUME, store.password_secret, store.password_key),
+        (FLEET_STORE_CA_VOLUME, store.ca_secret, store.ca_key),
+    ):
+        if secret:
+            items = [{"key": key, "path": key}]
+            out.append({"name": volume, "secret": {"secretName": secret, "items": items, "optional": True}})
+    return out
+
+
+def _fleet_store_mounts(store: FleetStoreSettings | None) -> list[dict[str, Any]]:
+    if store is None:
+        return []
+    out = []
+    if store.password_secret:
+        out.append({"name": FLEET_STORE_VOLUME, "mountPath": FLEET_STORE_DIR, "readOnly": True})
+    if store.ca_secret:
+        out.append({"name": FLEET_STORE_CA_VOLUME, "mountPath": f"{FLEET_STORE_DIR}-ca", "readOnly": True})
+    return out
+
+
+def sidecar_volumes(
+    secrets: Sequence[str] = (), fleet_store: FleetStoreSettings | None = None
+) -> list[dict[str, Any]]:
     """The sidecar's volumes; all optional, so pods start before the operator wrote the first config."""
     return [
         {
@@ -271,6 +340,7 @@ def sidecar_volumes(secrets: Sequence[str] = ()) -> list[dict[str, Any]]:
         },
         {"name": "modelroute-tmp", "emptyDir": {"sizeLimit": "16Mi"}},
         *({"name": secret_volume_name(s), "secret": {"secretName": s, "optional": True}} for s in secrets),
+        *_fleet_store_volumes(fleet_store),
     ]
 
 

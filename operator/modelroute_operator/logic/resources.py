@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 import modelroute_contract as contract
@@ -651,8 +651,8 @@ class TenantLimit(ApiModel):
     `tenant_mismatch`.
 
     Scope: per pod. All worker processes of one sidecar share one bucket per tenant, so a pod admits
-    the limit once however many workers it runs; N pods admit up to N times the limit (a fleet-wide
-    limit is future work). A bucket holds one minute of quota (the burst) and refills evenly. A pod
+    the limit once however many workers it runs; N pods admit up to N times the limit (`fleetLimits`
+    counts across the fleet). A bucket holds one minute of quota (the burst) and refills evenly. A pod
     keeps a bounded number of buckets: when a flood of tenant names fills them, the least recently
     used are evicted and such a tenant starts again with a full bucket."""
 
@@ -662,6 +662,75 @@ class TenantLimit(ApiModel):
     """Requests per minute per tenant."""
     tokens_per_minute: Annotated[int, Field(ge=1)] | None = None
     """Estimated tokens per minute per tenant."""
+
+
+class SpendBudget(ApiModel):
+    """A spend budget in US dollars over one UTC calendar period, priced from the ModelEndpoints' prices
+    and the upstreams' reported usage (streamed answers included)."""
+
+    cel_rules = (
+        CEL(
+            "!has(self.softUsd) || self.softUsd <= self.hardUsd",
+            "softUsd must not be above hardUsd: the warning must come before the stop",
+            ".softUsd",
+        ),
+    )
+    hard_usd: Annotated[float, Field(gt=0, le=1e9)]
+    """Spend at which requests are refused with 429 `budget_exceeded` until the period ends."""
+    soft_usd: Annotated[float, Field(ge=0, le=1e9)] | None = None
+    """Spend from which answers carry `x-modelroute-budget-warning`, the metric
+    `modelroute_budget_soft_exceeded_total` counts and the operator raises a `BudgetSoftLimit` Warning
+    Event; unset for no warning."""
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> SpendBudget:
+        problem = contract.spend_budget_problem(self.hard_usd, self.soft_usd)
+        if problem:
+            raise ValueError(f"{problem[0]} {problem[1]}")
+        return self
+
+
+class FleetQuota(ApiModel):
+    """Limits counted across every sidecar of the fleet store's scope."""
+
+    requests_per_minute: Annotated[int, Field(ge=1)] | None = None
+    """Requests per UTC calendar minute."""
+    tokens_per_minute: Annotated[int, Field(ge=1)] | None = None
+    """Tokens per UTC calendar minute: estimated at admission (prompt estimate plus `max_tokens`),
+    corrected by the upstream's reported usage."""
+    daily: SpendBudget | None = None
+    """USD per UTC day."""
+    monthly: SpendBudget | None = None
+    """USD per UTC calendar month."""
+
+
+class FleetTenantLimit(FleetQuota):
+    """A fleet quota for each tenant of one tier (tenant and tier as `tenantLimits` knows them)."""
+
+    tenant_tier: Annotated[str, Field(max_length=63, pattern=DNS_LABEL)] | None = None
+    """Tenant tier the quota applies to; unset for the default quota."""
+
+
+class FleetLimits(ApiModel):
+    """Limits and spend budgets shared by every sidecar through the fleet store (Redis or Valkey, set in
+    the chart's `fleetStore`; the address and credentials are never part of a policy).
+
+    Requests per minute are never over-admitted while the store is up: sidecars lease chunks of the
+    limit (1/16 each) from the store, which never hands out more than the limit. Tokens may overshoot by
+    what answers use beyond their estimate. Budgets are counted after each answer and synced every
+    0.2 s (after every answer once near the stop): the overshoot is what the fleet serves in that time."""
+
+    scope: Literal["namespace", "cluster"] = "namespace"
+    """`namespace`: counted across the namespace's sidecars; `cluster`: across every sidecar of the
+    cluster that runs a policy of this name (one tenant, one limit in every namespace)."""
+    fail_mode: Literal["open", "closed"] = "open"
+    """While the store is unreachable: `open` serves under per-process limits (the `FleetStore`
+    condition and `modelroute_fleet_fail_open_admissions_total` say so) and writes the counts when the
+    store returns; `closed` refuses the requests these limits cover with 503."""
+    tenants: Annotated[list[FleetTenantLimit], Field(max_length=32)] = []
+    """Per-tenant quotas, chosen by tier."""
+    policy: FleetQuota | None = None
+    """One quota for all tenants of this policy together."""
 
 
 class RoutingPolicySpec(ApiModel):
@@ -706,6 +775,8 @@ class RoutingPolicySpec(ApiModel):
     """Cost and latency budgets."""
     tenant_limits: Annotated[list[TenantLimit], Field(max_length=32)] = []
     """Per-tenant rate limits."""
+    fleet_limits: FleetLimits | None = None
+    """Fleet-wide limits and spend budgets, counted across sidecars in the fleet store."""
 
 
 class SkewedPods(ApiModel):
@@ -719,6 +790,25 @@ class SkewedPods(ApiModel):
     """The schema versions their sidecars read."""
     reason: Annotated[str, Field(max_length=2048)] = ""
     """What the live config needs that those schemas lack."""
+
+
+class TenantSpend(ApiModel):
+    """One budget's spend in its current period."""
+
+    tenant: Annotated[str, Field(max_length=256)] = ""
+    """The tenant; empty for the policy's own budget (all tenants together)."""
+    period: Literal["day", "month"] = "day"
+    """`day` or `month` (UTC calendar periods)."""
+    window: Annotated[str, Field(max_length=16)] = ""
+    """The period counted: `2026-12-02` or `2026-12` (UTC)."""
+    spent_usd: float = 0.0
+    """Fleet-wide spend in the period, as the sidecars last read it from the store."""
+    soft_usd: float | None = None
+    """The budget's soft threshold."""
+    hard_usd: float = 0.0
+    """The budget's hard stop."""
+    state: Literal["Ok", "Soft", "Exhausted"] = "Ok"
+    """`Soft` past the soft threshold, `Exhausted` at the hard stop."""
 
 
 class RoutingPolicyStatus(ApiModel):
@@ -743,6 +833,9 @@ class RoutingPolicyStatus(ApiModel):
     """Sidecar pods not yet running the live version (each in the schema its sidecar reads)."""
     skewed_pods: Annotated[list[SkewedPods], Field(max_length=8)] = []
     """Lagging pods the live config cannot be sent to, grouped by reason (version skew)."""
+    spend: Annotated[list[TenantSpend], Field(max_length=100)] = []
+    """Spend of the current day and month per budgeted tenant, highest first, as the sidecars last
+    reported it (policies with `fleetLimits` budgets; `modelroute spend` prints it)."""
 
 
 # -------------------------------------------------------------------------------------------- Canary

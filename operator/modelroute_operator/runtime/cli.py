@@ -223,6 +223,21 @@ def _read_cluster(
     return read_status_snapshot(namespace)
 
 
+def spend(args: argparse.Namespace) -> int:
+    """Spend per tenant against its budgets, from the RoutingPolicies' `status.spend`."""
+    from modelroute_operator.logic.fleet_report import format_spend, spend_rows
+
+    snapshot = _read_cluster(args.namespace, args.context, args.kubeconfig)
+    rows = spend_rows(snapshot.objects)
+    if args.tenant:
+        rows = [r for r in rows if r["tenant"] == args.tenant]
+    if args.output == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_spend(rows))
+    return EXIT_OK
+
+
 CANARY_ACTIONS: dict[str, dict[str, bool]] = {
     "pause": {"paused": True},
     "resume": {"paused": False},
@@ -358,6 +373,14 @@ def build_parser(prog: str = "modelroute") -> argparse.ArgumentParser:
         help="how long --wait waits (e.g. 90s, 2m, 1m30s; default 5m)",
     )
     p.set_defaults(run=status)
+
+    p = sub.add_parser(
+        "spend", parents=[common], help="spend per tenant against its fleet budgets (today and this month)"
+    )
+    p.add_argument("-n", "--namespace", default=None, help="one namespace (default: all namespaces)")
+    p.add_argument("--tenant", default="", help="only this tenant")
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.set_defaults(run=spend)
 
     p = sub.add_parser(
         "canary",

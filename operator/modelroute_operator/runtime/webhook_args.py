@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from modelroute_operator.logic.injection import (
+    FleetStoreSettings,
     InjectionSettings,
 )
 from modelroute_operator.logic.validation import Enforcement, ValidationSettings
@@ -68,6 +69,13 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str] | 
     )
     flag("--sidecar-run-as-user", "MODELROUTE_SIDECAR_RUN_AS_USER", defaults.run_as_user, int)
     flag("--sidecar-native", "MODELROUTE_SIDECAR_NATIVE", "true", choices=["true", "false"])
+    # the fleet store of `fleetLimits`: the URL, and Secrets (in each app namespace) by name and key
+    flag("--sidecar-fleet-store-url", "MODELROUTE_SIDECAR_FLEET_STORE_URL", "")
+    flag("--sidecar-fleet-store-username", "MODELROUTE_SIDECAR_FLEET_STORE_USERNAME", "")
+    flag("--sidecar-fleet-store-password-secret", "MODELROUTE_SIDECAR_FLEET_STORE_PASSWORD_SECRET", "")
+    flag("--sidecar-fleet-store-password-key", "MODELROUTE_SIDECAR_FLEET_STORE_PASSWORD_KEY", "password")
+    flag("--sidecar-fleet-store-ca-secret", "MODELROUTE_SIDECAR_FLEET_STORE_CA_SECRET", "")
+    flag("--sidecar-fleet-store-ca-key", "MODELROUTE_SIDECAR_FLEET_STORE_CA_KEY", "ca.crt")
     for variable in PROXY_VARIABLES:  # the sidecar's outbound proxy for upstream calls
         flag(f"--sidecar-{variable.lower().replace('_', '-')}", f"MODELROUTE_SIDECAR_{variable}", "")
 
@@ -86,6 +94,25 @@ def parse_resources(text: str) -> dict[str, dict[str, str]]:
         raise argparse.ArgumentTypeError("expected a JSON object with `requests` and/or `limits` maps")
     # Helm renders `cpu: 1` as a number; Kubernetes quantities are strings.
     return {kind: {k: str(v) for k, v in (quantities or {}).items()} for kind, quantities in value.items()}
+
+
+def fleet_store_from_args(args: argparse.Namespace) -> FleetStoreSettings | None:
+    """The injected sidecars' fleet store, or None when no URL is given."""
+    url = args.sidecar_fleet_store_url
+    if not url:
+        return None
+    if not url.startswith(("redis://", "rediss://")):
+        raise SystemExit("--sidecar-fleet-store-url must be a redis:// or rediss:// URL")
+    if "@" in url.partition("://")[2].split("/", 1)[0]:
+        raise SystemExit("--sidecar-fleet-store-url must not carry user-info: name a password Secret")
+    return FleetStoreSettings(
+        url=url,
+        username=args.sidecar_fleet_store_username,
+        password_secret=args.sidecar_fleet_store_password_secret,
+        password_key=args.sidecar_fleet_store_password_key,
+        ca_secret=args.sidecar_fleet_store_ca_secret,
+        ca_key=args.sidecar_fleet_store_ca_key,
+    )
 
 
 def sidecar_ports_from_args(args: argparse.Namespace) -> tuple[int, ...]:
@@ -123,6 +150,7 @@ def settings_from_args(args: argparse.Namespace) -> WebhookSettings | None:
             resources={k: v for k, v in args.sidecar_resources.items() if v},
             run_as_user=args.sidecar_run_as_user,
             native_sidecar=args.sidecar_native == "true",
+            fleet_store=fleet_store_from_args(args),
             upstream_proxy={
                 variable: value
                 for variable in PROXY_VARIABLES

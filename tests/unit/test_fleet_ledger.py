@@ -1,0 +1,199 @@
+"""The fleet accounting core (sidecar `fleet`) and the operator's fleet report, table by table: no store,
+no clock but the one passed in."""
+
+from __future__ import annotations
+
+import calendar
+
+import pytest
+
+from modelroute_contract import FleetLimits, PolicyConfig, RuleConfig, Target
+from modelroute_contract.stats import BudgetFigures, FleetFigures, StatsSnapshot
+from modelroute_operator.logic.fleet_report import budget_state, fleet_report, format_spend, spend_rows
+from modelroute_sidecar.fleet import (
+    GrantNeed,
+    Ledger,
+    Refusal,
+    Ticket,
+    chunk_of,
+    meters_of,
+    period_window,
+    seconds_left,
+    subject_key,
+)
+
+NOW = calendar.timegm((2026, 12, 2, 10, 0, 5, 0, 0, 0))
+
+
+def policy(fleet: dict[str, object]) -> PolicyConfig:
+    return PolicyConfig(
+        name="chat",
+        virtual_models=("auto",),
+        rules=(RuleConfig(name="all", targets=(Target(endpoint="e", weight=1),)),),
+        fleet_limits=FleetLimits.model_validate(fleet),
+    )
+
+
+def test_windows_and_periods() -> None:
+    assert period_window("day", NOW) == "2026-12-02"
+    assert period_window("month", NOW) == "2026-12"
+    assert seconds_left("day", NOW) == 14 * 3600 - 5
+    assert seconds_left("month", NOW) == calendar.timegm((2027, 1, 1, 0, 0, 0, 0, 0, 0)) - NOW
+    assert [chunk_of(n) for n in (1, 15, 16, 100, 1600)] == [1, 1, 1, 6, 100]
+
+
+def test_subjects_are_scoped_and_odd_tenant_names_hashed() -> None:
+    ns = FleetLimits(scope="namespace")
+    assert subject_key(ns, "team-a", "chat", "acme") == "n/team-a/chat/t/acme"
+    assert subject_key(FleetLimits(scope="cluster"), "team-a", "chat", None) == "c/chat/p"
+    assert subject_key(ns, "team-a", "chat", "x" * 500).startswith("n/team-a/chat/t/h:")
+    assert subject_key(ns, "team-a", "chat", "a}b").startswith("n/team-a/chat/t/h:")
+
+
+def test_a_tenant_falls_under_its_tier_quota_and_the_policy_quota() -> None:
+    p = policy(
+        {
+            "tenants": [{"tenantTier": "free", "requestsPerMinute": 5}, {"requestsPerMinute": 50}],
+            "policy": {"requestsPerMinute": 500},
+        }
+    )
+    free = meters_of(p, "ns", "acme", "free")
+    assert [(m.tenant, m.quota.requests_per_minute) for m in free] == [("acme", 5), ("", 500)]
+    assert meters_of(p, "ns", "acme", "gold")[0].quota.requests_per_minute == 50
+
+
+def test_requests_wait_for_a_grant_then_use_the_lease_then_stop_when_the_store_says_spent() -> None:
+    p = policy({"tenants": [{"requestsPerMinute": 32}]})
+    meters = meters_of(p, "ns", "acme", "")
+    ledger = Ledger()
+    needs = ledger.admit(meters, 10, NOW, True, "open")
+    assert isinstance(needs, list) and [(n.requests, n.tokens) for n in needs] == [(2, 0)]
+    ledger.granted(needs[0], 2, 0)
+    assert isinstance(ledger.admit(meters, 10, NOW, True, "open"), Ticket)
+    ticket = ledger.admit(meters, 10, NOW, True, "open")
+    assert isinstance(ticket, Ticket)
+    again = ledger.admit(meters, 10, NOW, True, "open")
+    assert isinstance(again, list)
+    ledger.granted(again[0], 0, 0)  # the store has nothing left this minute
+    refused = ledger.admit(meters, 10, NOW, True, "open")
+    assert isinstance(refused, Refusal) and refused.code == "rate_limit_exceeded"
+    assert "tenant 'acme'" in refused.message and 0 < refused.retry_after <= 55
+    assert isinstance(ledger.admit(meters, 10, NOW + 60, True, "open"), list)  # a new minute
+
+
+def test_refills_are_asked_for_in_the_background_once_a_lease_runs_low() -> None:
+    meters = meters_of(policy({"tenants": [{"requestsPerMinute": 160}]}), "ns", "acme", "")
+    ledger = Ledger()
+    need = ledger.admit(meters, 0, NOW, True, "open")
+    assert isinstance(need, list)
+    ledger.granted(need[0], 10, 0)
+    ticket = ledger.admit(meters, 0, NOW, True, "open")
+    assert isinstance(ticket, Ticket) and ledger.next_refills(ticket) == []
+    for _ in range(5):
+        ticket = ledger.admit(meters, 0, NOW, True, "open")
+    assert isinstance(ticket, Ticket)
+    assert [n.requests for n in ledger.next_refills(ticket)] == [10]
+
+
+def test_store_unreachable_fail_open_counts_locally_as_debt_and_fail_closed_refuses() -> None:
+    meters = meters_of(policy({"tenants": [{"requestsPerMinute": 2}]}), "ns", "acme", "")
+    ledger = Ledger()
+    for _ in range(2):
+        ticket = ledger.admit(meters, 5, NOW, False, "open")
+        assert isinstance(ticket, Ticket) and ticket.local
+    assert isinstance(ledger.admit(meters, 5, NOW, False, "open"), Refusal)  # the per-process limit
+    [(subject, lease)] = ledger.debts()
+    assert (subject, lease.debt_requests) == ("n/ns/chat/t/acme", 2)
+    closed = ledger.admit(meters, 5, NOW, False, "closed")
+    assert isinstance(closed, Refusal) and (closed.status, closed.code) == (503, "fleet_store_unavailable")
+
+
+def test_budgets_stop_at_the_known_total_and_warn_past_the_soft_threshold() -> None:
+    meters = meters_of(policy({"tenants": [{"daily": {"hardUsd": 1.0, "softUsd": 0.5}}]}), "ns", "acme", "")
+    ledger = Ledger()
+    ticket = ledger.admit(meters, 0, NOW, True, "open")
+    assert isinstance(ticket, Ticket) and ticket.warnings == []
+    assert ledger.settle(ticket, 100, 0.3, NOW) is False
+    ledger.synced(("n/ns/chat/t/acme", "day"), "2026-12-02", 0.3, 0.6)  # others spent 0.3 meanwhile
+    warned = ledger.admit(meters, 0, NOW, True, "open")
+    assert isinstance(warned, Ticket) and warned.warnings == ["day; acme; 0.60/1.00 USD"]
+    assert ledger.settle(warned, 100, 0.4, NOW) is True  # near the stop: sync now
+    refused = ledger.admit(meters, 0, NOW, True, "open")
+    assert isinstance(refused, Refusal) and refused.code == "budget_exceeded" and refused.status == 429
+    assert "daily budget" in refused.message and "1.00 of 1.00 USD" in refused.message
+    assert isinstance(ledger.admit(meters, 0, NOW + 86400, True, "open"), Ticket)  # a new day
+
+
+def test_actual_tokens_replace_the_estimate() -> None:
+    meters = meters_of(policy({"tenants": [{"tokensPerMinute": 1600}]}), "ns", "acme", "")
+    ledger = Ledger()
+    need = ledger.admit(meters, 50, NOW, True, "open")
+    assert isinstance(need, list) and need[0].tokens == 100
+    ledger.granted(need[0], 0, 100)
+    ticket = ledger.admit(meters, 50, NOW, True, "open")
+    assert isinstance(ticket, Ticket)
+    ledger.settle(ticket, 20, 0.0, NOW)  # used less: the rest goes back
+    assert ledger.lease("n/ns/chat/t/acme", ticket.window).tokens == 80
+    ticket = ledger.admit(meters, 50, NOW, True, "open")
+    assert isinstance(ticket, Ticket)
+    ledger.settle(ticket, 200, 0.0, NOW)  # used more than the lease holds: debt for the store
+    lease = ledger.lease("n/ns/chat/t/acme", ticket.window)
+    assert (lease.tokens, lease.debt_tokens) == (0, 120)
+
+
+def test_a_grant_need_names_its_minute() -> None:
+    meters = meters_of(policy({"tenants": [{"requestsPerMinute": 10}]}), "ns", "t", "")
+    need = Ledger().admit(meters, 0, NOW, True, "open")
+    assert isinstance(need, list) and isinstance(need[0], GrantNeed) and need[0].window == int(NOW // 60)
+
+
+@pytest.mark.parametrize(
+    ("spent", "soft", "hard", "state"),
+    [(0.1, 0.5, 1.0, "Ok"), (0.5, 0.5, 1.0, "Soft"), (1.0, 0.5, 1.0, "Exhausted"), (0.9, None, 1.0, "Ok")],
+)
+def test_budget_states(spent: float, soft: float | None, hard: float, state: str) -> None:
+    assert budget_state(spent, soft, hard) == state
+
+
+def snapshot(pod: str, store: str, *budgets: BudgetFigures) -> StatsSnapshot:
+    return StatsSnapshot(pod=pod, fleet=FleetFigures(store=store, budgets=list(budgets)))  # type: ignore[arg-type]
+
+
+def test_the_fleet_report_names_unreachable_sidecars_and_raises_events_on_transitions() -> None:
+    p = policy({"failMode": "open", "tenants": [{"daily": {"hardUsd": 10.0, "softUsd": 5.0}}]})
+    low = BudgetFigures(
+        policy="chat", tenant="acme", period="day", window="2026-12-02", spent_usd=6, soft_usd=5, hard_usd=10
+    )
+    high = low.model_copy(update={"spent_usd": 7.0})
+    report = fleet_report(p, [snapshot("app-0", "up", low), snapshot("app-1", "down", high)], [])
+    assert (report.condition.type, report.condition.status, report.condition.reason) == (
+        "FleetStore",
+        "False",
+        "Unreachable",
+    )
+    assert "1 of 2 sidecars cannot reach the fleet store (app-1); fail-open" in report.condition.message
+    assert report.spend == [
+        {
+            "tenant": "acme",
+            "period": "day",
+            "window": "2026-12-02",
+            "spentUsd": 7.0,
+            "softUsd": 5.0,
+            "hardUsd": 10.0,
+            "state": "Soft",
+        }
+    ]
+    assert [e.reason for e in report.events] == ["BudgetSoftLimit"]
+    again = fleet_report(p, [snapshot("app-0", "up", high)], report.spend)
+    assert again.events == [] and again.condition.status == "True"
+    rows = spend_rows(
+        [
+            {
+                "kind": "RoutingPolicy",
+                "metadata": {"name": "chat", "namespace": "a"},
+                "status": {"spend": report.spend},
+            }
+        ]
+    )
+    table = format_spend(rows)
+    assert "acme" in table and "7.0000" in table and "Soft" in table
