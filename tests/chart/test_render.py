@@ -741,3 +741,48 @@ def test_network_policies_can_be_turned_off() -> None:
     assert "NetworkPolicy" not in render(CI["namespaced-rbac"], sets=["networkPolicy.enabled=false"]).kinds()
     off = render(CI["namespaced-rbac"], sets=["networkPolicy.operator.enabled=false"])
     assert {p["metadata"]["name"] for p in off.all("NetworkPolicy")} == {f"{FULLNAME}-sidecar-admin"}
+
+
+def test_the_fleet_store_reaches_the_injector_by_url_and_secret_names_only() -> None:
+    rendered = render(
+        CI["default"],
+        sets=[
+            "fleetStore.url=rediss://valkey.shared:6380/2",
+            "fleetStore.username=router",
+            "fleetStore.passwordSecret.name=fleet-store",
+            "fleetStore.caSecret.name=fleet-ca",
+        ],
+    )
+    env = env_of(rendered.container())
+    assert env["MODELROUTE_SIDECAR_FLEET_STORE_URL"] == "rediss://valkey.shared:6380/2"
+    assert env["MODELROUTE_SIDECAR_FLEET_STORE_USERNAME"] == "router"
+    assert (
+        env["MODELROUTE_SIDECAR_FLEET_STORE_PASSWORD_SECRET"],
+        env["MODELROUTE_SIDECAR_FLEET_STORE_PASSWORD_KEY"],
+    ) == (
+        "fleet-store",
+        "password",
+    )
+    assert env["MODELROUTE_SIDECAR_FLEET_STORE_CA_SECRET"] == "fleet-ca"
+    assert not [d for d in rendered.docs if "fleet-store" in d["metadata"]["name"]]  # no store of our own
+    plain = env_of(render(CI["default"]).container())
+    assert not [name for name in plain if "FLEET" in name]
+
+
+def test_the_charts_own_fleet_store_takes_its_password_from_the_secret() -> None:
+    rendered = render(
+        CI["default"], sets=["fleetStore.deploy.enabled=true", "fleetStore.passwordSecret.name=fleet-store"]
+    )
+    store = next(d for d in rendered.all("Deployment") if d["metadata"]["name"].endswith("-fleet-store"))
+    container = store["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(container)["REDIS_PASSWORD"] == {"secretKeyRef": {"name": "fleet-store", "key": "password"}}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    service = next(d for d in rendered.all("Service") if d["metadata"]["name"].endswith("-fleet-store"))
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "fleet-store"
+    operator = next(
+        d for d in rendered.all("Deployment") if not d["metadata"]["name"].endswith("-fleet-store")
+    )
+    env = env_of(operator["spec"]["template"]["spec"]["containers"][0])
+    assert env["MODELROUTE_SIDECAR_FLEET_STORE_URL"] == (
+        f"redis://{store['metadata']['name']}.{store['metadata']['namespace']}.svc:6379/0"
+    )

@@ -56,6 +56,8 @@ BAD_VALUES: list[tuple[str, list[str], str]] = [
         "/podDisruptionBudget/minAvailable",
     ),
     ("same-health-and-webhook-port", ["health.enabled=true", "health.port=9443"], "must differ"),
+    ("fleet-store-url-with-password", ["fleetStore.url=redis://:hunter2@redis:6379/0"], "/fleetStore/url"),
+    ("fleet-store-url-scheme", ["fleetStore.url=http://redis:6379"], "/fleetStore/url"),
 ]
 
 

@@ -167,3 +167,15 @@ app.kubernetes.io/part-of: modelroute
 {{- define "modelroute.credentialsRoleName" -}}
 {{- printf "%s-credentials" (include "modelroute.fullname" .) }}
 {{- end }}
+
+{{/*
+The fleet store URL the injected sidecars get: `fleetStore.url`, else the chart's own store when
+`fleetStore.deploy.enabled`, else empty (no store).
+*/}}
+{{- define "modelroute.fleetStoreUrl" -}}
+{{- if .Values.fleetStore.url -}}
+{{- .Values.fleetStore.url -}}
+{{- else if .Values.fleetStore.deploy.enabled -}}
+{{- printf "redis://%s-fleet-store.%s.svc:6379/0" (include "modelroute.fullname" .) .Release.Namespace -}}
+{{- end -}}
+{{- end -}}
