@@ -57,8 +57,20 @@ def minute_window(now: float) -> int:
     return int(now // MINUTE)
 
 
+_PERIODS: list[tuple[int, str, str]] = [(-1, "", "")]
+"""The last second's (second, day, month): every request asks, the answer changes once a day."""
+
+
 def period_window(period: Period, now: float) -> str:
     """The UTC day (`2026-12-02`) or month (`2026-12`) `now` falls in."""
+    second = int(now)
+    cached = _PERIODS[0]
+    if cached[0] != second:
+        cached = _PERIODS[0] = (second, _period_text("day", now), _period_text("month", now))
+    return cached[1] if period == "day" else cached[2]
+
+
+def _period_text(period: Period, now: float) -> str:
     t = time.gmtime(now)
     if period == "day":
         return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"

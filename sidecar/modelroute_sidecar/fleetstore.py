@@ -28,7 +28,7 @@ from modelroute_contract import PolicyConfig
 from modelroute_contract.stats import BudgetFigures, FleetFigures
 
 from .errors import ApiError
-from .fleet import GrantNeed, Ledger, Refusal, Ticket, meters_of
+from .fleet import GrantNeed, Ledger, Meter, Refusal, Ticket, meters_of
 from .metrics import Metrics
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "modelroute:"
 STORE_TIMEOUT_SECONDS = 0.5
 """One store call; past it the store counts as unreachable and the policies' fail modes apply."""
+METER_CACHE = 4096
+"""(policy, tenant, tier) meter sets kept; a flood of tenant names only clears the cache."""
 GRANT_ROUNDS = 32
 """Grant rounds one admission may wait through before it is refused as contended."""
 MINUTE_TTL = 180
@@ -219,6 +221,7 @@ class FleetAccounts:
         self.in_use = False
         self._spawn = spawn
         self._loop_task: asyncio.Task[None] | None = None
+        self._meter_cache: dict[tuple[int, str, str], tuple[PolicyConfig, tuple[Meter, ...]]] = {}
         self._wake = asyncio.Event()
         """Set to sync before the interval is over (a budget near its stop)."""
         self._grants: dict[tuple[str, int], asyncio.Future[None]] = {}
@@ -233,7 +236,7 @@ class FleetAccounts:
         """Count one request under the policy's fleet limits, or raise the ApiError that refuses it."""
         limits = policy.fleet_limits
         assert limits is not None
-        meters = meters_of(policy, self.namespace, tenant, tier)
+        meters = self._meters(policy, tenant, tier)
         if not meters:
             return
         self._start()
@@ -267,6 +270,18 @@ class FleetAccounts:
             for need in self.ledger.next_refills(verdict):
                 self.ledger.lease(need.meter.subject, need.window).refilling = True
                 asyncio.get_running_loop().create_task(self._grant_once(need))
+
+    def _meters(self, policy: PolicyConfig, tenant: str, tier: str) -> tuple[Meter, ...]:
+        # The same few tenants ask again and again: their meters are made once per config.
+        key = (id(policy), tenant, tier)
+        cached = self._meter_cache.get(key)
+        if cached is not None and cached[0] is policy:  # `is`: an id is reused only after a swap
+            return cached[1]
+        if len(self._meter_cache) >= METER_CACHE:
+            self._meter_cache.clear()
+        meters = meters_of(policy, self.namespace, tenant, tier)
+        self._meter_cache[key] = (policy, meters)
+        return meters
 
     def settle(self, exchange: Exchange) -> None:
         """Charge an answered (or failed) request: its cost and actual tokens; written by the loop."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from datetime import UTC, datetime
 
 from modelroute_contract import RouterConfig
@@ -21,6 +22,11 @@ log = logging.getLogger(__name__)
 WATCH_SECONDS = 10.0
 """How often budgets and the store's reachability are reported (spend moves continuously: status is
 written only when a figure or a state changed, rounded to 1/10,000 USD)."""
+
+
+def fleet_watch_seconds() -> float:
+    """The watch's interval: `MODELROUTE_FLEET_WATCH_SECONDS` (tests shorten it), else `WATCH_SECONDS`."""
+    return float(os.environ.get("MODELROUTE_FLEET_WATCH_SECONDS") or WATCH_SECONDS)
 
 
 class FleetWatch:

@@ -23,7 +23,7 @@ from modelroute_contract.constants import SIDECAR_LABEL, SIDECAR_LABEL_VALUE
 from modelroute_operator.clients.kube import KubeApi, load_client_config
 from modelroute_operator.clients.sync import RESYNC_SECONDS, Syncer
 from modelroute_operator.logic.resources import GROUP, KINDS, VERSION, Canary, ModelEndpoint
-from modelroute_operator.runtime.fleet_watch import FleetWatch
+from modelroute_operator.runtime.fleet_watch import FleetWatch, fleet_watch_seconds
 from modelroute_operator.runtime.monitor import CanaryRunner, HealthMonitor
 from modelroute_operator.runtime.reconciler import Reconciler
 
@@ -86,7 +86,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         loop.create_task(_resync_forever(syncer), name="sidecar-resync"),
         loop.create_task(health.run(), name="health-monitor"),
         loop.create_task(canaries.run(), name="canary-runner"),
-        loop.create_task(FleetWatch(kube, syncer).run(), name="fleet-watch"),
+        loop.create_task(FleetWatch(kube, syncer, fleet_watch_seconds()).run(), name="fleet-watch"),
     ]
 
     def forget(namespace: str) -> None:
