@@ -25,10 +25,10 @@ COST = (12 * 1.0 + 5 * 2.0) / 1e6
 """One answer of the fake upstream on an endpoint priced 1 / 2 USD per 1M tokens."""
 
 
-def chat(port: int, tenant: str) -> int:
+def chat(base_url: str, tenant: str) -> int:
     body = json.dumps({"model": "support-bot", "messages": [{"role": "user", "content": "hi"}]}).encode()
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/chat/completions",
+        f"{base_url}/chat/completions",
         data=body,
         headers={"content-type": "application/json", "x-modelroute-tenant": tenant},
     )
@@ -69,7 +69,7 @@ def test_the_policy_reports_the_store_and_the_spend_and_the_cli_prints_it(
         fleet = ["--fleet-store-url", store.url, "--fleet-store-password-file", str(store.password_file)]
         sidecars = [cluster.sidecar(f"app-{i}", "eu-west-1", extra=fleet) for i in range(2)]
         wait_for(lambda: cluster.policy_status("support").get("sync") == "2/2", "sync 2/2")
-        statuses = [chat(sidecars[i % 2].port, "acme") for i in range(40)]
+        statuses = [chat(sidecars[i % 2].base_url, "acme") for i in range(40)]
         assert 10 <= statuses.count(200) < 40 and 429 in statuses
 
         def reported() -> dict[str, Any] | None:
@@ -96,7 +96,7 @@ def test_the_policy_reports_the_store_and_the_spend_and_the_cli_prints_it(
         assert "acme" in cli.stdout and "Exhausted" in cli.stdout and "support" in cli.stdout
 
         store.kill()
-        chat(sidecars[0].port, "globex")  # a request finds the store gone
+        chat(sidecars[0].base_url, "globex")  # a request finds the store gone
 
         def unreachable() -> dict[str, Any] | None:
             found = condition(cluster.policy_status("support"), "FleetStore")
