@@ -11,6 +11,7 @@ import aiohttp
 import openai
 import pytest
 
+from modelroute_contract import SCHEMA_VERSION
 from tests.component.conftest import UPSTREAM_KEY, Running, SidecarFactory, build_config, eventually
 from tests.fakes.upstream import FakeUpstream
 
@@ -324,7 +325,10 @@ async def test_metrics_are_exposed(sidecar: Running) -> None:
     assert 'modelroute_tokens_total{direction="in",endpoint="llama"} 12.0' in text
     assert 'modelroute_tokens_total{direction="out",endpoint="llama"} 5.0' in text
     assert 'modelroute_estimated_cost_usd_total{endpoint="llama"}' in text
-    assert f'modelroute_config_info{{schema="2",version="{sidecar.sidecar.config.version}"}} 1.0' in text
+    assert (
+        f'modelroute_config_info{{schema="{SCHEMA_VERSION}",version="{sidecar.sidecar.config.version}"}} 1.0'
+        in text
+    )
     for name in ("retries_total", "failovers_total", "ejections_total", "residency_blocks_total"):
         assert f"# TYPE modelroute_{name} counter" in text, name
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
-from modelroute_contract import RouterConfig
+from modelroute_contract import SCHEMA_VERSION, RouterConfig
 from tests.component.conftest import (
     ADMIN_TOKEN,
     Running,
@@ -52,7 +52,7 @@ async def test_bad_pushes_are_refused_and_the_old_version_keeps_serving(
     cases = [
         (b"{nope", 400, "not valid JSON"),
         (b"[1, 2]", 400, "JSON object"),
-        (json.dumps({**document, "schemaVersion": 3}).encode(), 409, "schemaVersion"),
+        (json.dumps({**document, "schemaVersion": SCHEMA_VERSION + 1}).encode(), 409, "schemaVersion"),
         (json.dumps({**document, "endpoints": "many"}).encode(), 422, "endpoints"),
         (json.dumps({**document, "bogus": 1}).encode(), 422, "bogus"),
         (json.dumps(tampered).encode(), 422, "does not match content hash"),
@@ -100,7 +100,10 @@ async def test_readyz_and_metrics_report_the_applied_version(sidecar: Running) -
         async with session.get(
             sidecar.admin_url + "/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
         ) as response:
-            assert f'modelroute_config_info{{schema="2",version="{version}"}} 1.0' in await response.text()
+            assert (
+                f'modelroute_config_info{{schema="{SCHEMA_VERSION}",version="{version}"}} 1.0'
+                in await response.text()
+            )
 
 
 async def test_a_push_pointing_a_replica_at_the_sidecars_own_ports_is_refused(
