@@ -117,6 +117,17 @@ async def stats(session: aiohttp.ClientSession, admin_port: int) -> dict[str, An
         return data
 
 
+async def _spend_metric(text: Any, hard: float) -> bool:
+    for line in (await text).splitlines():
+        if (
+            line.startswith("modelroute_fleet_spend_usd{")
+            and 'tenant="acme"' in line
+            and 'period="day"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1]) >= hard
+    return False
+
+
 async def well_inside_a_minute() -> None:
     # per-minute limits count calendar minutes: a burst that straddles one would see two limits
     await eventually(lambda: time.time() % 60 < 40, within=25, what="the start of a minute")
@@ -185,6 +196,17 @@ async def test_a_budget_stops_a_tenant_across_every_sidecar(
         doc = await stats(session, admins[1])
         budgets = {(b["tenant"], b["period"]): b for b in doc["fleet"]["budgets"]}
         assert budgets[("acme", "day")]["spentUsd"] >= hard
+
+        async def metrics() -> str:
+            async with session.get(f"http://127.0.0.1:{sidecars[0].port}/metrics") as r:
+                return await r.text()
+
+        text = await metrics()
+        assert 'modelroute_fleet_refused_total{policy="main",reason="budget-day"}' in text
+        assert 'modelroute_budget_soft_exceeded_total{period="day",policy="main"}' in text
+        await eventually(
+            lambda: _spend_metric(metrics(), hard), within=5, what="the fleet spend gauge at the budget"
+        )
     keys = [k for k in store.client().keys("modelroute:*acme*:s:*")]
     total = sum(float(v) for v in store.client().hvals(keys[0]))
     assert total == pytest.approx(served * COST, rel=1e-6)
