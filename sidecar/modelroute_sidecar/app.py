@@ -70,6 +70,7 @@ def build_sidecar(settings: Settings) -> Sidecar:
         audit=AuditLog(settings.audit_log, include_prompts=settings.audit_prompts),
         fleet=fleet_accounts(settings, metrics),
     )
+    config.on_applied(lambda snapshot: sidecar.fleet.prepare(snapshot.config))
     audit = sidecar.audit
     metrics.audit_lines_dropped.read = lambda: {
         ("queue-full",): audit.dropped,

@@ -118,6 +118,20 @@ class Meter:
     tenant: str
     """Empty for the policy-wide quota."""
     quota: FleetQuota
+    budgets: tuple[tuple[Period, SpendBudget], ...] = ()
+    """The quota's budgets, looked up once (every request walks them)."""
+    rated: bool = False
+    """Whether the quota has a per-minute limit."""
+
+    @classmethod
+    def of(cls, subject: str, policy: str, tenant: str, quota: FleetQuota) -> Meter:
+        budgets = tuple(
+            (period, budget)
+            for period, budget in (("day", quota.daily), ("month", quota.monthly))
+            if budget is not None
+        )
+        rated = quota.requests_per_minute is not None or quota.tokens_per_minute is not None
+        return cls(subject, policy, tenant, quota, budgets, rated)  # type: ignore[arg-type]
 
 
 def meters_of(policy: PolicyConfig, namespace: str, tenant: str, tier: str) -> tuple[Meter, ...]:
@@ -128,9 +142,10 @@ def meters_of(policy: PolicyConfig, namespace: str, tenant: str, tier: str) -> t
     out = []
     quota = select_quota(limits, tier)
     if quota is not None:
-        out.append(Meter(subject_key(limits, namespace, policy.name, tenant), policy.name, tenant, quota))
+        out.append(Meter.of(subject_key(limits, namespace, policy.name, tenant), policy.name, tenant, quota))
     if limits.policy is not None:
-        out.append(Meter(subject_key(limits, namespace, policy.name, None), policy.name, "", limits.policy))
+        subject = subject_key(limits, namespace, policy.name, None)
+        out.append(Meter.of(subject, policy.name, "", limits.policy))
     return tuple(out)
 
 
@@ -201,6 +216,8 @@ class Ticket:
     warnings: list[str] = field(default_factory=list)
     local: bool = False
     """Admitted under per-process limits (store unreachable, fail-open)."""
+    refills: list[GrantNeed] = field(default_factory=list)
+    """Leases this admission left running low (at most one refill in flight per lease)."""
 
 
 @dataclass(slots=True)
@@ -258,10 +275,8 @@ class Ledger:
             )
         warnings: list[str] = []
         for meter in meters:
-            for period, budget in (("day", meter.quota.daily), ("month", meter.quota.monthly)):
-                if budget is None:
-                    continue
-                spend = self.spend(meter, period, budget, now)  # type: ignore[arg-type]
+            for period, budget in meter.budgets:
+                spend = self.spend(meter, period, budget, now)
                 known = spend.known
                 if known >= budget.hard_usd:
                     who = f"tenant {meter.tenant!r}" if meter.tenant else "all tenants together"
@@ -270,8 +285,8 @@ class Ledger:
                         "budget_exceeded",
                         f"the {'daily' if period == 'day' else 'monthly'} budget of policy {meter.policy!r} "
                         f"for {who} is spent ({known:.2f} of {budget.hard_usd:.2f} USD); "
-                        f"it renews in {int(seconds_left(period, now))}s",  # type: ignore[arg-type]
-                        seconds_left(period, now),  # type: ignore[arg-type]
+                        f"it renews in {int(seconds_left(period, now))}s",
+                        seconds_left(period, now),
                         f"budget-{period}",
                     )
                 if budget.soft_usd is not None and known >= budget.soft_usd:
@@ -280,7 +295,7 @@ class Ledger:
         needs: list[GrantNeed] = []
         for meter in meters:
             quota = meter.quota
-            if quota.requests_per_minute is None and quota.tokens_per_minute is None:
+            if not meter.rated:
                 continue
             lease = self.lease(meter.subject, window)
             refusal = self._rate_refusal(meter, lease, estimate, now, store_up)
@@ -296,22 +311,33 @@ class Ledger:
                     needs.append(GrantNeed(meter, window, want_r, want_t))
         if needs:
             return needs
+        refills: list[GrantNeed] = []
         for meter in meters:
             quota = meter.quota
-            if quota.requests_per_minute is None and quota.tokens_per_minute is None:
+            if not meter.rated:
                 continue
             lease = self.lease(meter.subject, window)
             if store_up:
+                want_r = want_t = 0
                 if quota.requests_per_minute is not None:
                     lease.requests -= 1
+                    chunk = chunk_of(quota.requests_per_minute)
+                    if lease.requests * 2 < chunk and not lease.exhausted_requests:
+                        want_r = chunk
                 if quota.tokens_per_minute is not None:
                     lease.tokens -= estimate
+                    chunk = max(chunk_of(quota.tokens_per_minute), estimate)
+                    if lease.tokens * 2 < chunk and not lease.exhausted_tokens:
+                        want_t = chunk
+                if (want_r or want_t) and not lease.refilling:
+                    # running low: refilled in the background, so the next requests find an allowance
+                    refills.append(GrantNeed(meter, window, want_r, want_t))
             else:
                 lease.local_requests += 1
                 lease.local_tokens += estimate
                 lease.debt_requests += 1 if quota.requests_per_minute is not None else 0
                 lease.debt_tokens += estimate if quota.tokens_per_minute is not None else 0
-        return Ticket(meters, window, estimate, warnings, local=not store_up)
+        return Ticket(meters, window, estimate, warnings, local=not store_up, refills=refills)
 
     def _rate_refusal(
         self, meter: Meter, lease: Lease, estimate: int, now: float, store_up: bool
@@ -338,28 +364,6 @@ class Ledger:
             "requests" if over_r else "tokens",
         )
 
-    def next_refills(self, ticket: Ticket) -> list[GrantNeed]:
-        """Leases of an admitted request's meters that run low: refilled in the background, so that the
-        next requests find an allowance (at most one refill in flight per lease)."""
-        out = []
-        for meter in ticket.meters:
-            quota = meter.quota
-            lease = self.leases.get((meter.subject, ticket.window))
-            if lease is None or lease.refilling:
-                continue
-            want_r = want_t = 0
-            if quota.requests_per_minute is not None and not lease.exhausted_requests:
-                chunk = chunk_of(quota.requests_per_minute)
-                if lease.requests * 2 < chunk:
-                    want_r = chunk
-            if quota.tokens_per_minute is not None and not lease.exhausted_tokens:
-                chunk = max(chunk_of(quota.tokens_per_minute), ticket.estimate)
-                if lease.tokens * 2 < chunk:
-                    want_t = chunk
-            if want_r or want_t:
-                out.append(GrantNeed(meter, ticket.window, want_r, want_t))
-        return out
-
     def granted(self, need: GrantNeed, requests: int, tokens: int) -> None:
         """The store's answer to a grant: add it to the lease; less than asked means the limit is spent."""
         lease = self.lease(need.meter.subject, need.window)
@@ -381,9 +385,9 @@ class Ledger:
         near = False
         for meter in ticket.meters:
             quota = meter.quota
-            for period, budget in (("day", quota.daily), ("month", quota.monthly)):
-                if budget is not None and cost_usd > 0:
-                    spend = self.spend(meter, period, budget, now)  # type: ignore[arg-type]
+            for period, budget in meter.budgets:
+                if cost_usd > 0:
+                    spend = self.spend(meter, period, budget, now)
                     spend.own += cost_usd
                     near_at = budget.soft_usd if budget.soft_usd is not None else budget.hard_usd / 2
                     near = near or spend.known >= near_at

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelroute_contract import PolicyConfig
+from modelroute_contract import PolicyConfig, RouterConfig
 from modelroute_contract.stats import BudgetFigures, FleetFigures
 
 from .errors import ApiError
@@ -228,6 +228,13 @@ class FleetAccounts:
         self._failing_policies: dict[str, str] = {}
         self._store_errors: tuple[type[BaseException], ...] = ()
 
+    def prepare(self, config: RouterConfig) -> None:
+        """On a config with fleet limits, import the store client now rather than at the first request:
+        a config installed before the process settles its memory (`main.settle_memory`, gc.freeze; the
+        parent before forking) keeps the client's objects out of every later collection."""
+        if self.client is not None and any(p.fleet_limits is not None for p in config.policies):
+            import redis.asyncio  # noqa: F401
+
     # ------------------------------------------------------------------------------------ admission
 
     async def admit(
@@ -267,7 +274,7 @@ class FleetAccounts:
             for warning in verdict.warnings:
                 self.metrics.budget_warnings.inc((policy.name, warning.split(";", 1)[0]))
         if self.up:
-            for need in self.ledger.next_refills(verdict):
+            for need in verdict.refills:
                 self.ledger.lease(need.meter.subject, need.window).refilling = True
                 asyncio.get_running_loop().create_task(self._grant_once(need))
 

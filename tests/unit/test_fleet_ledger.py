@@ -88,11 +88,11 @@ def test_refills_are_asked_for_in_the_background_once_a_lease_runs_low() -> None
     assert isinstance(need, list)
     ledger.granted(need[0], 10, 0)
     ticket = ledger.admit(meters, 0, NOW, True, "open")
-    assert isinstance(ticket, Ticket) and ledger.next_refills(ticket) == []
+    assert isinstance(ticket, Ticket) and ticket.refills == []
     for _ in range(5):
         ticket = ledger.admit(meters, 0, NOW, True, "open")
     assert isinstance(ticket, Ticket)
-    assert [n.requests for n in ledger.next_refills(ticket)] == [10]
+    assert [n.requests for n in ticket.refills] == [10]
 
 
 def test_store_unreachable_fail_open_counts_locally_as_debt_and_fail_closed_refuses() -> None:
