@@ -8,6 +8,7 @@ import contextlib
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,9 +26,12 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server process; `kill` and `start` again on the same port and data."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, tls: bool = False) -> None:
         self.directory = directory
         self.port = port or _free_port()
+        self.tls = tls
+        """Serve TLS only (`rediss://`), with a certificate of a private CA (`ca_file`) for 127.0.0.1."""
+        self.ca_file = directory / "tls" / "ca.crt"
         self.password_file = directory / "password"
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
@@ -35,14 +39,28 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    def _tls_args(self) -> list[str]:
+        if not self.tls:
+            return ["--port", str(self.port)]
+        from modelroute_operator.runtime.certificates import generate_certificates
+
+        if not self.ca_file.exists():
+            generate_certificates(self.directory / "tls", ["127.0.0.1"])
+        tls = self.directory / "tls"
+        return [
+            "--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(tls / "tls.crt"),
+            "--tls-key-file", str(tls / "tls.key"), "--tls-ca-cert-file", str(self.ca_file),
+            "--tls-auth-clients", "no",
+        ]  # fmt: skip
 
     def start(self, within: float = 10.0) -> RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed: run scripts/system-packages fleet (as root)")
         args = [
-            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+            binary, *self._tls_args(), "--bind", "127.0.0.1", "--dir", str(self.directory),
             "--requirepass", PASSWORD, "--save", "", "--appendonly", "yes", "--appendfsync", "always",
             "--daemonize", "no", "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip
@@ -58,7 +76,7 @@ class RedisServer:
 
     def ping(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+            with self._connect() as s:
                 s.sendall(f"AUTH {PASSWORD}\r\nPING\r\n".encode())
                 seen = b""
                 while b"+PONG" not in seen:
@@ -70,6 +88,13 @@ class RedisServer:
         except OSError:
             return False
 
+    def _connect(self) -> socket.socket:
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
+        if not self.tls:
+            return raw
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        return context.wrap_socket(raw, server_hostname="127.0.0.1")
+
     def kill(self) -> None:
         """SIGKILL: the store is gone at once, mid-request."""
         if self.process is not None and self.process.poll() is None:
@@ -80,7 +105,8 @@ class RedisServer:
     def client(self):  # type: ignore[no-untyped-def]
         import redis
 
-        return redis.Redis(host="127.0.0.1", port=self.port, password=PASSWORD, decode_responses=True)
+        tls = {"ssl": True, "ssl_ca_certs": str(self.ca_file)} if self.tls else {}
+        return redis.Redis(host="127.0.0.1", port=self.port, password=PASSWORD, decode_responses=True, **tls)
 
 
 @contextlib.contextmanager

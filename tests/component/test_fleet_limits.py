@@ -14,7 +14,16 @@ import pytest
 
 from modelroute_contract import RouterConfig
 from modelroute_sidecar.fleet import chunk_of
-from tests.component.conftest import ADMIN_TOKEN, Process, build_config, eventually, free_port, wait_http
+from tests.component.conftest import (
+    ADMIN_TOKEN,
+    Process,
+    SidecarFactory,
+    build_config,
+    eventually,
+    free_port,
+    wait_http,
+)
+from tests.fakes.upstream import FakeUpstream
 from tests.fleet_store import RedisServer
 
 pytestmark = pytest.mark.e2e
@@ -268,8 +277,42 @@ async def test_store_killed_mid_load_follows_each_fail_mode_and_loses_no_count(
 
         # every answer's cost reaches the store, those served while it was away included
         await eventually(lambda: spent() == pytest.approx(served * COST, rel=1e-6), within=10, what="spend")
+        # and every admitted request is counted in its minute (grants reserve, debts of the outage add)
+        minutes = client.keys("modelroute:{n/team-a/main/t/acme}:m:*")
+        counted = sum(int(client.hget(k, "r") or 0) for k in minutes)
+        assert counted >= served, (counted, served)
         strict_served = results["strict"].count(200)
         keys = client.keys("modelroute:{n/team-a/strict/t/acme}:s:*")
         assert sum(float(v) for k in keys for v in client.hvals(k)) == pytest.approx(
             strict_served * COST, rel=1e-6
         )
+
+
+async def test_a_tls_store_with_a_private_ca_and_a_password_file(
+    start_sidecar: SidecarFactory, upstreams: dict[str, FakeUpstream], tmp_path: Path
+) -> None:
+    store = RedisServer(tmp_path / "tls-redis", tls=True).start()
+    try:
+        urls = {n: f.url for n, f in upstreams.items()}
+        config = fleet_config(urls, {"tenants": [{"requestsPerMinute": 1000, "daily": {"hardUsd": 10.0}}]})
+        trusted = await start_sidecar(
+            config,
+            fleet_store_url=store.url,
+            fleet_store_password_file=store.password_file,
+            fleet_store_ca_file=store.ca_file,
+        )
+        async with aiohttp.ClientSession() as session:
+            assert (await chat(session, int(trusted.url.rsplit(":", 1)[1]), "acme"))[0] == 200
+            await eventually(lambda: bool(store.client().keys("modelroute:*acme*:s:*")), 5, "spend over TLS")
+            figures = trusted.sidecar.fleet.figures()
+            assert figures is not None and figures.store == "up"
+            # without the CA the store's certificate is not trusted: the policy's fail mode applies
+            untrusted = await start_sidecar(
+                config, fleet_store_url=store.url, fleet_store_password_file=store.password_file
+            )
+            status, _ = await chat(session, int(untrusted.url.rsplit(":", 1)[1]), "acme")
+            assert status == 200  # fail-open
+            figures = untrusted.sidecar.fleet.figures()
+            assert figures is not None and figures.store == "down" and figures.fail_open_policies == ["main"]
+    finally:
+        store.kill()
