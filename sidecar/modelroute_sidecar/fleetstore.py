@@ -138,6 +138,9 @@ class StoreClient:
                     return (settings.username, password)
                 return (password,)
 
+            async def get_credentials_async(self) -> tuple[str] | tuple[str, str]:
+                return self.get_credentials()  # a small local file: no need for a thread
+
         options: dict[str, Any] = {
             "socket_timeout": STORE_TIMEOUT_SECONDS,
             "socket_connect_timeout": STORE_TIMEOUT_SECONDS,
@@ -172,12 +175,12 @@ class StoreClient:
         self, grants: list[tuple[str, list[Any]]], spends: list[tuple[str, list[Any]]]
     ) -> list[Any]:
         """Debt reports and spend writes in one round trip; the answers in the same order."""
-        pipe = self.client.pipeline(transaction=False)
-        for key, args in grants:
-            await self._grant(keys=[key], args=args, client=pipe)
-        for key, args in spends:
-            await self._spend(keys=[key], args=args, client=pipe)
-        return list(await pipe.execute())
+        async with self.client.pipeline(transaction=False) as pipe:  # reset even when cancelled
+            for key, args in grants:
+                await self._grant(keys=[key], args=args, client=pipe)
+            for key, args in spends:
+                await self._spend(keys=[key], args=args, client=pipe)
+            return list(await pipe.execute())
 
     async def close(self) -> None:
         if self._client is not None:
