@@ -18,6 +18,7 @@ import openai
 import pytest
 
 from modelroute_contract import config_key
+from modelroute_contract.schemas import ACCEPTED_SCHEMA_VERSIONS, SCHEMA_VERSION
 from tests.e2e.conftest import Cluster
 from tests.kube_harness import wait_for
 from tests.manifests import policy, to_yaml
@@ -77,7 +78,7 @@ def test_an_operator_of_schema_2_serves_a_sidecar_of_schema_1_what_it_can_read(
     old = cluster.sidecar("app-old", "eu-west-1", python=str(schema1_python), schema=1)
     new = cluster.sidecar("app-new", "eu-west-1")
     assert "acceptedSchemaVersions" not in old.version_document()  # a schema-1 sidecar does not say
-    assert new.version_document()["acceptedSchemaVersions"] == [1, 2]
+    assert new.version_document()["acceptedSchemaVersions"] == list(ACCEPTED_SCHEMA_VERSIONS)
     status = wait_for(
         lambda: (s := cluster.policy_status("support")).get("sync") == "2/2" and s, "sync 2/2 across schemas"
     )
@@ -133,7 +134,7 @@ def test_an_operator_of_schema_2_serves_a_sidecar_of_schema_1_what_it_can_read(
     )
     with pytest.raises(urllib.request.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=5)
-    assert refused.value.code == 409 and b"schemaVersion 2" in refused.value.read()
+    assert refused.value.code == 409 and f"schemaVersion {SCHEMA_VERSION}".encode() in refused.value.read()
 
     # Back to a config schema 1 can carry: the old sidecar is in sync again.
     cluster.kubectl.apply(to_yaml(policy(models=["support-bot"])), cluster.namespace)
