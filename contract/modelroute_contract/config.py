@@ -11,6 +11,7 @@ neither. RE2 syntax of `pattern` detectors is checked by the engine (`modelroute
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from enum import StrEnum
@@ -264,6 +265,82 @@ class RangeMatch(ContractModel):
         return self
 
 
+HEURISTIC_SCORER: Final = "heuristic"
+"""The complexity scorer a rule gets when it names none (it may also be named)."""
+BUILTIN_DIFFICULTY_MODEL: Final = "builtin"
+"""The difficulty model shipped with the sidecar (`modelroute_sidecar/data/difficulty-builtin.json`)."""
+BUILTIN_DIFFICULTY_VERSION: Final = "2026.12.1"
+BUILTIN_DIFFICULTY_SHA256: Final = "24e7c1044347c0b4b7da7d426a68c5f9bb7903498e054917c19ce16bdea35efb"
+"""Version and sha256 of the builtin head: operator and sidecar agree on it through the contract, and a
+sidecar whose packaged head differs refuses configs that name it (a test checks the file)."""
+DIFFICULTY_HEAD_MAX_BYTES: Final = 512 * 1024
+"""Largest head document carried in a config: a ConfigMap holds at most 1 MiB, and the config holds
+other things too."""
+SEMANTIC_EXAMPLES_MAX: Final = 256
+"""Example utterances per semantic route (each embedded when a config loads)."""
+SEMANTIC_ROUTES_MAX: Final = 64
+
+
+class SemanticMatch(ContractModel):
+    """Matches when `route` is the request's most similar semantic route, at least `minSimilarity`."""
+
+    route: str
+    """Name of one of the policy's `semanticRoutes`."""
+    min_similarity: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.0
+    """Least cosine similarity between the prompt and the route's nearest example."""
+
+
+class SemanticRoute(ContractModel):
+    """A route by meaning: prompts most like its examples take it."""
+
+    name: str
+    """Route name, referenced by rules' `semantic.route` and reported in the decision."""
+    examples: Annotated[tuple[str, ...], Field(min_length=1, max_length=SEMANTIC_EXAMPLES_MAX)]
+    """Example utterances; embedded when the config loads."""
+
+
+class DifficultyModel(ContractModel):
+    """A learned difficulty model a policy's rules may score `complexity` with."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    """Name rules use in `complexityScorer`."""
+    version: Annotated[str, Field(min_length=1, max_length=63)]
+    """The head's version; a sidecar refuses a config whose builtin model is of another version."""
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    """sha256 of the head document's canonical JSON (sorted keys, no spaces)."""
+    head: dict[str, Any] | None = Field(default=None, exclude_if=lambda value: value is None)
+    """The head document (`modelroute router train` writes it); None for the builtin model, which the
+    sidecar carries (`version` and `sha256` then pin the builtin one)."""
+
+    @model_validator(mode="after")
+    def _head_fits(self) -> DifficultyModel:
+        problem = difficulty_head_problem(self.name, self.version, self.sha256, self.head)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def difficulty_head_problem(name: str, version: str, sha256: str, head: dict[str, Any] | None) -> str | None:
+    """Why a head document cannot be the model `name`/`version` pinned by `sha256`, or None (shapes of
+    the weights are the engine's check, `engine.difficulty.head_problem`)."""
+    if head is None:
+        if (version, sha256) != (BUILTIN_DIFFICULTY_VERSION, BUILTIN_DIFFICULTY_SHA256):
+            return (
+                f"builtin model version {version} ({sha256[:12]}) is not the one this contract ships "
+                f"({BUILTIN_DIFFICULTY_VERSION}, {BUILTIN_DIFFICULTY_SHA256[:12]})"
+            )
+        return None
+    text = canonical_json(head)
+    if len(text.encode()) > DIFFICULTY_HEAD_MAX_BYTES:
+        return f"head is {len(text.encode())} bytes, at most {DIFFICULTY_HEAD_MAX_BYTES}"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    if digest != sha256:
+        return f"head has sha256 {digest}, the policy pins {sha256}"
+    if head.get("version") != version:
+        return f"head is version {head.get('version')!r}, the policy names {version!r}"
+    return None
+
+
 class RuleMatch(ContractModel):
     """Conditions of a rule; all given conditions must hold, an empty match holds for every request."""
 
@@ -276,9 +353,14 @@ class RuleMatch(ContractModel):
     prompt_tokens: RangeMatch | None = None
     """Estimated prompt token range."""
     complexity: RangeMatch | None = None
-    """Heuristic complexity score range (0-100)."""
+    """Complexity score range (0-100): the heuristic's, or the learned model's named by `complexityScorer`."""
     data_classes: tuple[str, ...] = ()
     """Data classes this rule applies to; `public` names requests with no restricted data."""
+    # schema 3 (learned routing); left out of the document when unused, so older configs keep their bytes.
+    complexity_scorer: str = Field(default="", exclude_if=lambda value: not value)
+    """Name of one of the policy's `difficultyModels` scoring `complexity`; empty: the heuristic."""
+    semantic: SemanticMatch | None = Field(default=None, exclude_if=lambda value: value is None)
+    """The request's best semantic route (of the policy's `semanticRoutes`) and the least similarity."""
 
     @model_validator(mode="after")
     def _complexity_in_scale(self) -> RuleMatch:
@@ -582,6 +664,30 @@ class PolicyConfig(ContractModel):
     # Left out of the document when unset, so a config without fleet limits keeps its bytes and hash.
     fleet_limits: FleetLimits | None = Field(default=None, exclude_if=lambda value: value is None)
     """Fleet-wide limits and spend budgets (schema 3); none for per-pod limits only."""
+    # schema 3 (learned routing)
+    difficulty_models: tuple[DifficultyModel, ...] = Field(default=(), exclude_if=lambda value: not value)
+    """Learned difficulty models the rules may name, sorted by name."""
+    semantic_routes: tuple[SemanticRoute, ...] = Field(
+        default=(), exclude_if=lambda value: not value, max_length=SEMANTIC_ROUTES_MAX
+    )
+    """Routes by meaning the rules may match on."""
+
+    @model_validator(mode="after")
+    def _learned_references(self) -> PolicyConfig:
+        models = {model.name for model in self.difficulty_models}
+        routes = {route.name for route in self.semantic_routes}
+        for i, rule in enumerate(self.rules):
+            scorer = rule.match.complexity_scorer
+            if scorer and scorer != HEURISTIC_SCORER and scorer not in models:
+                raise ValueError(
+                    f"rules[{i}].match.complexityScorer {scorer!r} is not a difficultyModels name"
+                )
+            semantic = rule.match.semantic
+            if semantic is not None and semantic.route not in routes:
+                raise ValueError(
+                    f"rules[{i}].match.semantic.route {semantic.route!r} is not a semanticRoutes name"
+                )
+        return self
 
 
 class RouterConfig(ContractModel):

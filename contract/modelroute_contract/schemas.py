@@ -202,6 +202,21 @@ STEPS: Final = (
                 "all, so the fleet would admit many times the limit and over-spend the budget",
                 shown_as="fleetLimits (fleet-wide limits and spend budgets)",
             ),
+            # schema 3: learned routing (a learned difficulty scorer, semantic routes)
+            Addition("policies[].difficultyModels", [], "a schema-2 sidecar has no difficulty models"),
+            Addition("policies[].semanticRoutes", [], "a schema-2 sidecar has no semantic routes"),
+            Addition(
+                "policies[].rules[].match.complexityScorer",
+                "",
+                "a schema-2 sidecar would score the rule's complexity with the heuristic",
+                shown_as="a rule's complexityScorer",
+            ),
+            Addition(
+                "policies[].rules[].match.semantic",
+                None,
+                "a schema-2 sidecar has no semantic routes (the rule would match every request)",
+                shown_as="a rule's semantic match",
+            ),
         ),
     ),
 )
@@ -408,5 +423,3 @@ def accepted_schemas(version_document: Mapping[str, Any]) -> tuple[int, ...]:
 
 def _listed(schemas: Iterable[int]) -> str:
     return ", ".join(str(s) for s in schemas)
-
-

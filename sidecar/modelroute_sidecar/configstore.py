@@ -26,6 +26,7 @@ from modelroute_contract import SCHEMA_VERSION, EndpointConfig, PolicyConfig, Ro
 from modelroute_contract.files import FileStamp, file_stamp
 from modelroute_contract.schemas import ACCEPTED_SCHEMA_VERSIONS, config_key
 
+from .embeddings import load_models
 from .engine import Router
 from .engine.detectors import config_pattern_problem
 
@@ -109,7 +110,7 @@ def build_snapshot(
     except ValueError as exc:
         raise ConfigRejectedError(422, f"config integrity check failed: {exc}") from None
     try:
-        router = Router(config, region)
+        router = Router(config, region, load_models(config))
     except Exception as exc:  # the engine refusing a config must never take the sidecar down
         raise ConfigRejectedError(422, f"config cannot be routed: {exc}") from None
     return Snapshot(

@@ -17,6 +17,8 @@ import pytest
 from pydantic import BaseModel
 
 from modelroute_contract import (
+    ACCEPTED_SCHEMA_VERSIONS,
+    SCHEMA_VERSION,
     Capabilities,
     CredentialRef,
     DataClassRule,
@@ -179,14 +181,15 @@ def test_v2_golden_configs_render_as_the_schema_1_operator_compiled_them(path: P
 
 def test_the_configmap_holds_one_key_per_faithful_schema() -> None:
     plain = build()
-    assert sorted(stored_documents(plain.document())) == ["config.json", "config.v2.json", "config.v3.json"]
-    assert stored_documents(plain.document())["config.v3.json"] == plain.to_json()
-    assert sorted(stored_documents(build(tls=True).document())) == ["config.v2.json", "config.v3.json"]
+    newest = [config_key(n) for n in range(2, SCHEMA_VERSION + 1)]
+    assert sorted(stored_documents(plain.document())) == ["config.json", *newest]
+    assert stored_documents(plain.document())[config_key(SCHEMA_VERSION)] == plain.to_json()
+    assert sorted(stored_documents(build(tls=True).document())) == newest
 
 
 @pytest.mark.parametrize(
     ("reads", "schema"),
-    [((1,), 1), ((1, 2), 2), ((2,), 2), ((2, 3), 3), ((1, 2, 3), 3), ((3, 4), 3)],
+    [((1,), 1), ((1, 2), 2), ((2,), 2), ((2, 9), 2), ((1, 2, SCHEMA_VERSION), SCHEMA_VERSION)],
 )
 def test_each_sidecar_gets_the_newest_schema_both_sides_speak(reads: tuple[int, ...], schema: int) -> None:
     result = build().render_for(reads)
@@ -196,9 +199,13 @@ def test_each_sidecar_gets_the_newest_schema_both_sides_speak(reads: tuple[int, 
 
 
 def test_a_sidecar_that_reads_only_newer_schemas_is_told_so() -> None:
-    result = render_for(build().document(), (4,))
+    newer = SCHEMA_VERSION + 1
+    result = render_for(build().document(), (newer,))
     assert isinstance(result, SchemaGap)
-    assert result.message() == "reads schema 4; the config needs schema 3: this operator writes schemas 1, 2, 3"
+    writes = ", ".join(map(str, ACCEPTED_SCHEMA_VERSIONS))
+    assert result.message() == (
+        f"reads schema {newer}; the config needs schema {SCHEMA_VERSION}: this operator writes schemas {writes}"
+    )
 
 
 def test_a_sidecar_that_does_not_say_reads_schema_1() -> None:
@@ -211,7 +218,10 @@ def test_a_sidecar_that_does_not_say_reads_schema_1() -> None:
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
-        (lambda d: d["endpoints"][0].update(tls={"serverName": "x"}), "endpoints[0].tls is not part of schema 1"),
+        (
+            lambda d: d["endpoints"][0].update(tls={"serverName": "x"}),
+            "endpoints[0].tls is not part of schema 1",
+        ),
         (lambda d: d.update(sequence=4), "sequence is not part of schema 1"),
         (lambda d: d["policies"][0]["residency"].update(precedence=["eu-personal"]), "residency.precedence"),
         (
@@ -238,8 +248,11 @@ def test_unknown_fields_and_schemas_are_refused_not_skipped() -> None:
     with pytest.raises(ConfigRejectedError, match="futureField") as refused:
         build_snapshot(json.dumps({**document, "futureField": 1}), source="push", region="eu-west-1")
     assert refused.value.status == 422
-    with pytest.raises(ConfigRejectedError, match=r"schemaVersion 4 is not supported .* reads schemas 1, 2, 3"):
-        build_snapshot(json.dumps({**document, "schemaVersion": 4}), source="push", region="eu-west-1")
+    newer, reads = SCHEMA_VERSION + 1, ", ".join(map(str, ACCEPTED_SCHEMA_VERSIONS))
+    with pytest.raises(
+        ConfigRejectedError, match=rf"schemaVersion {newer} is not supported .* reads schemas {reads}"
+    ):
+        build_snapshot(json.dumps({**document, "schemaVersion": newer}), source="push", region="eu-west-1")
 
 
 def test_a_mounted_configmap_is_read_at_the_newest_schema_the_sidecar_reads(tmp_path: Path) -> None:

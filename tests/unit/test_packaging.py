@@ -31,6 +31,14 @@ SIDES = {
     "sidecar": (["modelroute_sidecar", "modelroute_contract"], ["modelroute_operator"]),
     "operator": (["modelroute_operator", "modelroute_contract"], []),
 }
+LAZY_ON = {
+    # extra -> distributions its side reaches only lazily (in a function, or for type checking), for a
+    # feature that needs another extra and says so. The operator's `modelroute router train|eval` run the
+    # sidecar's embedder and training (numpy, wordllama: the sidecar extra) and ask for it when missing;
+    # the compiler checks difficulty heads without numpy. The import check below still proves every
+    # module of the side imports without them.
+    "operator": {"numpy", "wordllama"},
+}
 
 
 def package_dir(name: str) -> Path:
@@ -147,6 +155,7 @@ def test_each_import_is_brought_by_the_extra(extra: str) -> None:
         top: (where, owners.get(top))
         for top, where in imported.items()
         if not {canonicalize_name(d) for d in owners.get(top, [top])} & provided
+        and top not in LAZY_ON.get(extra, set())
     }
     assert not missing, f"modelroute[{extra}] does not install what these import: {missing}"
     assert not set(forbidden) & set(imported), f"the {extra} side imports {forbidden}"

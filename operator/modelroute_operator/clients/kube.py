@@ -17,7 +17,7 @@ import base64
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -35,6 +35,7 @@ from modelroute_contract.constants import (
 )
 from modelroute_contract.schemas import ACCEPTED_SCHEMA_VERSIONS, config_key, stored_documents
 from modelroute_operator.logic import status_report
+from modelroute_operator.logic.learned import referenced_config_maps
 from modelroute_operator.logic.resources import (
     GROUP,
     KINDS,
@@ -227,6 +228,8 @@ class RawObjects:
     endpoints: list[dict[str, Any]] = field(default_factory=list)
     policies: list[dict[str, Any]] = field(default_factory=list)
     canaries: list[dict[str, Any]] = field(default_factory=list)
+    config_maps: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Data of the ConfigMaps the policies name (difficulty model heads); absent ones are left out."""
 
     def all(self) -> list[dict[str, Any]]:
         return [*self.endpoints, *self.policies, *self.canaries]
@@ -259,7 +262,22 @@ class KubeApi:
             list(cast(dict[str, Any], result).get("items", [])) for result in lists
         ]
         endpoints, policies, canaries = items
-        return RawObjects(endpoints, policies, canaries)
+        config_maps = await self.read_config_maps(namespace, referenced_config_maps(policies))
+        return RawObjects(endpoints, policies, canaries, config_maps)
+
+    async def read_config_maps(self, namespace: str, names: Iterable[str]) -> dict[str, dict[str, str]]:
+        """The data of the named ConfigMaps that exist (read one by one: only those policies name, never
+        a list of the namespace's ConfigMaps)."""
+        found: dict[str, dict[str, str]] = {}
+        for name in sorted(set(names)):
+            try:
+                cm = await self._call(self._core.read_namespaced_config_map, name, namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            found[name] = dict(cm.data or {})
+        return found
 
     async def read_live_config(self, namespace: str) -> LiveConfig | None:
         """The stored RouterConfig of a namespace, or None when there is none."""

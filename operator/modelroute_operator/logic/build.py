@@ -23,6 +23,7 @@ from modelroute_operator.logic.resources import (
     seconds,
 )
 
+from .learned import ConfigMaps, build_models, build_semantic_routes
 from .objects import NamespaceIndex, chain_endpoints
 
 
@@ -86,7 +87,9 @@ def _build_replica(replica: Replica, health: contract.Health) -> contract.Replic
     )
 
 
-def _build_policy(policy: RoutingPolicy, splits: Mapping[str, contract.CanarySplit]) -> contract.PolicyConfig:
+def _build_policy(
+    policy: RoutingPolicy, splits: Mapping[str, contract.CanarySplit], config_maps: ConfigMaps
+) -> contract.PolicyConfig:
     spec = policy.spec
     residency, locality, resilience, budgets = spec.residency, spec.locality, spec.resilience, spec.budgets
     return contract.PolicyConfig(
@@ -139,6 +142,8 @@ def _build_policy(policy: RoutingPolicy, splits: Mapping[str, contract.CanarySpl
             )
             for limit in spec.tenant_limits
         ),
+        difficulty_models=build_models(policy, config_maps),
+        semantic_routes=build_semantic_routes(policy),
         fleet_limits=_build_fleet(spec.fleet_limits) if spec.fleet_limits is not None else None,
     )
 
@@ -181,6 +186,12 @@ def _build_rule(policy: RoutingPolicy, rule: Rule, split: contract.CanarySplit |
             prompt_tokens=_build_range(match.prompt_tokens),
             complexity=_build_range(match.complexity),
             data_classes=_sorted_set(match.data_classes),
+            complexity_scorer=(match.complexity.scorer or "") if match.complexity else "",
+            semantic=contract.SemanticMatch(
+                route=match.semantic.route, min_similarity=match.semantic.min_similarity or 0.0
+            )
+            if match.semantic
+            else None,
         ),
         targets=tuple(
             contract.Target(endpoint=t.endpoint, weight=t.weight)
@@ -248,7 +259,9 @@ def build_config(ns: NamespaceIndex) -> contract.RouterConfig:
         namespace=ns.name,
         endpoints=tuple(_build_endpoint(e) for e in ns.endpoints.values()),
         policies=tuple(
-            _build_policy(p, {rule: s for (policy, rule), s in splits.items() if policy == name})
+            _build_policy(
+                p, {rule: s for (policy, rule), s in splits.items() if policy == name}, ns.config_maps
+            )
             for name, p in ns.policies.items()
         ),
     ).seal()

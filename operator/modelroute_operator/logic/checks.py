@@ -25,6 +25,7 @@ from modelroute_operator.logic.resources import (
 )
 from modelroute_sidecar.engine import detectors
 
+from .learned import check_learned
 from .objects import (
     LINKS,
     CompileError,
@@ -149,6 +150,7 @@ def _check_policy(policy: RoutingPolicy, ns: NamespaceIndex) -> Iterator[Compile
         yield from _check_rule(policy, i, rule, ns)
     for link in LINKS:
         yield from _check_cycles(policy, link)
+    yield from check_learned(policy, ns.config_maps)
 
 
 def _check_residency(policy: RoutingPolicy) -> Iterator[CompileError]:

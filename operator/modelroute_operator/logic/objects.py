@@ -5,7 +5,7 @@ field paths), indexed by name, and `CompileError`, one problem pinned to the obj
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from pydantic import ValidationError
@@ -64,6 +64,8 @@ class NamespaceObjects:
     endpoints: Sequence[ModelEndpoint]
     policies: Sequence[RoutingPolicy]
     canaries: Sequence[Canary]
+    config_maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Data of the ConfigMaps the policies name (difficulty model heads), by ConfigMap name."""
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -143,6 +145,7 @@ class NamespaceIndex:
     endpoints: dict[str, ModelEndpoint]
     policies: dict[str, RoutingPolicy]
     canaries: dict[str, Canary]
+    config_maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @classmethod
     def index(cls, objects: NamespaceObjects) -> NamespaceIndex:
@@ -151,6 +154,7 @@ class NamespaceIndex:
             _by_name(objects.endpoints),
             _by_name(objects.policies),
             _by_name(objects.canaries),
+            objects.config_maps,
         )
 
 

@@ -394,6 +394,74 @@ class ComplexityRange(IntRange):
     """Smallest accepted score (0-100)."""
     max: Annotated[int, Field(ge=contract.COMPLEXITY_MIN, le=contract.COMPLEXITY_MAX)] | None = None
     """Largest accepted score (0-100)."""
+    scorer: Name | None = None
+    """Which score: `heuristic` (the default: length, code, math and multi-step cues) or the name of one
+    of the policy's `difficultyModels` (100 x the probability that the weak tier fails a prompt the
+    strong tier answers, net of the reverse)."""
+
+
+class SemanticMatch(ApiModel):
+    """Matches when the named route is the request's most similar semantic route."""
+
+    route: Name
+    """One of the policy's `semanticRoutes`."""
+    min_similarity: Annotated[float, Field(ge=-1.0, le=1.0)] | None = None
+    """Least cosine similarity between the prompt and the route's nearest example (default 0)."""
+
+
+class SemanticRouteSpec(ApiModel):
+    """A route by meaning: prompts most like its examples take it (the best route wins)."""
+
+    name: Name
+    """Route name, used by rules' `match.semantic.route`."""
+    examples: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=2048)]],
+        Field(min_length=1, max_length=contract.SEMANTIC_EXAMPLES_MAX),
+    ]
+    """Example utterances, embedded when a sidecar loads the config (never per request)."""
+
+
+class ConfigMapKey(ApiModel):
+    """A key of a ConfigMap in the policy's namespace."""
+
+    name: Name
+    """The ConfigMap."""
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = "head.json"
+    """The key holding the head document (`modelroute router train` writes it as head.json)."""
+
+
+class DifficultyModelSpec(ApiModel):
+    """A learned difficulty model the rules may score complexity with: the builtin one, or a head a user
+    trained (`modelroute router train`) kept in a ConfigMap and pinned by version and sha256."""
+
+    cel_rules = (
+        CEL(
+            "has(self.builtin) && self.builtin ? !has(self.configMap)"
+            " : (has(self.configMap) && has(self.sha256))",
+            "give either builtin: true, or configMap and sha256",
+            "",
+        ),
+    )
+    name: Name
+    """Name rules give in `match.complexity.scorer`."""
+    builtin: bool | None = None
+    """The model shipped with the sidecar (trained on MMLU and GSM8K prompts)."""
+    version: Annotated[str, Field(min_length=1, max_length=63)] | None = None
+    """The head's version; required to match. For builtin, the operator's builtin version when left out."""
+    config_map: ConfigMapKey | None = None
+    """Where the head document is; the operator reads it and carries it in the RouterConfig."""
+    sha256: Annotated[str, Field(max_length=64, pattern=r"^[0-9a-f]{64}$")] | None = None
+    """sha256 of the head document (`modelroute router train` prints it); a head that differs is refused."""
+
+    @model_validator(mode="after")
+    def _builtin_or_config_map(self) -> DifficultyModelSpec:
+        # The CEL rule above, for manifests checked offline (`modelroute validate`).
+        if self.builtin:
+            if self.config_map is not None:
+                raise ValueError("give either builtin: true, or configMap and sha256")
+        elif self.config_map is None or self.sha256 is None:
+            raise ValueError("give either builtin: true, or configMap and sha256")
+        return self
 
 
 class RuleMatch(ApiModel):
@@ -421,7 +489,9 @@ class RuleMatch(ApiModel):
     prompt_tokens: IntRange | None = None
     """Estimated prompt tokens range."""
     complexity: ComplexityRange | None = None
-    """Heuristic complexity score range, 0 (trivial) to 100 (hard): length, code, math, multi-step cues."""
+    """Complexity score range, 0 (trivial) to 100 (hard): the heuristic's, or a learned model's (`scorer`)."""
+    semantic: SemanticMatch | None = None
+    """Match by meaning: the request's best semantic route."""
     data_classes: Annotated[list[Name], Field(max_length=16)] = []
     """Data classes the rule applies to (`public` for requests with no restricted data)."""
 
@@ -777,6 +847,10 @@ class RoutingPolicySpec(ApiModel):
     """Per-tenant rate limits."""
     fleet_limits: FleetLimits | None = None
     """Fleet-wide limits and spend budgets, counted across sidecars in the fleet store."""
+    difficulty_models: Annotated[list[DifficultyModelSpec], Field(max_length=4)] = []
+    """Learned difficulty models the rules may name in `match.complexity.scorer`."""
+    semantic_routes: Annotated[list[SemanticRouteSpec], Field(max_length=contract.SEMANTIC_ROUTES_MAX)] = []
+    """Routes by meaning the rules may match with `match.semantic`."""
 
 
 class SkewedPods(ApiModel):

@@ -32,6 +32,7 @@ from modelroute_operator.logic.compiler import (
     contract_class,
     parse_object,
 )
+from modelroute_operator.logic.learned import ConfigMaps
 from modelroute_operator.logic.resources import KIND_BY_NAME, Canary, ModelEndpoint, RoutingPolicy
 
 from .review import AdmissionRequest, Body, Verdict, bounded, spec_of
@@ -69,10 +70,12 @@ def validate(
     request: AdmissionRequest,
     namespace_objects: Sequence[Body],
     settings: ValidationSettings = ValidationSettings(),
+    config_maps: ConfigMaps | None = None,
 ) -> Verdict:
     """Allow or refuse a change to a ModelEndpoint, RoutingPolicy or Canary.
 
-    `namespace_objects` holds the namespace's objects of our three kinds as stored now (before the change).
+    `namespace_objects` holds the namespace's objects of our three kinds as stored now (before the change);
+    `config_maps` the data of the ConfigMaps policies name (difficulty model heads), before and after.
     """
     if request.kind not in KIND_BY_NAME:
         return Verdict(allowed=True)  # not ours: a configuration routing more kinds here must not block them
@@ -85,8 +88,10 @@ def validate(
     old = request.old_object if request.operation == "UPDATE" else None
     current = [b for b in namespace_objects if not _being_deleted(b) and _key_of(b) != key]
     ports = settings.sidecar_ports
-    before = _namespace_errors(request.namespace, [*current, old] if old is not None else current, ports)
-    after = _namespace_errors(request.namespace, [*current, incoming], ports)
+    maps = config_maps or {}
+    stored = [*current, old] if old is not None else current
+    before = _namespace_errors(request.namespace, stored, ports, maps)
+    after = _namespace_errors(request.namespace, [*current, incoming], ports, maps)
     own = {e for e in after if (e.kind, e.name) == key} | set(_claim_errors(incoming, old, current))
     had = {e for e in before if (e.kind, e.name) == key}
     blocking, demoted = _split_blocking(sorted(own - had, key=_error_order), settings)
@@ -139,7 +144,10 @@ def _validate_delete(
 
 
 def _namespace_errors(
-    namespace: str, bodies: Iterable[Body], sidecar_ports: Sequence[int] = ()
+    namespace: str,
+    bodies: Iterable[Body],
+    sidecar_ports: Sequence[int] = (),
+    config_maps: ConfigMaps | None = None,
 ) -> frozenset[CompileError]:
     """Every error of a namespace made of `bodies`, including objects that do not even parse."""
     parsed: list[Object] = []
@@ -154,6 +162,7 @@ def _namespace_errors(
         [o for o in parsed if isinstance(o, ModelEndpoint)],
         [o for o in parsed if isinstance(o, RoutingPolicy)],
         [o for o in parsed if isinstance(o, Canary)],
+        config_maps or {},
     )
     return frozenset(errors | set(compile_namespace(objects, sidecar_ports=sidecar_ports).errors))
 

@@ -391,7 +391,57 @@ def build_parser(prog: str = "modelroute") -> argparse.ArgumentParser:
     p.add_argument("name", help="the Canary")
     p.add_argument("-n", "--namespace", default=None, help="its namespace (default: the context's)")
     p.set_defaults(run=canary)
+
+    router = sub.add_parser("router", help="train and evaluate a learned difficulty model").add_subparsers(
+        dest="router_command", required=True
+    )
+    p = router.add_parser(
+        "train",
+        parents=[common],
+        help="train a difficulty head from labeled prompts (JSON lines: see modelroute_sidecar.router_tools)",
+    )
+    p.add_argument("--data", required=True, help="labeled prompts, one JSON object a line")
+    p.add_argument("--out", required=True, help="directory for head.json and model.json")
+    p.add_argument("--name", default="difficulty", help="the model's name in a policy (default: difficulty)")
+    p.add_argument("--version", dest="model_version", default="1", help="the model's version (default: 1)")
+    p.set_defaults(run=router_train)
+    p = router.add_parser(
+        "eval", parents=[common], help="strong-call share at 95%%, APGR, CPT(50%%), CPT(80%%) per benchmark"
+    )
+    p.add_argument("--data", required=True, help="labeled prompts, one JSON object a line")
+    p.add_argument("--model", default="builtin", help="a directory `router train` wrote, or builtin")
+    p.set_defaults(run=router_eval)
     return parser
+
+
+def _router_tools() -> Any:
+    # The embedding is the sidecar's (numpy, wordllama: the `sidecar` extra), so the figures are those
+    # of what the sidecar runs; imported only for these commands.
+    try:
+        from modelroute_sidecar import router_tools
+    except ImportError as exc:
+        needs = "`modelroute router` needs the sidecar extra (pip install 'modelroute[sidecar]')"
+        raise ValueError(f"{needs}: {exc}") from None
+    return router_tools
+
+
+def router_train(args: argparse.Namespace) -> int:
+    """`modelroute router train`: print the model's name, version and sha256 (what a policy pins)."""
+    tools = _router_tools()
+    rows = tools.read_labeled(args.data)
+    args.progress.step(f"training on {len(rows)} labeled prompts")
+    entry = tools.write_model(tools.train_head(rows, args.name, args.model_version), args.out)
+    args.progress.done()
+    print(json.dumps(entry))
+    return 0
+
+
+def router_eval(args: argparse.Namespace) -> int:
+    """`modelroute router eval`: one JSON object per router and benchmark, then `all`."""
+    tools = _router_tools()
+    rows = tools.read_labeled(args.data)
+    tools.print_lines(tools.evaluate(rows, tools.load_head_document(args.model)))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -76,7 +76,10 @@ def _parse_all(raw: RawObjects) -> tuple[NamespaceObjects, dict[str, list[str]]]
             invalid[key] = [f"{error.field}: {error.message}" for error in exc.errors]
             continue
         parsed[type(obj)].append(obj)
-    return NamespaceObjects(namespace, parsed[ModelEndpoint], parsed[RoutingPolicy], parsed[Canary]), invalid
+    objects = NamespaceObjects(
+        namespace, parsed[ModelEndpoint], parsed[RoutingPolicy], parsed[Canary], raw.config_maps
+    )
+    return objects, invalid
 
 
 def _errors_by_object(result: CompileResult, invalid: Mapping[str, list[str]]) -> dict[str, list[str]]:

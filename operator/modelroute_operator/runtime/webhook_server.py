@@ -25,7 +25,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -37,6 +37,7 @@ from modelroute_operator.logic.injection import (
     mutate_pod,
     wants_sidecar,
 )
+from modelroute_operator.logic.learned import referenced_config_maps
 from modelroute_operator.logic.registration import MUTATE_NAMESPACE_PODS_PATH, MUTATE_PODS_PATH
 from modelroute_operator.logic.review import (
     AdmissionRequest,
@@ -64,6 +65,8 @@ class NamespaceReader(Protocol):
     """What the webhooks read from the API server (`KubeApi` provides it; tests pass a fake)."""
 
     async def list_objects(self, namespace: str) -> RawObjects: ...
+
+    async def read_config_maps(self, namespace: str, names: Iterable[str]) -> dict[str, dict[str, str]]: ...
 
 
 # ---------------------------------------------------------------------------------------- the app
@@ -113,8 +116,15 @@ async def handle_validate(request: web.Request) -> web.Response:
     """POST /validate: a change to one of our objects, checked against its namespace."""
     review = await read_review(request)
     try:
-        objects = await request.app[READER].list_objects(review.namespace)
-        verdict = validate(review, objects.all(), request.app[SETTINGS].validation)
+        reader = request.app[READER]
+        objects = await reader.list_objects(review.namespace)
+        # Heads the incoming policy names that no stored policy did (a new or changed reference).
+        config_maps = dict(objects.config_maps)
+        if review.kind == "RoutingPolicy" and review.object is not None:
+            wanted = referenced_config_maps([review.object]) - set(config_maps)
+            if wanted:
+                config_maps.update(await reader.read_config_maps(review.namespace, wanted))
+        verdict = validate(review, objects.all(), request.app[SETTINGS].validation, config_maps)
     except Exception as exc:
         # Fail closed, and say why: letting an unchecked change through would defeat the webhook.
         log.exception("validating %s %s/%s failed", review.kind, review.namespace, review.name)

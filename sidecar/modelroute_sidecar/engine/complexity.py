@@ -25,9 +25,15 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .learned import PolicyModels
 
 WINDOW = 2000
 """Characters, from the end of the prompt, read for character cues (fences, symbols, equations, lists)."""
+EMBED_WINDOW = 4000
+"""Characters, from the end of the prompt, a learned model or semantic route embeds (bounded cost)."""
 WORD_WINDOW = 500
 """Characters, from the end of the prompt, read for word cues."""
 
@@ -147,18 +153,23 @@ NOT_SCORED = -1
 
 
 class LazyComplexity:
-    """A request's complexity score, computed the first time a rule asks for it.
+    """A request's complexity scores and semantic route, each computed the first time a rule asks.
 
     Most rules match on metadata, headers or the data class; scoring every prompt would spend a fifth of
-    the decision budget on a number only complexity rules read. The Decision reports the score when it
-    was computed and `NOT_SCORED` otherwise."""
+    the decision budget on a number only complexity rules read. The learned scores and the semantic route
+    share one embedding of the prompt, computed at most once (`models`: the policy's learned models, None
+    when it has none). The Decision reports a score when it was computed and `NOT_SCORED` otherwise."""
 
-    __slots__ = ("_prompt_text", "_prompt_tokens", "_value")
+    __slots__ = ("_learned", "_models", "_prompt_text", "_prompt_tokens", "_semantic", "_value", "_vector")
 
-    def __init__(self, prompt_text: str, prompt_tokens: int) -> None:
+    def __init__(self, prompt_text: str, prompt_tokens: int, models: PolicyModels | None = None) -> None:
         self._prompt_text = prompt_text
         self._prompt_tokens = prompt_tokens
         self._value = NOT_SCORED
+        self._models = models
+        self._vector: Any = None
+        self._learned: tuple[str, int] | None = None
+        self._semantic: tuple[str, float] | None = None
 
     @classmethod
     def known(cls, value: int) -> LazyComplexity:
@@ -169,12 +180,51 @@ class LazyComplexity:
 
     @property
     def value(self) -> int:
-        """The score, computed now if it was not yet."""
+        """The heuristic score, computed now if it was not yet."""
         if self._value == NOT_SCORED:
             self._value = score_complexity(self._prompt_text, self._prompt_tokens)
         return self._value
 
+    def _embedding(self, models: PolicyModels) -> Any:
+        if self._vector is None:
+            self._vector = models.embed(self._prompt_text[-EMBED_WINDOW:])
+        return self._vector
+
+    def learned(self, scorer: str) -> int:
+        """The 0-100 score of the learned model `scorer` (the engine checked at load that it exists)."""
+        if self._learned is not None and self._learned[0] == scorer:
+            return self._learned[1]
+        models = self._models
+        assert models is not None  # Router refuses a config whose rules name models it was not given
+        from .difficulty import text_features  # loaded with the model; numpy only for learned configs
+
+        gain = models.heads[scorer].gain(self._embedding(models), text_features(self._prompt_text))
+        self._learned = (scorer, max(0, min(100, round(100 * gain))))
+        return self._learned[1]
+
+    def semantic(self) -> tuple[str, float]:
+        """The best semantic route and its similarity."""
+        if self._semantic is None:
+            models = self._models
+            assert models is not None and models.semantic is not None
+            self._semantic = models.semantic.best(self._embedding(models))
+        return self._semantic
+
     @property
     def reported(self) -> int:
-        """The score if something needed it, else `NOT_SCORED`."""
+        """The score if something needed it (the heuristic's before a learned one), else `NOT_SCORED`."""
+        if self._value == NOT_SCORED and self._learned is not None:
+            return self._learned[1]
         return self._value
+
+    @property
+    def scorer(self) -> str:
+        """Which scorer `reported` comes from: `heuristic`, a learned model's name, or empty."""
+        if self._value != NOT_SCORED:
+            return "heuristic"
+        return self._learned[0] if self._learned is not None else ""
+
+    @property
+    def semantic_reported(self) -> tuple[str, float]:
+        """The semantic route and similarity if a rule needed them, else ("", 0.0)."""
+        return self._semantic or ("", 0.0)

@@ -26,6 +26,7 @@ from .filters import (
     residency_drop,
     weight_drop,
 )
+from .learned import PolicyModels, missing_models
 from .model import Dropped, DropReason, Role
 from .rules import CompiledRule, compile_match, static_match
 from .scorers import locality_ranks, sort_key
@@ -101,6 +102,8 @@ class PolicyIndex:
     """(virtual model, data class) → the rules whose model and data-class conditions admit it, in order."""
     max_cost: float | None
     max_latency_ms: float | None
+    models: PolicyModels | None = None
+    """The learned models its rules name (None when they name none)."""
 
     def rules_for(self, model: str, data_class: str) -> tuple[CompiledRule, ...]:
         """The rules to evaluate for a request's model and data class."""
@@ -279,8 +282,13 @@ def build_policy(
     endpoints: Mapping[str, EndpointConfig],
     traits: Mapping[str, EndpointTraits],
     local_region: str,
+    models: PolicyModels | None = None,
 ) -> PolicyIndex:
-    """Compile one policy for a sidecar in `local_region`."""
+    """Compile one policy for a sidecar in `local_region`; `models` are its learned models, if any
+    (ValueError when its rules name one that is not there)."""
+    missing = missing_models(policy, models)
+    if missing:
+        raise ValueError(missing)
     ranks, other_rank = locality_ranks(local_region, policy.locality)
     factory = _CandidateFactory(endpoints, traits, ranks, other_rank)
     classes = residency_rules(policy)
@@ -302,4 +310,5 @@ def build_policy(
         chains=chains,
         max_cost=budgets.max_cost_per_request_usd,
         max_latency_ms=budgets.max_latency_ms,
+        models=models,
     )

@@ -127,6 +127,11 @@ class Decision:
     signals: tuple[tuple[str, str], ...] = ()
     """(source, class) of every classification signal."""
     complexity: int = 0
+    complexity_scorer: str = ""
+    """Which scorer `complexity` comes from (`heuristic` or a learned model's name); empty: not scored."""
+    semantic_route: str = ""
+    """The best semantic route, when a rule needed it."""
+    semantic_similarity: float = 0.0
     plan: tuple[Choice, ...] = ()
     """Replicas to try in order: the primary, then retries, then fallbacks. All residency-compliant."""
     escalation: tuple[Choice, ...] = ()

@@ -21,9 +21,10 @@ residency excludes every replica, 503 `no_healthy_endpoint` when the compliant o
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from modelroute_contract import RouterConfig
 
@@ -40,6 +41,7 @@ from .filters import (
     drop_ejected,
 )
 from .index import PolicyIndex, RouteIndex, RouteTable, build_policy
+from .learned import PolicyModels
 from .model import (
     Decision,
     DecisionError,
@@ -198,14 +200,18 @@ def filter_escalation(
 class Router:
     """Decides where each request goes, for one RouterConfig (build a new Router for a new config)."""
 
-    def __init__(self, config: RouterConfig, local_region: str = "") -> None:
+    def __init__(
+        self, config: RouterConfig, local_region: str = "", models: Mapping[str, PolicyModels] | None = None
+    ) -> None:
+        """`models`: by policy name, the learned models of policies whose rules use them (the sidecar's
+        `embeddings.load_models`); ValueError when a rule names one that is not given."""
         self._config = config
         self._local_region = local_region
         endpoints = {e.name: e for e in config.endpoints}
         traits = {e.name: EndpointTraits.from_config(e) for e in config.endpoints}
         self._policies: dict[str, PolicyIndex] = {}
         for policy in config.policies:
-            index = build_policy(policy, endpoints, traits, local_region)
+            index = build_policy(policy, endpoints, traits, local_region, (models or {}).get(policy.name))
             for model in policy.virtual_models:
                 self._policies[model] = index
         self._virtual_models = tuple(sorted(self._policies))
@@ -241,7 +247,7 @@ class Router:
         if isinstance(classification, DecisionError):
             return Decision(policy=policy.name, error=classification)
         data_class = classification.data_class
-        complexity = LazyComplexity(features.prompt_text, features.prompt_tokens)
+        complexity = LazyComplexity(features.prompt_text, features.prompt_tokens, policy.models)
         index = first_match(policy.rules_for(features.model, data_class), features, complexity)
         if index < 0:
             return Decision(
@@ -262,7 +268,17 @@ class Router:
         route = policy.routes[index]
         table = route.table_for(data_class, classification.classes)
         rng = _RANDOM if seed is None else random.Random(seed)
-        return self._route(policy, route, table, classification, complexity.reported, features, health, rng)
+        reported = complexity.reported
+        decision = self._route(policy, route, table, classification, reported, features, health, rng)
+        if policy.models is None:
+            return decision
+        semantic_route, similarity = complexity.semantic_reported
+        return dataclasses.replace(
+            decision,
+            complexity_scorer=complexity.scorer,
+            semantic_route=semantic_route,
+            semantic_similarity=round(similarity, 4),
+        )
 
     def _route(
         self,

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from modelroute_contract import RangeMatch, RuleMatch
+from modelroute_contract import HEURISTIC_SCORER, RangeMatch, RuleMatch, SemanticMatch
 
 from .complexity import LazyComplexity
 from .model import RequestFeatures
@@ -58,10 +58,23 @@ def tokens_check(bounds: RangeMatch) -> Check:
     return lambda features, _complexity: low <= features.prompt_tokens <= high
 
 
-def complexity_check(bounds: RangeMatch) -> Check:
-    """The complexity score is within the inclusive `bounds`."""
+def complexity_check(bounds: RangeMatch, scorer: str = "") -> Check:
+    """The complexity score (the heuristic's, or the learned model `scorer`'s) is within `bounds`."""
     low, high = bounds_of(bounds)
-    return lambda _features, complexity: low <= complexity.value <= high
+    if scorer in ("", HEURISTIC_SCORER):
+        return lambda _features, complexity: low <= complexity.value <= high
+    return lambda _features, complexity: low <= complexity.learned(scorer) <= high
+
+
+def semantic_check(match: SemanticMatch) -> Check:
+    """The request's best semantic route is `match.route`, at least `match.min_similarity` similar."""
+    route, least = match.route, match.min_similarity
+
+    def check(_features: RequestFeatures, complexity: LazyComplexity) -> bool:
+        best, similarity = complexity.semantic()
+        return best == route and similarity >= least
+
+    return check
 
 
 def compile_match(match: RuleMatch) -> tuple[Check, ...]:
@@ -72,8 +85,13 @@ def compile_match(match: RuleMatch) -> tuple[Check, ...]:
     checks.extend(header_check(h.name, frozenset(h.values)) for h in match.headers)
     if match.prompt_tokens is not None:
         checks.append(tokens_check(match.prompt_tokens))
-    if match.complexity is not None:
+    if match.complexity is not None and match.complexity_scorer in ("", HEURISTIC_SCORER):
         checks.append(complexity_check(match.complexity))
+    # Learned conditions last: they embed the prompt (tens of µs); both share one embedding.
+    if match.semantic is not None:
+        checks.append(semantic_check(match.semantic))
+    if match.complexity is not None and match.complexity_scorer not in ("", HEURISTIC_SCORER):
+        checks.append(complexity_check(match.complexity, match.complexity_scorer))
     return tuple(checks)
 
 

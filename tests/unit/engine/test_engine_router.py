@@ -11,6 +11,7 @@ import pytest
 from engine_builders import FakeHealth, config, endpoint, features, policy, replica, residency, rule
 
 from modelroute_contract import CanarySplit, Health, RouterConfig
+from modelroute_sidecar.embeddings import load_models
 from modelroute_sidecar.engine import Decision, DropReason, Role, Router
 from modelroute_sidecar.engine.complexity import NOT_SCORED
 
@@ -390,11 +391,12 @@ GOLDEN = sorted((Path(__file__).parent.parent / "golden").glob("*.json"))
 @pytest.mark.skipif(not GOLDEN, reason="no golden configs compiled from examples/")
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)
 def test_every_golden_config_routes(path: Path) -> None:
-    # The configs the operator compiles from examples/ load into a Router and route in every region.
+    # The configs the operator compiles from examples/ load into a Router and route in every region
+    # (with the learned models the sidecar loads for them, as its config store does).
     cfg = RouterConfig.model_validate_json(path.read_text())
     regions = {r.region for e in cfg.endpoints for r in e.replicas}
     for region in sorted(regions | {""}):
-        routing = Router(cfg, region)
+        routing = Router(cfg, region, load_models(cfg))
         for model in routing.virtual_models:
             decision = routing.decide(features(model=model, metadata={"user": "u1"}), FakeHealth(), seed=1)
             assert decision.error is None or decision.error.code == "no_matching_rule", decision.error
