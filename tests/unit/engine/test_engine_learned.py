@@ -1,0 +1,250 @@
+"""Learned routing in the engine: training is deterministic, the head scores what it learned, the
+figures of `routing_eval` are right on hand-made tables, and the router computes an embedding only when
+a rule it reaches needs one (once per request, shared by the learned score and the semantic route).
+
+A fake embedding (a seeded vector per word, averaged) stands in for WordLlama, so these tests are pure
+and fast; `tests/unit/test_learned_sidecar.py` runs the real one.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import zlib
+
+import numpy as np
+import pytest
+from engine_builders import FakeHealth, config, endpoint, features, policy, rule
+
+from modelroute_contract import DifficultyModel, PolicyConfig, RangeMatch, SemanticMatch, SemanticRoute
+from modelroute_contract.schemas import canonical_json
+from modelroute_sidecar.engine import Router
+from modelroute_sidecar.engine.complexity import NOT_SCORED
+from modelroute_sidecar.engine.difficulty import head_from_document, text_features
+from modelroute_sidecar.engine.learned import PolicyModels, head_problem
+from modelroute_sidecar.engine.routing_eval import figures, random_figures
+from modelroute_sidecar.engine.semantic import build_semantic_index
+from modelroute_sidecar.engine.training import Example, train
+
+
+def fake_embed(text: str) -> np.ndarray:
+    """A unit vector per text: the mean of a seeded random vector per lower-cased word."""
+    words = text.lower().split() or [""]
+    rows = [np.random.default_rng(zlib.crc32(w.encode())).standard_normal(256) for w in words]
+    vector = np.mean(rows, axis=0).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def labeled(n: int = 240, seed: int = 7) -> list[Example]:
+    """Two groups; within each, prompts with more numbers fail the weak tier (a planted signal)."""
+    rng = np.random.default_rng(seed)
+    examples = []
+    for i in range(n):
+        group = "math" if i % 2 else "exam"
+        quantities = int(rng.integers(1, 8))
+        words = " ".join(str(int(rng.integers(1, 99))) for _ in range(quantities))
+        prompt = f"{group} question {i % 5} with {words} apples"
+        weak_ok = quantities <= 3 or rng.random() < 0.1
+        examples.append(
+            Example(
+                group=group,
+                subject=f"{group}-{i % 3}",
+                vector=fake_embed(prompt),
+                features=text_features(prompt),
+                weak_correct=bool(weak_ok),
+                strong_correct=bool(rng.random() < 0.9),
+            )
+        )
+    return examples
+
+
+def test_training_is_deterministic_and_the_head_is_well_formed() -> None:
+    first = train(labeled(), name="d", version="1")
+    second = train(labeled(), name="d", version="1")
+    assert canonical_json(first) == canonical_json(second)
+    assert head_problem(first) is None
+    assert [g["name"] for g in first["groups"]] == ["exam", "math"]
+    assert (
+        hashlib.sha256(canonical_json(first).encode()).hexdigest()
+        == hashlib.sha256(canonical_json(second).encode()).hexdigest()
+    )
+
+
+def test_the_head_ranks_by_the_planted_signal() -> None:
+    head = head_from_document(train(labeled(), name="d", version="1"))
+    easy = "math question 1 with 5 apples"
+    hard = "math question 1 with 5 17 42 8 61 23 apples"
+    assert head.gain(fake_embed(hard), text_features(hard)) > head.gain(fake_embed(easy), text_features(easy))
+    assert head.group_of(fake_embed("exam question 2 with 3 apples")).name == "exam"
+
+
+def test_a_group_with_too_few_prompts_is_refused() -> None:
+    with pytest.raises(ValueError, match="benchmark tiny: fewer than 20"):
+        train(
+            [*labeled(40), *[e.__class__(**{**e.__dict__, "group": "tiny"}) for e in labeled(4)]],
+            name="d",
+            version="1",
+        )
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda d: d.update(format="x"), "head.format must be"),
+        (lambda d: d.update(embedding="other/model"), "head.embedding must be"),
+        (lambda d: d["groups"][0].update(centroid=[0.0] * 3), "centroid has 3 values, not 256"),
+        (
+            lambda d: d["groups"][0]["weakFails"].update(featureWeights=[1.0]),
+            "weakFails: 256 embedding weights",
+        ),
+        (lambda d: d["groups"][0]["strongFails"].update(bias="x"), "malformed"),
+        (lambda d: d["groups"][0].update(featureLow=[1.0]), "featureLow: 18 values"),
+        (lambda d: d["groups"][0]["weakFails"]["embeddingWeights"].__setitem__(0, float("nan")), "finite"),
+        (lambda d: d.update(groups=[]), "head.groups must be a non-empty list"),
+    ],
+)
+def test_a_malformed_head_is_named(change, problem) -> None:  # type: ignore[no-untyped-def]
+    document = json.loads(canonical_json(train(labeled(), name="d", version="1")))
+    change(document)
+    assert problem in (head_problem(document) or "")
+
+
+# --------------------------------------------------------------------------------------------- figures
+
+
+def test_figures_of_a_perfect_and_a_useless_router() -> None:
+    # weak fails the first two, strong answers all: routing exactly those two recovers the gap.
+    weak = [False, False, True, True, True]
+    strong = [True] * 5
+    perfect = figures("t", [0.9, 0.8, 0.1, 0.2, 0.3], weak, strong)
+    assert perfect["strong_share_at_95"] == 0.4  # 2 of 5 calls reach 100% of strong accuracy
+    assert perfect["cpt50"] == 0.2 and perfect["cpt80"] == 0.4
+    backwards = figures("t", [0.1, 0.2, 0.9, 0.8, 0.7], weak, strong)
+    assert backwards["strong_share_at_95"] == 1.0
+    assert random_figures("t", weak, strong)["apgr"] == 0.5
+    assert random_figures("t", weak, strong)["cpt50"] == 0.6  # the first share whose expectation passes 50%
+
+
+def test_ties_keep_the_order_of_the_prompts() -> None:
+    weak, strong = [True, False], [True, True]
+    assert figures("t", [1, 1], weak, strong)["strong_share_at_95"] == 1.0
+
+
+# --------------------------------------------------------------------------------------------- router
+
+
+class CountingEmbed:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, text: str) -> np.ndarray:
+        self.calls += 1
+        return fake_embed(text)
+
+
+@functools.cache
+def trained() -> str:
+    return canonical_json(train(labeled(), name="d", version="1"))
+
+
+def learned_config(*rules):  # type: ignore[no-untyped-def]
+    document = json.loads(trained())
+    model = DifficultyModel(
+        name="difficulty",
+        version="1",
+        sha256=hashlib.sha256(canonical_json(document).encode()).hexdigest(),
+        head=document,
+    )
+    routes = (
+        SemanticRoute(name="code", examples=("python function bug", "compile error in c")),
+        SemanticRoute(name="chat", examples=("hello how are you", "tell me a joke")),
+    )
+    learned = PolicyConfig(
+        name="policy",
+        virtual_models=("auto",),
+        rules=rules,
+        difficulty_models=(model,),
+        semantic_routes=routes,
+    )
+    endpoints = [endpoint(name) for name in ("cheap", "strong", "coder")]
+    return config(endpoints, learned), document, routes
+
+
+def router_with(cfg, document, routes, embed):  # type: ignore[no-untyped-def]
+    models = PolicyModels(
+        embed=embed,
+        heads={"difficulty": head_from_document(document)},
+        semantic=build_semantic_index(routes, embed),
+    )
+    return Router(cfg, "eu", {"policy": models})
+
+
+def test_a_semantic_rule_takes_its_best_route_and_shares_one_embedding_with_the_score() -> None:
+    cfg, document, routes = learned_config(
+        rule("code", ["coder"], semantic=SemanticMatch(route="code", min_similarity=0.3)),
+        rule("hard", ["strong"], complexity=RangeMatch(min=0), complexity_scorer="difficulty"),
+        rule("rest", ["cheap"]),
+    )
+    embed = CountingEmbed()
+    router = router_with(cfg, document, routes, embed)
+    loaded = embed.calls  # the examples, embedded at load
+    decision = router.decide(features(prompt_text="python function bug please"), FakeHealth(), seed=1)
+    assert (
+        decision.rule == "code" and decision.semantic_route == "code" and decision.semantic_similarity > 0.3
+    )
+    assert decision.complexity == NOT_SCORED  # no rule needed a score
+    decision = router.decide(features(prompt_text="hello how are you"), FakeHealth(), seed=1)
+    assert decision.rule == "hard"  # best route is chat, not code: the learned rule decides
+    assert decision.semantic_route == "chat" and decision.complexity_scorer == "difficulty"
+    assert 0 <= decision.complexity <= 100
+    assert embed.calls == loaded + 2  # one embedding per request, for both conditions
+
+
+def test_no_embedding_when_an_earlier_rule_matches() -> None:
+    cfg, document, routes = learned_config(
+        rule("tenant", ["cheap"], metadata={"tier": ("free",)}),
+        rule("hard", ["strong"], complexity=RangeMatch(min=50), complexity_scorer="difficulty"),
+        rule("rest", ["cheap"]),
+    )
+    embed = CountingEmbed()
+    router = router_with(cfg, document, routes, embed)
+    loaded = embed.calls
+    decision = router.decide(features(metadata={"tier": "free"}), FakeHealth(), seed=1)
+    assert (
+        decision.rule == "tenant" and decision.complexity == NOT_SCORED and decision.complexity_scorer == ""
+    )
+    assert embed.calls == loaded
+
+
+def test_the_learned_score_and_the_heuristic_are_separate() -> None:
+    cfg, document, routes = learned_config(
+        rule("heuristic", ["cheap"], complexity=RangeMatch(max=100), complexity_scorer="heuristic"),
+    )
+    router = router_with(cfg, document, routes, CountingEmbed())
+    decision = router.decide(features(), FakeHealth(), seed=1)
+    assert decision.rule == "heuristic" and decision.complexity_scorer == "heuristic"
+
+
+def test_a_router_refuses_a_config_naming_models_it_was_not_given() -> None:
+    cfg, _, _ = learned_config(
+        rule("hard", ["strong"], complexity=RangeMatch(min=50), complexity_scorer="difficulty"),
+        rule("rest", ["cheap"]),
+    )
+    with pytest.raises(ValueError, match="scores complexity with 'difficulty', which is not loaded"):
+        Router(cfg, "eu")
+
+
+def test_the_contract_refuses_a_rule_naming_an_unknown_model_or_route() -> None:
+    with pytest.raises(ValueError, match="complexityScorer 'nope' is not a difficultyModels name"):
+        policy(rule("r", ["cheap"], complexity=RangeMatch(min=1), complexity_scorer="nope"))
+    with pytest.raises(ValueError, match=r"semantic\.route 'nope' is not a semanticRoutes name"):
+        policy(rule("r", ["cheap"], semantic=SemanticMatch(route="nope")))
+
+
+def test_a_tampered_head_does_not_match_its_pin() -> None:
+    document = train(labeled(), name="d", version="1")
+    digest = hashlib.sha256(canonical_json(document).encode()).hexdigest()
+    document["groups"][0]["bias"] = 0.0
+    with pytest.raises(ValueError, match="the policy pins"):
+        DifficultyModel(name="d", version="1", sha256=digest, head=document)

@@ -1,0 +1,135 @@
+"""Learned routing in the sidecar process: the real WordLlama embedding from its wheel, the builtin model,
+the cost of a config that uses none of it (nothing: numpy is not even imported), and the
+`modelroute router train|eval` commands on a small labeled file (deterministic: the same data, the same
+sha256)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.kube_harness import REPO
+
+from modelroute_contract import BUILTIN_DIFFICULTY_SHA256, BUILTIN_DIFFICULTY_VERSION
+from modelroute_operator.runtime.cli import main as cli
+from modelroute_sidecar.configstore import build_snapshot
+from modelroute_sidecar.embeddings import builtin_document, builtin_sha256, embedder
+from modelroute_sidecar.engine import RequestFeatures
+from modelroute_sidecar.engine.difficulty import head_from_document
+
+GOLDEN = REPO / "tests" / "unit" / "golden"
+
+
+def test_the_packaged_builtin_is_the_one_the_contract_pins() -> None:
+    assert builtin_sha256() == BUILTIN_DIFFICULTY_SHA256
+    assert builtin_document()["version"] == BUILTIN_DIFFICULTY_VERSION
+    assert len(json.dumps(builtin_document())) < 512 * 1024
+
+
+def test_the_embedder_is_wordllamas_own_embedding() -> None:
+    import wordllama
+
+    reference = wordllama.WordLlama.load(cache_dir=Path(wordllama.__file__).parent, disable_download=True)
+    texts = ["Janet's ducks lay 16 eggs per day.", "Which of these is a prime?\nA. 4\nB. 7"]
+    expected = reference.embed(texts, norm=True)
+    for text, row in zip(texts, expected, strict=True):
+        assert np.allclose(embedder().embed(text), row, atol=1e-6)
+    assert not embedder().embed("").any()
+
+
+def test_a_config_without_learned_rules_imports_neither_numpy_nor_wordllama() -> None:
+    script = f"""
+import sys
+from modelroute_sidecar.configstore import build_snapshot
+build_snapshot(open({str(GOLDEN / "tiered-routing.json")!r}).read(), source="file", region="")
+assert "numpy" not in sys.modules and "wordllama" not in sys.modules, "loaded for nothing"
+build_snapshot(open({str(GOLDEN / "learned-routing.json")!r}).read(), source="file", region="")
+assert "wordllama" in sys.modules
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO)
+
+
+def test_the_builtin_model_routes_the_example() -> None:
+    snapshot = build_snapshot((GOLDEN / "learned-routing.json").read_text(), source="file", region="")
+
+    def decide(prompt: str):  # type: ignore[no-untyped-def]
+        request = RequestFeatures("r", "chat", "learned", {}, {}, prompt, max(1, len(prompt) // 4))
+        return snapshot.router.decide(request, _NoHealth(), seed=1)
+
+    code = decide("Write a Python function that parses a CSV file and sums a column")
+    assert (code.rule, code.semantic_route) == ("code", "code")
+    chat = decide("Hi, how are you today?")
+    assert (chat.rule, chat.semantic_route) == ("chitchat", "chitchat")
+    question = (
+        "Find the degree for the given field extension Q(sqrt(2), sqrt(3), sqrt(18)) over Q.\n"
+        "A. 0\nB. 4\nC. 2\nD. 6\nAnswer:"
+    )
+    exam = decide(question)
+    assert exam.complexity_scorer == "difficulty" and exam.rule in ("hard", "easy")
+    assert exam.rule == ("hard" if exam.complexity >= 15 else "easy")
+    assert decide(question).complexity == exam.complexity  # deterministic
+
+
+class _NoHealth:
+    def is_ejected(self, endpoint: str, replica: str) -> bool:
+        return False
+
+    def any_ejected(self) -> bool:
+        return False
+
+    def p95_ms(self, endpoint: str) -> float | None:
+        return None
+
+
+def labeled_file(path: Path) -> Path:
+    data = path / "labeled.jsonl"
+    lines = []
+    for i in range(120):
+        benchmark = "math" if i % 2 else "quiz"
+        numbers = " ".join(str(n) for n in range(i % 7 + 1))
+        lines.append(
+            {
+                "benchmark": benchmark,
+                "subject": f"s{i % 3}",
+                "prompt": f"{benchmark} {i}: how many apples if {numbers}?",
+                "weak_correct": i % 7 < 4,
+                "strong_correct": i % 11 != 0,
+            }
+        )
+    data.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return data
+
+
+def test_router_train_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = labeled_file(tmp_path)
+    assert (
+        cli(["router", "train", "-q", "--data", str(data), "--out", str(tmp_path / "a"), "--version", "7"])
+        == 0
+    )
+    first = json.loads(capsys.readouterr().out)
+    assert (
+        cli(["router", "train", "-q", "--data", str(data), "--out", str(tmp_path / "b"), "--version", "7"])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out) == first  # seeded: same data, same head
+    assert first["name"] == "difficulty" and first["version"] == "7"
+    assert json.loads((tmp_path / "a" / "model.json").read_text()) == first
+    head_from_document(json.loads((tmp_path / "a" / "head.json").read_text()))
+    assert cli(["router", "eval", "--data", str(data), "--model", str(tmp_path / "a")]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {(r["router"], r["benchmark"]) for r in lines} == {
+        (router, b) for router in ("learned", "heuristic", "random") for b in ("math", "quiz", "all")
+    }
+    for line in lines:
+        assert {"benchmark", "prompts", "strong_share_at_95", "apgr", "cpt50", "cpt80"} <= set(line)
+
+
+def test_bad_labeled_data_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"benchmark": "m", "prompt": "p", "weak_correct": "yes", "strong_correct": true}\n')
+    assert cli(["router", "train", "-q", "--data", str(data), "--out", str(tmp_path / "m")]) != 0
+    assert "bad.jsonl:1: weak_correct must be a bool" in capsys.readouterr().err
