@@ -16,16 +16,20 @@ import argparse
 import gc
 import random
 import statistics
+import sys
 import time
 from collections import Counter
 from typing import Any
 
 from modelroute_contract import (
+    BUILTIN_DIFFICULTY_SHA256,
+    BUILTIN_DIFFICULTY_VERSION,
     Budgets,
     CanarySplit,
     Capabilities,
     DataClassRule,
     Detector,
+    DifficultyModel,
     EndpointConfig,
     HeaderMatch,
     Health,
@@ -38,6 +42,8 @@ from modelroute_contract import (
     RouterConfig,
     RuleConfig,
     RuleMatch,
+    SemanticMatch,
+    SemanticRoute,
     Target,
 )
 from modelroute_sidecar.engine import Api, RequestFeatures, Router, extract_features
@@ -81,9 +87,20 @@ EMPLOYEE_ID = r"(?i)\bemp-\d{6}\b"
 """The one `pattern` detector of the `+ pattern detector` figures: an employee id."""
 
 
-def build_config(score_every_prompt: bool = False, pattern_detector: bool = False) -> RouterConfig:
+SEMANTIC_EXAMPLES = {
+    "code": ("Write a Python function that parses a CSV file", "Fix this segmentation fault in C"),
+    "billing": ("Why was I charged twice this month?", "How do I update my credit card?"),
+    "chitchat": ("Hi, how are you?", "Tell me a joke"),
+}
+
+
+def build_config(
+    score_every_prompt: bool = False, pattern_detector: bool = False, learned: bool = False
+) -> RouterConfig:
     """The benchmark policy. `score_every_prompt` puts a never-matching complexity rule first, so every
-    request pays for the complexity score (the engine otherwise scores only when a rule needs it)."""
+    request pays for the complexity score (the engine otherwise scores only when a rule needs it).
+    `learned` puts a semantic rule and a learned-score rule first (the builtin model), which every
+    request reaches: it pays for one embedding, the semantic route and the learned score."""
     endpoints = (
         endpoint("mini", REGIONS, (0.15, 0.6), tools=True, json_mode=True),
         endpoint("llama-8b", REGIONS[:2], (0.1, 0.1), context=8192),
@@ -154,7 +171,27 @@ def build_config(score_every_prompt: bool = False, pattern_detector: bool = Fals
         # A first rule every request reaches and (a score of exactly 100 aside) none matches: it forces a
         # complexity score. (min=101 was refused once the contract bounded ranges to 0-100.)
         rules = (rule("score-every-prompt", {"mini": 100}, complexity=RangeMatch(min=100)), *rules)
+    extra: dict[str, Any] = {}
+    if learned:
+        rules = (
+            rule("code", {"mixtral": 100}, semantic=SemanticMatch(route="code", min_similarity=0.8)),
+            rule(
+                "learned-hard", {"expert": 100}, complexity=RangeMatch(min=100), complexity_scorer="builtin"
+            ),
+            *rules,
+        )
+        extra = {
+            "difficulty_models": (
+                DifficultyModel(
+                    name="builtin", version=BUILTIN_DIFFICULTY_VERSION, sha256=BUILTIN_DIFFICULTY_SHA256
+                ),
+            ),
+            "semantic_routes": tuple(
+                SemanticRoute(name=name, examples=examples) for name, examples in SEMANTIC_EXAMPLES.items()
+            ),
+        }
     policy = PolicyConfig(
+        **extra,
         name="auto",
         virtual_models=("auto", "embed", "support-bot"),
         rules=rules,
@@ -335,6 +372,7 @@ def main() -> None:
     finally:
         gc.enable()
     decide = measure(router, features, args.rounds)
+    numpy_loaded = "numpy" in sys.modules  # the policy has no learned rule: nothing may load numpy
     decide_scoring = measure(scoring_router, features, args.rounds)
     decide_pattern = measure(pattern_router, features, args.rounds)
 
@@ -348,11 +386,45 @@ def main() -> None:
     print(f"complexity scored for {scored} of {len(decisions)} (when a rule reached has a complexity range)")
     report("extract_features", extract)
     report("decide", decide)
+    print(f"  (numpy imported after deciding with a policy without learned rules: {numpy_loaded})")
     report("decide, every prompt scored", decide_scoring)
     report("decide, + pattern detector", decide_pattern)
     median = statistics.median(decide)
     print(f"target decide() median <= 50 µs: {'met' if median <= 50 else 'NOT met'} ({median:.1f} µs)")
     report_detector_cost(args.rounds)
+    report_learned_cost(features, args.rounds)
+
+
+def report_learned_cost(features: list[RequestFeatures], rounds: int) -> None:
+    """decide() with a semantic rule and a learned-score rule that every request reaches, beside the
+    same policy without them; then the learned score alone for a 2 KiB prompt."""
+    from modelroute_sidecar.embeddings import embedder, load_models
+    from modelroute_sidecar.engine.difficulty import LearnedScorer
+
+    config = build_config(learned=True)
+    started = time.perf_counter()
+    models = load_models(config)
+    load_ms = (time.perf_counter() - started) * 1000
+    router = Router(config, local_region="eu-west-1", models=models)
+    learned = measure(router, features, rounds)
+    report("decide, semantic + learned", learned)
+    print(
+        f"  (embedding model, builtin head and {sum(map(len, SEMANTIC_EXAMPLES.values()))} examples loaded "
+        f"in {load_ms:.0f} ms, once per process and config)"
+    )
+    scorer = LearnedScorer(models["auto"].heads["builtin"], embedder().embed)
+    rng = random.Random(3)
+    words = ("the", "total", "cost", "of", "12", "apples", "each", "$3", "and", "how", "many", "left")
+    prompts = [" ".join(rng.choice(words) for _ in range(400))[:2048] for _ in range(20)]
+    gc.collect()
+    gc.disable()
+    try:
+        alone = time_calls([(lambda p=p: scorer(p, 512)) for p in prompts], max(rounds, 20))
+    finally:
+        gc.enable()
+    report("learned score, 2 KiB prompt", alone)
+    p99 = percentile(alone, 0.99)
+    print(f"target learned score p99 <= 1 ms for 2 KiB: {'met' if p99 <= 1000 else 'NOT met'} ({p99:.0f} µs)")
 
 
 DETECTOR_KINDS = ("email", "phone", "card", "iban")

@@ -429,10 +429,12 @@ http {{
     return Target("nginx", port, "fake-model", processes=[process])
 
 
-def realistic_config(upstream: int) -> str:
-    """A RouterConfig like a real namespace's: 20 rules, residency with detectors, a canary, 4 endpoints."""
+def realistic_config(upstream: int, learned: bool = False) -> str:
+    """A RouterConfig like a real namespace's: 20 rules, residency with detectors, a canary, 4 endpoints.
+    `learned`: a semantic rule first and the complexity rules on the builtin difficulty model, so every
+    request pays for one embedding (the `+learned` targets of the proxy bench)."""
     sys.path.insert(0, str(REPO / "contract"))
-    from modelroute_contract import RouterConfig
+    from modelroute_contract import BUILTIN_DIFFICULTY_SHA256, BUILTIN_DIFFICULTY_VERSION, RouterConfig
 
     url = f"http://127.0.0.1:{upstream}/v1"
 
@@ -510,6 +512,25 @@ def realistic_config(upstream: int) -> str:
         "budgets": {"maxCostPerRequestUsd": 1.0},
         "tenantLimits": [{"tenantTier": "", "requestsPerMinute": 10_000_000}],
     }
+    if learned:
+        for rule in rules:
+            if "complexity" in rule.get("match", {}):
+                rule["match"]["complexityScorer"] = "builtin"
+        rules.insert(
+            0,
+            {
+                "name": "code",
+                "match": {"semantic": {"route": "code", "minSimilarity": 0.9}},
+                "targets": [{"endpoint": "expert", "weight": 100}],
+            },
+        )
+        policy["difficultyModels"] = [
+            {"name": "builtin", "version": BUILTIN_DIFFICULTY_VERSION, "sha256": BUILTIN_DIFFICULTY_SHA256}
+        ]
+        policy["semanticRoutes"] = [
+            {"name": "code", "examples": ["Write a Python function that parses CSV", "Fix this C segfault"]},
+            {"name": "chat", "examples": ["Hi, how are you?", "Tell me a joke"]},
+        ]
     endpoints = [
         endpoint("expert", "expert"),
         endpoint("fast", "fast"),
@@ -567,15 +588,22 @@ ADMIN_TOKEN = "bench-admin-token"
 
 
 def start_sidecar(
-    upstream: int, workdir: Path, workers: int, variant: Variant = THIS, *, admin: bool = False
+    upstream: int,
+    workdir: Path,
+    workers: int,
+    variant: Variant = THIS,
+    *,
+    admin: bool = False,
+    learned: bool = False,
 ) -> Target | str:
     """The sidecar with the realistic config; `admin` also serves the admin port, as in a pod (the
     proxy bench leaves it off). `ready_seconds` is measured from the spawn to the first 200 of
     `/readyz` on the data port."""
     port = free_port()
-    config = workdir / "routerConfig.json"
-    config.write_text(realistic_config(upstream))
-    name = f"sidecar-{workers}w" + (f"@{variant.name}" if variant.name else "")
+    suffix = ("+learned" if learned else "") + (f"@{variant.name}" if variant.name else "")
+    name = f"sidecar-{workers}w{suffix}"
+    config = workdir / f"routerConfig-{name}.json"
+    config.write_text(realistic_config(upstream, learned))
     admin_port = free_port() if admin else 0
     command = [
         variant.python, "-m", "modelroute_sidecar.main", "--port", str(port), "--admin-port", str(admin_port),

@@ -14,9 +14,11 @@ Targets: `direct`; `nginx` (Debian's nginx, skipped with a note when not install
 touches the project's venv; skipped with a note when that fails); `forwarder-1w` and `forwarder-2w`
 (the minimal aiohttp + uvloop forwarder of DESIGN.md, bench/minimal_forwarder.py); `sidecar-1w` and
 `sidecar-2w` (the sidecar with a realistic policy: 20 rules, residency with all four detectors, a
-canary, metrics and a JSON-lines audit log on; 1 and 2 SO_REUSEPORT workers). The load generator is
-`wrk` when installed, else a small keep-alive asyncio client (`--load python` forces it). Every phase
-is bounded in time.
+canary, metrics and a JSON-lines audit log on; 1 and 2 SO_REUSEPORT workers); `sidecar-1w+learned`
+(the same policy with a semantic rule first and its complexity rules on the builtin difficulty model,
+so every request is embedded: what learned routing costs; `sidecar-1w` is the same build without it).
+The load generator is `wrk` when installed, else a small keep-alive asyncio client (`--load python`
+forces it). Every phase is bounded in time.
 
 A/B: `--variant NAME=PYTHON[:TREE]` also runs the sidecar with another interpreter (and source tree,
 put first on PYTHONPATH) as `sidecar-Nw@NAME`, and prints its ratios against this build (or, with
@@ -241,6 +243,8 @@ def run(args: argparse.Namespace) -> int:
         "forwarder-2w": lambda: start_forwarder(upstream_port, workdir, 2),
         "sidecar-1w": lambda: start_sidecar(upstream_port, workdir, 1),
         "sidecar-2w": lambda: start_sidecar(upstream_port, workdir, 2),
+        # every request reaches a semantic rule and learned-score rules: the cost of learned routing
+        "sidecar-1w+learned": lambda: start_sidecar(upstream_port, workdir, 1, learned=True),
     }
     for variant in args.variant:
         for workers in (1, 2):

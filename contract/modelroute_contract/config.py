@@ -287,7 +287,7 @@ class SemanticMatch(ContractModel):
     route: str
     """Name of one of the policy's `semanticRoutes`."""
     min_similarity: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.0
-    """Least cosine similarity between the prompt and the route's nearest example."""
+    """Least cosine similarity between the prompt and the route's centroid (mean of its examples)."""
 
 
 class SemanticRoute(ContractModel):

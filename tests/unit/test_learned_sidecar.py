@@ -41,14 +41,23 @@ def test_the_embedder_is_wordllamas_own_embedding() -> None:
     assert not embedder().embed("").any()
 
 
+@pytest.mark.parametrize(
+    "text", ["a  b", "  lead", "trail  ", "x \n  y\tz", " ", "", "naïve café 🙂", "Step 1.\n   Step 2.  "]
+)
+def test_the_cached_word_tokens_are_the_tokenizers(text: str) -> None:
+    tokenizer = embedder()._tokenizer
+    assert embedder().token_ids(text) == tokenizer.encode(text, add_special_tokens=False).ids
+    assert embedder().token_ids(text) == tokenizer.encode(text, add_special_tokens=False).ids  # cached
+
+
 def test_a_config_without_learned_rules_imports_neither_numpy_nor_wordllama() -> None:
     script = f"""
 import sys
 from modelroute_sidecar.configstore import build_snapshot
 build_snapshot(open({str(GOLDEN / "tiered-routing.json")!r}).read(), source="file", region="")
-assert "numpy" not in sys.modules and "wordllama" not in sys.modules, "loaded for nothing"
+assert not {{"numpy", "tokenizers", "wordllama"}} & set(sys.modules), "loaded for nothing"
 build_snapshot(open({str(GOLDEN / "learned-routing.json")!r}).read(), source="file", region="")
-assert "wordllama" in sys.modules
+assert "numpy" in sys.modules and "tokenizers" in sys.modules
 """
     subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO)
 

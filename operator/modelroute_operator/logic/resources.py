@@ -406,7 +406,8 @@ class SemanticMatch(ApiModel):
     route: Name
     """One of the policy's `semanticRoutes`."""
     min_similarity: Annotated[float, Field(ge=-1.0, le=1.0)] | None = None
-    """Least cosine similarity between the prompt and the route's nearest example (default 0)."""
+    """Least cosine similarity between the prompt and the route's centroid, the mean of its examples
+    (default 0)."""
 
 
 class SemanticRouteSpec(ApiModel):
