@@ -17,7 +17,7 @@ from tests.kube_harness import REPO
 from modelroute_contract import BUILTIN_DIFFICULTY_SHA256
 from modelroute_contract.schemas import canonical_json
 from modelroute_operator.logic.compiler import NamespaceObjects, compile_namespace, parse_object
-from modelroute_operator.logic.learned import referenced_config_maps
+from modelroute_operator.logic.learned import FORBIDDEN_KEY, referenced_config_maps
 from modelroute_operator.logic.review import parse_review
 from modelroute_operator.logic.validation import validate
 from modelroute_sidecar.configstore import build_snapshot
@@ -93,6 +93,12 @@ def oversized() -> str:
     [
         (user_model(), {}, "configMap.name", "ConfigMap 'head-v3' does not exist"),
         (user_model(), {"head-v3": {}}, "configMap.key", "has no key 'head.json'"),
+        (
+            user_model(),
+            {"head-v3": {FORBIDDEN_KEY: ""}},
+            "configMap.name",
+            "rbac.difficultyHeads.configMapNames",
+        ),
         (user_model(), {"head-v3": {"head.json": "{"}}, "configMap", "is not JSON"),
         (user_model(), {"head-v3": {"head.json": "[]"}}, "configMap", "is not a head document"),
         (user_model(), {"head-v3": {"head.json": '{"format": "x"}'}}, "configMap", "head.format must be"),

@@ -123,11 +123,15 @@ app.kubernetes.io/part-of: modelroute
   resources: ["configmaps"]
   resourceNames: ["modelroute-router-config"]
   verbs: ["get", "patch", "delete"]
-# Difficulty model heads a RoutingPolicy names (`spec.difficultyModels[].configMap`): read by name
-# when a policy names one, never listed or watched (ConfigMaps carry no credentials; Secrets stay narrow).
+{{- with .Values.rbac.difficultyHeads.configMapNames }}
+# Difficulty model heads RoutingPolicies may name (`spec.difficultyModels[].configMap`): these names only,
+# read when a policy names one, never listed or watched.
 - apiGroups: [""]
   resources: ["configmaps"]
+  resourceNames:
+    {{- toYaml (. | uniq | sortAlpha) | nindent 4 }}
   verbs: ["get"]
+{{- end }}
 # The per-namespace sidecar admin token Secret `modelroute-sidecar-admin`: created once, read back by
 # name. `create` cannot be narrowed by resourceNames (the API server authorises a create before the
 # object's name is known), so the chart's ValidatingAdmissionPolicy (`rbac.secretGuard`) refuses any

@@ -35,7 +35,7 @@ from modelroute_contract.constants import (
 )
 from modelroute_contract.schemas import ACCEPTED_SCHEMA_VERSIONS, config_key, stored_documents
 from modelroute_operator.logic import status_report
-from modelroute_operator.logic.learned import referenced_config_maps
+from modelroute_operator.logic.learned import FORBIDDEN_KEY, referenced_config_maps
 from modelroute_operator.logic.resources import (
     GROUP,
     KINDS,
@@ -274,6 +274,9 @@ class KubeApi:
                 cm = await self._call(self._core.read_namespaced_config_map, name, namespace)
             except ApiException as exc:
                 if exc.status == 404:
+                    continue
+                if exc.status == 403:  # not granted: the compiler names the chart value on the policy
+                    found[name] = {FORBIDDEN_KEY: ""}
                     continue
                 raise
             found[name] = dict(cm.data or {})

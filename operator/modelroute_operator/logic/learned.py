@@ -24,6 +24,8 @@ from .objects import CompileError, reporter
 
 ConfigMaps = Mapping[str, Mapping[str, str]]
 """ConfigMap name -> its data, for the ConfigMaps the namespace's policies name."""
+FORBIDDEN_KEY = "modelroute.dev/forbidden"
+"""The only key of a ConfigMap the operator may not read (no real key has a `/`)."""
 
 
 def referenced_config_maps(policy_bodies: Iterable[Mapping[str, Any]]) -> set[str]:
@@ -59,6 +61,11 @@ def resolve_model(
     data = config_maps.get(ref.name)
     if data is None:
         return "configMap.name", f"ConfigMap {ref.name!r} does not exist in this namespace"
+    if FORBIDDEN_KEY in data:
+        return "configMap.name", (
+            f"the operator may not read ConfigMap {ref.name!r}: add it to the chart's "
+            "rbac.difficultyHeads.configMapNames"
+        )
     text = data.get(ref.key)
     if text is None:
         return "configMap.key", f"ConfigMap {ref.name!r} has no key {ref.key!r}"
