@@ -20,7 +20,6 @@ import importlib.util
 import json
 import threading
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,6 +121,8 @@ def embedder() -> Embedder:
 
 def builtin_document() -> dict[str, Any]:
     """The head document of the builtin model, as shipped."""
+    from importlib import resources  # only with learned routing: it imports tempfile and shutil
+
     text = resources.files("modelroute_sidecar").joinpath("data", _BUILTIN_FILE).read_text()
     document: dict[str, Any] = json.loads(text)
     return document

@@ -34,10 +34,11 @@ SIDES = {
 LAZY_ON = {
     # extra -> distributions its side reaches only lazily (in a function, or for type checking), for a
     # feature that needs another extra and says so. The operator's `modelroute router train|eval` run the
-    # sidecar's embedder and training (numpy, wordllama: the sidecar extra) and ask for it when missing;
+    # sidecar's embedder and training (numpy, wordllama's files through safetensors and tokenizers: the
+    # sidecar extra) and ask for it when missing;
     # the compiler checks difficulty heads without numpy. The import check below still proves every
     # module of the side imports without them.
-    "operator": {"numpy", "wordllama"},
+    "operator": {"numpy", "wordllama", "safetensors", "tokenizers"},
 }
 
 
