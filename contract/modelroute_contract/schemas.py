@@ -202,6 +202,23 @@ STEPS: Final = (
                 "all, so the fleet would admit many times the limit and over-spend the budget",
                 shown_as="fleetLimits (fleet-wide limits and spend budgets)",
             ),
+            # schema 3: native providers
+            Addition(
+                "endpoints[].providerSettings",
+                None,
+                "a schema-2 sidecar speaks only the OpenAI API, without the provider's auth and version",
+            ),
+        ),
+        values=tuple(
+            # schema 3: native providers
+            NewValue(
+                "endpoints[].provider",
+                provider,
+                f"a schema-2 sidecar speaks only the OpenAI API: it would send OpenAI requests, with the key "
+                f"as a bearer token, to a {provider} upstream",
+                shown_as=f"provider {provider}",
+            )
+            for provider in ("azure-openai", "anthropic", "bedrock", "gemini")
         ),
     ),
 )
