@@ -127,6 +127,8 @@ class Exchange:
     """Budgets past their soft threshold: the `x-modelroute-budget-warning` header."""
     upstream_headers: dict[str, str] = field(default_factory=dict)
     """What the last upstream answer (or failure) returns to the client: `relayed_headers`."""
+    provider: str = ""
+    """The API the answering endpoint speaks (`openai`, `anthropic`, ...), once one answered."""
 
 
 def relayed_headers(upstream: Mapping[str, str]) -> dict[str, str]:
@@ -162,6 +164,8 @@ def decision_headers(exchange: Exchange) -> dict[str, str]:
         "x-modelroute-attempts": str(len(exchange.attempts)),
         "x-request-id": exchange.request_id,
     }
+    if exchange.provider:
+        headers["x-modelroute-provider"] = exchange.provider
     if decision is not None and decision.canary:
         headers["x-modelroute-canary"] = f"{decision.canary}:{decision.canary_side}"
     if exchange.budget_warning:
@@ -661,6 +665,7 @@ class Upstreams:
         )
         self.metrics.observe_upstream(choice.endpoint, choice.replica, choice.region, outcome, elapsed)
         call.exchange.served = choice
+        call.exchange.provider = call.snapshot.endpoints[choice.endpoint].provider
         return elapsed
 
     def _answered(
