@@ -215,7 +215,7 @@ STEPS: Final = (
                 "endpoints[].provider",
                 provider,
                 f"a schema-2 sidecar speaks only the OpenAI API: it would send OpenAI requests, with the key "
-                f"as a bearer token, to a {provider} upstream",
+                f"as a bearer token, to the {provider} upstream",
                 shown_as=f"provider {provider}",
             )
             for provider in ("azure-openai", "anthropic", "bedrock", "gemini")

@@ -105,7 +105,7 @@ async def test_boto3_bedrock_runtime_talks_to_the_fake(native: dict[str, FakeNat
         await asyncio.to_thread(client.converse, modelId="m", messages=messages)
     assert failed.value.response["Error"]["Code"] == "ThrottlingException"
     fake.set(stream_end="error", stream_cut_after=1)
-    with pytest.raises(Exception, match="modelStreamErrorException|broke"):
+    with pytest.raises(Exception, match=r"modelStreamErrorException|broke"):
         await asyncio.to_thread(lambda: list(client.converse_stream(modelId="m", messages=messages)["stream"]))
 
 
