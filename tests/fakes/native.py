@@ -86,6 +86,7 @@ class FakeNative(FakeUpstream):
             )
         else:
             raise ValueError(f"no fake for provider {self.provider!r}")
+        app.router.add_get("/openai/models" if self.provider == "azure-openai" else "/v1/models", self._list_models)
         app.router.add_post("/_fake/behavior", self._set_behavior)
         app.router.add_post("/_fake/reset", self._reset)
         app.router.add_get("/_fake/requests", self._list_requests)
@@ -150,6 +151,23 @@ class FakeNative(FakeUpstream):
         else:
             body = {"error": {"message": message, "type": "server_error", "code": str(status)}}
         return web.json_response(body, status=status, headers=headers)
+
+    async def _list_models(self, request: web.Request) -> web.StreamResponse:
+        """The provider's model list (what the operator's health probe reads), behind its credentials."""
+        headers = request.headers
+        bearer = headers.get("authorization", "").removeprefix("Bearer ")
+        if self.provider == "azure-openai":
+            ok = bool(request.query.get("api-version")) and (headers.get("api-key") == KEYS["azure-openai"] or bearer == ENTRA_TOKEN)
+        elif self.provider == "anthropic":
+            ok = (headers.get("x-api-key") or bearer) == KEYS["anthropic"] and "anthropic-version" in headers
+        else:
+            ok = headers.get("x-goog-api-key") == KEYS["gemini"]
+        if not ok:
+            return self._native_error(401, "invalid credentials")
+        failure = await self._prelude(request)
+        if failure is not None:
+            return failure
+        return web.json_response({"data": [{"id": "fake-model"}], "models": [{"name": "models/fake-model"}]})
 
     # --- Azure OpenAI ---------------------------------------------------------------------------------
 
