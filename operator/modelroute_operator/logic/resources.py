@@ -230,7 +230,9 @@ class HealthCheck(ApiModel):
     enabled: bool = True
     """Whether to probe at all (default true). Without probes, health stays `Unknown` and routable."""
     path: Annotated[str, Field(max_length=256, pattern=r"^/[^\s]*$")] = "/v1/models"
-    """HTTP path probed with GET, relative to the replica URL's host (default `/v1/models`)."""
+    """HTTP path probed with GET, relative to the replica URL's host (default `/v1/models`); for `openai`
+    endpoints only: a native provider is probed at its own model list with its own credentials, and
+    `bedrock` and Vertex AI replicas are not probed."""
     interval: Duration = "10s"
     """Time between probes, e.g. `10s` (default 10s)."""
     timeout: Duration = "2s"
