@@ -53,6 +53,11 @@ class UpstreamCredentials:
         """`Bearer <key>` for `ref`, or None when the endpoint needs no credentials."""
         if ref is None:
             return None
+        # inlined (not `_read`): this runs on every OpenAI request
+        cache_key = (ref.secret, ref.key, "Bearer ")
+        cached = self._cache.get(cache_key)
+        if cached is not None and time.monotonic() - cached.checked_at < RECHECK_SECONDS:
+            return cached.value
         return self._read(ref, "Bearer ", one_line=True)
 
     def secret(self, ref: CredentialRef) -> str:

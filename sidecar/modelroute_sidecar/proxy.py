@@ -128,7 +128,8 @@ class Exchange:
     upstream_headers: dict[str, str] = field(default_factory=dict)
     """What the last upstream answer (or failure) returns to the client: `relayed_headers`."""
     provider: str = ""
-    """The API the answering endpoint speaks (`openai`, `anthropic`, ...), once one answered."""
+    """The native provider (`anthropic`, ...) of the last attempt, the answering one when one answered;
+    empty for `openai` (sent as `x-modelroute-provider` only when set)."""
 
 
 def relayed_headers(upstream: Mapping[str, str]) -> dict[str, str]:
@@ -508,9 +509,11 @@ class Upstreams:
         ask_usage = call.asks_usage_of(endpoint)
         try:
             if native:  # a native provider's API: translated (`providers`); never the OpenAI-to-OpenAI path
+                exchange.provider = endpoint.provider  # the attempt that answers sets it last
                 outbound = self._native_request(call, choice, endpoint, ask_usage)
                 path, payload, authorization = outbound.path, outbound.body, None
             else:
+                exchange.provider = ""  # openai: no header (the OpenAI path stays as it was)
                 authorization = self.credentials.authorization(endpoint.credentials)
                 path, payload = PATHS[call.features.api], call.payload_for(choice.upstream_model, ask_usage)
         except UnsupportedError as exc:
@@ -665,7 +668,6 @@ class Upstreams:
         )
         self.metrics.observe_upstream(choice.endpoint, choice.replica, choice.region, outcome, elapsed)
         call.exchange.served = choice
-        call.exchange.provider = call.snapshot.endpoints[choice.endpoint].provider
         return elapsed
 
     def _answered(

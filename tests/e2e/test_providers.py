@@ -114,7 +114,9 @@ def test_native_providers_are_probed_compiled_and_served_across_providers(
                 "virtualModels": ["assistant"],
                 "resilience": {"maxAttempts": 3, "perTryTimeout": "2s", "deadline": "10s"},
                 "rules": [
-                    {"name": "default", "targets": [{"endpoint": "gpt"}], "fallback": ["azure", "claude"]}
+                    {"name": "default", "targets": [{"endpoint": "gpt"}], "fallbackTo": "azure"},
+                    {"name": "azure", "targets": [{"endpoint": "azure"}], "fallbackTo": "claude"},
+                    {"name": "claude", "targets": [{"endpoint": "claude"}]},
                 ],
             },
         },
@@ -134,7 +136,7 @@ def test_native_providers_are_probed_compiled_and_served_across_providers(
             (secrets / name).mkdir(parents=True)
             (secrets / name / "apiKey").write_text(value)
         sidecar = cluster.sidecar("app-0", "eu-west-1", extra=["--secrets-dir", str(secrets)])
-        client = openai.OpenAI(base_url=sidecar.base_url + "/v1", api_key="unused", max_retries=0)
+        client = openai.OpenAI(base_url=sidecar.base_url, api_key="unused", max_retries=0)
         openai_up.kill()
         raw = client.chat.completions.with_raw_response.create(
             model="assistant", messages=[{"role": "user", "content": "hi"}]
@@ -150,7 +152,9 @@ def test_native_providers_are_probed_compiled_and_served_across_providers(
             "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
             == "Hello from ant [0] [1] [2]"
         )
-        with anthropic.Anthropic(base_url=sidecar.base_url, api_key="unused", max_retries=0) as sdk:
+        with anthropic.Anthropic(
+            base_url=sidecar.base_url.removesuffix("/v1"), api_key="unused", max_retries=0
+        ) as sdk:
             message = sdk.messages.create(
                 model="assistant", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
             )
