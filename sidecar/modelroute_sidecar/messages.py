@@ -15,8 +15,10 @@ import orjson
 
 from .engine import extract_features
 from .errors import ApiError
-from .providers.anthropic import ChatToMessagesStream, chat_to_message, error_to_anthropic, messages_to_chat
 from .providers.common import UnsupportedError, loads_object
+
+# The translation (`providers.anthropic`) is imported by the views on first use: a sidecar whose clients
+# never call /v1/messages does not load it.
 from .proxy import Exchange, decision_headers
 from .server import HttpRequest, HttpResponse, ResponseStream
 from .state import Sidecar
@@ -30,6 +32,8 @@ class MessagesStream(ResponseStream):
     __slots__ = ("_encoder", "_inner")
 
     def __init__(self, inner: ResponseStream, model: str) -> None:  # the inner stream owns the connection
+        from .providers.anthropic import ChatToMessagesStream
+
         self._inner = inner
         self._encoder = ChatToMessagesStream(model)
         self.started = False
@@ -49,6 +53,8 @@ class MessagesStream(ResponseStream):
 
 def anthropic_error(status: int, message: str, headers: dict[str, str] | None = None) -> HttpResponse:
     """An error in the Messages API's shape."""
+    from .providers.anthropic import error_to_anthropic
+
     body = error_to_anthropic(status, orjson.dumps({"error": {"message": message}}))
     return HttpResponse(status, orjson.dumps(body), dict(headers or {}))
 
@@ -76,6 +82,8 @@ async def create_message(
     sidecar: Sidecar, request: HttpRequest, stream: ResponseStream, request_id: str
 ) -> HttpResponse | None:
     """POST /v1/messages."""
+    from .providers.anthropic import chat_to_message, error_to_anthropic, messages_to_chat
+
     try:
         body = _parse(request.body)
         chat = messages_to_chat(body)
@@ -100,6 +108,8 @@ async def count_tokens(
 ) -> HttpResponse:
     """POST /v1/messages/count_tokens: the router's own estimate of the prompt's tokens (the one its
     budgets and limits use; no upstream tokenizer is called)."""
+    from .providers.anthropic import messages_to_chat
+
     headers = {"x-request-id": request_id}
     try:
         body = _parse(request.body)

@@ -14,14 +14,16 @@ Secrets arrive as text read by `credentials.UpstreamCredentials` (re-read on rot
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from modelroute_contract import PROVIDER_APIS, EndpointConfig
 
-from . import anthropic, bedrock, gemini
 from .common import Outbound, UnsupportedError, loads_object
+
+if TYPE_CHECKING:
+    from . import anthropic, gemini
 
 __all__ = ["Natives", "Outbound", "UnsupportedError"]
 
@@ -63,18 +65,23 @@ class Natives:
                 headers["api-key"] = secret
             path = f"/openai/deployments/{upstream_model}/{AZURE_PATHS[api]}?api-version={version}"
             return Outbound(path, openai_payload(), headers)
+        # the translations are imported on first use: a sidecar of openai endpoints never loads them
         if provider == "anthropic":
+            from . import anthropic
+
             version = settings.api_version if settings is not None else ""
             limit = endpoint.capabilities.max_output_tokens
             return anthropic.outbound(body, upstream_model, limit, stream, secret, version)
         if provider == "gemini":
+            from . import gemini
+
             if auth == "service-account":
                 project = settings.project if settings is not None else ""
                 headers = {"authorization": "Bearer " + self._vertex_token(secret)}
                 return gemini.outbound(body, upstream_model, stream, headers, project, region)
             return gemini.outbound(body, upstream_model, stream, {"x-goog-api-key": secret})
         if provider == "bedrock":
-            from . import aws
+            from . import aws, bedrock
 
             payload = bedrock.request_body(body)
             path = bedrock.path(upstream_model, stream)
@@ -96,6 +103,8 @@ class Natives:
         """A whole native answer (or error) as the OpenAI API's JSON."""
         if provider == "azure-openai":
             return body
+        from . import anthropic, bedrock, gemini
+
         if status >= 400:
             if provider == "anthropic":
                 error = anthropic.error_to_openai(status, body)
@@ -117,6 +126,8 @@ class Natives:
             return chunks
         if provider == "bedrock":
             return _bedrock_stream(chunks, model)
+        from . import anthropic, gemini
+
         return _sse_stream(
             anthropic.MessagesToChatStream(model)
             if provider == "anthropic"
@@ -138,6 +149,7 @@ async def _sse_stream(
 
 
 async def _bedrock_stream(chunks: AsyncIterator[bytes], model: str) -> AsyncIterator[bytes]:
+    from . import bedrock
     from .aws import EventFrames
 
     frames = EventFrames()
