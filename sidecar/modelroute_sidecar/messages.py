@@ -46,6 +46,12 @@ class MessagesStream(ResponseStream):
     async def write(self, data: bytes) -> None:
         await self._inner.write(self._encoder.feed(data))
 
+    def send(self, data: bytes) -> bool:  # the relay's sink, called once per relayed piece
+        return self._inner.send(self._encoder.feed(data))
+
+    async def drain(self) -> None:
+        await self._inner.drain()
+
     async def end(self) -> None:
         self.finished = True
         await self._inner.end()

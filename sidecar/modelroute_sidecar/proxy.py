@@ -568,6 +568,10 @@ class Upstreams:
                         hide_usage=ask_usage,
                         responses=call.features.api == "responses",
                     )
+                    if native:  # the native stream, translated to OpenAI chunks before the scanner
+                        model = choice.upstream_model
+                        scanner = self.natives.scanner(endpoint.provider, model, call.body, scanner)
+                        response.headers["content-type"] = "text/event-stream"
                     first_events = await _first_events(response, scanner)
                     if not first_events:
                         log.warning(

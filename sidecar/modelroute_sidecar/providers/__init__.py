@@ -13,17 +13,15 @@ Secrets arrive as text read by `credentials.UpstreamCredentials` (re-read on rot
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import orjson
 
 from modelroute_contract import PROVIDER_APIS, EndpointConfig
 
+from ..sse import StreamScanner
 from .common import Outbound, UnsupportedError, loads_object
-
-if TYPE_CHECKING:
-    from . import anthropic, gemini
 
 __all__ = ["Natives", "Outbound", "UnsupportedError"]
 
@@ -120,43 +118,71 @@ class Natives:
             return orjson.dumps(gemini.gemini_to_chat(parsed, model))
         return orjson.dumps(bedrock.converse_to_chat(parsed, model))
 
-    def stream(self, provider: str, chunks: AsyncIterator[bytes], model: str) -> AsyncIterator[bytes]:
-        """A native stream as OpenAI chat chunks (SSE), piece by piece as the upstream sends it."""
+    def scanner(
+        self, provider: str, model: str, body: Mapping[str, Any], plain: StreamScanner
+    ) -> StreamScanner:
+        """The scanner of a native stream: `plain` for Azure (its stream is OpenAI's), else one that
+        translates each piece into OpenAI chunks before scanning them. A translated stream always ends
+        with its usage chunk, so it is hidden unless the client asked for it."""
         if provider == "azure-openai":
-            return chunks
+            return plain
+        options = body.get("stream_options")
+        asked = isinstance(options, dict) and options.get("include_usage") is True
+        translator: Translator
         if provider == "bedrock":
-            return _bedrock_stream(chunks, model)
-        from . import anthropic, gemini
+            translator = _BedrockTranslator(model)
+        elif provider == "anthropic":
+            from . import anthropic
 
-        return _sse_stream(
-            anthropic.MessagesToChatStream(model)
-            if provider == "anthropic"
-            else gemini.GeminiToChatStream(model),
-            chunks,
+            translator = anthropic.MessagesToChatStream(model)
+        else:
+            from . import gemini
+
+            translator = gemini.GeminiToChatStream(model)
+        return TranslatedScanner(translator, choices=plain.choices, hide_usage=not asked)
+
+
+class Translator(Protocol):
+    """A native stream to OpenAI chunks: `feed` upstream bytes as they come, `finish` at the body's end."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+class TranslatedScanner(StreamScanner):
+    """The relay's stream scanner (`sse.StreamScanner`) over a native stream: every piece the upstream
+    sends is translated first, so completeness, usage and the error event are judged on OpenAI chunks."""
+
+    __slots__ = ("_translator",)
+
+    def __init__(self, translator: Translator, *, choices: int, hide_usage: bool) -> None:
+        super().__init__(choices=choices, hide_usage=hide_usage)
+        self._translator = translator
+
+    def feed(self, data: bytes) -> bytes:
+        translated = self._translator.feed(data)
+        return super().feed(translated) if translated else b""
+
+    def finish(self) -> bytes:
+        tail = self._translator.finish()
+        return (super().feed(tail) if tail else b"") + super().finish()
+
+
+class _BedrockTranslator:
+    """ConverseStream's event-stream frames (decoded by botocore) to OpenAI chunks."""
+
+    def __init__(self, model: str) -> None:
+        from . import bedrock
+        from .aws import EventFrames
+
+        self._frames = EventFrames()
+        self._events = bedrock.ConverseToChatStream(model)
+
+    def feed(self, data: bytes) -> bytes:
+        return b"".join(
+            self._events.event(kind, payload, error) for kind, payload, error in self._frames.feed(data)
         )
 
-
-async def _sse_stream(
-    translator: anthropic.MessagesToChatStream | gemini.GeminiToChatStream, chunks: AsyncIterator[bytes]
-) -> AsyncIterator[bytes]:
-    async for piece in chunks:
-        out = translator.feed(piece)
-        if out:
-            yield out
-    tail = translator.finish()
-    if tail:
-        yield tail
-
-
-async def _bedrock_stream(chunks: AsyncIterator[bytes], model: str) -> AsyncIterator[bytes]:
-    from . import bedrock
-    from .aws import EventFrames
-
-    frames = EventFrames()
-    translator = bedrock.ConverseToChatStream(model)
-    async for piece in chunks:
-        out = b"".join(
-            translator.event(kind, payload, exception) for kind, payload, exception in frames.feed(piece)
-        )
-        if out:
-            yield out
+    def finish(self) -> bytes:
+        return b""
