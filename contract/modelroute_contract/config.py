@@ -163,6 +163,103 @@ class Capabilities(ContractModel):
     requests so that their tokens and cost are counted (false: counted only when the client asks)."""
 
 
+PROVIDERS: Final = ("openai", "azure-openai", "anthropic", "bedrock", "gemini")
+"""API styles an endpoint's upstream may speak; `openai` covers every OpenAI-compatible server."""
+Provider = Literal["openai", "azure-openai", "anthropic", "bedrock", "gemini"]
+
+PROVIDER_APIS: Final[dict[str, frozenset[str]]] = {
+    "openai": frozenset({"chat", "completions", "embeddings", "responses"}),
+    "azure-openai": frozenset({"chat", "completions", "embeddings"}),
+    "anthropic": frozenset({"chat"}),
+    "bedrock": frozenset({"chat"}),
+    "gemini": frozenset({"chat"}),
+}
+"""The OpenAI APIs each provider's translation serves (a request for another is refused before the call;
+the Anthropic Messages API inbound is served as `chat`)."""
+PROVIDER_JSON_MODE: Final = frozenset({"openai", "azure-openai", "gemini"})
+"""Providers with a JSON output mode (`response_format`): Anthropic's Messages API and Bedrock's Converse
+API have none, so a JSON-mode request is never sent there to be ignored."""
+PROVIDER_AUTH: Final[dict[str, tuple[str, ...]]] = {
+    "openai": ("bearer",),
+    "azure-openai": ("api-key", "entra-token"),
+    "anthropic": ("api-key",),
+    "bedrock": ("aws-keys",),
+    "gemini": ("api-key", "service-account"),
+}
+"""How each provider authenticates (the first is its default): `bearer` an `Authorization: Bearer` key;
+`api-key` the provider's key header (`api-key`, `x-api-key`, `x-goog-api-key`); `entra-token` a
+Microsoft Entra access token as bearer; `aws-keys` SigV4 with an access key from the Secret;
+`service-account` a Google service-account key (JSON) signing its own access tokens (Vertex AI)."""
+API_VERSION_PATTERN: Final = r"^\d{4}-\d{2}-\d{2}(-preview)?$"
+"""An `api-version` (Azure OpenAI) or `anthropic-version`: a date, e.g. `2024-10-21`."""
+AWS_REGION_PATTERN: Final = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$"
+"""An AWS region (`eu-central-1`): a bedrock replica's region is the region its requests are signed for."""
+GCP_PROJECT_PATTERN: Final = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"
+"""A Google Cloud project id."""
+GCP_LOCATION_PATTERN: Final = r"^[a-z]+-[a-z]+\d{1,2}$|^global$"
+"""A Vertex AI location (`europe-west4`, `global`): a service-account gemini replica's region."""
+
+
+class ProviderSettings(ContractModel):
+    """Settings of a native provider's API (`provider_settings_problem` says what each one needs)."""
+
+    auth: str = ""
+    """How to authenticate (`PROVIDER_AUTH`); empty: the provider's default."""
+    api_version: str = ""
+    """azure-openai: the `api-version` query parameter (required); anthropic: the `anthropic-version`
+    header (empty: 2023-06-01)."""
+    project: str = ""
+    """gemini with `service-account` auth: the Google Cloud project of Vertex AI."""
+
+
+def provider_settings_problem(
+    provider: str,
+    settings: ProviderSettings | None,
+    has_credentials: bool,
+    regions: Iterable[str] = (),
+) -> tuple[str, str] | None:
+    """Why an endpoint's provider settings do not fit its provider: (field, reason), or None. Fields are
+    named as in a ModelEndpoint's spec (`providerSettings.apiVersion`); the one rule of the CRD models,
+    the compiler, the admission webhook and the sidecar."""
+    if provider not in PROVIDERS:
+        return "provider", f"{provider!r} is not one of {', '.join(PROVIDERS)}"
+    s = settings or ProviderSettings()
+    if provider == "openai":
+        return (
+            ("providerSettings", "is for native providers; provider openai takes none") if settings else None
+        )
+    auths = PROVIDER_AUTH[provider]
+    auth = s.auth or auths[0]
+    if auth not in auths:
+        return "providerSettings.auth", f"{s.auth!r} is not one of {', '.join(auths)} for provider {provider}"
+    if not has_credentials:
+        return "credentials", f"provider {provider} needs credentials (a Secret key holding its {auth})"
+    if provider == "azure-openai" and not s.api_version:
+        return "providerSettings.apiVersion", "is required for provider azure-openai (e.g. 2024-10-21)"
+    if s.api_version:
+        if provider not in ("azure-openai", "anthropic"):
+            return "providerSettings.apiVersion", f"is not used by provider {provider}"
+        if not re.match(API_VERSION_PATTERN, s.api_version):
+            return (
+                "providerSettings.apiVersion",
+                f"{s.api_version!r:.40} is not a version date such as 2024-10-21",
+            )
+    vertex = provider == "gemini" and auth == "service-account"
+    if vertex and not s.project:
+        return "providerSettings.project", "is required with auth service-account (the Vertex AI project)"
+    if s.project:
+        if not vertex:
+            return "providerSettings.project", "is only used by provider gemini with auth service-account"
+        if not re.match(GCP_PROJECT_PATTERN, s.project):
+            return "providerSettings.project", f"{s.project!r:.40} is not a Google Cloud project id"
+    for i, region in enumerate(regions):
+        if provider == "bedrock" and not re.match(AWS_REGION_PATTERN, region):
+            return f"replicas[{i}].region", f"{region!r} is not an AWS region (bedrock signs requests for it)"
+        if vertex and not re.match(GCP_LOCATION_PATTERN, region):
+            return f"replicas[{i}].region", f"{region!r} is not a Vertex AI location such as europe-west4"
+    return None
+
+
 class Pricing(ContractModel):
     """Price of the endpoint in US dollars per million tokens, for cost budgets and cost metrics."""
 
@@ -198,8 +295,12 @@ class EndpointConfig(ContractModel):
     """ModelEndpoint name; what rules and canaries refer to."""
     model: str
     """Model id sent upstream in the request body's `model` field."""
-    provider: Literal["openai"] = "openai"
-    """API style of the upstream."""
+    provider: Provider = "openai"
+    """API style of the upstream (`PROVIDERS`): its requests, answers and streams are translated from
+    and to the OpenAI API (`modelroute_sidecar.providers`)."""
+    # Left out of the document when unset, so an openai endpoint keeps its bytes and hash.
+    provider_settings: ProviderSettings | None = Field(default=None, exclude_if=lambda value: value is None)
+    """Settings of a native provider (auth mode, API version, project); none for `openai`."""
     tier: str = ""
     """Free-form tier label (e.g. `fast`, `expert`), reported in headers and metrics."""
     capabilities: Capabilities = Capabilities()
@@ -231,6 +332,14 @@ class EndpointConfig(ContractModel):
             problem = replica_url_problem(replica.url, self.allow_private_targets, ports)
             if problem:
                 raise ValueError(f"endpoint {self.name!r} replicas[{i}].url {problem}")
+        wrong = provider_settings_problem(
+            self.provider,
+            self.provider_settings,
+            self.credentials is not None,
+            [r.region for r in self.replicas],
+        )
+        if wrong:
+            raise ValueError(f"endpoint {self.name!r} {wrong[0]} {wrong[1]}")
         return self
 
 

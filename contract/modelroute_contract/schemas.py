@@ -217,6 +217,23 @@ STEPS: Final = (
                 "a schema-2 sidecar has no semantic routes (the rule would match every request)",
                 shown_as="a rule's semantic match",
             ),
+            # schema 3: native providers
+            Addition(
+                "endpoints[].providerSettings",
+                None,
+                "a schema-2 sidecar speaks only the OpenAI API, without the provider's auth and version",
+            ),
+        ),
+        values=tuple(
+            # schema 3: native providers
+            NewValue(
+                "endpoints[].provider",
+                provider,
+                f"a schema-2 sidecar speaks only the OpenAI API: it would send OpenAI requests, with the key "
+                f"as a bearer token, to the {provider} upstream",
+                shown_as=f"provider {provider}",
+            )
+            for provider in ("azure-openai", "anthropic", "bedrock", "gemini")
         ),
     ),
 )

@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
-from . import views
+from . import messages, views
 from .audit import AuditLog
 from .configstore import ConfigStore
 from .credentials import ClientKeys, UpstreamCredentials
@@ -142,12 +142,16 @@ async def _components(sidecar: Sidecar) -> AsyncIterator[None]:
         await sidecar.audit.close()
 
 
+ROUTES = {**views.ROUTES, **messages.ROUTES}
+"""Every exact path of the data port: the OpenAI API's and the Anthropic Messages API's."""
+
+
 def dispatcher(sidecar: Sidecar) -> Handler:
     """The data port's handler: route by path and method, answer unknown ones OpenAI-style."""
 
     async def dispatch(request: HttpRequest, stream: ResponseStream) -> HttpResponse | None:
         request_id = request_id_of(request.headers)
-        methods = views.ROUTES.get(request.path) or prefixed(request.path)
+        methods = ROUTES.get(request.path) or prefixed(request.path)
         view = methods.get(request.method) if methods is not None else None
         if view is None:
             if methods is None:

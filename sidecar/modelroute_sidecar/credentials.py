@@ -42,7 +42,7 @@ class UpstreamCredentials:
 
     def __init__(self, secrets_dir: Path) -> None:
         self._dir = secrets_dir
-        self._cache: dict[tuple[str, str], _CachedFile] = {}
+        self._cache: dict[tuple[str, str, str], _CachedFile] = {}
 
     @property
     def secrets_dir(self) -> Path:
@@ -53,7 +53,20 @@ class UpstreamCredentials:
         """`Bearer <key>` for `ref`, or None when the endpoint needs no credentials."""
         if ref is None:
             return None
-        cache_key = (ref.secret, ref.key)
+        # inlined (not `_read`): this runs on every OpenAI request
+        cache_key = (ref.secret, ref.key, "Bearer ")
+        cached = self._cache.get(cache_key)
+        if cached is not None and time.monotonic() - cached.checked_at < RECHECK_SECONDS:
+            return cached.value
+        return self._read(ref, "Bearer ", one_line=True)
+
+    def secret(self, ref: CredentialRef) -> str:
+        """The text of `ref` as it is (a native provider's key, token, AWS key JSON or service-account
+        key), re-read when the file changes."""
+        return self._read(ref, "", one_line=False)
+
+    def _read(self, ref: CredentialRef, prefix: str, *, one_line: bool) -> str:
+        cache_key = (ref.secret, ref.key, prefix)
         cached = self._cache.get(cache_key)
         now = time.monotonic()
         if cached is not None and now - cached.checked_at < RECHECK_SECONDS:
@@ -63,9 +76,9 @@ class UpstreamCredentials:
             stamp = _stamp(path)
             if cached is None or cached.stamp != stamp:
                 secret = path.read_text().strip()
-                if not secret or "\n" in secret or "\r" in secret:
+                if not secret or (one_line and ("\n" in secret or "\r" in secret)):
                     raise CredentialError(f"credential {ref.secret}/{ref.key} is empty or has several lines")
-                cached = _CachedFile("Bearer " + secret, stamp, now)
+                cached = _CachedFile(prefix + secret, stamp, now)
                 self._cache[cache_key] = cached
             cached.checked_at = now
         except OSError as exc:

@@ -48,6 +48,7 @@ from .engine.model import Choice, Decision, RequestFeatures
 from .errors import ApiError
 from .httpclient import Pool, Response, UpstreamError
 from .metrics import Metrics
+from .providers import Natives, Outbound, UnsupportedError
 from .ratelimit import EndpointLimiter, RetryBudget
 from .server import ClientGoneError, HttpResponse, ResponseStream
 from .sse import DONE_EVENT, StreamScanner, error_event
@@ -126,6 +127,9 @@ class Exchange:
     """Budgets past their soft threshold: the `x-modelroute-budget-warning` header."""
     upstream_headers: dict[str, str] = field(default_factory=dict)
     """What the last upstream answer (or failure) returns to the client: `relayed_headers`."""
+    provider: str = ""
+    """The native provider (`anthropic`, ...) of the last attempt, the answering one when one answered;
+    empty for `openai` (sent as `x-modelroute-provider` only when set)."""
 
 
 def relayed_headers(upstream: Mapping[str, str]) -> dict[str, str]:
@@ -161,6 +165,8 @@ def decision_headers(exchange: Exchange) -> dict[str, str]:
         "x-modelroute-attempts": str(len(exchange.attempts)),
         "x-request-id": exchange.request_id,
     }
+    if exchange.provider:
+        headers["x-modelroute-provider"] = exchange.provider
     if decision is not None and decision.canary:
         headers["x-modelroute-canary"] = f"{decision.canary}:{decision.canary_side}"
     if exchange.budget_warning:
@@ -298,6 +304,8 @@ class Answer:
     reason: str = ""
     """For `failed`: the last failure (connect, timeout, upstream-5xx, upstream-429, ...)."""
     retry_after: str | None = None
+    detail: str = ""
+    """For `failed` with reason `unsupported`: what the provider cannot carry (the client's 400)."""
 
 
 @dataclass(slots=True)
@@ -367,6 +375,7 @@ class Upstreams:
         self.stats = stats
         self.metrics = metrics
         self.endpoint_limits = EndpointLimiter()
+        self.natives = Natives()
         self.loop = asyncio.get_running_loop()
         self.deadlines = Deadlines(self.loop)
         self._retry_floor = retry_floor_per_second
@@ -437,6 +446,8 @@ class Upstreams:
                 "deadline_exceeded",
                 f"deadline of {call.policy.resilience.deadline_seconds}s exceeded (attempts: {tried}){note}",
             )
+        if answer.reason == "unsupported":
+            return ApiError(400, "unsupported_request", f"{answer.detail} (attempts: {tried})")
         if answer.reason == "upstream-429":
             headers = {"retry-after": answer.retry_after} if answer.retry_after else {}
             return ApiError(
@@ -494,9 +505,21 @@ class Upstreams:
         exchange = call.exchange
         attempt = Attempt(choice.endpoint, choice.replica, choice.region, choice.role, "pending")
         exchange.attempts.append(attempt)
+        native = endpoint.provider != "openai"
+        ask_usage = call.asks_usage_of(endpoint)
         try:
-            authorization = self.credentials.authorization(endpoint.credentials)
-        except CredentialError as exc:
+            if native:  # a native provider's API: translated (`providers`); never the OpenAI-to-OpenAI path
+                exchange.provider = endpoint.provider  # the attempt that answers sets it last
+                outbound = self._native_request(call, choice, endpoint, ask_usage)
+                path, payload, authorization = outbound.path, outbound.body, None
+            else:
+                exchange.provider = ""  # openai: no header (the OpenAI path stays as it was)
+                authorization = self.credentials.authorization(endpoint.credentials)
+                path, payload = PATHS[call.features.api], call.payload_for(choice.upstream_model, ask_usage)
+        except UnsupportedError as exc:
+            attempt.outcome = "unsupported"
+            return Answer("failed", reason="unsupported", detail=str(exc))
+        except (CredentialError, ValueError) as exc:  # the providers' key parsers never quote the secret
             log.error("request %s: %s", exchange.request_id, exc)
             attempt.outcome = "credentials"
             return Answer("failed", reason="credentials")
@@ -511,7 +534,9 @@ class Upstreams:
             "x-request-id": exchange.request_id,
             **forwarded_headers(call.features.headers),
         }
-        if authorization is not None:
+        if native:
+            headers.update(outbound.headers)
+        elif authorization is not None:
             headers["authorization"] = authorization
         resilience = call.policy.resilience
         started = time.monotonic()
@@ -522,15 +547,14 @@ class Upstreams:
         response: Response | None = None
         scanner: StreamScanner | None = None
         first_events = b""
-        ask_usage = call.asks_usage_of(endpoint)
         try:
             # one deadline scope per attempt: the per-try timeout until the answer starts, then moved
             # out to the attempt's deadline for the body (or the relayed stream)
             async with self.deadlines.scope(header_deadline) as scope:
                 response = await self.pool.post(
                     choice.url,
-                    PATHS[call.features.api],
-                    call.payload_for(choice.upstream_model, ask_usage),
+                    path,
+                    payload,
                     headers,
                     connect_timeout=endpoint.connect_timeout_seconds,
                     tls=tls,
@@ -544,6 +568,10 @@ class Upstreams:
                         hide_usage=ask_usage,
                         responses=call.features.api == "responses",
                     )
+                    if native:  # the native stream, translated to OpenAI chunks before the scanner
+                        model = choice.upstream_model
+                        scanner = self.natives.scanner(endpoint.provider, model, call.body, scanner)
+                        response.headers["content-type"] = "text/event-stream"
                     first_events = await _first_events(response, scanner)
                     if not first_events:
                         log.warning(
@@ -556,6 +584,10 @@ class Upstreams:
                 if scanner is not None:
                     return await self._relay(call, choice, attempt, started, response, first_events, scanner)
                 body = await response.read()
+                if native:
+                    body = self.natives.answer(
+                        endpoint.provider, status, body, response.headers, choice.upstream_model
+                    )
         except TimeoutError:
             if call.stream.started:  # the deadline passed mid-stream: too late to fail over
                 await self._break_stream(
@@ -585,7 +617,25 @@ class Upstreams:
             return self._failed(
                 call, choice, attempt, started, reason, status, response.headers.get("retry-after")
             )
-        return self._answered(call, choice, attempt, started, status, body, response.content_type)
+        content_type = "application/json" if native else response.content_type
+        return self._answered(call, choice, attempt, started, status, body, content_type)
+
+    def _native_request(
+        self, call: Call, choice: Choice, endpoint: EndpointConfig, ask_usage: bool
+    ) -> Outbound:
+        """The request to a native provider's replica (or UnsupportedError, CredentialError)."""
+        if endpoint.credentials is None:
+            raise CredentialError(f"endpoint {endpoint.name} ({endpoint.provider}) has no credentials")
+        return self.natives.request(
+            endpoint,
+            call.features.api,
+            call.body,
+            choice.upstream_model,
+            choice.region,
+            choice.url,
+            self.credentials.secret(endpoint.credentials),
+            lambda: call.payload_for(choice.upstream_model, ask_usage),
+        )
 
     def _failed(
         self,

@@ -318,6 +318,7 @@ def audit_record(exchange: Exchange, elapsed: float, include_prompts: bool) -> d
         "endpoint": served.endpoint if served else "",
         "replica": served.replica if served else "",
         "region": served.region if served else "",
+        "provider": exchange.provider or ("openai" if served else ""),
         # dicts, not the dataclasses themselves: orjson encodes a slots dataclass ~4x slower than a dict
         "attempts": [
             {

@@ -146,6 +146,40 @@ def _both(*mutations: Mutation) -> Mutation:
 
 
 CASES = [
+    # ---- native providers: the contract's rule, at the field
+    pytest.param(
+        _set("us.spec.provider", "azure-openai"),
+        ("ModelEndpoint", "us", "spec.credentials"),
+        "provider azure-openai needs credentials",
+        id="native-provider-without-credentials",
+    ),
+    pytest.param(
+        lambda ns: ns["us"]["spec"].update(provider="azure-openai", credentials={"name": "k", "key": "apiKey"}),
+        ("ModelEndpoint", "us", "spec.providerSettings.apiVersion"),
+        "is required for provider azure-openai",
+        id="azure-without-api-version",
+    ),
+    pytest.param(
+        lambda ns: ns["us"]["spec"].update(provider="bedrock", credentials={"name": "k", "key": "keys.json"},
+                                           replicas=[_replica("r1", "us-east")]),
+        ("ModelEndpoint", "us", "spec.replicas[0].region"),
+        "'us-east' is not an AWS region",
+        id="bedrock-region-not-aws",
+    ),
+    pytest.param(
+        lambda ns: ns["us"]["spec"].update(
+            provider="gemini", credentials={"name": "k", "key": "sa.json"}, providerSettings={"auth": "service-account"}
+        ),
+        ("ModelEndpoint", "us", "spec.providerSettings.project"),
+        "is required with auth service-account",
+        id="vertex-without-project",
+    ),
+    pytest.param(
+        _set("us.spec.providerSettings", {"apiVersion": "2024-10-21"}),
+        ("ModelEndpoint", "us", "spec.providerSettings"),
+        "provider openai takes none",
+        id="settings-on-openai",
+    ),
     # ---- references
     pytest.param(
         _set("p.spec.rules.1.targets.0.endpoint", "gpt-5"),
@@ -605,9 +639,9 @@ PARSE_CASES = [
         id="inline-credential",
     ),
     pytest.param(
-        _with(ENDPOINT, "spec.provider", "anthropic"),
+        _with(ENDPOINT, "spec.provider", "cohere"),
         "spec.provider",
-        "Input should be 'openai'",
+        "Input should be 'openai', 'azure-openai'",
         id="bad-provider",
     ),
     pytest.param(

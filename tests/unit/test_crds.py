@@ -240,7 +240,7 @@ def test_optional_enum_and_exclusive_bound_are_translated() -> None:
     assert status["phase"]["enum"] == ["Pending", "Progressing", "Paused", "Promoted", "RolledBack"]
     assert status["stepStartedAt"]["format"] == "date-time"
     provider = root_schema(ModelEndpoint)["properties"]["spec"]["properties"]["provider"]
-    assert (provider["type"], provider["enum"]) == ("string", ["openai"])
+    assert (provider["type"], provider["enum"]) == ("string", ["openai", "azure-openai", "anthropic", "bedrock", "gemini"])
     metadata = spec["rules"]["items"]["properties"]["match"]["properties"]["metadata"]
     assert metadata["additionalProperties"]["type"] == "array"
 
@@ -531,7 +531,7 @@ INVALID: list[tuple[str, type[Resource], Callable[[dict[str, Any]], None], str, 
         "spec.replicas[1].weight",
         "maximum",
     ),
-    ("unknown provider", ModelEndpoint, _set("spec.provider", "anthropic"), "spec.provider", "enum"),
+    ("unknown provider", ModelEndpoint, _set("spec.provider", "cohere"), "spec.provider", "enum"),
     (
         "duration in words",
         ModelEndpoint,

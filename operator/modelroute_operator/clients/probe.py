@@ -62,6 +62,7 @@ async def probe(
     token: str | None,
     tls: ssl.SSLContext | None = None,
     server_name: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[bool, str | None]:
     """GET `path` on the host of the replica base URL `url`; `(True, None)` on a 2xx answer, else
     `(False, short reason)`. Never raises (except cancellation); a hanging endpoint times out.
@@ -72,7 +73,8 @@ async def probe(
         return False, short_reason(f"invalid URL: {exc}")
     if not target.is_absolute():
         return False, short_reason(f"invalid URL: {url!r} has no host")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if headers is None:  # `headers`: a native provider's own (`logic.health.probe_request`)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         # A redirect is not an answer from the model server (often a login page): report it as it is.
         https = target.scheme == "https"

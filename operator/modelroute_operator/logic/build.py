@@ -16,6 +16,7 @@ from modelroute_operator.logic.resources import (
     FleetQuota,
     IntRange,
     ModelEndpoint,
+    ProviderSettings,
     Replica,
     RoutingPolicy,
     Rule,
@@ -35,6 +36,7 @@ def _build_endpoint(endpoint: ModelEndpoint) -> contract.EndpointConfig:
         name=endpoint.metadata.name,
         model=spec.model,
         provider=spec.provider,
+        provider_settings=_build_provider_settings(spec.provider_settings),
         tier=spec.tier or "",
         capabilities=contract.Capabilities(
             context_window=caps.context_window,
@@ -61,6 +63,14 @@ def _build_endpoint(endpoint: ModelEndpoint) -> contract.EndpointConfig:
             _build_replica(r, health.get((r.name, r.region), contract.Health.UNKNOWN))
             for r in sorted(spec.replicas, key=lambda r: r.name)
         ),
+    )
+
+
+def _build_provider_settings(settings: ProviderSettings | None) -> contract.ProviderSettings | None:
+    if settings is None:
+        return None
+    return contract.ProviderSettings(
+        auth=settings.auth or "", api_version=settings.api_version or "", project=settings.project or ""
     )
 
 

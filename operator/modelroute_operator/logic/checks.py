@@ -99,6 +99,25 @@ def _check_endpoint(endpoint: ModelEndpoint, sidecar_ports: Sequence[int]) -> It
     if seconds(spec.health_check.timeout) >= seconds(spec.health_check.interval):
         yield error("spec.healthCheck.timeout", "timeout must be shorter than interval")
     yield from _check_secret_refs(endpoint)
+    yield from _check_provider(endpoint)
+
+
+def _check_provider(endpoint: ModelEndpoint) -> Iterator[CompileError]:
+    """The contract's rule of what each native provider needs (auth, version, project, regions)."""
+    spec, error = endpoint.spec, reporter(endpoint)
+    settings = spec.provider_settings
+    problem = contract.provider_settings_problem(
+        spec.provider,
+        contract.ProviderSettings(
+            auth=settings.auth or "", api_version=settings.api_version or "", project=settings.project or ""
+        )
+        if settings is not None
+        else None,
+        spec.credentials is not None,
+        [r.region for r in spec.replicas],
+    )
+    if problem:
+        yield error(f"spec.{problem[0]}", problem[1])
 
 
 def _check_secret_refs(endpoint: ModelEndpoint) -> Iterator[CompileError]:

@@ -23,7 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from modelroute_operator.logic.resources import HealthCheck, ReplicaHealth, ReplicaStatus, seconds
+from modelroute_operator.logic.resources import (
+    HealthCheck,
+    ModelEndpointSpec,
+    ReplicaHealth,
+    ReplicaStatus,
+    seconds,
+)
 
 MAX_ERROR_CHARS = 1024
 """`ReplicaStatus.lastError` is limited to this many characters by the schema."""
@@ -127,3 +133,37 @@ def _aware(moment: datetime) -> datetime:
 def _whole_seconds(moment: datetime) -> datetime:
     # metav1.Time has whole seconds; storing them so keeps a status identical across a round trip.
     return _aware(moment).replace(microsecond=0)
+
+
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+def probe_request(spec: ModelEndpointSpec, key: str | None) -> tuple[str, dict[str, str]] | str:
+    """What the active probe of a replica of `spec` asks: (path, headers) of a cheap authenticated GET
+    that proves the provider answers *and* takes the key (listing models costs no tokens), or why its
+    replicas are not probed (their health then stays as it is; the sidecars' passive ejection still
+    applies). `healthCheck.path` is the probe of `openai` endpoints; a native provider's is its own."""
+    settings = spec.provider_settings
+    auth = (settings.auth if settings else None) or ""
+    if spec.provider == "openai":
+        return spec.health_check.path, {"Authorization": f"Bearer {key}"} if key else {}
+    if key is None:
+        return "not probed: the provider's credentials are not set"
+    if spec.provider == "azure-openai":
+        version = settings.api_version if settings else ""
+        header = {"Authorization": f"Bearer {key}"} if auth == "entra-token" else {"api-key": key}
+        return f"/openai/models?api-version={version}", header
+    if spec.provider == "anthropic":
+        version = (settings.api_version if settings else None) or ANTHROPIC_VERSION
+        return "/v1/models?limit=1", {"x-api-key": key, "anthropic-version": version}
+    if spec.provider == "gemini" and auth != "service-account":
+        return "/v1/models?pageSize=1", {"x-goog-api-key": key}
+    if spec.provider == "gemini":
+        return (
+            "not probed: Vertex AI takes only a token signed with the service-account key, which the "
+            "operator does not hold a signer for; the sidecars' passive ejection applies"
+        )
+    return (
+        "not probed: Bedrock's runtime has no authenticated read to probe (listing models is another "
+        "service, on another host); the sidecars' passive ejection applies"
+    )

@@ -230,7 +230,9 @@ class HealthCheck(ApiModel):
     enabled: bool = True
     """Whether to probe at all (default true). Without probes, health stays `Unknown` and routable."""
     path: Annotated[str, Field(max_length=256, pattern=r"^/[^\s]*$")] = "/v1/models"
-    """HTTP path probed with GET, relative to the replica URL's host (default `/v1/models`)."""
+    """HTTP path probed with GET, relative to the replica URL's host (default `/v1/models`); for `openai`
+    endpoints only: a native provider is probed at its own model list with its own credentials, and
+    `bedrock` and Vertex AI replicas are not probed."""
     interval: Duration = "10s"
     """Time between probes, e.g. `10s` (default 10s)."""
     timeout: Duration = "2s"
@@ -268,6 +270,23 @@ class Replica(ApiModel):
     """Compliance labels that hold where this replica runs, e.g. `gdpr`, `hipaa`, `on-prem`."""
 
 
+class ProviderSettings(ApiModel):
+    """Settings of a native provider's API. What each provider takes: `azure-openai` auth `api-key`
+    (default) or `entra-token` and apiVersion (required); `anthropic` apiVersion (the `anthropic-version`,
+    default 2023-06-01); `bedrock` none; `gemini` auth `api-key` (default, the Gemini API) or
+    `service-account` with project (Vertex AI)."""
+
+    auth: Literal["api-key", "entra-token", "service-account"] | None = None
+    """How to authenticate: `api-key` (the provider's key header), `entra-token` (azure-openai: a
+    Microsoft Entra access token in the Secret, sent as bearer), `service-account` (gemini: a Google
+    service-account key JSON in the Secret, which signs its own access tokens for Vertex AI)."""
+    api_version: Annotated[str, Field(max_length=32, pattern=r"^\d{4}-\d{2}-\d{2}(-preview)?$")] | None = None
+    """azure-openai: the `api-version` query parameter, e.g. `2024-10-21` (required); anthropic: the
+    `anthropic-version` header (default `2023-06-01`)."""
+    project: Annotated[str, Field(max_length=30, pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")] | None = None
+    """gemini with auth `service-account`: the Google Cloud project of Vertex AI."""
+
+
 class ModelEndpointSpec(ApiModel):
     """A logical model and the regional replicas that serve it."""
 
@@ -285,8 +304,13 @@ class ModelEndpointSpec(ApiModel):
     )
     model: Annotated[str, Field(min_length=1, max_length=256)]
     """Model id sent upstream in the request's `model` field, e.g. `meta-llama/Llama-3.1-70B-Instruct`."""
-    provider: Literal["openai"] = "openai"
-    """API style of the upstream; `openai` covers every OpenAI-compatible server (default)."""
+    provider: Literal["openai", "azure-openai", "anthropic", "bedrock", "gemini"] = "openai"
+    """API style of the upstream: `openai` (default) covers every OpenAI-compatible server; `azure-openai`
+    (`model` is the deployment name), `anthropic` (Messages API), `bedrock` (Converse API; each
+    replica's `region` is the AWS region requests are signed for) and `gemini` (Gemini API, or Vertex AI
+    where each replica's `region` is the location) are translated from and to the OpenAI API."""
+    provider_settings: ProviderSettings | None = None
+    """Settings of a native provider (auth mode, API version, project); not for `openai`."""
     tier: Annotated[str, Field(max_length=63, pattern=DNS_LABEL)] | None = None
     """Free-form tier label (e.g. `fast`, `balanced`, `expert`), shown in headers and metrics."""
     capabilities: Capabilities = Capabilities()
@@ -294,7 +318,11 @@ class ModelEndpointSpec(ApiModel):
     pricing: Pricing = Pricing()
     """Token prices."""
     credentials: SecretKeyRef | None = None
-    """Secret key holding the upstream API key, sent as a bearer token. Never put keys inline."""
+    """Secret key holding the upstream credential (required for native providers); never put keys
+    inline. openai: the API key, sent as a bearer token; azure-openai: the `api-key` or the Entra token;
+    anthropic: the `x-api-key`; bedrock: the AWS access key as JSON (`accessKeyId`, `secretAccessKey`,
+    optional `sessionToken`) or an AWS credentials file; gemini: the API key or a service-account key
+    JSON. Re-read when the Secret rotates."""
     tls: EndpointTls | None = None
     """TLS settings for https replicas: a private CA bundle, a client certificate, the name to verify."""
     timeouts: Timeouts = Timeouts()

@@ -205,13 +205,14 @@ class HealthMonitor:
         self,
         check: HealthCheck,
         url: str,
-        token: str | None,
+        path: str,
+        headers: dict[str, str],
         tls: ssl.SSLContext | None,
         server_name: str | None,
     ) -> tuple[bool, str | None]:
         async with self._slots:
             result = await pr.probe(
-                self._session, url, check.path, seconds(check.timeout), token, tls, server_name
+                self._session, url, path, seconds(check.timeout), None, tls, server_name, headers
             )
         metrics.PROBES.labels("ok" if result[0] else "failed").inc()
         return result
@@ -260,7 +261,10 @@ class HealthMonitor:
         if refusal:
             return refusal
         server_name = spec.tls.server_name if spec.tls else None
-        return await self._probe(spec.health_check, url, token, tls, server_name)
+        request = hl.probe_request(spec, token)  # each provider's own cheap authenticated GET
+        if isinstance(request, str):
+            return request
+        return await self._probe(spec.health_check, url, request[0], request[1], tls, server_name)
 
     async def _credential(self, namespace: str, spec: ModelEndpointSpec) -> tuple[str | None, str | None]:
         """(the API key, or why probing waits instead of running without it)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelroute_contract import EndpointConfig
+from modelroute_contract import PROVIDER_APIS, PROVIDER_JSON_MODE, EndpointConfig
 
 from .model import Choice, Dropped, DropReason, Role
 
@@ -28,6 +28,9 @@ class EndpointTraits:
     json_mode: bool
     input_per_million: float
     output_per_million: float
+    provider: str = "openai"
+    apis: frozenset[str] = PROVIDER_APIS["openai"]
+    """The APIs the endpoint's provider serves (`PROVIDER_APIS`)."""
 
     @classmethod
     def from_config(cls, endpoint: EndpointConfig) -> EndpointTraits:
@@ -40,9 +43,12 @@ class EndpointTraits:
             max_output_tokens=caps.max_output_tokens,
             streaming=caps.streaming,
             tools=caps.tools,
-            json_mode=caps.json_mode,
+            # what the provider cannot do, the endpoint cannot either, whatever its spec declares
+            json_mode=caps.json_mode and endpoint.provider in PROVIDER_JSON_MODE,
             input_per_million=price.input_per_million,
             output_per_million=price.output_per_million,
+            provider=endpoint.provider,
+            apis=PROVIDER_APIS[endpoint.provider],
         )
 
 

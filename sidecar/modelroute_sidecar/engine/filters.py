@@ -16,7 +16,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from modelroute_contract import PUBLIC_CLASS, DataClassRule, residency_violation
+from modelroute_contract import (
+    PROVIDER_APIS,
+    PROVIDER_JSON_MODE,
+    PUBLIC_CLASS,
+    DataClassRule,
+    residency_violation,
+)
 
 from .candidates import Candidate, EndpointTraits
 from .model import Dropped, DropReason, HealthView, RequestFeatures
@@ -138,13 +144,21 @@ def capability_drop(candidate: Candidate, features: RequestFeatures) -> Dropped 
     """Drop a replica whose endpoint cannot serve the request: streaming, tools, JSON mode, the requested
     completion size, or prompt plus completion beyond the context window."""
     endpoint = candidate.endpoint
+    if features.api not in endpoint.apis:
+        return candidate.dropped(
+            DropReason.CAPABILITY, f"provider {endpoint.provider} does not serve the {features.api} API"
+        )
     missing = []
     if features.stream and not endpoint.streaming:
         missing.append("streaming")
     if features.needs_tools and not endpoint.tools:
         missing.append("tools")
     if features.needs_json and not endpoint.json_mode:
-        missing.append("JSON mode")
+        missing.append(
+            "JSON mode"
+            if endpoint.provider in PROVIDER_JSON_MODE
+            else f"JSON mode (provider {endpoint.provider} has none)"
+        )
     if missing:
         return candidate.dropped(DropReason.CAPABILITY, f"endpoint lacks {', '.join(missing)}")
     requested = features.max_output_tokens or 0
@@ -181,6 +195,8 @@ class ListSummary:
     """The largest completion limit (for the cost bound)."""
     endpoints: tuple[str, ...] = ()
     """Distinct endpoint names, for latency checks."""
+    apis: frozenset[str] = PROVIDER_APIS["openai"]
+    """The APIs every endpoint serves."""
 
     @classmethod
     def of(cls, candidates: Sequence[Candidate]) -> ListSummary:
@@ -198,13 +214,15 @@ class ListSummary:
             output_price_ceiling=max(e.output_per_million for e in endpoints),
             max_output_ceiling=max(e.max_output_tokens for e in endpoints),
             endpoints=tuple(e.name for e in endpoints),
+            apis=frozenset.intersection(*(e.apis for e in endpoints)),
         )
 
     def all_capable(self, features: RequestFeatures) -> bool:
         """Whether every candidate passes `capability_drop` for this request."""
         requested = features.max_output_tokens or 0
         return (
-            (self.streaming or not features.stream)
+            features.api in self.apis
+            and (self.streaming or not features.stream)
             and (self.tools or not features.needs_tools)
             and (self.json_mode or not features.needs_json)
             and requested <= self.max_output_floor
