@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import httptools
 
 from modelroute_contract import admin
-from modelroute_contract.files import FileStamp, file_stamp
+from modelroute_contract.files import FileCache, file_stamp
 from modelroute_contract.schemas import ACCEPTED_SCHEMA_VERSIONS
 from modelroute_contract.stats import StatsSnapshot
 
@@ -322,21 +322,16 @@ class AdminToken:
 
     def __init__(self, file: str = "", fixed: str = "") -> None:
         self._file, self._value = file, fixed
-        self._stamp: FileStamp = (0, 0, 0)
+        self._files: FileCache[None, str] = FileCache(0.0)  # stat on every call, parse on change
 
     def current(self) -> str:
         if not self._file:
             return self._value
+        path = Path(self._file)
         try:
-            stamp = file_stamp(self._file)
+            return self._files.get(None, lambda: (file_stamp(path),), lambda: path.read_text().strip())
         except OSError:
-            return ""
-        if stamp != self._stamp:
-            try:
-                self._value, self._stamp = Path(self._file).read_text().strip(), stamp
-            except OSError:
-                return ""
-        return self._value
+            return ""  # no token yet (or unreadable): every admin call is refused
 
 
 Route = Callable[[HttpRequest], Awaitable[HttpResponse]]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelroute_contract import CredentialRef
-from modelroute_contract.files import FileStamp, file_stamp
+from modelroute_contract.files import Clock, FileCache, FileStamp, file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -26,23 +26,16 @@ class CredentialError(Exception):
     """An upstream credential the config names cannot be read; the message never holds the secret."""
 
 
-@dataclass(slots=True)
-class _CachedFile:
-    value: str
-    stamp: FileStamp
-    checked_at: float
-
-
-def _stamp(path: Path) -> FileStamp:
-    return file_stamp(path)  # follows the ..data symlink swap of Secret volumes
+def _stamp(path: Path) -> tuple[FileStamp, ...]:
+    return (file_stamp(path),)  # follows the ..data symlink swap of Secret volumes
 
 
 class UpstreamCredentials:
     """Upstream API keys as ready-to-send `Authorization` header values, keyed by CredentialRef."""
 
-    def __init__(self, secrets_dir: Path) -> None:
+    def __init__(self, secrets_dir: Path, clock: Clock = time.monotonic) -> None:
         self._dir = secrets_dir
-        self._cache: dict[tuple[str, str, str], _CachedFile] = {}
+        self._files: FileCache[tuple[str, str, str], str] = FileCache(RECHECK_SECONDS, clock)
 
     @property
     def secrets_dir(self) -> Path:
@@ -53,12 +46,9 @@ class UpstreamCredentials:
         """`Bearer <key>` for `ref`, or None when the endpoint needs no credentials."""
         if ref is None:
             return None
-        # inlined (not `_read`): this runs on every OpenAI request
-        cache_key = (ref.secret, ref.key, "Bearer ")
-        cached = self._cache.get(cache_key)
-        if cached is not None and time.monotonic() - cached.checked_at < RECHECK_SECONDS:
-            return cached.value
-        return self._read(ref, "Bearer ", one_line=True)
+        # the cached value first, without the reload closures: this runs on every OpenAI request
+        cached = self._files.fresh((ref.secret, ref.key, "Bearer "))
+        return cached if cached is not None else self._read(ref, "Bearer ", one_line=True)
 
     def secret(self, ref: CredentialRef) -> str:
         """The text of `ref` as it is (a native provider's key, token, AWS key JSON or service-account
@@ -66,24 +56,18 @@ class UpstreamCredentials:
         return self._read(ref, "", one_line=False)
 
     def _read(self, ref: CredentialRef, prefix: str, *, one_line: bool) -> str:
-        cache_key = (ref.secret, ref.key, prefix)
-        cached = self._cache.get(cache_key)
-        now = time.monotonic()
-        if cached is not None and now - cached.checked_at < RECHECK_SECONDS:
-            return cached.value
         path = self._dir / ref.secret / ref.key
+
+        def load() -> str:
+            secret = path.read_text().strip()
+            if not secret or (one_line and ("\n" in secret or "\r" in secret)):
+                raise CredentialError(f"credential {ref.secret}/{ref.key} is empty or has several lines")
+            return prefix + secret
+
         try:
-            stamp = _stamp(path)
-            if cached is None or cached.stamp != stamp:
-                secret = path.read_text().strip()
-                if not secret or (one_line and ("\n" in secret or "\r" in secret)):
-                    raise CredentialError(f"credential {ref.secret}/{ref.key} is empty or has several lines")
-                cached = _CachedFile(prefix + secret, stamp, now)
-                self._cache[cache_key] = cached
-            cached.checked_at = now
+            return self._files.get((ref.secret, ref.key, prefix), lambda: _stamp(path), load)
         except OSError as exc:
             raise CredentialError(f"cannot read credential {ref.secret}/{ref.key}: {exc.strerror}") from None
-        return cached.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +81,10 @@ class Client:
 class ClientKeys:
     """The optional client API key table: key -> tenant and tier, from a mounted Secret (YAML or JSON)."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, clock: Clock = time.monotonic) -> None:
         self._path = path
         self._keys: dict[str, Client] = {}
-        self._stamp: FileStamp | None = None
-        self._checked_at = 0.0
+        self._files: FileCache[None, dict[str, Client]] = FileCache(RECHECK_SECONDS, clock)
         if path is not None:
             self._reload()
 
@@ -112,24 +95,26 @@ class ClientKeys:
 
     def lookup(self, key: str) -> Client | None:
         """The client owning `key`, or None for an unknown key."""
-        now = time.monotonic()
-        if now - self._checked_at >= RECHECK_SECONDS:
-            self._checked_at = now
-            self._reload()
-        return self._keys.get(key)
+        keys = self._files.fresh(None)
+        if keys is None:
+            keys = self._reload()
+        return keys.get(key)
 
-    def _reload(self) -> None:
-        assert self._path is not None
+    def _reload(self) -> dict[str, Client]:
+        path = self._path
+        assert path is not None
+
+        def load() -> dict[str, Client]:
+            keys = parse_client_keys(path.read_text())
+            log.info("loaded %d client keys", len(keys))
+            return keys
+
         try:
-            stamp = _stamp(self._path)
-            if stamp == self._stamp:
-                return
-            self._keys = parse_client_keys(self._path.read_text())
-            self._stamp = stamp
-            log.info("loaded %d client keys", len(self._keys))
+            self._keys = self._files.get(None, lambda: _stamp(path), load)
         except (OSError, ValueError) as exc:
             # keep the previous table: locking every client out on a bad edit is worse than a stale table
-            log.error("cannot load client keys from %s: %s", self._path, exc)
+            log.error("cannot load client keys from %s: %s", path, exc)
+        return self._keys
 
 
 def parse_client_keys(text: str) -> dict[str, Client]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelroute_contract import CredentialRef, TlsConfig
-from modelroute_contract.files import FileStamp, file_stamp
+from modelroute_contract.files import Clock, FileCache, FileStamp, file_stamp
 
 RECHECK_SECONDS = 2.0
 """How stale a cached context may be: the kubelet itself takes up to a minute to update a mount."""
@@ -38,14 +38,6 @@ class ClientTls:
     token: int
 
 
-@dataclass(slots=True)
-class _Cached:
-    config: TlsConfig
-    stamps: tuple[FileStamp, ...]
-    tls: ClientTls
-    checked_at: float
-
-
 def _no_password() -> bytes:
     return b""  # an encrypted key fails to load instead of prompting on a terminal
 
@@ -53,25 +45,28 @@ def _no_password() -> bytes:
 class TlsContexts:
     """One SSL context per endpoint, built from its Secret files and rebuilt when they change."""
 
-    def __init__(self, secrets_dir: Path) -> None:
+    def __init__(self, secrets_dir: Path, clock: Clock = time.monotonic) -> None:
         self._dir = secrets_dir
-        self._cache: dict[str, _Cached] = {}
+        self._files: FileCache[str, ClientTls] = FileCache(RECHECK_SECONDS, clock)
+        self._settings: dict[str, TlsConfig] = {}
 
     def get(self, endpoint: str, config: TlsConfig | None) -> ClientTls | None:
         """The endpoint's TLS, or None when it has no TLS settings (system trust store then)."""
         if config is None:
             return None
-        cached = self._cache.get(endpoint)
-        now = time.monotonic()
-        if cached is not None and cached.config == config and now - cached.checked_at < RECHECK_SECONDS:
-            return cached.tls
+        known = self._settings.get(endpoint)
+        if known is not config and known != config:
+            self._files.forget(endpoint)  # new settings build a new context whatever the files say
+            self._settings[endpoint] = config
+        cached = self._files.fresh(endpoint)
+        if cached is not None:
+            return cached
         refs = _refs(config)
-        stamps = tuple(self._stamp(endpoint, what, ref) for what, ref in refs)
-        if cached is None or cached.config != config or cached.stamps != stamps:
-            tls = ClientTls(self._build(endpoint, config), config.server_name, next(_tokens))
-            cached = self._cache[endpoint] = _Cached(config, stamps, tls, now)
-        cached.checked_at = now
-        return cached.tls
+        return self._files.get(
+            endpoint,
+            lambda: tuple(self._stamp(endpoint, what, ref) for what, ref in refs),
+            lambda: ClientTls(self._build(endpoint, config), config.server_name, next(_tokens)),
+        )
 
     def _path(self, ref: CredentialRef) -> Path:
         return self._dir / ref.secret / ref.key

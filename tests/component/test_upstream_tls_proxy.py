@@ -177,14 +177,16 @@ async def test_tls_refusals(
 
 
 async def test_rotated_secret_files_rebuild_the_context(secrets: Path, pki: Pki) -> None:
-    contexts = TlsContexts(secrets)
+    now = [0.0]
+    contexts = TlsContexts(secrets, clock=lambda: now[0])
     first = contexts.get("llama", FULL)
     assert first is not None and contexts.get("llama", FULL) is first
     mount(secrets, "upstream-ca", "ca.crt", pki.path("other-ca.crt"))  # the kubelet swapped the Secret
-    contexts._cache["llama"].checked_at -= 60  # past the recheck interval
+    assert contexts.get("llama", FULL) is first  # within the recheck interval: no file is looked at
+    now[0] += 60  # past the recheck interval
     second = contexts.get("llama", FULL)
     assert second is not None and second.token != first.token
-    contexts._cache["llama"].checked_at -= 60
+    now[0] += 60
     assert contexts.get("llama", FULL) is second  # unchanged files: the same context
 
 
