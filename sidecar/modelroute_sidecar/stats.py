@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelroute_contract.files import Clock
 from modelroute_contract.stats import (
     LATENCY_BUCKETS_MS,
     EndpointFigures,
@@ -90,16 +91,17 @@ class _Rolling:
 
     current: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
     previous: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
-    started: float = field(default_factory=time.monotonic)
+    started: float = 0.0
     p95: float | None = None
-    p95_at: float = 0.0
+    p95_at: float = float("-inf")  # never computed: the first ask computes it, whatever the clock reads
 
 
 class EndpointStats:
     """Attempt figures by endpoint and replica since start, and each endpoint's recent p95."""
 
-    def __init__(self) -> None:
-        self.started_at = time.time()
+    def __init__(self, clock: Clock = time.monotonic, wall: Clock = time.time) -> None:
+        self._clock, self._wall = clock, wall  # injected: tests step through the rolling windows
+        self.started_at = wall()
         self.endpoints: dict[str, Figures] = {}
         self.replicas: dict[tuple[str, str], Figures] = {}
         self.regions: dict[tuple[str, str], str] = {}
@@ -124,9 +126,9 @@ class EndpointStats:
 
     def _roll(self, endpoint: str) -> _Rolling:
         rolling = self._rolling.get(endpoint)
+        now = self._clock()
         if rolling is None:
-            rolling = self._rolling[endpoint] = _Rolling()
-        now = time.monotonic()
+            rolling = self._rolling[endpoint] = _Rolling(started=now)
         if now - rolling.started >= ROLLING_SECONDS:
             stale = now - rolling.started >= 2 * ROLLING_SECONDS
             rolling.previous = [0] * len(rolling.current) if stale else rolling.current
@@ -139,7 +141,7 @@ class EndpointStats:
         rolling = self._rolling.get(endpoint)
         if rolling is None:
             return None
-        now = time.monotonic()
+        now = self._clock()
         if now - rolling.p95_at >= 1.0:  # decide() may ask per candidate per request: compute once a second
             rolling = self._roll(endpoint)
             rolling.p95 = percentile_ms(
@@ -161,7 +163,7 @@ class EndpointStats:
             config_version=config_version,
             workers=workers,
             started_at=self.started_at,
-            collected_at=time.time(),
+            collected_at=self._wall(),
             latency_buckets_ms=list(LATENCY_BUCKETS_MS),
             endpoints=endpoints,
         )
