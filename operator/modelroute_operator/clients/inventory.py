@@ -12,14 +12,40 @@ An object listed at start-up that was deleted before Kopf's own listing would ne
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from modelroute_contract.constants import ADMIN_PORT_ANNOTATION
+from modelroute_contract.constants import (
+    ADMIN_PORT_ANNOTATION,
+    CONFIGMAP_NAME,
+    SIDECAR_LABEL,
+    SIDECAR_LABEL_VALUE,
+)
 from modelroute_contract.schemas import ACCEPTED_SCHEMA_VERSIONS, config_key
-from modelroute_operator.clients.kube import SOURCES_KEY, LiveConfig, RawObjects, live_config_from
-from modelroute_operator.logic.cache import Key, ObjectCache
-from modelroute_operator.logic.resources import KIND_BY_NAME, Canary, ModelEndpoint, Resource, RoutingPolicy
+from modelroute_operator.clients.kube import (
+    MANAGED_BY,
+    SOURCES_KEY,
+    KubeApi,
+    ListRefusedError,
+    LiveConfig,
+    RawObjects,
+    TransientApiError,
+    live_config_from,
+)
+from modelroute_operator.logic.cache import Key, ObjectCache, key_of
+from modelroute_operator.logic.resources import (
+    GROUP,
+    KIND_BY_NAME,
+    KINDS,
+    VERSION,
+    Canary,
+    ModelEndpoint,
+    Resource,
+    RoutingPolicy,
+)
+
+log = logging.getLogger(__name__)
 
 
 def sidecar_view(pod: Mapping[str, Any]) -> dict[str, Any]:
@@ -103,6 +129,30 @@ class Inventory:
             key = cache.observe(body)
             cache.take_previous(key)
             unconfirmed.add(key)
+
+    async def load(
+        self,
+        kube: KubeApi,
+        namespaces: Sequence[str] | None = None,
+        wanted: Callable[[str], bool] = lambda _: True,
+    ) -> None:
+        """List every resource the operator watches (cluster-wide, or in `namespaces`) and take it in:
+        the start-up listing; tests that drive a part without Kopf call it to see what the API holds.
+        A resource that cannot be listed (RBAC of an unusual install) is left to the watch."""
+        managed = ",".join(f"{k}={v}" for k, v in sorted(MANAGED_BY.items()))
+        listings: list[tuple[ObjectCache, str, str, str]] = [
+            *((self.of(kind), f"/apis/{GROUP}/{VERSION}/{kind.plural}", "", "") for kind in KINDS),
+            (self.configs, "/api/v1/configmaps", managed, f"metadata.name={CONFIGMAP_NAME}"),
+            (self.pods, "/api/v1/pods", f"{SIDECAR_LABEL}={SIDECAR_LABEL_VALUE}", ""),
+        ]
+        for cache, path, labels, fields in listings:
+            try:
+                async for page in kube.list_all(path, namespaces, labels, fields):
+                    self.seed(cache, (b for b in page if wanted(key_of(b)[0])))
+            except ListRefusedError as exc:
+                log.warning("listing of %s refused (%s); the watch alone fills it", path, exc)
+            except TransientApiError as exc:
+                log.warning("listing of %s failed (%s); the watch alone fills it", path, exc)
 
     def confirm(self, cache: ObjectCache, key: Key) -> None:
         """A watch event delivered the object (or its deletion)."""

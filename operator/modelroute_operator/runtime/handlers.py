@@ -31,13 +31,11 @@ from modelroute_operator.clients.kube import (
     CONNECTIONS,
     MANAGED_BY,
     KubeApi,
-    ListRefusedError,
-    TransientApiError,
     load_client_config,
 )
 from modelroute_operator.clients.sync import RESYNC_SECONDS, Syncer
 from modelroute_operator.logic import changes
-from modelroute_operator.logic.cache import NOT_SEEN, key_of
+from modelroute_operator.logic.cache import NOT_SEEN
 from modelroute_operator.logic.resources import (
     GROUP,
     KINDS,
@@ -249,27 +247,14 @@ async def seed(ctx: OperatorContext, namespaces: Sequence[str]) -> None:
     """List each watched resource once and reconcile every namespace that has our objects: the first
     pass over a namespace sees all of it (Kopf's watches deliver objects one by one, and a pass over
     half a namespace would push a config without the objects not yet delivered). A resource that
-    cannot be listed (RBAC of an unusual install) is left to the watch."""
-    inventory, kube = ctx.inventory, ctx.kube
+    cannot be listed is left to the watch."""
+    inventory = ctx.inventory
     exact = [n for n in namespaces if not set(n) & set("*?[]!")]
     scope: list[str] | None = exact if namespaces and len(exact) == len(namespaces) else None
     wanted: Callable[[str], bool] = (
         (lambda ns: True) if not namespaces else (lambda ns: any(fnmatch.fnmatch(ns, p) for p in namespaces))
     )
-    managed = ",".join(f"{k}={v}" for k, v in sorted(MANAGED_BY.items()))
-    listings: list[tuple[Any, str, str, str]] = [
-        *((inventory.of(kind), f"/apis/{GROUP}/{VERSION}/{kind.plural}", "", "") for kind in KINDS),
-        (inventory.configs, "/api/v1/configmaps", managed, f"metadata.name={CONFIGMAP_NAME}"),
-        (inventory.pods, "/api/v1/pods", f"{SIDECAR_LABEL}={SIDECAR_LABEL_VALUE}", ""),
-    ]
-    for cache, path, labels, fields in listings:
-        try:
-            async for page in kube.list_all(path, scope, labels, fields):
-                inventory.seed(cache, (b for b in page if wanted(key_of(b)[0])))
-        except ListRefusedError as exc:
-            log.warning("start-up listing of %s refused (%s); the watch alone fills it", path, exc)
-        except TransientApiError as exc:
-            log.warning("start-up listing of %s failed (%s); the watch alone fills it", path, exc)
+    await inventory.load(ctx.kube, scope, wanted)
     for namespace in sorted(set().union(*(inventory.of(kind).namespaces() for kind in KINDS))):
         ctx.reconciler.schedule(namespace)
     for key in [*inventory.endpoints.bodies]:
