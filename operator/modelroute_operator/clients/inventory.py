@@ -12,6 +12,7 @@ An object listed at start-up that was deleted before Kopf's own listing would ne
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -145,7 +146,8 @@ class Inventory:
             (self.configs, "/api/v1/configmaps", managed, f"metadata.name={CONFIGMAP_NAME}"),
             (self.pods, "/api/v1/pods", f"{SIDECAR_LABEL}={SIDECAR_LABEL_VALUE}", ""),
         ]
-        for cache, path, labels, fields in listings:
+
+        async def take(cache: ObjectCache, path: str, labels: str, fields: str) -> None:
             try:
                 async for page in kube.list_all(path, namespaces, labels, fields):
                     self.seed(cache, (b for b in page if wanted(key_of(b)[0])))
@@ -153,6 +155,9 @@ class Inventory:
                 log.warning("listing of %s refused (%s); the watch alone fills it", path, exc)
             except TransientApiError as exc:
                 log.warning("listing of %s failed (%s); the watch alone fills it", path, exc)
+
+        # at once: a standby taking over waits for the slowest listing, not for their sum
+        await asyncio.gather(*(take(*listing) for listing in listings))
 
     def confirm(self, cache: ObjectCache, key: Key) -> None:
         """A watch event delivered the object (or its deletion)."""
