@@ -285,6 +285,11 @@ class Syncer:
         report.status_writes = await self._write_status(namespace, fields)
         return report
 
+    @property
+    def inventory(self) -> Inventory:
+        """The watch-fed inventory the syncer reads (the fleet watch reads it too)."""
+        return self._inventory
+
     def live_model(self, namespace: str) -> RouterConfig | None:
         """The namespace's live config as a model (parsed once per version), None when there is none."""
         return self._live_model(namespace, self._inventory.live_config(namespace))
