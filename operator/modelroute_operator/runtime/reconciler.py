@@ -33,6 +33,7 @@ from modelroute_operator.logic.compiler import (
     compile_namespace,
     parse_object,
 )
+from modelroute_operator.logic.learned import referenced_config_maps
 from modelroute_operator.logic.resources import KIND_BY_NAME, Canary, ModelEndpoint, Resource, RoutingPolicy
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,12 @@ class Reconciler:
         """One full pass: gather, compile, store the config if it changed, write status where it differs."""
         report = PassReport(namespace)
         raw = self._inventory.objects(namespace)
+        named = referenced_config_maps(raw.policies)
+        if named:
+            # Difficulty model heads are read by name when a policy names one (never listed or watched:
+            # RBAC grants only the names the chart lists).
+            heads = await self._kube.read_config_maps(namespace, named)
+            raw = RawObjects(raw.endpoints, raw.policies, raw.canaries, heads)
         live = self._inventory.live_config(namespace)
         if not raw.all():
             report.empty = True
