@@ -4,7 +4,7 @@ Three figures (issue #4), each with its target where the issue sets one:
 
 - `ack`: `kubectl apply` of a RoutingPolicy change → every sidecar reports the new version on
   `GET /config/version` (all sidecars polled concurrently), and → the policy's status shows `sync n/n`
-  at that version. Target: median ≤ 1 s.
+  at that version. Target: median ≤ 1 s (issue #4); p95 ≤ 1 s with `--sidecars 100` (issue #11).
 - `drain`: an upstream process is killed → the sidecar runs a config in which that replica is
   `Unhealthy`; then the upstream comes back → the replica is `Healthy` again in the sidecar's config.
   Target: drain ≤ probe interval x unhealthy threshold + 1 s.
@@ -19,6 +19,8 @@ temporary directory and stops every process it started, also on error or Ctrl-C.
     .venv/bin/python -m bench.closed_loop_bench                      # all three, ~4-6 min on 2 cores
     .venv/bin/python -m bench.closed_loop_bench --only ack --changes 5 --sidecars 3
     .venv/bin/python -m bench.closed_loop_bench --only converge --namespaces 20
+    nice .venv/bin/python -m bench.closed_loop_bench --only converge --namespaces 1000   # issue #11
+    nice .venv/bin/python -m bench.closed_loop_bench --only ack --sidecars 100           # issue #11
 """
 
 from __future__ import annotations
@@ -529,6 +531,8 @@ def bench_ack(bench: Bench) -> None:
     if all_acked:
         med = statistics.median(all_acked)
         note(f"   target median <= {ACK_TARGET_S * 1000:.0f} ms: {verdict(med, ACK_TARGET_S)}")
+        # issue #11: one change reaching 100 sidecars within 1 s at p95
+        note(f"   target p95 <= {ACK_TARGET_S * 1000:.0f} ms: {verdict(p95(all_acked), ACK_TARGET_S)}")
     note(f"apply -> first sidecar:                      {summary(first_ack)}")
     note(f"apply -> each sidecar (all acks pooled):     {summary(per_sidecar)}")
     note(f"first -> last sidecar (push spread):         {summary(spread)}")
@@ -756,6 +760,16 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def plane_cpu_seconds(bench: Bench) -> dict[str, float]:
+    """CPU time so far of the control plane's own processes (kube-apiserver, etcd), by name: on a shared
+    machine, wall-clock figures move with the neighbours' load, CPU seconds much less."""
+    out = {}
+    for name in ("kube-apiserver", "etcd"):
+        with contextlib.suppress(OSError, ValueError):
+            out[name] = proc_cpu_seconds(int((bench.plane.state_dir / f"{name}.pid").read_text()))
+    return out
+
+
 class Sampler:
     """Samples a process's RSS every `interval` seconds in a thread."""
 
@@ -905,9 +919,12 @@ def watch_convergence(bench: Bench, op: OperatorProcess, api: Any, prefix: str, 
             if out.not_ready == 0 and ready_namespaces >= n and out.configmaps is not None:
                 out.all_ready = now
                 return out
-            # Listing every object costs the API server (and so the operator) too: poll often only late.
-            next_ready_check = time.perf_counter() + (0.25 if out.configmaps is not None else 1.0)
-        time.sleep(0.25)
+            # Listing every object costs the API server (and so the operator) too: poll often only late,
+            # and less often the more objects there are (at 11,000 objects a 1 s poll was a third of
+            # the API server's CPU); the figure is then good to one interval.
+            every = max(1.0, n / 200)
+            next_ready_check = time.perf_counter() + (0.25 * every if out.configmaps is not None else every)
+        time.sleep(max(0.25, n / 1000))  # the ConfigMap poll too
     return out
 
 
@@ -928,12 +945,16 @@ def bench_converge(bench: Bench) -> None:
     op = OperatorProcess(bench.plane, bench.fresh_log("operator-converge.log"), namespaces=[])
     bench.stack.callback(op.stop)
     wall = time.time()
+    plane_before = plane_cpu_seconds(bench)
+    load_before = os.getloadavg()[0]
     op.start()
     assert op.proc is not None
     pid = op.proc.pid
     with Sampler(pid) as sampler:
         conv = watch_convergence(bench, op, api, prefix, n)
         converged_cpu, converged_rss, converged_wall = proc_cpu_seconds(pid), sampler.rss_mib(), time.time()
+        plane_used = {k: v - plane_before.get(k, 0.0) for k, v in plane_cpu_seconds(bench).items()}
+        load_after = os.getloadavg()[0]
         # Ready is written before a pass ends, and each status write comes back as a watch event that
         # asks for one more pass: the operator is quiet only a while later.
         quiet = wait_quiet(op.log_path, 2.0, 60.0)
@@ -964,6 +985,11 @@ def bench_converge(bench: Bench) -> None:
         f" ({len(sampler.samples)} samples)"
     )
     note(f"operator CPU time (user+system, all threads): {converged_cpu:.1f} s until all Ready")
+    note(
+        "control plane CPU until all Ready (its polls by this bench included): "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in plane_used.items())
+        + f"; machine load average {load_before:.1f} at start, {load_after:.1f} at all Ready"
+    )
     note(
         f"operator idle for {args.idle_seconds:.0f} s after quiet: CPU {idle_cpu:.1f} s"
         f" ({idle_cpu / args.idle_seconds * 100:.0f}% of a core; includes a 30 s sidecar resync when due)"

@@ -323,6 +323,7 @@ def test_namespaced_rbac_forbids_everything_else(
         ("create", "configmaps", watched),
         ("patch", "configmaps/modelroute-router-config", watched),
         ("delete", "configmaps/modelroute-router-config", watched),
+        ("watch", "configmaps/modelroute-router-config", watched),  # with a metadata.name selector
         ("get", "secrets/any-credentials", watched),  # the watched namespace's credentials RoleBinding
         ("get", "secrets/modelroute-sidecar-admin", watched),
         ("create", "secrets", watched),
@@ -340,6 +341,7 @@ def test_namespaced_rbac_forbids_everything_else(
         ("watch", "customresourcedefinitions.apiextensions.k8s.io", ""),
     ]
     deny: list[Access] = [
+        ("watch", "configmaps", watched),  # not every ConfigMap: only ours, by name
         ("list", "secrets", watched),
         ("watch", "secrets", watched),
         ("get", "secrets/any-credentials", "kube-system"),

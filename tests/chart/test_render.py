@@ -255,9 +255,12 @@ def test_rbac_is_cluster_wide_by_default_and_least_privilege() -> None:
         b for b in rendered.all("ClusterRoleBinding") if b["roleRef"]["name"] == f"{FULLNAME}-credentials"
     ]
     assert verbs_for(rules, "", "configmaps") == {"create"}
+    # list/watch by name: only with a metadata.name field selector (the operator's watch of its ConfigMaps)
     assert verbs_for(rules, "", "configmaps", "modelroute-router-config") == {
         "create",
         "get",
+        "list",
+        "watch",
         "patch",
         "delete",
     }

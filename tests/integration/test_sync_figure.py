@@ -19,6 +19,7 @@ from kubernetes import config as kconfig
 
 from modelroute_contract import RouterConfig, short_version
 from modelroute_contract.admin import TOKEN_KEY, TOKEN_SECRET
+from modelroute_operator.clients.inventory import Inventory
 from modelroute_operator.clients.kube import KubeApi
 from modelroute_operator.clients.sync import Syncer
 from modelroute_operator.logic.compiler import NamespaceObjects, compile_namespace, parse_object
@@ -58,7 +59,7 @@ def compiled(ns: str, models: list[str]) -> tuple[RouterConfig, dict[str, int]]:
 async def kube(plane: ControlPlane) -> AsyncIterator[KubeApi]:
     api = KubeApi(kconfig.new_client_from_config(config_file=str(plane.kubeconfig)))
     yield api
-    api.close()
+    await api.aclose()
 
 
 def policy_status(kubectl: Kubectl, ns: str) -> dict[str, Any]:
@@ -92,8 +93,10 @@ async def test_a_figure_counted_on_the_old_config_is_not_written_next_to_the_new
             "-p", json.dumps({"status": {"configVersion": short_version(new.version)}}),
         )  # fmt: skip
         async with aiohttp.ClientSession() as session:
-            syncer = Syncer(kube, session)
+            inventory = Inventory()  # what the operator's watches would hold: listed before each pass
+            syncer = Syncer(kube, inventory, session)
             try:
+                await inventory.load(kube, [ns])
                 report = await syncer.sync(ns)
                 assert report.version == old.version and not report.pushed  # it already runs `old`
                 status = policy_status(kubectl, ns)
@@ -106,6 +109,7 @@ async def test_a_figure_counted_on_the_old_config_is_not_written_next_to_the_new
                     "patch", "routingpolicy", "support", "-n", ns, "--subresource=status", "--type=merge",
                     "-p", json.dumps({"status": {"configVersion": short_version(old.version)}}),
                 )  # fmt: skip
+                await inventory.load(kube, [ns])
                 await syncer.sync(ns)
                 status = policy_status(kubectl, ns)
                 assert (status.get("sync"), status.get("syncedVersion")) == ("1/1", short_version(old.version))
@@ -175,10 +179,12 @@ async def test_a_sidecar_that_restarted_on_an_older_file_is_asked_again_not_coun
         set_pod_status(kubectl, ns, "app-0", running.ip, True)
         container_restarted(kubectl, ns, "app-0", 0)
         async with aiohttp.ClientSession() as session:
-            syncer = Syncer(kube, session)
+            inventory = Inventory()  # what the operator's watches would hold: listed before each pass
+            syncer = Syncer(kube, inventory, session)
             try:
                 await kube.apply_config(ns, new, sources)
                 policy_at(new)
+                await inventory.load(kube, [ns])
                 report = await syncer.sync(ns)
                 assert report.pushed == ["app-0"] and running.version() == new.version
                 # The sidecar's container restarts and boots from an older mounted file.
@@ -187,6 +193,7 @@ async def test_a_sidecar_that_restarted_on_an_older_file_is_asked_again_not_coun
                 running.start()
                 container_restarted(kubectl, ns, "app-0", 1)
                 assert running.version() == old.version
+                await inventory.load(kube, [ns])
                 report = await syncer.sync(ns)
                 assert report.pushed == ["app-0"], "asked again after the restart, and brought up to date"
                 assert running.version() == new.version

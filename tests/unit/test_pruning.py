@@ -1,5 +1,6 @@
 """Per-namespace state goes away with the namespace's last object: the reconciler's and syncer's records,
-the queues' workers, the health monitor's probe times and the canary runner's timers."""
+the queues' workers, the inventory's caches, the health monitor's probe times and the canary runner's
+timers."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from tests.kube_harness import wait_for
 from tests.manifests import endpoint, policy
 
 from modelroute_contract import RouterConfig
-from modelroute_operator.clients.kube import LiveConfig, RawObjects
+from modelroute_contract.schemas import SCHEMA_VERSION, config_key
+from modelroute_operator.clients.inventory import Inventory, config_view
 from modelroute_operator.clients.namespace_queue import NamespaceQueue
 from modelroute_operator.clients.sync import Syncer
+from modelroute_operator.logic.cache import key_of
 from modelroute_operator.runtime.monitor import CanaryRunner, HealthMonitor
 from modelroute_operator.runtime.reconciler import Reconciler
 
@@ -24,26 +27,20 @@ NS = "team-a"
 
 
 class FakeKube:
-    """The KubeApi calls these parts make, over dicts in memory."""
+    """The KubeApi writes these parts make, over dicts in memory (reads come from the inventory)."""
 
     def __init__(self) -> None:
-        self.objects: dict[str, list[dict[str, Any]]] = {}
-        self.configs: dict[str, LiveConfig] = {}
+        self.configs: dict[str, dict[str, Any]] = {}
 
-    async def list_objects(self, namespace: str) -> RawObjects:
-        items = copy.deepcopy(self.objects.get(namespace, []))
-        for item in items:
-            item["metadata"].update(namespace=namespace, generation=1)
-        by_kind = {
-            k: [o for o in items if o["kind"] == k] for k in ("ModelEndpoint", "RoutingPolicy", "Canary")
+    async def apply_config(
+        self, namespace: str, config: RouterConfig, sources: Mapping[str, int]
+    ) -> dict[str, Any]:
+        cm = {
+            "metadata": {"name": "modelroute-router-config", "namespace": namespace, "resourceVersion": "1"},
+            "data": {config_key(SCHEMA_VERSION): config.to_json(), "sources.json": "{}"},
         }
-        return RawObjects(by_kind["ModelEndpoint"], by_kind["RoutingPolicy"], by_kind["Canary"])
-
-    async def read_live_config(self, namespace: str) -> LiveConfig | None:
-        return self.configs.get(namespace)
-
-    async def apply_config(self, namespace: str, config: RouterConfig, sources: Mapping[str, int]) -> None:
-        self.configs[namespace] = LiveConfig(config.to_json(), config.version, dict(sources))
+        self.configs[namespace] = cm
+        return copy.deepcopy(cm)
 
     async def delete_config(self, namespace: str) -> bool:
         return self.configs.pop(namespace, None) is not None
@@ -54,19 +51,24 @@ class FakeKube:
     async def record_event(self, *_: Any, **__: Any) -> None:
         return None
 
-    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        return []
-
     async def ensure_secret_key(self, *_: Any) -> str:
         return "token"
 
 
+def put_objects(inventory: Inventory, objects: list[dict[str, Any]]) -> None:
+    """What the watches would deliver for `objects` in NS."""
+    for obj in copy.deepcopy(objects):
+        obj["metadata"].update(namespace=NS, generation=1, uid=obj["metadata"]["name"])
+        inventory.of_kind(obj["kind"]).observe(obj)
+
+
 async def test_a_namespace_without_objects_leaves_no_state_behind() -> None:
     kube = FakeKube()
+    inventory = Inventory()
     async with aiohttp.ClientSession() as session:
-        syncer = Syncer(kube, session)  # type: ignore[arg-type]
-        health = HealthMonitor(kube, session)  # type: ignore[arg-type]
-        canaries = CanaryRunner(kube, syncer)  # type: ignore[arg-type]
+        syncer = Syncer(kube, inventory, session)  # type: ignore[arg-type]
+        health = HealthMonitor(kube, session, inventory.endpoints)  # type: ignore[arg-type]
+        canaries = CanaryRunner(kube, syncer, inventory)  # type: ignore[arg-type]
         forgotten: list[str] = []
 
         def forget(namespace: str) -> None:
@@ -74,19 +76,23 @@ async def test_a_namespace_without_objects_leaves_no_state_behind() -> None:
             syncer.forget(namespace)
             health.forget(namespace)
             canaries.forget(namespace)
+            inventory.forget(namespace)
 
         async def announce(namespace: str, _: RouterConfig) -> None:
             syncer.schedule(namespace)
 
-        reconciler = Reconciler(kube, announce, forget)  # type: ignore[arg-type]
-        kube.objects[NS] = [endpoint(), policy()]
+        reconciler = Reconciler(kube, inventory, announce, forget)  # type: ignore[arg-type]
+        put_objects(inventory, [endpoint(), policy()])
         reconciler.schedule(NS)
         await asyncio.to_thread(wait_for, lambda: NS in syncer.known(), "the first sync", 10)
         assert NS in reconciler.last_reports
+        assert inventory.live_config(NS) is not None  # the pass put its own write in the inventory
 
-        kube.objects[NS] = []  # the last object is deleted
+        for body in [*inventory.endpoints.in_namespace(NS), *inventory.policies.in_namespace(NS)]:
+            inventory.of_kind(body["kind"]).observe(body, deleted=True)  # the last object is deleted
         reconciler.schedule(NS)
         await asyncio.to_thread(wait_for, lambda: forgotten == [NS], "the empty pass", 10)
+        assert inventory.namespaces() == set()
         syncer.schedule(NS)  # e.g. a sidecar pod event in the now empty namespace
         await asyncio.to_thread(
             wait_for, lambda: not syncer._queue.namespaces(), "the sync worker to finish", 10
@@ -96,8 +102,18 @@ async def test_a_namespace_without_objects_leaves_no_state_behind() -> None:
         assert syncer.known() == set()
         assert reconciler._queue.namespaces() == []
         assert health.known() == set() and canaries.known() == set()
+        assert inventory.namespaces() == set()
         await reconciler.close()
         await syncer.close()
+
+
+def test_a_deleted_live_config_leaves_the_inventory() -> None:
+    inventory = Inventory()
+    cm = {"metadata": {"name": "modelroute-router-config", "namespace": NS, "resourceVersion": "7"}}
+    inventory.configs.observe(config_view({**cm, "data": {"sources.json": "{}"}}))
+    assert NS in inventory.namespaces()
+    inventory.configs.observe(cm, deleted=True)
+    assert inventory.live_config(NS) is None and inventory.namespaces() == set()
 
 
 async def test_a_queue_keeps_no_worker_for_a_namespace_with_nothing_to_do() -> None:
@@ -118,18 +134,23 @@ async def test_a_queue_keeps_no_worker_for_a_namespace_with_nothing_to_do() -> N
 
 async def test_probe_times_and_canary_timers_of_deleted_objects_are_dropped() -> None:
     kube = FakeKube()
+    inventory = Inventory()
     async with aiohttp.ClientSession() as session:
-        health = HealthMonitor(kube, session)  # type: ignore[arg-type]
-        syncer = Syncer(kube, session)  # type: ignore[arg-type]
-        canaries = CanaryRunner(kube, syncer)  # type: ignore[arg-type]
+        health = HealthMonitor(kube, session, inventory.endpoints)  # type: ignore[arg-type]
+        syncer = Syncer(kube, inventory, session)  # type: ignore[arg-type]
+        canaries = CanaryRunner(kube, syncer, inventory)  # type: ignore[arg-type]
         body = {**endpoint(), "metadata": {"name": "llama", "namespace": NS, "resourceVersion": "1"}}
-        key = health.endpoints.observe(body, deleted=False)
+        key = inventory.endpoints.observe(body)
         health._last_probe[(*key, "eu-west-1-0")] = datetime.now(UTC)
+        health.poke(key)
         canary = {"kind": "Canary", "metadata": {"name": "c", "namespace": NS}}
-        canaries.poke(canaries.canaries.observe(canary, deleted=False))
+        canaries.poke(inventory.canaries.observe(canary))
         assert health.known() == {NS} and canaries.known() == {NS}
-        health.endpoints.observe(body, deleted=True)
-        canaries.canaries.observe(canary, deleted=True)
+        inventory.endpoints.observe(body, deleted=True)
+        inventory.canaries.observe(canary, deleted=True)
+        health.poke(key)  # what the DELETED events do
+        canaries.poke(key_of(canary))
         health.forget(NS)
         canaries.forget(NS)
         assert health.known() == set() and canaries.known() == set()
+        assert inventory.namespaces() == set()

@@ -115,14 +115,15 @@ app.kubernetes.io/part-of: modelroute
 - apiGroups: ["modelroute.dev"]
   resources: ["modelendpoints/status", "routingpolicies/status", "modelcanaries/status"]
   verbs: ["patch"]
-# The compiled RouterConfig: one ConfigMap per namespace, server-side applied, deleted when unused.
+# The compiled RouterConfig: one ConfigMap per namespace, server-side applied, deleted when unused,
+# watched (with a metadata.name field selector, which is what lets RBAC narrow list/watch by name).
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["create"]
 - apiGroups: [""]
   resources: ["configmaps"]
   resourceNames: ["modelroute-router-config"]
-  verbs: ["get", "patch", "delete"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
 {{- with .Values.rbac.difficultyHeads.configMapNames }}
 # Difficulty model heads RoutingPolicies may name (`spec.difficultyModels[].configMap`): these names only,
 # read when a policy names one, never listed or watched.

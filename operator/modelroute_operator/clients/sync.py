@@ -5,7 +5,8 @@ IP; each listens for pushes on its admin port (pod annotation `modelroute.dev/ad
 and checks a bearer token kept in a per-namespace Secret the operator creates. A pod that already holds
 the live version is only asked (`GET /config/version`), never sent the config again. Pushes run
 concurrently with a per-pod timeout, so one slow pod never holds back the others; lagging pods are
-retried with backoff. RoutingPolicy status shows `sync: ready/total` and the pods that lag.
+retried with backoff. RoutingPolicy status shows `sync: ready/total` and the pods that lag. Pods, the
+live config and the policies are read from the watch-fed inventory, not listed per pass.
 
 Each pod gets the live config in the newest schema its sidecar reads (`acceptedSchemaVersions` in its
 version answer; schema 1 when it does not say), and counts as in sync only when it runs that rendering.
@@ -28,10 +29,11 @@ import aiohttp
 
 from modelroute_contract import RouterConfig, admin, short_version
 from modelroute_contract.admin import DEFAULT_ADMIN_PORT, TOKEN_KEY, TOKEN_SECRET
-from modelroute_contract.constants import ADMIN_PORT_ANNOTATION, SIDECAR_LABEL, SIDECAR_LABEL_VALUE
+from modelroute_contract.constants import ADMIN_PORT_ANNOTATION
 from modelroute_contract.schemas import Rendering, SchemaGap, accepted_schemas
 from modelroute_contract.stats import StatsSnapshot
 from modelroute_operator.clients import metrics
+from modelroute_operator.clients.inventory import Inventory
 from modelroute_operator.clients.kube import KubeApi, LiveConfig
 from modelroute_operator.clients.namespace_queue import NamespaceQueue
 from modelroute_operator.logic import status as st
@@ -169,8 +171,9 @@ class _Renderings:
 class Syncer:
     """Pushes each namespace's live config to its sidecars; one pass at a time per namespace."""
 
-    def __init__(self, kube: KubeApi, session: aiohttp.ClientSession) -> None:
+    def __init__(self, kube: KubeApi, inventory: Inventory, session: aiohttp.ClientSession) -> None:
         self._kube = kube
+        self._inventory = inventory
         self._session = session
         self._acked: dict[str, dict[str, str]] = {}
         """namespace → pod uid → version the pod acknowledged."""
@@ -231,14 +234,14 @@ class Syncer:
 
     async def sync(self, namespace: str) -> SyncReport:
         """Bring every ready sidecar of `namespace` to the live version; write the sync figure."""
-        live = await self._kube.read_live_config(namespace)
+        live = self._inventory.live_config(namespace)
         config = self._live_model(namespace, live)
         report = SyncReport(namespace, version=live.version if live else "")
         if live is None:
             self.forget(namespace)  # nothing to push: keep nothing either
         else:
             self._namespaces.add(namespace)
-        pods = ready_sidecars(await self._kube.list_pods(namespace, f"{SIDECAR_LABEL}={SIDECAR_LABEL_VALUE}"))
+        pods = ready_sidecars(self._inventory.sidecar_pods(namespace))
         acked = self._acked.setdefault(namespace, {}) if live is not None else {}
         reads = self._reads.setdefault(namespace, {}) if live is not None else {}
         incarnations = self._incarnations.setdefault(namespace, {}) if live is not None else {}
@@ -281,6 +284,15 @@ class Syncer:
         metrics.LAGGING_SIDECARS.set(len(report.lagging))
         report.status_writes = await self._write_status(namespace, fields)
         return report
+
+    @property
+    def inventory(self) -> Inventory:
+        """The watch-fed inventory the syncer reads (the fleet watch reads it too)."""
+        return self._inventory
+
+    def live_model(self, namespace: str) -> RouterConfig | None:
+        """The namespace's live config as a model (parsed once per version), None when there is none."""
+        return self._live_model(namespace, self._inventory.live_config(namespace))
 
     def _live_model(self, namespace: str, live: LiveConfig | None) -> RouterConfig | None:
         """The live config as a model, parsed once per version; None when there is none or it cannot be
@@ -332,7 +344,7 @@ class Syncer:
 
         Raises ValueError (pydantic's ValidationError) when a sidecar answers with a document that is not
         a `StatsSnapshot`: the canary then holds, as it does for figures that cannot be summed."""
-        pods = ready_sidecars(await self._kube.list_pods(namespace, f"{SIDECAR_LABEL}={SIDECAR_LABEL_VALUE}"))
+        pods = ready_sidecars(self._inventory.sidecar_pods(namespace))
         if not pods:
             return []
         token = await self._token(namespace)
@@ -399,14 +411,16 @@ class Syncer:
         a reconciler write in between (a new config version) makes it a conflict, not a stale `n/n`."""
         writes = 0
         now = datetime.now(UTC)
-        for body in (await self._kube.list_objects(namespace)).policies:
+        for body in self._inventory.policies.in_namespace(namespace):
             patch = st.policy_sync_patch(body, fields, now)
             if not patch:
                 continue
             meta = body["metadata"]
-            if await self._kube.patch_status(
+            stored = await self._kube.patch_status(
                 RoutingPolicy, namespace, meta["name"], patch, resource_version=meta.get("resourceVersion")
-            ):
+            )
+            if stored is not None:
+                self._inventory.policies.put(stored)
                 writes += 1
             else:
                 # Changed since it was read: count again on what it is now (acks are kept, so the next

@@ -145,7 +145,8 @@ async def run_operator(args: argparse.Namespace) -> int:
             standalone=True,
             stop_flag=stop,
             # The reconciler refuses replica URLs at the ports the injector gives sidecars, as admission does.
-            memo=kopf.Memo(sidecar_ports=sidecar_ports_from_args(args)),
+            # and lists at start-up only the namespaces it watches.
+            memo=kopf.Memo(sidecar_ports=sidecar_ports_from_args(args), namespaces=list(args.namespace)),
         )
     finally:
         metrics.LEADER.set(0)

@@ -1,6 +1,8 @@
 """The operator's clocks: active health probes of every replica and the canary controller's steps.
 
-Both work from the latest bodies the watch delivered (kept by `observe`), decide with the pure
+Both work from the latest bodies the watch delivered (the inventory's caches), each object on a timer
+of its own (set when its body changes and after each probe or step; nothing scans every object on a
+tick, so 10,000 endpoints without health checks cost nothing), decide with the pure
 `health.observe` and `canary.step`, and write only the status fields they own: the health monitor owns
 `ModelEndpoint.status.replicas`, the canary runner owns a Canary's progress fields. A write changes
 status, the watch delivers it, the reconciler recompiles: an unhealthy replica or a new canary weight
@@ -11,7 +13,6 @@ resumes; probe times alone stay in memory (a restart probes at once, which is ha
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import ssl
 from collections.abc import Callable, Mapping
@@ -21,14 +22,16 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
-from modelroute_contract import RouterConfig, replica_url_problem
+from modelroute_contract import replica_url_problem
 from modelroute_operator.clients import metrics
 from modelroute_operator.clients import probe as pr
+from modelroute_operator.clients.inventory import Inventory
 from modelroute_operator.clients.kube import KubeApi, SecretForbiddenError, TransientApiError
 from modelroute_operator.clients.sync import Syncer
 from modelroute_operator.logic import canary as cn
 from modelroute_operator.logic import health as hl
 from modelroute_operator.logic import status as st
+from modelroute_operator.logic.cache import Key, ObjectCache, key_of
 from modelroute_operator.logic.resources import (
     Canary,
     CanarySpec,
@@ -44,11 +47,7 @@ from modelroute_operator.logic.traffic import CanaryStats, sum_stats
 
 log = logging.getLogger(__name__)
 
-TICK_SECONDS = 0.25
-"""How often the loops look for work; probes and steps keep their own schedules."""
 MAX_CONCURRENT_PROBES = 64
-
-Key = tuple[str, str]
 
 
 def _dump(model: Any) -> Any:
@@ -62,76 +61,123 @@ def spawn(tasks: set[asyncio.Task[None]], coro: Any, name: str) -> None:
     task.add_done_callback(tasks.discard)
 
 
-class ObjectCache:
-    """Latest body of each object of one kind, as the watch delivered it."""
+class Timers:
+    """One timer per key on the running loop; setting a key's timer replaces the one it had."""
 
     def __init__(self) -> None:
-        self.bodies: dict[Key, dict[str, Any]] = {}
+        self._handles: dict[Key, asyncio.TimerHandle] = {}
 
-    def observe(self, body: Mapping[str, Any], deleted: bool) -> Key:
-        meta = body.get("metadata") or {}
-        key = (str(meta.get("namespace")), str(meta.get("name")))
-        if deleted:
-            self.bodies.pop(key, None)
-        else:
-            self.bodies[key] = copy.deepcopy(dict(body))
-        return key
+    def start(self, key: Key, delay: float, callback: Callable[[Key], None]) -> None:
+        self.cancel(key)
+        self._handles[key] = asyncio.get_running_loop().call_later(max(0.0, delay), self._fire, key, callback)
+
+    def cancel(self, key: Key) -> None:
+        handle = self._handles.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+
+    def held(self) -> set[Key]:
+        return set(self._handles)
+
+    def cancel_all(self) -> None:
+        for handle in self._handles.values():
+            handle.cancel()
+        self._handles.clear()
+
+    def _fire(self, key: Key, callback: Callable[[Key], None]) -> None:
+        self._handles.pop(key, None)
+        callback(key)
+
+
+async def stop_all(timers: Timers, tasks: set[asyncio.Task[None]]) -> None:
+    """No timer fires again, and running probes or steps end (shutdown: before the sessions close, so
+    no probe fails on a closed session and writes that as the replica's error)."""
+    timers.cancel_all()
+    for task in list(tasks):
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class HealthMonitor:
     """Probes every replica per its endpoint's health check; writes `status.replicas` when it changes."""
 
     def __init__(
-        self, kube: KubeApi, session: aiohttp.ClientSession, now: Callable[[], datetime] | None = None
+        self,
+        kube: KubeApi,
+        session: aiohttp.ClientSession,
+        endpoints: ObjectCache | None = None,
+        now: Callable[[], datetime] | None = None,
     ):
         self._kube = kube
         self._session = session
         self._now = now or (lambda: datetime.now(UTC))
-        self.endpoints = ObjectCache()
+        self.endpoints = endpoints if endpoints is not None else ObjectCache()
         self._specs: dict[Key, tuple[str, ModelEndpointSpec | None]] = {}
-        """Parsed spec per endpoint, keyed by the resourceVersion it was parsed from."""
+        """Parsed spec per endpoint, keyed by the uid and generation it was parsed from."""
         self._last_probe: dict[tuple[str, str, str], datetime] = {}
         self._busy: set[Key] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._timers = Timers()
+        self._closed = False
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_PROBES)
 
-    async def run(self) -> None:
-        while True:
-            now = self._now()
-            for key, body in list(self.endpoints.bodies.items()):
-                if key in self._busy:
-                    continue
-                spec = self._spec(key, body)
-                # Most ticks find nothing due: decide that without parsing status or spawning a task.
-                if spec is None or not any(
-                    self._due(key, r.name, spec.health_check, now) for r in spec.replicas
-                ):
-                    continue
-                self._busy.add(key)
-                spawn(self._tasks, self._check(key, body), f"health:{key}")
-            self._prune()
-            await asyncio.sleep(TICK_SECONDS)
+    def poke(self, key: Key) -> None:
+        """The endpoint's body changed (or it went): set its timer to its next due probe."""
+        body = self.endpoints.get(key)
+        if body is None:
+            self._timers.cancel(key)
+            self._drop(key)
+            return
+        if key in self._busy:
+            return  # the running check sets the timer when it ends
+        spec = self._spec(key, body)
+        if spec is None:
+            self._timers.cancel(key)
+            return
+        now = self._now()
+        if not spec.replicas:
+            self._timers.cancel(key)
+            return
+        wait = min(self._wait(key, r.name, spec.health_check, now) for r in spec.replicas)
+        self._timers.start(key, wait, self._start)
 
-    def _prune(self) -> None:
-        """Forget parsed specs and probe times of endpoints that went away."""
-        live = self.endpoints.bodies
-        for key in set(self._specs) - set(live):
-            del self._specs[key]
-        for probe in [p for p in self._last_probe if (p[0], p[1]) not in live]:
+    async def close(self) -> None:
+        self._closed = True
+        await stop_all(self._timers, self._tasks)
+
+    def _start(self, key: Key) -> None:
+        body = self.endpoints.get(key)
+        if body is None or key in self._busy or self._closed:
+            return
+        self._busy.add(key)
+        spawn(self._tasks, self._check(key, body), f"health:{key}")
+
+    def _drop(self, key: Key) -> None:
+        self._specs.pop(key, None)
+        for probe in [p for p in self._last_probe if (p[0], p[1]) == key]:
             del self._last_probe[probe]
 
     def forget(self, namespace: str) -> None:
         """Drop what is kept about a namespace's deleted endpoints. The bodies themselves follow the watch
         (a DELETED event removes one), so an object created meanwhile is never lost."""
-        self._prune()
+        live = self.endpoints.bodies
+        for key in {k for k in [*self._specs, *self._timers.held()] if k[0] == namespace and k not in live}:
+            self._timers.cancel(key)
+            self._drop(key)
+        for probe in [p for p in self._last_probe if p[0] == namespace and (p[0], p[1]) not in live]:
+            del self._last_probe[probe]
 
     def known(self) -> set[str]:
-        """Namespaces this monitor keeps state for."""
-        return {k[0] for k in [*self.endpoints.bodies, *self._specs, *self._last_probe]}
+        """Namespaces this monitor keeps state for (beyond the shared cache of bodies)."""
+        return {k[0] for k in [*self._specs, *self._last_probe, *self._timers.held()]}
 
     def _spec(self, key: Key, body: Mapping[str, Any]) -> ModelEndpointSpec | None:
-        """The endpoint's spec when probing is enabled, parsed once per resourceVersion."""
-        version = str((body.get("metadata") or {}).get("resourceVersion", ""))
+        """The endpoint's spec when probing is enabled, parsed once per generation (status writes, ours
+        included, change the resourceVersion, not the spec)."""
+        meta = body.get("metadata") or {}
+        # without a generation (tests' bodies), any change may be a spec change
+        changes = meta.get("generation") or f"rv{meta.get('resourceVersion')}"
+        version = f"{meta.get('uid')}/{changes}"
         cached = self._specs.get(key)
         if cached is None or cached[0] != version:
             try:
@@ -152,6 +198,7 @@ class HealthMonitor:
             log.exception("health %s/%s failed", *key)
         finally:
             self._busy.discard(key)
+            self.poke(key)  # the next due probe (the body may have changed meanwhile)
 
     async def check_endpoint(self, key: Key, body: Mapping[str, Any]) -> None:
         """Probe the replicas that are due, then write `status.replicas` if anything changed."""
@@ -188,18 +235,24 @@ class HealthMonitor:
             replicas.append(previous)
         if not self._differs(current, replicas):
             return
-        await self._kube.patch_status(
+        stored = await self._kube.patch_status(
             ModelEndpoint, key[0], key[1], {"replicas": [_dump(r) for r in replicas]}
         )
+        if stored is not None:
+            self.endpoints.put(stored)
         for t in transitions:
             log.info("health %s/%s: %s", *key, t.message)
             await self._kube.record_event(body, t.reason, t.message, warning=t.warning)
 
     def _due(self, key: Key, replica: str, check: HealthCheck, now: datetime) -> bool:
+        return self._wait(key, replica, check, now) <= 0
+
+    def _wait(self, key: Key, replica: str, check: HealthCheck, now: datetime) -> float:
+        """Seconds until the replica's next probe is due (0 or less: due now)."""
         last = self._last_probe.get((*key, replica))
         if last is None:
-            return True  # never probed by this process: resume at once from what status says
-        return (now - last).total_seconds() >= seconds(check.interval)
+            return 0.0  # never probed by this process: resume at once from what status says
+        return seconds(check.interval) - (now - last).total_seconds()
 
     async def _probe(
         self,
@@ -294,42 +347,62 @@ class HealthMonitor:
 class CanaryRunner:
     """Steps every canary on its own schedule, reading traffic figures from the namespace's sidecars."""
 
-    def __init__(self, kube: KubeApi, syncer: Syncer, now: Callable[[], datetime] | None = None):
+    def __init__(
+        self,
+        kube: KubeApi,
+        syncer: Syncer,
+        inventory: Inventory | None = None,
+        now: Callable[[], datetime] | None = None,
+    ):
         self._kube = kube
         self._syncer = syncer
+        self._inventory = inventory if inventory is not None else Inventory()
         self._now = now or (lambda: datetime.now(UTC))
-        self.canaries = ObjectCache()
-        self._next: dict[Key, float] = {}
+        self.canaries = self._inventory.canaries
+        self._timers = Timers()
         self._busy: set[Key] = set()
+        self._again: set[Key] = set()
+        """Canaries whose body changed during their step: they step again at once."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     def poke(self, key: Key) -> None:
-        """Look at this canary on the next tick (its spec or status changed)."""
-        self._next[key] = 0.0
+        """Look at this canary now (its spec or status changed, or it went)."""
+        if key not in self.canaries.bodies:
+            self._timers.cancel(key)
+            self._again.discard(key)
+        elif key in self._busy:
+            self._again.add(key)
+        else:
+            self._timers.start(key, 0.0, self._start)
+
+    def poke_namespace(self, namespace: str) -> None:
+        """Look at the namespace's canaries now (the sidecars' sync figure moved)."""
+        for body in self.canaries.in_namespace(namespace):
+            self.poke(key_of(body))
 
     def forget(self, namespace: str) -> None:
         """Drop the timers of a namespace's deleted canaries (bodies follow the watch, as for health)."""
-        for key in [k for k in self._next if k[0] == namespace and k not in self.canaries.bodies]:
-            del self._next[key]
+        for key in [k for k in self._timers.held() if k[0] == namespace and k not in self.canaries.bodies]:
+            self._timers.cancel(key)
+        self._again = {k for k in self._again if k in self.canaries.bodies}
 
     def known(self) -> set[str]:
-        """Namespaces this runner keeps state for."""
-        return {k[0] for k in [*self.canaries.bodies, *self._next]}
+        """Namespaces this runner keeps state for (beyond the shared cache of bodies)."""
+        return {k[0] for k in [*self._timers.held(), *self._again]}
 
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            for key in set(self._next) - set(self.canaries.bodies):
-                del self._next[key]  # deleted canaries
-            for key, body in list(self.canaries.bodies.items()):
-                if key in self._busy or self._next.get(key, 0.0) > loop.time():
-                    continue
-                self._busy.add(key)
-                spawn(self._tasks, self._step(key, body), f"canary:{key}")
-            await asyncio.sleep(TICK_SECONDS)
+    async def close(self) -> None:
+        self._closed = True
+        await stop_all(self._timers, self._tasks)
+
+    def _start(self, key: Key) -> None:
+        body = self.canaries.get(key)
+        if body is None or key in self._busy or self._closed:
+            return
+        self._busy.add(key)
+        spawn(self._tasks, self._step(key, body), f"canary:{key}")
 
     async def _step(self, key: Key, body: Mapping[str, Any]) -> None:
-        loop = asyncio.get_running_loop()
         try:
             requeue = await self.step_canary(key, body)
         except TransientApiError as exc:
@@ -340,8 +413,14 @@ class CanaryRunner:
             requeue = 5.0
         finally:
             self._busy.discard(key)
+        if key not in self.canaries.bodies:
+            self._again.discard(key)
+            return
+        if key in self._again:
+            self._again.discard(key)
+            requeue = 0.0
         # None: only a spec change matters; the watch pokes us then. Still look now and then.
-        self._next[key] = loop.time() + (requeue if requeue is not None else 60.0)
+        self._timers.start(key, requeue if requeue is not None else 60.0, self._start)
 
     async def step_canary(self, key: Key, body: Mapping[str, Any]) -> float | None:
         """One controller step; writes the canary's progress fields and Events when they change."""
@@ -364,7 +443,9 @@ class CanaryRunner:
         if outcome.changed:
             new = outcome.status.model_copy(update={"step_baseline": outcome.baseline})
             patch = self._progress_patch(new)
-            await self._kube.patch_status(Canary, key[0], key[1], patch)
+            stored = await self._kube.patch_status(Canary, key[0], key[1], patch)
+            if stored is not None:
+                self.canaries.put(stored)
             for event in outcome.events:
                 metrics.CANARY_STEPS.labels(event.reason).inc()
                 log.info("canary %s/%s: %s: %s", *key, event.reason, event.message)
@@ -375,16 +456,11 @@ class CanaryRunner:
         """The canary's weight that every sidecar runs, read from what the API stores (the live
         ConfigMap and the target policy's sync figure, which the syncer writes per live version), so
         it holds across an operator restart and never counts a push that was not acknowledged."""
-        live = await self._kube.read_live_config(namespace)
-        if live is None:
+        config = self._syncer.live_model(namespace)
+        if config is None:
             return None
         target = ((body.get("spec") or {}).get("target") or {}).get("policy")
-        policies = (await self._kube.list_objects(namespace)).policies
-        policy = next((p for p in policies if (p.get("metadata") or {}).get("name") == target), None)
-        try:
-            config = RouterConfig.model_validate_json(live.config_json)
-        except ValidationError:
-            return None
+        policy = self._inventory.policies.get((namespace, str(target)))
         return st.acknowledged_weight(body, config, policy)
 
     @staticmethod

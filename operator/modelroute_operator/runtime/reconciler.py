@@ -1,13 +1,16 @@
 """Namespace reconciliation: gather → compile → store → report, coalesced per namespace.
 
-Any change to one of our objects schedules its namespace. Bursts (a `kubectl apply -f dir/`) collapse
-into one pass, and a pass that changes nothing writes nothing: the ConfigMap is applied only when the
-compiled version or its sources differ, and status only where a field differs. A namespace with any
-invalid object keeps its last good config; the invalid object says why on its status.
+Any change to one of our objects schedules its namespace. A pass reads the namespace from the watch-fed
+inventory (no API reads), and puts its own writes back there as the API answered them. Bursts (a
+`kubectl apply -f dir/`) collapse into one pass, and a pass that changes nothing writes nothing: the
+ConfigMap is applied only when the compiled version or its sources differ, and status only where a
+field differs. A namespace with any invalid object keeps its last good config; the invalid object
+says why on its status.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -16,7 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from modelroute_contract import RouterConfig, short_version
+from modelroute_contract.constants import CONFIGMAP_NAME
 from modelroute_operator.clients import metrics
+from modelroute_operator.clients.inventory import Inventory
 from modelroute_operator.clients.kube import KubeApi, LiveConfig, RawObjects
 from modelroute_operator.clients.namespace_queue import NamespaceQueue
 from modelroute_operator.logic import status as st
@@ -28,12 +33,17 @@ from modelroute_operator.logic.compiler import (
     compile_namespace,
     parse_object,
 )
+from modelroute_operator.logic.learned import referenced_config_maps
 from modelroute_operator.logic.resources import KIND_BY_NAME, Canary, ModelEndpoint, Resource, RoutingPolicy
 
 log = logging.getLogger(__name__)
 
 DEBOUNCE_SECONDS = 0.05
 """Collects the events of one `kubectl apply` of several objects into one pass."""
+MAX_CONCURRENT_PASSES = 32
+"""Passes in flight at once. They wait on the API server's answers, so more do not finish sooner; each
+holds its namespace's parsed objects and compiled config, so 1,000 at once (a start) held hundreds of
+MiB. A bounded number also finishes namespaces one by one instead of all of them at the end."""
 
 
 @dataclass
@@ -112,11 +122,13 @@ class Reconciler:
     def __init__(
         self,
         kube: KubeApi,
+        inventory: Inventory,
         on_config: Callable[[str, RouterConfig], Awaitable[None]] | None = None,
         on_empty: Callable[[str], None] | None = None,
         sidecar_ports: Sequence[int] = (),
     ):
         self._kube = kube
+        self._inventory = inventory
         self._sidecar_ports = tuple(sidecar_ports)
         """Ports the injected sidecars listen on (from the injection settings), refused as replica
         URLs on loopback like the contract's defaults."""
@@ -126,6 +138,7 @@ class Reconciler:
         self._announced: set[str] = set()
         """Namespaces whose live config was handed to `on_config` since this process started."""
         self._queue = NamespaceQueue("reconcile", self._pass, DEBOUNCE_SECONDS)
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_PASSES)
         self.last_reports: dict[str, PassReport] = {}
 
     def schedule(self, namespace: str) -> None:
@@ -137,6 +150,10 @@ class Reconciler:
         await self._queue.close()
 
     async def _pass(self, namespace: str) -> bool:
+        async with self._slots:
+            return await self._bounded_pass(namespace)
+
+    async def _bounded_pass(self, namespace: str) -> bool:
         started = time.perf_counter()
         try:
             report = await self.reconcile(namespace)
@@ -170,11 +187,19 @@ class Reconciler:
     async def reconcile(self, namespace: str) -> PassReport:
         """One full pass: gather, compile, store the config if it changed, write status where it differs."""
         report = PassReport(namespace)
-        raw = await self._kube.list_objects(namespace)
-        live = await self._kube.read_live_config(namespace)
+        raw = self._inventory.objects(namespace)
+        named = referenced_config_maps(raw.policies)
+        if named:
+            # Difficulty model heads are read by name when a policy names one (never listed or watched:
+            # RBAC grants only the names the chart lists).
+            heads = await self._kube.read_config_maps(namespace, named)
+            raw = RawObjects(raw.endpoints, raw.policies, raw.canaries, heads)
+        live = self._inventory.live_config(namespace)
         if not raw.all():
             report.empty = True
             report.config_deleted = await self._kube.delete_config(namespace)
+            gone = {"metadata": {"namespace": namespace, "name": CONFIGMAP_NAME}}
+            self._inventory.configs.observe(gone, deleted=True)
             return report
         objects, invalid = _parse_all(raw)
         result = compile_namespace(objects, previous_config(live), self._sidecar_ports)
@@ -184,7 +209,9 @@ class Reconciler:
         if result.config is not None and not errors:
             sources = _sources(raw)
             if live is None or live.version != result.config.version or dict(live.sources) != sources:
-                await self._kube.apply_config(namespace, result.config, sources)
+                stored = await self._kube.apply_config(namespace, result.config, sources)
+                # its watch event is no news: the pass that wrote it has announced it
+                self._inventory.configs.put(stored, create=True, compare_before=False)
                 report.config_written = True
             live = LiveConfig(result.config.to_json(), result.config.version, sources, result.config.sequence)
             live_config = result.config
@@ -235,7 +262,9 @@ class Reconciler:
             patch = st.status_patch(current, desired)
             if not patch:
                 continue
-            await self._kube.patch_status(kind, meta["namespace"], meta["name"], patch)
+            stored = await self._kube.patch_status(kind, meta["namespace"], meta["name"], patch)
+            if stored is not None:
+                self._inventory.of(kind).put(stored)
             metrics.STATUS_WRITES.labels(kind.kind_name).inc()
             writes += 1
             transition = st.ready_transition(current, {**current, **patch})
