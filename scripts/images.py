@@ -59,8 +59,9 @@ BASE_PACKAGES = ["python3", "libstdc++6", "ca-certificates", "netbase"]
 """libstdc++6: manylinux wheels (google-re2) link it from the system, as the manylinux spec allows."""
 BASE_RECIPE = 1
 """Bump when the root filesystem recipe changes (the cache key includes it)."""
-IMAGE_RECIPE = 1
+IMAGE_RECIPE = 2
 """Bump when the image layer recipe changes."""
+# r2: the sidecar image drops botocore's service models and numpy's test suites (`Image.prune`)
 UID = 65532
 TRIM = ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian"]
 
@@ -82,6 +83,10 @@ class Image:
     """(path in the repository, path in the image) copied into the image layer."""
     default: bool = True
     """Built by `scripts/images` without arguments (the images the chart runs)."""
+    prune: tuple[str, ...] = ()
+    """Globs under site-packages removed after install: parts of dependencies we never load."""
+    check: str = ""
+    """Python run in the image after pruning: proves what we kept still does our job."""
 
     @property
     def repository(self) -> str:
@@ -101,6 +106,16 @@ SPECS = {
     "sidecar": Image(
         "sidecar", "sidecar", "modelroute-sidecar", ("modelroute-sidecar",), (8080, 9901),
         "OpenAI-compatible LLM router sidecar",
+        # botocore's 28 MiB of service models serve its clients; we only sign SigV4 requests and decode
+        # event streams (providers/aws.py), which read none of them. numpy's tests are 17 MiB.
+        prune=("botocore/data", "numpy/tests", "numpy/*/tests"),
+        check=(
+            "from modelroute_sidecar.providers.aws import AwsKeys, EventFrames, sign; "
+            "h = sign(AwsKeys('AKIDEXAMPLE', 'secret', None), 'eu-west-1', "
+            "'https://bedrock-runtime.eu-west-1.amazonaws.com/model/m/converse', b'{}', {}); "
+            "assert h['authorization'].startswith('AWS4-HMAC-SHA256'); EventFrames(); "
+            "import numpy; assert float(numpy.ones(3).sum()) == 3.0"
+        ),
     ),
     "demo-app": Image(
         "demo-app", "", "/usr/bin/python3", (), (),
@@ -275,6 +290,9 @@ def install_packages(image: Image, wheel: Path, meta: dict[str, str], into: Path
     )
     # pip --target writes console scripts for the interpreter running pip; the image's own follow.
     shutil.rmtree(site / "bin", ignore_errors=True)
+    for pattern in image.prune:
+        for path in site.glob(pattern):
+            shutil.rmtree(path)
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     bindir = into / "usr/local/bin"
     bindir.mkdir(parents=True)
@@ -319,6 +337,8 @@ def build_image(image: Image, base: str, wheel: Path, meta: dict[str, str], key:
                 "/usr/bin/python3", "-m", "compileall", "-q", "-j0",
                 "--invalidation-mode", "unchecked-hash", f"/usr/local/lib/python{meta['python']}",
             )
+            if image.check:
+                buildah("run", "--isolation", "chroot", ctr, "--", "/usr/bin/python3", "-c", image.check)
             config = [
                 "--user", f"{UID}:{UID}", "--workingdir", "/tmp",
                 "--entrypoint", json.dumps([image.entrypoint]), "--cmd", "",
