@@ -26,6 +26,7 @@ from .common import (
     Outbound,
     SseReader,
     UnsupportedError,
+    append_turn,
     arguments_text,
     check_fields,
     completion,
@@ -111,16 +112,16 @@ def chat_to_messages(
             system.append(text_of(message.get("content"), f"{where}.content"))
             continue
         if role == "user":
-            _append(turns, "user", _user_blocks(message.get("content"), f"{where}.content"))
+            append_turn(turns, "user", "content", _user_blocks(message.get("content"), f"{where}.content"))
         elif role == "assistant":
-            _append(turns, "assistant", _assistant_blocks(message, where))
+            append_turn(turns, "assistant", "content", _assistant_blocks(message, where))
         elif role == "tool":
             block = {
                 "type": "tool_result",
                 "tool_use_id": str(message.get("tool_call_id") or ""),
                 "content": text_of(message.get("content"), f"{where}.content"),
             }
-            _append(turns, "user", [block])
+            append_turn(turns, "user", "content", [block])
         else:
             raise UnsupportedError(f"{where}.role", f"{role!r} is not supported by provider anthropic")
     request: dict[str, Any] = {
@@ -153,13 +154,6 @@ def chat_to_messages(
     return request
 
 
-def _append(turns: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
-    """Add a turn, merged into the previous one of the same role (tool results of several tool messages
-    and the user text after them form one user turn, as Anthropic wants)."""
-    if turns and turns[-1]["role"] == role:
-        turns[-1]["content"].extend(blocks)
-    else:
-        turns.append({"role": role, "content": blocks})
 
 
 def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from .common import (
     DONE,
     ChunkWriter,
     UnsupportedError,
+    append_turn,
     arguments_text,
     check_fields,
     completion,
@@ -77,7 +78,7 @@ def chat_to_converse(body: Mapping[str, Any]) -> dict[str, Any]:
         if role in ("system", "developer"):
             system.append({"text": text_of(message.get("content"), f"{where}.content")})
         elif role == "user":
-            _append(turns, "user", _user_blocks(message.get("content"), f"{where}.content"))
+            append_turn(turns, "user", "content", _user_blocks(message.get("content"), f"{where}.content"))
         elif role == "assistant":
             blocks: list[dict[str, Any]] = []
             text = text_of(message.get("content"), f"{where}.content")
@@ -96,13 +97,13 @@ def chat_to_converse(body: Mapping[str, Any]) -> dict[str, Any]:
                         }
                     }
                 )
-            _append(turns, "assistant", blocks or [{"text": ""}])
+            append_turn(turns, "assistant", "content", blocks or [{"text": ""}])
         elif role == "tool":
             result = {
                 "toolUseId": str(message.get("tool_call_id") or ""),
                 "content": [{"text": text_of(message.get("content"), f"{where}.content")}],
             }
-            _append(turns, "user", [{"toolResult": result}])
+            append_turn(turns, "user", "content", [{"toolResult": result}])
         else:
             raise UnsupportedError(f"{where}.role", f"{role!r} is not supported by provider bedrock")
     request: dict[str, Any] = {"messages": turns}
@@ -142,11 +143,6 @@ def chat_to_converse(body: Mapping[str, Any]) -> dict[str, Any]:
     return request
 
 
-def _append(turns: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
-    if turns and turns[-1]["role"] == role:
-        turns[-1]["content"].extend(blocks)
-    else:
-        turns.append({"role": role, "content": blocks})
 
 
 def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:

@@ -100,6 +100,16 @@ def text_of(content: Any, where: str) -> str:
 _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+);base64,(.*)$", re.DOTALL)
 
 
+def append_turn(turns: list[dict[str, Any]], role: str, key: str, items: list[dict[str, Any]]) -> None:
+    """Add a turn, merged into the previous one of the same role: the three native APIs want turns that
+    alternate, so tool results of several OpenAI tool messages and the user text after them form one
+    user turn. `key` is where a turn keeps its items (`content`, or `parts` for Gemini)."""
+    if turns and turns[-1]["role"] == role:
+        turns[-1][key].extend(items)
+    else:
+        turns.append({"role": role, key: items})
+
+
 def data_url(url: str) -> tuple[str, str] | None:
     """(media type, base64 data) of a `data:` URL, or None for another URL."""
     found = _DATA_URL.match(url)

@@ -26,6 +26,7 @@ from .common import (
     Outbound,
     SseReader,
     UnsupportedError,
+    append_turn,
     arguments_text,
     check_fields,
     completion,
@@ -98,7 +99,7 @@ def chat_to_gemini(body: Mapping[str, Any]) -> dict[str, Any]:
         if role in ("system", "developer"):
             system.append(text_of(message.get("content"), f"{where}.content"))
         elif role == "user":
-            _append(contents, "user", _user_parts(message.get("content"), f"{where}.content"))
+            append_turn(contents, "user", "parts", _user_parts(message.get("content"), f"{where}.content"))
         elif role == "assistant":
             parts: list[dict[str, Any]] = []
             text = text_of(message.get("content"), f"{where}.content")
@@ -112,7 +113,7 @@ def chat_to_gemini(body: Mapping[str, Any]) -> dict[str, Any]:
                     function.get("arguments"), f"{where}.tool_calls[{j}].function.arguments"
                 )
                 parts.append({"functionCall": {"name": name, "args": args}})
-            _append(contents, "model", parts or [{"text": ""}])
+            append_turn(contents, "model", "parts", parts or [{"text": ""}])
         elif role == "tool":
             call_id = str(message.get("tool_call_id") or "")
             if call_id not in names:
@@ -122,7 +123,8 @@ def chat_to_gemini(body: Mapping[str, Any]) -> dict[str, Any]:
             result = text_of(message.get("content"), f"{where}.content")
             parsed = loads_object(result.encode())
             response = parsed if parsed else {"result": result}
-            _append(contents, "user", [{"functionResponse": {"name": names[call_id], "response": response}}])
+            call = {"functionResponse": {"name": names[call_id], "response": response}}
+            append_turn(contents, "user", "parts", [call])
         else:
             raise UnsupportedError(f"{where}.role", f"{role!r} is not supported by provider gemini")
     request: dict[str, Any] = {"contents": contents}
@@ -161,11 +163,6 @@ def chat_to_gemini(body: Mapping[str, Any]) -> dict[str, Any]:
     return request
 
 
-def _append(contents: list[dict[str, Any]], role: str, parts: list[dict[str, Any]]) -> None:
-    if contents and contents[-1]["role"] == role:
-        contents[-1]["parts"].extend(parts)
-    else:
-        contents.append({"role": role, "parts": parts})
 
 
 def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
