@@ -1,10 +1,11 @@
 """Quality feedback: which rule and endpoint served a request id, and the scores clients post for them.
 
 `POST /v1/feedback` names a request by its id; the sidecar remembers the ids it served for a while
-(`ServedRequests`: a bounded LRU with a TTL, an injected clock) so the score lands on the rule and
-endpoint that answered, and `FeedbackTally` sums the scores per (policy, rule, endpoint) for `/stats`
-(the contract's `FeedbackFigures`), which the operator's canary analysis reads. Remembering costs one
-ordered-dict insert per served request, made in the accounting callback off the client's latency.
+(`ServedRequests`: bounded by count and age in two generations, an injected clock) so the score lands
+on the rule and endpoint that answered, and `FeedbackTally` sums the scores per (policy, rule,
+endpoint) for `/stats` (the contract's `FeedbackFigures`), which the operator's canary analysis reads.
+Remembering costs one dict store per served request, made in the accounting callback off the
+client's latency.
 
 Each process remembers its own requests: in a multi-worker sidecar, feedback must reach the worker
 that served the request (one keep-alive connection does; a new connection may land on a sibling and
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -24,10 +24,10 @@ from modelroute_contract.files import Clock
 from modelroute_contract.stats import FeedbackFigures
 
 MEMORY_ENTRIES = 100_000
-"""Request ids remembered per process (oldest dropped first): ~20 MiB at most."""
+"""Most request ids remembered per process (~20 MiB); at least half as many are always remembered."""
 
 MEMORY_SECONDS = 3600.0
-"""How long a served request can receive feedback."""
+"""A served request can receive feedback for between half this and this long."""
 
 MAX_BODY_BYTES = 4096
 """A feedback body is three small fields; anything larger is a mistake, not feedback."""
@@ -38,7 +38,6 @@ MAX_LABEL_CHARS = 64
 class Served(NamedTuple):
     """Where a remembered request went, and whose it was."""
 
-    expires: float
     policy: str
     rule: str
     endpoint: str
@@ -46,7 +45,13 @@ class Served(NamedTuple):
 
 
 class ServedRequests:
-    """Request id -> `Served`, bounded by count and age; ids come in time order, so the oldest is first."""
+    """Request id -> where it went, in two generations of plain dicts: ids go into the current one, which
+    becomes the previous one (the older is dropped) after `ttl/2` seconds or `capacity/2` ids.
+
+    So an id is remembered for between half the TTL and the whole of it, and for at least the next
+    `capacity/2` ids, never more than `capacity` at once. Cheaper per request than an exact LRU (an
+    OrderedDict with an expiry per entry measured ~7,000 instructions a request in the proxy bench):
+    one dict store, one clock read and a length check."""
 
     def __init__(
         self,
@@ -54,34 +59,36 @@ class ServedRequests:
         ttl_seconds: float = MEMORY_SECONDS,
         clock: Clock = time.monotonic,
     ) -> None:
-        self.capacity, self.ttl, self._clock = capacity, ttl_seconds, clock
-        self._entries: OrderedDict[str, tuple[float, str, str, str, str]] = OrderedDict()
+        self._half, self._span, self._clock = max(1, capacity // 2), ttl_seconds / 2, clock
+        self._current: dict[str, tuple[str, str, str, str]] = {}
+        self._previous: dict[str, tuple[str, str, str, str]] = {}
+        self._rotate_at = clock() + self._span
 
     def remember(self, request_id: str, policy: str, rule: str, endpoint: str, tenant: str) -> None:
-        """Note that `request_id` was served by `endpoint` under `rule` (a reused id is moved to the end).
-
-        Once per answered request: a plain tuple (a NamedTuple's constructor is Python code) and C-level
-        OrderedDict calls only."""
-        entries = self._entries
-        if request_id in entries:
-            entries.move_to_end(request_id)
-        entries[request_id] = (self._clock() + self.ttl, policy, rule, endpoint, tenant)
-        if len(entries) > self.capacity:
-            entries.popitem(last=False)
+        """Note that `request_id` was served by `endpoint` under `rule` (a reused id: the latest wins)."""
+        if self._clock() >= self._rotate_at:
+            self._rotate()
+        current = self._current
+        current[request_id] = (policy, rule, endpoint, tenant)
+        if len(current) >= self._half:
+            self._rotate()
 
     def lookup(self, request_id: str) -> Served | None:
-        """Where `request_id` went, or None when it is unknown or expired (expired ones are dropped)."""
-        entries, now = self._entries, self._clock()
-        while entries:
-            oldest = next(iter(entries.values()))
-            if oldest[0] > now:
-                break
-            entries.popitem(last=False)
-        entry = entries.get(request_id)
+        """Where `request_id` went, or None when it is unknown or was forgotten."""
+        if self._clock() >= self._rotate_at:
+            self._rotate()
+        entry = self._current.get(request_id) or self._previous.get(request_id)
         return None if entry is None else Served(*entry)
 
+    def _rotate(self) -> None:
+        now = self._clock()
+        # idle for a whole span more: what the current generation holds is older than the TTL too
+        self._previous = self._current if now < self._rotate_at + self._span else {}
+        self._current = {}
+        self._rotate_at = now + self._span
+
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._current) + len(self._previous.keys() - self._current.keys())
 
 
 @dataclass(slots=True)

@@ -17,29 +17,43 @@ class Clock:
         return self.now
 
 
-def test_served_requests_forget_after_the_ttl_and_past_the_capacity() -> None:
+def test_served_requests_are_remembered_for_half_to_all_of_the_ttl() -> None:
     clock = Clock()
-    served = ServedRequests(capacity=3, ttl_seconds=60, clock=clock)
-    for index in range(4):
-        served.remember(f"r{index}", "main", "default", f"ep{index}", "acme")
-        clock.now += 10
-    assert served.lookup("r0") is None  # the oldest went when the fourth came
-    assert [served.lookup(f"r{i}").endpoint for i in (1, 2, 3)] == ["ep1", "ep2", "ep3"]  # type: ignore[union-attr]
-    clock.now = 100 + 10 + 60  # r1 was remembered at 110: it expires now, r2 (120) does not
-    assert served.lookup("r1") is None
-    assert served.lookup("r2") is not None
-    assert len(served) == 2
+    served = ServedRequests(capacity=100, ttl_seconds=60, clock=clock)
+    served.remember("early", "main", "default", "ep", "acme")
+    clock.now += 29
+    served.remember("late", "main", "default", "ep", "acme")
+    clock.now += 2  # past half the TTL: a new generation; both are still remembered
+    served.remember("next", "main", "default", "ep", "acme")
+    assert served.lookup("early") is not None and served.lookup("late") is not None
+    clock.now += 31  # 62 s after `early`, 33 s after `late`: their generation is gone
+    assert served.lookup("early") is None and served.lookup("late") is None
+    entry = served.lookup("next")
+    assert entry is not None and (entry.policy, entry.rule, entry.endpoint, entry.tenant) == (
+        "main",
+        "default",
+        "ep",
+        "acme",
+    )
+    clock.now += 1000  # idle far past the TTL: nothing is left
+    assert served.lookup("next") is None and len(served) == 0
 
 
-def test_a_reused_request_id_takes_the_latest_answer_and_a_fresh_ttl() -> None:
+def test_served_requests_keep_at_least_half_and_at_most_all_of_the_capacity() -> None:
+    served = ServedRequests(capacity=10, ttl_seconds=60, clock=Clock())
+    for index in range(25):
+        served.remember(f"r{index}", "main", "default", f"ep{index}", "")
+        assert len(served) <= 10
+    remembered = [i for i in range(25) if served.lookup(f"r{i}") is not None]
+    assert remembered == list(range(25 - len(remembered), 25)) and len(remembered) >= 5
+
+
+def test_a_reused_request_id_takes_the_latest_answer() -> None:
     clock = Clock()
     served = ServedRequests(capacity=10, ttl_seconds=60, clock=clock)
     served.remember("same", "main", "default", "old", "")
-    served.remember("other", "main", "default", "x", "")
-    clock.now += 50
+    clock.now += 40  # a new generation
     served.remember("same", "main", "cheap", "new", "")
-    clock.now += 20  # `other` expired; `same` was renewed at 150
-    assert served.lookup("other") is None
     entry = served.lookup("same")
     assert entry is not None and (entry.rule, entry.endpoint) == ("cheap", "new")
 
