@@ -136,6 +136,19 @@ class FleetFigures(StatsModel):
     """Budgets of the current periods of the tenants this sidecar served (bounded, highest spend first)."""
 
 
+class FeedbackFigures(StatsModel):
+    """Quality feedback (`POST /v1/feedback`) on the requests one rule sent to one endpoint: cumulative,
+    so the operator diffs two snapshots like the other counters; the mean is `score_sum / count`."""
+
+    policy: str
+    rule: str
+    endpoint: str
+    count: int = 0
+    """Feedback posts taken."""
+    score_sum: float = 0.0
+    """Sum of their scores (each 0-1)."""
+
+
 class StatsSnapshot(StatsModel):
     """`GET /stats` on a sidecar's admin port: figures by endpoint since the process started."""
 
@@ -153,6 +166,8 @@ class StatsSnapshot(StatsModel):
     """Each worker's config version, in a multi-worker sidecar's document only."""
     fleet: FleetFigures | None = Field(default=None, exclude_if=lambda value: value is None)
     """The fleet store and budgets, when a policy uses fleet limits."""
+    feedback: list[FeedbackFigures] = Field(default_factory=list, exclude_if=lambda value: not value)
+    """Quality feedback per (policy, rule, endpoint), sorted; absent until feedback was posted."""
 
     def to_json(self) -> dict[str, object]:
         """The document as served (JSON-ready, camelCase)."""

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
+FEEDBACK_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -291,6 +293,19 @@ class Metrics:
             "Fleet-wide spend of the current day/month per budgeted tenant (empty tenant: the policy "
             "as a whole), as this sidecar last read it; bounded to the 100 highest per process.",
             ["policy", "tenant", "period"],
+        )
+
+        self.feedback_score = HotHistogram(
+            "modelroute_feedback_score",
+            "Quality feedback scores (0-1, POST /v1/feedback) by the policy, rule and endpoint that served.",
+            ["policy", "rule", "endpoint"],
+            FEEDBACK_BUCKETS,
+        )
+        self.feedback_refused = HotCounter(
+            "modelroute_feedback_refused_total",
+            "Feedback posts refused: invalid (a bad body), unauthenticated, unknown_request (an id unknown "
+            "or expired).",
+            ["reason"],
         )
 
     def count_request(

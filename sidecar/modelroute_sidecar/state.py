@@ -14,6 +14,7 @@ from .audit import AuditLog
 from .configstore import ConfigStore
 from .credentials import ClientKeys, UpstreamCredentials
 from .ejection import Ejections
+from .feedback import ServedRequests
 from .fleetstore import FleetAccounts
 from .metrics import Metrics
 from .proxy import Upstreams
@@ -44,6 +45,8 @@ class Sidecar:
     metrics_source: MetricsSource | None = None
     """Overrides `/metrics` (a worker of a multi-process sidecar serves the sum over its siblings)."""
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    served: ServedRequests = field(default_factory=ServedRequests)
+    """Which rule and endpoint served each recent request id, for `POST /v1/feedback`."""
 
     async def render_metrics(self) -> bytes:
         """The `/metrics` exposition."""

@@ -25,6 +25,7 @@ from modelroute_contract.stats import (
 )
 from modelroute_contract.stats import Figures as FiguresDocument
 
+from .feedback import FeedbackTally
 from .fleet import merge_fleet
 
 ROLLING_SECONDS = 30.0
@@ -106,6 +107,7 @@ class EndpointStats:
         self.replicas: dict[tuple[str, str], Figures] = {}
         self.regions: dict[tuple[str, str], str] = {}
         self._rolling: dict[str, _Rolling] = {}
+        self.feedback = FeedbackTally()
 
     def record(
         self, endpoint: str, replica: str, region: str, latency_ms: float, *, error: bool, client_error: bool
@@ -166,6 +168,7 @@ class EndpointStats:
             collected_at=self._wall(),
             latency_buckets_ms=list(LATENCY_BUCKETS_MS),
             endpoints=endpoints,
+            feedback=self.feedback.documents(),
         )
 
 
@@ -177,6 +180,7 @@ def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> StatsSnapshot:
     merged = EndpointStats()
     merged.started_at = min(d.started_at for d in docs)
     for doc in docs:
+        merged.feedback.merge(doc.feedback)
         for endpoint, data in doc.endpoints.items():
             merged.endpoints.setdefault(endpoint, Figures()).merge(Figures.from_document(data))
             for replica, rdata in data.replicas.items():

@@ -26,6 +26,8 @@ from .engine import extract_features
 from .engine.features import TextScanLimitError
 from .engine.model import Api, Decision, RequestFeatures
 from .errors import ApiError, error_response, unexpected
+from .feedback import MAX_BODY_BYTES as MAX_FEEDBACK_BYTES
+from .feedback import FeedbackError, Served, parse_feedback
 from .metrics import CONTENT_TYPE
 from .proxy import Call, Exchange, decision_headers
 from .server import HttpRequest, HttpResponse, ResponseStream
@@ -275,6 +277,11 @@ def record_exchange(sidecar: Sidecar, exchange: Exchange, elapsed: float) -> Non
     if exchange.fleet is not None:
         sidecar.fleet.settle(exchange)
     served = exchange.served
+    decision = exchange.decision
+    if served is not None and decision is not None:  # an answered request can get feedback
+        sidecar.served.remember(
+            exchange.request_id, decision.policy, decision.rule, served.endpoint, exchange.tenant
+        )
     outcome = exchange.outcome or ("cancelled" if exchange.status == 0 else "ok")
     sidecar.metrics.count_request(
         exchange.route,
@@ -284,7 +291,6 @@ def record_exchange(sidecar: Sidecar, exchange: Exchange, elapsed: float) -> Non
         outcome,
         elapsed,
     )
-    decision = exchange.decision
     if decision is not None and decision.error is not None and decision.error.code in RESIDENCY_CODES:
         sidecar.metrics.residency_blocks.labels(exchange.route, decision.data_class).inc()
     if sidecar.audit.enabled:
@@ -411,6 +417,60 @@ async def metrics(
     return HttpResponse(200, await sidecar.render_metrics(), content_type=CONTENT_TYPE)
 
 
+async def feedback(
+    sidecar: Sidecar, request: HttpRequest, stream: ResponseStream, request_id: str
+) -> HttpResponse:
+    """POST /v1/feedback: a quality score (0-1) for a request this process served, authenticated like
+    the requests; it counts for the rule and endpoint that answered (`/stats`, metrics, canaries)."""
+    try:
+        taken = _take_feedback(sidecar, request)
+    except ApiError as error:
+        reason = {401: "unauthenticated", 404: "unknown_request"}.get(error.status, "invalid")
+        sidecar.metrics.feedback_refused.inc((reason,))
+        return error_response(error, request_id)
+    served, score = taken
+    sidecar.stats.feedback.add(served.policy, served.rule, served.endpoint, score)
+    sidecar.metrics.feedback_score.observe((served.policy, served.rule, served.endpoint), score)
+    return json_response(
+        {
+            "object": "feedback",
+            "policy": served.policy,
+            "rule": served.rule,
+            "endpoint": served.endpoint,
+            "score": score,
+        }
+    )
+
+
+def _take_feedback(sidecar: Sidecar, request: HttpRequest) -> tuple[Served, float]:
+    client = authenticate(sidecar, request)
+    if len(request.body) > MAX_FEEDBACK_BYTES:
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"the feedback body is {len(request.body)} bytes; at most {MAX_FEEDBACK_BYTES}",
+        )
+    try:
+        body = orjson.loads(request.body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the feedback body is not valid JSON: {exc}") from None
+    try:
+        given = parse_feedback(body)
+    except FeedbackError as exc:
+        raise ApiError(400, "invalid_request", str(exc), param=exc.field) from None
+    served = sidecar.served.lookup(given.request_id)
+    if served is None or (client is not None and served.tenant.casefold() != client.tenant.casefold()):
+        # another tenant's request reads as unknown: feedback must not reveal which ids exist
+        raise ApiError(
+            404,
+            "request_not_found",
+            f"no answered request {given.request_id!r} is remembered here (unknown, or older than the "
+            "feedback window)",
+            param="request_id",
+        )
+    return served, given.score
+
+
 def json_response(data: Any, status: int = 200) -> HttpResponse:
     """A JSON body."""
     return HttpResponse(status, json.dumps(data).encode())
@@ -422,6 +482,7 @@ ROUTES: dict[str, dict[str, View]] = {
     "/v1/embeddings": {"POST": api_view("embeddings")},
     "/v1/responses": {"POST": api_view("responses")},
     "/v1/models": {"GET": list_models},
+    "/v1/feedback": {"POST": feedback},
     "/healthz": {"GET": healthz},
     "/readyz": {"GET": readyz},
     "/metrics": {"GET": metrics},

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import threading
+import urllib.error
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -16,6 +19,7 @@ class Outcome:
     endpoint: str
     region: str
     error: str = ""
+    request_id: str = ""
 
 
 @dataclass
@@ -30,6 +34,10 @@ class Load:
     prompt: str = "hello"
     max_requests: int = 20000
     outcomes: list[Outcome] = field(default_factory=list)
+    feedback: dict[str, float] = field(default_factory=dict)
+    """Endpoint -> quality score posted (`POST /v1/feedback`) for each answer it gave; empty posts none."""
+    feedback_answers: list[int] = field(default_factory=list)
+    """The status of every feedback post."""
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -52,7 +60,22 @@ class Load:
             headers = dict(self.headers)
             if self.sticky_users:
                 headers["x-user-id"] = f"user-{next(users)}"
-            self.outcomes.append(self.send(headers))
+            outcome = self.send(headers)
+            self.outcomes.append(outcome)
+            if outcome.endpoint in self.feedback and outcome.request_id:
+                self.feedback_answers.append(self.score(outcome.request_id, self.feedback[outcome.endpoint]))
+
+    def score(self, request_id: str, score: float) -> int:
+        """Post a quality score for an answered request; the status of the answer."""
+        body = json.dumps({"request_id": request_id, "score": score}).encode()
+        request = urllib.request.Request(
+            self.base_url + "/feedback", data=body, headers={"content-type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=20) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
 
     def send(self, headers: dict[str, str]) -> Outcome:
         try:
@@ -60,7 +83,10 @@ class Load:
                 model=self.model, messages=[{"role": "user", "content": self.prompt}], extra_headers=headers
             )
             return Outcome(
-                200, raw.headers.get("x-modelroute-endpoint", ""), raw.headers.get("x-modelroute-region", "")
+                200,
+                raw.headers.get("x-modelroute-endpoint", ""),
+                raw.headers.get("x-modelroute-region", ""),
+                request_id=raw.headers.get("x-request-id", ""),
             )
         except openai.APIStatusError as exc:
             return Outcome(exc.status_code, "", "", str(exc.body))

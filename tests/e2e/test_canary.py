@@ -25,6 +25,8 @@ def canary_setup(
     pause: str = "3s",
     candidate_fail_percent: float = 0,
     before_canary: Callable[[], None] | None = None,
+    analysis: dict[str, Any] | None = None,
+    feedback: dict[str, float] | None = None,
 ) -> Load:
     stable, candidate = cluster.upstream("stable"), cluster.upstream("candidate")
     if candidate_fail_percent:
@@ -67,7 +69,7 @@ def canary_setup(
     )
     wait_for(cluster.live_version, "the config")
     sidecar = cluster.sidecar("app-0", "eu-west-1")
-    load = Load(sidecar.base_url, sticky_users=500).start()
+    load = Load(sidecar.base_url, sticky_users=500, feedback=feedback or {}).start()
     canary = {
         "apiVersion": "modelroute.dev/v1alpha1",
         "kind": "Canary",
@@ -77,7 +79,7 @@ def canary_setup(
             "stable": "llama-v1",
             "candidate": "llama-v2",
             "steps": [{"weight": 20, "pause": pause}, {"weight": 50, "pause": pause}],
-            "analysis": {"maxErrorRatePercent": 10, "minRequests": 10, "failureLimit": 1},
+            "analysis": {"maxErrorRatePercent": 10, "minRequests": 10, "failureLimit": 1, **(analysis or {})},
             "stickiness": {"header": "x-user-id"},
         },
     }
@@ -143,6 +145,29 @@ def test_a_failing_candidate_is_rolled_back_with_the_figures(cluster: Cluster) -
     assert warnings and "%" in warnings[0]["message"]
     live = cluster.live_config_json()
     assert '"candidateWeight":0' in live
+
+
+def test_a_candidate_whose_answers_score_worse_is_rolled_back(cluster: Cluster) -> None:
+    """No errors and the same latency: only the quality feedback the client posts through the data
+    port tells the candidate (scored 0.4) from stable (0.9), and the analysis rolls it back on that."""
+    load = canary_setup(
+        cluster,
+        analysis={"maxFeedbackScoreDrop": 0.2, "minFeedback": 5},
+        feedback={"llama-v1": 0.9, "llama-v2": 0.4},
+    )
+    try:
+        status = wait_for(
+            lambda: (s := canary_status(cluster)).get("phase") == "RolledBack" and s, "rollback", 60
+        )
+    finally:
+        load.stop()
+    analysis = status["lastAnalysis"]
+    assert analysis["verdict"] == "Fail", analysis
+    assert analysis["candidate"]["errorRatePercent"] == 0
+    assert analysis["candidate"]["meanFeedbackScore"] == 0.4 and analysis["candidate"]["feedback"] >= 5
+    assert analysis["stable"]["meanFeedbackScore"] == 0.9
+    assert "below stable's 0.900" in analysis["message"]
+    assert load.feedback_answers and set(load.feedback_answers) == {200}, set(load.feedback_answers)
 
 
 def test_an_operator_restart_mid_canary_resumes_at_the_same_step(cluster: Cluster) -> None:

@@ -75,10 +75,14 @@ class Side:
     requests: int = 0
     errors: int = 0
     counts: list[int] = field(default_factory=lambda: [0] * (len(BOUNDS) + 1))
+    feedback: int = 0
+    score_sum: float = 0.0
 
-    def add(self, requests: int, errors: int, latency: float) -> None:
+    def add(self, requests: int, errors: int, latency: float, feedback: int = 0, score: float = 0.0) -> None:
         self.requests += requests
         self.errors += errors
+        self.feedback += feedback
+        self.score_sum += feedback * score
         index = next((i for i, bound in enumerate(BOUNDS) if latency <= bound), len(BOUNDS))
         self.counts[index] += requests
 
@@ -87,15 +91,19 @@ class Side:
         for count in self.counts:
             running += count
             cumulative.append(running)
-        return SideStats(self.requests, self.errors, tuple(zip((*BOUNDS, INF), cumulative, strict=True)))
+        buckets = tuple(zip((*BOUNDS, INF), cumulative, strict=True))
+        return SideStats(self.requests, self.errors, buckets, self.feedback, self.score_sum)
 
 
 @dataclass(frozen=True)
 class Profile:
-    """How an endpoint answers: error fraction and latency."""
+    """How an endpoint answers: error fraction, latency, and the quality score its answers get from the
+    `feedback_share` of requests whose client posts feedback (None: no feedback)."""
 
     error_rate: float = 0.0
     latency: float = 0.2
+    score: float | None = None
+    feedback_share: float = 0.5
 
 
 @dataclass
@@ -110,7 +118,8 @@ class Traffic:
             (self.candidate, to_candidate, candidate),
             (self.stable, total - to_candidate, stable),
         ):
-            side.add(n, round(n * profile.error_rate), profile.latency)
+            feedback = 0 if profile.score is None else int(n * profile.feedback_share)
+            side.add(n, round(n * profile.error_rate), profile.latency, feedback, profile.score or 0.0)
 
     def stats(self) -> CanaryStats:
         return CanaryStats(self.stable.stats(), self.candidate.stats())
@@ -335,6 +344,53 @@ def test_thresholds(
     assert result is not None and result.verdict == ("Fail" if fails else "Pass")
     assert run.status.phase == (ROLLED_BACK if fails else PROMOTED)
     assert text in result.message
+
+
+@pytest.mark.parametrize(
+    ("analysis", "candidate", "stable", "verdict", "text"),
+    [
+        ({"minFeedbackScore": 0.7}, Profile(score=0.5), Profile(score=0.9), "Fail", "0.500 < 0.7"),
+        ({"minFeedbackScore": 0.7}, Profile(score=0.8), Profile(score=0.9), "Pass", "feedback 0.800"),
+        (
+            {"maxFeedbackScoreDrop": 0.1},
+            Profile(score=0.7),
+            Profile(score=0.9),
+            "Fail",
+            "0.200 below stable's 0.900 (limit 0.1)",
+        ),
+        ({"maxFeedbackScoreDrop": 0.1}, Profile(score=0.85), Profile(score=0.9), "Pass", ""),
+        ({"maxFeedbackScoreDrop": 0.1}, Profile(score=0.3), Profile(), "Pass", "feedback not compared"),
+    ],
+    ids=["below-minimum", "above-minimum", "worse-than-stable", "close-to-stable", "stable-unscored"],
+)
+def test_feedback_gates(
+    analysis: dict[str, Any], candidate: Profile, stable: Profile, verdict: str, text: str
+) -> None:
+    spec = canary(steps=[{"weight": 50, "pause": "1m"}], analysis={"minRequests": 20, **analysis})
+    run = drive(spec, candidate=candidate, stable=stable)
+    result = run.status.last_analysis
+    assert result is not None and result.verdict == verdict, result
+    assert text in result.message
+    assert result.candidate.feedback > 0 and result.candidate.mean_feedback_score == candidate.score
+
+
+def test_too_little_feedback_holds_the_step() -> None:
+    spec = canary(
+        steps=[{"weight": 50, "pause": "1m"}],
+        analysis={"minRequests": 20, "minFeedbackScore": 0.5, "minFeedback": 1000},
+    )
+    run = drive(spec, candidate=Profile(score=0.1), stable=Profile(score=0.9), max_calls=5)
+    result = run.status.last_analysis
+    assert run.status.phase == PROG and result is not None and result.verdict == "Inconclusive"
+    assert "too little feedback" in result.message and "/1000 candidate feedback posts" in result.message
+
+
+def test_feedback_counts_go_into_the_baseline_and_window() -> None:
+    start = SideStats(10, 1, ((0.1, 5), (INF, 10)), feedback=4, feedback_score_sum=2.0)
+    later = SideStats(30, 2, ((0.1, 15), (INF, 30)), feedback=10, feedback_score_sum=8.0)
+    assert window(later, counters(start)) == SideStats(20, 1, ((0.1, 10), (INF, 20)), 6, 6.0)
+    fewer = SideStats(30, 2, ((0.1, 15), (INF, 30)), feedback=3, feedback_score_sum=8.0)
+    assert window(fewer, counters(start)) is None  # a sidecar restarted: its feedback went back to zero
 
 
 def test_latency_not_compared_when_stable_has_no_traffic() -> None:
@@ -648,6 +704,27 @@ def test_sum_stats_adds_sidecars_and_converts_to_seconds() -> None:
     assert stats.candidate == SideStats(4, 0, ((0.1, 1), (1.0, 4), (INF, 4)))
     assert sum_stats(docs, "v1", "v9").candidate == SideStats(0, 0, ((0.1, 0), (1.0, 0), (INF, 0)))
     assert sum_stats([], "v1", "v2").stable == SideStats(0, 0, ())
+
+
+def test_sum_stats_adds_feedback_of_every_rule_per_endpoint() -> None:
+    def scored(pod: str, feedback: list[tuple[str, str, int, float]]) -> StatsSnapshot:
+        doc = snapshot(pod, {"v1": (10, 0, [5, 9, 10]), "v2": (10, 0, [5, 9, 10])}, [100, 1000])
+        entries = [
+            {"policy": "chat", "rule": rule, "endpoint": ep, "count": n, "scoreSum": total}
+            for rule, ep, n, total in feedback
+        ]
+        return doc.model_copy(
+            update={"feedback": StatsSnapshot.model_validate({"feedback": entries}).feedback}
+        )
+
+    docs = [
+        scored("a", [("default", "v1", 4, 3.0), ("default", "v2", 2, 0.5), ("cheap", "v2", 1, 1.0)]),
+        scored("b", [("default", "v2", 3, 1.0)]),
+    ]
+    stats = sum_stats(docs, "v1", "v2")
+    assert (stats.stable.feedback, stats.stable.feedback_score_sum) == (4, 3.0)
+    assert (stats.candidate.feedback, stats.candidate.feedback_score_sum) == (6, 2.5)
+    assert stats.candidate.mean_feedback_score == pytest.approx(2.5 / 6)
 
 
 def test_sum_stats_refuses_mismatched_buckets() -> None:

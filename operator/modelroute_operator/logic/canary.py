@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 from modelroute_operator.logic.resources import (
     AnalysisResult,
+    CanaryAnalysis,
     CanaryPhase,
     CanarySpec,
     CanaryStatus,
@@ -355,6 +356,9 @@ def _judge(spec: CanarySpec, windows: tuple[SideStats, SideStats] | str) -> _Jud
     if candidate.requests < analysis.min_requests:
         need = f"{candidate.requests}/{analysis.min_requests} candidate requests"
         return _Judgement("Inconclusive", cand, stab, f"too little traffic ({need}); {summary}")
+    if _judges_feedback(analysis) and candidate.feedback < analysis.min_feedback:
+        need = f"{candidate.feedback}/{analysis.min_feedback} candidate feedback posts"
+        return _Judgement("Inconclusive", cand, stab, f"too little feedback ({need}); {summary}")
     failures, notes = _check(spec, candidate, stable)
     message = "; ".join([*failures, summary, *notes]) if failures else "; ".join([summary, *notes])
     return _Judgement("Fail" if failures else "Pass", cand, stab, message)
@@ -391,7 +395,35 @@ def _check(spec: CanarySpec, candidate: SideStats, stable: SideStats) -> tuple[l
                     f"p95 {_ms(cand_p95)} is {increase:.0f}% above stable's {_ms(stable_p95)}"
                     f" (limit {analysis.max_latency_increase_percent:g}%)"
                 )
+    failures += _check_feedback(analysis, candidate, stable, notes)
     return failures, notes
+
+
+def _judges_feedback(analysis: CanaryAnalysis) -> bool:
+    return analysis.min_feedback_score is not None or analysis.max_feedback_score_drop is not None
+
+
+def _check_feedback(
+    analysis: CanaryAnalysis, candidate: SideStats, stable: SideStats, notes: list[str]
+) -> list[str]:
+    """Quality gates: the candidate's mean feedback score, alone and against stable's (called once the
+    candidate has `min_feedback` posts)."""
+    failures: list[str] = []
+    mean = candidate.mean_feedback_score
+    if mean is None:
+        return failures
+    if analysis.min_feedback_score is not None and mean < analysis.min_feedback_score:
+        failures.append(f"mean feedback score {mean:.3f} < {analysis.min_feedback_score:g}")
+    if analysis.max_feedback_score_drop is not None:
+        stable_mean = stable.mean_feedback_score
+        if stable_mean is None or stable.feedback < analysis.min_feedback:
+            notes.append(f"feedback not compared with stable ({stable.feedback} stable feedback posts)")
+        elif stable_mean - mean > analysis.max_feedback_score_drop:
+            failures.append(
+                f"mean feedback score {mean:.3f} is {stable_mean - mean:.3f} below stable's {stable_mean:.3f}"
+                f" (limit {analysis.max_feedback_score_drop:g})"
+            )
+    return failures
 
 
 def _hold(run: _Run, judgement: _Judgement) -> None:
@@ -440,6 +472,8 @@ def _figures(side: SideStats) -> SideFigures:
         errors=side.errors,
         error_rate_percent=round(_error_rate(side), 3),
         p95_latency_ms=None if latency is None else round(latency * 1000, 3),
+        feedback=side.feedback,
+        mean_feedback_score=None if side.mean_feedback_score is None else round(side.mean_feedback_score, 4),
     )
 
 
@@ -450,7 +484,10 @@ def _error_rate(side: SideStats) -> float:
 
 def _describe(figures: SideFigures) -> str:
     latency = "n/a" if figures.p95_latency_ms is None else f"{figures.p95_latency_ms:.0f}ms"
-    return f"{figures.error_rate_percent:.1f}% errors ({figures.errors}/{figures.requests}), p95 {latency}"
+    text = f"{figures.error_rate_percent:.1f}% errors ({figures.errors}/{figures.requests}), p95 {latency}"
+    if figures.mean_feedback_score is not None:
+        text += f", feedback {figures.mean_feedback_score:.3f} ({figures.feedback})"
+    return text
 
 
 def _ms(latency_seconds: float) -> str:

@@ -973,6 +973,14 @@ class CanaryAnalysis(ApiModel):
     """Highest acceptable p95 increase over stable in percent; unset to skip."""
     min_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 20
     """Candidate requests a step needs before it can be judged (default 20); fewer holds the step."""
+    min_feedback_score: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Lowest acceptable candidate mean quality score (0-1, from `POST /v1/feedback`); unset to skip."""
+    max_feedback_score_drop: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Highest acceptable drop of the candidate's mean score below stable's (absolute, 0-1, e.g. `0.1`);
+    unset to skip."""
+    min_feedback: Annotated[int, Field(ge=1, le=1_000_000)] = 10
+    """Feedback posts on the candidate a step needs before a feedback check judges it (default 10);
+    fewer holds the step. Stable needs as many to be compared with."""
     failure_limit: Annotated[int, Field(ge=1, le=100)] = 1
     """Failed analyses that roll the canary back (default 1)."""
 
@@ -1052,6 +1060,10 @@ class SideFigures(ApiModel):
     """errors / requests in percent."""
     p95_latency_ms: Annotated[float, Field(ge=0)] | None = None
     """95th percentile latency in milliseconds."""
+    feedback: Annotated[int, Field(ge=0)] = 0
+    """Feedback posts counted."""
+    mean_feedback_score: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Mean quality score of those posts (0-1); unset without feedback."""
 
 
 class AnalysisResult(ApiModel):
@@ -1097,6 +1109,10 @@ class SideCounters(ApiModel):
     """Upper bounds of the latency histogram in seconds, ascending; the `+Inf` bucket is implied."""
     latency_buckets: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=65)] = []
     """Cumulative counts per bound, then the `+Inf` bucket (one more entry than the bounds)."""
+    feedback: Annotated[int, Field(ge=0)] = 0
+    """Feedback posts counted."""
+    feedback_score_sum: Annotated[float, Field(ge=0)] = 0.0
+    """Sum of their scores."""
 
 
 class StepBaseline(ApiModel):

@@ -27,6 +27,14 @@ class SideStats:
     errors: int
     latency_buckets: tuple[tuple[float, int], ...]
     """Cumulative histogram, like Prometheus: (upper bound in seconds, count), the `+Inf` bucket last."""
+    feedback: int = 0
+    """Quality feedback posts on the endpoint (`POST /v1/feedback`), over every rule."""
+    feedback_score_sum: float = 0.0
+
+    @property
+    def mean_feedback_score(self) -> float | None:
+        """Mean quality score (0-1); None without feedback."""
+        return min(1.0, max(0.0, self.feedback_score_sum / self.feedback)) if self.feedback else None
 
 
 @dataclass(frozen=True)
@@ -66,9 +74,14 @@ def sum_stats(snapshots: Iterable[StatsSnapshot], stable: str, candidate: str) -
 
 def _sum_side(docs: Sequence[StatsSnapshot], endpoint: str) -> SideStats:
     bounds_ms: list[float] | None = None
-    requests = errors = 0
+    requests = errors = feedback = 0
+    score_sum = 0.0
     counts: list[int] = []
     for doc in docs:
+        for entry in doc.feedback:
+            if entry.endpoint == endpoint:
+                feedback += entry.count
+                score_sum += entry.score_sum
         doc_bounds = list(doc.latency_buckets_ms)
         if bounds_ms is None:
             bounds_ms, counts = doc_bounds, [0] * (len(doc_bounds) + 1)
@@ -84,9 +97,9 @@ def _sum_side(docs: Sequence[StatsSnapshot], endpoint: str) -> SideStats:
         errors += figures.errors
         counts = [a + b for a, b in zip(counts, cumulative, strict=True)]
     if not bounds_ms and not counts:
-        return SideStats(requests, errors, ())
+        return SideStats(requests, errors, (), feedback, score_sum)
     bounds = [b / 1000 for b in bounds_ms or []] + [INF]
-    return SideStats(requests, errors, tuple(zip(bounds, counts, strict=True)))
+    return SideStats(requests, errors, tuple(zip(bounds, counts, strict=True)), feedback, score_sum)
 
 
 # ----------------------------------------------------------------------------------- baseline (status)
@@ -99,7 +112,12 @@ def counters(side: SideStats) -> SideCounters:
     if side.latency_buckets and side.latency_buckets[-1][0] != INF:
         counts.append(counts[-1])  # no observations above the highest bound
     return SideCounters(
-        requests=side.requests, errors=side.errors, latency_bounds_seconds=bounds, latency_buckets=counts
+        requests=side.requests,
+        errors=side.errors,
+        latency_bounds_seconds=bounds,
+        latency_buckets=counts,
+        feedback=side.feedback,
+        feedback_score_sum=round(side.feedback_score_sum, 6),
     )
 
 
@@ -114,12 +132,21 @@ def window(current: SideStats, start: SideCounters) -> SideStats | None:
         )
     if now.latency_bounds_seconds != start.latency_bounds_seconds:
         return None
-    pairs = [(now.requests, start.requests), (now.errors, start.errors)]
+    pairs: list[tuple[float, float]] = [
+        (now.requests, start.requests),
+        (now.errors, start.errors),
+        (now.feedback, start.feedback),
+    ]
+    pairs.append((now.feedback_score_sum + 1e-6, start.feedback_score_sum))  # rounded when stored
     pairs += list(zip(now.latency_buckets, start.latency_buckets, strict=True))
     if any(after < before for after, before in pairs):
         return None
     bounds = [*now.latency_bounds_seconds, INF] if now.latency_buckets else []
     counts = [a - b for a, b in zip(now.latency_buckets, start.latency_buckets, strict=True)]
     return SideStats(
-        now.requests - start.requests, now.errors - start.errors, tuple(zip(bounds, counts, strict=True))
+        now.requests - start.requests,
+        now.errors - start.errors,
+        tuple(zip(bounds, counts, strict=True)),
+        now.feedback - start.feedback,
+        max(0.0, now.feedback_score_sum - start.feedback_score_sum),
     )

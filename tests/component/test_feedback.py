@@ -1,0 +1,97 @@
+"""`POST /v1/feedback` on the data port of a real in-process sidecar: scores land on the rule and
+endpoint that served the request id, in `/stats` and `/metrics`; bad bodies are 400 naming the field,
+unknown ids 404, and with client keys a tenant can only score its own requests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.component.conftest import Running, SidecarFactory
+
+
+async def post_feedback(
+    running: Running, body: bytes | dict[str, Any], key: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"content-type": "application/json"}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(running.url + "/v1/feedback", data=data, headers=headers) as response,
+    ):
+        return response.status, await response.json(content_type=None)
+
+
+async def chat(running: Running, request_id: str, key: str | None = None) -> None:
+    client = running.client(api_key=key) if key else running.client()
+    await client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-request-id": request_id}
+    )
+
+
+async def test_feedback_counts_for_the_rule_and_endpoint_that_served(sidecar: Running) -> None:
+    await chat(sidecar, "req-good")
+    await chat(sidecar, "req-bad")
+    assert await post_feedback(sidecar, {"request_id": "req-good", "score": 0.9, "label": "helpful"}) == (
+        200,
+        {"object": "feedback", "policy": "main", "rule": "default", "endpoint": "llama", "score": 0.9},
+    )
+    status, _ = await post_feedback(sidecar, {"request_id": "req-bad", "score": 0.2})
+    assert status == 200
+    status, stats = await sidecar.admin("GET", "/stats")
+    assert status == 200
+    [figures] = stats["feedback"]
+    assert figures == {"policy": "main", "rule": "default", "endpoint": "llama", "count": 2, "scoreSum": 1.1}
+    text = (await sidecar.sidecar.render_metrics()).decode()
+    assert 'modelroute_feedback_score_count{endpoint="llama",policy="main",rule="default"} 2.0' in text
+    assert "req-good" not in text and "helpful" not in text  # no request ids or labels as labels
+
+
+async def test_bad_feedback_is_400_naming_the_field_and_unknown_ids_are_404(sidecar: Running) -> None:
+    await chat(sidecar, "req-1")
+    cases: list[tuple[bytes | dict[str, Any], str | None]] = [
+        ({"request_id": "req-1", "score": 1.5}, "score"),
+        ({"request_id": "req-1", "score": -0.1}, "score"),
+        ({"request_id": "req-1", "score": "high"}, "score"),
+        ({"request_id": "req-1", "score": True}, "score"),
+        ({"request_id": "req-1"}, "score"),
+        ({"score": 0.5}, "request_id"),
+        ({"request_id": "req-1", "score": 0.5, "label": 3}, "label"),
+        ({"request_id": "req-1", "score": 0.5, "label": "x" * 65}, "label"),
+        ({"request_id": "req-1", "score": 0.5, "rating": 1}, "rating"),
+        (b"{not json", None),
+        (b"[1, 2]", None),
+        (json.dumps({"request_id": "req-1", "score": 0.5, "label": "x" * 5000}).encode(), None),
+    ]
+    for body, field in cases:
+        status, answer = await post_feedback(sidecar, body)
+        assert status == 400, (body, answer)
+        assert answer["error"]["param"] == field, (body, answer)
+    status, answer = await post_feedback(sidecar, {"request_id": "never-served", "score": 0.5})
+    assert status == 404 and answer["error"]["code"] == "request_not_found"
+    assert answer["error"]["param"] == "request_id" and "never-served" in answer["error"]["message"]
+    _, stats = await sidecar.admin("GET", "/stats")
+    assert "feedback" not in stats  # nothing was taken
+    text = (await sidecar.sidecar.render_metrics()).decode()
+    assert 'modelroute_feedback_refused_total{reason="invalid"} 12.0' in text
+    assert 'modelroute_feedback_refused_total{reason="unknown_request"} 1.0' in text
+
+
+async def test_feedback_is_authenticated_and_scoped_to_the_keys_tenant(
+    start_sidecar: SidecarFactory, tmp_path: Path
+) -> None:
+    keys = tmp_path / "client-keys.yaml"
+    keys.write_text("sk-a:\n  tenant: acme\nsk-b:\n  tenant: globex\n")
+    running = await start_sidecar(client_keys_file=keys)
+    await chat(running, "req-acme", key="sk-a")
+    status, answer = await post_feedback(running, {"request_id": "req-acme", "score": 1})
+    assert status == 401 and answer["error"]["code"] == "invalid_api_key"
+    status, answer = await post_feedback(running, {"request_id": "req-acme", "score": 1}, key="sk-b")
+    assert status == 404  # another tenant's request reads as unknown
+    status, answer = await post_feedback(running, {"request_id": "req-acme", "score": 1}, key="sk-a")
+    assert status == 200 and answer["endpoint"] == "llama"
