@@ -3,6 +3,8 @@ plan is the filters' and the decision says why the pin broke. Affinity never add
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from engine_builders import FakeHealth, config, endpoint, features, policy, replica, residency, rule
 
@@ -10,7 +12,7 @@ from modelroute_contract import SessionAffinity
 from modelroute_sidecar.affinity import SessionTable
 from modelroute_sidecar.engine import Router
 from modelroute_sidecar.engine.affinity import SessionKey, session_key
-from modelroute_sidecar.engine.model import Role
+from modelroute_sidecar.engine.model import Decision, Role
 
 AFFINITY = SessionAffinity(header="x-session-id", ttl_seconds=60, max_sessions=3)
 
@@ -24,7 +26,9 @@ def router(**policy_fields: object) -> Router:
     return Router(config([llama], policy(pinned, residency=gdpr, prefer_local=False, **policy_fields)))
 
 
-def ask(r: Router, table: SessionTable, session: str = "s1", health: FakeHealth | None = None, **kw: object):
+def ask(
+    r: Router, table: SessionTable, session: str = "s1", health: FakeHealth | None = None, **kw: Any
+) -> Decision:
     request = features(headers={"x-session-id": session}, **kw)
     return r.decide(request, health or FakeHealth(), sessions=table)
 
@@ -62,7 +66,7 @@ def test_a_new_session_starts_on_the_same_replica_in_every_worker() -> None:
     ],
 )
 def test_the_pin_yields_to_ejection_and_residency(
-    health: FakeHealth, kw: dict[str, object], reason: str
+    health: FakeHealth, kw: dict[str, Any], reason: str
 ) -> None:
     r, table = router(), SessionTable(clock=lambda: 0.0)
     table.remember(SessionKey("policy", "default", "s1", 60, 3), "llama", "us-1")
@@ -133,4 +137,25 @@ def test_the_table_expires_and_stays_bounded() -> None:
 )
 def test_the_contract_refuses_bad_affinity_naming_the_field(fields: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        SessionAffinity(**fields)  # type: ignore[arg-type]
+        SessionAffinity(**fields)
+
+
+def test_the_pin_yields_to_the_canary_split() -> None:
+    from modelroute_contract import CanarySplit
+
+    split = CanarySplit(
+        name="c1", stable="old", candidate="new", candidate_weight=50.0, stickiness_header="x-user"
+    )
+    canary_rule = rule("default", ["old"], canary=split).model_copy(update={"affinity": AFFINITY})
+    r = Router(config([endpoint("old"), endpoint("new")], policy(canary_rule)))
+    table = SessionTable(clock=lambda: 0.0)
+    for user in (f"u{n}" for n in range(40)):
+        request = features(headers={"x-session-id": "s1", "x-user": user})
+        table.remember(SessionKey("policy", "default", "s1", 60, 3), "new", "new-eu")
+        decision = r.decide(request, FakeHealth(), sessions=table)
+        assert decision.affinity is not None
+        if decision.canary_side == "candidate":
+            assert decision.affinity.outcome == "kept"
+        else:
+            assert (decision.affinity.outcome, decision.affinity.reason) == ("broken", "canary-other-side")
+            assert {c.endpoint for c in decision.plan} == {"old"}
