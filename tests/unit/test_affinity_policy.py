@@ -4,10 +4,11 @@ the field at fault when malformed, and left out for a schema-2 sidecar (it only 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.manifests import endpoint, policy, with_change
+from tests.manifests import endpoint, policy, to_yaml, with_change
 
 from modelroute_contract.schemas import Rendering, render_document
 from modelroute_operator.logic.compiler import (
@@ -18,6 +19,7 @@ from modelroute_operator.logic.compiler import (
     parse_object,
 )
 from modelroute_operator.logic.resources import ModelEndpoint, RoutingPolicy
+from modelroute_operator.runtime import cli
 
 
 def compile_bodies(*bodies: dict[str, Any]) -> CompileResult:
@@ -80,3 +82,28 @@ def test_a_schema_2_sidecar_gets_the_config_without_affinity() -> None:
     assert isinstance(rendering, Rendering), rendering
     assert "affinity" not in rendering.text
     assert any("affinity" in field for field in rendering.dropped)
+
+
+def explain(tmp_path: Path, capsys: pytest.CaptureFixture[str], headers: dict[str, str], *flags: str) -> Any:
+    manifests = tmp_path / "objects.yaml"
+    manifests.write_text(to_yaml(endpoint(), with_affinity({"header": "x-session-id"})))
+    request = tmp_path / "request.json"
+    body = {"model": "support-bot", "messages": [{"role": "user", "content": "hi"}]}
+    request.write_text(json.dumps({"headers": headers, "body": body}))
+    code = cli.main(["explain", "-q", "-f", str(manifests), "--request", str(request), *flags])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    return out
+
+
+def test_explain_says_what_affinity_does(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    session = {"x-session-id": "conversation-7"}
+    assert explain(tmp_path, capsys, {})["affinity"] is None
+    assert explain(tmp_path, capsys, session)["affinity"] == {"outcome": "new", "reason": ""}
+    kept = explain(tmp_path, capsys, session, "--pinned", "llama/us-east-1")
+    assert kept["affinity"] == {"outcome": "kept", "reason": ""}
+    assert kept["plan"][0]["replica"] == "us-east-1"
+    eu = {**session, "x-modelroute-data-class": "eu-personal"}
+    broken = explain(tmp_path, capsys, eu, "--pinned", "llama/us-east-1")
+    assert broken["affinity"] == {"outcome": "broken", "reason": "residency-region"}
+    assert [c["replica"] for c in broken["plan"]] == ["eu-west-1"]
