@@ -23,6 +23,8 @@ from .admin import (
     SIDECAR_PORTS,
 )
 from .config import (
+    AFFINITY_MAX_SESSIONS,
+    AFFINITY_TTL_MAX_SECONDS,
     BUILTIN_DIFFICULTY_MODEL,
     BUILTIN_DIFFICULTY_SHA256,
     BUILTIN_DIFFICULTY_VERSION,
@@ -73,6 +75,7 @@ from .config import (
     RuleMatch,
     SemanticMatch,
     SemanticRoute,
+    SessionAffinity,
     SpendBudget,
     Target,
     TenantLimit,
@@ -115,6 +118,8 @@ from .urls import (
 
 __all__ = [
     "ACCEPTED_SCHEMA_VERSIONS",
+    "AFFINITY_MAX_SESSIONS",
+    "AFFINITY_TTL_MAX_SECONDS",
     "BUILTIN_DIFFICULTY_MODEL",
     "BUILTIN_DIFFICULTY_SHA256",
     "BUILTIN_DIFFICULTY_VERSION",
@@ -177,6 +182,7 @@ __all__ = [
     "SchemaGap",
     "SemanticMatch",
     "SemanticRoute",
+    "SessionAffinity",
     "SpendBudget",
     "StatsSnapshot",
     "Target",

@@ -519,6 +519,49 @@ class CanarySplit(ContractModel):
         return self
 
 
+AFFINITY_TTL_MAX_SECONDS: Final = 86400
+"""The longest a session may stay pinned without a turn (a day): beyond it provider caches are cold anyway."""
+AFFINITY_MAX_SESSIONS: Final = 1_000_000
+"""The most sessions one rule may remember per worker (its table is bounded; the oldest go first)."""
+
+
+class SessionAffinity(ContractModel):
+    """Keeps one conversation on one replica (schema 3), so the provider's prompt cache stays warm.
+
+    The session key is a header's value or a metadata key's; a request without it routes as usual. The
+    pin yields to residency, health, ejection and the canary split: a pinned replica the request may no
+    longer use is dropped from the pin, and the decision says so."""
+
+    header: str = ""
+    """Request header whose value names the session (lower-case); exactly one of header and metadata."""
+    metadata: str = ""
+    """Metadata key (`x-modelroute-<key>` or body `metadata`) whose value names the session."""
+    ttl_seconds: int = 600
+    """How long a session stays pinned after its last answered turn."""
+    max_sessions: int = 10000
+    """Sessions remembered per worker for this rule; the least recently used are forgotten first."""
+
+    @model_validator(mode="after")
+    def _one_key(self) -> SessionAffinity:
+        if bool(self.header) == bool(self.metadata):
+            raise ValueError("affinity needs exactly one of header and metadata")
+        if self.header:
+            problem = hop_by_hop_problem(self.header)
+            if problem:
+                raise ValueError(f"affinity.header {problem}")
+            if self.header != self.header.lower():
+                raise ValueError(f"affinity.header {self.header!r} must be lower-case")
+        if self.metadata and not re.match(METADATA_KEY_PATTERN, self.metadata):
+            raise ValueError(f"affinity.metadata {self.metadata!r} is not a header token such as `session`")
+        if not 1 <= self.ttl_seconds <= AFFINITY_TTL_MAX_SECONDS:
+            raise ValueError(
+                f"affinity.ttlSeconds {self.ttl_seconds} is outside 1-{AFFINITY_TTL_MAX_SECONDS}"
+            )
+        if not 1 <= self.max_sessions <= AFFINITY_MAX_SESSIONS:
+            raise ValueError(f"affinity.maxSessions {self.max_sessions} is outside 1-{AFFINITY_MAX_SESSIONS}")
+        return self
+
+
 class RuleConfig(ContractModel):
     """One ordered routing rule, resolved."""
 
@@ -534,6 +577,9 @@ class RuleConfig(ContractModel):
     """Endpoints tried in order when an answer fails quality checks (cascade), after the targets."""
     canary: CanarySplit | None = None
     """Canary running on this rule, if any."""
+    # schema 3 (session affinity); left out of the document when unused, so older configs keep their bytes.
+    affinity: SessionAffinity | None = Field(default=None, exclude_if=lambda value: value is None)
+    """Keeps a conversation on one replica, if set."""
 
 
 class DataClassRule(ContractModel):

@@ -223,6 +223,9 @@ STEPS: Final = (
                 None,
                 "a schema-2 sidecar speaks only the OpenAI API, without the provider's auth and version",
             ),
+            # schema 3: session affinity. Left out for a schema-2 sidecar: it routes each turn by weight, so a
+            # conversation's provider cache is colder, but nothing it enforces changes.
+            Addition("policies[].rules[].affinity", None, None),
         ),
         values=tuple(
             # schema 3: native providers

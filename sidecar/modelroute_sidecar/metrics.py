@@ -254,6 +254,12 @@ class Metrics:
             "Requests refused because no replica allowed for their data class could serve them.",
             ["route", "data_class"],
         )
+        self.affinity = HotCounter(
+            "modelroute_affinity_total",
+            "Requests of rules with session affinity, by outcome (kept, new, broken) and why a pin broke "
+            "(a drop reason, fallback or gone: a bounded set).",
+            ["outcome", "reason"],
+        )
         self.config_info = Gauge(
             "modelroute_config_info",
             "The applied RouterConfig version and its schema (value 1).",

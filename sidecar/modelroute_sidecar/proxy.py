@@ -169,6 +169,9 @@ def decision_headers(exchange: Exchange) -> dict[str, str]:
         headers["x-modelroute-provider"] = exchange.provider
     if decision is not None and decision.canary:
         headers["x-modelroute-canary"] = f"{decision.canary}:{decision.canary_side}"
+    if decision is not None and decision.affinity is not None:
+        served = (exchange.served.endpoint, exchange.served.replica) if exchange.served else None
+        headers["x-modelroute-affinity"] = decision.affinity.header(served)
     if exchange.budget_warning:
         headers["x-modelroute-budget-warning"] = exchange.budget_warning
     if exchange.upstream_headers:

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from .affinity import SessionTable
 from .audit import AuditLog
 from .configstore import ConfigStore
 from .credentials import ClientKeys, UpstreamCredentials
@@ -44,6 +45,8 @@ class Sidecar:
     """Created when the data plane starts serving: it owns the event-loop-bound connection pool."""
     metrics_source: MetricsSource | None = None
     """Overrides `/metrics` (a worker of a multi-process sidecar serves the sum over its siblings)."""
+    sessions: SessionTable = field(default_factory=SessionTable)
+    """Session affinity: the replica that answered each conversation's last turn (this worker's)."""
     background: list[asyncio.Task[None]] = field(default_factory=list)
     served: ServedRequests = field(default_factory=ServedRequests)
     """Which rule and endpoint served each recent request id, for `POST /v1/feedback`."""
@@ -53,4 +56,3 @@ class Sidecar:
         if self.metrics_source is not None:
             return await self.metrics_source()
         return self.metrics.render()
-

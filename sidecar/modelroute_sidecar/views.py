@@ -23,8 +23,9 @@ from modelroute_contract import REQUEST_TOKEN_COUNT_FIELDS, PolicyConfig, token_
 from .configstore import Snapshot
 from .credentials import Client
 from .engine import extract_features
+from .engine.affinity import Affinity
 from .engine.features import TextScanLimitError
-from .engine.model import Api, Decision, RequestFeatures
+from .engine.model import Api, Choice, Decision, RequestFeatures
 from .errors import ApiError, error_response, unexpected
 from .feedback import MAX_BODY_BYTES as MAX_FEEDBACK_BYTES
 from .feedback import FeedbackError, Served, parse_feedback
@@ -263,7 +264,7 @@ def limit_tenant(sidecar: Sidecar, policy: PolicyConfig, features: RequestFeatur
 
 def decide(sidecar: Sidecar, snapshot: Snapshot, features: RequestFeatures, exchange: Exchange) -> Decision:
     """Ask the engine; its refusal (unknown model, nothing compliant or healthy) becomes the error."""
-    decision = snapshot.router.decide(features, sidecar.ejections)
+    decision = snapshot.router.decide(features, sidecar.ejections, sessions=sidecar.sessions)
     exchange.decision = decision
     if decision.error is not None:
         raise ApiError(decision.error.status, decision.error.code, decision.error.message)
@@ -291,10 +292,30 @@ def record_exchange(sidecar: Sidecar, exchange: Exchange, elapsed: float) -> Non
         outcome,
         elapsed,
     )
+    if decision is not None and decision.affinity is not None:
+        note_affinity(sidecar, decision.affinity, served, outcome)
     if decision is not None and decision.error is not None and decision.error.code in RESIDENCY_CODES:
         sidecar.metrics.residency_blocks.labels(exchange.route, decision.data_class).inc()
     if sidecar.audit.enabled:
         sidecar.audit.write(audit_record(exchange, elapsed, sidecar.audit.include_prompts))
+
+
+def note_affinity(sidecar: Sidecar, affinity: Affinity, served: Choice | None, outcome: str) -> None:
+    """Count what affinity did, and pin the session to the replica that answered this turn (a failed
+    turn leaves the pin as it was: the next turn's filters judge that replica again)."""
+    pin = (served.endpoint, served.replica) if served is not None else None
+    sidecar.metrics.affinity.labels(*affinity.settled(pin)).inc()
+    if served is not None and outcome == "ok":
+        sidecar.sessions.remember(affinity.session, served.endpoint, served.replica)
+
+
+def affinity_record(decision: Decision, served: Choice | None) -> dict[str, str] | None:
+    """The audit log's `affinity`: outcome, reason and the replica pinned before; None without affinity."""
+    affinity = decision.affinity
+    if affinity is None:
+        return None
+    outcome, reason = affinity.settled((served.endpoint, served.replica) if served is not None else None)
+    return {"outcome": outcome, "reason": reason, "pinned": "/".join(affinity.pinned).strip("/")}
 
 
 def audit_record(exchange: Exchange, elapsed: float, include_prompts: bool) -> dict[str, Any]:
@@ -321,6 +342,7 @@ def audit_record(exchange: Exchange, elapsed: float, include_prompts: bool) -> d
         "stream": features.stream if features else False,
         "canary": decision.canary,
         "canarySide": decision.canary_side,
+        "affinity": affinity_record(decision, served),
         "endpoint": served.endpoint if served else "",
         "replica": served.replica if served else "",
         "region": served.region if served else "",

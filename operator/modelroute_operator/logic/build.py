@@ -210,6 +210,14 @@ def _build_rule(policy: RoutingPolicy, rule: Rule, split: contract.CanarySplit |
         fallback=chain_endpoints(policy, rule, "fallbackTo"),
         escalation=chain_endpoints(policy, rule, "escalateTo"),
         canary=split,
+        affinity=contract.SessionAffinity(
+            header=(rule.affinity.header or "").lower(),
+            metadata=rule.affinity.metadata or "",
+            ttl_seconds=rule.affinity.ttl_seconds,
+            max_sessions=rule.affinity.max_sessions,
+        )
+        if rule.affinity
+        else None,
     )
 
 

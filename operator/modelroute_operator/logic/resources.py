@@ -542,6 +542,38 @@ class Target(ApiModel):
     """Relative share among the rule's targets (0-1000, default 100)."""
 
 
+class SessionAffinitySpec(ApiModel):
+    """Keep one conversation on one replica so the provider's prompt cache stays warm. The pin yields to
+    residency, health, passive ejection and canaries; the `x-modelroute-affinity` header says whether it
+    was kept or broken and why."""
+
+    cel_rules = (
+        CEL("has(self.header) != has(self.metadata)", "set exactly one of header or metadata"),
+        CEL(
+            f"!has(self.header) || !(self.header.lowerAscii() in {_HOP_BY_HOP_CEL})",
+            f"header {_HOP_BY_HOP_MESSAGE}",
+            ".header",
+        ),
+    )
+    header: HeaderName | None = None
+    """Request header naming the conversation, e.g. `x-session-id`."""
+
+    _header_allowed = field_validator("header")(_refuse_hop_by_hop)
+    metadata: Annotated[str, Field(max_length=63, pattern=r"^[a-z][a-z0-9_-]*$")] | None = None
+    """Metadata key naming the conversation (`x-modelroute-<key>` header or body `metadata`)."""
+    ttl_seconds: Annotated[int, Field(ge=1, le=contract.AFFINITY_TTL_MAX_SECONDS)] = 600
+    """How long a conversation stays pinned after its last answered turn (default 600)."""
+    max_sessions: Annotated[int, Field(ge=1, le=contract.AFFINITY_MAX_SESSIONS)] = 10000
+    """Conversations each sidecar worker remembers for this rule (default 10000; oldest forgotten first)."""
+
+    @model_validator(mode="after")
+    def _one_key(self) -> SessionAffinitySpec:
+        # The CEL rule above, for manifests checked offline (`modelroute validate`).
+        if (self.header is None) == (self.metadata is None):
+            raise ValueError("set exactly one of header or metadata")
+        return self
+
+
 class Rule(ApiModel):
     """One routing rule. Rules are evaluated in order; the first that matches routes the request."""
 
@@ -578,6 +610,8 @@ class Rule(ApiModel):
     escalate_to: Name | None = None
     """Rule whose targets get the request when an answer fails a quality check (a cascade to a
     stronger tier)."""
+    affinity: SessionAffinitySpec | None = None
+    """Keep each conversation on the replica that answered its last turn."""
 
 
 class DataClass(ApiModel):

@@ -125,7 +125,8 @@ def explain(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     router = Router(config, local_region=args.region)
     features = extract_features(body, headers, "explain", args.api)
-    decision = router.decide(features, _NoEjections(), seed=args.seed)
+    pinned = tuple(args.pinned.split("/", 1)) if "/" in args.pinned else None
+    decision = router.decide(features, _NoEjections(), seed=args.seed, sessions=_Pinned(pinned))
     print(json.dumps(_describe(decision), indent=2))
     return EXIT_OK if decision.error is None else EXIT_INVALID
 
@@ -143,6 +144,16 @@ class _NoEjections:
         return None
 
 
+class _Pinned:
+    """Offline session affinity: every session is pinned to `--pinned`, or new without it."""
+
+    def __init__(self, pinned: tuple[str, ...] | None) -> None:
+        self._pinned = (pinned[0], pinned[1]) if pinned is not None else None
+
+    def pinned(self, session: Any) -> tuple[str, str] | None:
+        return self._pinned
+
+
 def _describe(decision: Any) -> dict[str, Any]:
     return {
         "policy": decision.policy,
@@ -154,6 +165,9 @@ def _describe(decision: Any) -> dict[str, Any]:
         "complexity": decision.complexity,
         "canary": decision.canary or None,
         "canarySide": decision.canary_side or None,
+        "affinity": None
+        if decision.affinity is None
+        else {"outcome": decision.affinity.outcome, "reason": decision.affinity.reason},
         "error": None if decision.error is None else _describe_error(decision.error),
         "plan": [_describe_choice(c) | {"role": str(c.role)} for c in decision.plan],
         "escalation": [_describe_choice(c) for c in decision.escalation],
@@ -346,6 +360,12 @@ def build_parser(prog: str = "modelroute") -> argparse.ArgumentParser:
     p.add_argument("--api", choices=["chat", "completions", "embeddings", "responses"], default="chat")
     p.add_argument("--region", default="", help="region of the calling sidecar")
     p.add_argument("--seed", type=int, default=0, help="seed of the weighted pick (same seed, same answer)")
+    p.add_argument(
+        "--pinned",
+        default="",
+        metavar="ENDPOINT/REPLICA",
+        help="session affinity: the replica the request's session is pinned to (default: a new session)",
+    )
     p.set_defaults(run=explain)
 
     p = sub.add_parser("crds", parents=[common], help="generate or check the CRDs")

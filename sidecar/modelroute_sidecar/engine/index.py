@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from modelroute_contract import EndpointConfig, Health, PolicyConfig, RuleConfig
+from modelroute_contract import EndpointConfig, Health, PolicyConfig, RuleConfig, SessionAffinity
 
 from .canary import CanaryPlan
 from .candidates import EJECTED_DETAIL, Candidate, EndpointTraits, make_choice
@@ -72,6 +72,8 @@ class RouteIndex:
     residencies: Mapping[str, ResidencyRule] = field(default_factory=dict)
     combined: dict[tuple[str, frozenset[str]], RouteTable] = field(default_factory=dict)
     """Memoized tables of multi-class combinations (reported class, every class), bounded."""
+    affinity: SessionAffinity | None = None
+    """The rule's session affinity, if any (`affinity.hold` applies it after the filters)."""
 
     def table_for(self, data_class: str, classes: frozenset[str]) -> RouteTable:
         """The table of a request whose signals gave `classes`, reported as `data_class`: the class's own
@@ -274,6 +276,7 @@ def build_route(
         },
         candidates=(tuple(primary), tuple(fallback), tuple(escalation)),
         residencies=classes,
+        affinity=rule.affinity,
     )
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from .affinity import Affinity
 
 Api = Literal["chat", "completions", "embeddings", "responses"]
 """The OpenAI APIs the sidecar routes: chat completions, completions, embeddings and the Responses API."""
@@ -141,3 +144,6 @@ class Decision:
     canary_side: Literal["", "stable", "candidate"] = ""
     error: DecisionError | None = None
     notes: tuple[str, ...] = field(default=())
+    affinity: Affinity | None = None
+    """What session affinity did (kept, new or broken, and why), when the rule has it and the request
+    names a session."""

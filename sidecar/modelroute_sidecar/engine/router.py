@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 
 from modelroute_contract import RouterConfig
 
+from .affinity import SessionView, hold, session_key, session_seed
 from .canary import CanaryPlan, Side, choose_side
 from .candidates import Candidate, EndpointTraits
 from .classification import Classification
@@ -233,9 +234,16 @@ class Router:
         """The sidecar's own region, preferred by locality."""
         return self._local_region
 
-    def decide(self, features: RequestFeatures, health: HealthView, seed: int | None = None) -> Decision:
+    def decide(
+        self,
+        features: RequestFeatures,
+        health: HealthView,
+        seed: int | None = None,
+        sessions: SessionView | None = None,
+    ) -> Decision:
         """Decide where a request goes (see the module docstring). Never raises for a request: a request
-        that cannot be routed gets a Decision with `error` set."""
+        that cannot be routed gets a Decision with `error` set. `sessions`: the table session affinity
+        reads (rules with `affinity` route without it when it is not given)."""
         policy = self._policies.get(features.model)
         if policy is None:
             return Decision(
@@ -267,9 +275,17 @@ class Router:
             )
         route = policy.routes[index]
         table = route.table_for(data_class, classification.classes)
+        affinity = route.affinity
+        session = None
+        if affinity is not None and sessions is not None:
+            session = session_key(affinity, policy.name, route.rule.name, features)
+            if session is not None and seed is None:
+                seed = session_seed(session)  # a new session starts on the same replica in every worker
         rng = _RANDOM if seed is None else random.Random(seed)
         reported = complexity.reported
         decision = self._route(policy, route, table, classification, reported, features, health, rng)
+        if session is not None and sessions is not None and decision.error is None:
+            decision = hold(decision, session, sessions.pinned(session))
         if policy.models is None:
             return decision
         semantic_route, similarity = complexity.semantic_reported
