@@ -697,7 +697,8 @@ class Resilience(ContractModel):
     """Longest ejection."""
     escalate_on: tuple[str, ...] = ("error", "timeout")
     """Answer failures that send the request on to the rule's escalation: `error`, `timeout`, `length`
-    (finish_reason length), `invalidJson` (JSON requested, not returned)."""
+    (finish_reason length), `invalidJson` (JSON requested, not returned), `schemaMismatch` (schema 3: the
+    answer does not follow the request's JSON schema or its tools' parameter schemas)."""
 
 
 class Budgets(ContractModel):

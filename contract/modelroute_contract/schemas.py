@@ -123,6 +123,19 @@ class Step:
     """Reasons a sidecar of the previous schema would enforce a config's existing fields more weakly."""
 
 
+def _schema_checks(document: Document) -> Iterator[str]:
+    # schema 3: structured-output checks. `escalateOn` is a list, which `NewValue` cannot match by
+    # element: a schema-2 sidecar would read the value and never check answers (the request's client
+    # gets an answer that breaks its schema where the policy promised the strong tier), so not rendered.
+    for policy in document.get("policies") or ():
+        escalate_on = (policy.get("resilience") or {}).get("escalateOn") or ()
+        if "schemaMismatch" in escalate_on:
+            yield (
+                f"RoutingPolicy {policy.get('name')} uses escalateOn schemaMismatch (schema 3): a schema-2 "
+                "sidecar would not check answers against the request's JSON schema"
+            )
+
+
 def _residency_by_strictest(document: Document) -> Iterator[str]:
     # Schema 1 sidecars classify by the first signal (the declared class before tenant defaults before
     # detectors before the default class) and their detectors read less of a request; schema 2 evaluates
@@ -238,6 +251,8 @@ STEPS: Final = (
             )
             for provider in ("azure-openai", "anthropic", "bedrock", "gemini")
         ),
+        # schema 3: structured-output checks (a new value of a list field: see `_schema_checks`)
+        meanings=_schema_checks,
     ),
 )
 """Schema 2 over 1, and so on: `STEPS[i].version == i + 2`."""

@@ -244,6 +244,11 @@ class Metrics:
             "Requests sent on to the escalation chain after an answer failed a check.",
             ["endpoint", "reason"],
         )
+        self.schema_checks = HotCounter(
+            "modelroute_schema_checks_total",
+            "Answers checked against the request's JSON schema, by result (ok, mismatch, timeout).",
+            ["result"],
+        )
         self.ejections = HotCounter(
             "modelroute_ejections_total",
             "Passive ejections of replicas.",

@@ -53,6 +53,7 @@ from .ratelimit import EndpointLimiter, RetryBudget
 from .server import ClientGoneError, HttpResponse, ResponseStream
 from .sse import DONE_EVENT, StreamScanner, error_event
 from .stats import EndpointStats
+from .structured import Expected, SchemaProblemError, check_answer, expected_output
 from .tls import TlsContexts, TlsError
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,8 @@ class Exchange:
     error: str = ""
     escalated: str = ""
     """Why the request went to the escalation chain, when it did."""
+    schema_check: str = ""
+    """The structured-output check of the answer served (`ok`, `mismatch`, `timeout`), when checked."""
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0
@@ -167,6 +170,15 @@ def decision_headers(exchange: Exchange) -> dict[str, str]:
     }
     if exchange.provider:
         headers["x-modelroute-provider"] = exchange.provider
+    if decision is not None:
+        if decision.complexity_scorer:  # a rule needed the score: which scorer gave what
+            headers["x-modelroute-complexity"] = f"{decision.complexity};scorer={decision.complexity_scorer}"
+        if decision.semantic_route:
+            headers["x-modelroute-semantic-route"] = (
+                f"{decision.semantic_route};similarity={decision.semantic_similarity:.3f}"
+            )
+    if exchange.escalated:
+        headers["x-modelroute-escalated"] = exchange.escalated
     if decision is not None and decision.canary:
         headers["x-modelroute-canary"] = f"{decision.canary}:{decision.canary_side}"
     if decision is not None and decision.affinity is not None:
@@ -329,6 +341,8 @@ class Call:
     payloads: dict[tuple[str, bool], bytes] = field(default_factory=dict)
     with_usage: bytes | None = None
     """The body with `stream_options.include_usage` set (made once, when first needed)."""
+    expected: Expected | None = None
+    """The request's structured output, compiled, when the policy checks it (`schemaMismatch`)."""
 
     def payload_for(self, upstream_model: str, ask_usage: bool = False) -> bytes:
         """The body to send to a replica serving `upstream_model` (rewritten once per model), asking
@@ -399,6 +413,11 @@ class Upstreams:
         """Serve the request along the decision's plan (then its escalation); raise ApiError on failure.
         None when the answer was streamed to the client already."""
         resilience = call.policy.resilience
+        if self._checks_schema(call):  # before any upstream call: a broken schema is the client's 400
+            try:
+                call.expected = expected_output(call.body)
+            except SchemaProblemError as exc:
+                raise ApiError(400, "invalid_json_schema", str(exc), param=exc.field) from None
         self.budget(call.policy.name).record_request()
         answer = await self._walk(call, call.decision.plan, resilience.max_attempts)
         problem = self._escalation_reason(call, answer)
@@ -408,6 +427,10 @@ class Upstreams:
             escalated = await self._walk(call, call.decision.escalation, len(call.decision.escalation))
             if escalated.kind in ("ok", "passthrough") or answer.kind == "failed":
                 answer = escalated
+                if call.expected is not None and answer.kind == "ok" and answer.parsed is not None:
+                    result = check_answer(answer.parsed, call.expected)  # what the client gets, said
+                    self.metrics.schema_checks.labels(result).inc()
+                    call.exchange.schema_check = result
         return self._respond(call, answer)
 
     def _escalation_reason(self, call: Call, answer: Answer) -> str:
@@ -421,8 +444,27 @@ class Upstreams:
                 return reason
             return ""
         if answer.kind == "ok" and answer.parsed is not None:
-            return answer_problem(answer.parsed, escalate_on, call.features.needs_json)
+            problem = answer_problem(answer.parsed, escalate_on, call.features.needs_json)
+            if not problem and call.expected is not None:
+                result = check_answer(answer.parsed, call.expected)
+                self.metrics.schema_checks.labels(result).inc()
+                call.exchange.schema_check = result
+                if result == "mismatch":
+                    problem = "schemaMismatch"
+            return problem
         return ""
+
+    @staticmethod
+    def _checks_schema(call: Call) -> bool:
+        """Whether this request's structured output is checked: the policy opts in, the rule has an
+        escalation to send a failed answer to, and the answer is not streamed (a stream is the
+        client's as it comes: there is nothing left to escalate once it failed)."""
+        return (
+            "schemaMismatch" in call.policy.resilience.escalate_on
+            and bool(call.decision.escalation)
+            and call.features.api == "chat"
+            and not call.features.stream
+        )
 
     def _respond(self, call: Call, answer: Answer) -> HttpResponse | None:
         exchange = call.exchange
@@ -706,7 +748,11 @@ class Upstreams:
         return (
             bool(call.decision.escalation)
             and call.features.api == "chat"
-            and ("length" in escalate_on or ("invalidJson" in escalate_on and call.features.needs_json))
+            and (
+                "length" in escalate_on
+                or ("invalidJson" in escalate_on and call.features.needs_json)
+                or call.expected is not None
+            )
         )
 
     def _count_tokens(self, call: Call, choice: Choice, usage: tuple[int, int]) -> None:

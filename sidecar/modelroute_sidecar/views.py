@@ -338,6 +338,9 @@ def audit_record(exchange: Exchange, elapsed: float, include_prompts: bool) -> d
         "tenantSource": features.tenant_source if features else "",
         "notes": list(decision.notes),
         "complexity": decision.complexity,
+        "complexityScorer": decision.complexity_scorer,
+        "semanticRoute": decision.semantic_route,
+        "semanticSimilarity": round(decision.semantic_similarity, 4),
         "promptTokens": features.prompt_tokens if features else 0,
         "stream": features.stream if features else False,
         "canary": decision.canary,
@@ -361,6 +364,7 @@ def audit_record(exchange: Exchange, elapsed: float, include_prompts: bool) -> d
             for a in exchange.attempts
         ],
         "escalated": exchange.escalated,
+        "schemaCheck": exchange.schema_check,
         "dropped": [
             {
                 "endpoint": d.endpoint,

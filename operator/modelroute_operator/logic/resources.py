@@ -759,10 +759,12 @@ class Resilience(ApiModel):
     max_ejection_time: Duration = "120s"
     """Longest ejection (default 120s)."""
     escalate_on: Annotated[
-        list[Literal["error", "timeout", "length", "invalidJson"]], Field(max_length=4)
+        list[Literal["error", "timeout", "length", "invalidJson", "schemaMismatch"]], Field(max_length=5)
     ] = ["error", "timeout"]
     """Answer failures that escalate to the rule's `escalateTo`: upstream `error`, `timeout`, `length`
-    (finish_reason length), `invalidJson` (JSON requested, not returned)."""
+    (finish_reason length), `invalidJson` (JSON requested, not returned), `schemaMismatch` (a non-streamed
+    chat answer that does not follow the request's `response_format` JSON schema or its tools' parameter
+    schemas; an invalid schema is then the client's 400)."""
 
 
 class Budgets(ApiModel):
