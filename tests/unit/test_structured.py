@@ -82,3 +82,25 @@ def test_exponential_references_end_in_timeout(monkeypatch: pytest.MonkeyPatch) 
     defs["d30"] = {"type": "integer"}
     validator = compile_schema({"$ref": "#/$defs/d0", "$defs": defs}, "f")
     assert check_answer(answer(content='"text"'), Expected(content=validator)) == "timeout"
+
+
+def test_decision_headers_name_the_score_the_semantic_route_and_the_escalation() -> None:
+    from modelroute_sidecar.engine.model import Decision
+    from modelroute_sidecar.proxy import Exchange, decision_headers
+
+    plain = decision_headers(Exchange("r1", "chat", decision=Decision(rule="easy")))
+    assert not {"x-modelroute-complexity", "x-modelroute-semantic-route", "x-modelroute-escalated"} & set(
+        plain
+    )
+    decision = Decision(
+        rule="hard",
+        complexity=73,
+        complexity_scorer="difficulty",
+        semantic_route="code",
+        semantic_similarity=0.81234,
+    )
+    exchange = Exchange("r2", "chat", decision=decision, escalated="schemaMismatch")
+    headers = decision_headers(exchange)
+    assert headers["x-modelroute-complexity"] == "73;scorer=difficulty"
+    assert headers["x-modelroute-semantic-route"] == "code;similarity=0.812"
+    assert headers["x-modelroute-escalated"] == "schemaMismatch"

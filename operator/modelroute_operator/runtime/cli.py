@@ -23,13 +23,14 @@ Results go to stdout; progress goes to stderr (see `progress`), and `-q` silence
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import importlib.metadata
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,13 +51,18 @@ def _load(args: argparse.Namespace) -> Manifests:
     return load_manifests(args.filename, namespace=args.namespace, recursive=args.recursive)
 
 
-def _compile_all(args: argparse.Namespace, manifests: Manifests) -> dict[str, CompileResult]:
+def _compile_all(
+    args: argparse.Namespace, manifests: Manifests, config_maps: Mapping[str, Mapping[str, str]] | None = None
+) -> dict[str, CompileResult]:
     progress: Progress = args.progress
     namespaces = manifests.namespaces()
     results = {}
     for index, ns in enumerate(namespaces, 1):
         progress.step(f"compiling namespace {ns} ({index}/{len(namespaces)})")
-        results[ns] = compile_namespace(manifests.for_namespace(ns))
+        objects = manifests.for_namespace(ns)
+        if config_maps:
+            objects = dataclasses.replace(objects, config_maps=config_maps)
+        results[ns] = compile_namespace(objects)
     progress.done()
     return results
 
@@ -113,7 +119,7 @@ def explain(args: argparse.Namespace) -> int:
     from modelroute_sidecar.engine import Router, extract_features
 
     manifests = _load(args)
-    results = _compile_all(args, manifests)
+    results = _compile_all(args, manifests, _head_config_maps(args.head, manifests))
     if _report_errors(manifests, results):
         return EXIT_INVALID
     request = json.loads(Path(args.request).read_text())
@@ -123,12 +129,45 @@ def explain(args: argparse.Namespace) -> int:
     if config is None:
         print(f"error: no objects in namespace {args.namespace!r}", file=sys.stderr)
         return EXIT_INVALID
-    router = Router(config, local_region=args.region)
+    router = Router(config, local_region=args.region, models=_learned_models(config))
     features = extract_features(body, headers, "explain", args.api)
     pinned = tuple(args.pinned.split("/", 1)) if "/" in args.pinned else None
     decision = router.decide(features, _NoEjections(), seed=args.seed, sessions=_Pinned(pinned))
     print(json.dumps(_describe(decision), indent=2))
     return EXIT_OK if decision.error is None else EXIT_INVALID
+
+
+def _head_config_maps(heads: list[str], manifests: Manifests) -> dict[str, dict[str, str]]:
+    """`--head CONFIGMAP=FILE`: the head file (as `router train` wrote it) stands for that ConfigMap, under
+    every key the policies name in it, so the compiler pins it by sha256 as it would in the cluster."""
+    keys: dict[str, set[str]] = {}
+    for policy in manifests.objects:
+        for model in getattr(getattr(policy, "spec", None), "difficulty_models", None) or ():
+            if model.config_map is not None:
+                keys.setdefault(model.config_map.name, set()).add(model.config_map.key)
+    config_maps: dict[str, dict[str, str]] = {}
+    for head in heads:
+        name, sep, path = head.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--head {head!r}: expected CONFIGMAP=FILE")
+        text = Path(path).read_text()
+        config_maps[name] = {key: text for key in keys.get(name, ()) or ("head.json",)}
+    return config_maps
+
+
+def _learned_models(config: RouterConfig) -> dict[str, Any]:
+    """The learned models of the config's policies, loaded as a sidecar loads them (the builtin model
+    from the wheel, heads from the config, semantic vectors): nothing is imported when no rule needs them."""
+    from modelroute_sidecar.engine.learned import needs_models
+
+    if not any(needs_models(policy) for policy in config.policies):
+        return {}
+    try:
+        from modelroute_sidecar import embeddings
+    except ImportError as exc:
+        needs = "explaining learned rules needs the sidecar extra (pip install 'modelroute[sidecar]')"
+        raise ValueError(f"{needs}: {exc}") from None
+    return embeddings.load_models(config)
 
 
 class _NoEjections:
@@ -163,6 +202,9 @@ def _describe(decision: Any) -> dict[str, Any]:
         "dataClasses": list(decision.data_classes),
         "dataClassSignals": [{"source": src, "dataClass": cls} for src, cls in decision.signals],
         "complexity": decision.complexity,
+        "complexityScorer": decision.complexity_scorer or None,
+        "semanticRoute": decision.semantic_route or None,
+        "semanticSimilarity": decision.semantic_similarity if decision.semantic_route else None,
         "canary": decision.canary or None,
         "canarySide": decision.canary_side or None,
         "affinity": None
@@ -365,6 +407,13 @@ def build_parser(prog: str = "modelroute") -> argparse.ArgumentParser:
         default="",
         metavar="ENDPOINT/REPLICA",
         help="session affinity: the replica the request's session is pinned to (default: a new session)",
+    )
+    p.add_argument(
+        "--head",
+        action="append",
+        default=[],
+        metavar="CONFIGMAP=FILE",
+        help="a difficulty head file standing for the ConfigMap a policy names (repeatable)",
     )
     p.set_defaults(run=explain)
 
