@@ -340,7 +340,7 @@ def audit_record(exchange: Exchange, elapsed: float, include_prompts: bool) -> d
         "complexity": decision.complexity,
         "complexityScorer": decision.complexity_scorer,
         "semanticRoute": decision.semantic_route,
-        "semanticSimilarity": round(decision.semantic_similarity, 4),
+        "semanticSimilarity": decision.semantic_similarity,  # rounded by the engine
         "promptTokens": features.prompt_tokens if features else 0,
         "stream": features.stream if features else False,
         "canary": decision.canary,
