@@ -117,8 +117,13 @@ def first_match(
 ) -> int:
     """Policy index of the first rule that matches, or -1. `rules` are those `static_match` admits for the
     request's model and data class, in policy order."""
+    # `CompiledRule.matches` inlined: a typical request walks past most of a policy's rules, and a call
+    # frame per rule was a tenth of the decision.
     for rule in rules:
-        if rule.matches(features, complexity):
+        for check in rule.checks:
+            if not check(features, complexity):
+                break
+        else:
             return rule.index
     return -1
 
