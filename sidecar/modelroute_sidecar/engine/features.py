@@ -254,7 +254,7 @@ def extract_features(
     else:
         exact_tokens = collect_prompt(body.get("input"), texts)
     prompt_text = texts[0] if len(texts) == 1 else "\n".join(texts)
-    prompt_tokens = exact_tokens + overhead + sum(estimate_text_tokens(text) for text in texts)
+    prompt_tokens = exact_tokens + overhead + sum([estimate_text_tokens(text) for text in texts])
     model = body.get("model")
     metadata = read_metadata(body, lowered, frozenset(class_headers))
     return RequestFeatures(

@@ -114,8 +114,10 @@ def split_canary(
     chosen, other = canary.candidate, canary.stable
     if side == "stable":
         chosen, other = other, chosen
-    if not any(c.endpoint.name == chosen for c in primary):
-        if any(c.endpoint.name == other for c in primary):
+    # A set comprehension is inlined (PEP 709); `any()` over a generator costs a frame per candidate.
+    present = {c.endpoint.name for c in primary}
+    if chosen not in present:
+        if other in present:
             served: Side = "stable" if side == "candidate" else "candidate"
             notes.append(f"canary {canary.name}: no available replica of {chosen} ({side}); serving {other}")
             return primary, served
@@ -346,7 +348,7 @@ class Router:
             signals=classification.signals,
             complexity=complexity,
             plan=build_plan(primary, fallback, rng),
-            escalation=tuple(c.choice for c in escalation),
+            escalation=tuple([c.choice for c in escalation]),
             dropped=tuple(dropped),
             canary=route.canary.name if route.canary is not None else "",
             canary_side=side or "",

@@ -62,9 +62,9 @@ def build_plan(
     """The plan: the picked primary, the other targets' replicas as retries (in locality order), then the
     fallback replicas. With no target left, the plan starts with the fallback."""
     if not primary:
-        return tuple(c.choice for c in fallback)
+        return tuple([c.choice for c in fallback])  # list comprehensions are inlined, generators not
     first = pick_weighted(primary, rng)
     plan = [primary[first].first_choice]
-    plan.extend(c.choice for i, c in enumerate(primary) if i != first)
-    plan.extend(c.choice for c in fallback)
+    plan.extend([c.choice for i, c in enumerate(primary) if i != first])
+    plan.extend([c.choice for c in fallback])
     return tuple(plan)
