@@ -153,13 +153,17 @@ def collect_strings(value: Any, texts: list[str]) -> None:
                 if isinstance(key, str) and key not in _PLAIN_KEYS:
                     texts.append(key)
                 stack.append(child)
+            if len(texts) > SCAN_MAX_STRINGS:  # strings grow by the keys and, below, one at a time
+                break
         elif isinstance(item, list):
             stack.extend(item)
-        if len(texts) > SCAN_MAX_STRINGS:
-            raise TextScanLimitError(
-                f"the request body carries more than {SCAN_MAX_STRINGS} strings; residency detectors "
-                "read every one, so such a body is refused rather than partly classified"
-            )
+    # Checked once here (and per object above) rather than per item: the body's size bounds the walk,
+    # and a body past the limit is refused all the same.
+    if len(texts) > SCAN_MAX_STRINGS:
+        raise TextScanLimitError(
+            f"the request body carries more than {SCAN_MAX_STRINGS} strings; residency detectors "
+            "read every one, so such a body is refused rather than partly classified"
+        )
 
 
 _PLAIN_KEYS = frozenset({"model", "messages", "role", "content", "type", "text", "prompt", "input"})
@@ -222,6 +226,21 @@ def read_declared_class(headers: Mapping[str, str], names: tuple[str, ...]) -> s
     return None
 
 
+_CLASS_HEADERS: dict[str | None, tuple[tuple[str, ...], frozenset[str]]] = {}
+"""Residency header → (the data-class headers to read, in order; the same as a set): a config names a few."""
+
+
+def _class_headers(residency_header: str | None) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The data-class header names for a policy's residency header, built once per distinct header."""
+    cached = _CLASS_HEADERS.get(residency_header)
+    if cached is None:
+        names = (residency_header.lower(), DATA_CLASS_HEADER) if residency_header else (DATA_CLASS_HEADER,)
+        cached = (names, frozenset(names))
+        if len(_CLASS_HEADERS) < 1024:  # bounded: callers pass config values, but stay safe
+            _CLASS_HEADERS[residency_header] = cached
+    return cached
+
+
 def extract_features(
     body: Mapping[str, Any],
     headers: Mapping[str, str],
@@ -239,9 +258,7 @@ def extract_features(
     (every string of the body); a caller whose policy has no detectors passes False and saves the walk.
     """
     lowered = lower_headers(headers)
-    class_headers = (
-        (residency_header.lower(), DATA_CLASS_HEADER) if residency_header else (DATA_CLASS_HEADER,)
-    )
+    class_headers, skip = _class_headers(residency_header)
     texts: list[str] = []
     exact_tokens = 0
     overhead = 0
@@ -256,7 +273,7 @@ def extract_features(
     prompt_text = texts[0] if len(texts) == 1 else "\n".join(texts)
     prompt_tokens = exact_tokens + overhead + sum([estimate_text_tokens(text) for text in texts])
     model = body.get("model")
-    metadata = read_metadata(body, lowered, frozenset(class_headers))
+    metadata = read_metadata(body, lowered, skip)
     return RequestFeatures(
         request_id=request_id,
         api=api,
