@@ -15,7 +15,7 @@ only need the right order of magnitude.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from .model import Api, RequestFeatures
 
@@ -35,7 +35,7 @@ def estimate_text_tokens(text: str) -> int:
     return -(-len(text) // CHARS_PER_TOKEN)
 
 
-def _is_mapping(value: Any) -> bool:
+def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
     """`isinstance(value, Mapping)`, with the parser's own type first: a body comes from orjson (dicts,
     lists, strings, numbers), and an abc check costs ~10x a plain type check, several times a request."""
     return isinstance(value, dict) or (
