@@ -85,6 +85,7 @@ class ClientKeys:
         self._path = path
         self._keys: dict[str, Client] = {}
         self._files: FileCache[None, dict[str, Client]] = FileCache(RECHECK_SECONDS, clock)
+        self._logged: Exception | None = None
         if path is not None:
             self._reload()
 
@@ -113,7 +114,9 @@ class ClientKeys:
             self._keys = self._files.get(None, lambda: _stamp(path), load)
         except (OSError, ValueError) as exc:
             # keep the previous table: locking every client out on a bad edit is worse than a stale table
-            log.error("cannot load client keys from %s: %s", path, exc)
+            if exc is not self._logged:  # FileCache raises the same error until it looks again: log once
+                self._logged = exc
+                log.error("cannot load client keys from %s: %s", path, exc)
         return self._keys
 
 
@@ -124,7 +127,13 @@ def parse_client_keys(text: str) -> dict[str, Client]:
     else:
         import yaml  # only a YAML keys file needs it: a process without one saves its ~1 MiB
 
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            # where, never what: YAML's own message quotes the file's lines, and they are API keys
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ValueError(f"client keys file is not valid YAML{where}") from None
     if not isinstance(data, dict):
         raise ValueError("client keys file must be a mapping of key to {tenant, tier}")
     keys: dict[str, Client] = {}

@@ -80,6 +80,17 @@ class ServedRequests:
         entry = self._current.get(request_id) or self._previous.get(request_id)
         return None if entry is None else Served(*entry)
 
+    def claim(self, request_id: str, tenant: str | None) -> Served | None:
+        """Where `request_id` went, taken out of memory: one score per answered request, so a client
+        cannot post a request's score again and again to move the mean a Canary is judged on. With
+        client keys (`tenant` given), another tenant's request reads as unknown and stays."""
+        served = self.lookup(request_id)
+        if served is None or (tenant is not None and served.tenant.casefold() != tenant.casefold()):
+            return None
+        self._current.pop(request_id, None)
+        self._previous.pop(request_id, None)
+        return served
+
     def _rotate(self) -> None:
         now = self._clock()
         # idle for a whole span more: what the current generation holds is older than the TTL too

@@ -49,6 +49,7 @@ from .errors import ApiError
 from .httpclient import Pool, Response, UpstreamError
 from .metrics import Metrics
 from .providers import Natives, Outbound, UnsupportedError
+from .providers.common import MalformedAnswerError
 from .ratelimit import EndpointLimiter, RetryBudget
 from .server import ClientGoneError, HttpResponse, ResponseStream
 from .sse import DONE_EVENT, StreamScanner, error_event
@@ -645,7 +646,10 @@ class Upstreams:
                 "request %s: %s/%s failed: %s", exchange.request_id, choice.endpoint, choice.replica, exc
             )
             # a request the upstream may have read is not resent: this attempt failed, the walk decides
-            reason = exc.reason if isinstance(exc, UpstreamError) else "connect"
+            if isinstance(exc, UpstreamError):
+                reason = exc.reason
+            else:  # a native answer we cannot translate is the upstream's protocol error, as a bad frame is
+                reason = "upstream-protocol" if isinstance(exc, MalformedAnswerError) else "connect"
             return self._failed(call, choice, attempt, started, reason, 0, None)
         except BaseException:
             self.ejections.abandon(choice.endpoint, choice.replica)

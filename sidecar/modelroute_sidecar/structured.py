@@ -209,7 +209,10 @@ def check_answer(parsed: Mapping[str, Any], expected: Expected) -> str:
     A refusal (`message.refusal`) stands: the model declined, it did not answer wrongly."""
     _deadline[0] = time.monotonic() + CHECK_SECONDS
     try:
-        for choice in parsed.get("choices") or [{}]:
+        choices = parsed.get("choices") or [{}]
+        if not isinstance(choices, list):
+            return "mismatch"  # an upstream's odd JSON is a wrong answer, not our crash
+        for choice in choices:
             message = choice.get("message") if isinstance(choice, Mapping) else None
             if not isinstance(message, Mapping):
                 return "mismatch"
@@ -229,9 +232,10 @@ def _message_follows(message: Mapping[str, Any], expected: Expected) -> bool:
             return True  # tool calls the request declared no schema for: nothing to check
         for call in calls if isinstance(calls, list) else [None]:
             function = call.get("function") if isinstance(call, Mapping) else None
-            if not isinstance(function, Mapping) or function.get("name") not in expected.tools:
+            name = function.get("name") if isinstance(function, Mapping) else None
+            if not isinstance(function, Mapping) or not isinstance(name, str) or name not in expected.tools:
                 return False
-            validator = expected.tools[function["name"]]
+            validator = expected.tools[name]
             if validator is not None and not _follows(validator, function.get("arguments")):
                 return False
         return True

@@ -484,14 +484,14 @@ def _take_feedback(sidecar: Sidecar, request: HttpRequest) -> tuple[Served, floa
         given = parse_feedback(body)
     except FeedbackError as exc:
         raise ApiError(400, "invalid_request", str(exc), param=exc.field) from None
-    served = sidecar.served.lookup(given.request_id)
-    if served is None or (client is not None and served.tenant.casefold() != client.tenant.casefold()):
-        # another tenant's request reads as unknown: feedback must not reveal which ids exist
+    # another tenant's request reads as unknown: feedback must not reveal which ids exist
+    served = sidecar.served.claim(given.request_id, client.tenant if client is not None else None)
+    if served is None:
         raise ApiError(
             404,
             "request_not_found",
-            f"no answered request {given.request_id!r} is remembered here (unknown, or older than the "
-            "feedback window)",
+            f"no answered request {given.request_id!r} is remembered here (unknown, already scored, or "
+            "older than the feedback window)",
             param="request_id",
         )
     return served, given.score

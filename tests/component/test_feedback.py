@@ -43,6 +43,9 @@ async def test_feedback_counts_for_the_rule_and_endpoint_that_served(sidecar: Ru
     )
     status, _ = await post_feedback(sidecar, {"request_id": "req-bad", "score": 0.2})
     assert status == 200
+    for _ in range(3):  # a request is scored once: posting it again cannot move the mean
+        status, answer = await post_feedback(sidecar, {"request_id": "req-good", "score": 1.0})
+        assert status == 404 and "already scored" in answer["error"]["message"]
     status, stats = await sidecar.admin("GET", "/stats")
     assert status == 200
     [figures] = stats["feedback"]

@@ -171,6 +171,14 @@ def native_config(openai_url: str, fakes: dict[str, FakeNative]) -> RouterConfig
     )
     rules.append(
         {
+            "name": "native-chain",
+            "match": {"models": ["native-chain"]},
+            "targets": [{"endpoint": "anthropic", "weight": 100}],
+            "fallback": ["bedrock"],
+        }
+    )
+    rules.append(
+        {
             "name": "cascade",
             "match": {"models": ["cascade"]},
             "targets": [{"endpoint": "openai", "weight": 100}],
@@ -179,7 +187,7 @@ def native_config(openai_url: str, fakes: dict[str, FakeNative]) -> RouterConfig
     )
     policy = {
         "name": "natives",
-        "virtualModels": sorted([*PROVIDERS, "plain", "chain", "cascade"]),
+        "virtualModels": sorted([*PROVIDERS, "plain", "chain", "cascade", "native-chain"]),
         "rules": rules,
         "resilience": {
             "maxAttempts": 3,
@@ -373,6 +381,24 @@ async def test_failover_crosses_providers_and_says_who_answered(
     )
     lines = audit()
     assert [a["outcome"] for a in lines[0]["attempts"]] == ["upstream-5xx", "upstream-5xx", "ok"]
+
+
+async def test_a_native_answer_of_the_wrong_shape_is_a_failed_attempt_that_fails_over(
+    routed: Running, natives: dict[str, FakeNative]
+) -> None:
+    natives["anthropic"].set(wrong_shape=True)  # `content` a number: valid JSON, not a Messages answer
+    raw = await routed.client().chat.completions.with_raw_response.create(
+        model="native-chain", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.parse().choices[0].message.content == "Hello from br"
+    assert (raw.headers["x-modelroute-provider"], raw.headers["x-modelroute-attempts"]) == ("bedrock", "2")
+    path = Path(routed.sidecar.settings.audit_log)
+
+    def attempts() -> list[str]:
+        lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return [a["outcome"] for a in lines[-1]["attempts"]] if lines else []
+
+    await eventually(lambda: attempts() == ["upstream-protocol", "ok"], what="the audit line")
 
 
 async def test_escalation_and_ejection_work_across_providers(

@@ -280,7 +280,7 @@ class FakeNative(FakeUpstream):
                 "type": "message",
                 "role": "assistant",
                 "model": body["model"],
-                "content": [block],
+                "content": 5 if self.behavior.wrong_shape else [block],
                 "stop_reason": stop,
                 "stop_sequence": None,
                 "usage": {"input_tokens": USAGE_IN, "output_tokens": USAGE_OUT},

@@ -48,6 +48,8 @@ class Behavior:
     fail_percent: float = 0.0
     finish_reason: str = "stop"
     invalid_json: bool = False
+    wrong_shape: bool = False
+    """Native fakes: answer valid JSON whose fields have the wrong types (an upstream's protocol error)."""
     hang: bool = False
     stream_chunks: int = 3
     chunk_delay: float = 0.0

@@ -116,3 +116,24 @@ def test_client_keys_keep_the_last_good_table_and_retry_per_interval(tmp_path: P
     assert keys.lookup("k2") is None  # still within the interval of the failed look
     now[0] = 10.0
     assert keys.lookup("k2") is not None and keys.lookup("k1") is None
+
+
+def test_a_broken_yaml_keys_file_is_named_by_place_never_quoted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from modelroute_sidecar.credentials import parse_client_keys
+
+    with pytest.raises(ValueError, match="not valid YAML") as refused:
+        parse_client_keys("sk-live-first: team-a\nsk-live-second: [team-b\n")
+    assert "line 3" in str(refused.value) and "sk-live" not in str(refused.value)
+    now = [0.0]
+    path = tmp_path / "keys.yaml"
+    path.write_text("sk-live-first: team-a\n")
+    keys = ClientKeys(path, clock=lambda: now[0])
+    rotate(path, "sk-live-first: team-a\nsk-live-second: [team-b\n")
+    with caplog.at_level("ERROR"):
+        for step in range(1, 4):  # within one interval the same failure is answered, and logged once
+            now[0] = 5.0 + step * 0.1
+            assert keys.lookup("sk-live-first") is not None
+    errors = [r.getMessage() for r in caplog.records if "client keys" in r.getMessage()]
+    assert len(errors) == 1 and "sk-live" not in errors[0]

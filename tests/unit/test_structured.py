@@ -104,3 +104,18 @@ def test_decision_headers_name_the_score_the_semantic_route_and_the_escalation()
     assert headers["x-modelroute-complexity"] == "73;scorer=difficulty"
     assert headers["x-modelroute-semantic-route"] == "code;similarity=0.812"
     assert headers["x-modelroute-escalated"] == "schemaMismatch"
+
+
+@pytest.mark.parametrize(
+    "parsed",
+    [
+        {"choices": "not a list"},
+        {"choices": {"0": {}}},
+        {"choices": [{"message": {"tool_calls": [{"function": {"name": ["get"], "arguments": "{}"}}]}}]},
+        {"choices": [{"message": {"tool_calls": [{"function": {"name": {"x": 1}}}]}}]},
+    ],
+)
+def test_an_answer_of_odd_shape_is_a_mismatch_not_a_crash(parsed: dict[str, Any]) -> None:
+    expected = expected_output(TOOLS)
+    assert expected is not None
+    assert check_answer(parsed, expected) == "mismatch"

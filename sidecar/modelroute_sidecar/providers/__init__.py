@@ -21,12 +21,22 @@ import orjson
 from modelroute_contract import PROVIDER_APIS, EndpointConfig
 
 from ..sse import StreamScanner
-from .common import Outbound, UnsupportedError, loads_object
+from .common import MalformedAnswerError, Outbound, UnsupportedError, loads_object
 
 __all__ = ["Natives", "Outbound", "UnsupportedError"]
 
 AZURE_PATHS = {"chat": "chat/completions", "completions": "completions", "embeddings": "embeddings"}
 NATIVE_CONTENT_TYPE = "text/event-stream"
+
+
+TRANSLATION_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+"""What translating an upstream's JSON of unexpected shape raises (a string where an object belongs, an
+index that is no number): the answer is malformed, whichever field it was."""
+
+
+def _malformed(what: str, exc: Exception) -> MalformedAnswerError:
+    # the exception's class only: its message may quote the upstream's bytes
+    return MalformedAnswerError(f"{what} is malformed ({exc.__class__.__name__})")
 
 
 class Natives:
@@ -98,9 +108,18 @@ class Natives:
     def answer(
         self, provider: str, status: int, body: bytes, headers: Mapping[str, str], model: str
     ) -> bytes:
-        """A whole native answer (or error) as the OpenAI API's JSON."""
+        """A whole native answer (or error) as the OpenAI API's JSON; `MalformedAnswerError` (a failed
+        attempt) when the answer has fields of the wrong type."""
         if provider == "azure-openai":
             return body
+        try:
+            return self._answer(provider, status, body, headers, model)
+        except TRANSLATION_ERRORS as exc:
+            raise _malformed(f"the {provider} answer", exc) from None
+
+    def _answer(
+        self, provider: str, status: int, body: bytes, headers: Mapping[str, str], model: str
+    ) -> bytes:
         from . import anthropic, bedrock, gemini
 
         if status >= 400:
@@ -161,11 +180,17 @@ class TranslatedScanner(StreamScanner):
         self._translator = translator
 
     def feed(self, data: bytes) -> bytes:
-        translated = self._translator.feed(data)
+        try:
+            translated = self._translator.feed(data)
+        except TRANSLATION_ERRORS as exc:
+            raise _malformed("a native stream event", exc) from None
         return super().feed(translated) if translated else b""
 
     def finish(self) -> bytes:
-        tail = self._translator.finish()
+        try:
+            tail = self._translator.finish()
+        except TRANSLATION_ERRORS as exc:
+            raise _malformed("the end of a native stream", exc) from None
         return (super().feed(tail) if tail else b"") + super().finish()
 
 

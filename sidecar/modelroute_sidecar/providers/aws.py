@@ -40,7 +40,7 @@ def parse_keys(text: str) -> AwsKeys:
             raise AwsKeyError("the bedrock credential is not a JSON object") from None
         found = (values.get("accesskeyid"), values.get("secretaccesskey"), values.get("sessiontoken"))
     else:
-        parser = configparser.ConfigParser()
+        parser = configparser.ConfigParser(interpolation=None)  # a `%` in a secret is a character
         try:
             parser.read_string(text if text.startswith("[") else "[default]\n" + text)
         except configparser.Error:

@@ -17,6 +17,13 @@ from typing import Any
 
 import orjson
 
+from ..sse import MAX_HELD_BYTES
+
+
+class MalformedAnswerError(ValueError):
+    """A native upstream's answer or stream that cannot be translated (a field of the wrong type, an
+    endless event): a failed attempt of that replica, as a malformed OpenAI answer is, never a 500."""
+
 
 class UnsupportedError(Exception):
     """A request field (or value) the chosen provider cannot carry: refused with a 400 before any call,
@@ -231,18 +238,28 @@ def error_event(message: str, kind: str = "server_error", code: str | None = Non
 
 
 class SseReader:
-    """Frames a server-sent event stream that arrives in pieces into (event name, data) pairs."""
+    """Frames a server-sent event stream that arrives in pieces into (event name, data) pairs.
+
+    An upstream that never ends an event cannot make it hold more than `MAX_HELD_BYTES` (the limit the
+    OpenAI stream scanner holds): past it the stream is malformed. Pieces without a line end are only
+    appended, so a stream dripped byte by byte is not re-split on every byte."""
 
     __slots__ = ("_held",)
 
     def __init__(self) -> None:
-        self._held = b""
+        self._held = bytearray()
 
     def feed(self, data: bytes) -> Iterator[tuple[str, bytes]]:
         """The whole events `data` completes."""
-        data = self._held + data
-        data = data.replace(b"\r\n", b"\n")
-        *whole, self._held = data.split(b"\n\n")
+        self._held += data
+        if b"\n" not in data:
+            if len(self._held) > MAX_HELD_BYTES:
+                raise MalformedAnswerError(f"an upstream event is longer than {MAX_HELD_BYTES} bytes")
+            return
+        *whole, rest = bytes(self._held).replace(b"\r\n", b"\n").split(b"\n\n")
+        if len(rest) > MAX_HELD_BYTES:
+            raise MalformedAnswerError(f"an upstream event is longer than {MAX_HELD_BYTES} bytes")
+        self._held = bytearray(rest)
         for raw in whole:
             event = _parse_event(raw)
             if event is not None:
@@ -250,7 +267,7 @@ class SseReader:
 
     def finish(self) -> Iterator[tuple[str, bytes]]:
         """A last event left without its blank line."""
-        raw, self._held = self._held, b""
+        raw, self._held = bytes(self._held).replace(b"\r\n", b"\n"), bytearray()
         event = _parse_event(raw) if raw.strip() else None
         if event is not None:
             yield event

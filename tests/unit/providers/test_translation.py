@@ -341,3 +341,56 @@ def test_provider_settings_are_checked_per_provider(
 ) -> None:
     found = provider_settings_problem(provider, settings, credentials, regions)
     assert (found[0] if found else None) == problem
+
+
+# --- Hostile native answers -------------------------------------------------------------------------------
+
+
+def test_an_sse_event_is_bounded_and_framed_the_same_whatever_its_pieces() -> None:
+    from modelroute_sidecar.providers.common import MalformedAnswerError, SseReader
+    from modelroute_sidecar.sse import MAX_HELD_BYTES
+
+    stream = b'event: a\r\ndata: {"x": 1}\r\n\r\nevent: b\ndata: 2\n\ndata: 3'
+    whole = SseReader()
+    expected = [*whole.feed(stream), *whole.finish()]
+    assert [name for name, _ in expected] == ["a", "b", ""]
+    dripped = SseReader()  # one byte at a time: `\r\n` split across pieces too
+    got = [event for i in range(len(stream)) for event in dripped.feed(stream[i : i + 1])]
+    assert [*got, *dripped.finish()] == expected
+    endless = SseReader()
+    piece = b"data: " + b"x" * 4090
+    for _ in range(MAX_HELD_BYTES // len(piece)):  # an event that never ends, with or without line ends
+        assert list(endless.feed(piece)) == []
+    with pytest.raises(MalformedAnswerError, match="longer than"):
+        list(endless.feed(piece))
+    with pytest.raises(MalformedAnswerError, match="longer than"):
+        list(SseReader().feed(b"data: x\n" * (MAX_HELD_BYTES // 8 + 1)))
+
+
+@pytest.mark.parametrize(
+    ("provider", "body"),
+    [
+        ("anthropic", {"content": 5, "stop_reason": "end_turn"}),
+        ("anthropic", {"content": [{"type": "text", "text": "hi"}], "usage": "none"}),
+        ("gemini", {"candidates": {"0": "x"}}),
+        ("bedrock", {"output": {"message": "not an object"}, "stopReason": "end_turn"}),
+        ("bedrock", {"output": {"message": {"content": [{"text": "hi"}]}}, "usage": {"inputTokens": "a"}}),
+    ],
+)
+def test_a_native_answer_of_the_wrong_shape_is_malformed_not_a_crash(provider: str, body: Any) -> None:
+    from modelroute_sidecar.providers import Natives
+    from modelroute_sidecar.providers.common import MalformedAnswerError
+
+    natives = Natives()
+    with pytest.raises(MalformedAnswerError, match=f"the {provider} answer is malformed") as raised:
+        natives.answer(provider, 200, orjson.dumps(body), {}, "m")
+    assert "not an object" not in str(raised.value) and "none" not in str(
+        raised.value
+    )  # the class of the error, never the upstream's bytes
+
+
+def test_a_secret_with_a_percent_sign_is_read_as_written() -> None:
+    from modelroute_sidecar.providers.aws import parse_keys
+
+    keys = parse_keys("aws_access_key_id = AKID\naws_secret_access_key = ab%cd%%ef\n")
+    assert keys.secret_access_key == "ab%cd%%ef"
