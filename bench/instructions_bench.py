@@ -14,6 +14,7 @@ socket syscalls, the same count for both: 2 reads and 2 writes per request) is n
     .venv/bin/python bench/instructions_bench.py --requests 3000
     .venv/bin/python bench/instructions_bench.py --skip-forwarder --variant 3.11=.venv311/bin/python
     .venv/bin/python bench/instructions_bench.py --stream     # per relayed stream event
+    .venv/bin/python bench/instructions_bench.py --stream --keep --requests 300   # then callgrind_annotate
 
 The sidecar runs the realistic policy of proxy_bench (20 rules, residency, canary) with metrics and
 the audit log on.
@@ -149,6 +150,9 @@ def main() -> int:
         action="store_true",
         help=f"streamed answers ({STREAM_EVENTS} events each): instructions per relayed event",
     )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the callgrind dumps (for callgrind_annotate) and say where"
+    )
     args = parser.parse_args()
     if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         print("valgrind not found (Debian: apt-get install -y valgrind)", file=sys.stderr)
@@ -198,7 +202,10 @@ def main() -> int:
             f"{count / results[other]:.3f}x {other}" for other in ("forwarder", "sidecar") if other in results
         ]
         print(f"{name:<16} {count:>9,}   " + "   ".join(v for v in versus if not v.endswith(f"x {name}")))
-    shutil.rmtree(workdir, ignore_errors=True)
+    if args.keep:
+        print(f"callgrind dumps kept in {workdir}/<target>/ (callgrind_annotate --inclusive=yes <file>)")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
