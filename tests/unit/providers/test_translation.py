@@ -407,6 +407,23 @@ def test_an_sse_event_is_bounded_and_framed_the_same_whatever_its_pieces() -> No
         list(SseReader().feed(b"data: x\n" * (MAX_HELD_BYTES // 8 + 1)))
 
 
+def test_every_kind_of_event_end_is_found_wherever_the_pieces_are_cut() -> None:
+    from modelroute_sidecar.providers.common import SseReader
+
+    # each mix of `\r\n` and `\n` that ends an event, then a long event sent a line at a time
+    stream = b"data: 1\r\n\r\ndata: 2\n\r\ndata: 3\r\n\ndata: 4\n\nevent: e\r\ndata: 5\r\n\r\n"
+    expected = [("", b"1"), ("", b"2"), ("", b"3"), ("", b"4"), ("e", b"5")]
+    assert list(SseReader().feed(stream)) == expected
+    for i in range(len(stream)):
+        for j in range(i, len(stream)):
+            reader = SseReader()
+            got = [event for piece in (stream[:i], stream[i:j], stream[j:]) for event in reader.feed(piece)]
+            assert got == expected, (i, j)
+    lines = SseReader()
+    assert [event for _ in range(1000) for event in lines.feed(b"data: x\n")] == []
+    assert list(lines.feed(b"\n")) == [("", b"\n".join([b"x"] * 1000))]
+
+
 @pytest.mark.parametrize(
     ("provider", "body"),
     [
