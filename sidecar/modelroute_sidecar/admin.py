@@ -4,7 +4,9 @@ The operator pushes RouterConfigs to `PUT /config`, reads `GET /config/version` 
 with a bearer token. Behind the admin port stands a `Fleet`: in a single-process sidecar that is the
 process itself (`LocalFleet`); in a multi-process one the parent serves the admin port and fans every
 config out to its workers over unix sockets, answering only once each worker applied it, and sums the
-workers' stats and metrics (`WorkerFleet`). Workers serve a small control API on those sockets.
+workers' stats and metrics (`WorkerFleet`). Workers serve a small control API on those sockets, which
+their siblings call too: for the pod's metrics, and to claim a request id another worker served
+(`sibling_claims`: feedback that arrived on a new connection and so maybe on another worker).
 
 Both are served by the data port's HTTP/1.1 server (`server.DataServer`, with its bounds, timeouts
 and header checks) with a handler of their own, and the parent calls its workers with a one-request
@@ -31,9 +33,10 @@ from modelroute_contract.stats import StatsSnapshot
 
 from .configstore import ConfigRejectedError, ConfigStore, Snapshot
 from .errors import ApiError, error_response, refusal_error, request_id_of, unexpected
+from .feedback import Served
 from .metrics import CONTENT_TYPE, merge_expositions
 from .server import DataServer, Handler, HttpRequest, HttpResponse, ResponseStream
-from .state import Sidecar
+from .state import SiblingClaim, Sidecar
 from .stats import merge_snapshots
 
 log = logging.getLogger(__name__)
@@ -420,6 +423,10 @@ def admin_server(fleet: Fleet, token: AdminToken | str) -> DataServer:
     return DataServer(serve_routes(routes, checked), refuse, max_body_bytes=MAX_CONFIG_BYTES)
 
 
+CLAIM_PATH = "/control/claim"
+"""Where a worker claims a request id a sibling may have served (feedback on another connection)."""
+
+
 # --- the worker side of the control sockets ---------------------------------------------------------
 
 
@@ -448,11 +455,28 @@ def control_server(sidecar: Sidecar) -> DataServer:
         """GET /control/metrics: this worker's own metrics (the caller sums)."""
         return HttpResponse(200, sidecar.metrics.render(), content_type="text/plain")
 
+    async def claim_request(request: HttpRequest) -> HttpResponse:
+        """POST /control/claim: a sibling got feedback for a request id it does not remember; if this
+        worker served it (for that tenant, when one is given), it forgets the id and says where it went.
+        The sibling tallies the score: the id is claimed once in the pod, wherever the post arrived."""
+        try:
+            asked = json.loads(request.body)
+            request_id, tenant = asked["request_id"], asked["tenant"]
+        except (ValueError, KeyError, TypeError):
+            return json_response({"error": "a claim is {request_id, tenant}"}, status=400)
+        if not isinstance(request_id, str) or not (tenant is None or isinstance(tenant, str)):
+            return json_response({"error": "a claim is {request_id, tenant}"}, status=400)
+        served = sidecar.served.claim(request_id, tenant)
+        if served is None:
+            return json_response({"claimed": False}, status=404)
+        return json_response({"claimed": True, "served": list(served)})
+
     routes: dict[str, dict[str, Route]] = {
         "/control/config": {"PUT": put_config},
         "/control/version": {"GET": get_version},
         "/control/stats": {"GET": get_stats},
         "/control/metrics": {"GET": get_metrics},
+        CLAIM_PATH: {"POST": claim_request},
     }
     return DataServer(serve_routes(routes), refuse, max_body_bytes=MAX_CONFIG_BYTES)
 
@@ -465,3 +489,26 @@ def sibling_metrics(sockets: WorkerSockets) -> Callable[[], Awaitable[bytes]]:
         return merge_expositions(a[1].decode() for a in answers if a is not None and a[0] == 200)
 
     return render
+
+
+def sibling_claims(sockets: WorkerSockets, own: int) -> SiblingClaim:
+    """A worker's way to claim a request id one of its siblings served: the siblings are asked one at
+    a time (an id reused by a client may be remembered by two of them, and a claim forgets it, so
+    asking all at once could spend both), all of them within `CONTROL_TIMEOUT_SECONDS`. A sibling that
+    cannot be reached counts as not remembering it: its requests read as unknown until it is back (and
+    a restarted worker has forgotten its requests anyway)."""
+    others = [index for index in range(len(sockets.paths)) if index != own]
+
+    async def claim(request_id: str, tenant: str | None) -> Served | None:
+        asked = json.dumps({"request_id": request_id, "tenant": tenant}).encode()
+        try:
+            async with asyncio.timeout(CONTROL_TIMEOUT_SECONDS):
+                for index in others:
+                    answer = await sockets.try_call(index, "POST", CLAIM_PATH, asked)
+                    if answer is not None and answer[0] == 200:
+                        return Served(*json.loads(answer[1])["served"])
+        except TimeoutError:
+            log.warning("feedback for %r: the siblings did not answer in time", request_id)
+        return None
+
+    return claim

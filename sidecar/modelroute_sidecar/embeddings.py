@@ -42,6 +42,9 @@ _WEIGHTS = "l2_supercat_256.safetensors"
 _TOKENIZER = "l2_supercat_tokenizer_config.json"
 _WORD_CACHE_MAX = 50_000
 """Words whose token ids a process keeps (a few MiB at most; cleared when full)."""
+_WORD_CACHE_CHARS = 32
+"""Longest word (with its leading `▁`s) the cache keeps: prompts repeat short words; a long one is rare,
+and a prompt of long unique words must not make the cache hold megabytes."""
 
 
 class Embedder:
@@ -78,13 +81,13 @@ class Embedder:
         `▁` onto the end of a word, so the ids of a text are those of its words, each as `▁word` (a run
         of spaces stays with the word after it: `▁▁▁word`).
         Prompts repeat words, so a cache of words makes a 2 KiB prompt ~10x cheaper than `encode`
-        (measured 32 vs 375 µs); `tests/unit/test_learned_sidecar.py` checks the ids are equal."""
+        (measured 32 vs 375 µs); `tests/unit/test_learned_sidecar.py` checks the ids are equal. Only
+        pieces of at most `_WORD_CACHE_CHARS` characters are kept, at most `_WORD_CACHE_MAX` of them
+        (checked on every miss, so one prompt cannot overfill it)."""
         words, bpe = self._words, self._bpe
         ids: list[int] = []
         if not text:
             return ids
-        if len(words) > _WORD_CACHE_MAX:
-            words.clear()
         spaces = 1
         for word in text.split(" "):
             if not word:
@@ -94,7 +97,11 @@ class Embedder:
             spaces = 1
             found = words.get(piece)
             if found is None:
-                found = words[piece] = [token.id for token in bpe.tokenize(piece)]
+                found = [token.id for token in bpe.tokenize(piece)]
+                if len(piece) <= _WORD_CACHE_CHARS:
+                    if len(words) >= _WORD_CACHE_MAX:
+                        words.clear()
+                    words[piece] = found
             ids.extend(found)
         if spaces > 1:  # trailing spaces
             ids.extend(token.id for token in bpe.tokenize("\u2581" * (spaces - 1)))

@@ -7,9 +7,11 @@ endpoint) for `/stats` (the contract's `FeedbackFigures`), which the operator's 
 Remembering costs one dict store per served request, made in the accounting callback off the
 client's latency.
 
-Each process remembers its own requests: in a multi-worker sidecar, feedback must reach the worker
-that served the request (one keep-alive connection does; a new connection may land on a sibling and
-get 404). The single-process default has no such caveat.
+Each process remembers its own requests. In a multi-worker sidecar, feedback on a new connection may
+land on a sibling of the worker that served the request: a worker that does not remember an id asks
+its siblings over the control sockets (`admin.sibling_claims`); the one that does claims it (it is
+forgotten there) and the score is tallied where the feedback arrived, so the pod's summed `/stats` and
+metrics count it once.
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ from .admin import (
     WorkerSockets,
     admin_server,
     control_server,
+    sibling_claims,
     sibling_metrics,
     worker_socket,
 )
@@ -145,6 +146,7 @@ async def run_worker(settings: Settings, live: Snapshot | None = None) -> None:
         sidecar.config.install(live)
     sockets = WorkerSockets(settings.control_dir, settings.workers)
     sidecar.metrics_source = sibling_metrics(sockets)
+    sidecar.sibling_claim = sibling_claims(sockets, settings.worker_index)
     async with data_plane(sidecar, settings.host, settings.port, reuse_port=True):
         control = control_server(sidecar)
         path = worker_socket(settings.control_dir, settings.worker_index)

@@ -6,7 +6,8 @@ error event that follows, and so that the usage event the sidecar asked for on t
 can be dropped. The rules, in one place:
 
 - An event ends at a blank line (`\\n\\n` or `\\r\\n\\r\\n`); bytes after the last one are held until
-  the rest arrives (up to `MAX_HELD_BYTES`, past which they are passed on as they are).
+  the rest arrives (up to `MAX_HELD_BYTES`, past which they are passed on as they are). A piece that
+  ends no event is appended to them, the search looking only at its bytes and the held ones' last 3.
 - A stream is *complete* when it carried `data: [DONE]`, or, for upstreams that omit `[DONE]`, when
   every choice the request asked for (`n`, default 1) got a non-null `finish_reason`. It is never
   complete once the upstream sent an `error` event. Anything else that ends is a broken stream.
@@ -60,7 +61,7 @@ class StreamScanner:
         """Prompt and completion tokens of the last usage object seen."""
         self.open_event = False
         """The bytes relayed so far end inside an event (only after an over-long one)."""
-        self._held = b""
+        self._held = bytearray()
 
     @property
     def complete(self) -> bool:
@@ -69,9 +70,15 @@ class StreamScanner:
 
     def feed(self, data: bytes) -> bytes:
         """The whole events that `data` completes, to relay now (possibly none); the rest is held."""
-        if self._held:
-            data = self._held + data
-            self._held = b""
+        held = self._held
+        if held:
+            # an event end in the new bytes, or begun in the held ones' last 3: else only append (held
+            # and re-searched whole on every piece, an event dripped a line at a time cost quadratic time)
+            if len(held) + len(data) <= MAX_HELD_BYTES and not _ends_event(bytes(held[-3:]) + data[:3], data):
+                held += data
+                return b""
+            data = bytes(held) + data
+            self._held = bytearray()
         elif data.endswith(_BOUNDARIES):  # the common piece: whole events (one search, no framing)
             self.open_event = False
             if not self.responses and not _has_marker(data):
@@ -82,7 +89,7 @@ class StreamScanner:
             if len(data) - end > MAX_HELD_BYTES:
                 self.open_event = True  # cannot frame it: pass it on rather than buffer without bound
                 return self._inspect(data)
-            self._held = data[end:]
+            self._held = bytearray(data[end:])
             data = data[:end]
             if not data:
                 return b""
@@ -91,7 +98,7 @@ class StreamScanner:
 
     def finish(self) -> bytes:
         """What was held when the body ended: a last event without its closing blank line, if any."""
-        data, self._held = self._held, b""
+        data, self._held = bytes(self._held), bytearray()
         if not data:
             return b""
         kept = self._inspect(data)
@@ -151,7 +158,6 @@ class StreamScanner:
             if self.hide_usage and not choices:
                 return False
         return True
-
 
     def _read_responses_event(self, event: dict[str, object]) -> None:
         """Note a Responses API event: its terminal events end the answer (and carry its usage)."""
@@ -216,6 +222,11 @@ _KEYS = ((b'"finish_reason"', b':"', _STRING_VALUE), (b'"usage"', b":{", _OBJECT
 """The keys whose value makes an event matter: the compact spelling of that value, its pattern."""
 _BOUNDARIES = (b"\n\n", b"\r\n\r\n")
 """What a piece ending in whole events ends with."""
+
+
+def _ends_event(*pieces: bytes) -> bool:
+    """Whether any of `pieces` holds a blank line."""
+    return any(b"\n\n" in piece or b"\r\n\r\n" in piece for piece in pieces)
 
 
 def _last_boundary(data: bytes) -> int:

@@ -15,7 +15,7 @@ from .audit import AuditLog
 from .configstore import ConfigStore
 from .credentials import ClientKeys, UpstreamCredentials
 from .ejection import Ejections
-from .feedback import ServedRequests
+from .feedback import Served, ServedRequests
 from .fleetstore import FleetAccounts
 from .metrics import Metrics
 from .proxy import Upstreams
@@ -24,6 +24,8 @@ from .settings import Settings
 from .stats import EndpointStats
 
 MetricsSource = Callable[[], Awaitable[bytes]]
+SiblingClaim = Callable[[str, str | None], Awaitable[Served | None]]
+"""Claims a request id (for a tenant, or any) that another worker of the pod served."""
 
 
 @dataclass(slots=True)
@@ -50,6 +52,8 @@ class Sidecar:
     background: list[asyncio.Task[None]] = field(default_factory=list)
     served: ServedRequests = field(default_factory=ServedRequests)
     """Which rule and endpoint served each recent request id, for `POST /v1/feedback`."""
+    sibling_claim: SiblingClaim | None = None
+    """A worker of a multi-process sidecar asks its siblings for the ids it does not remember."""
 
     async def render_metrics(self) -> bytes:
         """The `/metrics` exposition."""

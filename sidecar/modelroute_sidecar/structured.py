@@ -11,7 +11,16 @@ JSON matching its function's `parameters`). The schemas are the client's, so hos
 - linear-time patterns: `pattern` and `patternProperties` are matched with RE2, never Python's
   backtracking `re` (a pattern RE2 cannot compile is refused);
 - time-boxed: every keyword checks a deadline (`CHECK_SECONDS` per answer), so references that fan out
-  exponentially end in `timeout` (the answer then stands, unchecked), never in a stalled event loop.
+  exponentially end in `timeout` (the answer then stands, unchecked), never in a stalled event loop. The
+  keywords whose one call grows with the answer (`uniqueItems`, `enum`, `additionalProperties`,
+  `unevaluatedItems`, `unevaluatedProperties`) are our own linear versions that read the deadline every
+  `_TICK` values they touch: jsonschema's compare items pairwise, so an answer of 200k array items
+  under `uniqueItems` held the loop for minutes inside one keyword (`const` costs at most the const's
+  size). An answer nested too deep to walk stands unchecked the same way; no error message repeats the
+  answer (jsonschema's put its whole repr in them);
+- jsonschema matches `unevaluatedProperties`' pattern properties with Python's `re`, so a schema with
+  both `unevaluatedProperties` and `patternProperties` is refused (OpenAI's structured outputs support
+  neither), and `additionalProperties` runs on RE2 like `patternProperties`.
 
 A schema that breaks a bound or is not a valid JSON Schema (draft 2020-12) is a `SchemaProblemError` naming
 the field: the client's 400, before any upstream call. jsonschema is imported on the first request that asks
@@ -108,6 +117,7 @@ def _check_shape(schema: Any, field: str) -> None:
     from .engine.detectors import compile_pattern
 
     stack: list[tuple[Any, str, int]] = [(schema, field, 1)]
+    unevaluated = patterned = ""
     while stack:
         node, where, depth = stack.pop()
         if depth > MAX_SCHEMA_DEPTH:
@@ -115,6 +125,10 @@ def _check_shape(schema: Any, field: str) -> None:
         if isinstance(node, Mapping):
             for key, value in node.items():
                 here = f"{where}.{key}"
+                if key == "unevaluatedProperties":
+                    unevaluated = unevaluated or here
+                elif key == "patternProperties":
+                    patterned = patterned or here
                 if key in REF_KEYWORDS and isinstance(value, str) and not value.startswith("#"):
                     raise SchemaProblemError(
                         here, f"{value!r} is not a local reference (only '#...' is resolved)"
@@ -133,6 +147,10 @@ def _check_shape(schema: Any, field: str) -> None:
             for n, item in enumerate(node):
                 if isinstance(item, Mapping | list):
                     stack.append((item, f"{where}[{n}]", depth + 1))
+    if unevaluated and patterned:
+        raise SchemaProblemError(
+            unevaluated, f"cannot be checked in a schema with patternProperties ({patterned}): not on RE2"
+        )
 
 
 @functools.lru_cache(maxsize=256)
@@ -165,10 +183,53 @@ _deadline = [0.0]
 """The running check's deadline (validation is synchronous on the loop's thread: one at a time)."""
 
 
+_TICK = 1024
+"""Values a long keyword touches between two reads of the clock."""
+
+
+def _tick(n: int) -> None:
+    """Raise when the deadline passed, looking at the clock every `_TICK` calls."""
+    if not n % _TICK and time.monotonic() > _deadline[0]:
+        raise _TimeoutError
+
+
+_BOOL, _ARRAY, _OBJECT = object(), object(), object()
+
+
+def _equality_key(value: Any, counter: list[int]) -> Any:
+    """A hashable key equal for JSON values JSON Schema calls equal: `1` and `1.0` are one number, `true`
+    is not `1`, object keys are unordered. Built in one pass (counted in `counter` for `_tick`), so
+    `uniqueItems` is a set lookup per item instead of jsonschema's pairwise comparison."""
+    counter[0] += 1
+    _tick(counter[0])
+    if value is True or value is False:
+        return (_BOOL, value)
+    if isinstance(value, list):
+        return (_ARRAY, tuple(_equality_key(item, counter) for item in value))
+    if isinstance(value, dict):
+        return (_OBJECT, frozenset((name, _equality_key(item, counter)) for name, item in value.items()))
+    return value  # str, int, float, None: Python's equality (and hash) is JSON Schema's
+
+
+_MEMBER_KEYS: dict[int, tuple[Any, frozenset[Any]]] = {}
+
+
+def _member_keys(members: Any) -> frozenset[Any]:
+    """An `enum`'s values as a set of equality keys, kept per schema list (schemas are cached too)."""
+    held = _MEMBER_KEYS.get(id(members))
+    if held is not None and held[0] is members:
+        return held[1]
+    keys = frozenset(_equality_key(member, [0]) for member in members)
+    if len(_MEMBER_KEYS) >= 1024:
+        _MEMBER_KEYS.clear()
+    _MEMBER_KEYS[id(members)] = (members, keys)
+    return keys
+
+
 @functools.cache
 def _validator_class() -> Any:
     """Draft 2020-12 with RE2 patterns and a deadline check in every keyword."""
-    from jsonschema import Draft202012Validator, ValidationError, validators
+    from jsonschema import Draft202012Validator, ValidationError, _utils, validators
 
     from .engine.detectors import compile_pattern
 
@@ -185,6 +246,66 @@ def _validator_class() -> Any:
                 if compiled.search(name):
                     yield from validator.descend(item, subschema, path=name, schema_path=regex)
 
+    def additional_properties(validator: Any, allowed: Any, instance: Any, schema: Any) -> Iterator[Any]:
+        if not validator.is_type(instance, "object"):
+            return
+        properties = schema.get("properties", {})
+        patterns = [compile_pattern(regex) for regex in schema.get("patternProperties", {})]
+        extras = []
+        for n, name in enumerate(instance):
+            _tick(n)
+            if name not in properties and not any(p.search(name) for p in patterns):
+                extras.append(name)
+        if validator.is_type(allowed, "object"):
+            for name in extras:
+                yield from validator.descend(instance[name], allowed, path=name)
+        elif not allowed and extras:
+            yield ValidationError(f"{len(extras)} properties not allowed, the first {extras[0][:80]!r}")
+
+    def unevaluated_items(validator: Any, allowed: Any, instance: Any, schema: Any) -> Iterator[Any]:
+        if not validator.is_type(instance, "array"):
+            return
+        evaluated = set(_utils.find_evaluated_item_indexes_by_schema(validator, instance, schema))
+        for n in range(len(instance)):
+            _tick(n)
+            if n not in evaluated:
+                yield ValidationError(f"item {n} is not evaluated (unevaluatedItems)")
+                return
+
+    def unevaluated_properties(validator: Any, allowed: Any, instance: Any, schema: Any) -> Iterator[Any]:
+        if not validator.is_type(instance, "object"):
+            return
+        evaluated = set(_utils.find_evaluated_property_keys_by_schema(validator, instance, schema))
+        for n, name in enumerate(instance):
+            _tick(n)
+            if name not in evaluated:
+                for _error in validator.descend(instance[name], allowed, path=name, schema_path=name):
+                    yield ValidationError(f"property {name[:80]!r} is unevaluated and invalid")
+                    return
+
+    def unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> Iterator[Any]:
+        if not unique or not validator.is_type(instance, "array"):
+            return
+        seen: set[Any] = set()
+        counter = [0]
+        for item in instance:
+            key = _equality_key(item, counter)
+            if key in seen:
+                yield ValidationError("has non-unique elements")
+                return
+            seen.add(key)
+
+    def enum(validator: Any, members: Any, instance: Any, schema: Any) -> Iterator[Any]:
+        # one set lookup, not a comparison per member (an enum of 64 KiB has thousands)
+        if _equality_key(instance, [0]) not in _member_keys(members):
+            yield ValidationError("is not one of the enum's values")
+
+    def const(validator: Any, value: Any, instance: Any, schema: Any) -> Iterator[Any]:
+        # jsonschema's comparison stops at the first difference in length or key set: it costs at most
+        # the const's own size (a bounded schema), however big the answer; only its message is ours
+        if not _utils.equal(instance, value):
+            yield ValidationError("is not the const value")
+
     def timed(check: Any) -> Any:
         def run(validator: Any, value: Any, instance: Any, schema: Any) -> Iterator[Any]:
             if time.monotonic() > _deadline[0]:
@@ -197,6 +318,12 @@ def _validator_class() -> Any:
         **Draft202012Validator.VALIDATORS,
         "pattern": pattern,
         "patternProperties": pattern_properties,
+        "additionalProperties": additional_properties,
+        "unevaluatedItems": unevaluated_items,
+        "unevaluatedProperties": unevaluated_properties,
+        "uniqueItems": unique_items,
+        "enum": enum,
+        "const": const,
     }
     return validators.extend(  # type: ignore[no-untyped-call]
         Draft202012Validator, {k: timed(v) for k, v in keywords.items()}
@@ -218,7 +345,7 @@ def check_answer(parsed: Mapping[str, Any], expected: Expected) -> str:
                 return "mismatch"
             if not _message_follows(message, expected):
                 return "mismatch"
-    except _TimeoutError:
+    except (_TimeoutError, RecursionError):  # out of time, or too deep to walk: unchecked, not wrong
         return "timeout"
     return "ok"
 

@@ -446,10 +446,11 @@ async def metrics(
 async def feedback(
     sidecar: Sidecar, request: HttpRequest, stream: ResponseStream, request_id: str
 ) -> HttpResponse:
-    """POST /v1/feedback: a quality score (0-1) for a request this process served, authenticated like
-    the requests; it counts for the rule and endpoint that answered (`/stats`, metrics, canaries)."""
+    """POST /v1/feedback: a quality score (0-1) for a request this sidecar served (any of its workers),
+    authenticated like the requests; it counts for the rule and endpoint that answered (`/stats`,
+    metrics, canaries), once."""
     try:
-        taken = _take_feedback(sidecar, request)
+        taken = await _take_feedback(sidecar, request)
     except ApiError as error:
         reason = {401: "unauthenticated", 404: "unknown_request"}.get(error.status, "invalid")
         sidecar.metrics.feedback_refused.inc((reason,))
@@ -468,7 +469,7 @@ async def feedback(
     )
 
 
-def _take_feedback(sidecar: Sidecar, request: HttpRequest) -> tuple[Served, float]:
+async def _take_feedback(sidecar: Sidecar, request: HttpRequest) -> tuple[Served, float]:
     client = authenticate(sidecar, request)
     if len(request.body) > MAX_FEEDBACK_BYTES:
         raise ApiError(
@@ -485,7 +486,12 @@ def _take_feedback(sidecar: Sidecar, request: HttpRequest) -> tuple[Served, floa
     except FeedbackError as exc:
         raise ApiError(400, "invalid_request", str(exc), param=exc.field) from None
     # another tenant's request reads as unknown: feedback must not reveal which ids exist
-    served = sidecar.served.claim(given.request_id, client.tenant if client is not None else None)
+    tenant = client.tenant if client is not None else None
+    served = sidecar.served.claim(given.request_id, tenant)
+    if served is None and sidecar.sibling_claim is not None:
+        # a new connection may land on another worker than the one that answered: ask the siblings,
+        # the one that remembers the id forgets it, and the score is tallied here (counted once)
+        served = await sidecar.sibling_claim(given.request_id, tenant)
     if served is None:
         raise ApiError(
             404,

@@ -5,11 +5,15 @@ unknown ids 404, and with client keys a tenant can only score its own requests."
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from modelroute_sidecar.admin import CLAIM_PATH, WorkerSockets, control_server, sibling_claims, worker_socket
+from modelroute_sidecar.feedback import Served
 from tests.component.conftest import Running, SidecarFactory
 
 
@@ -98,3 +102,29 @@ async def test_feedback_is_authenticated_and_scoped_to_the_keys_tenant(
     assert status == 404  # another tenant's request reads as unknown
     status, answer = await post_feedback(running, {"request_id": "req-acme", "score": 1}, key="sk-a")
     assert status == 200 and answer["endpoint"] == "llama"
+
+
+async def test_a_sibling_claims_a_request_id_once_over_the_control_socket(
+    start_sidecar: SidecarFactory, tmp_path: Path
+) -> None:
+    keys = tmp_path / "client-keys.yaml"
+    keys.write_text("sk-a:\n  tenant: acme\nsk-b:\n  tenant: globex\n")
+    running = await start_sidecar(client_keys_file=keys)
+    await chat(running, "req-acme", key="sk-a")
+    control_dir = Path(tempfile.mkdtemp(prefix="mr-claim-"))  # short: a unix socket path is bounded
+    server = control_server(running.sidecar)  # as worker 0; the asking worker is 1, whose socket is absent
+    await server.start_unix(str(worker_socket(control_dir, 0)))
+    try:
+        sockets = WorkerSockets(control_dir, 3)  # worker 2 is down: it only reads as not remembering
+        claim = sibling_claims(sockets, own=1)
+        assert await claim("req-acme", "globex") is None  # another tenant's id reads as unknown, and stays
+        assert await claim("never-served", "acme") is None
+        assert await claim("req-acme", "ACME") == Served("main", "default", "llama", "acme")
+        assert await claim("req-acme", "acme") is None  # claimed once
+        assert running.sidecar.served.lookup("req-acme") is None  # forgotten where it was served
+        for bad in (b"{", b"[]", b'{"request_id": 1, "tenant": null}', b'{"request_id": "x"}'):
+            status, _ = await sockets.call(0, "POST", CLAIM_PATH, bad)
+            assert status == 400, bad
+    finally:
+        await server.close(1.0)
+        shutil.rmtree(control_dir, ignore_errors=True)

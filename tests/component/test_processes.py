@@ -319,3 +319,79 @@ def sidecar_control_dir(parent: int) -> str:
         if line.endswith("/" + TENANT_TABLE_FILE):
             return str(Path(line.split(maxsplit=5)[5]).parent)
     raise AssertionError(f"worker {pid} maps no tenant table")
+
+
+async def test_feedback_reaches_the_worker_that_served_from_any_connection(
+    spawn: Callable[..., Process], tmp_path: Path
+) -> None:
+    fake_port = free_port()
+    spawn(["-m", "tests.fakes.upstream", "--port", str(fake_port), "--name", "eu-1"], fake_port, "eu-1")
+    urls = {name: f"http://127.0.0.1:{fake_port}/v1" for name in ("eu-1", "eu-2", "us-1")}
+    urls.update({name: "http://127.0.0.1:9/v1" for name in ("stable", "candidate", "small", "big")})
+    config_file = tmp_path / "routerConfig.json"
+    config_file.write_text(build_config(urls).to_json())
+    secrets = tmp_path / "secrets" / "llama-key"
+    secrets.mkdir(parents=True)
+    (secrets / "apiKey").write_text("sk-test")
+    keys = tmp_path / "client-keys.yaml"
+    keys.write_text("sk-a:\n  tenant: acme\nsk-b:\n  tenant: globex\n")
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(ADMIN_TOKEN + "\n")
+    port, admin_port = free_port(), free_port()
+    sidecar = spawn(
+        [
+            "-m", "modelroute_sidecar.main", "--port", str(port), "--config-file", str(config_file),
+            "--region", "eu-west", "--workers", "2", "--audit-log", str(tmp_path / "audit.jsonl"),
+            "--secrets-dir", str(tmp_path / "secrets"), "--client-keys-file", str(keys),
+            "--admin-port", str(admin_port), "--admin-host", "127.0.0.1", "--admin-token-file", str(token_file),
+        ],
+        port,
+        "sidecar",
+    )  # fmt: skip
+    await wait_http(f"http://127.0.0.1:{fake_port}/v1/models")
+    await wait_http(f"http://127.0.0.1:{port}/readyz")
+    await wait_http(f"http://127.0.0.1:{admin_port}/healthz")
+
+    ids = [f"req-{i}" for i in range(40)]
+    # a new connection per request, so the kernel spreads requests and feedback over both workers
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def post(path: str, body: dict[str, object], key: str, request_id: str = "") -> int:
+            headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+            if request_id:
+                headers["x-request-id"] = request_id
+            url = f"http://127.0.0.1:{port}{path}"
+            async with session.post(url, data=json.dumps(body).encode(), headers=headers) as response:
+                await response.read()
+                return response.status
+
+        chat = {"model": "auto", "messages": HI}
+        for request_id in ids:
+            assert await post("/v1/chat/completions", chat, "sk-a", request_id) == 200
+
+        async def scores(key: str) -> list[int]:
+            return [
+                await post("/v1/feedback", {"request_id": request_id, "score": 0.5}, key)
+                for request_id in ids
+            ]
+
+        assert await scores("sk-b") == [404] * len(ids)  # another tenant's ids read as unknown, on any worker
+        assert await scores("sk-a") == [200] * len(ids)  # each accepted, wherever it arrived
+        assert await scores("sk-a") == [404] * len(ids)  # and only once
+
+    status, stats = await admin(admin_port, "GET", "/stats")
+    assert status == 200 and stats["workers"] == 2
+    [figures] = stats["feedback"]  # type: ignore[misc]
+    assert (figures["count"], figures["scoreSum"]) == (len(ids), 0.5 * len(ids))  # type: ignore[index]
+    # both workers served requests and took feedback: claims crossed between them
+    control_dir = Path(sidecar_control_dir(sidecar.popen.pid))
+    for index in (0, 1):
+        connector_unix = aiohttp.UnixConnector(path=str(control_dir / f"worker-{index}.sock"))
+        async with (
+            aiohttp.ClientSession(connector=connector_unix) as session,
+            session.get("http://worker/control/metrics") as response,
+        ):
+            text = await response.text()
+        assert metric_sum(text, "modelroute_requests_total") > 0, index
+        assert metric_sum(text, "modelroute_feedback_score_count") > 0, index

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anthropic
 import openai
 import pytest
@@ -586,3 +587,40 @@ async def test_v1_messages_refusals_and_count_tokens(routed: Running) -> None:
             model="plain", messages=[{"role": "user", "content": "hello there"}]
         )
         assert counted.input_tokens > 0
+
+
+async def test_v1_messages_fields_of_the_wrong_type_are_400s_naming_the_field(routed: Running) -> None:
+    base: dict[str, Any] = {
+        "model": "plain",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("stop_sequences", {"stop_sequences": 5}),
+        ("tools", {"tools": "get_weather"}),
+        ("tools.0.input_schema", {"tools": [{"name": "w", "input_schema": 3}]}),
+        ("metadata", {"metadata": ["u1"]}),
+        ("temperature", {"temperature": "warm"}),
+        ("stream", {"stream": 1}),
+        (
+            "messages.0.content.0.source",
+            {"messages": [{"role": "user", "content": [{"type": "image", "source": "x"}]}]},
+        ),
+    ]
+    async with aiohttp.ClientSession() as session:
+        for param, change in cases:
+            for path in ("/v1/messages", "/v1/messages/count_tokens"):
+                async with session.post(routed.url + path, json={**base, **change}) as response:
+                    answer = await response.json()
+                assert response.status == 400, (path, param, answer)
+                assert answer["type"] == "error" and answer["error"]["type"] == "invalid_request_error"
+                assert f"`{param}`" in answer["error"]["message"], (path, answer)
+    async with anthropic.AsyncAnthropic(api_key="unused", base_url=routed.url, max_retries=0) as client:
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            await client.messages.create(
+                model="plain",
+                max_tokens=10,
+                messages=[{"role": "user", "content": "hi"}],
+                stop_sequences="END",  # type: ignore[arg-type]
+            )
+        assert "`stop_sequences` must be a list of strings" in str(refused.value)

@@ -50,6 +50,24 @@ def test_the_cached_word_tokens_are_the_tokenizers(text: str) -> None:
     assert embedder().token_ids(text) == tokenizer.encode(text, add_special_tokens=False).ids  # cached
 
 
+def test_long_words_are_tokenized_but_not_cached_and_the_cache_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from modelroute_sidecar import embeddings
+
+    tokenizer, words = embedder()._tokenizer, embedder()._words
+    held = len(words)
+    text = " ".join(f"{n:06d}" + "qz" * 20 for n in range(2000))  # 2,000 unique 46-character words
+    assert embedder().token_ids(text) == tokenizer.encode(text, add_special_tokens=False).ids
+    assert len(words) == held  # computed, not kept
+    embedder().token_ids("routing models")
+    assert {"\u2581routing", "\u2581models"} <= words.keys()  # short words still are
+    monkeypatch.setattr(embeddings, "_WORD_CACHE_MAX", 100)
+    short = " ".join(f"w{n}" for n in range(1000))  # one prompt of more short words than the cache holds
+    assert embedder().token_ids(short) == tokenizer.encode(short, add_special_tokens=False).ids
+    assert len(words) <= 100
+
+
 def test_a_config_without_learned_rules_imports_neither_numpy_nor_wordllama() -> None:
     script = f"""
 import sys

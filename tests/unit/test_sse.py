@@ -89,6 +89,26 @@ def test_an_over_long_event_is_passed_on_rather_than_held_without_bound() -> Non
     assert scanner.feed(b"\n\n") == b"\n\n" and not scanner.open_event
 
 
+def test_a_crlf_event_end_is_found_wherever_the_pieces_are_cut() -> None:
+    stream = event(chunk("a"), b"\r\n") + event(chunk("b", "stop"), b"\r\n") + event(b"[DONE]", b"\r\n")
+    for i in range(len(stream)):
+        for j in range(i, len(stream), 7):
+            scanner = StreamScanner()
+            relayed = [scanner.feed(piece) for piece in (stream[:i], stream[i:j], stream[j:])]
+            assert all(r == b"" or r.endswith(b"\r\n\r\n") for r in relayed), (i, j)
+            assert b"".join(relayed) == stream and scanner.done, (i, j)
+
+
+def test_an_event_dripped_a_line_at_a_time_is_held_whole_then_bounded() -> None:
+    scanner = StreamScanner()
+    lines = [b"data: x\n"] * 1000
+    assert [scanner.feed(line) for line in lines] == [b""] * 1000  # held, appended, not re-searched
+    assert scanner.feed(b"\n") == b"".join(lines) + b"\n"
+    endless = StreamScanner()
+    relayed = b"".join(endless.feed(b"data: x\n") for _ in range(MAX_HELD_BYTES // 8 + 1))
+    assert len(relayed) == MAX_HELD_BYTES + 8 and endless.open_event  # past the bound: passed on
+
+
 def test_the_error_event_is_what_the_openai_sdks_raise_on() -> None:
     raw = error_event("upstream stream interrupted", "stream_broken")
     assert raw.startswith(b"data: ") and raw.endswith(b"\n\n")

@@ -119,3 +119,91 @@ def test_an_answer_of_odd_shape_is_a_mismatch_not_a_crash(parsed: dict[str, Any]
     expected = expected_output(TOOLS)
     assert expected is not None
     assert check_answer(parsed, expected) == "mismatch"
+
+
+class SteppedTime:
+    """A clock that moves 1 ms at every read: a check reads it ~50 times before its box closes."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def monotonic(self) -> float:
+        self.reads += 1
+        return self.reads / 1000
+
+
+def content_check(schema: dict[str, Any], content: str) -> str:
+    return check_answer(answer(content=content), Expected(content=compile_schema(schema, "f")))
+
+
+@pytest.mark.parametrize(
+    ("schema", "items"),
+    [
+        ({"uniqueItems": True}, [{"n": n} for n in range(200_000)]),  # jsonschema: pairwise, for minutes
+        ({"uniqueItems": True}, list(range(200_000))),
+        ({"enum": [[0, 1], "a"]}, [[n] for n in range(200_000)]),
+        ({"additionalProperties": False}, {f"k{n}": n for n in range(200_000)}),
+    ],
+)
+def test_one_keyword_over_a_huge_answer_reads_the_clock_and_ends_in_timeout(
+    monkeypatch: pytest.MonkeyPatch, schema: dict[str, Any], items: Any
+) -> None:
+    import orjson
+
+    content = orjson.dumps(items).decode()
+    clock = SteppedTime()
+    monkeypatch.setattr(structured, "time", clock)
+    assert content_check(schema, content) == "timeout"
+    assert clock.reads > 10  # read inside the keyword, not only as it began
+
+
+def test_the_linear_keywords_keep_json_schema_equality() -> None:
+    unique = {"uniqueItems": True}
+    assert content_check(unique, "[1, 1.0]") == "mismatch"  # one number
+    assert content_check(unique, '[{"a": 1, "b": [2]}, {"b": [2.0], "a": 1}]') == "mismatch"
+    assert content_check(unique, "[1, true, 0, false, null, [1], [true], {}, []]") == "ok"  # true is not 1
+    assert content_check(unique, '["1", 1, {"a": 1}, {"a": true}]') == "ok"
+    members = {"enum": [1, "a", {"x": [1]}, None]}
+    for instance, result in [("1.0", "ok"), ("true", "mismatch"), ('{"x": [1.0]}', "ok"), ('{"x": [true]}', "mismatch"),
+                             ("null", "ok"), ('"b"', "mismatch")]:  # fmt: skip
+        assert content_check(members, instance) == result, instance
+    assert content_check({"const": {"a": [1]}}, '{"a": [1.0]}') == "ok"
+    assert content_check({"const": {"a": [1]}}, '{"a": [true]}') == "mismatch"
+    closed = {
+        "properties": {"a": {}},
+        "patternProperties": {"^x-": {"type": "integer"}},
+        "additionalProperties": False,
+    }
+    assert content_check(closed, '{"a": 1, "x-b": 2}') == "ok"
+    assert content_check(closed, '{"a": 1, "x-b": "no"}') == "mismatch"
+    assert content_check(closed, '{"a": 1, "b": 2}') == "mismatch"
+    assert content_check({"additionalProperties": {"type": "string"}}, '{"a": "s", "b": 1}') == "mismatch"
+    items = {"prefixItems": [{}], "unevaluatedItems": False}
+    assert (content_check(items, "[1]"), content_check(items, "[1, 2]")) == ("ok", "mismatch")
+    props = {"properties": {"a": {}}, "unevaluatedProperties": {"type": "integer"}}
+    assert (content_check(props, '{"a": "s", "b": 2}'), content_check(props, '{"b": "s"}')) == (
+        "ok",
+        "mismatch",
+    )
+
+
+def test_additional_properties_match_pattern_properties_on_re2() -> None:
+    # Python's re backtracks on this pattern for 2**40 steps; RE2 answers at once
+    schema = {"patternProperties": {"^(a+)+$": {}}, "additionalProperties": False}
+    assert content_check(schema, '{"' + "a" * 40 + 'b": 1}') == "mismatch"
+    assert content_check(schema, '{"' + "a" * 40 + '": 1}') == "ok"
+
+
+def test_unevaluated_properties_beside_pattern_properties_is_refused() -> None:
+    # jsonschema matches the patterns of unevaluatedProperties with Python's re: refused, not run
+    schema = {"allOf": [{"patternProperties": {"^(a+)+$": {}}}], "unevaluatedProperties": False}
+    with pytest.raises(
+        SchemaProblemError, match=r"f\.unevaluatedProperties: .*f\.allOf\[0\]\.patternProperties"
+    ):
+        compile_schema(schema, "f")
+
+
+def test_an_answer_too_deep_to_walk_stands_unchecked() -> None:
+    deep = "[" * 1000 + "]" * 1000  # orjson parses it; walking it overflows Python's stack
+    assert content_check({"uniqueItems": True}, "[" + deep + ", 1]") == "timeout"
+    assert content_check({"items": {"$ref": "#"}}, deep) == "timeout"

@@ -32,15 +32,30 @@ ATTEMPT_FAILED = "attempt-failed"
 """The pinned replica was tried first and failed; another one answered (and holds the session now)."""
 
 
+SESSION_DIGEST_BYTES = 16
+"""What a session costs the table in key bytes, whatever the length of the value the client sent."""
+
+
 @dataclass(frozen=True, slots=True)
 class SessionKey:
     """One conversation of one rule: what the table is keyed by, with the rule's bounds."""
 
     policy: str
     rule: str
-    value: str
+    digest: bytes
+    """`session_digest(tenant, value)`: a fixed-size hash, so the table never holds the session value a
+    client sent (up to a header's or a metadata value's size), and each tenant has its own sessions."""
     ttl_seconds: int
     max_sessions: int
+
+
+def session_digest(tenant: str, value: str) -> bytes:
+    """The table key of session `value` sent by `tenant`: two tenants sending the same value (a counter,
+    a guessed id) are two sessions, never one pin. The tenant is length-prefixed, so no (tenant, value)
+    pair runs into another; its case is folded as everywhere a tenant is compared."""
+    tenant = tenant.casefold()
+    data = f"{len(tenant)}:{tenant}{value}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=SESSION_DIGEST_BYTES).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +94,19 @@ class SessionView(Protocol):
 def session_key(
     affinity: SessionAffinity, policy: str, rule: str, features: RequestFeatures
 ) -> SessionKey | None:
-    """The request's session under a rule's affinity; None when the request does not carry the key."""
+    """The request's session under a rule's affinity (scoped by the request's tenant); None when the
+    request does not carry the key."""
     source: Mapping[str, str] = features.headers if affinity.header else features.metadata
     value = source.get(affinity.header or affinity.metadata, "")
     if not value:
         return None
-    return SessionKey(policy, rule, value, affinity.ttl_seconds, affinity.max_sessions)
+    digest = session_digest(features.metadata.get("tenant", ""), value)
+    return SessionKey(policy, rule, digest, affinity.ttl_seconds, affinity.max_sessions)
 
 
 def session_seed(session: SessionKey) -> int:
     """A stable seed for a new session's first pick (the same in every worker and every process)."""
-    digest = hashlib.blake2b(f"{session.policy}\0{session.rule}\0{session.value}".encode(), digest_size=8)
+    digest = hashlib.blake2b(f"{session.policy}\0{session.rule}\0".encode() + session.digest, digest_size=8)
     return int.from_bytes(digest.digest(), "big")
 
 

@@ -154,8 +154,6 @@ def chat_to_messages(
     return request
 
 
-
-
 def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
@@ -396,28 +394,59 @@ def messages_to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
             messages.append(_inbound_assistant(message.get("content"), f"{where}.content"))
     chat: dict[str, Any] = {"model": body["model"], "messages": messages, "max_tokens": max_tokens}
     for name in ("temperature", "top_p"):
-        if body.get(name) is not None:
-            chat[name] = body[name]
-    if body.get("stop_sequences"):
-        chat["stop"] = list(body["stop_sequences"])
-    if body.get("tools"):
-        chat["tools"] = [_inbound_tool(tool, f"tools.{i}") for i, tool in enumerate(body["tools"])]
+        value = body.get(name)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise UnsupportedError(name, "must be a number")
+            chat[name] = value
+    stops = body.get("stop_sequences")
+    if stops is not None:
+        if not isinstance(stops, list) or not all(isinstance(stop, str) for stop in stops):
+            raise UnsupportedError("stop_sequences", "must be a list of strings")
+        if stops:
+            chat["stop"] = list(stops)
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise UnsupportedError("tools", "must be a list of tools")
+        if tools:
+            chat["tools"] = [_inbound_tool(tool, f"tools.{i}") for i, tool in enumerate(tools)]
     if body.get("tool_choice") is not None:
         choice, parallel = _inbound_tool_choice(body["tool_choice"])
         chat["tool_choice"] = choice
         if parallel is False:
             chat["parallel_tool_calls"] = False
     metadata = body.get("metadata")
-    if isinstance(metadata, dict):
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise UnsupportedError("metadata", "must be an object")
         unknown = [k for k in metadata if k != "user_id"]
         if unknown:
             raise UnsupportedError(f"metadata.{unknown[0]}", "is not a Messages API metadata field")
-        if isinstance(metadata.get("user_id"), str):
-            chat["user"] = metadata["user_id"]
-    if body.get("stream") is True:
+        user = metadata.get("user_id")
+        if user is not None and not isinstance(user, str):
+            raise UnsupportedError("metadata.user_id", "must be a string")
+        if user is not None:
+            chat["user"] = user
+    streamed = body.get("stream")
+    if streamed is not None and not isinstance(streamed, bool):
+        raise UnsupportedError("stream", "must be a boolean")
+    if streamed:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # the message_delta event reports usage
     return chat
+
+
+def _string(block: Mapping[str, Any], name: str, where: str, default: str | None = None) -> str:
+    """`block[name]` when it is a string; `default` when it is absent and one is given."""
+    value = block.get(name)
+    if value is None and default is not None:
+        return default
+    if not isinstance(value, str):
+        raise UnsupportedError(
+            f"{where}.{name}", "is required and must be a string" if default is None else "must be a string"
+        )
+    return value
 
 
 def _no_cache(block: Mapping[str, Any], where: str) -> None:
@@ -435,7 +464,7 @@ def _inbound_text(content: Any, where: str) -> str:
         if not isinstance(block, dict) or block.get("type") != "text":
             raise UnsupportedError(f"{where}.{i}", "must be a text block")
         _no_cache(block, f"{where}.{i}")
-        texts.append(str(block.get("text", "")))
+        texts.append(_string(block, "text", f"{where}.{i}"))
     return "\n\n".join(texts) if where == "system" else "".join(texts)
 
 
@@ -455,22 +484,27 @@ def _inbound_user(content: Any, where: str) -> list[dict[str, Any]]:
             raise UnsupportedError(at, "must be a content block")
         _no_cache(block, at)
         if kind == "text":
-            parts.append({"type": "text", "text": str(block.get("text", ""))})
+            parts.append({"type": "text", "text": _string(block, "text", at)})
         elif kind == "image":
-            source = block.get("source") or {}
-            if source.get("type") == "base64":
-                url = f"data:{source.get('media_type')};base64,{source.get('data')}"
-            elif source.get("type") == "url":
-                url = str(source.get("url"))
+            source = block.get("source")
+            source_kind = source.get("type") if isinstance(source, dict) else None
+            if source_kind == "base64":
+                media_type = _string(source, "media_type", f"{at}.source")
+                url = f"data:{media_type};base64,{_string(source, 'data', f'{at}.source')}"
+            elif source_kind == "url":
+                url = _string(source, "url", f"{at}.source")
             else:
                 raise UnsupportedError(f"{at}.source", "must be a base64 or url image source")
             parts.append({"type": "image_url", "image_url": {"url": url}})
         elif kind == "tool_result":
-            if block.get("is_error"):
-                text = "Error: " + _inbound_text(block.get("content") or "", f"{at}.content")
-            else:
-                text = _inbound_text(block.get("content") or "", f"{at}.content")
-            tools.append({"role": "tool", "tool_call_id": str(block.get("tool_use_id")), "content": text})
+            failed = block.get("is_error")
+            if failed is not None and not isinstance(failed, bool):
+                raise UnsupportedError(f"{at}.is_error", "must be a boolean")
+            text = _inbound_text(block.get("content") or "", f"{at}.content")
+            call_id = _string(block, "tool_use_id", at)
+            tools.append(
+                {"role": "tool", "tool_call_id": call_id, "content": "Error: " + text if failed else text}
+            )
         else:
             raise UnsupportedError(at, f"a {kind!r} block cannot be carried in the OpenAI chat form")
     messages = list(tools)
@@ -496,8 +530,12 @@ def _inbound_assistant(content: Any, where: str) -> dict[str, Any]:
             raise UnsupportedError(at, "must be a content block")
         _no_cache(block, at)
         if kind == "text":
-            texts.append(str(block.get("text", "")))
+            texts.append(_string(block, "text", at))
         elif kind == "tool_use":
+            if block.get("input") is not None and not isinstance(block["input"], dict):
+                raise UnsupportedError(f"{at}.input", "must be an object")
+            for name in ("id", "name"):
+                _string(block, name, at)
             calls.append(_tool_call(block))
         else:
             raise UnsupportedError(at, f"a {kind!r} block cannot be carried in the OpenAI chat form")
@@ -511,15 +549,21 @@ def _inbound_tool(tool: Any, where: str) -> dict[str, Any]:
     if not isinstance(tool, dict) or tool.get("type") not in (None, "custom") or "input_schema" not in tool:
         raise UnsupportedError(where, "must be a client tool with an input_schema")
     _no_cache(tool, where)
-    function: dict[str, Any] = {"name": str(tool.get("name") or ""), "parameters": tool["input_schema"]}
-    if tool.get("description"):
-        function["description"] = tool["description"]
+    if not isinstance(tool["input_schema"], dict):
+        raise UnsupportedError(f"{where}.input_schema", "must be an object (a JSON schema)")
+    function: dict[str, Any] = {"name": _string(tool, "name", where), "parameters": tool["input_schema"]}
+    description = _string(tool, "description", where, "")
+    if description:
+        function["description"] = description
     return {"type": "function", "function": function}
 
 
 def _inbound_tool_choice(choice: Any) -> tuple[Any, bool | None]:
     kind = choice.get("type") if isinstance(choice, dict) else None
-    parallel = False if isinstance(choice, dict) and choice.get("disable_parallel_tool_use") else None
+    serial = choice.get("disable_parallel_tool_use") if isinstance(choice, dict) else None
+    if serial is not None and not isinstance(serial, bool):
+        raise UnsupportedError("tool_choice.disable_parallel_tool_use", "must be a boolean")
+    parallel = False if serial else None
     if kind == "auto":
         return "auto", parallel
     if kind == "any":

@@ -241,8 +241,10 @@ class SseReader:
     """Frames a server-sent event stream that arrives in pieces into (event name, data) pairs.
 
     An upstream that never ends an event cannot make it hold more than `MAX_HELD_BYTES` (the limit the
-    OpenAI stream scanner holds): past it the stream is malformed. Pieces without a line end are only
-    appended, so a stream dripped byte by byte is not re-split on every byte."""
+    OpenAI stream scanner holds): past it the stream is malformed. A piece that ends no event is only
+    appended (the search for an event end looks at the new bytes and the 3 before them), so a stream
+    dripped in small pieces is not re-split on every piece: an event of many short lines sent a line at
+    a time cost quadratic time (32,768 lines of `data: x` took 15 s of the loop), now linear."""
 
     __slots__ = ("_held",)
 
@@ -251,9 +253,11 @@ class SseReader:
 
     def feed(self, data: bytes) -> Iterator[tuple[str, bytes]]:
         """The whole events `data` completes."""
-        self._held += data
-        if b"\n" not in data:
-            if len(self._held) > MAX_HELD_BYTES:
+        held = self._held
+        start = max(0, len(held) - 3)  # an event end (`\n\n`, `\n\r\n`) may begin in the held tail
+        held += data
+        if held.find(b"\n\n", start) < 0 and held.find(b"\n\r\n", start) < 0:
+            if len(held) > MAX_HELD_BYTES:
                 raise MalformedAnswerError(f"an upstream event is longer than {MAX_HELD_BYTES} bytes")
             return
         *whole, rest = bytes(self._held).replace(b"\r\n", b"\n").split(b"\n\n")

@@ -3,6 +3,8 @@ plan is the filters' and the decision says why the pin broke. Affinity never add
 
 from __future__ import annotations
 
+import dataclasses
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -11,10 +13,14 @@ from engine_builders import FakeHealth, config, endpoint, features, policy, repl
 from modelroute_contract import SessionAffinity
 from modelroute_sidecar.affinity import SessionTable
 from modelroute_sidecar.engine import Router
-from modelroute_sidecar.engine.affinity import SessionKey, session_key
+from modelroute_sidecar.engine.affinity import SESSION_DIGEST_BYTES, SessionKey, session_digest, session_key
 from modelroute_sidecar.engine.model import Decision, Role
 
 AFFINITY = SessionAffinity(header="x-session-id", ttl_seconds=60, max_sessions=3)
+
+
+def key(value: str, tenant: str = "", policy: str = "policy", rule: str = "default") -> SessionKey:
+    return SessionKey(policy, rule, session_digest(tenant, value), 60, 3)
 
 
 def router(**policy_fields: object) -> Router:
@@ -69,7 +75,7 @@ def test_the_pin_yields_to_ejection_and_residency(
     health: FakeHealth, kw: dict[str, Any], reason: str
 ) -> None:
     r, table = router(), SessionTable(clock=lambda: 0.0)
-    table.remember(SessionKey("policy", "default", "s1", 60, 3), "llama", "us-1")
+    table.remember(key("s1"), "llama", "us-1")
     decision = ask(r, table, health=health, **kw)
     assert decision.affinity is not None
     assert decision.affinity.header(None) == f"broken; reason={reason}"
@@ -78,7 +84,7 @@ def test_the_pin_yields_to_ejection_and_residency(
 
 def test_a_replica_no_longer_in_the_rule_breaks_as_gone() -> None:
     r, table = router(), SessionTable(clock=lambda: 0.0)
-    table.remember(SessionKey("policy", "default", "s1", 60, 3), "llama", "ap-1")
+    table.remember(key("s1"), "llama", "ap-1")
     decision = ask(r, table)
     assert decision.affinity is not None and (decision.affinity.outcome, decision.affinity.reason) == (
         "broken",
@@ -88,7 +94,7 @@ def test_a_replica_no_longer_in_the_rule_breaks_as_gone() -> None:
 
 def test_a_failed_kept_attempt_settles_as_broken() -> None:
     r, table = router(), SessionTable(clock=lambda: 0.0)
-    table.remember(SessionKey("policy", "default", "s1", 60, 3), "llama", "eu-1")
+    table.remember(key("s1"), "llama", "eu-1")
     affinity = ask(r, table).affinity
     assert affinity is not None and affinity.header(("llama", "eu-1")) == "kept"
     assert affinity.header(("llama", "eu-2")) == "broken; reason=attempt-failed"
@@ -103,7 +109,7 @@ def test_no_session_key_or_no_table_means_no_affinity() -> None:
 def test_session_key_reads_the_header_or_the_metadata() -> None:
     by_meta = SessionAffinity(metadata="session")
     assert session_key(by_meta, "p", "r", features(metadata={"session": "abc"})) == SessionKey(
-        "p", "r", "abc", 600, 10000
+        "p", "r", session_digest("", "abc"), 600, 10000
     )
     assert session_key(AFFINITY, "p", "r", features(metadata={"session": "abc"})) is None
 
@@ -111,9 +117,9 @@ def test_session_key_reads_the_header_or_the_metadata() -> None:
 def test_the_table_expires_and_stays_bounded() -> None:
     now = [0.0]
     table = SessionTable(clock=lambda: now[0])
-    keys = [SessionKey("p", "r", f"s{n}", 60, 3) for n in range(5)]
-    for key in keys:
-        table.remember(key, "e", key.value)
+    keys = [key(f"s{n}", policy="p", rule="r") for n in range(5)]
+    for n, session in enumerate(keys):
+        table.remember(session, "e", f"s{n}")
     assert len(table) == 3  # max_sessions: the oldest went first
     assert table.pinned(keys[0]) is None and table.pinned(keys[4]) == ("e", "s4")
     now[0] = 59.0
@@ -151,7 +157,7 @@ def test_the_pin_yields_to_the_canary_split() -> None:
     table = SessionTable(clock=lambda: 0.0)
     for user in (f"u{n}" for n in range(40)):
         request = features(headers={"x-session-id": "s1", "x-user": user})
-        table.remember(SessionKey("policy", "default", "s1", 60, 3), "new", "new-eu")
+        table.remember(key("s1"), "new", "new-eu")
         decision = r.decide(request, FakeHealth(), sessions=table)
         assert decision.affinity is not None
         if decision.canary_side == "candidate":
@@ -159,3 +165,35 @@ def test_the_pin_yields_to_the_canary_split() -> None:
         else:
             assert (decision.affinity.outcome, decision.affinity.reason) == ("broken", "canary-other-side")
             assert {c.endpoint for c in decision.plan} == {"old"}
+
+
+def test_two_tenants_sending_the_same_session_value_never_share_a_pin() -> None:
+    r, table = router(), SessionTable(clock=lambda: 0.0)
+    acme = ask(r, table, metadata={"tenant": "acme"}).affinity
+    assert acme is not None and acme.outcome == "new"
+    table.remember(acme.session, "llama", "us-1")
+    again = ask(r, table, metadata={"tenant": "ACME"}).affinity  # a tenant's case is folded, as everywhere
+    assert again is not None and (again.outcome, again.pinned) == ("kept", ("llama", "us-1"))
+    for other in ({"tenant": "globex"}, {}):
+        decision = ask(r, table, metadata=other)
+        assert decision.affinity is not None and decision.affinity.outcome == "new", other
+    # the length prefix: no tenant/value split runs into another
+    assert session_digest("ab", "c") != session_digest("a", "bc") != session_digest("", "abc")
+
+
+def test_the_table_keeps_a_fixed_size_hash_not_the_session_value() -> None:
+    table = SessionTable(clock=lambda: 0.0)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(50):
+            value = f"{n:05d}" + "x" * (64 * 1024)  # a request head's whole size; metadata can be longer
+            session = session_key(AFFINITY, "p", "r", features(headers={"x-session-id": value}))
+            assert session is not None and len(session.digest) == SESSION_DIGEST_BYTES
+            table.remember(dataclasses.replace(session, max_sessions=100), "e", "r1")
+            del value, session
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(table) == 50
+    assert held < 64 * 1024, held  # 50 values of 64 KiB would be 3.2 MB

@@ -156,6 +156,44 @@ def test_an_inbound_messages_request_becomes_a_chat_request() -> None:
     assert chat["stop"] == ["X"] and chat["user"] == "u1" and chat["stream_options"] == {"include_usage": True}
 
 
+def _user(*blocks: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": list(blocks)}]}
+
+
+def _assistant(*blocks: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": list(blocks)}]}
+
+
+WRONG_TYPES: list[tuple[str, dict[str, Any]]] = [
+    ("stop_sequences", {"stop_sequences": 5}),
+    ("stop_sequences", {"stop_sequences": "END"}),
+    ("stop_sequences", {"stop_sequences": ["END", 3]}),
+    ("tools", {"tools": 5}),
+    ("tools", {"tools": {"name": "w", "input_schema": {}}}),
+    ("tools.0.input_schema", {"tools": [{"name": "w", "input_schema": "object"}]}),
+    ("tools.0.name", {"tools": [{"name": 7, "input_schema": {}}]}),
+    ("tools.0.description", {"tools": [{"name": "w", "description": ["d"], "input_schema": {}}]}),
+    ("temperature", {"temperature": "hot"}),
+    ("top_p", {"top_p": True}),
+    ("stream", {"stream": "yes"}),
+    ("metadata", {"metadata": "u1"}),
+    ("metadata.user_id", {"metadata": {"user_id": 5}}),
+    ("tool_choice.disable_parallel_tool_use", {"tool_choice": {"type": "auto", "disable_parallel_tool_use": "no"}}),
+    ("system.0.text", {"system": [{"type": "text", "text": {"a": 1}}]}),
+    ("messages.0.content.0.text", _user({"type": "text", "text": 5})),
+    ("messages.0.content.0.source", _user({"type": "image", "source": "http://x/cat.png"})),
+    ("messages.0.content.0.source.data", _user({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": 5}})),
+    ("messages.0.content.0.source.url", _user({"type": "image", "source": {"type": "url", "url": ["x"]}})),
+    ("messages.0.content.0.tool_use_id", _user({"type": "tool_result", "tool_use_id": 1, "content": "x"})),
+    ("messages.0.content.0.is_error", _user({"type": "tool_result", "tool_use_id": "t", "is_error": "yes"})),
+    ("messages.1.content.0.text", _assistant({"type": "text", "text": None})),
+    ("messages.1.content.0.input", _assistant({"type": "tool_use", "id": "t", "name": "w", "input": "{}"})),
+    ("messages.1.content.0.id", _assistant({"type": "tool_use", "name": "w", "input": {}})),
+    ("messages.1.content.0.name", _assistant({"type": "tool_use", "id": "t", "name": ["w"], "input": {}})),
+]
+"""(param, change): request fields of the wrong type in `/v1/messages`."""
+
+
 @pytest.mark.parametrize(
     ("change", "param"),
     [
@@ -164,6 +202,8 @@ def test_an_inbound_messages_request_becomes_a_chat_request() -> None:
         ({"max_tokens": 0}, "max_tokens"),
         ({"system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}]}, "system.0.cache_control"),
         ({"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}, "messages.0.content.0"),
+        # a field of the wrong type is a 400 naming it, never a crash or a silent coercion
+        *((change, param) for param, change in WRONG_TYPES),
     ],
 )
 def test_what_the_chat_form_cannot_carry_is_refused_inbound(change: dict[str, Any], param: str) -> None:
@@ -365,6 +405,23 @@ def test_an_sse_event_is_bounded_and_framed_the_same_whatever_its_pieces() -> No
         list(endless.feed(piece))
     with pytest.raises(MalformedAnswerError, match="longer than"):
         list(SseReader().feed(b"data: x\n" * (MAX_HELD_BYTES // 8 + 1)))
+
+
+def test_every_kind_of_event_end_is_found_wherever_the_pieces_are_cut() -> None:
+    from modelroute_sidecar.providers.common import SseReader
+
+    # each mix of `\r\n` and `\n` that ends an event, then a long event sent a line at a time
+    stream = b"data: 1\r\n\r\ndata: 2\n\r\ndata: 3\r\n\ndata: 4\n\nevent: e\r\ndata: 5\r\n\r\n"
+    expected = [("", b"1"), ("", b"2"), ("", b"3"), ("", b"4"), ("e", b"5")]
+    assert list(SseReader().feed(stream)) == expected
+    for i in range(len(stream)):
+        for j in range(i, len(stream)):
+            reader = SseReader()
+            got = [event for piece in (stream[:i], stream[i:j], stream[j:]) for event in reader.feed(piece)]
+            assert got == expected, (i, j)
+    lines = SseReader()
+    assert [event for _ in range(1000) for event in lines.feed(b"data: x\n")] == []
+    assert list(lines.feed(b"\n")) == [("", b"\n".join([b"x"] * 1000))]
 
 
 @pytest.mark.parametrize(
