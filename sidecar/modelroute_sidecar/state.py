@@ -21,6 +21,7 @@ from .metrics import Metrics
 from .proxy import Upstreams
 from .ratelimit import TenantLimiter
 from .settings import Settings
+from .shadow import Shadows
 from .stats import EndpointStats
 
 MetricsSource = Callable[[], Awaitable[bytes]]
@@ -50,6 +51,8 @@ class Sidecar:
     background: list[asyncio.Task[None]] = field(default_factory=list)
     served: ServedRequests = field(default_factory=ServedRequests)
     """Which rule and endpoint served each recent request id, for `POST /v1/feedback`."""
+    shadows: Shadows | None = None
+    """Shadow copies in flight (created with `upstreams`)."""
 
     async def render_metrics(self) -> bytes:
         """The `/metrics` exposition."""

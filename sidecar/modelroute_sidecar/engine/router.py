@@ -52,6 +52,7 @@ from .model import (
 )
 from .rules import describe_request, first_match
 from .scorers import build_plan
+from .shadow import pick_shadow, sampled
 
 _RANDOM = random.Random()
 """Picks for unseeded decisions; seeded ones (tests) get their own generator."""
@@ -288,6 +289,14 @@ class Router:
         decision = self._route(policy, route, table, classification, reported, features, health, rng)
         if session is not None and sessions is not None and decision.error is None:
             decision = hold(decision, session, sessions.pinned(session))
+        shadow = route.shadow
+        if (
+            shadow is not None
+            and decision.error is None
+            and sampled(shadow, policy.name, route.rule.name, features.request_id)
+        ):
+            pick = pick_shadow(shadow, table.shadow, table.shadow_compliant, features, health, rng)
+            decision = dataclasses.replace(decision, shadow=pick)
         if policy.models is None:
             return decision
         semantic_route, similarity = complexity.semantic_reported
