@@ -36,7 +36,6 @@ from modelroute_contract import (
 )
 from modelroute_contract.schemas import (
     STEPS,
-    Rendering,
     accepted_schemas,
     config_key,
     render_document,
