@@ -370,6 +370,19 @@ def test_a_data_class_no_target_satisfies_warns() -> None:
     )
 
 
+def test_a_shadow_that_no_data_class_replica_satisfies_warns() -> None:
+    shadowed = policy("q", "eu", models=["other"])
+    shadowed["spec"]["rules"][0]["shadow"] = {"endpoint": "us", "percent": 10}
+    verdict = validate(request("CREATE", shadowed), base())
+    assert verdict.allowed
+    assert verdict.warnings == (
+        "spec.rules[0].shadow: no replica of ModelEndpoint 'us' satisfies data class 'eu-personal'; its "
+        "requests are never mirrored",
+    )
+    shadowed["spec"]["rules"][0]["shadow"]["endpoint"] = "eu-next"
+    assert validate(request("CREATE", shadowed), base()).warnings == ()
+
+
 def test_operations_other_than_changes_and_other_kinds_are_allowed() -> None:
     assert validate(request("CONNECT", None, endpoint("eu")), base()).allowed
     assert validate(request("CREATE", {"kind": "ConfigMap", "metadata": {"name": "x"}}), base()).allowed

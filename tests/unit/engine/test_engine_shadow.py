@@ -133,3 +133,24 @@ def test_a_config_naming_an_unknown_shadow_endpoint_does_not_load() -> None:
     )
     with pytest.raises(ValueError, match="ghost"):
         Router(config([endpoint("llama")], policy(bad)))
+
+
+def test_a_request_of_several_classes_is_copied_only_where_all_of_them_may_go() -> None:
+    llama = endpoint("llama", replica("eu-both", "eu", "gdpr", "hipaa"))
+    nxt = endpoint("next", replica("next-gdpr", "eu", "gdpr"), replica("next-us-hipaa", "us", "hipaa"))
+    mirrored = rule("default", ["llama"]).model_copy(
+        update={"shadow": ShadowTraffic(endpoint="next", percent=100)}
+    )
+    classes = residency(
+        {"eu-personal": (["eu"], ["gdpr"]), "health": ([], ["hipaa"])}, detectors=[("email", "eu-personal")]
+    )
+    r = Router(config([llama, nxt], policy(mirrored, residency=classes)))
+    each = [decide(r, declared_data_class="health"), decide(r, prompt_text="mail a.b@example.eu")]
+    assert [d.shadow.choice.replica for d in each if d.shadow and d.shadow.choice] == [
+        "next-us-hipaa",
+        "next-gdpr",
+    ]
+    both = decide(r, declared_data_class="health", prompt_text="mail a.b@example.eu")
+    assert set(both.data_classes) == {"eu-personal", "health"}
+    assert [c.replica for c in both.plan] == ["eu-both"]
+    assert both.shadow is not None and both.shadow.skipped == "residency"
