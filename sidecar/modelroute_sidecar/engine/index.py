@@ -64,6 +64,8 @@ class RouteTable:
     """The rule's shadow endpoint's replicas that pass residency, health and weight (locality order)."""
     shadow_compliant: int = 0
     """Replicas of the shadow endpoint that pass residency (0: a copy of this data may go nowhere)."""
+    shadow_summary: ListSummary = field(default_factory=ListSummary)
+    """Bounds over `shadow`, to skip the capability check of a copy."""
 
 
 COMBINED_TABLES_MAX = 256
@@ -259,6 +261,7 @@ def build_table(
         escalation_summary=ListSummary.of(kept_escalation),
         shadow=tuple(kept_shadow),
         shadow_compliant=shadow_compliant,
+        shadow_summary=ListSummary.of(kept_shadow),
     )
 
 
