@@ -247,7 +247,10 @@ def with_fleet(fleet: Body) -> Body:
 
 BAD_FLEET = [
     ({"tenants": [{"daily": {"hardUsd": -5}}]}, "spec.fleetLimits.tenants[0].daily.hardUsd"),
-    ({"tenants": [{"monthly": {"hardUsd": 10, "softUsd": -1}}]}, "spec.fleetLimits.tenants[0].monthly.softUsd"),
+    (
+        {"tenants": [{"monthly": {"hardUsd": 10, "softUsd": -1}}]},
+        "spec.fleetLimits.tenants[0].monthly.softUsd",
+    ),
     ({"policy": {"daily": {"hardUsd": 10, "softUsd": 20}}}, "softUsd 20.0 is above hardUsd 10.0"),
     ({"failMode": "sometimes"}, "spec.fleetLimits.failMode"),
     ({"scope": "galaxy"}, "spec.fleetLimits.scope"),
