@@ -138,6 +138,8 @@ class Shadows:
         except asyncio.CancelledError:
             outcome = "cancelled"  # the worker is stopping: not a verdict on the endpoint
             raise
+        except Exception:  # a bug here must not become an unretrieved task error (or a leak of the count)
+            log.exception("shadow copy of %s failed unexpectedly", request_id)
         finally:
             self.in_flight[(policy, rule)] -= 1
             if outcome != "cancelled":

@@ -37,10 +37,11 @@ def shadow_config(
     max_concurrent: int = 8,
     region: str = "eu-west",
     compliance: tuple[str, ...] = ("gdpr",),
+    **policy_changes: Any,
 ) -> RouterConfig:
     """The component config plus endpoint `shadow` (model `shadow-v9`, one replica in `region`), mirrored
     from the default rule (llama)."""
-    base = build_config({n: f.url for n, f in upstreams.items()})
+    base = build_config({n: f.url for n, f in upstreams.items()}, **policy_changes)
     data: dict[str, Any] = base.model_dump(by_alias=True, mode="json", exclude={"version"})
     data["endpoints"].append(
         {
@@ -222,3 +223,19 @@ async def test_percent_copies_exactly_the_requests_the_hash_predicts(
         await ask(running, **{"x-request-id": request_id})
     await eventually(lambda: outcomes(running).get("ok") == len(predicted), what="the predicted copies")
     assert {r.headers["x-request-id"] for r in shadow_fake.requests} == predicted
+
+
+async def test_a_copy_that_never_answers_ends_at_its_deadline(
+    start_sidecar: SidecarFactory, upstreams: dict[str, FakeUpstream], shadow_fake: FakeUpstream
+) -> None:
+    config = shadow_config(upstreams, shadow_fake, max_concurrent=1, resilience={"perTryTimeoutSeconds": 0.2})
+    running = await start_sidecar(config)
+    shadow_fake.set(hang=True)
+    await ask(running)
+    await eventually(lambda: outcomes(running).get("timeout") == 1, what="the copy to time out")
+    assert shadow_figures(running)["shadow"]["errors"] == 1
+    # its slot is free again: the next copy is sent, not skipped as busy
+    shadow_fake.release()
+    await ask(running)
+    await eventually(lambda: outcomes(running).get("ok") == 1, what="the next copy")
+    assert "busy" not in outcomes(running)
