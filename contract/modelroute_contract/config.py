@@ -576,7 +576,7 @@ class ShadowTraffic(ContractModel):
     primary pick), and skipped (counted) when the rule's copies in flight reach `maxConcurrent`."""
 
     endpoint: str
-    """EndpointConfig name receiving the copies (an `openai` provider endpoint)."""
+    """EndpointConfig name receiving the copies."""
     percent: float
     """Share (0-100) of the rule's requests copied, by a stable hash of the request id."""
     max_concurrent: int = SHADOW_DEFAULT_CONCURRENT

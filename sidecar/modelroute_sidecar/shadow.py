@@ -15,9 +15,8 @@ data may go). This module sends the copy and counts it:
 - **Non-streamed.** A streamed request is copied with `stream: false` (and without `stream_options`):
   the copy's latency is then the whole answer's, as is the streamed primary's in the figures, and its
   usage comes back in the body without relaying or draining a stream nobody reads.
-- **OpenAI API only.** The compiler accepts only `openai` endpoints as shadows; a native provider's
-  translation and signing are not carried into the copy (a config that names one anyway is skipped as
-  `unavailable`).
+- **Any provider.** A native provider's copy goes through the same translation and signing as a primary
+  attempt (`providers.Natives`), non-streamed, and its answer is translated back for its usage.
 - **Apart from routing.** A copy's result feeds neither passive ejection nor the latency figures the
   budgets read (`EndpointStats.record`): the shadow endpoint may also serve other rules, and an
   experiment must not move their traffic.
@@ -42,6 +41,7 @@ from .credentials import CredentialError
 from .engine.model import Choice, RequestFeatures
 from .engine.shadow import ShadowPick
 from .httpclient import UpstreamError
+from .providers import UnsupportedError
 from .proxy import PATHS, Exchange, Upstreams, forwarded_headers, read_usage, rewrite_model
 from .tls import TlsError
 
@@ -76,6 +76,15 @@ class Mirror:
         }
 
 
+def copy_body(mirror: Mirror) -> dict[str, Any]:
+    """The copy's parsed body, for a native provider's translation: the client's, without streaming."""
+    if not mirror.features.stream:
+        return mirror.body
+    body = {k: v for k, v in mirror.body.items() if k != "stream_options"}
+    body["stream"] = False
+    return body
+
+
 def copy_payload(mirror: Mirror, upstream_model: str) -> bytes:
     """The copy's body: the client's bytes with the model rewritten, or, for a streamed request, the
     body re-serialized without streaming (parsed again with `json` so that numbers keep every digit)."""
@@ -105,9 +114,7 @@ class Shadows:
         tally = upstreams.stats.shadows
         key = (policy, rule)
         skipped: str = pick.skipped
-        if not skipped and (
-            pick.choice is None or mirror.endpoint is None or mirror.endpoint.provider != "openai"
-        ):
+        if not skipped and (pick.choice is None or mirror.endpoint is None):
             skipped = "unavailable"
         if not skipped and self.in_flight.get(key, 0) >= pick.max_concurrent:
             skipped = "busy"
@@ -151,33 +158,53 @@ class Shadows:
     async def _call(
         self, mirror: Mirror, choice: Choice, endpoint: EndpointConfig, request_id: str
     ) -> tuple[str, tuple[int, int]]:
-        """One attempt at the shadow replica: (outcome, usage). The answer's bytes are dropped."""
+        """One attempt at the shadow replica: (outcome, usage). The answer's bytes are dropped (a native
+        provider's answer is translated first, for its usage)."""
         upstreams = self.upstreams
-        try:
-            authorization = upstreams.credentials.authorization(endpoint.credentials)
-            tls = upstreams.tls.get(choice.endpoint, endpoint.tls)
-        except (CredentialError, TlsError) as exc:
-            log.error("shadow copy of %s: %s", request_id, exc)
-            return "error", (0, 0)
+        native = endpoint.provider != "openai"
         headers = {
             "content-type": "application/json",
             "x-request-id": request_id,
             SHADOW_HEADER: "1",
             **forwarded_headers(mirror.features.headers),
         }
-        if authorization is not None:
-            headers["authorization"] = authorization
+        try:
+            tls = upstreams.tls.get(choice.endpoint, endpoint.tls)
+            if native:  # the same translation and signing as a primary attempt (`proxy._native_request`)
+                if endpoint.credentials is None:
+                    raise CredentialError(
+                        f"endpoint {endpoint.name} ({endpoint.provider}) has no credentials"
+                    )
+                outbound = upstreams.natives.request(
+                    endpoint,
+                    mirror.features.api,
+                    copy_body(mirror),
+                    choice.upstream_model,
+                    choice.region,
+                    choice.url,
+                    upstreams.credentials.secret(endpoint.credentials),
+                    lambda: copy_payload(mirror, choice.upstream_model),
+                )
+                path, payload = outbound.path, outbound.body
+                headers.update(outbound.headers)
+            else:
+                path, payload = PATHS[mirror.features.api], copy_payload(mirror, choice.upstream_model)
+                authorization = upstreams.credentials.authorization(endpoint.credentials)
+                if authorization is not None:
+                    headers["authorization"] = authorization
+        except (CredentialError, TlsError, UnsupportedError, ValueError) as exc:  # never quotes a secret
+            log.error("shadow copy of %s to %s: %s", request_id, choice.endpoint, exc)
+            return "error", (0, 0)
         resilience = mirror.policy.resilience
         now = upstreams.now()
         deadline = now + min(resilience.deadline_seconds, endpoint.request_timeout_seconds)
         header_deadline = min(deadline, now + resilience.per_try_timeout_seconds)
-        payload = copy_payload(mirror, choice.upstream_model)
         response = None
         try:
             async with upstreams.deadlines.scope(header_deadline) as scope:
                 response = await upstreams.pool.post(
                     choice.url,
-                    PATHS[mirror.features.api],
+                    path,
                     payload,
                     headers,
                     connect_timeout=endpoint.connect_timeout_seconds,
@@ -185,6 +212,12 @@ class Shadows:
                 )
                 scope.reschedule(deadline)
                 body = await response.read()
+            if response.status >= 400:
+                return "error", (0, 0)
+            if native:  # MalformedAnswerError (a ValueError) when the answer has the wrong shape
+                body = upstreams.natives.answer(
+                    endpoint.provider, response.status, body, response.headers, choice.upstream_model
+                )
         except TimeoutError:
             return "timeout", (0, 0)
         except (UpstreamError, OSError, ValueError) as exc:
@@ -195,8 +228,6 @@ class Shadows:
         finally:
             if response is not None:
                 response.release()
-        if response.status >= 400:
-            return "error", (0, 0)
         return "ok", read_usage(body, None)
 
     async def close(self) -> None:

@@ -15,6 +15,7 @@ import pytest
 from modelroute_contract import RouterConfig
 from modelroute_sidecar.engine.shadow import shadow_bucket
 from tests.component.conftest import Running, SidecarFactory, build_config, eventually
+from tests.fakes.native import KEYS, USAGE_IN, USAGE_OUT, FakeNative
 from tests.fakes.upstream import FakeUpstream
 
 HI = [{"role": "user", "content": "hi"}]
@@ -37,6 +38,7 @@ def shadow_config(
     max_concurrent: int = 8,
     region: str = "eu-west",
     compliance: tuple[str, ...] = ("gdpr",),
+    native: dict[str, Any] | None = None,
     **policy_changes: Any,
 ) -> RouterConfig:
     """The component config plus endpoint `shadow` (model `shadow-v9`, one replica in `region`), mirrored
@@ -56,6 +58,7 @@ def shadow_config(
                     "health": "Healthy",
                 }
             ],
+            **(native or {}),
         }
     )
     rule = data["policies"][0]["rules"][-1]
@@ -239,3 +242,27 @@ async def test_a_copy_that_never_answers_ends_at_its_deadline(
     await ask(running)
     await eventually(lambda: outcomes(running).get("ok") == 1, what="the next copy")
     assert "busy" not in outcomes(running)
+
+
+async def test_a_native_provider_shadow_gets_a_translated_non_streamed_copy(
+    start_sidecar: SidecarFactory, upstreams: dict[str, FakeUpstream], secrets_dir: Path
+) -> None:
+    key = secrets_dir / "anthropic" / "apiKey"
+    key.parent.mkdir(parents=True)
+    key.write_text(KEYS["anthropic"])
+    fake = await FakeNative("anthropic", "ant").start()
+    try:
+        native = {"provider": "anthropic", "credentials": {"secret": "anthropic", "key": "apiKey"}}
+        running = await start_sidecar(shadow_config(upstreams, fake, native=native))
+        stream = await running.client().chat.completions.create(model="auto", messages=HI, stream=True)
+        pieces = [chunk.choices[0].delta.content async for chunk in stream if chunk.choices]
+        assert "".join(p or "" for p in pieces).startswith("Hello from eu-")
+        await eventually(lambda: outcomes(running).get("ok") == 1, what="the translated copy")
+        (seen,) = fake.requests
+        assert seen.path == "/v1/messages" and seen.body["model"] == "shadow-v9"
+        assert seen.body.get("stream") in (None, False)  # the Messages API, not streamed
+        assert seen.body["messages"][0]["content"] in ("hi", [{"type": "text", "text": "hi"}])
+        shadow = shadow_figures(running)["shadow"]
+        assert (shadow["errors"], shadow["tokensIn"], shadow["tokensOut"]) == (0, USAGE_IN, USAGE_OUT)
+    finally:
+        await fake.release_and_stop()

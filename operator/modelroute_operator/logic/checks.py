@@ -274,20 +274,11 @@ def _check_shadow(
     shadow, error = rule.shadow, reporter(policy)
     if shadow is None:
         return
-    endpoint = ns.endpoints.get(shadow.endpoint)
-    if endpoint is None:
+    if shadow.endpoint not in ns.endpoints:
         yield error(
             f"{field}.endpoint", f"ModelEndpoint '{shadow.endpoint}' does not exist in namespace '{ns.name}'"
         )
         return
-    # Mirroring goes through the OpenAI path only: a native provider's translation, keys and signing
-    # would have to be carried into the background copy too (not done yet).
-    if endpoint.spec.provider != "openai":
-        yield error(
-            f"{field}.endpoint",
-            f"ModelEndpoint '{shadow.endpoint}' has provider {endpoint.spec.provider}; shadow traffic goes "
-            "only to provider openai endpoints",
-        )
     if any(t.endpoint == shadow.endpoint for t in rule.targets):
         yield error(
             f"{field}.endpoint",

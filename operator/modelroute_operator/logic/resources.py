@@ -582,7 +582,7 @@ class ShadowSpec(ApiModel):
     counted. Streamed requests are mirrored as non-streamed ones."""
 
     endpoint: Name
-    """ModelEndpoint (provider `openai`) receiving the copies."""
+    """ModelEndpoint receiving the copies (any provider; not one of the rule's targets)."""
     percent: Percent
     """Share of the rule's requests copied (0-100), by a stable hash of the request id."""
     max_concurrent: Annotated[int, Field(ge=1, le=contract.SHADOW_MAX_CONCURRENT)] = (
