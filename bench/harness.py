@@ -429,10 +429,12 @@ http {{
     return Target("nginx", port, "fake-model", processes=[process])
 
 
-def realistic_config(upstream: int, learned: bool = False) -> str:
+def realistic_config(upstream: int, learned: bool = False, shadow: float = 0.0) -> str:
     """A RouterConfig like a real namespace's: 20 rules, residency with detectors, a canary, 4 endpoints.
     `learned`: a semantic rule first and the complexity rules on the builtin difficulty model, so every
-    request pays for one embedding (the `+learned` targets of the proxy bench)."""
+    request pays for one embedding (the `+learned` targets of the proxy bench). `shadow`: the default rule
+    mirrors this percentage of its requests to a fifth endpoint on the same fake upstream (the `+shadow`
+    targets: what a copy costs the sidecar)."""
     sys.path.insert(0, str(REPO / "contract"))
     from modelroute_contract import BUILTIN_DIFFICULTY_SHA256, BUILTIN_DIFFICULTY_VERSION, RouterConfig
 
@@ -512,6 +514,8 @@ def realistic_config(upstream: int, learned: bool = False) -> str:
         "budgets": {"maxCostPerRequestUsd": 1.0},
         "tenantLimits": [{"tenantTier": "", "requestsPerMinute": 10_000_000}],
     }
+    if shadow:
+        rules[-1]["shadow"] = {"endpoint": "shadow", "percent": shadow, "maxConcurrent": 64}
     if learned:
         for rule in rules:
             if "complexity" in rule.get("match", {}):
@@ -536,6 +540,7 @@ def realistic_config(upstream: int, learned: bool = False) -> str:
         endpoint("fast", "fast"),
         endpoint("fast-v2", "fast"),
         endpoint("standard", "standard"),
+        *([endpoint("shadow", "fast")] if shadow else []),
     ]
     config = RouterConfig.model_validate(
         {"namespace": "bench", "endpoints": endpoints, "policies": [policy]}
@@ -595,15 +600,17 @@ def start_sidecar(
     *,
     admin: bool = False,
     learned: bool = False,
+    shadow: float = 0.0,
 ) -> Target | str:
     """The sidecar with the realistic config; `admin` also serves the admin port, as in a pod (the
     proxy bench leaves it off). `ready_seconds` is measured from the spawn to the first 200 of
     `/readyz` on the data port."""
     port = free_port()
-    suffix = ("+learned" if learned else "") + (f"@{variant.name}" if variant.name else "")
+    suffix = ("+learned" if learned else "") + ("+shadow" if shadow else "")
+    suffix += f"@{variant.name}" if variant.name else ""
     name = f"sidecar-{workers}w{suffix}"
     config = workdir / f"routerConfig-{name}.json"
-    config.write_text(realistic_config(upstream, learned))
+    config.write_text(realistic_config(upstream, learned, shadow))
     admin_port = free_port() if admin else 0
     command = [
         variant.python, "-m", "modelroute_sidecar.main", "--port", str(port), "--admin-port", str(admin_port),

@@ -15,6 +15,7 @@ socket syscalls, the same count for both: 2 reads and 2 writes per request) is n
     .venv/bin/python bench/instructions_bench.py --skip-forwarder --variant 3.11=.venv311/bin/python
     .venv/bin/python bench/instructions_bench.py --stream     # per relayed stream event
     .venv/bin/python bench/instructions_bench.py --stream --keep --requests 300   # then callgrind_annotate
+    .venv/bin/python bench/instructions_bench.py --skip-forwarder --shadow 100   # what a shadow copy costs
 
 The sidecar runs the realistic policy of proxy_bench (20 rules, residency, canary) with metrics and
 the audit log on.
@@ -146,6 +147,13 @@ def main() -> int:
     )
     parser.add_argument("--skip-forwarder", action="store_true", help="count the sidecar(s) only")
     parser.add_argument(
+        "--shadow",
+        type=float,
+        default=0.0,
+        metavar="PERCENT",
+        help="also count the sidecar whose default rule mirrors PERCENT of its requests (sidecar+shadow)",
+    )
+    parser.add_argument(
         "--stream",
         action="store_true",
         help=f"streamed answers ({STREAM_EVENTS} events each): instructions per relayed event",
@@ -169,7 +177,11 @@ def main() -> int:
         f"minimal_forwarder.serve({{port}}, 'http://127.0.0.1:{upstream_port}/v1', 'fake-model')"
     )
 
-    def sidecar(variant: Variant) -> list[str]:
+    shadowed = workdir / "routerConfig-shadow.json"
+    if args.shadow:
+        shadowed.write_text(realistic_config(upstream_port, shadow=args.shadow))
+
+    def sidecar(variant: Variant, config: Path = config) -> list[str]:
         return [
             variant.python, "-m", "modelroute_sidecar.main", "--port", "{port}", "--admin-port", "0",
             "--config-file", str(config), "--region", "eu-west", "--workers", "1",
@@ -180,6 +192,8 @@ def main() -> int:
     if not args.skip_forwarder and not args.stream:  # the forwarder does not stream
         targets["forwarder"] = ([sys.executable, "-c", forwarder], "fake-model", {}, {})
     targets["sidecar"] = (sidecar(THIS), "auto", {"x-user": "user-1234"}, {})
+    if args.shadow:
+        targets["sidecar+shadow"] = (sidecar(THIS, shadowed), "auto", {"x-user": "user-1234"}, {})
     for variant in args.variant:
         targets[f"sidecar@{variant.name}"] = (
             sidecar(variant),

@@ -16,7 +16,9 @@ touches the project's venv; skipped with a note when that fails); `forwarder-1w`
 `sidecar-2w` (the sidecar with a realistic policy: 20 rules, residency with all four detectors, a
 canary, metrics and a JSON-lines audit log on; 1 and 2 SO_REUSEPORT workers); `sidecar-1w+learned`
 (the same policy with a semantic rule first and its complexity rules on the builtin difficulty model,
-so every request is embedded: what learned routing costs; `sidecar-1w` is the same build without it).
+so every request is embedded: what learned routing costs; `sidecar-1w` is the same build without it);
+`sidecar-1w+shadow` (the same policy with its default rule mirroring every request to a shadow endpoint
+on the same fake upstream: what shadow traffic costs the sidecar's worker).
 The load generator is `wrk` when installed, else a small keep-alive asyncio client (`--load python`
 forces it). Every phase is bounded in time.
 
@@ -245,6 +247,8 @@ def run(args: argparse.Namespace) -> int:
         "sidecar-2w": lambda: start_sidecar(upstream_port, workdir, 2),
         # every request reaches a semantic rule and learned-score rules: the cost of learned routing
         "sidecar-1w+learned": lambda: start_sidecar(upstream_port, workdir, 1, learned=True),
+        # every request is mirrored to a shadow endpoint (on the same fake upstream): what a copy costs
+        "sidecar-1w+shadow": lambda: start_sidecar(upstream_port, workdir, 1, shadow=100.0),
     }
     for variant in args.variant:
         for workers in (1, 2):

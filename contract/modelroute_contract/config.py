@@ -562,6 +562,37 @@ class SessionAffinity(ContractModel):
         return self
 
 
+SHADOW_MAX_CONCURRENT: Final = 256
+"""The most shadow copies one rule may have in flight per worker: each holds a request body and a
+connection, so the bound is memory and sockets, not throughput."""
+SHADOW_DEFAULT_CONCURRENT: Final = 8
+"""In-flight shadow copies per rule and worker when the policy does not say."""
+
+
+class ShadowTraffic(ContractModel):
+    """Mirrors a share of a rule's requests to another endpoint (schema 3), to compare it with the
+    primary on live traffic. The copy's answer is never returned to the client and the client never
+    waits for it; it is sent only to a replica the request's residency allows (the same tables as a
+    primary pick), and skipped (counted) when the rule's copies in flight reach `maxConcurrent`."""
+
+    endpoint: str
+    """EndpointConfig name receiving the copies."""
+    percent: float
+    """Share (0-100) of the rule's requests copied, by a stable hash of the request id."""
+    max_concurrent: int = SHADOW_DEFAULT_CONCURRENT
+    """Copies in flight per worker for this rule; over it a copy is skipped (`busy`)."""
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ShadowTraffic:
+        if not 0.0 <= self.percent <= 100.0:
+            raise ValueError(f"shadow.percent {self.percent} is outside 0-100")
+        if not 1 <= self.max_concurrent <= SHADOW_MAX_CONCURRENT:
+            raise ValueError(
+                f"shadow.maxConcurrent {self.max_concurrent} is outside 1-{SHADOW_MAX_CONCURRENT}"
+            )
+        return self
+
+
 class RuleConfig(ContractModel):
     """One ordered routing rule, resolved."""
 
@@ -580,6 +611,9 @@ class RuleConfig(ContractModel):
     # schema 3 (session affinity); left out of the document when unused, so older configs keep their bytes.
     affinity: SessionAffinity | None = Field(default=None, exclude_if=lambda value: value is None)
     """Keeps a conversation on one replica, if set."""
+    # schema 3 (shadow traffic); left out of the document when unused, so older configs keep their bytes.
+    shadow: ShadowTraffic | None = Field(default=None, exclude_if=lambda value: value is None)
+    """Mirrors a share of the rule's requests to another endpoint, if set."""
 
 
 class DataClassRule(ContractModel):

@@ -239,6 +239,10 @@ STEPS: Final = (
             # schema 3: session affinity. Left out for a schema-2 sidecar: it routes each turn by weight, so a
             # conversation's provider cache is colder, but nothing it enforces changes.
             Addition("policies[].rules[].affinity", None, None),
+            # schema 3: shadow traffic. Left out for a schema-2 sidecar: it does not mirror, so the rule's
+            # shadow comparison gets no figures from that pod, but the client's answers do not change (a
+            # copy's answer is never returned) and nothing it enforces is weakened.
+            Addition("policies[].rules[].shadow", None, None),
         ),
         values=tuple(
             # schema 3: native providers

@@ -149,6 +149,39 @@ class FeedbackFigures(StatsModel):
     """Sum of their scores (each 0-1)."""
 
 
+class ShadowSide(StatsModel):
+    """One side of a shadow comparison: the requests a rule mirrored, as its primary served them or as the
+    shadow endpoint answered the copies (cumulative)."""
+
+    requests: int = 0
+    errors: int = 0
+    """Primary: requests the client got no answer for; shadow: copies that failed (connect, timeout,
+    4xx, 5xx)."""
+    latency_sum_ms: float = 0.0
+    latency_buckets: list[int] = Field(default_factory=list)
+    """Cumulative counts per bucket of `StatsSnapshot.latency_buckets_ms`, the +Inf bucket last."""
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+class ShadowFigures(StatsModel):
+    """Shadow traffic of one (policy, rule, shadow endpoint): the primary's figures on exactly the requests
+    that were copied beside the shadow's figures on the copies, so the two compare request for request.
+    Quality feedback is not attributed to the shadow: a client scores the answer it got, the primary's."""
+
+    policy: str
+    rule: str
+    endpoint: str
+    """The shadow endpoint."""
+    primary: ShadowSide = Field(default_factory=ShadowSide)
+    shadow: ShadowSide = Field(default_factory=ShadowSide)
+    """Copies sent (a copy in flight is counted when it ends)."""
+    skipped: dict[str, int] = Field(default_factory=dict)
+    """Copies not sent, by reason: `busy` (maxConcurrent in flight), `residency` (no replica of the shadow
+    endpoint may take the request's data), `unavailable` (its allowed replicas are unhealthy, ejected or
+    lack a capability the request needs)."""
+
+
 class StatsSnapshot(StatsModel):
     """`GET /stats` on a sidecar's admin port: figures by endpoint since the process started."""
 
@@ -168,6 +201,8 @@ class StatsSnapshot(StatsModel):
     """The fleet store and budgets, when a policy uses fleet limits."""
     feedback: list[FeedbackFigures] = Field(default_factory=list, exclude_if=lambda value: not value)
     """Quality feedback per (policy, rule, endpoint), sorted; absent until feedback was posted."""
+    shadows: list[ShadowFigures] = Field(default_factory=list, exclude_if=lambda value: not value)
+    """Shadow traffic per (policy, rule, shadow endpoint), sorted; absent until a rule mirrored a request."""
 
     def to_json(self) -> dict[str, object]:
         """The document as served (JSON-ready, camelCase)."""

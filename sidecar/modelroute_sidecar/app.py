@@ -35,6 +35,7 @@ from .server import (
     ResponseStream,
 )
 from .settings import Settings
+from .shadow import Shadows
 from .state import Sidecar
 from .stats import EndpointStats
 
@@ -123,6 +124,7 @@ async def _components(sidecar: Sidecar) -> AsyncIterator[None]:
         sidecar.metrics,
         retry_floor_per_second=settings.retry_floor_per_second,
     )
+    sidecar.shadows = Shadows(sidecar.upstreams)
     sidecar.audit.open()
     if settings.config_file is not None and settings.worker_index < 0:
         # workers of a multi-process sidecar get file changes from their parent, which watches for them
@@ -136,6 +138,7 @@ async def _components(sidecar: Sidecar) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         sidecar.background.clear()
+        await sidecar.shadows.close()
         await sidecar.fleet.close()  # writes the spend not yet written
         sidecar.upstreams.deadlines.close()
         await pool.close()

@@ -265,6 +265,12 @@ class Metrics:
             "(a drop reason, fallback or gone: a bounded set).",
             ["outcome", "reason"],
         )
+        self.shadow = HotCounter(
+            "modelroute_shadow_total",
+            "Shadow copies of rules that mirror traffic, by outcome: ok, error, timeout (sent), busy, "
+            "residency, unavailable (skipped).",
+            ["policy", "rule", "endpoint", "outcome"],
+        )
         self.config_info = Gauge(
             "modelroute_config_info",
             "The applied RouterConfig version and its schema (value 1).",

@@ -127,6 +127,8 @@ class Exchange:
     """Spend of the request's answers, from their usage and the endpoints' prices."""
     fleet: object = None
     """The fleet-limit ticket (`fleet.Ticket`) until the answer is settled (`fleetstore`)."""
+    mirror: object = None
+    """The request's shadow copy (`shadow.Mirror`), when its rule mirrors it: sent once the answer is out."""
     budget_warning: str = ""
     """Budgets past their soft threshold: the `x-modelroute-budget-warning` header."""
     upstream_headers: dict[str, str] = field(default_factory=dict)

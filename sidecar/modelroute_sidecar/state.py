@@ -21,6 +21,7 @@ from .metrics import Metrics
 from .proxy import Upstreams
 from .ratelimit import TenantLimiter
 from .settings import Settings
+from .shadow import Shadows
 from .stats import EndpointStats
 
 MetricsSource = Callable[[], Awaitable[bytes]]
@@ -54,6 +55,8 @@ class Sidecar:
     """Which rule and endpoint served each recent request id, for `POST /v1/feedback`."""
     sibling_claim: SiblingClaim | None = None
     """A worker of a multi-process sidecar asks its siblings for the ids it does not remember."""
+    shadows: Shadows | None = None
+    """Shadow copies in flight (created with `upstreams`)."""
 
     async def render_metrics(self) -> bytes:
         """The `/metrics` exposition."""

@@ -18,6 +18,8 @@ from modelroute_contract.stats import (
     LATENCY_BUCKETS_MS,
     EndpointFigures,
     ReplicaFigures,
+    ShadowFigures,
+    ShadowSide,
     StatsSnapshot,
     cumulative,
     histogram_quantile,
@@ -87,6 +89,97 @@ class Figures:
 
 
 @dataclass(slots=True)
+class SideFigures:
+    """One side of a shadow comparison (see the contract's `ShadowSide`)."""
+
+    requests: int = 0
+    errors: int = 0
+    latency_sum_ms: float = 0.0
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+    def add(self, latency_ms: float, error: bool, tokens_in: int, tokens_out: int) -> None:
+        """Count one request (or copy)."""
+        self.requests += 1
+        self.errors += error
+        self.latency_sum_ms += latency_ms
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
+        self.tokens_in += max(0, tokens_in)
+        self.tokens_out += max(0, tokens_out)
+
+    def merge(self, data: ShadowSide) -> None:
+        """Add another worker's figures."""
+        self.requests += data.requests
+        self.errors += data.errors
+        self.latency_sum_ms += data.latency_sum_ms
+        if data.latency_buckets:
+            self.counts = [a + b for a, b in zip(self.counts, per_bucket(data.latency_buckets), strict=True)]
+        self.tokens_in += data.tokens_in
+        self.tokens_out += data.tokens_out
+
+    def document(self) -> ShadowSide:
+        return ShadowSide(
+            requests=self.requests,
+            errors=self.errors,
+            latency_sum_ms=round(self.latency_sum_ms, 3),
+            latency_buckets=cumulative(self.counts),
+            tokens_in=self.tokens_in,
+            tokens_out=self.tokens_out,
+        )
+
+
+@dataclass(slots=True)
+class ShadowEntry:
+    """Shadow figures of one (policy, rule, shadow endpoint)."""
+
+    primary: SideFigures = field(default_factory=SideFigures)
+    shadow: SideFigures = field(default_factory=SideFigures)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+class ShadowTally:
+    """Shadow traffic per (policy, rule, shadow endpoint) since the process started. Keys come from the
+    config (a rule names one shadow endpoint), so the table is as bounded as the config."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str, str], ShadowEntry] = {}
+
+    def entry(self, policy: str, rule: str, endpoint: str) -> ShadowEntry:
+        key = (policy, rule, endpoint)
+        entry = self.entries.get(key)
+        if entry is None:
+            entry = self.entries[key] = ShadowEntry()
+        return entry
+
+    def skip(self, policy: str, rule: str, endpoint: str, reason: str) -> None:
+        skipped = self.entry(policy, rule, endpoint).skipped
+        skipped[reason] = skipped.get(reason, 0) + 1
+
+    def merge(self, documents: Iterable[ShadowFigures]) -> None:
+        """Add another worker's figures."""
+        for doc in documents:
+            entry = self.entry(doc.policy, doc.rule, doc.endpoint)
+            entry.primary.merge(doc.primary)
+            entry.shadow.merge(doc.shadow)
+            for reason, count in doc.skipped.items():
+                entry.skipped[reason] = entry.skipped.get(reason, 0) + count
+
+    def documents(self) -> list[ShadowFigures]:
+        return [
+            ShadowFigures(
+                policy=policy,
+                rule=rule,
+                endpoint=endpoint,
+                primary=entry.primary.document(),
+                shadow=entry.shadow.document(),
+                skipped=dict(sorted(entry.skipped.items())),
+            )
+            for (policy, rule, endpoint), entry in sorted(self.entries.items())
+        ]
+
+
+@dataclass(slots=True)
 class _Rolling:
     """Two half-windows of latency counts; the older is dropped when the newer is full."""
 
@@ -108,6 +201,7 @@ class EndpointStats:
         self.regions: dict[tuple[str, str], str] = {}
         self._rolling: dict[str, _Rolling] = {}
         self.feedback = FeedbackTally()
+        self.shadows = ShadowTally()
 
     def record(
         self, endpoint: str, replica: str, region: str, latency_ms: float, *, error: bool, client_error: bool
@@ -169,6 +263,7 @@ class EndpointStats:
             latency_buckets_ms=list(LATENCY_BUCKETS_MS),
             endpoints=endpoints,
             feedback=self.feedback.documents(),
+            shadows=self.shadows.documents(),
         )
 
 
@@ -181,6 +276,7 @@ def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> StatsSnapshot:
     merged.started_at = min(d.started_at for d in docs)
     for doc in docs:
         merged.feedback.merge(doc.feedback)
+        merged.shadows.merge(doc.shadows)
         for endpoint, data in doc.endpoints.items():
             merged.endpoints.setdefault(endpoint, Figures()).merge(Figures.from_document(data))
             for replica, rdata in data.replicas.items():

@@ -32,6 +32,7 @@ from .feedback import FeedbackError, Served, parse_feedback
 from .metrics import CONTENT_TYPE
 from .proxy import Call, Exchange, decision_headers
 from .server import HttpRequest, HttpResponse, ResponseStream
+from .shadow import Mirror
 from .state import Sidecar
 
 View = Callable[[Sidecar, HttpRequest, ResponseStream, str], Awaitable[HttpResponse | None]]
@@ -112,6 +113,9 @@ async def route_request(
         tier = features.metadata.get("tier", "")
         await sidecar.fleet.admit(policy, exchange.tenant, tier, estimate, exchange)
     decision = decide(sidecar, snapshot, features, exchange)
+    if decision.shadow is not None:  # sent from `record_exchange`, once the answer is out
+        endpoint = snapshot.endpoints.get(decision.shadow.endpoint)
+        exchange.mirror = Mirror(decision.shadow, policy, endpoint, features, raw, body)
     assert sidecar.upstreams is not None
     deadline = sidecar.upstreams.now() + policy.resilience.deadline_seconds
     call = Call(stream, exchange, snapshot, policy, decision, features, raw, body, deadline)
@@ -296,6 +300,9 @@ def record_exchange(sidecar: Sidecar, exchange: Exchange, elapsed: float) -> Non
         note_affinity(sidecar, decision.affinity, served, outcome)
     if decision is not None and decision.error is not None and decision.error.code in RESIDENCY_CODES:
         sidecar.metrics.residency_blocks.labels(exchange.route, decision.data_class).inc()
+    mirror = exchange.mirror
+    if isinstance(mirror, Mirror) and sidecar.shadows is not None:
+        sidecar.shadows.start(mirror, exchange, elapsed)
     if sidecar.audit.enabled:
         sidecar.audit.write(audit_record(exchange, elapsed, sidecar.audit.include_prompts))
 
@@ -346,6 +353,7 @@ def audit_record(exchange: Exchange, elapsed: float, include_prompts: bool) -> d
         "canary": decision.canary,
         "canarySide": decision.canary_side,
         "affinity": affinity_record(decision, served),
+        "shadow": exchange.mirror.record() if isinstance(exchange.mirror, Mirror) else None,
         "endpoint": served.endpoint if served else "",
         "replica": served.replica if served else "",
         "region": served.region if served else "",

@@ -38,6 +38,7 @@ from modelroute_contract.schemas import (
     STEPS,
     accepted_schemas,
     config_key,
+    render_document,
     render_for,
     stored_documents,
 )
@@ -320,3 +321,21 @@ def test_every_field_and_value_schema_1_lacks_is_declared_in_a_step() -> None:
         for value in values - before[path]
     }
     assert new_values == {(v.path, v.value) for step in STEPS for v in step.values}
+
+
+def test_shadow_traffic_is_left_out_for_a_schema_2_sidecar_and_loads_there() -> None:
+    # A schema-2 sidecar does not mirror; the client's answers are the same, so the config still goes.
+    text = (Path(__file__).parent / "fixtures" / "v3" / "shadow-traffic.json").read_text()
+    document = json.loads(text)
+    assert document["policies"][0]["rules"][0]["shadow"]["endpoint"] == "llama-next"
+    rendering = render_document(document, 2)
+    assert isinstance(rendering, Rendering), rendering
+    assert rendering.dropped == ("policies[0].rules[0].shadow",)
+    assert "shadow" not in rendering.text
+    loaded = build_snapshot(rendering.text, source="file", region="eu-west-1", namespace="team-a")
+    assert loaded.config.schema_version == 2 and loaded.version == rendering.version
+    assert loaded.config.policies[0].rules[0].shadow is None
+    # the schema-3 document itself keeps its shadow through the sidecar's loader
+    native = build_snapshot(text, source="file", region="eu-west-1", namespace="team-a")
+    shadow = native.config.policies[0].rules[0].shadow
+    assert shadow is not None and (shadow.percent, shadow.max_concurrent) == (12.5, 16)

@@ -12,6 +12,7 @@ Use it in-process (`FakeUpstream`, start/stop on the test's loop) or as a proces
   all), `error` (an error event after `streamCutAfter` chunks));
 - streams carry a usage chunk (and `"usage": null` in the others) only when the request asks for it
   with `stream_options.include_usage`, as OpenAI's do;
+- `hang` holds requests until `release()` (in-process) lets them go on, or `stop()` drops them;
 - `POST /_fake/reset`, `GET /_fake/requests` (every request seen: path, model, headers, body),
   `POST /_fake/die` (stop listening and drop connections; a process exits).
 
@@ -130,6 +131,24 @@ class FakeUpstream:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+
+    @property
+    def held(self) -> int:
+        """Requests hanging right now (`hang`), waiting for `release` or `stop`."""
+        return sum(1 for future in self._hanging if not future.done())
+
+    def release(self) -> None:
+        """Stop hanging: the held requests go on and are answered as configured otherwise."""
+        self.behavior.hang = False
+        for future in self._hanging:
+            if not future.done():
+                future.set_result(None)
+        self._hanging.clear()
+
+    async def release_and_stop(self) -> None:
+        """`release`, then `stop`."""
+        self.release()
+        await self.stop()
 
     def reset(self) -> None:
         """Normal answers, no recorded requests."""
@@ -375,7 +394,9 @@ class FakeUpstream:
             return failure
         content = self._content(body)
         if not body.get("stream"):
-            return web.json_response(self._response_object(body, content, "completed"), headers=self._headers())
+            return web.json_response(
+                self._response_object(body, content, "completed"), headers=self._headers()
+            )
         response = web.StreamResponse(headers={**self._headers(), "content-type": "text/event-stream"})
         await response.prepare(request)
         b = self.behavior
@@ -394,11 +415,18 @@ class FakeUpstream:
                     "logprobs": [],
                 }
             )
-        events.append({"type": "response.completed", "response": self._response_object(body, content, "completed")})
+        events.append(
+            {"type": "response.completed", "response": self._response_object(body, content, "completed")}
+        )
         for number, event in enumerate(events):
             if b.stream_end in ("cut", "drop", "error") and number == b.stream_cut_after:
                 if b.stream_end == "error":
-                    error = {"type": "error", "code": "engine_dead", "message": f"{self.name} broke", "param": None}
+                    error = {
+                        "type": "error",
+                        "code": "engine_dead",
+                        "message": f"{self.name} broke",
+                        "param": None,
+                    }
                     await response.write(b"event: error\ndata: " + json.dumps(error).encode() + b"\n\n")
                     await response.write_eof()
                     return response
@@ -450,7 +478,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", default="fake")
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (the cluster tests use the node link's host side)"
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (the cluster tests use the node link's host side)",
     )
     args = parser.parse_args()
     os.environ["FAKE_UPSTREAM_PROCESS"] = "1"

@@ -247,7 +247,10 @@ def with_fleet(fleet: Body) -> Body:
 
 BAD_FLEET = [
     ({"tenants": [{"daily": {"hardUsd": -5}}]}, "spec.fleetLimits.tenants[0].daily.hardUsd"),
-    ({"tenants": [{"monthly": {"hardUsd": 10, "softUsd": -1}}]}, "spec.fleetLimits.tenants[0].monthly.softUsd"),
+    (
+        {"tenants": [{"monthly": {"hardUsd": 10, "softUsd": -1}}]},
+        "spec.fleetLimits.tenants[0].monthly.softUsd",
+    ),
     ({"policy": {"daily": {"hardUsd": 10, "softUsd": 20}}}, "softUsd 20.0 is above hardUsd 10.0"),
     ({"failMode": "sometimes"}, "spec.fleetLimits.failMode"),
     ({"scope": "galaxy"}, "spec.fleetLimits.scope"),
@@ -368,6 +371,19 @@ def test_a_data_class_no_target_satisfies_warns() -> None:
         "spec.residency.dataClasses[0]: no replica of the endpoints this policy targets satisfies data "
         "class 'eu-personal'; its requests will always be refused",
     )
+
+
+def test_a_shadow_that_no_data_class_replica_satisfies_warns() -> None:
+    shadowed = policy("q", "eu", models=["other"])
+    shadowed["spec"]["rules"][0]["shadow"] = {"endpoint": "us", "percent": 10}
+    verdict = validate(request("CREATE", shadowed), base())
+    assert verdict.allowed
+    assert verdict.warnings == (
+        "spec.rules[0].shadow: no replica of ModelEndpoint 'us' satisfies data class 'eu-personal'; its "
+        "requests are never mirrored",
+    )
+    shadowed["spec"]["rules"][0]["shadow"]["endpoint"] = "eu-next"
+    assert validate(request("CREATE", shadowed), base()).warnings == ()
 
 
 def test_operations_other_than_changes_and_other_kinds_are_allowed() -> None:

@@ -218,6 +218,13 @@ def _build_rule(policy: RoutingPolicy, rule: Rule, split: contract.CanarySplit |
         )
         if rule.affinity
         else None,
+        shadow=contract.ShadowTraffic(
+            endpoint=rule.shadow.endpoint,
+            percent=rule.shadow.percent,
+            max_concurrent=rule.shadow.max_concurrent,
+        )
+        if rule.shadow
+        else None,
     )
 
 

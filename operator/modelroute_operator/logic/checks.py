@@ -240,6 +240,7 @@ def _check_data_class_name(policy: RoutingPolicy, field: str, name: str) -> Iter
 
 def _check_rule(policy: RoutingPolicy, i: int, rule: Rule, ns: NamespaceIndex) -> Iterator[CompileError]:
     yield from _check_targets(policy, f"spec.rules[{i}]", rule, ns)
+    yield from _check_shadow(policy, f"spec.rules[{i}].shadow", rule, ns)
     yield from _check_match(policy, f"spec.rules[{i}].match", rule, ns)
     rules = {r.name for r in policy.spec.rules}
     for link, attr in LINKS.items():
@@ -265,6 +266,25 @@ def _check_targets(
     )
     if all(t.weight == 0 for t in rule.targets):
         yield error(f"{field}.targets", "at least one target must have a weight above 0")
+
+
+def _check_shadow(
+    policy: RoutingPolicy, field: str, rule: Rule, ns: NamespaceIndex
+) -> Iterator[CompileError]:
+    shadow, error = rule.shadow, reporter(policy)
+    if shadow is None:
+        return
+    if shadow.endpoint not in ns.endpoints:
+        yield error(
+            f"{field}.endpoint", f"ModelEndpoint '{shadow.endpoint}' does not exist in namespace '{ns.name}'"
+        )
+        return
+    if any(t.endpoint == shadow.endpoint for t in rule.targets):
+        yield error(
+            f"{field}.endpoint",
+            f"ModelEndpoint '{shadow.endpoint}' is one of the rule's targets; a shadow must be another "
+            "endpoint",
+        )
 
 
 def _check_match(policy: RoutingPolicy, field: str, rule: Rule, ns: NamespaceIndex) -> Iterator[CompileError]:

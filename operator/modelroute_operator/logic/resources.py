@@ -574,6 +574,23 @@ class SessionAffinitySpec(ApiModel):
         return self
 
 
+class ShadowSpec(ApiModel):
+    """Mirror a share of the rule's requests to another ModelEndpoint, to compare it with the rule's
+    targets on live traffic. The copy is sent in the background after the client's answer: its answer is
+    never returned and never delays the client. A copy goes only to a replica the request's data class
+    allows (the same residency rules as the targets); copies over `maxConcurrent` are skipped and
+    counted. Streamed requests are mirrored as non-streamed ones."""
+
+    endpoint: Name
+    """ModelEndpoint receiving the copies (any provider; not one of the rule's targets)."""
+    percent: Percent
+    """Share of the rule's requests copied (0-100), by a stable hash of the request id."""
+    max_concurrent: Annotated[int, Field(ge=1, le=contract.SHADOW_MAX_CONCURRENT)] = (
+        contract.SHADOW_DEFAULT_CONCURRENT
+    )
+    """Copies in flight per sidecar worker for this rule (1-256, default 8); more are skipped."""
+
+
 class Rule(ApiModel):
     """One routing rule. Rules are evaluated in order; the first that matches routes the request."""
 
@@ -612,6 +629,8 @@ class Rule(ApiModel):
     stronger tier)."""
     affinity: SessionAffinitySpec | None = None
     """Keep each conversation on the replica that answered its last turn."""
+    shadow: ShadowSpec | None = None
+    """Copy a share of the rule's requests to another endpoint (shadow traffic), for comparison only."""
 
 
 class DataClass(ApiModel):

@@ -103,6 +103,7 @@ def validate(
         *(f"still invalid: {_field_message(e)}" for e in sorted(own & had, key=_error_order)),
         *(f"this change breaks {e}" for e in broken),
         *_residency_warnings(incoming, [*current, incoming]),
+        *_shadow_warnings(incoming, [*current, incoming]),
     ]
     return Verdict(allowed=True, warnings=bounded(warnings))
 
@@ -248,6 +249,29 @@ def _residency_warnings(incoming: Body, bodies: Sequence[Body]) -> Iterator[str]
                 f"spec.residency.dataClasses[{i}]: no replica of the endpoints this policy targets satisfies "
                 f"data class '{data_class.name}'; its requests will always be refused"
             )
+
+
+def _shadow_warnings(incoming: Body, bodies: Sequence[Body]) -> Iterator[str]:
+    """Data classes a rule's shadow endpoint may never take: those requests are never mirrored (each is
+    skipped as `residency`), which may be intended, but leaves the comparison without them."""
+    policy = next(_parse_quietly([incoming]), None)
+    if not isinstance(policy, RoutingPolicy):
+        return
+    endpoints = {o.metadata.name: o for o in _parse_quietly(bodies) if isinstance(o, ModelEndpoint)}
+    for i, rule in enumerate(policy.spec.rules):
+        shadow = endpoints.get(rule.shadow.endpoint) if rule.shadow is not None else None
+        if shadow is None:
+            continue  # no shadow, or a missing endpoint (reported as an error of its own)
+        for data_class in policy.spec.residency.data_classes:
+            contract_rule = contract_class(data_class)
+            if not any(
+                residency_violation(r.region, r.compliance, [contract_rule]) is None
+                for r in shadow.spec.replicas
+            ):
+                yield (
+                    f"spec.rules[{i}].shadow: no replica of ModelEndpoint '{shadow.metadata.name}' satisfies "
+                    f"data class '{data_class.name}'; its requests are never mirrored"
+                )
 
 
 def _parse_quietly(bodies: Iterable[Body]) -> Iterator[Object]:

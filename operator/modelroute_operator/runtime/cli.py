@@ -130,10 +130,11 @@ def explain(args: argparse.Namespace) -> int:
         print(f"error: no objects in namespace {args.namespace!r}", file=sys.stderr)
         return EXIT_INVALID
     router = Router(config, local_region=args.region, models=_learned_models(config))
-    features = extract_features(body, headers, "explain", args.api)
+    # the request's own id when it names one: shadow sampling hashes it, as the sidecar does
+    features = extract_features(body, headers, headers.get("x-request-id") or "explain", args.api)
     pinned = tuple(args.pinned.split("/", 1)) if "/" in args.pinned else None
     decision = router.decide(features, _NoEjections(), seed=args.seed, sessions=_Pinned(pinned))
-    print(json.dumps(_describe(decision), indent=2))
+    print(json.dumps(_describe(decision) | {"shadow": _describe_shadow(config, decision)}, indent=2))
     return EXIT_OK if decision.error is None else EXIT_INVALID
 
 
@@ -217,6 +218,26 @@ def _describe(decision: Any) -> dict[str, Any]:
             _describe_choice(d) | {"reason": str(d.reason), "detail": d.detail} for d in decision.dropped
         ],
         "notes": list(decision.notes),
+    }
+
+
+def _describe_shadow(config: RouterConfig, decision: Any) -> dict[str, Any] | None:
+    """The matched rule's shadow traffic, and what it does with this request: `mirrored` (the request id
+    falls within `percent`), then the replica its copy would go to or why it would be skipped."""
+    policy = next((p for p in config.policies if p.name == decision.policy), None)
+    rule = next((r for r in policy.rules if r.name == decision.rule), None) if policy else None
+    if rule is None or rule.shadow is None:
+        return None
+    pick = decision.shadow
+    choice = pick.choice if pick is not None else None
+    return {
+        "endpoint": rule.shadow.endpoint,
+        "percent": rule.shadow.percent,
+        "maxConcurrent": rule.shadow.max_concurrent,
+        "mirrored": pick is not None,
+        "replica": choice.replica if choice is not None else None,
+        "region": choice.region if choice is not None else None,
+        "skipped": (pick.skipped or None) if pick is not None else None,
     }
 
 

@@ -13,7 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from modelroute_contract import EndpointConfig, Health, PolicyConfig, RuleConfig, SessionAffinity
+from modelroute_contract import (
+    EndpointConfig,
+    Health,
+    PolicyConfig,
+    RuleConfig,
+    SessionAffinity,
+    ShadowTraffic,
+)
 
 from .canary import CanaryPlan
 from .candidates import EJECTED_DETAIL, Candidate, EndpointTraits, make_choice
@@ -53,6 +60,12 @@ class RouteTable:
     plan_summary: ListSummary
     """Bounds over the targets and fallback, to skip filters every candidate passes."""
     escalation_summary: ListSummary
+    shadow: tuple[Candidate, ...] = ()
+    """The rule's shadow endpoint's replicas that pass residency, health and weight (locality order)."""
+    shadow_compliant: int = 0
+    """Replicas of the shadow endpoint that pass residency (0: a copy of this data may go nowhere)."""
+    shadow_summary: ListSummary = field(default_factory=ListSummary)
+    """Bounds over `shadow`, to skip the capability check of a copy."""
 
 
 COMBINED_TABLES_MAX = 256
@@ -67,13 +80,15 @@ class RouteIndex:
     rule: CompiledRule
     canary: CanaryPlan | None
     tables: Mapping[str, RouteTable]
-    candidates: tuple[tuple[Candidate, ...], tuple[Candidate, ...], tuple[Candidate, ...]] = ((), (), ())
-    """(primary, fallback, escalation) before any filter, to build combination tables from."""
+    candidates: tuple[tuple[Candidate, ...], ...] = ((), (), (), ())
+    """(primary, fallback, escalation, shadow) before any filter, to build combination tables from."""
     residencies: Mapping[str, ResidencyRule] = field(default_factory=dict)
     combined: dict[tuple[str, frozenset[str]], RouteTable] = field(default_factory=dict)
     """Memoized tables of multi-class combinations (reported class, every class), bounded."""
     affinity: SessionAffinity | None = None
     """The rule's session affinity, if any (`affinity.hold` applies it after the filters)."""
+    shadow: ShadowTraffic | None = None
+    """The rule's shadow traffic, if any (`shadow.pick_shadow` reads the table's shadow list)."""
 
     def table_for(self, data_class: str, classes: frozenset[str]) -> RouteTable:
         """The table of a request whose signals gave `classes`, reported as `data_class`: the class's own
@@ -198,8 +213,11 @@ def build_table(
     primary: Sequence[Candidate],
     fallback: Sequence[Candidate],
     escalation: Sequence[Candidate],
+    shadow: Sequence[Candidate] = (),
 ) -> RouteTable:
-    """Apply the request-independent filters (residency, then health, then weight) for one data class."""
+    """Apply the request-independent filters (residency, then health, then weight) for one data class.
+    The shadow endpoint's replicas go through the same filters, kept apart: they are never in the plan,
+    and their drops are not the request's."""
     drops: dict[tuple[str, str, str], Dropped] = {}
     parked: list[Candidate] = []
     compliant = 0
@@ -224,6 +242,13 @@ def build_table(
 
     kept_primary, kept_fallback = keep(primary, True), keep(fallback, True)
     kept_escalation = keep(escalation, False)
+    kept_shadow = []
+    shadow_compliant = 0
+    for candidate in shadow:
+        if residency_drop(candidate, residency) is None:
+            shadow_compliant += 1
+            if health_drop(candidate) is None and weight_drop(candidate) is None:
+                kept_shadow.append(candidate)
     return RouteTable(
         residency=residency,
         primary=kept_primary,
@@ -234,6 +259,9 @@ def build_table(
         parked=tuple(parked),
         plan_summary=ListSummary.of(kept_primary + kept_fallback),
         escalation_summary=ListSummary.of(kept_escalation),
+        shadow=tuple(kept_shadow),
+        shadow_compliant=shadow_compliant,
+        shadow_summary=ListSummary.of(kept_shadow),
     )
 
 
@@ -268,15 +296,18 @@ def build_route(
     )
     fallback = factory.chain(fallback_names, Role.FALLBACK, where)
     escalation = factory.chain(escalation_names, Role.ESCALATION, where)
+    shadow = factory.chain([rule.shadow.endpoint], Role.SHADOW, where) if rule.shadow is not None else []
     return RouteIndex(
         rule=CompiledRule(position, rule.name, compile_match(rule.match)),
         canary=CanaryPlan.from_config(rule.canary) if rule.canary is not None else None,
         tables={
-            name: build_table(residency, primary, fallback, escalation) for name, residency in classes.items()
+            name: build_table(residency, primary, fallback, escalation, shadow)
+            for name, residency in classes.items()
         },
-        candidates=(tuple(primary), tuple(fallback), tuple(escalation)),
+        candidates=(tuple(primary), tuple(fallback), tuple(escalation), tuple(shadow)),
         residencies=classes,
         affinity=rule.affinity,
+        shadow=rule.shadow,
     )
 
 

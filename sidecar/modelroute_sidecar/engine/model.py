@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from .affinity import Affinity
+    from .shadow import ShadowPick
 
 Api = Literal["chat", "completions", "embeddings", "responses"]
 """The OpenAI APIs the sidecar routes: chat completions, completions, embeddings and the Responses API."""
@@ -81,6 +82,7 @@ class Role(StrEnum):
     RETRY = "retry"
     FALLBACK = "fallback"
     ESCALATION = "escalation"
+    SHADOW = "shadow"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,3 +149,5 @@ class Decision:
     affinity: Affinity | None = None
     """What session affinity did (kept, new or broken, and why), when the rule has it and the request
     names a session."""
+    shadow: ShadowPick | None = None
+    """Where the request's shadow copy goes (or why it cannot), when its rule mirrors it."""

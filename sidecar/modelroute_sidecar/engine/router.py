@@ -52,6 +52,7 @@ from .model import (
 )
 from .rules import describe_request, first_match
 from .scorers import build_plan
+from .shadow import ShadowPick, pick_shadow, sampled
 
 _RANDOM = random.Random()
 """Picks for unseeded decisions; seeded ones (tests) get their own generator."""
@@ -285,7 +286,13 @@ class Router:
                 seed = session_seed(session)  # a new session starts on the same replica in every worker
         rng = _RANDOM if seed is None else random.Random(seed)
         reported = complexity.reported
-        decision = self._route(policy, route, table, classification, reported, features, health, rng)
+        pick = None
+        shadow = route.shadow
+        if shadow is not None and sampled(shadow, policy.name, route.rule.name, features.request_id):
+            # its own generator when seeded, so a mirrored request's primary pick is the unmirrored one's
+            shadow_rng = _RANDOM if seed is None else random.Random(~seed)
+            pick = pick_shadow(shadow, table, features, health, shadow_rng)
+        decision = self._route(policy, route, table, classification, reported, features, health, rng, pick)
         if session is not None and sessions is not None and decision.error is None:
             decision = hold(decision, session, sessions.pinned(session))
         if policy.models is None:
@@ -308,8 +315,9 @@ class Router:
         features: RequestFeatures,
         health: HealthView,
         rng: random.Random,
+        shadow: ShadowPick | None = None,
     ) -> Decision:
-        """Stages 5-7 for the matched rule's table."""
+        """Stages 5-7 for the matched rule's table; `shadow`: the request's copy, kept when it is routed."""
         dropped = list(table.static_drops)
         notes: list[str] = list(classification.notes)
         primary: Sequence[Candidate] = table.primary
@@ -353,4 +361,5 @@ class Router:
             canary=route.canary.name if route.canary is not None else "",
             canary_side=side or "",
             notes=tuple(notes),
+            shadow=shadow,
         )
