@@ -239,6 +239,11 @@ STEPS: Final = (
             # schema 3: session affinity. Left out for a schema-2 sidecar: it routes each turn by weight, so a
             # conversation's provider cache is colder, but nothing it enforces changes.
             Addition("policies[].rules[].affinity", None, None),
+            # schema 3: the bandit strategy. Left out for a schema-2 sidecar: it picks the rule's first
+            # target by the targets' weights instead of by feedback; every filter it enforces (residency,
+            # health, ejection, budgets, limits) is the same, the bandit only chooses among what they keep.
+            Addition("policies[].rules[].strategy", "weighted", None),
+            Addition("policies[].rules[].bandit", None, None),
         ),
         values=tuple(
             # schema 3: native providers

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from modelroute_contract import EndpointConfig, Health, PolicyConfig, RuleConfig, SessionAffinity
 
+from .bandit import BanditPlan
 from .canary import CanaryPlan
 from .candidates import EJECTED_DETAIL, Candidate, EndpointTraits, make_choice
 from .classification import Classifier
@@ -74,6 +75,8 @@ class RouteIndex:
     """Memoized tables of multi-class combinations (reported class, every class), bounded."""
     affinity: SessionAffinity | None = None
     """The rule's session affinity, if any (`affinity.hold` applies it after the filters)."""
+    bandit: BanditPlan | None = None
+    """The rule's bandit, when its strategy is `bandit` (`bandit.pick_bandit` replaces the weighted pick)."""
 
     def table_for(self, data_class: str, classes: frozenset[str]) -> RouteTable:
         """The table of a request whose signals gave `classes`, reported as `data_class`: the class's own
@@ -257,6 +260,7 @@ def build_route(
     position: int,
     factory: _CandidateFactory,
     classes: Mapping[str, ResidencyRule],
+    traits: Mapping[str, EndpointTraits],
 ) -> RouteIndex:
     """Compile one rule: candidates once, then a table per data class."""
     rule = policy.rules[position]
@@ -277,6 +281,9 @@ def build_route(
         candidates=(tuple(primary), tuple(fallback), tuple(escalation)),
         residencies=classes,
         affinity=rule.affinity,
+        bandit=BanditPlan.build(policy.name, rule.name, rule.bandit, [m.endpoint for m in targets], traits)
+        if rule.bandit is not None
+        else None,
     )
 
 
@@ -295,7 +302,7 @@ def build_policy(
     ranks, other_rank = locality_ranks(local_region, policy.locality)
     factory = _CandidateFactory(endpoints, traits, ranks, other_rank)
     classes = residency_rules(policy)
-    routes = tuple(build_route(policy, i, factory, classes) for i in range(len(policy.rules)))
+    routes = tuple(build_route(policy, i, factory, classes, traits) for i in range(len(policy.rules)))
     chains = {
         (model, data_class): tuple(
             route.rule

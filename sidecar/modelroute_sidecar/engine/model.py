@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from .affinity import Affinity
+    from .bandit import BanditPick
 
 Api = Literal["chat", "completions", "embeddings", "responses"]
 """The OpenAI APIs the sidecar routes: chat completions, completions, embeddings and the Responses API."""
@@ -147,3 +148,6 @@ class Decision:
     affinity: Affinity | None = None
     """What session affinity did (kept, new or broken, and why), when the rule has it and the request
     names a session."""
+    bandit: BanditPick | None = None
+    """What a `bandit` rule's strategy picked first (the arm, how, its sampled reward); None for weighted
+    rules."""

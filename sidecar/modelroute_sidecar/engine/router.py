@@ -11,7 +11,8 @@ The pipeline, each stage in its own module:
 5. request filters (`filters`): capabilities and context window, then passive ejection and the cost and
    latency budgets, which are soft (they never empty the plan on their own);
 6. the canary split (`canary`), which falls back to the other side rather than fail;
-7. ordering (`scorers`): weighted pick among the best-ranked targets, then retries, then fallbacks.
+7. ordering (`scorers`): weighted pick among the best-ranked targets (or, for a `bandit` rule, Thompson
+   sampling over them: `bandit`), then retries, then fallbacks.
 
 Nothing is built per request beyond the lists a decision returns: the index is built here, once, when a
 config loads. With no candidate left the decision fails closed: 503 `no_compliant_endpoint` when
@@ -29,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from modelroute_contract import RouterConfig
 
 from .affinity import SessionView, hold, session_key, session_seed
+from .bandit import BanditView, pick_bandit
 from .canary import CanaryPlan, Side, choose_side
 from .candidates import Candidate, EndpointTraits
 from .classification import Classification
@@ -51,7 +53,7 @@ from .model import (
     RequestFeatures,
 )
 from .rules import describe_request, first_match
-from .scorers import build_plan
+from .scorers import build_plan, plan_from
 
 _RANDOM = random.Random()
 """Picks for unseeded decisions; seeded ones (tests) get their own generator."""
@@ -242,10 +244,12 @@ class Router:
         health: HealthView,
         seed: int | None = None,
         sessions: SessionView | None = None,
+        bandits: BanditView | None = None,
     ) -> Decision:
         """Decide where a request goes (see the module docstring). Never raises for a request: a request
         that cannot be routed gets a Decision with `error` set. `sessions`: the table session affinity
-        reads (rules with `affinity` route without it when it is not given)."""
+        reads (rules with `affinity` route without it when it is not given). `bandits`: the posteriors
+        bandit rules sample (without it every arm is at its prior)."""
         policy = self._policies.get(features.model)
         if policy is None:
             return Decision(
@@ -285,7 +289,7 @@ class Router:
                 seed = session_seed(session)  # a new session starts on the same replica in every worker
         rng = _RANDOM if seed is None else random.Random(seed)
         reported = complexity.reported
-        decision = self._route(policy, route, table, classification, reported, features, health, rng)
+        decision = self._route(policy, route, table, classification, reported, features, health, rng, bandits)
         if session is not None and sessions is not None and decision.error is None:
             decision = hold(decision, session, sessions.pinned(session))
         if policy.models is None:
@@ -308,6 +312,7 @@ class Router:
         features: RequestFeatures,
         health: HealthView,
         rng: random.Random,
+        bandits: BanditView | None = None,
     ) -> Decision:
         """Stages 5-7 for the matched rule's table."""
         dropped = list(table.static_drops)
@@ -339,6 +344,15 @@ class Router:
         escalation: Sequence[Candidate] = table.escalation
         if escalation:
             escalation = filter_escalation(table, policy, features, health, dropped, notes)
+        bandit = route.bandit
+        pick = None
+        if bandit is None or not primary:
+            plan = build_plan(primary, fallback, rng)
+        else:
+            posteriors = bandits.arms(policy.name, route.rule.name) if bandits is not None else {}
+            on_candidate = route.canary.candidate if route.canary is not None and side == "candidate" else ""
+            first, pick = pick_bandit(primary, bandit, posteriors, rng, on_candidate)
+            plan = plan_from(primary, fallback, first)
         return Decision(
             policy=policy.name,
             rule=route.rule.name,
@@ -347,10 +361,11 @@ class Router:
             data_classes=tuple(sorted(classification.classes)),
             signals=classification.signals,
             complexity=complexity,
-            plan=build_plan(primary, fallback, rng),
+            plan=plan,
             escalation=tuple([c.choice for c in escalation]),
             dropped=tuple(dropped),
             canary=route.canary.name if route.canary is not None else "",
             canary_side=side or "",
             notes=tuple(notes),
+            bandit=pick,
         )
