@@ -617,8 +617,9 @@ class Rule(ApiModel):
             ".bandit",
         ),
         CEL(
-            "(has(self.strategy) ? self.strategy : 'weighted') != 'bandit' || size(self.targets) >= 2",
-            "strategy bandit needs at least two targets to choose between",
+            "(has(self.strategy) ? self.strategy : 'weighted') != 'bandit'"
+            " || size(self.targets.filter(t, !has(t.weight) || t.weight > 0)) >= 2",
+            "strategy bandit needs at least two targets with a weight above 0 to choose between",
             ".strategy",
         ),
     )
@@ -646,8 +647,10 @@ class Rule(ApiModel):
     @classmethod
     def _enough_targets(cls, strategy: str, info: ValidationInfo) -> str:
         targets = info.data.get("targets")
-        if strategy == "bandit" and targets is not None and len(targets) < 2:
-            raise ValueError("strategy bandit needs at least two targets to choose between")
+        if strategy == "bandit" and targets is not None and sum(t.weight > 0 for t in targets) < 2:
+            raise ValueError(
+                "strategy bandit needs at least two targets with a weight above 0 to choose between"
+            )
         return strategy
 
     @field_validator("bandit")
