@@ -222,7 +222,7 @@ def _describe(decision: Any, strategy: str = "") -> dict[str, Any]:
         if decision.affinity is None
         else {"outcome": decision.affinity.outcome, "reason": decision.affinity.reason},
         "strategy": strategy or None,
-        # offline there is no feedback: every arm samples from its prior (a sidecar's posteriors are in /stats)
+        # offline there is no feedback: every arm samples its prior (a sidecar's posteriors are in /stats)
         "bandit": None
         if pick is None
         else {"arm": pick.endpoint, "mode": pick.mode, "sampled": pick.sampled, "score": pick.score},

@@ -23,9 +23,10 @@ residency excludes every replica, 503 `no_healthy_endpoint` when the compliant o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from modelroute_contract import RouterConfig
 
@@ -46,6 +47,7 @@ from .filters import (
 from .index import PolicyIndex, RouteIndex, RouteTable, build_policy
 from .learned import PolicyModels
 from .model import (
+    BanditDecision,
     Decision,
     DecisionError,
     Dropped,
@@ -345,7 +347,7 @@ class Router:
         if escalation:
             escalation = filter_escalation(table, policy, features, health, dropped, notes)
         bandit = route.bandit
-        pick = None
+        make: Callable[..., Decision] = Decision  # a weighted rule's decision is the plain one, as before
         if bandit is None or not primary:
             plan = build_plan(primary, fallback, rng)
         else:
@@ -353,7 +355,8 @@ class Router:
             on_candidate = route.canary.candidate if route.canary is not None and side == "candidate" else ""
             first, pick = pick_bandit(primary, bandit, posteriors, rng, on_candidate)
             plan = plan_from(primary, fallback, first)
-        return Decision(
+            make = functools.partial(BanditDecision, bandit=pick)
+        return make(
             policy=policy.name,
             rule=route.rule.name,
             data_class=classification.data_class,
@@ -367,5 +370,4 @@ class Router:
             canary=route.canary.name if route.canary is not None else "",
             canary_side=side or "",
             notes=tuple(notes),
-            bandit=pick,
         )
