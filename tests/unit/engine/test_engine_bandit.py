@@ -17,6 +17,7 @@ from modelroute_sidecar.bandit import BanditTable
 from modelroute_sidecar.engine import Router
 from modelroute_sidecar.engine.bandit import BanditPlan, Posterior, choose_arm, floor
 from modelroute_sidecar.engine.model import Decision, DropReason, Role
+from modelroute_sidecar.stats import EndpointStats, merge_snapshots
 
 N = 2000
 
@@ -243,3 +244,18 @@ def test_the_table_learns_only_about_bandit_rules_and_their_targets() -> None:
         {("policy", "default", "good"): 0.75},
         {("policy", "default", "good"): 0.25},
     )
+
+
+def test_a_multi_worker_stats_document_sums_each_arms_evidence() -> None:
+    r = router()
+    documents = []
+    for score in (1.0, 0.0):
+        table = BanditTable()
+        table.apply(r.config)
+        table.reward("policy", "default", "good", score)
+        table.pulled("policy", "default", "good")
+        snapshot = EndpointStats().snapshot(pod="p", config_version="v")
+        documents.append(snapshot.model_copy(update={"bandit": table.figures()}).to_json())
+    merged = {a.endpoint: a for a in merge_snapshots(documents).bandit}
+    assert (merged["good"].alpha, merged["good"].beta, merged["good"].pulls) == (2.0, 2.0, 2)
+    assert (merged["bad"].alpha, merged["bad"].beta, merged["bad"].pulls) == (1.0, 1.0, 0)
