@@ -330,7 +330,7 @@ def note_bandit(sidecar: Sidecar, decision: Decision, exchange: Exchange) -> Non
 
 
 def bandit_record(decision: Decision) -> dict[str, Any] | None:
-    """The audit log's `bandit`: the strategy's arm, how it was chosen and its sample; None for weighted."""
+    """The audit line's `bandit`: the strategy's arm, how it was chosen and its sample; None for weighted."""
     pick = decision.bandit
     if pick is None:
         return None
@@ -374,7 +374,6 @@ def audit_record(exchange: Exchange, elapsed: float, include_prompts: bool) -> d
         "canary": decision.canary,
         "canarySide": decision.canary_side,
         "affinity": affinity_record(decision, served),
-        "bandit": bandit_record(decision),
         "endpoint": served.endpoint if served else "",
         "replica": served.replica if served else "",
         "region": served.region if served else "",
@@ -411,6 +410,8 @@ def audit_record(exchange: Exchange, elapsed: float, include_prompts: bool) -> d
         "tokensIn": exchange.tokens_in,
         "tokensOut": exchange.tokens_out,
     }
+    if decision.bandit is not None:  # only a bandit rule's line carries it: a weighted line stays as it was
+        record["bandit"] = bandit_record(decision)
     if include_prompts and features is not None:
         record["prompt"] = features.prompt_text
     return record

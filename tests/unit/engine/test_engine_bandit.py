@@ -17,7 +17,9 @@ from modelroute_sidecar.bandit import BanditTable
 from modelroute_sidecar.engine import Router
 from modelroute_sidecar.engine.bandit import BanditPlan, Posterior, choose_arm, floor
 from modelroute_sidecar.engine.model import Decision, DropReason, Role
+from modelroute_sidecar.proxy import Exchange
 from modelroute_sidecar.stats import EndpointStats, merge_snapshots
+from modelroute_sidecar.views import audit_record
 
 N = 2000
 
@@ -259,3 +261,21 @@ def test_a_multi_worker_stats_document_sums_each_arms_evidence() -> None:
     merged = {a.endpoint: a for a in merge_snapshots(documents).bandit}
     assert (merged["good"].alpha, merged["good"].beta, merged["good"].pulls) == (2.0, 2.0, 2)
     assert (merged["bad"].alpha, merged["bad"].beta, merged["bad"].pulls) == (1.0, 1.0, 0)
+
+
+def test_only_a_bandit_rules_audit_line_carries_the_pick() -> None:
+    r = router()
+    weighted = Router(config([endpoint("good"), endpoint("bad")], policy(rule("default", ["good", "bad"]))))
+    for decider, expected in ((r, True), (weighted, False)):
+        decision = decider.decide(features(), FakeHealth(), seed=4, bandits=learned_table(r))
+        exchange = Exchange(request_id="req-1", route="chat", decision=decision)
+        record = audit_record(exchange, 0.01, include_prompts=False)
+        assert ("bandit" in record) is expected
+        if expected:
+            assert decision.bandit is not None
+            assert record["bandit"] == {
+                "strategy": "bandit",
+                "arm": decision.plan[0].endpoint,
+                "mode": decision.bandit.mode,
+                "sampled": decision.bandit.sampled,
+            }
