@@ -24,6 +24,7 @@ from typing import Any
 from modelroute_contract import (
     BUILTIN_DIFFICULTY_SHA256,
     BUILTIN_DIFFICULTY_VERSION,
+    BanditSettings,
     Budgets,
     CanarySplit,
     Capabilities,
@@ -46,6 +47,7 @@ from modelroute_contract import (
     SemanticRoute,
     Target,
 )
+from modelroute_sidecar.bandit import BanditTable
 from modelroute_sidecar.engine import Api, RequestFeatures, Router, extract_features
 
 REGIONS = ("eu-west-1", "eu-central-1", "us-east-1")
@@ -95,12 +97,16 @@ SEMANTIC_EXAMPLES = {
 
 
 def build_config(
-    score_every_prompt: bool = False, pattern_detector: bool = False, learned: bool = False
+    score_every_prompt: bool = False,
+    pattern_detector: bool = False,
+    learned: bool = False,
+    bandit: bool = False,
 ) -> RouterConfig:
     """The benchmark policy. `score_every_prompt` puts a never-matching complexity rule first, so every
     request pays for the complexity score (the engine otherwise scores only when a rule needs it).
     `learned` puts a semantic rule and a learned-score rule first (the builtin model), which every
-    request reaches: it pays for one embedding, the semantic route and the learned score."""
+    request reaches: it pays for one embedding, the semantic route and the learned score. `bandit` makes
+    every rule with two or more targets (`default` among them) a bandit rule (cost-aware, costWeight 0.3)."""
     endpoints = (
         endpoint("mini", REGIONS, (0.15, 0.6), tools=True, json_mode=True),
         endpoint("llama-8b", REGIONS[:2], (0.1, 0.1), context=8192),
@@ -167,6 +173,12 @@ def build_config(
         rule("hard", {"gpt-large": 100}, complexity=RangeMatch(min=35), escalation=("expert",)),
         rule("default", {"mini": 70, "llama-70b": 30}, fallback=("llama-8b",), escalation=("gpt-large",)),
     )
+    if bandit:
+        settings = BanditSettings(cost_weight=0.3, explore=0.05)
+        rules = tuple(
+            r.model_copy(update={"strategy": "bandit", "bandit": settings}) if len(r.targets) > 1 else r
+            for r in rules
+        )
     if score_every_prompt:
         # A first rule every request reaches and (a score of exactly 100 aside) none matches: it forces a
         # complexity score. (min=101 was refused once the contract bounded ranges to 0-100.)
@@ -324,13 +336,15 @@ def time_calls(calls: list[Any], rounds: int) -> list[float]:
     return samples
 
 
-def measure(router: Router, features: list[RequestFeatures], rounds: int) -> list[float]:
+def measure(
+    router: Router, features: list[RequestFeatures], rounds: int, bandits: BanditTable | None = None
+) -> list[float]:
     """µs per decide() over the mix, with the collector off (its pauses are the server's concern)."""
     health = BenchHealth()
     gc.collect()
     gc.disable()
     try:
-        return time_calls([(lambda f=f: router.decide(f, health)) for f in features], rounds)
+        return time_calls([(lambda f=f: router.decide(f, health, bandits=bandits)) for f in features], rounds)
     finally:
         gc.enable()
 
@@ -392,7 +406,31 @@ def main() -> None:
     median = statistics.median(decide)
     print(f"target decide() median <= 50 µs: {'met' if median <= 50 else 'NOT met'} ({median:.1f} µs)")
     report_detector_cost(args.rounds)
+    report_bandit_cost(router, features, args.rounds)
     report_learned_cost(features, args.rounds)
+
+
+def report_bandit_cost(router: Router, features: list[RequestFeatures], rounds: int) -> None:
+    """decide() with the multi-target rules as bandit rules (posteriors with some evidence, as a sidecar
+    holds them) beside the same policy weighted; then only the requests the `default` rule serves."""
+    bandit_router = Router(build_config(bandit=True), local_region="eu-west-1")
+    table = BanditTable()
+    table.apply(bandit_router.config)
+    for rule in bandit_router.config.policies[0].rules:
+        for n, target in enumerate(rule.targets):
+            for _ in range(20):
+                table.reward("auto", rule.name, target.endpoint, 0.9 if n == 0 else 0.4)
+    health = BenchHealth()
+    weighted_rules = {d.rule for d in (router.decide(f, health) for f in features)}
+    bandit_decisions = [bandit_router.decide(f, health, bandits=table) for f in features]
+    picked = sum(d.bandit is not None for d in bandit_decisions)
+    assert weighted_rules == {d.rule for d in bandit_decisions}
+    report("decide, weighted (again)", measure(router, features, rounds))
+    report("decide, bandit rules", measure(bandit_router, features, rounds, table))
+    print(f"  ({picked} of {len(features)} requests picked by a bandit rule)")
+    default = [f for f, d in zip(features, bandit_decisions, strict=True) if d.rule == "default"]
+    report("  default rule, weighted", measure(router, default, rounds * 4))
+    report("  default rule, bandit", measure(bandit_router, default, rounds * 4, table))
 
 
 def report_learned_cost(features: list[RequestFeatures], rounds: int) -> None:

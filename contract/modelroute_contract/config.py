@@ -593,6 +593,33 @@ class ShadowTraffic(ContractModel):
         return self
 
 
+BANDIT_EXPLORE_MAX: Final = 0.5
+"""The largest exploration floor a bandit rule may set: above it the rule would mostly route at random."""
+
+Strategy = Literal["weighted", "bandit"]
+"""How a rule picks its first target: by weight, or by Thompson sampling over quality feedback."""
+
+
+class BanditSettings(ContractModel):
+    """A bandit rule's settings (schema 3): Thompson sampling over the rule's targets, each a Beta
+    posterior fed by quality feedback and failed attempts. It picks only among the targets every hard
+    filter kept (residency, health, ejection, budgets, limits); the canary split runs before it."""
+
+    cost_weight: float = 0.0
+    """How much cost counts against reward (0-1): a target scores its sampled reward minus
+    `costWeight` times its price relative to the rule's dearest target."""
+    explore: float = 0.05
+    """The least share of picks each eligible target keeps (0-0.5; with n targets at most 1/n)."""
+
+    @model_validator(mode="after")
+    def _in_range(self) -> BanditSettings:
+        if not 0.0 <= self.cost_weight <= 1.0:
+            raise ValueError(f"bandit.costWeight {self.cost_weight} is outside 0-1")
+        if not 0.0 <= self.explore <= BANDIT_EXPLORE_MAX:
+            raise ValueError(f"bandit.explore {self.explore} is outside 0-{BANDIT_EXPLORE_MAX}")
+        return self
+
+
 class RuleConfig(ContractModel):
     """One ordered routing rule, resolved."""
 
@@ -614,6 +641,17 @@ class RuleConfig(ContractModel):
     # schema 3 (shadow traffic); left out of the document when unused, so older configs keep their bytes.
     shadow: ShadowTraffic | None = Field(default=None, exclude_if=lambda value: value is None)
     """Mirrors a share of the rule's requests to another endpoint, if set."""
+    # schema 3 (bandit strategy); left out when unused, as affinity is, so older configs keep their bytes.
+    strategy: Strategy = Field(default="weighted", exclude_if=lambda value: value == "weighted")
+    """How the first target is picked among those the filters kept: `weighted` or `bandit`."""
+    bandit: BanditSettings | None = Field(default=None, exclude_if=lambda value: value is None)
+    """The bandit's settings; set exactly when `strategy` is `bandit`."""
+
+    @model_validator(mode="after")
+    def _bandit_goes_with_strategy(self) -> RuleConfig:
+        if (self.strategy == "bandit") != (self.bandit is not None):
+            raise ValueError(f"rule {self.name}: bandit settings are set exactly when strategy is bandit")
+        return self
 
 
 class DataClassRule(ContractModel):

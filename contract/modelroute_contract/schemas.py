@@ -243,6 +243,11 @@ STEPS: Final = (
             # shadow comparison gets no figures from that pod, but the client's answers do not change (a
             # copy's answer is never returned) and nothing it enforces is weakened.
             Addition("policies[].rules[].shadow", None, None),
+            # schema 3: the bandit strategy. Left out for a schema-2 sidecar: it picks the rule's first
+            # target by the targets' weights instead of by feedback; every filter it enforces (residency,
+            # health, ejection, budgets, limits) is the same, the bandit only chooses among what they keep.
+            Addition("policies[].rules[].strategy", "weighted", None),
+            Addition("policies[].rules[].bandit", None, None),
         ),
         values=tuple(
             # schema 3: native providers

@@ -182,6 +182,19 @@ class ShadowFigures(StatsModel):
     lack a capability the request needs)."""
 
 
+class BanditArmFigures(StatsModel):
+    """One arm of a bandit rule (`strategy: bandit`): its Beta posterior and how often it was picked first.
+    Cumulative since the rule's targets last changed (or the process started); alpha - 1 is the reward
+    seen, beta - 1 the shortfall (1 - score of each feedback post, 1 per failed attempt)."""
+
+    policy: str
+    rule: str
+    endpoint: str
+    alpha: float = 1.0
+    beta: float = 1.0
+    pulls: int = 0
+
+
 class StatsSnapshot(StatsModel):
     """`GET /stats` on a sidecar's admin port: figures by endpoint since the process started."""
 
@@ -203,6 +216,8 @@ class StatsSnapshot(StatsModel):
     """Quality feedback per (policy, rule, endpoint), sorted; absent until feedback was posted."""
     shadows: list[ShadowFigures] = Field(default_factory=list, exclude_if=lambda value: not value)
     """Shadow traffic per (policy, rule, shadow endpoint), sorted; absent until a rule mirrored a request."""
+    bandit: list[BanditArmFigures] = Field(default_factory=list, exclude_if=lambda value: not value)
+    """Each arm of each bandit rule, sorted; absent when the config has no bandit rule."""
 
     def to_json(self) -> dict[str, object]:
         """The document as served (JSON-ready, camelCase)."""

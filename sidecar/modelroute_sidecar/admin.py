@@ -110,7 +110,9 @@ class LocalFleet:
         snapshot = self.sidecar.stats.snapshot(
             pod=self.sidecar.settings.pod_name, config_version=self.sidecar.config.version
         )
-        return snapshot.model_copy(update={"fleet": self.sidecar.fleet.figures()})
+        return snapshot.model_copy(
+            update={"fleet": self.sidecar.fleet.figures(), "bandit": self.sidecar.bandits.figures()}
+        )
 
     async def metrics(self) -> bytes:
         """This process's metrics."""
@@ -449,7 +451,8 @@ def control_server(sidecar: Sidecar) -> DataServer:
         """GET /control/stats."""
         pod, version = sidecar.settings.pod_name, sidecar.config.version
         snapshot = sidecar.stats.snapshot(pod=pod, config_version=version)
-        return json_response(snapshot.model_copy(update={"fleet": sidecar.fleet.figures()}).to_json())
+        update = {"fleet": sidecar.fleet.figures(), "bandit": sidecar.bandits.figures()}
+        return json_response(snapshot.model_copy(update=update).to_json())
 
     async def get_metrics(request: HttpRequest) -> HttpResponse:
         """GET /control/metrics: this worker's own metrics (the caller sums)."""

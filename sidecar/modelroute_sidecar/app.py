@@ -72,6 +72,11 @@ def build_sidecar(settings: Settings) -> Sidecar:
         fleet=fleet_accounts(settings, metrics),
     )
     config.on_applied(lambda snapshot: sidecar.fleet.prepare(snapshot.config))
+    bandits = sidecar.bandits
+    config.on_applied(lambda snapshot: bandits.apply(snapshot.config))
+    metrics.bandit_pulls.read = lambda: bandits.series()[0]
+    metrics.bandit_reward.read = lambda: bandits.series()[1]
+    metrics.bandit_shortfall.read = lambda: bandits.series()[2]
     audit = sidecar.audit
     metrics.audit_lines_dropped.read = lambda: {
         ("queue-full",): audit.dropped,

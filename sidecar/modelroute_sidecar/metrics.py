@@ -224,6 +224,23 @@ class Metrics:
             "Audit log lines lost: queue-full (the writer fell behind), write-failed (e.g. a full disk).",
             ["reason"],
         )
+        arm = ["policy", "rule", "endpoint"]
+        self.bandit_pulls = ReadCounter(
+            "modelroute_bandit_pulls_total",
+            "Requests a bandit rule (strategy: bandit) sent first to each of its target endpoints.",
+            arm,
+        )
+        self.bandit_reward = ReadCounter(
+            "modelroute_bandit_reward_total",
+            "A bandit arm's reward seen (its posterior's alpha - 1): the sum of its feedback scores.",
+            arm,
+        )
+        self.bandit_shortfall = ReadCounter(
+            "modelroute_bandit_shortfall_total",
+            "A bandit arm's shortfall seen (its posterior's beta - 1): 1 - score per feedback post, 1 per "
+            "failed attempt. Both restart when a config changes the rule's targets.",
+            arm,
+        )
         self.retries = HotCounter(
             "modelroute_retries_total",
             "Upstream attempts after the first.",

@@ -184,6 +184,8 @@ def decision_headers(exchange: Exchange) -> dict[str, str]:
         headers["x-modelroute-escalated"] = exchange.escalated
     if decision is not None and decision.canary:
         headers["x-modelroute-canary"] = f"{decision.canary}:{decision.canary_side}"
+    if decision is not None and decision.bandit is not None:
+        headers["x-modelroute-strategy"] = decision.bandit.header()
     if decision is not None and decision.affinity is not None:
         served = (exchange.served.endpoint, exchange.served.replica) if exchange.served else None
         headers["x-modelroute-affinity"] = decision.affinity.header(served)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from .affinity import SessionTable
 from .audit import AuditLog
+from .bandit import BanditTable
 from .configstore import ConfigStore
 from .credentials import ClientKeys, UpstreamCredentials
 from .ejection import Ejections
@@ -50,6 +51,8 @@ class Sidecar:
     """Overrides `/metrics` (a worker of a multi-process sidecar serves the sum over its siblings)."""
     sessions: SessionTable = field(default_factory=SessionTable)
     """Session affinity: the replica that answered each conversation's last turn (this worker's)."""
+    bandits: BanditTable = field(default_factory=BanditTable)
+    """The bandit rules' posteriors (this worker's), reset when a config changes a rule's targets."""
     background: list[asyncio.Task[None]] = field(default_factory=list)
     served: ServedRequests = field(default_factory=ServedRequests)
     """Which rule and endpoint served each recent request id, for `POST /v1/feedback`."""

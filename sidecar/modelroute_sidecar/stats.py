@@ -27,6 +27,7 @@ from modelroute_contract.stats import (
 )
 from modelroute_contract.stats import Figures as FiguresDocument
 
+from .bandit import merge_arms
 from .feedback import FeedbackTally
 from .fleet import merge_fleet
 
@@ -291,5 +292,6 @@ def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> StatsSnapshot:
         update={
             "worker_config_versions": [d.config_version for d in docs],
             "fleet": merge_fleet([d.fleet for d in docs]),
+            "bandit": merge_arms(arm for d in docs for arm in d.bandit),
         }
     )

@@ -20,6 +20,7 @@ import orjson
 
 from modelroute_contract import REQUEST_TOKEN_COUNT_FIELDS, PolicyConfig, token_count_problem
 
+from .bandit import NOT_FAILURES
 from .configstore import Snapshot
 from .credentials import Client
 from .engine import extract_features
@@ -268,7 +269,9 @@ def limit_tenant(sidecar: Sidecar, policy: PolicyConfig, features: RequestFeatur
 
 def decide(sidecar: Sidecar, snapshot: Snapshot, features: RequestFeatures, exchange: Exchange) -> Decision:
     """Ask the engine; its refusal (unknown model, nothing compliant or healthy) becomes the error."""
-    decision = snapshot.router.decide(features, sidecar.ejections, sessions=sidecar.sessions)
+    decision = snapshot.router.decide(
+        features, sidecar.ejections, sessions=sidecar.sessions, bandits=sidecar.bandits
+    )
     exchange.decision = decision
     if decision.error is not None:
         raise ApiError(decision.error.status, decision.error.code, decision.error.message)
@@ -298,6 +301,8 @@ def record_exchange(sidecar: Sidecar, exchange: Exchange, elapsed: float) -> Non
     )
     if decision is not None and decision.affinity is not None:
         note_affinity(sidecar, decision.affinity, served, outcome)
+    if decision is not None and decision.bandit is not None:
+        note_bandit(sidecar, decision, exchange)
     if decision is not None and decision.error is not None and decision.error.code in RESIDENCY_CODES:
         sidecar.metrics.residency_blocks.labels(exchange.route, decision.data_class).inc()
     mirror = exchange.mirror
@@ -314,6 +319,29 @@ def note_affinity(sidecar: Sidecar, affinity: Affinity, served: Choice | None, o
     sidecar.metrics.affinity.labels(*affinity.settled(pin)).inc()
     if served is not None and outcome == "ok":
         sidecar.sessions.remember(affinity.session, served.endpoint, served.replica)
+
+
+TARGET_ROLES = frozenset({"primary", "retry"})
+"""Attempt roles on a rule's own targets (fallback and escalation endpoints are not its bandit's arms)."""
+
+
+def note_bandit(sidecar: Sidecar, decision: Decision, exchange: Exchange) -> None:
+    """Feed a bandit rule's posteriors from a finished request: its first pick is a pull, and each failed
+    attempt on one of the rule's targets is reward 0 (quality comes later, by `POST /v1/feedback`)."""
+    bandits, policy, rule = sidecar.bandits, decision.policy, decision.rule
+    if decision.bandit is not None:
+        bandits.pulled(policy, rule, decision.bandit.endpoint)
+    for attempt in exchange.attempts:
+        if attempt.outcome not in NOT_FAILURES and attempt.role in TARGET_ROLES:
+            bandits.failed(policy, rule, attempt.endpoint)
+
+
+def bandit_record(decision: Decision) -> dict[str, Any] | None:
+    """The audit line's `bandit`: the strategy's arm, how it was chosen and its sample; None for weighted."""
+    pick = decision.bandit
+    if pick is None:
+        return None
+    return {"strategy": "bandit", "arm": pick.endpoint, "mode": pick.mode, "sampled": pick.sampled}
 
 
 def affinity_record(decision: Decision, served: Choice | None) -> dict[str, str] | None:
@@ -390,6 +418,8 @@ def audit_record(exchange: Exchange, elapsed: float, include_prompts: bool) -> d
         "tokensIn": exchange.tokens_in,
         "tokensOut": exchange.tokens_out,
     }
+    if decision.bandit is not None:  # only a bandit rule's line carries it: a weighted line stays as it was
+        record["bandit"] = bandit_record(decision)
     if include_prompts and features is not None:
         record["prompt"] = features.prompt_text
     return record
@@ -465,6 +495,7 @@ async def feedback(
         return error_response(error, request_id)
     served, score = taken
     sidecar.stats.feedback.add(served.policy, served.rule, served.endpoint, score)
+    sidecar.bandits.reward(served.policy, served.rule, served.endpoint, score)
     sidecar.metrics.feedback_score.observe((served.policy, served.rule, served.endpoint), score)
     return json_response(
         {

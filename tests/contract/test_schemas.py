@@ -180,6 +180,22 @@ def test_v2_golden_configs_render_as_the_schema_1_operator_compiled_them(path: P
         assert path.stem == "multi-region-eu-residency"  # detectors and tenant defaults: see above
 
 
+def test_the_bandit_fixture_renders_for_schema_2_routing_by_weight() -> None:
+    # schema 3's bandit strategy is droppable: a schema-2 sidecar picks by the targets' weights, and every
+    # filter it enforces (residency, health, budgets) is the same. The rendered config keeps the targets.
+    config = RouterConfig.from_json((FIXTURES / "v3" / "bandit-strategy.json").read_text())
+    assert config.policies[0].rules[0].strategy == "bandit"
+    result = config.render(2)
+    assert isinstance(result, Rendering), result
+    assert '"strategy"' not in result.text and '"bandit"' not in result.text
+    assert {"policies[0].rules[0].strategy", "policies[0].rules[0].bandit"} <= set(result.dropped)
+    older = RouterConfig.from_json(result.text)
+    assert older.schema_version == 2
+    assert older.policies[0].rules[0].targets == config.policies[0].rules[0].targets
+    assert older.policies[0].rules[0].strategy == "weighted" and older.policies[0].rules[0].bandit is None
+    assert config_key(2) in stored_documents(config.document())
+
+
 def test_the_configmap_holds_one_key_per_faithful_schema() -> None:
     plain = build()
     newest = [config_key(n) for n in range(2, SCHEMA_VERSION + 1)]

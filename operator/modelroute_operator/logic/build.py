@@ -9,6 +9,7 @@ from typing import Any
 
 import modelroute_contract as contract
 from modelroute_operator.logic.resources import (
+    BanditSpec,
     Canary,
     CanaryPhase,
     EndpointTls,
@@ -225,7 +226,16 @@ def _build_rule(policy: RoutingPolicy, rule: Rule, split: contract.CanarySplit |
         )
         if rule.shadow
         else None,
+        strategy=rule.strategy,
+        bandit=_build_bandit(rule.bandit) if rule.strategy == "bandit" else None,
     )
+
+
+def _build_bandit(bandit: BanditSpec | None) -> contract.BanditSettings:
+    """A bandit rule's settings, the defaults when it names none."""
+    if bandit is None:
+        return contract.BanditSettings()
+    return contract.BanditSettings(cost_weight=bandit.cost_weight, explore=bandit.explore)
 
 
 def _build_range(value_range: IntRange | None) -> contract.RangeMatch | None:

@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 import modelroute_contract as contract
@@ -591,6 +591,19 @@ class ShadowSpec(ApiModel):
     """Copies in flight per sidecar worker for this rule (1-256, default 8); more are skipped."""
 
 
+class BanditSpec(ApiModel):
+    """Settings of `strategy: bandit`: Thompson sampling over the rule's targets, learning from quality
+    feedback (`POST /v1/feedback`) and failed attempts. It only chooses among the targets residency,
+    health, ejection, budgets and limits kept, and a canary split on the rule is applied first."""
+
+    cost_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    """How much price counts against reward (0-1, default 0): each target scores its sampled reward
+    minus costWeight times its price relative to the rule's dearest target."""
+    explore: Annotated[float, Field(ge=0.0, le=contract.BANDIT_EXPLORE_MAX)] = 0.05
+    """The least share of picks every eligible target keeps, so a target that had bad luck is tried again
+    (0-0.5, default 0.05; with n targets at most 1/n)."""
+
+
 class Rule(ApiModel):
     """One routing rule. Rules are evaluated in order; the first that matches routes the request."""
 
@@ -615,6 +628,17 @@ class Rule(ApiModel):
             "a target endpoint may appear only once",
             ".targets",
         ),
+        CEL(
+            "!has(self.bandit) || (has(self.strategy) ? self.strategy : 'weighted') == 'bandit'",
+            "bandit settings need strategy: bandit",
+            ".bandit",
+        ),
+        CEL(
+            "(has(self.strategy) ? self.strategy : 'weighted') != 'bandit'"
+            " || size(self.targets.filter(t, !has(t.weight) || t.weight > 0)) >= 2",
+            "strategy bandit needs at least two targets with a weight above 0 to choose between",
+            ".strategy",
+        ),
     )
     name: Name
     """Rule name, unique in the policy; shown in the `x-modelroute-rule` response header."""
@@ -631,6 +655,29 @@ class Rule(ApiModel):
     """Keep each conversation on the replica that answered its last turn."""
     shadow: ShadowSpec | None = None
     """Copy a share of the rule's requests to another endpoint (shadow traffic), for comparison only."""
+    strategy: Literal["weighted", "bandit"] = "weighted"
+    """How the first target is picked among those every filter kept: `weighted` (by weight, the default)
+    or `bandit` (Thompson sampling over quality feedback; weights are then ignored but 0 still excludes)."""
+    bandit: BanditSpec | None = None
+    """Settings of `strategy: bandit` (defaults apply when it is left out)."""
+
+    # The CEL rules above, for manifests checked offline (`modelroute validate`, the compiler), at the field.
+    @field_validator("strategy")
+    @classmethod
+    def _enough_targets(cls, strategy: str, info: ValidationInfo) -> str:
+        targets = info.data.get("targets")
+        if strategy == "bandit" and targets is not None and sum(t.weight > 0 for t in targets) < 2:
+            raise ValueError(
+                "strategy bandit needs at least two targets with a weight above 0 to choose between"
+            )
+        return strategy
+
+    @field_validator("bandit")
+    @classmethod
+    def _bandit_needs_strategy(cls, bandit: BanditSpec | None, info: ValidationInfo) -> BanditSpec | None:
+        if bandit is not None and info.data.get("strategy", "weighted") != "bandit":
+            raise ValueError("bandit settings need strategy: bandit")
+        return bandit
 
 
 class DataClass(ApiModel):

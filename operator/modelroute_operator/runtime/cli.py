@@ -134,8 +134,23 @@ def explain(args: argparse.Namespace) -> int:
     features = extract_features(body, headers, headers.get("x-request-id") or "explain", args.api)
     pinned = tuple(args.pinned.split("/", 1)) if "/" in args.pinned else None
     decision = router.decide(features, _NoEjections(), seed=args.seed, sessions=_Pinned(pinned))
-    print(json.dumps(_describe(decision) | {"shadow": _describe_shadow(config, decision)}, indent=2))
+    print(
+        json.dumps(
+            _describe(decision, _strategy(config, decision)) | {"shadow": _describe_shadow(config, decision)},
+            indent=2,
+        )
+    )
     return EXIT_OK if decision.error is None else EXIT_INVALID
+
+
+def _strategy(config: RouterConfig, decision: Any) -> str:
+    """The matched rule's strategy (`weighted` or `bandit`); empty when no rule matched."""
+    for policy in config.policies:
+        if policy.name == decision.policy:
+            for rule in policy.rules:
+                if rule.name == decision.rule:
+                    return str(rule.strategy)
+    return ""
 
 
 def _head_config_maps(heads: list[str], manifests: Manifests) -> dict[str, dict[str, str]]:
@@ -194,7 +209,8 @@ class _Pinned:
         return self._pinned
 
 
-def _describe(decision: Any) -> dict[str, Any]:
+def _describe(decision: Any, strategy: str = "") -> dict[str, Any]:
+    pick = decision.bandit
     return {
         "policy": decision.policy,
         "rule": decision.rule,
@@ -211,6 +227,11 @@ def _describe(decision: Any) -> dict[str, Any]:
         "affinity": None
         if decision.affinity is None
         else {"outcome": decision.affinity.outcome, "reason": decision.affinity.reason},
+        "strategy": strategy or None,
+        # offline there is no feedback: every arm samples its prior (a sidecar's posteriors are in /stats)
+        "bandit": None
+        if pick is None
+        else {"arm": pick.endpoint, "mode": pick.mode, "sampled": pick.sampled, "score": pick.score},
         "error": None if decision.error is None else _describe_error(decision.error),
         "plan": [_describe_choice(c) | {"role": str(c.role)} for c in decision.plan],
         "escalation": [_describe_choice(c) for c in decision.escalation],

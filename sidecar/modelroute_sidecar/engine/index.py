@@ -22,6 +22,7 @@ from modelroute_contract import (
     ShadowTraffic,
 )
 
+from .bandit import BanditPlan
 from .canary import CanaryPlan
 from .candidates import EJECTED_DETAIL, Candidate, EndpointTraits, make_choice
 from .classification import Classifier
@@ -89,6 +90,8 @@ class RouteIndex:
     """The rule's session affinity, if any (`affinity.hold` applies it after the filters)."""
     shadow: ShadowTraffic | None = None
     """The rule's shadow traffic, if any (`shadow.pick_shadow` reads the table's shadow list)."""
+    bandit: BanditPlan | None = None
+    """The rule's bandit, when its strategy is `bandit` (`bandit.pick_bandit` replaces the weighted pick)."""
 
     def table_for(self, data_class: str, classes: frozenset[str]) -> RouteTable:
         """The table of a request whose signals gave `classes`, reported as `data_class`: the class's own
@@ -285,6 +288,7 @@ def build_route(
     position: int,
     factory: _CandidateFactory,
     classes: Mapping[str, ResidencyRule],
+    traits: Mapping[str, EndpointTraits],
 ) -> RouteIndex:
     """Compile one rule: candidates once, then a table per data class."""
     rule = policy.rules[position]
@@ -308,6 +312,9 @@ def build_route(
         residencies=classes,
         affinity=rule.affinity,
         shadow=rule.shadow,
+        bandit=BanditPlan.build(policy.name, rule.name, rule.bandit, [m.endpoint for m in targets], traits)
+        if rule.bandit is not None
+        else None,
     )
 
 
@@ -326,7 +333,7 @@ def build_policy(
     ranks, other_rank = locality_ranks(local_region, policy.locality)
     factory = _CandidateFactory(endpoints, traits, ranks, other_rank)
     classes = residency_rules(policy)
-    routes = tuple(build_route(policy, i, factory, classes) for i in range(len(policy.rules)))
+    routes = tuple(build_route(policy, i, factory, classes, traits) for i in range(len(policy.rules)))
     chains = {
         (model, data_class): tuple(
             route.rule

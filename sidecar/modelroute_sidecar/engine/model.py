@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 if TYPE_CHECKING:
     from .affinity import Affinity
+    from .bandit import BanditPick
     from .shadow import ShadowPick
 
 Api = Literal["chat", "completions", "embeddings", "responses"]
@@ -151,3 +152,15 @@ class Decision:
     names a session."""
     shadow: ShadowPick | None = None
     """Where the request's shadow copy goes (or why it cannot), when its rule mirrors it."""
+    # A class attribute, not a field: every field costs each Decision a store in `__init__` (~100 ns), and
+    # a weighted rule's decision must cost what it did before the bandit existed. `BanditDecision` sets it.
+    bandit: ClassVar[BanditPick | None] = None
+    """What a `bandit` rule's strategy picked first (the arm, how, its sampled reward); None for weighted
+    rules."""
+
+
+@dataclass(frozen=True, slots=True)
+class BanditDecision(Decision):
+    """The decision of a `bandit` rule: a Decision that also says what the strategy picked."""
+
+    bandit: BanditPick | None = None  # type: ignore[misc]  # the field behind Decision's class attribute

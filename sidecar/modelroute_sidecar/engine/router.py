@@ -11,7 +11,8 @@ The pipeline, each stage in its own module:
 5. request filters (`filters`): capabilities and context window, then passive ejection and the cost and
    latency budgets, which are soft (they never empty the plan on their own);
 6. the canary split (`canary`), which falls back to the other side rather than fail;
-7. ordering (`scorers`): weighted pick among the best-ranked targets, then retries, then fallbacks.
+7. ordering (`scorers`): weighted pick among the best-ranked targets (or, for a `bandit` rule, Thompson
+   sampling over them: `bandit`), then retries, then fallbacks.
 
 Nothing is built per request beyond the lists a decision returns: the index is built here, once, when a
 config loads. With no candidate left the decision fails closed: 503 `no_compliant_endpoint` when
@@ -22,13 +23,15 @@ residency excludes every replica, 503 `no_healthy_endpoint` when the compliant o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from modelroute_contract import RouterConfig
 
 from .affinity import SessionView, hold, session_key, session_seed
+from .bandit import BanditView, pick_bandit
 from .canary import CanaryPlan, Side, choose_side
 from .candidates import Candidate, EndpointTraits
 from .classification import Classification
@@ -44,6 +47,7 @@ from .filters import (
 from .index import PolicyIndex, RouteIndex, RouteTable, build_policy
 from .learned import PolicyModels
 from .model import (
+    BanditDecision,
     Decision,
     DecisionError,
     Dropped,
@@ -51,7 +55,7 @@ from .model import (
     RequestFeatures,
 )
 from .rules import describe_request, first_match
-from .scorers import build_plan
+from .scorers import build_plan, plan_from
 from .shadow import ShadowPick, pick_shadow, sampled
 
 _RANDOM = random.Random()
@@ -243,10 +247,12 @@ class Router:
         health: HealthView,
         seed: int | None = None,
         sessions: SessionView | None = None,
+        bandits: BanditView | None = None,
     ) -> Decision:
         """Decide where a request goes (see the module docstring). Never raises for a request: a request
         that cannot be routed gets a Decision with `error` set. `sessions`: the table session affinity
-        reads (rules with `affinity` route without it when it is not given)."""
+        reads (rules with `affinity` route without it when it is not given). `bandits`: the posteriors
+        bandit rules sample (without it every arm is at its prior)."""
         policy = self._policies.get(features.model)
         if policy is None:
             return Decision(
@@ -286,13 +292,15 @@ class Router:
                 seed = session_seed(session)  # a new session starts on the same replica in every worker
         rng = _RANDOM if seed is None else random.Random(seed)
         reported = complexity.reported
-        pick = None
+        shadow_pick = None
         shadow = route.shadow
         if shadow is not None and sampled(shadow, policy.name, route.rule.name, features.request_id):
             # its own generator when seeded, so a mirrored request's primary pick is the unmirrored one's
             shadow_rng = _RANDOM if seed is None else random.Random(~seed)
-            pick = pick_shadow(shadow, table, features, health, shadow_rng)
-        decision = self._route(policy, route, table, classification, reported, features, health, rng, pick)
+            shadow_pick = pick_shadow(shadow, table, features, health, shadow_rng)
+        decision = self._route(
+            policy, route, table, classification, reported, features, health, rng, bandits, shadow_pick
+        )
         if session is not None and sessions is not None and decision.error is None:
             decision = hold(decision, session, sessions.pinned(session))
         if policy.models is None:
@@ -315,6 +323,7 @@ class Router:
         features: RequestFeatures,
         health: HealthView,
         rng: random.Random,
+        bandits: BanditView | None = None,
         shadow: ShadowPick | None = None,
     ) -> Decision:
         """Stages 5-7 for the matched rule's table; `shadow`: the request's copy, kept when it is routed."""
@@ -347,7 +356,17 @@ class Router:
         escalation: Sequence[Candidate] = table.escalation
         if escalation:
             escalation = filter_escalation(table, policy, features, health, dropped, notes)
-        return Decision(
+        bandit = route.bandit
+        make: Callable[..., Decision] = Decision  # a weighted rule's decision is the plain one, as before
+        if bandit is None or not primary:
+            plan = build_plan(primary, fallback, rng)
+        else:
+            posteriors = bandits.arms(policy.name, route.rule.name) if bandits is not None else {}
+            on_candidate = route.canary.candidate if route.canary is not None and side == "candidate" else ""
+            first, pick = pick_bandit(primary, bandit, posteriors, rng, on_candidate)
+            plan = plan_from(primary, fallback, first)
+            make = functools.partial(BanditDecision, bandit=pick)
+        return make(
             policy=policy.name,
             rule=route.rule.name,
             data_class=classification.data_class,
@@ -355,7 +374,7 @@ class Router:
             data_classes=tuple(sorted(classification.classes)),
             signals=classification.signals,
             complexity=complexity,
-            plan=build_plan(primary, fallback, rng),
+            plan=plan,
             escalation=tuple([c.choice for c in escalation]),
             dropped=tuple(dropped),
             canary=route.canary.name if route.canary is not None else "",

@@ -68,3 +68,11 @@ def build_plan(
     plan.extend([c.choice for i, c in enumerate(primary) if i != first])
     plan.extend([c.choice for c in fallback])
     return tuple(plan)
+
+
+def plan_from(primary: Sequence[Candidate], fallback: Sequence[Candidate], first: int) -> tuple[Choice, ...]:
+    """The plan with `primary[first]` picked (by the bandit): the same order `build_plan` makes."""
+    plan = [primary[first].first_choice]
+    plan.extend([c.choice for i, c in enumerate(primary) if i != first])
+    plan.extend([c.choice for c in fallback])
+    return tuple(plan)
