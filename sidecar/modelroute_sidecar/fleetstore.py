@@ -344,10 +344,15 @@ class FleetAccounts:
         self._store_errors = _store_errors()
         self.metrics.fleet_store_down.values = {(): 0.0}
         log.info("fleet store %s in use", describe_url(self.settings.url))
-        task = asyncio.get_running_loop().create_task(self.run())
+        task = asyncio.get_running_loop().create_task(self.run(), name="fleet-sync")
+        task.add_done_callback(self._loop_ended)
         self._loop_task = task
         if self._spawn is not None:
             self._spawn(task)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:  # `run` catches Exception
+            log.error("the fleet sync loop ended", exc_info=exc)
 
     def _failed(self, exc: BaseException) -> None:
         self.errors += 1

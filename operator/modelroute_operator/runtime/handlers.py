@@ -46,7 +46,7 @@ from modelroute_operator.logic.resources import (
     RoutingPolicy,
 )
 from modelroute_operator.runtime.fleet_watch import FleetWatch, fleet_watch_seconds
-from modelroute_operator.runtime.monitor import CanaryRunner, HealthMonitor
+from modelroute_operator.runtime.monitor import CanaryRunner, HealthMonitor, report_failure
 from modelroute_operator.runtime.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     ctx = OperatorContext(kube, inventory, session, reconciler, syncer, health, canaries, background)
     await seed(ctx, tuple(memo.get("namespaces") or ()))
     background.append(loop.create_task(_confirm_later(ctx), name="start-up-listing-sweep"))
+    for task in background:
+        task.add_done_callback(report_failure)
     memo["modelroute"] = ctx
 
 
