@@ -469,7 +469,6 @@ class FleetAccounts:
         assert self.client is not None
         now = self.clock()
         self.ledger.prune(now)  # first: a sync with nothing to write still forgets idle subjects
-        self._publish()
         if not self.up:
             try:
                 await asyncio.wait_for(self.client.ping(), STORE_TIMEOUT_SECONDS)
@@ -494,6 +493,7 @@ class FleetAccounts:
             )
             keys.append((spend, spend.own))
         if not grants and not spends:
+            self._publish()
             return
         try:
             answers = await asyncio.wait_for(self.client.sync(grants, spends), STORE_TIMEOUT_SECONDS * 2)

@@ -286,7 +286,7 @@ class Metrics:
         self.fleet_refused = HotCounter(
             "modelroute_fleet_refused_total",
             "Requests refused by fleet limits: requests, tokens, budget-day, budget-month, "
-            "store-unavailable (fail-closed).",
+            "store-unavailable (fail-closed), tenants-full (more budgeted tenants than a process tracks).",
             ["policy", "reason"],
         )
         self.fleet_local_admissions = HotCounter(
