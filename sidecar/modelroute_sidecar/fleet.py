@@ -22,8 +22,9 @@ round trip per request:
 - **Bounded per process.** A tenant's spend is tracked only while it matters: an idle subject whose spend
   is written is forgotten (the store keeps it; the next request reads it back), and a policy tracks at
   most `TENANTS_PER_POLICY` tenant subjects (made-up tenant names cannot grow memory). Past the cap the
-  least recently used written subject is set aside; when none is written yet (store unreachable, or all
-  spend of the last sync interval) a new tenant is refused with 503 `fleet_tenants_full` rather than
+  least recently used written subject is set aside, and the oldest lease whose debts are reported is
+  dropped (its unused grant stranded: under-admission); when nothing can go yet (store unreachable, or
+  all spend of the last sync interval) a new tenant is refused with 503 `fleet_tenants_full` rather than
   admitted unbudgeted. Each incarnation of a subject in a process writes its own field of the spend hash
   (`Spend.serial`): a forgotten subject's total stays in the store and a later one adds to it.
 - **The store unreachable**: `fail_mode: open` admits under per-process limits (each process enforces the
@@ -272,6 +273,8 @@ class Ledger:
         self.spends: dict[tuple[str, Period], Spend] = {}
         self.tenants: dict[str, dict[str, None]] = {}
         """Per policy, the tenant subjects that hold a spend entry (bounded by `tenants_per_policy`)."""
+        self.lease_tenants: dict[str, dict[tuple[str, int], None]] = {}
+        """Per policy, the tenant leases by (subject, minute), oldest first (bounded the same way)."""
         self.tenants_per_policy = tenants_per_policy
         self._serial = 0
 
@@ -313,13 +316,13 @@ class Ledger:
         warnings: list[str] = []
         reads: list[SpendRead] = []
         for meter in meters:
-            if meter.tenant and meter.budgets and not self._room_for(meter, now):
+            if meter.tenant and not self._tracked(meter, window, now):
                 return Refusal(
                     503,
                     "fleet_tenants_full",
-                    f"policy {meter.policy!r} tracks the budgets of at most {self.tenants_per_policy} "
+                    f"policy {meter.policy!r} tracks the limits of at most {self.tenants_per_policy} "
                     "tenants per sidecar process, and none can be set aside before the fleet store has "
-                    "its spend; retry shortly",
+                    "its counts; retry shortly",
                     1.0,
                     "tenants-full",
                 )
@@ -392,6 +395,12 @@ class Ledger:
                 lease.debt_tokens += estimate if quota.tokens_per_minute is not None else 0
         return Ticket(meters, window, estimate, warnings, local=not store_up, refills=refills)
 
+    def _tracked(self, meter: Meter, window: int, now: float) -> bool:
+        """Whether a tenant's spend and lease entries are held or may be (`tenants_per_policy`)."""
+        if meter.budgets and not self._room_for(meter, now):
+            return False
+        return not meter.rated or self._lease_room(meter, window)
+
     def _room_for(self, meter: Meter, now: float) -> bool:
         """Whether the meter's tenant subject is tracked or may be: under the cap, or after setting aside
         the least recently used subject of the policy whose spend the store has."""
@@ -408,6 +417,26 @@ class Ledger:
         if oldest is None:
             return False
         self._forget(oldest[1], meter.policy)
+        return True
+
+    def _lease_room(self, meter: Meter, window: int) -> bool:
+        """Whether the meter's tenant may hold a lease this minute: it has one, the policy is under the
+        cap, or the policy's oldest lease whose debts are reported can be dropped (its unused grant is
+        stranded: under-admission, never over)."""
+        key = (meter.subject, window)
+        if key in self.leases:
+            return True
+        held = self.lease_tenants.setdefault(meter.policy, {})
+        if len(held) >= self.tenants_per_policy:
+            for old in held:
+                lease = self.leases.get(old)
+                if lease is None or (_reported(lease) and not lease.refilling):
+                    del held[old]
+                    self.leases.pop(old, None)
+                    break
+            else:
+                return False
+        held[key] = None
         return True
 
     def _forget(self, subject: str, policy: str) -> None:
@@ -520,12 +549,13 @@ class Ledger:
         `ACTIVE_SECONDS`, once written."""
         window = minute_window(now)
         for key, lease in list(self.leases.items()):
-            settled = (
-                lease.debt_requests == lease.reported_debt_requests
-                and lease.debt_tokens == lease.reported_debt_tokens
-            )
-            if lease.window < window - 1 and settled:  # the previous minute may still settle answers
+            if lease.window < window - 1 and _reported(lease):  # the previous minute may still settle
                 del self.leases[key]
+        for policy, leases in list(self.lease_tenants.items()):
+            for key in [k for k in leases if k not in self.leases]:
+                del leases[key]
+            if not leases:
+                del self.lease_tenants[policy]
         for spend_key, spend in list(self.spends.items()):
             ended = spend.window != period_window(spend_key[1], now)
             if (ended or now - spend.used_at >= ACTIVE_SECONDS) and spend.written:
@@ -552,6 +582,14 @@ class Ledger:
         """The budgets this process knows, highest spend first, bounded."""
         items = sorted(((s, k[1]) for k, s in self.spends.items()), key=lambda item: -item[0].known)
         return items[:BUDGETS_REPORTED]
+
+
+def _reported(lease: Lease) -> bool:
+    """The store has every count of usage beyond the lease's grants."""
+    return (
+        lease.debt_requests == lease.reported_debt_requests
+        and lease.debt_tokens == lease.reported_debt_tokens
+    )
 
 
 def merge_fleet(parts: list[FleetFigures | None]) -> FleetFigures | None:

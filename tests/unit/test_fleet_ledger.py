@@ -288,3 +288,27 @@ def test_the_fleet_report_names_unreachable_sidecars_and_raises_events_on_transi
     )
     table = format_spend(rows)
     assert "acme" in table and "7.0000" in table and "Soft" in table
+
+
+def test_made_up_tenants_cannot_grow_the_leases_and_unreported_debt_is_kept() -> None:
+    p = policy({"tenants": [{"requestsPerMinute": 10}]})
+    ledger = Ledger(tenants_per_policy=2)
+    for tenant in ("t1", "t2", "t3", "t4"):  # the store up: the oldest lease is dropped for a newcomer
+        need = ledger.admit(meters_of(p, "ns", tenant, ""), 0, NOW, True, "open")
+        assert isinstance(need, list) and isinstance(need[0], GrantNeed), need
+        ledger.granted(need[0], 1, 0)
+        assert isinstance(ledger.admit(meters_of(p, "ns", tenant, ""), 0, NOW, True, "open"), Ticket)
+    assert sorted(subject for subject, _ in ledger.leases) == ["n/ns/chat/t/t3", "n/ns/chat/t/t4"]
+    assert len(ledger.lease_tenants["chat"]) == 2
+    # the store away (fail-open): what the leases admit is debt not yet reported, so nothing is dropped
+    for tenant in ("t3", "t4"):
+        assert isinstance(ledger.admit(meters_of(p, "ns", tenant, ""), 0, NOW, False, "open"), Ticket)
+    refused = ledger.admit(meters_of(p, "ns", "t5", ""), 0, NOW, False, "open")
+    assert isinstance(refused, Refusal) and (refused.status, refused.code) == (503, "fleet_tenants_full")
+    assert {lease.debt_requests for lease in ledger.leases.values()} == {1}
+    ledger.prune(NOW + 180)  # past minutes go once reported; the registry follows
+    assert len(ledger.leases) == 2
+    for lease in ledger.leases.values():
+        lease.reported_debt_requests = lease.debt_requests
+    ledger.prune(NOW + 180)
+    assert ledger.leases == {} and ledger.lease_tenants == {}
