@@ -403,20 +403,25 @@ class Ledger:
 
     def _room_for(self, meter: Meter, now: float) -> bool:
         """Whether the meter's tenant subject is tracked or may be: under the cap, or after setting aside
-        the least recently used subject of the policy whose spend the store has."""
+        the least recently used subject of the policy whose spend the store has. `tenants` keeps each
+        policy's subjects in order of use, so the search starts at the least recent (a flood of new
+        names costs one step each, not a walk over the table)."""
         held = self.tenants.get(meter.policy)
-        if held is None or meter.subject in held or len(held) < self.tenants_per_policy:
+        if held is None:
             return True
-        oldest: tuple[float, str] | None = None
+        if meter.subject in held:
+            del held[meter.subject]  # to the end: the most recently used
+            held[meter.subject] = None
+            return True
+        if len(held) < self.tenants_per_policy:
+            return True
         for subject in held:
             entries = [s for p in PERIODS if (s := self.spends.get((subject, p))) is not None]
-            if entries and all(s.written for s in entries):
-                used = max(s.used_at for s in entries)
-                if oldest is None or used < oldest[0]:
-                    oldest = (used, subject)
-        if oldest is None:
+            if all(s.written for s in entries):
+                break
+        else:
             return False
-        self._forget(oldest[1], meter.policy)
+        self._forget(subject, meter.policy)
         return True
 
     def _lease_room(self, meter: Meter, window: int) -> bool:
