@@ -36,7 +36,7 @@ from .server import (
 )
 from .settings import Settings
 from .shadow import Shadows
-from .state import Sidecar
+from .state import Sidecar, report_failure
 from .stats import EndpointStats
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,9 @@ async def _components(sidecar: Sidecar) -> AsyncIterator[None]:
     if settings.config_file is not None and settings.worker_index < 0:
         # workers of a multi-process sidecar get file changes from their parent, which watches for them
         watcher = sidecar.config.watch_file(settings.config_file, settings.config_poll_seconds)
-        sidecar.background.append(asyncio.get_running_loop().create_task(watcher))
+        task = asyncio.get_running_loop().create_task(watcher, name="config-file-watch")
+        task.add_done_callback(report_failure)
+        sidecar.background.append(task)
     try:
         yield
     finally:

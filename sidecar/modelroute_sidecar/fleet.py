@@ -17,7 +17,16 @@ round trip per request:
   reads back the fleet's total every sync (0.2 s by default). A process admits while the total it knows
   (the last total plus its own spend since) is under the hard stop. Over-spend is therefore bounded by
   what the fleet admits within one sync interval before the total crosses the stop, plus the answers in
-  flight at that moment.
+  flight at that moment. A process reads a budget's fleet total before it first admits against it (one
+  round trip per subject and period, like a lease's first grant): it never judges a budget blind.
+- **Bounded per process.** A tenant's spend is tracked only while it matters: an idle subject whose spend
+  is written is forgotten (the store keeps it; the next request reads it back), and a policy tracks at
+  most `TENANTS_PER_POLICY` tenant subjects (made-up tenant names cannot grow memory). Past the cap the
+  least recently used written subject is set aside, and the oldest lease whose debts are reported is
+  dropped (its unused grant stranded: under-admission); when nothing can go yet (store unreachable, or
+  all spend of the last sync interval) a new tenant is refused with 503 `fleet_tenants_full` rather than
+  admitted unbudgeted. Each incarnation of a subject in a process writes its own field of the spend hash
+  (`Spend.serial`): a forgotten subject's total stays in the store and a later one adds to it.
 - **The store unreachable**: `fail_mode: open` admits under per-process limits (each process enforces the
   whole per-minute limit by itself, and its known spend against the budgets) and keeps every count, which
   is written when the store returns; `closed` refuses covered requests with 503.
@@ -42,9 +51,13 @@ TENANT_KEY_MAX = 128
 BUDGETS_REPORTED = 100
 """Budget figures a process reports in `/stats` and metrics (the highest spend first)."""
 ACTIVE_SECONDS = 120.0
-"""A subject not used for this long is no longer synced (its figures stay in the store)."""
+"""A subject not used for this long is no longer synced, and forgotten once its spend is written (its
+figures stay in the store)."""
+TENANTS_PER_POLICY = 4096
+"""Tenant subjects with budgets one process tracks per policy (~600 bytes each, day and month)."""
 
 Period = Literal["day", "month"]
+PERIODS: tuple[Period, ...] = ("day", "month")
 
 
 def chunk_of(limit: int) -> int:
@@ -187,11 +200,21 @@ class Spend:
     fleet: float = 0.0
     """The fleet's total as of that write (this process's part included)."""
     used_at: float = 0.0
+    serial: int = 0
+    """This incarnation's number in the process: its field in the store's spend hash is the worker's id
+    and this number, so a subject forgotten and tracked again never overwrites what it wrote before."""
+    read: bool = False
+    """The fleet's total has been read from the store: until then the budget is not judged."""
 
     @property
     def known(self) -> float:
         """The fleet total as far as this process knows it."""
         return self.fleet + (self.own - self.synced_own)
+
+    @property
+    def written(self) -> bool:
+        """The store has all of this process's spend: forgetting the entry loses nothing."""
+        return self.own == self.synced_own
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +243,14 @@ class Ticket:
     """Leases this admission left running low (at most one refill in flight per lease)."""
 
 
+@dataclass(frozen=True, slots=True)
+class SpendRead:
+    """A budget whose fleet total must be read from the store before the request can be judged."""
+
+    key: tuple[str, Period]
+    spend: Spend
+
+
 @dataclass(slots=True)
 class GrantNeed:
     """A lease that must be refilled before the request can be judged."""
@@ -230,16 +261,22 @@ class GrantNeed:
     tokens: int
 
 
-Admission = Ticket | Refusal | list[GrantNeed]
+Admission = Ticket | Refusal | list[GrantNeed | SpendRead]
 
 
 class Ledger:
     """The accounting of one process: leases per (subject, minute), spend per (subject, period)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tenants_per_policy: int = TENANTS_PER_POLICY) -> None:
         self.leases: dict[tuple[str, int], Lease] = {}
         """By (subject, minute): a past minute's lease stays until its debt is reported."""
         self.spends: dict[tuple[str, Period], Spend] = {}
+        self.tenants: dict[str, dict[str, None]] = {}
+        """Per policy, the tenant subjects that hold a spend entry (bounded by `tenants_per_policy`)."""
+        self.lease_tenants: dict[str, dict[tuple[str, int], None]] = {}
+        """Per policy, the tenant leases by (subject, minute), oldest first (bounded the same way)."""
+        self.tenants_per_policy = tenants_per_policy
+        self._serial = 0
 
     # ------------------------------------------------------------------------------ admission
 
@@ -254,7 +291,10 @@ class Ledger:
         key = (meter.subject, period)
         spend = self.spends.get(key)
         if spend is None or spend.window != window:
-            spend = self.spends[key] = Spend(window, budget, meter.policy, meter.tenant)
+            self._serial += 1
+            spend = self.spends[key] = Spend(window, budget, meter.policy, meter.tenant, serial=self._serial)
+            if meter.tenant:
+                self.tenants.setdefault(meter.policy, {})[meter.subject] = None
         spend.budget = budget
         spend.used_at = now
         return spend
@@ -274,9 +314,23 @@ class Ledger:
                 "store-unavailable",
             )
         warnings: list[str] = []
+        reads: list[SpendRead] = []
         for meter in meters:
+            if meter.tenant and not self._tracked(meter, window, now):
+                return Refusal(
+                    503,
+                    "fleet_tenants_full",
+                    f"policy {meter.policy!r} tracks the limits of at most {self.tenants_per_policy} "
+                    "tenants per sidecar process, and none can be set aside before the fleet store has "
+                    "its counts; retry shortly",
+                    1.0,
+                    "tenants-full",
+                )
             for period, budget in meter.budgets:
                 spend = self.spend(meter, period, budget, now)
+                if store_up and not spend.read:
+                    reads.append(SpendRead((meter.subject, period), spend))
+                    continue
                 known = spend.known
                 if known >= budget.hard_usd:
                     who = f"tenant {meter.tenant!r}" if meter.tenant else "all tenants together"
@@ -292,7 +346,9 @@ class Ledger:
                 if budget.soft_usd is not None and known >= budget.soft_usd:
                     who = meter.tenant or "policy"
                     warnings.append(f"{period}; {who}; {known:.2f}/{budget.hard_usd:.2f} USD")
-        needs: list[GrantNeed] = []
+        if reads:
+            return list(reads)
+        needs: list[GrantNeed | SpendRead] = []
         for meter in meters:
             quota = meter.quota
             if not meter.rated:
@@ -338,6 +394,64 @@ class Ledger:
                 lease.debt_requests += 1 if quota.requests_per_minute is not None else 0
                 lease.debt_tokens += estimate if quota.tokens_per_minute is not None else 0
         return Ticket(meters, window, estimate, warnings, local=not store_up, refills=refills)
+
+    def _tracked(self, meter: Meter, window: int, now: float) -> bool:
+        """Whether a tenant's spend and lease entries are held or may be (`tenants_per_policy`)."""
+        if meter.budgets and not self._room_for(meter, now):
+            return False
+        return not meter.rated or self._lease_room(meter, window)
+
+    def _room_for(self, meter: Meter, now: float) -> bool:
+        """Whether the meter's tenant subject is tracked or may be: under the cap, or after setting aside
+        the least recently used subject of the policy whose spend the store has. `tenants` keeps each
+        policy's subjects in order of use, so the search starts at the least recent (a flood of new
+        names costs one step each, not a walk over the table)."""
+        held = self.tenants.get(meter.policy)
+        if held is None:
+            return True
+        if meter.subject in held:
+            del held[meter.subject]  # to the end: the most recently used
+            held[meter.subject] = None
+            return True
+        if len(held) < self.tenants_per_policy:
+            return True
+        for subject in held:
+            entries = [s for p in PERIODS if (s := self.spends.get((subject, p))) is not None]
+            if all(s.written for s in entries):
+                break
+        else:
+            return False
+        self._forget(subject, meter.policy)
+        return True
+
+    def _lease_room(self, meter: Meter, window: int) -> bool:
+        """Whether the meter's tenant may hold a lease this minute: it has one, the policy is under the
+        cap, or the policy's oldest lease whose debts are reported can be dropped (its unused grant is
+        stranded: under-admission, never over)."""
+        key = (meter.subject, window)
+        if key in self.leases:
+            return True
+        held = self.lease_tenants.setdefault(meter.policy, {})
+        if len(held) >= self.tenants_per_policy:
+            for old in held:
+                lease = self.leases.get(old)
+                if lease is None or (_reported(lease) and not lease.refilling):
+                    del held[old]
+                    self.leases.pop(old, None)
+                    break
+            else:
+                return False
+        held[key] = None
+        return True
+
+    def _forget(self, subject: str, policy: str) -> None:
+        for period in PERIODS:
+            self.spends.pop((subject, period), None)
+        held = self.tenants.get(policy)
+        if held is not None:
+            held.pop(subject, None)
+            if not held:
+                del self.tenants[policy]
 
     def _rate_refusal(
         self, meter: Meter, lease: Lease, estimate: int, now: float, store_up: bool
@@ -428,31 +542,59 @@ class Ledger:
             if now - spend.used_at < ACTIVE_SECONDS or spend.own != spend.synced_own
         ]
 
-    def synced(self, key: tuple[str, Period], window: str, own: float, fleet: float) -> None:
-        """The store took `own` for the period `window` and says the fleet total is `fleet`."""
-        spend = self.spends.get(key)
-        if spend is not None and spend.window == window:
-            spend.synced_own = own
-            spend.fleet = max(fleet, own)
+    def synced(self, spend: Spend, own: float, fleet: float) -> None:
+        """The store took `own` for this spend entry and says the fleet total is `fleet` (an entry set
+        aside or of a past period meanwhile takes it too: harmless, nothing reads it)."""
+        spend.synced_own = own
+        spend.fleet = max(fleet, own)
+        spend.read = True
 
     def prune(self, now: float) -> None:
-        """Forget leases of past minutes (their debts reported) and spends of past periods (written)."""
+        """Forget leases of past minutes (their debts reported), and spends of past periods or idle for
+        `ACTIVE_SECONDS`, once written."""
         window = minute_window(now)
         for key, lease in list(self.leases.items()):
-            settled = (
-                lease.debt_requests == lease.reported_debt_requests
-                and lease.debt_tokens == lease.reported_debt_tokens
-            )
-            if lease.window < window - 1 and settled:  # the previous minute may still settle answers
+            if lease.window < window - 1 and _reported(lease):  # the previous minute may still settle
                 del self.leases[key]
+        for policy, leases in list(self.lease_tenants.items()):
+            for key in [k for k in leases if k not in self.leases]:
+                del leases[key]
+            if not leases:
+                del self.lease_tenants[policy]
         for spend_key, spend in list(self.spends.items()):
-            if spend.window != period_window(spend_key[1], now) and spend.own == spend.synced_own:
+            ended = spend.window != period_window(spend_key[1], now)
+            if (ended or now - spend.used_at >= ACTIVE_SECONDS) and spend.written:
                 del self.spends[spend_key]
+        for policy, held in list(self.tenants.items()):
+            for subject in list(held):
+                if all((subject, period) not in self.spends for period in PERIODS):
+                    del held[subject]
+            if not held:
+                del self.tenants[policy]
+
+    def spend_gauges(self) -> dict[tuple[str, ...], float]:
+        """(policy, subject, period) → USD, for metrics: `policy` the policy-wide budget's total,
+        `tenant-max` the highest tenant's. Bounded by policies, never by tenants."""
+        out: dict[tuple[str, ...], float] = {}
+        for (_, period), spend in self.spends.items():
+            key = (spend.policy, "tenant-max" if spend.tenant else "policy", period)
+            known = round(spend.known, 6)
+            if known > out.get(key, -1.0):
+                out[key] = known
+        return out
 
     def budget_figures(self) -> list[tuple[Spend, Period]]:
         """The budgets this process knows, highest spend first, bounded."""
         items = sorted(((s, k[1]) for k, s in self.spends.items()), key=lambda item: -item[0].known)
         return items[:BUDGETS_REPORTED]
+
+
+def _reported(lease: Lease) -> bool:
+    """The store has every count of usage beyond the lease's grants."""
+    return (
+        lease.debt_requests == lease.reported_debt_requests
+        and lease.debt_tokens == lease.reported_debt_tokens
+    )
 
 
 def merge_fleet(parts: list[FleetFigures | None]) -> FleetFigures | None:

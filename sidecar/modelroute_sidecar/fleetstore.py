@@ -28,7 +28,7 @@ from modelroute_contract import PolicyConfig, RouterConfig
 from modelroute_contract.stats import BudgetFigures, FleetFigures
 
 from .errors import ApiError
-from .fleet import GrantNeed, Ledger, Meter, Refusal, Ticket, meters_of
+from .fleet import GrantNeed, Ledger, Meter, Refusal, Spend, SpendRead, Ticket, meters_of
 from .metrics import Metrics
 
 if TYPE_CHECKING:
@@ -71,9 +71,9 @@ redis.call('EXPIRE', h, ARGV[8])
 return {gr, gt}
 """
 
-# KEYS[1]: a subject's spend hash of one period. ARGV: worker id, its cumulative spend, ttl.
-# Each worker owns one field holding its running total (a set, not an increment: idempotent); the
-# fleet's total is their sum.
+# KEYS[1]: a subject's spend hash of one period. ARGV: the field (worker id and incarnation), its
+# cumulative spend, ttl. Each incarnation of a subject in a worker owns one field holding its running
+# total (a set, not an increment: idempotent); the fleet's total is their sum. A spend of 0 only reads.
 SPEND_SCRIPT = """
 local h = KEYS[1]
 if tonumber(ARGV[2]) > 0 then
@@ -228,6 +228,12 @@ class FleetAccounts:
         self._wake = asyncio.Event()
         """Set to sync before the interval is over (a budget near its stop)."""
         self._grants: dict[tuple[str, int], asyncio.Future[None]] = {}
+        self._reads: dict[tuple[str, str], asyncio.Future[None]] = {}
+        """Budget reads in flight, by (subject, period): concurrent first requests share one."""
+        self._refills: set[asyncio.Task[None]] = set()
+        """Background refills in flight: held here (the loop keeps only weak references to tasks)."""
+        self.task_failures = 0
+        """Background refills that ended with an unexpected exception (logged)."""
         self._failing_policies: dict[str, str] = {}
         self._store_errors: tuple[type[BaseException], ...] = ()
 
@@ -256,7 +262,9 @@ class FleetAccounts:
             verdict = self.ledger.admit(meters, estimate, self.clock(), self.up, limits.fail_mode)
             if not isinstance(verdict, list):
                 break
-            await asyncio.gather(*(self._grant_once(need) for need in verdict))
+            reads = [need for need in verdict if isinstance(need, SpendRead)]
+            grants = [need for need in verdict if isinstance(need, GrantNeed)]
+            await asyncio.gather(self._read_once(reads), *(self._grant_once(need) for need in grants))
         else:
             who = f"tenant {tenant!r}" if tenant else "the policy"
             message = f"fleet limit of policy {policy.name!r} for {who} is contended; retry shortly"
@@ -279,7 +287,21 @@ class FleetAccounts:
         if self.up:
             for need in verdict.refills:
                 self.ledger.lease(need.meter.subject, need.window).refilling = True
-                asyncio.get_running_loop().create_task(self._grant_once(need))
+                task = asyncio.get_running_loop().create_task(self._grant_once(need))
+                self._refills.add(task)
+                task.add_done_callback(self._refilled)
+
+    def _refilled(self, task: asyncio.Task[None]) -> None:
+        """A background refill ended: drop its reference; an exception (a bug: store errors are handled
+        inside) is logged and counted rather than lost with the task."""
+        self._refills.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.task_failures += 1
+            self.metrics.fleet_store_errors.inc(())
+            log.error("a fleet lease refill failed", exc_info=exc)
 
     def _meters(self, policy: PolicyConfig, tenant: str, tier: str) -> tuple[Meter, ...]:
         # The same few tenants ask again and again: their meters are made once per config.
@@ -322,10 +344,15 @@ class FleetAccounts:
         self._store_errors = _store_errors()
         self.metrics.fleet_store_down.values = {(): 0.0}
         log.info("fleet store %s in use", describe_url(self.settings.url))
-        task = asyncio.get_running_loop().create_task(self.run())
+        task = asyncio.get_running_loop().create_task(self.run(), name="fleet-sync")
+        task.add_done_callback(self._loop_ended)
         self._loop_task = task
         if self._spawn is not None:
             self._spawn(task)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:  # `run` catches Exception
+            log.error("the fleet sync loop ended", exc_info=exc)
 
     def _failed(self, exc: BaseException) -> None:
         self.errors += 1
@@ -385,13 +412,63 @@ class FleetAccounts:
             lease.refilling = False
             self._failed(exc)
             return
+        except BaseException:
+            lease.refilling = False  # a later refill may try again
+            raise
         lease.reported_debt_requests, lease.reported_debt_tokens = args[5], args[6]
         self.ledger.granted(need, requests, tokens)
+
+    def field_of(self, spend: Spend) -> str:
+        """This process's field in a subject's spend hash, one per incarnation of the entry."""
+        return f"{self.worker}/{spend.serial}"
+
+    async def _read_once(self, reads: list[SpendRead]) -> None:
+        """Read the fleet totals of budgets this process has not judged yet; a read in flight for the
+        same budget is shared."""
+        if not reads:
+            return
+        loop = asyncio.get_running_loop()
+        waits = [self._reads[r.key] for r in reads if r.key in self._reads]
+        mine = [r for r in reads if r.key not in self._reads]
+        if mine:
+            future: asyncio.Future[None] = loop.create_future()
+            for read in mine:
+                self._reads[read.key] = future
+            try:
+                await self._read(mine)
+            finally:
+                for read in mine:
+                    if self._reads.get(read.key) is future:
+                        del self._reads[read.key]
+                future.set_result(None)
+        if waits:
+            await asyncio.gather(*(asyncio.shield(w) for w in waits))
+
+    async def _read(self, reads: list[SpendRead]) -> None:
+        assert self.client is not None
+        spends = []
+        owns = []
+        for read in reads:
+            ttl = DAY_TTL if read.key[1] == "day" else MONTH_TTL
+            # any spend already settled is written with it: the same idempotent set as a sync's
+            own = read.spend.own
+            owns.append(own)
+            spends.append(
+                (spend_key(read.key[0], read.spend.window), [self.field_of(read.spend), repr(own), ttl])
+            )
+        try:
+            totals = await asyncio.wait_for(self.client.sync([], spends), STORE_TIMEOUT_SECONDS)
+        except self._store_errors as exc:
+            self._failed(exc)
+            return
+        for read, own, total in zip(reads, owns, totals, strict=True):
+            self.ledger.synced(read.spend, own, float(total))
 
     async def sync_once(self) -> None:
         """Report debts and spend, read fleet totals: one round trip."""
         assert self.client is not None
         now = self.clock()
+        self.ledger.prune(now)  # first: a sync with nothing to write still forgets idle subjects
         if not self.up:
             try:
                 await asyncio.wait_for(self.client.ping(), STORE_TIMEOUT_SECONDS)
@@ -411,9 +488,12 @@ class FleetAccounts:
         keys = []
         for subject_period, spend in self.ledger.active_spends(now):
             ttl = DAY_TTL if subject_period[1] == "day" else MONTH_TTL
-            spends.append((spend_key(subject_period[0], spend.window), [self.worker, repr(spend.own), ttl]))
-            keys.append((subject_period, spend.window, spend.own))
+            spends.append(
+                (spend_key(subject_period[0], spend.window), [self.field_of(spend), repr(spend.own), ttl])
+            )
+            keys.append((spend, spend.own))
         if not grants and not spends:
+            self._publish()
             return
         try:
             answers = await asyncio.wait_for(self.client.sync(grants, spends), STORE_TIMEOUT_SECONDS * 2)
@@ -422,12 +502,15 @@ class FleetAccounts:
             return
         for (lease, debt_r, debt_t), _ in zip(leases, answers, strict=False):
             lease.reported_debt_requests, lease.reported_debt_tokens = debt_r, debt_t
-        for (subject_period, window, own), total in zip(keys, answers[len(grants) :], strict=True):
-            self.ledger.synced(subject_period, window, own, float(total))
-        self.ledger.prune(now)
-        self.metrics.tenant_spend.values = {
-            (spend.policy, spend.tenant, period): round(spend.known, 6)
-            for spend, period in self.ledger.budget_figures()
+        for (spend, own), total in zip(keys, answers[len(grants) :], strict=True):
+            self.ledger.synced(spend, own, float(total))
+        self._publish()
+
+    def _publish(self) -> None:
+        """The spend gauges: per policy and period, bounded (per-tenant figures are in `/stats` only)."""
+        self.metrics.fleet_spend.values = self.ledger.spend_gauges()
+        self.metrics.fleet_tenants.values = {
+            (p,): float(len(held)) for p, held in self.ledger.tenants.items()
         }
 
     async def run(self) -> None:

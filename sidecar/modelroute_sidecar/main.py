@@ -61,6 +61,7 @@ from .configstore import ConfigStore, Snapshot
 from .ratelimit import TENANT_TABLE_FILE, TenantTable
 from .server import DataServer
 from .settings import Settings, parse_settings
+from .state import report_failure
 
 log = logging.getLogger("modelroute_sidecar")
 
@@ -445,13 +446,16 @@ async def run_parent(settings: Settings, logs: LogQueue | None = None) -> None:
         if settings.admin_port:
             admin = admin_server(fleet, admin_token(settings))
             await admin.start(settings.admin_host, settings.admin_port)
-        tasks.append(asyncio.create_task(supervise(supervisor, fleet)))
+        tasks.append(asyncio.create_task(supervise(supervisor, fleet), name="worker-supervisor"))
         if settings.config_file is not None:
             tasks.append(
                 asyncio.create_task(
-                    watch_config_file(fleet, settings.config_file, settings.config_poll_seconds)
+                    watch_config_file(fleet, settings.config_file, settings.config_poll_seconds),
+                    name="config-file-watch",
                 )
             )
+        for task in tasks:
+            task.add_done_callback(report_failure)
         log.info("sidecar parent: %d workers on %s:%d", settings.workers, settings.host, settings.port)
         await wait_for_stop()
     finally:

@@ -309,7 +309,7 @@ class Metrics:
         self.fleet_refused = HotCounter(
             "modelroute_fleet_refused_total",
             "Requests refused by fleet limits: requests, tokens, budget-day, budget-month, "
-            "store-unavailable (fail-closed).",
+            "store-unavailable (fail-closed), tenants-full (more budgeted tenants than a process tracks).",
             ["policy", "reason"],
         )
         self.fleet_local_admissions = HotCounter(
@@ -322,11 +322,18 @@ class Metrics:
             "Answers sent past a budget's soft threshold (with x-modelroute-budget-warning).",
             ["policy", "period"],
         )
-        self.tenant_spend = Gauge(
+        self.fleet_spend = Gauge(
             "modelroute_fleet_spend_usd",
-            "Fleet-wide spend of the current day/month per budgeted tenant (empty tenant: the policy "
-            "as a whole), as this sidecar last read it; bounded to the 100 highest per process.",
-            ["policy", "tenant", "period"],
+            "Fleet-wide spend of the current day/month as this process last read it: subject=policy for "
+            "the policy's own budget, subject=tenant-max for the highest of its tenants' (per-tenant "
+            "figures: /stats and `modelroute spend`, never labels).",
+            ["policy", "subject", "period"],
+        )
+        self.fleet_tenants = Gauge(
+            "modelroute_fleet_budget_tenants",
+            "Tenants whose budgets this process tracks per policy (at most 4096; past it new tenants "
+            "get 503 fleet_tenants_full while none can be set aside).",
+            ["policy"],
         )
 
         self.feedback_score = HotHistogram(

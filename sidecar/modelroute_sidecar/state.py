@@ -7,8 +7,10 @@ the module that imports them.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .affinity import SessionTable
 from .audit import AuditLog
@@ -28,6 +30,15 @@ from .stats import EndpointStats
 MetricsSource = Callable[[], Awaitable[bytes]]
 SiblingClaim = Callable[[str, str | None], Awaitable[Served | None]]
 """Claims a request id (for a tenant, or any) that another worker of the pod served."""
+
+log = logging.getLogger(__name__)
+
+
+def report_failure(task: asyncio.Task[Any]) -> None:
+    """Done-callback of a long-lived background task: an exception that ends it is logged at once, not
+    lost with the task (a config watcher that died would otherwise stop silently)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("background task %s failed", task.get_name(), exc_info=exc)
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
@@ -48,6 +49,11 @@ MAX_JSON_DEPTH = 1024
 
 RESIDENCY_CODES = frozenset({"no_compliant_endpoint"})
 """Engine error codes that mean residency left nothing to call (counted as residency blocks)."""
+
+TENANT_MAX_CHARS = 128
+"""A claimed tenant (`x-modelroute-tenant`, `metadata.tenant`) longer than this is refused: it keys rate
+buckets, fleet budgets and audit lines, and a client must not be able to make those entries large."""
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def api_view(api: Api) -> View:
@@ -220,6 +226,7 @@ def extract(
             features, metadata=authoritative_metadata(features.metadata, client), tenant_source="key"
         )
     elif "tenant" in features.metadata:
+        refuse_odd_tenant(features.metadata["tenant"])
         features = dataclasses.replace(features, tenant_source="asserted")
     exchange.features = features
     exchange.tenant = features.metadata.get("tenant", "")
@@ -241,6 +248,19 @@ def refuse_conflicting_tenant(headers: Mapping[str, str], body: Mapping[str, Any
                 "the request names a tenant other than its API key's; the key decides the tenant "
                 "(drop `x-modelroute-tenant` / `metadata.tenant`, or send the key's own tenant)",
             )
+
+
+def refuse_odd_tenant(tenant: str) -> None:
+    """400 for a claimed tenant that is too long or carries control characters (a header cannot carry
+    them, body metadata can)."""
+    if len(tenant) > TENANT_MAX_CHARS or _CONTROL.search(tenant):
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"the tenant (`x-modelroute-tenant` / `metadata.tenant`) must be at most {TENANT_MAX_CHARS} "
+            "characters, without control characters",
+            param="metadata.tenant",
+        )
 
 
 def authoritative_metadata(metadata: Mapping[str, str], client: Client) -> dict[str, str]:

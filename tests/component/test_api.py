@@ -279,6 +279,25 @@ async def test_tenant_over_its_limit_is_429_with_retry_after(sidecar: Running) -
     )
 
 
+async def test_a_claimed_tenant_is_bounded_in_length_and_characters(sidecar: Running) -> None:
+    """A made-up tenant keys buckets, budgets and audit lines: a huge or control-laden one is a 400."""
+    chat = {"model": "auto", "messages": [{"role": "user", "content": "x"}]}
+    async with aiohttp.ClientSession() as session:
+        for headers, body in (
+            ({"x-modelroute-tenant": "t" * 129}, chat),
+            ({}, {**chat, "metadata": {"tenant": "t" * 100_000}}),
+            ({}, {**chat, "metadata": {"tenant": "acme\nforged"}}),
+        ):
+            async with session.post(sidecar.url + "/v1/chat/completions", json=body, headers=headers) as r:
+                assert r.status == 400
+                error = (await r.json())["error"]
+                assert error["code"] == "invalid_request" and "tenant" in error["message"]
+                assert "at most 128 characters" in error["message"]
+        ok = {"x-modelroute-tenant": "t" * 128}
+        async with session.post(sidecar.url + "/v1/chat/completions", json=chat, headers=ok) as r:
+            assert r.status == 200
+
+
 async def test_deadline_is_504(start_sidecar: SidecarFactory, upstreams: dict[str, FakeUpstream]) -> None:
     config = build_config(
         {n: f.url for n, f in upstreams.items()},

@@ -12,8 +12,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from modelroute_contract import RouterConfig
+from modelroute_contract import FleetLimits, PolicyConfig, RouterConfig, RuleConfig, Target
+from modelroute_sidecar.errors import ApiError
 from modelroute_sidecar.fleet import chunk_of
+from modelroute_sidecar.fleetstore import FleetAccounts, StoreSettings
+from modelroute_sidecar.metrics import Metrics
+from modelroute_sidecar.proxy import Exchange
 from tests.component.conftest import (
     ADMIN_TOKEN,
     Process,
@@ -130,8 +134,9 @@ async def _spend_metric(text: Any, hard: float) -> bool:
     for line in (await text).splitlines():
         if (
             line.startswith("modelroute_fleet_spend_usd{")
-            and 'tenant="acme"' in line
+            and 'subject="tenant-max"' in line  # the highest tenant's: only `acme` spends here
             and 'period="day"' in line
+            and "tenant=" not in line
         ):
             return float(line.rsplit(" ", 1)[1]) >= hard
     return False
@@ -324,3 +329,70 @@ async def test_a_tls_store_with_a_private_ca_and_a_password_file(
             assert figures is not None and figures.store == "down" and figures.fail_open_policies == ["main"]
     finally:
         store.kill()
+
+
+def budget_accounts(store: RedisServer, worker: str) -> FleetAccounts:
+    """One process's fleet accounts on the real store, synced by hand (`sync_once`)."""
+    settings = StoreSettings(url=store.url, password_file=store.password_file, sync_seconds=3600)
+    return FleetAccounts(settings, Metrics(), namespace="team-a", worker=worker)
+
+
+BUDGETED = PolicyConfig(
+    name="main",
+    virtual_models=("auto",),
+    rules=(RuleConfig(name="all", targets=(Target(endpoint="e", weight=1),)),),
+    fleet_limits=FleetLimits.model_validate({"tenants": [{"daily": {"hardUsd": 1.0}}]}),
+)
+
+
+async def spend(fleet: FleetAccounts, tenant: str, usd: float) -> None:
+    exchange = Exchange("r", "chat")
+    await fleet.admit(BUDGETED, tenant, "", 0, exchange)
+    exchange.cost_usd = usd
+    fleet.settle(exchange)
+
+
+def stored_spend(store: RedisServer, tenant: str) -> float:
+    keys = store.client().keys(f"modelroute:{{n/team-a/main/t/{tenant}}}:s:*")
+    return sum(float(v) for k in keys for v in store.client().hvals(k))
+
+
+async def test_a_fresh_process_reads_a_budget_before_its_first_admission(store: RedisServer) -> None:
+    first, fresh = budget_accounts(store, "app-0"), budget_accounts(store, "app-1")
+    try:
+        await spend(first, "acme", 1.0)  # the whole budget, in another process
+        await first.sync_once()
+        with pytest.raises(ApiError) as refused:  # not admitted blind until its first sync
+            await fresh.admit(BUDGETED, "acme", "", 0, Exchange("r", "chat"))
+        assert (refused.value.status, refused.value.code) == (429, "budget_exceeded")
+    finally:
+        await first.close()
+        await fresh.close()
+
+
+async def test_a_tenant_set_aside_past_the_cap_keeps_its_spend_in_the_store(store: RedisServer) -> None:
+    fleet = budget_accounts(store, "app-0")
+    fleet.ledger.tenants_per_policy = 2
+    try:
+        await spend(fleet, "t1", 0.6)
+        await spend(fleet, "t2", 0.1)
+        await fleet.sync_once()
+        await spend(fleet, "t3", 0.1)  # the cap: t1, the least recently used and written, is set aside
+        assert "n/team-a/main/t/t1" not in fleet.ledger.tenants["main"]
+        await spend(fleet, "t1", 0.3)  # back (t2 set aside): read from the store, 0.6 known
+        await fleet.sync_once()
+        assert stored_spend(store, "t1") == pytest.approx(0.9)  # a new field: 0.6 not overwritten by 0.3
+        await spend(fleet, "t1", 0.1)  # 1.0 known: the next one is refused
+        with pytest.raises(ApiError) as refused:
+            await spend(fleet, "t1", 0.1)
+        assert refused.value.code == "budget_exceeded"
+        # nothing evictable (t1 and t3 hold unwritten spend): a newcomer is refused, never admitted blind
+        await spend(fleet, "t3", 0.05)  # spent since the last sync
+        fleet.ledger.spends[("n/team-a/main/t/t1", "day")].own += 0.01  # an answer in flight, settled
+        assert sorted(fleet.ledger.tenants["main"]) == ["n/team-a/main/t/t1", "n/team-a/main/t/t3"]
+        with pytest.raises(ApiError) as full:
+            await spend(fleet, "t4", 0.1)
+        assert (full.value.status, full.value.code) == (503, "fleet_tenants_full")
+        assert "at most 2 tenants" in full.value.message
+    finally:
+        await fleet.close()

@@ -11,9 +11,12 @@ from modelroute_contract import FleetLimits, PolicyConfig, RuleConfig, Target
 from modelroute_contract.stats import BudgetFigures, FleetFigures, StatsSnapshot
 from modelroute_operator.logic.fleet_report import budget_state, fleet_report, format_spend, spend_rows
 from modelroute_sidecar.fleet import (
+    ACTIVE_SECONDS,
     GrantNeed,
     Ledger,
+    Meter,
     Refusal,
+    SpendRead,
     Ticket,
     chunk_of,
     meters_of,
@@ -111,17 +114,105 @@ def test_store_unreachable_fail_open_counts_locally_as_debt_and_fail_closed_refu
 def test_budgets_stop_at_the_known_total_and_warn_past_the_soft_threshold() -> None:
     meters = meters_of(policy({"tenants": [{"daily": {"hardUsd": 1.0, "softUsd": 0.5}}]}), "ns", "acme", "")
     ledger = Ledger()
+    [read] = first_read(ledger, meters)
+    ledger.synced(read.spend, 0.0, 0.0)
     ticket = ledger.admit(meters, 0, NOW, True, "open")
     assert isinstance(ticket, Ticket) and ticket.warnings == []
     assert ledger.settle(ticket, 100, 0.3, NOW) is False
-    ledger.synced(("n/ns/chat/t/acme", "day"), "2026-12-02", 0.3, 0.6)  # others spent 0.3 meanwhile
+    ledger.synced(ledger.spends[("n/ns/chat/t/acme", "day")], 0.3, 0.6)  # others spent 0.3 meanwhile
     warned = ledger.admit(meters, 0, NOW, True, "open")
     assert isinstance(warned, Ticket) and warned.warnings == ["day; acme; 0.60/1.00 USD"]
     assert ledger.settle(warned, 100, 0.4, NOW) is True  # near the stop: sync now
     refused = ledger.admit(meters, 0, NOW, True, "open")
     assert isinstance(refused, Refusal) and refused.code == "budget_exceeded" and refused.status == 429
     assert "daily budget" in refused.message and "1.00 of 1.00 USD" in refused.message
-    assert isinstance(ledger.admit(meters, 0, NOW + 86400, True, "open"), Ticket)  # a new day
+    [read] = first_read(ledger, meters, NOW + 86400)  # a new day: read, then admitted
+    ledger.synced(read.spend, 0.0, 0.0)
+    assert isinstance(ledger.admit(meters, 0, NOW + 86400, True, "open"), Ticket)
+
+
+def first_read(ledger: Ledger, meters: tuple[Meter, ...], now: float = NOW) -> list[SpendRead]:
+    reads = ledger.admit(meters, 0, now, True, "open")
+    assert isinstance(reads, list) and all(isinstance(r, SpendRead) for r in reads), reads
+    return [r for r in reads if isinstance(r, SpendRead)]
+
+
+def test_a_budget_is_read_from_the_store_before_it_is_judged() -> None:
+    meters = meters_of(policy({"tenants": [{"daily": {"hardUsd": 1.0}}]}), "ns", "acme", "")
+    ledger = Ledger()
+    [read] = first_read(ledger, meters)
+    assert read.key == ("n/ns/chat/t/acme", "day")
+    ledger.synced(read.spend, 0.0, 1.5)  # other processes already spent it all
+    refused = ledger.admit(meters, 0, NOW, True, "open")
+    assert isinstance(refused, Refusal) and refused.code == "budget_exceeded"
+    fallback = Ledger().admit(meters, 0, NOW, False, "open")  # store unreachable: the fail mode, no read
+    assert isinstance(fallback, Ticket)
+
+
+def spent_tenant(ledger: Ledger, p: PolicyConfig, tenant: str, now: float, cost: float = 0.1) -> None:
+    meters = meters_of(p, "ns", tenant, "")
+    for read in first_read(ledger, meters, now):
+        ledger.synced(read.spend, 0.0, 0.0)
+    ticket = ledger.admit(meters, 0, now, True, "open")
+    assert isinstance(ticket, Ticket)
+    ledger.settle(ticket, 10, cost, now)
+
+
+def test_made_up_tenants_are_capped_and_unwritten_spend_is_never_dropped() -> None:
+    p = policy({"tenants": [{"daily": {"hardUsd": 1.0}, "monthly": {"hardUsd": 5.0}}]})
+    ledger = Ledger(tenants_per_policy=3)
+    for i in range(3):
+        spent_tenant(ledger, p, f"t{i}", NOW + i)
+    assert len(ledger.spends) == 6 and len(ledger.tenants["chat"]) == 3
+    # all three hold spend the store has not taken yet: a fourth tenant is refused, not admitted blind
+    refused = ledger.admit(meters_of(p, "ns", "t3", ""), 0, NOW + 3, True, "open")
+    assert isinstance(refused, Refusal)
+    assert (refused.status, refused.code, refused.reason) == (503, "fleet_tenants_full", "tenants-full")
+    assert "at most 3 tenants" in refused.message and "'chat'" in refused.message
+    known = {tenant: ledger.spends[(f"n/ns/chat/t/{tenant}", "day")].known for tenant in ("t0", "t1", "t2")}
+    assert known == {"t0": 0.1, "t1": 0.1, "t2": 0.1}
+    # once written, the least recently used is set aside for the newcomer; the store keeps its figure
+    for key, spend in ledger.spends.items():
+        if key[0].endswith(("/t0", "/t1")):
+            ledger.synced(spend, spend.own, spend.own)
+    spent_tenant(ledger, p, "t3", NOW + 4)
+    assert sorted(ledger.tenants["chat"]) == ["n/ns/chat/t/t1", "n/ns/chat/t/t2", "n/ns/chat/t/t3"]
+    assert ("n/ns/chat/t/t0", "day") not in ledger.spends
+    for i in range(100):  # a flood of names: memory stays at the cap
+        meters = meters_of(p, "ns", f"flood-{i}", "")
+        ledger.admit(meters, 0, NOW + 5, True, "open")
+        for spend in list(ledger.spends.values()):
+            ledger.synced(spend, spend.own, spend.own)
+    assert len(ledger.tenants["chat"]) == 3 and len(ledger.spends) == 6
+    # a tenant tracked again starts a new incarnation (its own store field) and is read before judged
+    again = first_read(ledger, meters_of(p, "ns", "t0", ""), NOW + 6)
+    assert {r.key[1] for r in again} == {"day", "month"}
+    assert all(r.spend.serial > 6 and r.spend.own == 0 for r in again)
+
+
+def test_idle_written_spend_is_forgotten_and_unwritten_spend_kept() -> None:
+    p = policy({"tenants": [{"daily": {"hardUsd": 1.0}}], "policy": {"daily": {"hardUsd": 9.0}}})
+    ledger = Ledger()
+    spent_tenant(ledger, p, "written", NOW)
+    spent_tenant(ledger, p, "unwritten", NOW)
+    for key, spend in ledger.spends.items():
+        if not key[0].endswith("/unwritten"):
+            ledger.synced(spend, spend.own, spend.own)
+    ledger.prune(NOW + ACTIVE_SECONDS - 1)
+    assert len(ledger.spends) == 3  # not idle yet
+    ledger.prune(NOW + ACTIVE_SECONDS)
+    assert list(ledger.spends) == [("n/ns/chat/t/unwritten", "day")]
+    assert list(ledger.tenants["chat"]) == ["n/ns/chat/t/unwritten"]
+    gauges = ledger.spend_gauges()
+    assert gauges == {("chat", "tenant-max", "day"): 0.1}
+
+
+def test_spend_gauges_are_bounded_by_policies_not_tenants() -> None:
+    p = policy({"tenants": [{"daily": {"hardUsd": 1.0}}], "policy": {"daily": {"hardUsd": 900.0}}})
+    ledger = Ledger()
+    for i in range(50):
+        spent_tenant(ledger, p, f"tenant-{i}", NOW, cost=0.01 * (i + 1))
+    assert ledger.spend_gauges() == {("chat", "tenant-max", "day"): 0.5, ("chat", "policy", "day"): 12.75}
 
 
 def test_actual_tokens_replace_the_estimate() -> None:
@@ -197,3 +288,27 @@ def test_the_fleet_report_names_unreachable_sidecars_and_raises_events_on_transi
     )
     table = format_spend(rows)
     assert "acme" in table and "7.0000" in table and "Soft" in table
+
+
+def test_made_up_tenants_cannot_grow_the_leases_and_unreported_debt_is_kept() -> None:
+    p = policy({"tenants": [{"requestsPerMinute": 10}]})
+    ledger = Ledger(tenants_per_policy=2)
+    for tenant in ("t1", "t2", "t3", "t4"):  # the store up: the oldest lease is dropped for a newcomer
+        need = ledger.admit(meters_of(p, "ns", tenant, ""), 0, NOW, True, "open")
+        assert isinstance(need, list) and isinstance(need[0], GrantNeed), need
+        ledger.granted(need[0], 1, 0)
+        assert isinstance(ledger.admit(meters_of(p, "ns", tenant, ""), 0, NOW, True, "open"), Ticket)
+    assert sorted(subject for subject, _ in ledger.leases) == ["n/ns/chat/t/t3", "n/ns/chat/t/t4"]
+    assert len(ledger.lease_tenants["chat"]) == 2
+    # the store away (fail-open): what the leases admit is debt not yet reported, so nothing is dropped
+    for tenant in ("t3", "t4"):
+        assert isinstance(ledger.admit(meters_of(p, "ns", tenant, ""), 0, NOW, False, "open"), Ticket)
+    refused = ledger.admit(meters_of(p, "ns", "t5", ""), 0, NOW, False, "open")
+    assert isinstance(refused, Refusal) and (refused.status, refused.code) == (503, "fleet_tenants_full")
+    assert {lease.debt_requests for lease in ledger.leases.values()} == {1}
+    ledger.prune(NOW + 180)  # past minutes go once reported; the registry follows
+    assert len(ledger.leases) == 2
+    for lease in ledger.leases.values():
+        lease.reported_debt_requests = lease.debt_requests
+    ledger.prune(NOW + 180)
+    assert ledger.leases == {} and ledger.lease_tenants == {}

@@ -6,8 +6,11 @@ state of its own: a starting operator lists each watched resource once (`seed`, 
 list, then watch), so the first pass over a namespace sees all of it; from then on Kopf's watches keep
 it current. What must survive a restart lives in status and in the ConfigMaps.
 
-An object listed at start-up that was deleted before Kopf's own listing would never be reported gone;
-`sweep` drops what no watch event confirmed within `CONFIRM_SECONDS`.
+An object listed at start-up that was deleted before Kopf's own listing would never be reported gone:
+`sweep` asks the API about what no watch event confirmed within `CONFIRM_SECONDS` and drops only what
+it says is gone (404). Silence is no evidence: Kopf delivers its listing late when the API server is
+slow or away at start-up, or under a cold start's load, and an object dropped for that would vanish from
+the compiled config until its next event.
 """
 
 from __future__ import annotations
@@ -95,7 +98,10 @@ def config_view(configmap: Mapping[str, Any]) -> dict[str, Any]:
 
 
 CONFIRM_SECONDS = 30.0
-"""How long a start-up listing's object may go without a watch event before it counts as deleted."""
+"""How long a start-up listing's object may go without a watch event before the API is asked about it
+(and again every as long while the API cannot answer or the watch has still not delivered it)."""
+SWEEP_READS = 16
+"""API reads a sweep keeps in flight."""
 
 
 def slim(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -104,6 +110,10 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(meta, Mapping) or "managedFields" not in meta:
         return dict(body)
     return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
+def _resource_version(body: Mapping[str, Any] | None) -> str:
+    return str(((body or {}).get("metadata") or {}).get("resourceVersion") or "")
 
 
 class Inventory:
@@ -121,6 +131,8 @@ class Inventory:
         """namespace → (the ConfigMap's resourceVersion, its config parsed)."""
         self._unconfirmed: dict[int, tuple[ObjectCache, set[Key]]] = {}
         """Objects of the start-up listing no watch event has delivered yet, per cache."""
+        self._sources: dict[int, tuple[str, dict[str, str]]] = {}
+        """Per cache, its list path and label selector (what `sweep` reads an object back with)."""
 
     def seed(self, cache: ObjectCache, bodies: Iterable[Mapping[str, Any]]) -> None:
         """Take in a start-up listing's objects (no pass is owed for them: the start-up schedules one
@@ -146,6 +158,9 @@ class Inventory:
             (self.configs, "/api/v1/configmaps", managed, f"metadata.name={CONFIGMAP_NAME}"),
             (self.pods, "/api/v1/pods", f"{SIDECAR_LABEL}={SIDECAR_LABEL_VALUE}", ""),
         ]
+        for cache, path, labels, _ in listings:
+            selector = dict(pair.split("=", 1) for pair in labels.split(",") if pair)
+            self._sources[id(cache)] = (path, selector)
 
         async def take(cache: ObjectCache, path: str, labels: str, fields: str) -> None:
             try:
@@ -165,14 +180,47 @@ class Inventory:
         if held is not None:
             held[1].discard(key)
 
-    def sweep(self) -> list[tuple[ObjectCache, Key]]:
-        """Drop the start-up listing's objects no watch event confirmed (deleted between that listing
-        and the watch's own); returns them, so their namespaces get a pass."""
-        gone = [(cache, key) for cache, keys in self._unconfirmed.values() for key in keys]
-        for cache, key in gone:
-            cache.observe({"metadata": {"namespace": key[0], "name": key[1]}}, deleted=True)
-        self._unconfirmed.clear()
-        return gone
+    async def sweep(self, kube: KubeApi) -> tuple[list[tuple[ObjectCache, Key]], int]:
+        """Ask the API about the start-up listing's objects no watch event has confirmed yet. One it
+        says is gone (deleted between that listing and the watch's own) is dropped; one it still has is
+        kept with the body it holds now (a quiet object is not a deleted one) and stays unconfirmed
+        until the watch delivers it, so a later sweep asks again; one it could not answer about is
+        kept. Returns the objects dropped or changed (their namespaces get a pass) and how many are
+        still unconfirmed."""
+        limit = asyncio.Semaphore(SWEEP_READS)
+        touched: list[tuple[ObjectCache, Key]] = []
+
+        async def check(cache: ObjectCache, keys: set[Key], key: Key) -> None:
+            path, selector = self._sources.get(id(cache), ("", {}))
+            if not path:
+                return
+            async with limit:
+                try:
+                    body = await kube.read_object(path, key[0], key[1])
+                except (TransientApiError, ListRefusedError) as exc:
+                    log.warning("%s/%s: could not confirm it exists (%s); asked again later", *key, exc)
+                    return
+            if key not in keys:
+                return  # the watch delivered it (or its deletion) meanwhile: that is newer
+            labels = ((body or {}).get("metadata") or {}).get("labels") or {}
+            if body is None or any(labels.get(k) != v for k, v in selector.items()):
+                keys.discard(key)
+                cache.observe({"metadata": {"namespace": key[0], "name": key[1]}}, deleted=True)
+                touched.append((cache, key))
+                return
+            before = _resource_version(cache.get(key))
+            cache.observe(body)
+            cache.take_previous(key)
+            if _resource_version(cache.get(key)) != before:  # changed while the watch was late
+                touched.append((cache, key))
+
+        await asyncio.gather(
+            *(check(cache, keys, key) for cache, keys in self._unconfirmed.values() for key in list(keys))
+        )
+        for held_id, (_, keys) in list(self._unconfirmed.items()):
+            if not keys:
+                del self._unconfirmed[held_id]
+        return touched, sum(len(keys) for _, keys in self._unconfirmed.values())
 
     def of(self, kind: type[Resource]) -> ObjectCache:
         if kind is ModelEndpoint:

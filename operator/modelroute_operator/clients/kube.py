@@ -128,6 +128,10 @@ class ListRefusedError(Exception):
     """A list the API server refuses (RBAC, or a resource it does not serve)."""
 
 
+class NotFoundError(ListRefusedError):
+    """The API server says the object (or the resource) does not exist: 404."""
+
+
 class TransientApiError(Exception):
     """The API server could not be reached or answered with a retryable status."""
 
@@ -421,6 +425,16 @@ class KubeApi:
                 if not token:
                     break
 
+    async def read_object(self, list_path: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """One object of a list path such as `/apis/<group>/<version>/<plural>`, as a plain dict; None
+        when the API server says it does not exist (404). Raises `TransientApiError` when it could not
+        say, `ListRefusedError` when it refuses to (RBAC)."""
+        path = f"{_namespaced(list_path, namespace)}/{name}"
+        try:
+            return await self._call(self._get_json, path, [])
+        except NotFoundError:
+            return None
+
     def _get_json(
         self, path: str, query: list[tuple[str, str]], _request_timeout: Any = None
     ) -> dict[str, Any]:
@@ -433,7 +447,9 @@ class KubeApi:
         )
         response = self._api_client.call_api(*request, _request_timeout=_request_timeout)
         response.read()
-        if response.status in (401, 403, 404):
+        if response.status == 404:
+            raise NotFoundError(f"{path}: 404 {response.reason}")
+        if response.status in (401, 403):
             raise ListRefusedError(f"{path}: {response.status} {response.reason}")
         if not 200 <= response.status < 300:
             raise ApiException(status=response.status, reason=response.reason)

@@ -46,7 +46,7 @@ from modelroute_operator.logic.resources import (
     RoutingPolicy,
 )
 from modelroute_operator.runtime.fleet_watch import FleetWatch, fleet_watch_seconds
-from modelroute_operator.runtime.monitor import CanaryRunner, HealthMonitor
+from modelroute_operator.runtime.monitor import CanaryRunner, HealthMonitor, report_failure
 from modelroute_operator.runtime.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     ctx = OperatorContext(kube, inventory, session, reconciler, syncer, health, canaries, background)
     await seed(ctx, tuple(memo.get("namespaces") or ()))
     background.append(loop.create_task(_confirm_later(ctx), name="start-up-listing-sweep"))
+    for task in background:
+        task.add_done_callback(report_failure)
     memo["modelroute"] = ctx
 
 
@@ -269,10 +271,17 @@ async def seed(ctx: OperatorContext, namespaces: Sequence[str]) -> None:
     )
 
 
-async def _confirm_later(ctx: OperatorContext) -> None:
-    """After `CONFIRM_SECONDS`, what the start-up listing had and no watch event confirmed is gone."""
-    await asyncio.sleep(CONFIRM_SECONDS)
-    for _, key in ctx.inventory.sweep():
-        log.info("%s/%s was deleted before the watch started; dropped", *key)
-        ctx.reconciler.schedule(key[0])
-        ctx.syncer.schedule(key[0])
+async def _confirm_later(ctx: OperatorContext, every: float = CONFIRM_SECONDS) -> None:
+    """Every `every` seconds, until the watches have delivered all of the start-up listing: the API is
+    asked about the rest (`Inventory.sweep`); what it says is gone is dropped, the rest kept."""
+    while True:
+        await asyncio.sleep(every)
+        touched, unconfirmed = await ctx.inventory.sweep(ctx.kube)
+        for cache, key in touched:
+            gone = cache.get(key) is None
+            log.info("%s/%s %s", *key, "was deleted before the watch started; dropped" if gone else "changed")
+            ctx.reconciler.schedule(key[0])
+            ctx.syncer.schedule(key[0])
+        if not unconfirmed:
+            return
+        log.info("%d objects of the start-up listing not delivered by the watches yet; kept", unconfirmed)

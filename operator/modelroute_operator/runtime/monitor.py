@@ -59,6 +59,14 @@ def spawn(tasks: set[asyncio.Task[None]], coro: Any, name: str) -> None:
     task = asyncio.get_running_loop().create_task(coro, name=name)
     tasks.add(task)
     task.add_done_callback(tasks.discard)
+    task.add_done_callback(report_failure)
+
+
+def report_failure(task: asyncio.Task[Any]) -> None:
+    """Done-callback of a background task: an exception that ends it is logged at once, not lost with
+    the task (nothing awaits these tasks but the cleanup that cancels them)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("background task %s failed", task.get_name(), exc_info=exc)
 
 
 class Timers:
