@@ -378,8 +378,8 @@ HEURISTIC_SCORER: Final = "heuristic"
 """The complexity scorer a rule gets when it names none (it may also be named)."""
 BUILTIN_DIFFICULTY_MODEL: Final = "builtin"
 """The difficulty model shipped with the sidecar (`modelroute_sidecar/data/difficulty-builtin.json`)."""
-BUILTIN_DIFFICULTY_VERSION: Final = "2026.12.1"
-BUILTIN_DIFFICULTY_SHA256: Final = "24e7c1044347c0b4b7da7d426a68c5f9bb7903498e054917c19ce16bdea35efb"
+BUILTIN_DIFFICULTY_VERSION: Final = "2026.12.2"
+BUILTIN_DIFFICULTY_SHA256: Final = "b094ac2a7c5f9ebe89fa01d00c1a144d669e31e5dcc5f6aa5d9005943bc7917f"
 """Version and sha256 of the builtin head: operator and sidecar agree on it through the contract, and a
 sidecar whose packaged head differs refuses configs that name it (a test checks the file)."""
 DIFFICULTY_HEAD_MAX_BYTES: Final = 512 * 1024
