@@ -62,7 +62,7 @@ def cross_validate(rows: list[dict[str, object]], folds: int, seeds: list[int]) 
             head = head_from_document(train(inside, name="cv", version=str(seed)))
             for i, f in enumerate(fold_of):
                 if f == fold:
-                    scores[i] = head.gain(examples[i].vector, examples[i].features)
+                    scores[i] = head.gain(examples[i].vector, examples[i].features, examples[i].words)
         for benchmark in [*sorted({str(r["benchmark"]) for r in rows}), "all"]:
             members = [i for i, r in enumerate(rows) if benchmark in ("all", r["benchmark"])]
             table.setdefault(benchmark, []).append(

@@ -378,10 +378,17 @@ HEURISTIC_SCORER: Final = "heuristic"
 """The complexity scorer a rule gets when it names none (it may also be named)."""
 BUILTIN_DIFFICULTY_MODEL: Final = "builtin"
 """The difficulty model shipped with the sidecar (`modelroute_sidecar/data/difficulty-builtin.json`)."""
-BUILTIN_DIFFICULTY_VERSION: Final = "2026.12.1"
-BUILTIN_DIFFICULTY_SHA256: Final = "24e7c1044347c0b4b7da7d426a68c5f9bb7903498e054917c19ce16bdea35efb"
-"""Version and sha256 of the builtin head: operator and sidecar agree on it through the contract, and a
-sidecar whose packaged head differs refuses configs that name it (a test checks the file)."""
+BUILTIN_DIFFICULTY_VERSION: Final = "2026.12.2"
+BUILTIN_DIFFICULTY_SHA256: Final = "b094ac2a7c5f9ebe89fa01d00c1a144d669e31e5dcc5f6aa5d9005943bc7917f"
+"""Version and sha256 of the builtin head a policy gets when it names no version: operator and sidecar
+agree on it through the contract, and a sidecar whose packaged head differs refuses configs that name it
+(a test checks the file)."""
+BUILTIN_DIFFICULTY_HEADS: Final = {
+    "2026.12.1": "24e7c1044347c0b4b7da7d426a68c5f9bb7903498e054917c19ce16bdea35efb",
+    BUILTIN_DIFFICULTY_VERSION: BUILTIN_DIFFICULTY_SHA256,
+}
+"""Every builtin head the sidecar carries, by version: a policy that pinned an older one keeps scoring
+with it after an upgrade (its routing does not change under it); a new policy gets the latest."""
 DIFFICULTY_HEAD_MAX_BYTES: Final = 512 * 1024
 """Largest head document carried in a config: a ConfigMap holds at most 1 MiB, and the config holds
 other things too."""
@@ -433,10 +440,10 @@ def difficulty_head_problem(name: str, version: str, sha256: str, head: dict[str
     """Why a head document cannot be the model `name`/`version` pinned by `sha256`, or None (shapes of
     the weights are the engine's check, `engine.difficulty.head_problem`)."""
     if head is None:
-        if (version, sha256) != (BUILTIN_DIFFICULTY_VERSION, BUILTIN_DIFFICULTY_SHA256):
+        if BUILTIN_DIFFICULTY_HEADS.get(version) != sha256:
             return (
-                f"builtin model version {version} ({sha256[:12]}) is not the one this contract ships "
-                f"({BUILTIN_DIFFICULTY_VERSION}, {BUILTIN_DIFFICULTY_SHA256[:12]})"
+                f"builtin model version {version} ({sha256[:12]}) is not one this contract ships "
+                f"({', '.join(f'{v}, {h[:12]}' for v, h in BUILTIN_DIFFICULTY_HEADS.items())})"
             )
         return None
     text = canonical_json(head)

@@ -23,7 +23,13 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelroute_contract import DifficultyModel, PolicyConfig, RouterConfig
+from modelroute_contract import (
+    BUILTIN_DIFFICULTY_HEADS,
+    BUILTIN_DIFFICULTY_VERSION,
+    DifficultyModel,
+    PolicyConfig,
+    RouterConfig,
+)
 from modelroute_contract.schemas import canonical_json
 
 from .engine.learned import PolicyModels, needs_models
@@ -126,18 +132,22 @@ def embedder() -> Embedder:
     return Embedder()
 
 
-def builtin_document() -> dict[str, Any]:
-    """The head document of the builtin model, as shipped."""
+def builtin_document(version: str = BUILTIN_DIFFICULTY_VERSION) -> dict[str, Any]:
+    """The head document of the builtin model of `version` (the latest by default), as shipped: the latest
+    is `difficulty-builtin.json`, an older one `difficulty-builtin-<version>.json`."""
     from importlib import resources  # only with learned routing: it imports tempfile and shutil
 
-    text = resources.files("modelroute_sidecar").joinpath("data", _BUILTIN_FILE).read_text()
+    if version not in BUILTIN_DIFFICULTY_HEADS:
+        raise ValueError(f"no builtin difficulty model of version {version!r}")
+    name = _BUILTIN_FILE if version == BUILTIN_DIFFICULTY_VERSION else f"difficulty-builtin-{version}.json"
+    text = resources.files("modelroute_sidecar").joinpath("data", name).read_text()
     document: dict[str, Any] = json.loads(text)
     return document
 
 
-def builtin_sha256() -> str:
-    """sha256 of the packaged builtin head (must be `contract.BUILTIN_DIFFICULTY_SHA256`)."""
-    return hashlib.sha256(canonical_json(builtin_document()).encode()).hexdigest()
+def builtin_sha256(version: str = BUILTIN_DIFFICULTY_VERSION) -> str:
+    """sha256 of the packaged builtin head of `version` (must be `contract.BUILTIN_DIFFICULTY_HEADS`')."""
+    return hashlib.sha256(canonical_json(builtin_document(version)).encode()).hexdigest()
 
 
 def _head(model: DifficultyModel) -> DifficultyHead:
@@ -149,11 +159,11 @@ def _head(model: DifficultyModel) -> DifficultyHead:
         return cached
     if model.head is None:
         # The contract checked version and sha256 against its builtin; this checks the packaged file.
-        if builtin_sha256() != model.sha256:
+        if model.version not in BUILTIN_DIFFICULTY_HEADS or builtin_sha256(model.version) != model.sha256:
             raise ValueError(
                 f"difficulty model {model.name}: the packaged builtin head is not {model.sha256[:12]}"
             )
-        document = builtin_document()
+        document = builtin_document(model.version)
     else:
         document = model.head
     try:

@@ -67,21 +67,25 @@ def read_labeled(path: str | Path) -> list[dict[str, Any]]:
 def examples_of(rows: Sequence[dict[str, Any]]) -> list[Any]:
     """`training.Example`s of labeled rows, embedded by the sidecar's embedder."""
     from .embeddings import embedder
-    from .engine.difficulty import TEXT_WINDOW, text_features
+    from .engine.difficulty import TEXT_WINDOW, text_signals
     from .engine.training import Example
 
     embed = embedder().embed
-    return [
-        Example(
-            group=row["benchmark"],
-            subject=row.get("subject") or "",
-            vector=embed(row["prompt"][-TEXT_WINDOW:]),
-            features=text_features(row["prompt"]),
-            weak_correct=row["weak_correct"],
-            strong_correct=row["strong_correct"],
+    examples = []
+    for row in rows:
+        features, words = text_signals(row["prompt"])
+        examples.append(
+            Example(
+                group=row["benchmark"],
+                subject=row.get("subject") or "",
+                vector=embed(row["prompt"][-TEXT_WINDOW:]),
+                features=features,
+                weak_correct=row["weak_correct"],
+                strong_correct=row["strong_correct"],
+                words=words,
+            )
         )
-        for row in rows
-    ]
+    return examples
 
 
 def split(
@@ -139,7 +143,7 @@ def learned_scores(rows: Sequence[dict[str, Any]], document: dict[str, Any]) -> 
     from .engine.difficulty import head_from_document
 
     head = head_from_document(document)
-    return [head.gain(example.vector, example.features) for example in examples_of(rows)]
+    return [head.gain(example.vector, example.features, example.words) for example in examples_of(rows)]
 
 
 def heuristic_scores(rows: Sequence[dict[str, Any]]) -> list[float]:

@@ -14,13 +14,14 @@ import pytest
 import yaml
 from tests.kube_harness import REPO
 
-from modelroute_contract import BUILTIN_DIFFICULTY_SHA256
+from modelroute_contract import BUILTIN_DIFFICULTY_HEADS, BUILTIN_DIFFICULTY_SHA256
 from modelroute_contract.schemas import canonical_json
 from modelroute_operator.logic.compiler import NamespaceObjects, compile_namespace, parse_object
 from modelroute_operator.logic.learned import FORBIDDEN_KEY, referenced_config_maps
 from modelroute_operator.logic.review import parse_review
 from modelroute_operator.logic.validation import validate
 from modelroute_sidecar.configstore import build_snapshot
+from modelroute_sidecar.embeddings import load_models
 
 EXAMPLE = REPO / "examples" / "learned-routing"
 FIXTURE_HEAD = REPO / "tests" / "contract" / "fixtures" / "v3" / "learned-routing-configmap-head.json"
@@ -80,6 +81,14 @@ def test_the_builtin_model_is_named_by_version() -> None:
     assert model.head is None and model.sha256 == BUILTIN_DIFFICULTY_SHA256
     result = compile_with([{"name": "difficulty", "builtin": True, "version": "1999.1"}], {})
     assert [e.field for e in result.errors] == ["spec.difficultyModels[0].version"]
+    # A policy that pinned the builtin of before keeps it (its routing does not change on upgrade), and
+    # a sidecar scores with it.
+    result = compile_with([{"name": "difficulty", "builtin": True, "version": "2026.12.1"}], {})
+    assert not result.errors
+    (model,) = result.config.policies[0].difficulty_models
+    assert model.sha256 == BUILTIN_DIFFICULTY_HEADS["2026.12.1"] != BUILTIN_DIFFICULTY_SHA256
+    models = load_models(result.config)
+    assert {head.version for policy in models.values() for head in policy.heads.values()} == {"2026.12.1"}
 
 
 def oversized() -> str:

@@ -14,7 +14,11 @@ import numpy as np
 import pytest
 from tests.kube_harness import REPO
 
-from modelroute_contract import BUILTIN_DIFFICULTY_SHA256, BUILTIN_DIFFICULTY_VERSION
+from modelroute_contract import (
+    BUILTIN_DIFFICULTY_HEADS,
+    BUILTIN_DIFFICULTY_SHA256,
+    BUILTIN_DIFFICULTY_VERSION,
+)
 from modelroute_operator.runtime.cli import main as cli
 from modelroute_sidecar.configstore import build_snapshot
 from modelroute_sidecar.embeddings import builtin_document, builtin_sha256, embedder
@@ -28,6 +32,13 @@ def test_the_packaged_builtin_is_the_one_the_contract_pins() -> None:
     assert builtin_sha256() == BUILTIN_DIFFICULTY_SHA256
     assert builtin_document()["version"] == BUILTIN_DIFFICULTY_VERSION
     assert len(json.dumps(builtin_document())) < 512 * 1024
+    # Every older builtin a policy may have pinned is still carried, byte for byte.
+    assert BUILTIN_DIFFICULTY_HEADS[BUILTIN_DIFFICULTY_VERSION] == BUILTIN_DIFFICULTY_SHA256
+    for version, sha256 in BUILTIN_DIFFICULTY_HEADS.items():
+        assert builtin_sha256(version) == sha256
+        assert builtin_document(version)["version"] == version
+    with pytest.raises(ValueError, match="no builtin difficulty model of version '1999'"):
+        builtin_document("1999")
 
 
 def test_the_embedder_is_wordllamas_own_embedding() -> None:

@@ -48,14 +48,13 @@ def resolve_model(
     """The contract's model for one `difficultyModels` entry, or (field below the entry, reason)."""
     if spec.builtin:
         version = spec.version or contract.BUILTIN_DIFFICULTY_VERSION
-        if version != contract.BUILTIN_DIFFICULTY_VERSION:
+        sha256 = contract.BUILTIN_DIFFICULTY_HEADS.get(version)
+        if sha256 is None:
             return "version", (
-                f"builtin model version {version!r} is not the one this operator ships "
-                f"({contract.BUILTIN_DIFFICULTY_VERSION!r})"
+                f"builtin model version {version!r} is not one this operator ships "
+                f"({', '.join(map(repr, contract.BUILTIN_DIFFICULTY_HEADS))})"
             )
-        return contract.DifficultyModel(
-            name=spec.name, version=version, sha256=contract.BUILTIN_DIFFICULTY_SHA256
-        )
+        return contract.DifficultyModel(name=spec.name, version=version, sha256=sha256)
     ref = spec.config_map
     assert ref is not None and spec.sha256 is not None  # the CEL rule and the model validator
     data = config_maps.get(ref.name)

@@ -196,9 +196,10 @@ class LazyComplexity:
             return self._learned[1]
         models = self._models
         assert models is not None  # Router refuses a config whose rules name models it was not given
-        from .difficulty import text_features  # loaded with the model; numpy only for learned configs
+        from .difficulty import text_signals  # loaded with the model; numpy only for learned configs
 
-        gain = models.heads[scorer].gain(self._embedding(models), text_features(self._prompt_text))
+        text_features, words = text_signals(self._prompt_text)
+        gain = models.heads[scorer].gain(self._embedding(models), text_features, words)
         self._learned = (scorer, max(0, min(100, round(100 * gain))))
         return self._learned[1]
 

@@ -10,7 +10,10 @@ heads (one for each tier's failure) then read the embedding, the text features a
 is imported here, so this module is imported only when a config names a learned model.
 
 Text features carry what an averaged word embedding cannot: how many quantities and operations a word
-problem chains, how many sentences (reasoning steps) it has, how long it is.
+problem chains, how many sentences (reasoning steps) it has, how long it is. A group may also weigh the
+presence of its most frequent words (a bag of words over a small vocabulary): on GSM8K, whose averaged
+embedding alone ranks prompts little better than chance, single words ("each", "percent", "rest") carry
+much of what the embedding blurs.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,11 +64,22 @@ _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 def text_features(prompt: str) -> list[float]:
     """The text features of `prompt` (`FEATURE_NAMES`), counts log-scaled so one long prompt does not
     dominate the head."""
+    return text_signals(prompt)[0]
+
+
+def prompt_words(prompt: str) -> frozenset[str]:
+    """The distinct lower-case words of `prompt`'s window: what a group's bag of words reads."""
+    return text_signals(prompt)[1]
+
+
+def text_signals(prompt: str) -> tuple[list[float], frozenset[str]]:
+    """The text features of `prompt` and its distinct words, from one pass over its window (a request
+    needs both, and splitting the words is most of the cost)."""
     text = prompt[-TEXT_WINDOW:]
     lower = text.lower()
     numbers = _NUMBER.findall(text)
     words = _WORD.findall(lower)
-    word_set = set(words)
+    word_set = frozenset(words)
     values = []
     for number in numbers:
         try:
@@ -74,7 +89,7 @@ def text_features(prompt: str) -> list[float]:
     option_lines = [
         line for line in text.split("\n") if len(line) > 2 and line[1] == "." and line[0] in "ABCD"
     ]
-    return [
+    features = [
         math.log1p(len(prompt)),
         math.log1p(len(words)),
         math.log1p(len(numbers)),
@@ -92,6 +107,7 @@ def text_features(prompt: str) -> list[float]:
         math.log1p(sum(len(line) for line in option_lines)),
         float(" not " in lower or "except" in word_set or "false" in word_set),
     ]
+    return features, word_set
 
 
 @dataclass(frozen=True)
@@ -103,8 +119,10 @@ class Tier:
     """Over the text features then the two subject priors."""
     bias: float
 
-    def probability(self, vector: Vector, extra: npt.NDArray[np.float64]) -> float:
-        logit = float(self.embedding_weights @ vector) + float(self.feature_weights @ extra) + self.bias
+    def probability(self, vector: Vector, extra: npt.NDArray[np.float64], words: float = 0.0) -> float:
+        """`words`: the summed weights of the group's words the prompt has (this tier's)."""
+        logit = float(self.embedding_weights @ vector) + float(self.feature_weights @ extra)
+        logit += self.bias + words
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, logit))))
 
 
@@ -125,6 +143,9 @@ class Group:
     """Range of the text features and priors in training: scoring clips to it."""
     weak: Tier
     strong: Tier
+    words: dict[str, tuple[float, float]]
+    """The bag of words: per vocabulary word, its (weak, strong) weight when the prompt has it (may be
+    empty: heads trained before it, or groups trained without one)."""
 
     def prior(self, vector: Vector) -> npt.NDArray[np.float64]:
         """The subject prior: failure log-odds (weak, strong) of the subjects the prompt resembles."""
@@ -134,12 +155,21 @@ class Group:
         weights = np.exp(sims - sims.max())
         return np.asarray(weights @ self.subject_logits / weights.sum(), dtype=np.float64)
 
-    def gain(self, vector: Vector, features: Sequence[float]) -> float:
+    def gain(self, vector: Vector, features: Sequence[float], words: AbstractSet[str] = frozenset()) -> float:
         """P(weak fails) - P(strong fails): what sending the prompt to the strong tier is expected to add."""
         extra = np.clip(
             np.concatenate([np.asarray(features, dtype=np.float64), self.prior(vector)]), self.low, self.high
         )
-        return self.weak.probability(vector, extra) - self.strong.probability(vector, extra)
+        weak = strong = 0.0
+        table = self.words
+        if table:
+            # The prompt's words are iterated in C by the intersection; only the few the vocabulary has
+            # are looked up.
+            for word in table.keys() & words:
+                pair = table[word]
+                weak += pair[0]
+                strong += pair[1]
+        return self.weak.probability(vector, extra, weak) - self.strong.probability(vector, extra, strong)
 
 
 @dataclass(frozen=True)
@@ -156,9 +186,10 @@ class DifficultyHead:
         """The group whose centroid is nearest (cosine) to the prompt."""
         return self.groups[int(np.argmax(self.centroids @ vector))]
 
-    def gain(self, vector: Vector, features: Sequence[float]) -> float:
-        """The expected accuracy the strong tier adds on this prompt (-1..1)."""
-        return self.group_of(vector).gain(vector, features)
+    def gain(self, vector: Vector, features: Sequence[float], words: AbstractSet[str] = frozenset()) -> float:
+        """The expected accuracy the strong tier adds on this prompt (-1..1); `words` are the prompt's
+        (`prompt_words`), read by groups with a bag of words."""
+        return self.group_of(vector).gain(vector, features, words)
 
 
 def _tier(raw: dict[str, Any]) -> Tier:
@@ -167,6 +198,14 @@ def _tier(raw: dict[str, Any]) -> Tier:
         feature_weights=np.asarray(raw["featureWeights"], dtype=np.float64),
         bias=float(raw["bias"]),
     )
+
+
+def _words_of(raw: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    vocabulary = raw.get("words") or []
+    if not vocabulary:
+        return {}
+    weak, strong = raw["weakFails"]["wordWeights"], raw["strongFails"]["wordWeights"]
+    return {str(word): (float(w), float(s)) for word, w, s in zip(vocabulary, weak, strong, strict=True)}
 
 
 def head_from_document(document: dict[str, Any]) -> DifficultyHead:
@@ -196,6 +235,7 @@ def head_from_document(document: dict[str, Any]) -> DifficultyHead:
                 high=np.asarray(raw["featureHigh"], dtype=np.float64),
                 weak=_tier(raw["weakFails"]),
                 strong=_tier(raw["strongFails"]),
+                words=_words_of(raw),
             )
         )
     return DifficultyHead(
@@ -221,7 +261,8 @@ class LearnedScorer:
 
     def gain(self, prompt: str) -> float:
         """The unrounded expected gain (what the evaluation ranks by)."""
-        return self.head.gain(self.embed(prompt[-TEXT_WINDOW:]), text_features(prompt))
+        features, words = text_signals(prompt)
+        return self.head.gain(self.embed(prompt[-TEXT_WINDOW:]), features, words)
 
     def __call__(self, prompt: str, _prompt_tokens: int) -> int:
         return max(0, min(100, round(100 * self.gain(prompt))))

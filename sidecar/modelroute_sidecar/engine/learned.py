@@ -46,6 +46,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "negation",
 )
 """The text features, in the order a head's weights read them."""
+MAX_WORDS = 1024
+"""Words a group's bag of words may hold: scoring intersects the prompt's words with them."""
 
 
 def head_problem(document: dict[str, Any], dimension: int = EMBEDDING_DIMENSION) -> str | None:
@@ -72,17 +74,27 @@ def head_problem(document: dict[str, Any], dimension: int = EMBEDDING_DIMENSION)
             for bound in ("featureLow", "featureHigh"):
                 if len(raw[bound]) != width:
                     return f"{where}.{bound}: {width} values expected"
+            vocabulary = raw.get("words") or []
+            if not isinstance(vocabulary, list) or not all(isinstance(word, str) for word in vocabulary):
+                return f"{where}.words must be a list of words"
+            if len(set(vocabulary)) != len(vocabulary):
+                return f"{where}.words: each word once"
+            if len(vocabulary) > MAX_WORDS:
+                return f"{where}.words: at most {MAX_WORDS} words (got {len(vocabulary)})"
             for tier in ("weakFails", "strongFails"):
                 head = raw[tier]
                 if len(head["embeddingWeights"]) != dimension or len(head["featureWeights"]) != width:
                     return (
                         f"{where}.{tier}: {dimension} embedding weights and {width} feature weights expected"
                     )
+                if len(head.get("wordWeights") or []) != len(vocabulary):
+                    return f"{where}.{tier}.wordWeights: one weight a word of .words ({len(vocabulary)})"
                 float(head["bias"])
             values = [
                 *raw["centroid"],
                 *(v for tier in ("weakFails", "strongFails") for v in raw[tier]["embeddingWeights"]),
                 *(v for tier in ("weakFails", "strongFails") for v in raw[tier]["featureWeights"]),
+                *(v for tier in ("weakFails", "strongFails") for v in raw[tier].get("wordWeights") or []),
                 *(v for row in centroids for v in row),
                 *(v for pair in logits for v in pair),
                 *raw["featureLow"],

@@ -8,14 +8,16 @@ one's own logs), optionally a `subject`, and whether the weak model answered it 
 2. one centroid per subject and the subject's smoothed failure log-odds; a prompt's subject prior is the
    softmax-weighted log-odds of the subjects it resembles, computed out of fold for training prompts so
    the head does not learn to trust a prior that saw the prompt's own label;
-3. a logistic regression on [embedding, standardised text features and prior] fitted by Newton's
-   method with an L2 penalty (exact and deterministic: no learning rate, no shuffling).
+3. a vocabulary of its most frequent words (`TrainingSettings.vocabulary`), each a 0/1 column;
+4. a logistic regression on [embedding, words, standardised text features and prior] fitted by Newton's
+   method with an L2 penalty per kind of column (exact and deterministic: no learning rate, no
+   shuffling).
 
 Two heads per group share those inputs: the probability that the weak model fails and the probability
 that the strong one does. The score is their difference (what the strong tier is expected to add): a
 prompt both fail buys nothing on the strong tier. On GSM8K this difference ranks prompts far better than
 the weak model's failure alone (10-fold cross-validation: 60% strong calls at 95% of strong accuracy
-instead of 68%).
+instead of 68%); the words took 5-fold cross-validation from 60.5% to 58.1% (MMLU unchanged, 44%).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class Example:
     features: Sequence[float]
     weak_correct: bool
     strong_correct: bool
+    words: frozenset[str] = frozenset()
+    """The prompt's distinct words (`difficulty.prompt_words`), for the group's bag of words."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,12 @@ class TrainingSettings:
     """Softmax temperature over subject similarities."""
     folds: int = 5
     """Out-of-fold folds for the subject prior."""
+    vocabulary: int = 128
+    """Words in a group's bag of words: its most frequent (in most prompts), 0 for none."""
+    min_word_prompts: int = 5
+    """A word in fewer of the group's prompts is left out of its vocabulary (too rare to weigh)."""
+    l2_words: float = 1000.0
+    """L2 penalty on the (standardised) word weights: a word is weak evidence alone."""
     seed: int = 0
 
 
@@ -136,13 +146,23 @@ def _train_group(name: str, examples: Sequence[Example], settings: TrainingSetti
         )
     centroids, logits = _subject_table(examples, settings)
     features = np.asarray([example.features for example in examples], dtype=np.float64)
-    raw = np.hstack([vectors, features, prior])
+    vocabulary = _vocabulary(examples, settings)
+    index = {word: i for i, word in enumerate(vocabulary)}
+    present = np.zeros((len(examples), len(vocabulary)))
+    for row, example in enumerate(examples):
+        for word in example.words & index.keys():
+            present[row, index[word]] = 1.0
+    dim, width = vectors.shape[1], len(vocabulary)
+    raw = np.hstack([vectors, present, features, prior])
     mean, scale = raw.mean(axis=0), raw.std(axis=0)
     scale[scale < 1e-9] = 1.0
     x = (raw - mean) / scale
-    dim = vectors.shape[1]
     penalty = np.concatenate(
-        [np.full(dim, settings.l2_embedding), np.full(raw.shape[1] - dim, settings.l2_features)]
+        [
+            np.full(dim, settings.l2_embedding),
+            np.full(width, settings.l2_words),
+            np.full(raw.shape[1] - dim - width, settings.l2_features),
+        ]
     )
     heads = {}
     for tier, labels in (
@@ -154,10 +174,12 @@ def _train_group(name: str, examples: Sequence[Example], settings: TrainingSetti
         weights = beta / scale
         heads[tier] = {
             "embeddingWeights": _rounded(weights[:dim]),
-            "featureWeights": _rounded(weights[dim:]),
+            "featureWeights": _rounded(weights[dim + width :]),
             "bias": round(bias - float(weights @ mean), 6),
         }
-    return {
+        if vocabulary:  # without one the document is the one of before, byte for byte
+            heads[tier]["wordWeights"] = _rounded(weights[dim : dim + width])
+    group: dict[str, object] = {
         "name": name,
         "prompts": len(examples),
         "centroid": _rounded(centroid, 5),
@@ -169,11 +191,28 @@ def _train_group(name: str, examples: Sequence[Example], settings: TrainingSetti
         },
         # Scoring clips the text features and priors to what training saw: a prompt unlike every training
         # prompt (a one-line chat message against multiple-choice exams) must not extrapolate a weight.
-        "featureLow": _rounded(raw[:, dim:].min(axis=0)),
-        "featureHigh": _rounded(raw[:, dim:].max(axis=0)),
+        "featureLow": _rounded(raw[:, dim + width :].min(axis=0)),
+        "featureHigh": _rounded(raw[:, dim + width :].max(axis=0)),
         "weakFails": heads["weak"],
         "strongFails": heads["strong"],
     }
+    if vocabulary:
+        group["words"] = vocabulary
+    return group
+
+
+def _vocabulary(examples: Sequence[Example], settings: TrainingSettings) -> list[str]:
+    """The group's most frequent words (by the number of its prompts that have them; ties by the word),
+    at most `settings.vocabulary`, each in at least `settings.min_word_prompts` prompts; sorted."""
+    counts: dict[str, int] = {}
+    for example in examples:
+        for word in example.words:
+            counts[word] = counts.get(word, 0) + 1
+    frequent = sorted(
+        (word for word, count in counts.items() if count >= settings.min_word_prompts),
+        key=lambda word: (-counts[word], word),
+    )
+    return sorted(frequent[: settings.vocabulary])
 
 
 def _rounded(values: Sequence[float] | np.ndarray, digits: int = 6) -> list[float]:

@@ -21,11 +21,11 @@ from modelroute_contract import DifficultyModel, PolicyConfig, RangeMatch, Seman
 from modelroute_contract.schemas import canonical_json
 from modelroute_sidecar.engine import Router
 from modelroute_sidecar.engine.complexity import NOT_SCORED
-from modelroute_sidecar.engine.difficulty import head_from_document, text_features
+from modelroute_sidecar.engine.difficulty import head_from_document, prompt_words, text_features, text_signals
 from modelroute_sidecar.engine.learned import PolicyModels, head_problem
 from modelroute_sidecar.engine.routing_eval import figures, random_figures
 from modelroute_sidecar.engine.semantic import build_semantic_index
-from modelroute_sidecar.engine.training import Example, train
+from modelroute_sidecar.engine.training import Example, TrainingSettings, train
 
 
 def fake_embed(text: str) -> np.ndarray:
@@ -79,6 +79,70 @@ def test_the_head_ranks_by_the_planted_signal() -> None:
     assert head.group_of(fake_embed("exam question 2 with 3 apples")).name == "exam"
 
 
+def worded(n: int = 240, seed: int = 11) -> list[Example]:
+    """One group whose prompts are alike but for one word: those with "zorp" fail the weak tier, those
+    with "blick" do not (words no text feature counts)."""
+    rng = np.random.default_rng(seed)
+    fillers = [f"filler{chr(97 + i)}" for i in range(20)]
+    examples = []
+    for i in range(n):
+        hard = bool(i % 2)
+        words = " ".join(str(rng.choice(fillers)) for _ in range(30))
+        prompt = f"{words} {'zorp' if hard else 'blick'} more"
+        features, vocabulary = text_signals(prompt)
+        examples.append(
+            Example(
+                group="math",
+                subject="",
+                vector=fake_embed(prompt),
+                features=features,
+                weak_correct=not hard or rng.random() < 0.1,
+                strong_correct=True,
+                words=vocabulary,
+            )
+        )
+    return examples
+
+
+def test_the_bag_of_words_weighs_a_telling_word() -> None:
+    document = train(worded(), name="d", version="1", settings=TrainingSettings(l2_words=10.0))
+    assert head_problem(document) is None
+    group = document["groups"][0]
+    assert "zorp" in group["words"] and group["words"] == sorted(group["words"])
+    assert len(group["weakFails"]["wordWeights"]) == len(group["words"])
+    head = head_from_document(document)
+    hard, easy = "fillera fillerb fillerc zorp more", "fillera fillerb fillerc blick more"
+    gain_hard = head.gain(fake_embed(hard), text_features(hard), prompt_words(hard))
+    gain_easy = head.gain(fake_embed(easy), text_features(easy), prompt_words(easy))
+    assert gain_hard - gain_easy > 0.3
+    # The telling words carry the weak tier's failure: "zorp" for it, "blick" against it, most of all.
+    weights = dict(zip(group["words"], group["weakFails"]["wordWeights"], strict=True))
+    assert weights["zorp"] == max(weights.values()) > 0 > weights["blick"] == min(weights.values())
+    # vocabulary 0 trains the head of before: no words, no word weights.
+    plain = train(worded(), name="d", version="1", settings=TrainingSettings(vocabulary=0))
+    assert "words" not in plain["groups"][0] and "wordWeights" not in plain["groups"][0]["weakFails"]
+    assert head_problem(plain) is None
+
+
+def test_the_vocabulary_is_the_most_frequent_words_and_training_stays_deterministic() -> None:
+    settings = TrainingSettings(vocabulary=5, min_word_prompts=3)
+    first = train(worded(), name="d", version="1", settings=settings)
+    assert canonical_json(first) == canonical_json(train(worded(), name="d", version="1", settings=settings))
+    # "more" is in every prompt, each filler in most; "zorp" and "blick" in half: not among the top 5.
+    vocabulary = first["groups"][0]["words"]
+    assert "more" in vocabulary and len(vocabulary) == 5 and not {"zorp", "blick"} & set(vocabulary)
+
+
+def test_a_head_without_words_still_loads() -> None:
+    document = json.loads(canonical_json(train(worded(), name="d", version="1")))
+    for group in document["groups"]:
+        del group["words"]
+        for tier in ("weakFails", "strongFails"):
+            del group[tier]["wordWeights"]
+    assert head_problem(document) is None
+    assert head_from_document(document).groups[0].words == {}
+
+
 def test_a_group_with_too_few_prompts_is_refused() -> None:
     with pytest.raises(ValueError, match="benchmark tiny: fewer than 20"):
         train(
@@ -102,6 +166,19 @@ def test_a_group_with_too_few_prompts_is_refused() -> None:
         (lambda d: d["groups"][0].update(featureLow=[1.0]), "featureLow: 18 values"),
         (lambda d: d["groups"][0]["weakFails"]["embeddingWeights"].__setitem__(0, float("nan")), "finite"),
         (lambda d: d.update(groups=[]), "head.groups must be a non-empty list"),
+        (lambda d: d["groups"][0].update(words=["a", "a"]), "words: each word once"),
+        (lambda d: d["groups"][0].update(words=[1]), "words must be a list of words"),
+        (lambda d: d["groups"][0].update(words=[f"w{i}" for i in range(1025)]), "at most 1024 words"),
+        (lambda d: d["groups"][0].update(words=["apples"]), "weakFails.wordWeights: one weight a word"),
+        (
+            lambda d: (
+                d["groups"][0].update(words=["apples"])
+                or [
+                    d["groups"][0][t].update(wordWeights=[float("inf")]) for t in ("weakFails", "strongFails")
+                ]
+            ),
+            "finite",
+        ),
     ],
 )
 def test_a_malformed_head_is_named(change, problem) -> None:  # type: ignore[no-untyped-def]
