@@ -177,9 +177,10 @@ class ShadowFigures(StatsModel):
     shadow: ShadowSide = Field(default_factory=ShadowSide)
     """Copies sent (a copy in flight is counted when it ends)."""
     skipped: dict[str, int] = Field(default_factory=dict)
-    """Copies not sent, by reason: `busy` (maxConcurrent in flight), `residency` (no replica of the shadow
-    endpoint may take the request's data), `unavailable` (its allowed replicas are unhealthy, ejected or
-    lack a capability the request needs)."""
+    """Copies not sent, by reason: `busy` (maxConcurrent in flight), `rate-limited` (the shadow
+    endpoint's maxRequestsPerMinute), `client-closed` (the client abandoned the request), `residency` (no
+    replica of the shadow endpoint may take the request's data), `unavailable` (its allowed replicas are
+    unhealthy, ejected or lack a capability the request needs)."""
 
 
 class BanditArmFigures(StatsModel):

@@ -285,7 +285,7 @@ class Metrics:
         self.shadow = HotCounter(
             "modelroute_shadow_total",
             "Shadow copies of rules that mirror traffic, by outcome: ok, error, timeout (sent), busy, "
-            "residency, unavailable (skipped).",
+            "rate-limited, client-closed, residency, unavailable (skipped).",
             ["policy", "rule", "endpoint", "outcome"],
         )
         self.config_info = Gauge(

@@ -10,8 +10,10 @@ data may go). This module sends the copy and counts it:
   which gets no header about it either (an unreleased model's name is the operator's business). The
   audit line says where the copy went, or why it was skipped.
 - **Bounded.** At most the rule's `maxConcurrent` copies are in flight per worker; one more is skipped
-  and counted `busy`. Each copy has one attempt, no retries, and a deadline: the shadow endpoint's
-  request timeout, capped by the policy's deadline (the per-try timeout until its headers arrive).
+  and counted `busy`; past the shadow endpoint's own request rate, `rate-limited`; a request the client
+  abandoned is not copied (`client-closed`). Each copy has one attempt, no retries, and a deadline: the
+  shadow endpoint's request timeout, capped by the policy's deadline (the per-try timeout until its
+  headers arrive).
 - **Non-streamed.** A streamed request is copied with `stream: false` (and without `stream_options`):
   the copy's latency is then the whole answer's, as is the streamed primary's in the figures, and its
   usage comes back in the body without relaying or draining a stream nobody reads.
@@ -63,7 +65,8 @@ class Mirror:
     raw: bytes
     body: dict[str, Any]
     outcome: str = ""
-    """For the audit line: `sent`, or why not (`busy`, `residency`, `unavailable`)."""
+    """For the audit line: `sent`, or why not (`busy`, `rate-limited`, `client-closed`, `residency`,
+    `unavailable`)."""
 
     def record(self) -> dict[str, str]:
         """The audit line's `shadow`."""
@@ -116,8 +119,17 @@ class Shadows:
         skipped: str = pick.skipped
         if not skipped and (pick.choice is None or mirror.endpoint is None):
             skipped = "unavailable"
+        if not skipped and exchange.outcome == "client_closed":
+            # the client hung up: no answer to compare, and a copy would be a whole generation paid for a
+            # request anyone can open and abandon at once
+            skipped = "client-closed"
         if not skipped and self.in_flight.get(key, 0) >= pick.max_concurrent:
             skipped = "busy"
+        # the shadow endpoint's own request rate holds for copies too: it may serve other rules as a
+        # primary, and its provider's quota is one
+        limit = mirror.endpoint.max_requests_per_minute if mirror.endpoint is not None else None
+        if not skipped and not upstreams.endpoint_limits.admit(pick.endpoint, limit):
+            skipped = "rate-limited"
         if skipped:
             mirror.outcome = skipped
             tally.skip(policy, rule, pick.endpoint, skipped)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from modelroute_contract import RouterConfig
@@ -188,6 +189,25 @@ async def test_max_concurrent_bounds_the_copies_in_flight(
     await ask(running)  # room again
     await eventually(lambda: outcomes(running).get("ok") == 3, what="a copy after the release")
     assert len(shadow_fake.requests) == 3
+
+
+async def test_copies_keep_to_the_shadow_endpoint_s_rate_and_skip_abandoned_requests(
+    start_sidecar: SidecarFactory, upstreams: dict[str, FakeUpstream], shadow_fake: FakeUpstream
+) -> None:
+    limited = shadow_config(upstreams, shadow_fake, native={"maxRequestsPerMinute": 2})
+    running = await start_sidecar(limited)
+    for _ in range(5):
+        await ask(running)
+    await eventually(lambda: outcomes(running) == {"ok": 2, "rate-limited": 3}, what="the copies")
+    assert len(shadow_fake.requests) == 2
+
+    for fake in upstreams.values():
+        fake.set(delay=5.0)  # the primary answers late: the client gives up first
+    with pytest.raises(openai.APITimeoutError):
+        await running.client(timeout=0.3).chat.completions.create(model="auto", messages=HI)
+    await eventually(lambda: outcomes(running).get("client-closed") == 1, what="the abandoned request")
+    assert len(shadow_fake.requests) == 2  # no copy of a request nobody waits for
+    assert shadow_figures(running)["skipped"] == {"rate-limited": 3, "client-closed": 1}
 
 
 async def test_a_restricted_request_is_never_copied_to_a_shadow_in_a_forbidden_region(

@@ -24,6 +24,7 @@ from typing import Literal, Protocol
 
 from modelroute_contract import SessionAffinity
 
+from .bandit import BanditPick
 from .model import Choice, Decision, Dropped, RequestFeatures, Role
 
 AffinityOutcome = Literal["kept", "new", "broken"]
@@ -123,7 +124,13 @@ def hold(decision: Decision, session: SessionKey, pinned: tuple[str, str] | None
             return dataclasses.replace(decision, affinity=Affinity(session, "broken", "fallback", pinned))
         if index:
             plan = _promote(plan, index)
-        return dataclasses.replace(decision, plan=plan, affinity=Affinity(session, "kept", "", pinned))
+        kept = Affinity(session, "kept", "", pinned)
+        pick = decision.bandit
+        if pick is not None and pick.endpoint != choice.endpoint:
+            # the pin chose the arm, not the bandit: the pull (and the header) name the arm that serves
+            pin = BanditPick(choice.endpoint, "affinity")
+            return dataclasses.replace(decision, plan=plan, affinity=kept, bandit=pin)  # type: ignore[call-arg]
+        return dataclasses.replace(decision, plan=plan, affinity=kept)
     reason = _drop_reason(decision.dropped, pinned)
     return dataclasses.replace(decision, affinity=Affinity(session, "broken", reason, pinned))
 

@@ -33,9 +33,9 @@ from modelroute_contract import BanditSettings
 
 from .candidates import Candidate, EndpointTraits
 
-PickMode = Literal["sampled", "explored", "canary", "single"]
-"""How the arm was chosen: the best sampled score, an exploration pick, the canary's candidate side, or
-the only arm left."""
+PickMode = Literal["sampled", "explored", "canary", "single", "affinity"]
+"""How the arm was chosen: the best sampled score, an exploration pick, the canary's candidate side, the
+only arm left, or a session's pin (the rule's affinity kept the conversation on its replica)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -279,3 +279,26 @@ def test_only_a_bandit_rules_audit_line_carries_the_pick() -> None:
                 "mode": decision.bandit.mode,
                 "sampled": decision.bandit.sampled,
             }
+
+
+def test_a_kept_session_pin_credits_the_arm_that_serves_not_the_bandit_s_draw() -> None:
+    from modelroute_sidecar.engine.affinity import SessionKey, hold, session_digest
+    from modelroute_sidecar.engine.bandit import BanditPick
+    from modelroute_sidecar.engine.model import BanditDecision, Choice
+
+    def choice(endpoint: str, role: Role) -> Choice:
+        return Choice(endpoint, f"{endpoint}-1", "eu-west", "http://x", "m", role)
+
+    drawn = BanditDecision(
+        policy="p",
+        rule="r",
+        plan=(choice("cheap", Role.PRIMARY), choice("strong", Role.RETRY)),
+        bandit=BanditPick("cheap", "sampled", 0.9, 0.9),
+    )
+    session = SessionKey("p", "r", session_digest("team-a", "conversation-1"), 600, 100)
+    kept = hold(drawn, session, ("strong", "strong-1"))
+    assert kept.plan[0].endpoint == "strong" and kept.affinity is not None and kept.affinity.outcome == "kept"
+    assert kept.bandit is not None and (kept.bandit.endpoint, kept.bandit.mode) == ("strong", "affinity")
+    assert kept.bandit.header() == "bandit; arm=strong; affinity"
+    same = hold(drawn, session, ("cheap", "cheap-1"))  # the pin agrees with the draw: the draw stands
+    assert same.bandit == drawn.bandit
