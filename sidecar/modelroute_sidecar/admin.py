@@ -494,6 +494,11 @@ def sibling_metrics(sockets: WorkerSockets) -> Callable[[], Awaitable[bytes]]:
     return render
 
 
+SIBLING_CLAIMS_IN_FLIGHT = 16
+"""Feedback posts one worker may have asking its siblings at once: each unknown id costs a control-socket
+round trip per sibling, so posts of made-up ids must not multiply into unbounded control traffic."""
+
+
 def sibling_claims(sockets: WorkerSockets, own: int) -> SiblingClaim:
     """A worker's way to claim a request id one of its siblings served: the siblings are asked one at
     a time (an id reused by a client may be remembered by two of them, and a claim forgets it, so
@@ -501,8 +506,24 @@ def sibling_claims(sockets: WorkerSockets, own: int) -> SiblingClaim:
     cannot be reached counts as not remembering it: its requests read as unknown until it is back (and
     a restarted worker has forgotten its requests anyway)."""
     others = [index for index in range(len(sockets.paths)) if index != own]
+    in_flight = [0]
 
     async def claim(request_id: str, tenant: str | None) -> Served | None:
+        if in_flight[0] >= SIBLING_CLAIMS_IN_FLIGHT:
+            raise ApiError(
+                503,
+                "feedback_busy",
+                f"{SIBLING_CLAIMS_IN_FLIGHT} feedback posts are already asking this sidecar's other workers "
+                "for their request ids; retry",
+                headers={"retry-after": "1"},
+            )
+        in_flight[0] += 1
+        try:
+            return await _ask(request_id, tenant)
+        finally:
+            in_flight[0] -= 1
+
+    async def _ask(request_id: str, tenant: str | None) -> Served | None:
         asked = json.dumps({"request_id": request_id, "tenant": tenant}).encode()
         try:
             async with asyncio.timeout(CONTROL_TIMEOUT_SECONDS):

@@ -4,6 +4,7 @@ unknown ids 404, and with client keys a tenant can only score its own requests."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import tempfile
@@ -11,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from modelroute_sidecar.admin import CLAIM_PATH, WorkerSockets, control_server, sibling_claims, worker_socket
 from modelroute_sidecar.feedback import Served
-from tests.component.conftest import Running, SidecarFactory
+from tests.component.conftest import Running, SidecarFactory, eventually
 
 
 async def post_feedback(
@@ -127,4 +129,34 @@ async def test_a_sibling_claims_a_request_id_once_over_the_control_socket(
             assert status == 400, bad
     finally:
         await server.close(1.0)
+        shutil.rmtree(control_dir, ignore_errors=True)
+
+
+async def test_sibling_claims_in_flight_are_bounded_and_the_rest_told_to_retry() -> None:
+    from modelroute_sidecar.admin import SIBLING_CLAIMS_IN_FLIGHT
+    from modelroute_sidecar.errors import ApiError
+
+    control_dir = Path(tempfile.mkdtemp(prefix="mr-hold-"))
+    release, held = asyncio.Event(), []
+
+    async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # a sibling stuck on something: the asking posts wait on it
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_unix_server(never_answers, str(worker_socket(control_dir, 0)))
+    try:
+        claim = sibling_claims(WorkerSockets(control_dir, 2), own=1)
+        waiting = [
+            asyncio.ensure_future(claim(f"made-up-{n}", None)) for n in range(SIBLING_CLAIMS_IN_FLIGHT)
+        ]
+        await eventually(lambda: len(held) == SIBLING_CLAIMS_IN_FLIGHT, what="the claims held by the sibling")
+        with pytest.raises(ApiError) as refused:
+            await claim("one-more", None)
+        assert refused.value.status == 503 and refused.value.code == "feedback_busy"
+        release.set()
+        assert await asyncio.gather(*waiting) == [None] * SIBLING_CLAIMS_IN_FLIGHT
+        assert len(held) == SIBLING_CLAIMS_IN_FLIGHT  # the refused post never reached the sibling
+    finally:
+        server.close()
         shutil.rmtree(control_dir, ignore_errors=True)
