@@ -396,3 +396,44 @@ async def test_a_tenant_set_aside_past_the_cap_keeps_its_spend_in_the_store(stor
         assert "at most 2 tenants" in full.value.message
     finally:
         await fleet.close()
+
+
+async def test_a_tenant_past_the_lease_cap_never_lowers_the_fleet_count_of_the_minute(
+    store: RedisServer,
+) -> None:
+    limited = PolicyConfig(
+        name="main",
+        virtual_models=("auto",),
+        rules=(RuleConfig(name="all", targets=(Target(endpoint="e", weight=1),)),),
+        fleet_limits=FleetLimits.model_validate({"tenants": [{"tokensPerMinute": 1000}]}),
+    )
+    now = time.time()  # frozen: every call below is in the same minute
+    settings = StoreSettings(url=store.url, password_file=store.password_file, sync_seconds=3600)
+    fleet = FleetAccounts(settings, Metrics(), namespace="team-a", worker="app-0", clock=lambda: now)
+    fleet.ledger.tenants_per_policy = 2
+
+    async def ask(tenant: str, estimate: int) -> Exchange:
+        exchange = Exchange("r", "chat")
+        await fleet.admit(limited, tenant, "", estimate, exchange)
+        return exchange
+
+    def tokens_counted() -> int:
+        [key] = store.client().keys("modelroute:{n/team-a/main/t/a}:m:*")
+        return int(store.client().hget(key, "t"))
+
+    try:
+        first = await ask("a", 100)
+        first.tokens_in, first.tokens_out = 400, 500  # 800 beyond the estimate: debt, reported by the sync
+        fleet.settle(first)
+        await fleet.sync_once()
+        counted = tokens_counted()
+        assert counted >= 900
+        await ask("b", 1)
+        with pytest.raises(ApiError) as full:  # a's lease of this minute is not dropped for a newcomer
+            await ask("c", 1)
+        assert (full.value.status, full.value.code) == (503, "fleet_tenants_full")
+        await ask("a", 1)  # a again: its lease still carries the reported debt
+        await fleet.sync_once()
+        assert tokens_counted() >= counted
+    finally:
+        await fleet.close()
