@@ -14,7 +14,7 @@ import pytest
 
 from modelroute_contract import FleetLimits, PolicyConfig, RouterConfig, RuleConfig, Target
 from modelroute_sidecar.errors import ApiError
-from modelroute_sidecar.fleet import chunk_of
+from modelroute_sidecar.fleet import ACTIVE_SECONDS, chunk_of
 from modelroute_sidecar.fleetstore import FleetAccounts, StoreSettings
 from modelroute_sidecar.metrics import Metrics
 from modelroute_sidecar.proxy import Exchange
@@ -435,5 +435,27 @@ async def test_a_tenant_past_the_lease_cap_never_lowers_the_fleet_count_of_the_m
         await ask("a", 1)  # a again: its lease still carries the reported debt
         await fleet.sync_once()
         assert tokens_counted() >= counted
+    finally:
+        await fleet.close()
+
+
+async def test_a_forgotten_tenant_over_its_budget_stays_refused_when_the_store_dies(
+    store: RedisServer,
+) -> None:
+    clock = [time.time()]
+    settings = StoreSettings(url=store.url, password_file=store.password_file, sync_seconds=3600)
+    fleet = FleetAccounts(settings, Metrics(), namespace="team-a", worker="app-0", clock=lambda: clock[0])
+    try:
+        await spend(fleet, "acme", 1.2)  # over the 1.0 stop, written below
+        await fleet.sync_once()
+        clock[0] += ACTIVE_SECONDS
+        await fleet.sync_once()  # idle and written: forgotten by this process
+        assert ("n/team-a/main/t/acme", "day") not in fleet.ledger.spends
+        store.kill()  # the read of the tenant's total fails: fail-open judges what the process knew
+        with pytest.raises(ApiError) as refused:
+            await spend(fleet, "acme", 0.1)
+        assert (refused.value.status, refused.value.code) == (429, "budget_exceeded")
+        assert not fleet.up
+        await spend(fleet, "other", 0.1)  # a tenant it never knew: fail-open serves it
     finally:
         await fleet.close()
