@@ -30,10 +30,10 @@ round trip per request:
   again, its cumulative debt would restart from 0 and lower the store's count); when nothing can go yet
   (store unreachable, all spend of the last sync interval, or the cap's worth of leases of this minute) a
   new tenant is refused with 503 `fleet_tenants_full` rather than admitted unbudgeted: under-admission,
-  never over. The search looks at most `EVICTION_STEPS` entries per admission. Each incarnation of a
-  subject in a process writes its own field of the spend hash (`Spend.serial`): a forgotten subject's
-  total stays in the store and a later one adds to it. The known cost: a tenant forgotten and back adds
-  one field each time, and every sync of it sums all of them (bounded by the day/month key's lifetime).
+  never over. The search looks at most `EVICTION_STEPS` entries per admission. A process writes one
+  field of a subject's spend hash, its running total of the period: a forgotten subject's total stays in
+  the store, and an entry made again for it first reads that field (`Spend.based`) and counts on from
+  it, so nothing written before is overwritten by a smaller figure.
 - **The store unreachable**: `fail_mode: open` admits under per-process limits (each process enforces the
   whole per-minute limit by itself, and its known spend against the budgets) and keeps every count, which
   is written when the store returns; `closed` refuses covered requests with 503.
@@ -215,9 +215,10 @@ class Spend:
     fleet: float = 0.0
     """The fleet's total as of that write (this process's part included)."""
     used_at: float = 0.0
-    serial: int = 0
-    """This incarnation's number in the process: its field in the store's spend hash is the worker's id
-    and this number, so a subject forgotten and tracked again never overwrites what it wrote before."""
+    based: bool = False
+    """`own` includes what this process wrote to the store for the subject and period before the entry
+    was made (an earlier entry, forgotten): until then the entry only reads its field of the spend hash,
+    never writes it (a smaller running total would overwrite spend the store has)."""
     read: bool = False
     """The fleet's total has been read from the store: until then the budget is not judged."""
 
@@ -291,7 +292,6 @@ class Ledger:
         self.lease_tenants: dict[str, dict[tuple[str, int], None]] = {}
         """Per policy, the tenant leases by (subject, minute), oldest first (bounded the same way)."""
         self.tenants_per_policy = tenants_per_policy
-        self._serial = 0
         self.forgotten: dict[tuple[str, Period], tuple[str, float]] = {}
         """By (subject, period), the (period window, fleet total) a forgotten spend entry last knew, in
         order of forgetting, at most `FORGOTTEN_TOTALS`: a new entry for the subject starts from it."""
@@ -309,8 +309,7 @@ class Ledger:
         key = (meter.subject, period)
         spend = self.spends.get(key)
         if spend is None or spend.window != window:
-            self._serial += 1
-            spend = self.spends[key] = Spend(window, budget, meter.policy, meter.tenant, serial=self._serial)
+            spend = self.spends[key] = Spend(window, budget, meter.policy, meter.tenant)
             last = self.forgotten.pop(key, None)
             if last is not None and last[0] == window:
                 # what an earlier entry knew: judged against it until the store is read (and if the
@@ -580,6 +579,18 @@ class Ledger:
         aside or of a past period meanwhile takes it too: harmless, nothing reads it)."""
         spend.synced_own = own
         spend.fleet = max(fleet, own)
+        spend.read = True
+
+    def based(self, spend: Spend, stored: float, fleet: float) -> None:
+        """The store says this process's field for the entry's subject and period holds `stored` and the
+        fleet total is `fleet`: the entry counts on from `stored` (its spend since is still to write). A
+        second answer (a read and a sync raced) changes nothing: the first one set the base."""
+        if spend.based:
+            return
+        spend.own += stored
+        spend.synced_own = stored
+        spend.fleet = max(fleet, stored)
+        spend.based = True
         spend.read = True
 
     def prune(self, now: float) -> None:

@@ -459,3 +459,39 @@ async def test_a_forgotten_tenant_over_its_budget_stays_refused_when_the_store_d
         await spend(fleet, "other", 0.1)  # a tenant it never knew: fail-open serves it
     finally:
         await fleet.close()
+
+
+async def test_a_tenant_forgotten_and_back_keeps_one_field_and_every_cost(store: RedisServer) -> None:
+    clock = [time.time()]
+    settings = StoreSettings(url=store.url, password_file=store.password_file, sync_seconds=3600)
+    fleet = FleetAccounts(settings, Metrics(), namespace="team-a", worker="app-0", clock=lambda: clock[0])
+
+    def fields() -> dict[str, str]:
+        [key] = store.client().keys("modelroute:{n/team-a/main/t/acme}:s:*")
+        return dict(store.client().hgetall(key))
+
+    try:
+        await spend(fleet, "acme", 0.2)
+        await fleet.sync_once()
+        for _ in range(3):  # forgotten while idle, back: it counts on from its own field
+            clock[0] += ACTIVE_SECONDS
+            await fleet.sync_once()
+            assert ("n/team-a/main/t/acme", "day") not in fleet.ledger.spends
+            await spend(fleet, "acme", 0.1)
+            await fleet.sync_once()
+        assert list(fields()) == [fleet.worker]  # one field per process, however often it comes back
+        assert stored_spend(store, "acme") == pytest.approx(0.5)
+        # forgotten again, then spent while the store is away: the new entry learns its base before it
+        # writes, so the figure written is 0.6, not the 0.1 spent since
+        clock[0] += ACTIVE_SECONDS
+        await fleet.sync_once()
+        store.kill()
+        await spend(fleet, "acme", 0.1)  # fail-open: judged against the 0.5 it knew
+        assert not fleet.up
+        store.start()
+        await fleet.sync_once()  # back: reads its field (the base) ...
+        await fleet.sync_once()  # ... then writes on from it
+        assert list(fields()) == [fleet.worker]
+        assert stored_spend(store, "acme") == pytest.approx(0.6)
+    finally:
+        await fleet.close()

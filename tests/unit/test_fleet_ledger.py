@@ -186,10 +186,13 @@ def test_made_up_tenants_are_capped_and_unwritten_spend_is_never_dropped() -> No
         for spend in list(ledger.spends.values()):
             ledger.synced(spend, spend.own, spend.own)
     assert len(ledger.tenants["chat"]) == 3 and len(ledger.spends) == 6
-    # a tenant tracked again starts a new incarnation (its own store field) and is read before judged
+    # a tenant tracked again is read before judged, and counts on from what this process wrote before
     again = first_read(ledger, meters_of(p, "ns", "t0", ""), NOW + 6)
     assert {r.key[1] for r in again} == {"day", "month"}
-    assert all(r.spend.serial > 6 and r.spend.own == 0 for r in again)
+    assert all(not r.spend.based and r.spend.own == 0 for r in again)
+    ledger.based(again[0].spend, 0.1, 0.4)  # the store: this process's field holds 0.1, the fleet 0.4
+    ledger.based(again[0].spend, 0.1, 0.4)  # a second answer (a read and a sync raced): no change
+    assert (again[0].spend.own, again[0].spend.synced_own, again[0].spend.known) == (0.1, 0.1, 0.4)
 
 
 def test_idle_written_spend_is_forgotten_and_unwritten_spend_kept() -> None:
