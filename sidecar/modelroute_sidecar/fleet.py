@@ -18,15 +18,22 @@ round trip per request:
   (the last total plus its own spend since) is under the hard stop. Over-spend is therefore bounded by
   what the fleet admits within one sync interval before the total crosses the stop, plus the answers in
   flight at that moment. A process reads a budget's fleet total before it first admits against it (one
-  round trip per subject and period, like a lease's first grant): it never judges a budget blind.
+  round trip per subject and period, like a lease's first grant). When the read fails or the store is
+  unreachable (fail-open), a budget is judged against the last total the process knew: a forgotten
+  entry's is kept (`FORGOTTEN_TOTALS`, bounded) and seeds the next one, so the process never admits
+  blind against a budget it knew to be spent (one it never read counts from its own spend).
 - **Bounded per process.** A tenant's spend is tracked only while it matters: an idle subject whose spend
   is written is forgotten (the store keeps it; the next request reads it back), and a policy tracks at
   most `TENANTS_PER_POLICY` tenant subjects (made-up tenant names cannot grow memory). Past the cap the
-  least recently used written subject is set aside, and the oldest lease whose debts are reported is
-  dropped (its unused grant stranded: under-admission); when nothing can go yet (store unreachable, or
-  all spend of the last sync interval) a new tenant is refused with 503 `fleet_tenants_full` rather than
-  admitted unbudgeted. Each incarnation of a subject in a process writes its own field of the spend hash
-  (`Spend.serial`): a forgotten subject's total stays in the store and a later one adds to it.
+  least recently used written subject is set aside, and the oldest lease of a minute before the previous
+  one whose debts are reported is dropped (a lease of the current or previous minute never is: made
+  again, its cumulative debt would restart from 0 and lower the store's count); when nothing can go yet
+  (store unreachable, all spend of the last sync interval, or the cap's worth of leases of this minute) a
+  new tenant is refused with 503 `fleet_tenants_full` rather than admitted unbudgeted: under-admission,
+  never over. The search looks at most `EVICTION_STEPS` entries per admission. A process writes one
+  field of a subject's spend hash, its running total of the period: a forgotten subject's total stays in
+  the store, and an entry made again for it first reads that field (`Spend.based`) and counts on from
+  it, so nothing written before is overwritten by a smaller figure.
 - **The store unreachable**: `fail_mode: open` admits under per-process limits (each process enforces the
   whole per-minute limit by itself, and its known spend against the budgets) and keeps every count, which
   is written when the store returns; `closed` refuses covered requests with 503.
@@ -55,6 +62,14 @@ ACTIVE_SECONDS = 120.0
 figures stay in the store)."""
 TENANTS_PER_POLICY = 4096
 """Tenant subjects with budgets one process tracks per policy (~600 bytes each, day and month)."""
+EVICTION_STEPS = 32
+"""Entries a new tenant's admission looks at for one to set aside before it is refused: a flood of new
+names while nothing can go (the store unreachable) costs a bounded walk each, not one over the table."""
+FORGOTTEN_TOTALS = 16384
+"""Forgotten budgets whose last known fleet total a process keeps (least recently forgotten dropped
+first; ~300 bytes each, so at most ~5 MiB, reached only by that many spending tenants gone idle): a
+tenant forgotten and back while the store is unreachable is judged against what the process knew it had
+spent, never from 0."""
 
 Period = Literal["day", "month"]
 PERIODS: tuple[Period, ...] = ("day", "month")
@@ -200,9 +215,10 @@ class Spend:
     fleet: float = 0.0
     """The fleet's total as of that write (this process's part included)."""
     used_at: float = 0.0
-    serial: int = 0
-    """This incarnation's number in the process: its field in the store's spend hash is the worker's id
-    and this number, so a subject forgotten and tracked again never overwrites what it wrote before."""
+    based: bool = False
+    """`own` includes what this process wrote to the store for the subject and period before the entry
+    was made (an earlier entry, forgotten): until then the entry only reads its field of the spend hash,
+    never writes it (a smaller running total would overwrite spend the store has)."""
     read: bool = False
     """The fleet's total has been read from the store: until then the budget is not judged."""
 
@@ -276,7 +292,9 @@ class Ledger:
         self.lease_tenants: dict[str, dict[tuple[str, int], None]] = {}
         """Per policy, the tenant leases by (subject, minute), oldest first (bounded the same way)."""
         self.tenants_per_policy = tenants_per_policy
-        self._serial = 0
+        self.forgotten: dict[tuple[str, Period], tuple[str, float]] = {}
+        """By (subject, period), the (period window, fleet total) a forgotten spend entry last knew, in
+        order of forgetting, at most `FORGOTTEN_TOTALS`: a new entry for the subject starts from it."""
 
     # ------------------------------------------------------------------------------ admission
 
@@ -291,8 +309,12 @@ class Ledger:
         key = (meter.subject, period)
         spend = self.spends.get(key)
         if spend is None or spend.window != window:
-            self._serial += 1
-            spend = self.spends[key] = Spend(window, budget, meter.policy, meter.tenant, serial=self._serial)
+            spend = self.spends[key] = Spend(window, budget, meter.policy, meter.tenant)
+            last = self.forgotten.pop(key, None)
+            if last is not None and last[0] == window:
+                # what an earlier entry knew: judged against it until the store is read (and if the
+                # store is unreachable, instead of a blind 0); the store's total replaces it on the read
+                spend.fleet = last[1]
             if meter.tenant:
                 self.tenants.setdefault(meter.policy, {})[meter.subject] = None
         spend.budget = budget
@@ -321,8 +343,8 @@ class Ledger:
                     503,
                     "fleet_tenants_full",
                     f"policy {meter.policy!r} tracks the limits of at most {self.tenants_per_policy} "
-                    "tenants per sidecar process, and none can be set aside before the fleet store has "
-                    "its counts; retry shortly",
+                    "tenants per sidecar process, and none can be set aside yet (counts the fleet store "
+                    "does not have yet, or leases of this minute); retry shortly",
                     1.0,
                     "tenants-full",
                 )
@@ -415,7 +437,9 @@ class Ledger:
             return True
         if len(held) < self.tenants_per_policy:
             return True
-        for subject in held:
+        for step, subject in enumerate(held):
+            if step >= EVICTION_STEPS:
+                return False
             entries = [s for p in PERIODS if (s := self.spends.get((subject, p))) is not None]
             if all(s.written for s in entries):
                 break
@@ -426,16 +450,22 @@ class Ledger:
 
     def _lease_room(self, meter: Meter, window: int) -> bool:
         """Whether the meter's tenant may hold a lease this minute: it has one, the policy is under the
-        cap, or the policy's oldest lease whose debts are reported can be dropped (its unused grant is
-        stranded: under-admission, never over)."""
+        cap, or the policy's oldest lease of a minute before the previous one, its debts reported, can be
+        dropped. A lease of the current or previous minute is never dropped: answers in flight still
+        settle against it, and a lease made again for the same minute would start its cumulative debt
+        from 0, which the store's script (one running total per worker and minute) would take as a
+        lower figure and subtract from the fleet's count: over-admission. So past the cap a new tenant
+        waits (503 `fleet_tenants_full`) until the minute turns: under-admission, never over."""
         key = (meter.subject, window)
         if key in self.leases:
             return True
         held = self.lease_tenants.setdefault(meter.policy, {})
         if len(held) >= self.tenants_per_policy:
-            for old in held:
+            for step, old in enumerate(held):
+                if step >= EVICTION_STEPS:
+                    return False
                 lease = self.leases.get(old)
-                if lease is None or (_reported(lease) and not lease.refilling):
+                if lease is None or (lease.window < window - 1 and _reported(lease) and not lease.refilling):
                     del held[old]
                     self.leases.pop(old, None)
                     break
@@ -446,7 +476,9 @@ class Ledger:
 
     def _forget(self, subject: str, policy: str) -> None:
         for period in PERIODS:
-            self.spends.pop((subject, period), None)
+            spend = self.spends.pop((subject, period), None)
+            if spend is not None:
+                self._remember((subject, period), spend)
         held = self.tenants.get(policy)
         if held is not None:
             held.pop(subject, None)
@@ -549,6 +581,18 @@ class Ledger:
         spend.fleet = max(fleet, own)
         spend.read = True
 
+    def based(self, spend: Spend, stored: float, fleet: float) -> None:
+        """The store says this process's field for the entry's subject and period holds `stored` and the
+        fleet total is `fleet`: the entry counts on from `stored` (its spend since is still to write). A
+        second answer (a read and a sync raced) changes nothing: the first one set the base."""
+        if spend.based:
+            return
+        spend.own += stored
+        spend.synced_own = stored
+        spend.fleet = max(fleet, stored)
+        spend.based = True
+        spend.read = True
+
     def prune(self, now: float) -> None:
         """Forget leases of past minutes (their debts reported), and spends of past periods or idle for
         `ACTIVE_SECONDS`, once written."""
@@ -565,12 +609,25 @@ class Ledger:
             ended = spend.window != period_window(spend_key[1], now)
             if (ended or now - spend.used_at >= ACTIVE_SECONDS) and spend.written:
                 del self.spends[spend_key]
+                if not ended:
+                    self._remember(spend_key, spend)
         for policy, held in list(self.tenants.items()):
             for subject in list(held):
                 if all((subject, period) not in self.spends for period in PERIODS):
                     del held[subject]
             if not held:
                 del self.tenants[policy]
+
+    def _remember(self, key: tuple[str, Period], spend: Spend) -> None:
+        """Keep the fleet total a forgotten entry knew (budgets protect money: a tenant back while the
+        store is unreachable must not be judged from 0). Bounded: the least recently forgotten goes."""
+        known = spend.known
+        self.forgotten.pop(key, None)
+        if known <= 0:
+            return
+        if len(self.forgotten) >= FORGOTTEN_TOTALS:
+            del self.forgotten[next(iter(self.forgotten))]
+        self.forgotten[key] = (spend.window, known)
 
     def spend_gauges(self) -> dict[tuple[str, ...], float]:
         """(policy, subject, period) → USD, for metrics: `policy` the policy-wide budget's total,

@@ -71,9 +71,10 @@ redis.call('EXPIRE', h, ARGV[8])
 return {gr, gt}
 """
 
-# KEYS[1]: a subject's spend hash of one period. ARGV: the field (worker id and incarnation), its
-# cumulative spend, ttl. Each incarnation of a subject in a worker owns one field holding its running
-# total (a set, not an increment: idempotent); the fleet's total is their sum. A spend of 0 only reads.
+# KEYS[1]: a subject's spend hash of one period. ARGV: the field (the worker's id), its cumulative spend,
+# ttl. Each worker process owns one field holding its running total (a set, not an increment:
+# idempotent); the fleet's total is their sum. A spend of 0 only reads; a negative one only reads (an
+# entry that does not know its base yet). Returns the total and the field's value.
 SPEND_SCRIPT = """
 local h = KEYS[1]
 if tonumber(ARGV[2]) > 0 then
@@ -82,8 +83,10 @@ if tonumber(ARGV[2]) > 0 then
 end
 local total = 0
 for _, v in ipairs(redis.call('HVALS', h)) do total = total + tonumber(v) end
-return tostring(total)
+return {tostring(total), redis.call('HGET', h, ARGV[1]) or '0'}
 """
+READ_ONLY = "-1"
+"""The spend figure of an entry that reads its base (`Spend.based`): the script writes nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,9 +421,19 @@ class FleetAccounts:
         lease.reported_debt_requests, lease.reported_debt_tokens = args[5], args[6]
         self.ledger.granted(need, requests, tokens)
 
-    def field_of(self, spend: Spend) -> str:
-        """This process's field in a subject's spend hash, one per incarnation of the entry."""
-        return f"{self.worker}/{spend.serial}"
+    def spend_args(self, period: str, spend: Spend) -> tuple[list[Any], float | None]:
+        """A spend entry's script arguments and the figure they write (None: a read of its base)."""
+        ttl = DAY_TTL if period == "day" else MONTH_TTL
+        if not spend.based:
+            return [self.worker, READ_ONLY, ttl], None
+        return [self.worker, repr(spend.own), ttl], spend.own
+
+    def _answered(self, spend: Spend, wrote: float | None, answer: Any) -> None:
+        total, stored = float(answer[0]), float(answer[1])
+        if wrote is None:
+            self.ledger.based(spend, stored, total)
+        else:
+            self.ledger.synced(spend, wrote, total)
 
     async def _read_once(self, reads: list[SpendRead]) -> None:
         """Read the fleet totals of budgets this process has not judged yet; a read in flight for the
@@ -447,22 +460,19 @@ class FleetAccounts:
     async def _read(self, reads: list[SpendRead]) -> None:
         assert self.client is not None
         spends = []
-        owns = []
+        wrote = []
         for read in reads:
-            ttl = DAY_TTL if read.key[1] == "day" else MONTH_TTL
-            # any spend already settled is written with it: the same idempotent set as a sync's
-            own = read.spend.own
-            owns.append(own)
-            spends.append(
-                (spend_key(read.key[0], read.spend.window), [self.field_of(read.spend), repr(own), ttl])
-            )
+            # a new entry reads its base (this process's field) with the total; the next sync writes
+            args, figure = self.spend_args(read.key[1], read.spend)
+            wrote.append(figure)
+            spends.append((spend_key(read.key[0], read.spend.window), args))
         try:
-            totals = await asyncio.wait_for(self.client.sync([], spends), STORE_TIMEOUT_SECONDS)
+            answers = await asyncio.wait_for(self.client.sync([], spends), STORE_TIMEOUT_SECONDS)
         except self._store_errors as exc:
             self._failed(exc)
             return
-        for read, own, total in zip(reads, owns, totals, strict=True):
-            self.ledger.synced(read.spend, own, float(total))
+        for read, figure, answer in zip(reads, wrote, answers, strict=True):
+            self._answered(read.spend, figure, answer)
 
     async def sync_once(self) -> None:
         """Report debts and spend, read fleet totals: one round trip."""
@@ -487,11 +497,9 @@ class FleetAccounts:
         spends = []
         keys = []
         for subject_period, spend in self.ledger.active_spends(now):
-            ttl = DAY_TTL if subject_period[1] == "day" else MONTH_TTL
-            spends.append(
-                (spend_key(subject_period[0], spend.window), [self.field_of(spend), repr(spend.own), ttl])
-            )
-            keys.append((spend, spend.own))
+            args, figure = self.spend_args(subject_period[1], spend)
+            spends.append((spend_key(subject_period[0], spend.window), args))
+            keys.append((spend, figure))
         if not grants and not spends:
             self._publish()
             return
@@ -502,8 +510,8 @@ class FleetAccounts:
             return
         for (lease, debt_r, debt_t), _ in zip(leases, answers, strict=False):
             lease.reported_debt_requests, lease.reported_debt_tokens = debt_r, debt_t
-        for (spend, own), total in zip(keys, answers[len(grants) :], strict=True):
-            self.ledger.synced(spend, own, float(total))
+        for (spend, figure), answer in zip(keys, answers[len(grants) :], strict=True):
+            self._answered(spend, figure, answer)
         self._publish()
 
     def _publish(self) -> None:
@@ -537,6 +545,8 @@ class FleetAccounts:
         if self.client is not None and self.in_use:
             with contextlib.suppress(Exception):
                 await self.sync_once()
+                if any(not s.based and not s.written for s in self.ledger.spends.values()):
+                    await self.sync_once()  # entries that read their base just now write after it
             await self.client.close()
 
     # ------------------------------------------------------------------------------------------ stats

@@ -14,7 +14,7 @@ import pytest
 
 from modelroute_contract import FleetLimits, PolicyConfig, RouterConfig, RuleConfig, Target
 from modelroute_sidecar.errors import ApiError
-from modelroute_sidecar.fleet import chunk_of
+from modelroute_sidecar.fleet import ACTIVE_SECONDS, chunk_of
 from modelroute_sidecar.fleetstore import FleetAccounts, StoreSettings
 from modelroute_sidecar.metrics import Metrics
 from modelroute_sidecar.proxy import Exchange
@@ -394,5 +394,104 @@ async def test_a_tenant_set_aside_past_the_cap_keeps_its_spend_in_the_store(stor
             await spend(fleet, "t4", 0.1)
         assert (full.value.status, full.value.code) == (503, "fleet_tenants_full")
         assert "at most 2 tenants" in full.value.message
+    finally:
+        await fleet.close()
+
+
+async def test_a_tenant_past_the_lease_cap_never_lowers_the_fleet_count_of_the_minute(
+    store: RedisServer,
+) -> None:
+    limited = PolicyConfig(
+        name="main",
+        virtual_models=("auto",),
+        rules=(RuleConfig(name="all", targets=(Target(endpoint="e", weight=1),)),),
+        fleet_limits=FleetLimits.model_validate({"tenants": [{"tokensPerMinute": 1000}]}),
+    )
+    now = time.time()  # frozen: every call below is in the same minute
+    settings = StoreSettings(url=store.url, password_file=store.password_file, sync_seconds=3600)
+    fleet = FleetAccounts(settings, Metrics(), namespace="team-a", worker="app-0", clock=lambda: now)
+    fleet.ledger.tenants_per_policy = 2
+
+    async def ask(tenant: str, estimate: int) -> Exchange:
+        exchange = Exchange("r", "chat")
+        await fleet.admit(limited, tenant, "", estimate, exchange)
+        return exchange
+
+    def tokens_counted() -> int:
+        [key] = store.client().keys("modelroute:{n/team-a/main/t/a}:m:*")
+        return int(store.client().hget(key, "t"))
+
+    try:
+        first = await ask("a", 100)
+        first.tokens_in, first.tokens_out = 400, 500  # 800 beyond the estimate: debt, reported by the sync
+        fleet.settle(first)
+        await fleet.sync_once()
+        counted = tokens_counted()
+        assert counted >= 900
+        await ask("b", 1)
+        with pytest.raises(ApiError) as full:  # a's lease of this minute is not dropped for a newcomer
+            await ask("c", 1)
+        assert (full.value.status, full.value.code) == (503, "fleet_tenants_full")
+        await ask("a", 1)  # a again: its lease still carries the reported debt
+        await fleet.sync_once()
+        assert tokens_counted() >= counted
+    finally:
+        await fleet.close()
+
+
+async def test_a_forgotten_tenant_over_its_budget_stays_refused_when_the_store_dies(
+    store: RedisServer,
+) -> None:
+    clock = [time.time()]
+    settings = StoreSettings(url=store.url, password_file=store.password_file, sync_seconds=3600)
+    fleet = FleetAccounts(settings, Metrics(), namespace="team-a", worker="app-0", clock=lambda: clock[0])
+    try:
+        await spend(fleet, "acme", 1.2)  # over the 1.0 stop, written below
+        await fleet.sync_once()
+        clock[0] += ACTIVE_SECONDS
+        await fleet.sync_once()  # idle and written: forgotten by this process
+        assert ("n/team-a/main/t/acme", "day") not in fleet.ledger.spends
+        store.kill()  # the read of the tenant's total fails: fail-open judges what the process knew
+        with pytest.raises(ApiError) as refused:
+            await spend(fleet, "acme", 0.1)
+        assert (refused.value.status, refused.value.code) == (429, "budget_exceeded")
+        assert not fleet.up
+        await spend(fleet, "other", 0.1)  # a tenant it never knew: fail-open serves it
+    finally:
+        await fleet.close()
+
+
+async def test_a_tenant_forgotten_and_back_keeps_one_field_and_every_cost(store: RedisServer) -> None:
+    clock = [time.time()]
+    settings = StoreSettings(url=store.url, password_file=store.password_file, sync_seconds=3600)
+    fleet = FleetAccounts(settings, Metrics(), namespace="team-a", worker="app-0", clock=lambda: clock[0])
+
+    def fields() -> dict[str, str]:
+        [key] = store.client().keys("modelroute:{n/team-a/main/t/acme}:s:*")
+        return dict(store.client().hgetall(key))
+
+    try:
+        await spend(fleet, "acme", 0.2)
+        await fleet.sync_once()
+        for _ in range(3):  # forgotten while idle, back: it counts on from its own field
+            clock[0] += ACTIVE_SECONDS
+            await fleet.sync_once()
+            assert ("n/team-a/main/t/acme", "day") not in fleet.ledger.spends
+            await spend(fleet, "acme", 0.1)
+            await fleet.sync_once()
+        assert list(fields()) == [fleet.worker]  # one field per process, however often it comes back
+        assert stored_spend(store, "acme") == pytest.approx(0.5)
+        # forgotten again, then spent while the store is away: the new entry learns its base before it
+        # writes, so the figure written is 0.6, not the 0.1 spent since
+        clock[0] += ACTIVE_SECONDS
+        await fleet.sync_once()
+        store.kill()
+        await spend(fleet, "acme", 0.1)  # fail-open: judged against the 0.5 it knew
+        assert not fleet.up
+        store.start()
+        await fleet.sync_once()  # back: reads its field (the base) ...
+        await fleet.sync_once()  # ... then writes on from it
+        assert list(fields()) == [fleet.worker]
+        assert stored_spend(store, "acme") == pytest.approx(0.6)
     finally:
         await fleet.close()

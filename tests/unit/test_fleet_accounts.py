@@ -38,7 +38,7 @@ class ScriptedStore:
             fields = self.spend.setdefault(key, {})
             if float(own) > 0:
                 fields[field] = float(own)
-            answers.append(str(sum(fields.values())))
+            answers.append([str(sum(fields.values())), str(fields.get(field, 0.0))])  # as SPEND_SCRIPT
         return answers
 
     async def close(self) -> None:

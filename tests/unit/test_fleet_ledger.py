@@ -10,8 +10,10 @@ import pytest
 from modelroute_contract import FleetLimits, PolicyConfig, RuleConfig, Target
 from modelroute_contract.stats import BudgetFigures, FleetFigures, StatsSnapshot
 from modelroute_operator.logic.fleet_report import budget_state, fleet_report, format_spend, spend_rows
+from modelroute_sidecar import fleet
 from modelroute_sidecar.fleet import (
     ACTIVE_SECONDS,
+    EVICTION_STEPS,
     GrantNeed,
     Ledger,
     Meter,
@@ -184,10 +186,13 @@ def test_made_up_tenants_are_capped_and_unwritten_spend_is_never_dropped() -> No
         for spend in list(ledger.spends.values()):
             ledger.synced(spend, spend.own, spend.own)
     assert len(ledger.tenants["chat"]) == 3 and len(ledger.spends) == 6
-    # a tenant tracked again starts a new incarnation (its own store field) and is read before judged
+    # a tenant tracked again is read before judged, and counts on from what this process wrote before
     again = first_read(ledger, meters_of(p, "ns", "t0", ""), NOW + 6)
     assert {r.key[1] for r in again} == {"day", "month"}
-    assert all(r.spend.serial > 6 and r.spend.own == 0 for r in again)
+    assert all(not r.spend.based and r.spend.own == 0 for r in again)
+    ledger.based(again[0].spend, 0.1, 0.4)  # the store: this process's field holds 0.1, the fleet 0.4
+    ledger.based(again[0].spend, 0.1, 0.4)  # a second answer (a read and a sync raced): no change
+    assert (again[0].spend.own, again[0].spend.synced_own, again[0].spend.known) == (0.1, 0.1, 0.4)
 
 
 def test_idle_written_spend_is_forgotten_and_unwritten_spend_kept() -> None:
@@ -290,25 +295,104 @@ def test_the_fleet_report_names_unreachable_sidecars_and_raises_events_on_transi
     assert "acme" in table and "7.0000" in table and "Soft" in table
 
 
-def test_made_up_tenants_cannot_grow_the_leases_and_unreported_debt_is_kept() -> None:
+def test_made_up_tenants_cannot_grow_the_leases_and_no_lease_of_this_minute_is_dropped() -> None:
     p = policy({"tenants": [{"requestsPerMinute": 10}]})
     ledger = Ledger(tenants_per_policy=2)
-    for tenant in ("t1", "t2", "t3", "t4"):  # the store up: the oldest lease is dropped for a newcomer
-        need = ledger.admit(meters_of(p, "ns", tenant, ""), 0, NOW, True, "open")
+
+    def granted_ticket(tenant: str, now: float) -> None:
+        need = ledger.admit(meters_of(p, "ns", tenant, ""), 0, now, True, "open")
         assert isinstance(need, list) and isinstance(need[0], GrantNeed), need
         ledger.granted(need[0], 1, 0)
-        assert isinstance(ledger.admit(meters_of(p, "ns", tenant, ""), 0, NOW, True, "open"), Ticket)
+        assert isinstance(ledger.admit(meters_of(p, "ns", tenant, ""), 0, now, True, "open"), Ticket)
+
+    for tenant in ("t1", "t2"):
+        granted_ticket(tenant, NOW)
+    # the cap reached with leases of this minute, their counts all reported: still none is dropped (made
+    # again for the same minute, a lease's debt would restart from 0 and lower the store's count)
+    for now in (NOW, NOW + 60):  # nor one of the previous minute: its answers may still settle
+        refused = ledger.admit(meters_of(p, "ns", "t3", ""), 0, now, True, "open")
+        assert isinstance(refused, Refusal) and (refused.status, refused.code) == (503, "fleet_tenants_full")
+    assert sorted(subject for subject, _ in ledger.leases) == ["n/ns/chat/t/t1", "n/ns/chat/t/t2"]
+    # two minutes on, the old leases (reported) make room, oldest first
+    granted_ticket("t3", NOW + 120)
+    granted_ticket("t4", NOW + 120)
     assert sorted(subject for subject, _ in ledger.leases) == ["n/ns/chat/t/t3", "n/ns/chat/t/t4"]
     assert len(ledger.lease_tenants["chat"]) == 2
     # the store away (fail-open): what the leases admit is debt not yet reported, so nothing is dropped
+    later = NOW + 240
     for tenant in ("t3", "t4"):
-        assert isinstance(ledger.admit(meters_of(p, "ns", tenant, ""), 0, NOW, False, "open"), Ticket)
-    refused = ledger.admit(meters_of(p, "ns", "t5", ""), 0, NOW, False, "open")
+        assert isinstance(ledger.admit(meters_of(p, "ns", tenant, ""), 0, NOW + 120, False, "open"), Ticket)
+    refused = ledger.admit(meters_of(p, "ns", "t5", ""), 0, later, False, "open")
     assert isinstance(refused, Refusal) and (refused.status, refused.code) == (503, "fleet_tenants_full")
     assert {lease.debt_requests for lease in ledger.leases.values()} == {1}
-    ledger.prune(NOW + 180)  # past minutes go once reported; the registry follows
+    ledger.prune(later)  # past minutes go once reported; the registry follows
     assert len(ledger.leases) == 2
     for lease in ledger.leases.values():
         lease.reported_debt_requests = lease.debt_requests
-    ledger.prune(NOW + 180)
+    ledger.prune(later)
     assert ledger.leases == {} and ledger.lease_tenants == {}
+
+
+def test_a_new_name_walks_a_bounded_part_of_a_full_table() -> None:
+    p = policy({"tenants": [{"daily": {"hardUsd": 1.0}}]})
+    ledger = Ledger(tenants_per_policy=EVICTION_STEPS + 1)
+    for i in range(EVICTION_STEPS + 1):
+        spent_tenant(ledger, p, f"t{i}", NOW)
+    # only the last one (past the bounded walk) is written: a newcomer is refused rather than walking on
+    last = ledger.spends[(f"n/ns/chat/t/t{EVICTION_STEPS}", "day")]
+    ledger.synced(last, last.own, last.own)
+    refused = ledger.admit(meters_of(p, "ns", "new", ""), 0, NOW, False, "open")
+    assert isinstance(refused, Refusal) and refused.code == "fleet_tenants_full"
+    first = ledger.spends[("n/ns/chat/t/t0", "day")]
+    ledger.synced(first, first.own, first.own)  # the least recently used written: it is set aside
+    assert isinstance(ledger.admit(meters_of(p, "ns", "new", ""), 0, NOW, False, "open"), Ticket)
+    assert ("n/ns/chat/t/t0", "day") not in ledger.spends
+
+
+def test_a_forgotten_tenant_over_its_budget_is_refused_while_the_store_is_unreachable() -> None:
+    p = policy({"tenants": [{"daily": {"hardUsd": 1.0}}], "failMode": "open"})
+    ledger = Ledger()
+    meters = meters_of(p, "ns", "acme", "")
+    [read] = first_read(ledger, meters)
+    ledger.synced(read.spend, 0.0, 1.5)  # the fleet already spent 1.5 of 1.0
+    assert isinstance(ledger.admit(meters, 0, NOW, False, "open"), Refusal)
+    ledger.prune(NOW + ACTIVE_SECONDS)  # idle and written: forgotten, its last total remembered
+    assert ("n/ns/chat/t/acme", "day") not in ledger.spends
+    later = NOW + ACTIVE_SECONDS + 1
+    refused = ledger.admit(meters, 0, later, False, "open")  # the store down: judged on what it knew
+    assert isinstance(refused, Refusal) and refused.code == "budget_exceeded" and "1.50" in refused.message
+    # the store up: read first as always, and the store's total replaces the remembered one
+    ledger.prune(later + ACTIVE_SECONDS)
+    [again] = first_read(ledger, meters, later + ACTIVE_SECONDS)
+    assert again.spend.known == 1.5 and ledger.forgotten == {}
+    ledger.synced(again.spend, 0.0, 0.5)  # e.g. the store lost data: its figure is the truth
+    assert isinstance(ledger.admit(meters, 0, later + ACTIVE_SECONDS, True, "open"), Ticket)
+    # a tenant set aside for a newcomer past the cap is remembered the same way
+    small = Ledger(tenants_per_policy=1)
+    [read] = first_read(small, meters)
+    small.synced(read.spend, 0.0, 2.0)
+    spent_tenant(small, p, "other", NOW + 1)
+    assert isinstance(small.admit(meters, 0, NOW + 2, False, "open"), Refusal)  # `other` unwritten: full
+    for spend in small.spends.values():
+        small.synced(spend, spend.own, spend.own)
+    refused = small.admit(meters, 0, NOW + 2, False, "open")
+    assert isinstance(refused, Refusal) and refused.code == "budget_exceeded"
+
+
+def test_the_remembered_totals_are_bounded_and_end_with_their_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fleet, "FORGOTTEN_TOTALS", 3)
+    p = policy({"tenants": [{"daily": {"hardUsd": 1.0}}]})
+    ledger = Ledger()
+    for i in range(5):
+        spent_tenant(ledger, p, f"t{i}", NOW + i)
+    for spend in ledger.spends.values():
+        ledger.synced(spend, spend.own, spend.own)
+    ledger.prune(NOW + 4 + ACTIVE_SECONDS)
+    assert [k[0] for k in ledger.forgotten] == ["n/ns/chat/t/t2", "n/ns/chat/t/t3", "n/ns/chat/t/t4"]
+    # a tenant that never spent is not remembered; a remembered total of yesterday is not used today
+    first_read(ledger, meters_of(p, "ns", "idle", ""), NOW + 200)
+    ledger.prune(NOW + 200 + ACTIVE_SECONDS)
+    assert len(ledger.forgotten) == 3
+    tomorrow = NOW + 86400
+    assert isinstance(ledger.admit(meters_of(p, "ns", "t4", ""), 0, tomorrow, False, "open"), Ticket)
+    assert ledger.spends[("n/ns/chat/t/t4", "day")].known == 0
