@@ -37,7 +37,8 @@ def test_only_the_leader_acts_and_a_standby_takes_over(
         wait_for(lambda: "is standby" in second.log(), "the second replica to stand by")
         kubectl.apply(to_yaml(endpoint(), policy()), ns)
         wait_for(lambda: config_version(kubectl, ns), "the leader to compile")
-        assert f"pass {ns}:" in first.log()
+        # the pass logs its line after its ConfigMap write: poll for it rather than race the version
+        wait_for(lambda: f"pass {ns}:" in first.log(), "the leader's pass in its log")
         assert f"pass {ns}:" not in second.log(), "a standby must not act"
 
         # A clean stop releases the Lease: the standby takes over and acts on the next change.

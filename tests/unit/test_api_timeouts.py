@@ -105,4 +105,7 @@ def test_kopf_waits_are_bounded() -> None:
     assert settings.watching.server_timeout < settings.watching.client_timeout
     backoffs = settings.networking.error_backoffs
     assert isinstance(backoffs, tuple) and backoffs and max(backoffs) <= 1.0
+    # ...and enough of them to outlast an API server's restart (503 until its paths are installed):
+    # Kopf ends the operator when a watch's attempts are spent with a server error
+    assert sum(backoffs) >= 30
     assert settings.watching.reconnect_backoff <= 1.0

@@ -76,10 +76,14 @@ def context_of(memo: kopf.Memo) -> OperatorContext:
 API_THREADS = CONNECTIONS
 """Worker threads for API calls (see `start`), one kept-alive connection each."""
 
-API_RETRY_BACKOFFS = (0.2, 0.5, 1.0)
-"""Kopf's waits between attempts of one API request (its default climbs to 21 s). When they are spent the
-watch starts over after `reconnect_backoff`, so while the API server is away it is retried at least
-every second, and the operator is back within about a second of it answering."""
+API_RETRY_BACKOFFS = (0.2, 0.5, *([1.0] * 58))
+"""Kopf's waits between attempts of one API request (its default climbs to 21 s): never more than 1 s
+apart, so the operator is back within about a second of the API server answering, and about a minute of
+them in all. Kopf gives up on a watch whose attempts are spent with a server error, and that ends the
+whole operator: an API server that is starting again answers 503 ("the request has been made before all
+known HTTP paths have been installed") for seconds, so three attempts (1.7 s) were too few to survive
+its restart on a loaded node. A connection refused or closed is not counted here: Kopf re-authenticates
+and watches again after `reconnect_backoff`."""
 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
