@@ -37,6 +37,21 @@ def endpoint(
     }
 
 
+def local_endpoint(
+    name: str, url: str, region: str = "eu-west-1", compliance: list[str] | None = None
+) -> dict[str, Any]:
+    """A ModelEndpoint with one replica, named after its region, at a fake upstream's `url`; probing off."""
+    replica: dict[str, Any] = {"name": region, "region": region, "url": url}
+    if compliance is not None:
+        replica["compliance"] = compliance
+    return {
+        "apiVersion": "modelroute.dev/v1alpha1",
+        "kind": "ModelEndpoint",
+        "metadata": {"name": name},
+        "spec": {"model": f"org/{name}", "healthCheck": {"enabled": False}, "replicas": [replica]},
+    }
+
+
 def policy(
     name: str = "support", endpoint_name: str = "llama", models: list[str] | None = None
 ) -> dict[str, Any]:

@@ -6,29 +6,16 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import Cluster
 from tests.e2e.load import Load
 from tests.kube_harness import wait_for
+from tests.manifests import local_endpoint as endpoint
 from tests.manifests import to_yaml
 
 pytestmark = pytest.mark.e2e
-
-
-def endpoint(name: str, url: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelroute.dev/v1alpha1",
-        "kind": "ModelEndpoint",
-        "metadata": {"name": name},
-        "spec": {
-            "model": f"org/{name}",
-            "healthCheck": {"enabled": False},
-            "replicas": [{"name": "eu-west-1", "region": "eu-west-1", "url": url}],
-        },
-    }
 
 
 def test_feedback_moves_a_bandit_rule_to_the_better_endpoint(cluster: Cluster) -> None:

@@ -15,6 +15,7 @@ import pytest
 from tests.e2e.conftest import Cluster
 from tests.e2e.load import Load
 from tests.kube_harness import OperatorProcess, wait_for
+from tests.manifests import local_endpoint as endpoint
 from tests.manifests import to_yaml
 
 pytestmark = pytest.mark.e2e
@@ -39,18 +40,6 @@ def canary_setup(
             headers={"Content-Type": "application/json"},
         )
         urllib.request.urlopen(request, timeout=5).close()
-
-    def endpoint(name: str, url: str) -> dict[str, Any]:
-        return {
-            "apiVersion": "modelroute.dev/v1alpha1",
-            "kind": "ModelEndpoint",
-            "metadata": {"name": name},
-            "spec": {
-                "model": f"org/{name}",
-                "healthCheck": {"enabled": False},
-                "replicas": [{"name": "eu-west-1", "region": "eu-west-1", "url": url}],
-            },
-        }
 
     policy = {
         "apiVersion": "modelroute.dev/v1alpha1",

@@ -15,22 +15,10 @@ import pytest
 
 from tests.e2e.conftest import Cluster
 from tests.kube_harness import wait_for
+from tests.manifests import local_endpoint as endpoint
 from tests.manifests import to_yaml
 
 pytestmark = pytest.mark.e2e
-
-
-def endpoint(name: str, url: str, region: str, compliance: list[str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelroute.dev/v1alpha1",
-        "kind": "ModelEndpoint",
-        "metadata": {"name": name},
-        "spec": {
-            "model": f"org/{name}",
-            "healthCheck": {"enabled": False},
-            "replicas": [{"name": region, "region": region, "url": url, "compliance": compliance}],
-        },
-    }
 
 
 def setup(cluster: Cluster) -> None:
