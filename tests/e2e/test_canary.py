@@ -1,5 +1,6 @@
 """Canaries that run themselves on real traffic: promotion step by step, automatic rollback with the
-measured figures, and an operator restart mid-canary that neither repeats nor skips a step."""
+measured figures, a mirror phase judged on shadow copies before any user meets the candidate, and an
+operator restart mid-canary that neither repeats nor skips a step."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def canary_setup(
     before_canary: Callable[[], None] | None = None,
     analysis: dict[str, Any] | None = None,
     feedback: dict[str, float] | None = None,
+    mirror: dict[str, Any] | None = None,
 ) -> Load:
     stable, candidate = cluster.upstream("stable"), cluster.upstream("candidate")
     if candidate_fail_percent:
@@ -70,6 +72,7 @@ def canary_setup(
             "steps": [{"weight": 20, "pause": pause}, {"weight": 50, "pause": pause}],
             "analysis": {"maxErrorRatePercent": 10, "minRequests": 10, "failureLimit": 1, **(analysis or {})},
             "stickiness": {"header": "x-user-id"},
+            **({"mirror": mirror} if mirror else {}),
         },
     }
     if before_canary is not None:
@@ -157,6 +160,66 @@ def test_a_candidate_whose_answers_score_worse_is_rolled_back(cluster: Cluster) 
     assert analysis["stable"]["meanFeedbackScore"] == 0.9
     assert "below stable's 0.900" in analysis["message"]
     assert load.feedback_answers and set(load.feedback_answers) == {200}, set(load.feedback_answers)
+
+
+def events_of(cluster: Cluster) -> list[dict[str, Any]]:
+    events = cluster.kubectl.json(
+        "get", "events", "-n", cluster.namespace, "--field-selector", "involvedObject.name=llama-v2"
+    )
+    return list(events["items"])
+
+
+def test_a_mirror_phase_passes_on_shadow_copies_then_the_steps_run(cluster: Cluster) -> None:
+    load = canary_setup(cluster, mirror={"percent": 100, "pause": "3s"})
+    try:
+        mirroring = wait_for(
+            lambda: canary_status(cluster).get("phase") == "Mirroring", "the mirror phase", 30
+        )
+        assert mirroring
+        wait_for(
+            lambda: '"shadow":{"endpoint":"llama-v2"' in cluster.live_config_json(), "the mirror live", 30
+        )
+        status = wait_for(
+            lambda: (s := canary_status(cluster)).get("phase") == "Promoted" and s, "promotion", 90
+        )
+    finally:
+        load.stop()
+    assert step_sequence(status) == [
+        ("Mirroring", 0, 0),
+        ("Progressing", 0, 20),
+        ("Progressing", 1, 50),
+        ("Promoted", 1, 100),
+    ]
+    passed = [e for e in events_of(cluster) if e["reason"] == "MirrorPassed"]
+    assert passed and "copies to candidate 0.0% errors" in passed[0]["message"], passed
+    # The copies came from real client requests: the candidate's fake saw them marked as shadow copies.
+    seen = cluster.upstreams["candidate"].requests()
+    assert any(r["headers"].get("x-modelroute-shadow") == "1" for r in seen)
+    assert load.failures() == []
+    # Once promoted the mirror is gone from the config: only a mirroring canary copies.
+    wait_for(lambda: '"shadow"' not in cluster.live_config_json(), "the mirror removed", 30)
+
+
+def test_a_candidate_failing_its_copies_is_rolled_back_before_serving_anyone(cluster: Cluster) -> None:
+    """The candidate answers 30% of requests with 500s. Its copies fail, so the mirror phase rolls it back;
+    no client request was answered by it, and no client saw an error."""
+    load = canary_setup(cluster, candidate_fail_percent=30, mirror={"percent": 100, "pause": "3s"})
+    try:
+        status = wait_for(
+            lambda: (s := canary_status(cluster)).get("phase") == "RolledBack" and s, "rollback", 60
+        )
+    finally:
+        load.stop()
+    assert step_sequence(status) == [("Mirroring", 0, 0), ("RolledBack", 0, 0)]
+    analysis = status["lastAnalysis"]
+    assert analysis["verdict"] == "Fail" and analysis["message"].startswith("error rate"), analysis
+    assert analysis["candidate"]["requests"] >= 10 and analysis["candidate"]["errors"] > 0
+    assert analysis["stable"]["errors"] == 0  # the primary's answers to the very same requests
+    warnings = [e for e in events_of(cluster) if e["type"] == "Warning" and e["reason"] == "RolledBack"]
+    assert warnings and warnings[0]["message"].startswith("mirror failed analysis"), warnings
+    assert load.failures() == [], "clients never see a copy's answer"
+    assert "llama-v2" not in load.endpoints_since(0), "the candidate answered no client"
+    assert cluster.upstreams["candidate"].requests(), "the copies reached the candidate"
 
 
 def test_an_operator_restart_mid_canary_resumes_at_the_same_step(cluster: Cluster) -> None:

@@ -176,6 +176,18 @@ CASES = [
         "rolled back to a: rolled back",
     ),
     (
+        "canary-mirroring",
+        obj(
+            "Canary",
+            {"observedGeneration": 1, "conditions": [ready("True", "Live")], "phase": "Mirroring"},
+            candidate="next",
+            steps=[{"weight": 10}, {"weight": 50}],
+            mirror={"percent": 50},
+        ),
+        "Progressing",
+        "mirroring the route's requests to next before step 1/2",
+    ),
+    (
         "canary-unknown-phase",
         obj("Canary", {"observedGeneration": 1, "conditions": [ready("True", "Live")], "phase": "Exploded"}),
         "Unknown",

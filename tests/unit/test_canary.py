@@ -40,8 +40,9 @@ from modelroute_operator.logic.traffic import (
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 INF = math.inf
 BOUNDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-P, PROG, PAUSED, PROMOTED, ROLLED_BACK = (
+P, MIRRORING, PROG, PAUSED, PROMOTED, ROLLED_BACK = (
     CanaryPhase.PENDING,
+    CanaryPhase.MIRRORING,
     CanaryPhase.PROGRESSING,
     CanaryPhase.PAUSED,
     CanaryPhase.PROMOTED,
@@ -110,8 +111,14 @@ class Profile:
 class Traffic:
     stable: Side = field(default_factory=Side)
     candidate: Side = field(default_factory=Side)
+    primary: Side = field(default_factory=Side)
+    """The rule's shadow figures: the primary (stable) on the requests copied to the candidate..."""
+    copies: Side = field(default_factory=Side)
+    """...and the copies, as the candidate answered them (no feedback: clients never see them)."""
 
-    def flow(self, seconds: float, weight: int, rps: float, stable: Profile, candidate: Profile) -> None:
+    def flow(
+        self, seconds: float, weight: int, rps: float, stable: Profile, candidate: Profile, mirror: float = 0
+    ) -> None:
         total = int(seconds * rps)
         to_candidate = total * weight // 100
         for side, n, profile in (
@@ -120,9 +127,13 @@ class Traffic:
         ):
             feedback = 0 if profile.score is None else int(n * profile.feedback_share)
             side.add(n, round(n * profile.error_rate), profile.latency, feedback, profile.score or 0.0)
+        copied = int(total * mirror / 100)
+        self.primary.add(copied, round(copied * stable.error_rate), stable.latency)
+        self.copies.add(copied, round(copied * candidate.error_rate), candidate.latency)
 
     def stats(self) -> CanaryStats:
-        return CanaryStats(self.stable.stats(), self.candidate.stats())
+        mirror = CanaryStats(self.primary.stats(), self.copies.stats())
+        return CanaryStats(self.stable.stats(), self.candidate.stats(), mirror)
 
 
 def live_weight(status: CanaryStatus) -> int:
@@ -132,6 +143,11 @@ def live_weight(status: CanaryStatus) -> int:
     if status.phase == ROLLED_BACK:
         return 0
     return (status.desired_weight if status.desired_weight is not None else status.current_weight) or 0
+
+
+def live_mirror(spec: CanarySpec, status: CanaryStatus) -> float:
+    """The share of the route the compiler copies to the candidate (see build._build_mirror)."""
+    return spec.mirror.percent if spec.mirror is not None and status.phase == MIRRORING else 0.0
 
 
 def step(
@@ -196,7 +212,9 @@ def drive(
             status, baseline = roundtrip(status, baseline)
         if out.requeue_after is None:
             break
-        traffic.flow(out.requeue_after, live_weight(status), rps, stable, candidate)
+        traffic.flow(
+            out.requeue_after, live_weight(status), rps, stable, candidate, live_mirror(spec, status)
+        )
         now += timedelta(seconds=out.requeue_after)
     return Run(status, baseline, events, weights, now)
 
@@ -898,3 +916,184 @@ def test_a_restart_for_new_endpoints_clears_the_plugins_actions() -> None:
         canary(candidate="llama-v3"), aborted.status, run.now, Traffic().stats(), aborted.baseline
     )
     assert (restarted.status.phase, restarted.status.manual) == (PROG, None)
+
+
+# ------------------------------------------------------------------------------------ the mirror phase
+
+MIRROR = {"percent": 50, "pause": "2m"}
+
+
+def test_a_mirror_phase_judges_copies_before_any_user_sees_the_candidate() -> None:
+    run = drive(canary(mirror=MIRROR))
+    assert run.status.phase == PROMOTED
+    assert [(e.phase, e.step, e.weight) for e in run.status.history] == [
+        (MIRRORING, 0, 0),
+        (PROG, 0, 10),
+        (PROG, 1, 50),
+        (PROG, 2, 100),
+        (PROMOTED, 2, 100),
+    ]
+    assert [e.reason for e in run.events] == [
+        "Started",
+        "MirrorPassed",
+        "StepPassed",
+        "StepPassed",
+        "Promoted",
+    ]
+    assert run.weights[0] == 0, "the candidate serves nobody while mirrored"
+    assert run.status.history[0].message.endswith("mirroring 50% of the route's requests to llama-v2 for 2m")
+    assert run.now - T0 == timedelta(minutes=5)  # 2m mirror + 3 steps of 1m
+    passed = run.events[1].message
+    # 2 minutes at 10 rps, half of it copied: judged on the 600 copies and the same 600 primary answers.
+    assert "copies to candidate 0.0% errors (0/600)" in passed
+    assert "primary on the same requests 0.0% errors (0/600)" in passed
+
+
+def test_an_erroring_candidate_is_rolled_back_in_the_mirror_phase() -> None:
+    run = drive(canary(mirror=MIRROR), candidate=Profile(error_rate=0.3))
+    assert run.status.phase == ROLLED_BACK
+    assert set(run.weights) == {0}, "no request was ever answered by the candidate"
+    analysis = run.status.last_analysis
+    assert analysis is not None and (analysis.verdict, analysis.step) == ("Fail", 0)
+    assert (analysis.candidate.requests, analysis.candidate.errors) == (600, 180)
+    assert "error rate 30.0% > 5%" in analysis.message
+    warning = run.events[-1]
+    assert (warning.reason, warning.warning) == ("RolledBack", True)
+    assert warning.message.startswith("mirror failed analysis (1/1), rolled back: error rate 30.0% > 5%")
+
+
+def test_the_mirror_compares_latency_on_the_same_requests() -> None:
+    spec = canary(mirror=MIRROR, analysis={"minRequests": 20, "maxLatencyIncreasePercent": 50})
+    slow = drive(spec, candidate=Profile(latency=0.9), stable=Profile(latency=0.2))
+    assert slow.status.phase == ROLLED_BACK
+    assert "above the primary's" in slow.events[-1].message
+    same = drive(spec, candidate=Profile(latency=0.2), stable=Profile(latency=0.2))
+    assert same.status.phase == PROMOTED
+
+
+def test_the_mirror_phase_failure_limit_restarts_the_mirror() -> None:
+    spec = canary(mirror=MIRROR, analysis={"minRequests": 20, "failureLimit": 2})
+    run = drive(spec, candidate=Profile(error_rate=0.3))
+    assert [(e.phase, e.weight) for e in run.status.history] == [
+        (MIRRORING, 0),
+        (MIRRORING, 0),  # first failure: a fresh mirror window
+        (ROLLED_BACK, 0),
+    ]
+    assert [e.reason for e in run.events] == ["Started", "AnalysisFailed", "RolledBack"]
+
+
+def test_min_requests_counts_copies() -> None:
+    spec = canary(mirror={"percent": 1, "pause": "1m"}, analysis={"minRequests": 20})
+    out = step(spec, CanaryStatus(), T0, Traffic().stats(), None)
+    traffic = Traffic()
+    traffic.flow(60, 0, 10, Profile(), Profile(), mirror=1)  # 600 requests, 6 copied
+    held = step(spec, out.status, T0 + timedelta(minutes=1), traffic.stats(), out.baseline)
+    assert held.status.phase == MIRRORING
+    assert held.events[0].reason == "AnalysisInconclusive"
+    assert held.events[0].message.startswith("mirror holds: too little traffic (6/20 copies)")
+
+
+def test_feedback_gates_are_skipped_while_mirroring_and_apply_to_the_steps() -> None:
+    spec = canary(mirror=MIRROR, analysis={"minRequests": 20, "minFeedbackScore": 0.8, "minFeedback": 5})
+    run = drive(spec, max_calls=3)
+    assert [e.reason for e in run.events][:2] == ["Started", "MirrorPassed"]
+    assert "feedback checks skipped while mirroring" in run.events[1].message
+    # Step 1 needs feedback the copies never get: without any, it holds.
+    assert run.status.phase == PROG and "too little feedback" in run.events[-1].message
+
+
+def test_a_pause_while_mirroring_resumes_into_a_fresh_mirror() -> None:
+    spec, traffic = canary(mirror=MIRROR), Traffic()
+    out = step(spec, CanaryStatus(), T0, traffic.stats(), None)
+    paused = step(
+        canary(mirror=MIRROR, paused=True), out.status, T0 + timedelta(seconds=30), None, out.baseline
+    )
+    assert (paused.status.phase, paused.status.desired_weight) == (PAUSED, 0)
+    assert live_mirror(spec, paused.status) == 0, "a pause stops the copies"
+    resume_at = T0 + timedelta(minutes=10)
+    resumed = step(spec, paused.status, resume_at, traffic.stats(), paused.baseline)
+    assert (resumed.status.phase, resumed.status.step_started_at) == (MIRRORING, resume_at)
+    assert [e.reason for e in resumed.events] == ["Resumed"]
+
+
+def test_a_canary_paused_before_start_starts_with_its_mirror() -> None:
+    paused = step(canary(mirror=MIRROR, paused=True), CanaryStatus(), T0, Traffic().stats(), None)
+    assert paused.status.phase == PAUSED
+    resumed = step(canary(mirror=MIRROR), paused.status, T0 + timedelta(minutes=1), Traffic().stats(), None)
+    assert resumed.status.phase == MIRRORING
+
+
+def test_removing_the_mirror_mid_phase_starts_step_1() -> None:
+    out = step(canary(mirror=MIRROR), CanaryStatus(), T0, Traffic().stats(), None)
+    later = step(canary(), out.status, T0 + timedelta(seconds=30), Traffic().stats(), out.baseline)
+    assert (later.status.phase, later.status.desired_weight) == (PROG, 10)
+    assert [e.reason for e in later.events] == ["MirrorRemoved"]
+
+
+def test_the_mirror_clock_waits_until_every_sidecar_runs_the_shadow() -> None:
+    spec, traffic = canary(mirror=MIRROR), Traffic()
+    # `acknowledged` stays None until the live config carries the shadow (status.acknowledged_weight).
+    out = cn.step(spec, CanaryStatus(), T0, traffic.stats(), None, None)
+    assert (out.status.phase, out.status.step_started_at) == (MIRRORING, None)
+    traffic.flow(300, 0, 10, Profile(), Profile(error_rate=0.5), mirror=50)
+    held = cn.step(spec, out.status, T0 + timedelta(minutes=5), traffic.stats(), out.baseline, None)
+    assert (held.status.phase, held.status.step_started_at) == (MIRRORING, None)
+    live_at = T0 + timedelta(minutes=6)
+    begun = cn.step(spec, held.status, live_at, traffic.stats(), held.baseline, 0)
+    assert begun.status.step_started_at == live_at
+    assert begun.baseline is not None and begun.baseline.candidate == counters(traffic.copies.stats())
+
+
+def test_a_mirror_run_survives_restarts_after_every_step() -> None:
+    for candidate in (Profile(), Profile(error_rate=0.3)):
+        plain = drive(canary(mirror=MIRROR), candidate=candidate)
+        restarted = drive(canary(mirror=MIRROR), candidate=candidate, restarts=True)
+        assert restarted.status.history == plain.status.history
+        assert restarted.now == plain.now
+
+
+def test_sum_stats_takes_the_mirror_from_the_target_rules_shadow_to_the_candidate() -> None:
+    def shadow(rule: str, endpoint: str, primary: tuple[int, int], copies: tuple[int, int]) -> dict[str, Any]:
+        return {
+            "policy": "chat",
+            "rule": rule,
+            "endpoint": endpoint,
+            "primary": {"requests": primary[0], "errors": primary[1], "latencyBuckets": [primary[0]] * 3},
+            "shadow": {
+                "requests": copies[0],
+                "errors": copies[1],
+                "latencyBuckets": [0, copies[0], copies[0]],
+            },
+        }
+
+    docs = [
+        snapshot("a", {"v1": (10, 0, [10, 10, 10])}, [100, 1000]).model_copy(
+            update={
+                "shadows": StatsSnapshot.model_validate(
+                    {
+                        "shadows": [
+                            shadow("default", "v2", (4, 0), (4, 1)),
+                            shadow("cheap", "v2", (9, 0), (9, 9)),
+                        ]
+                    }
+                ).shadows
+            }
+        ),
+        snapshot("b", {}, [100, 1000]).model_copy(
+            update={
+                "shadows": StatsSnapshot.model_validate(
+                    {
+                        "shadows": [
+                            shadow("default", "v2", (2, 1), (2, 0)),
+                            shadow("default", "v9", (7, 0), (7, 7)),
+                        ]
+                    }
+                ).shadows
+            }
+        ),
+    ]
+    stats = sum_stats(docs, "v1", "v2", ("chat", "default"))
+    assert stats.mirror is not None
+    assert stats.mirror.stable == SideStats(6, 1, ((0.1, 6), (1.0, 6), (INF, 6)))
+    assert stats.mirror.candidate == SideStats(6, 1, ((0.1, 0), (1.0, 6), (INF, 6)))
+    assert sum_stats(docs, "v1", "v2").mirror is None

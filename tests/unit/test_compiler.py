@@ -311,6 +311,60 @@ def test_promoted_canary_stops_splitting_once_git_names_the_candidate() -> None:
     assert result.config.policies[0].rules[0].canary is None
 
 
+@pytest.mark.parametrize(
+    ("phase", "mirrored"),
+    [
+        ("Pending", False),
+        ("Mirroring", True),
+        ("Paused", False),
+        ("Progressing", False),
+        ("RolledBack", False),
+    ],
+)
+def test_a_canary_mirrors_to_its_candidate_only_in_its_mirror_phase(phase: str, mirrored: bool) -> None:
+    mirror = {"percent": 25, "pause": "5m", "maxConcurrent": 4}
+    config = compiled(
+        endpoint("v1"),
+        endpoint("v2"),
+        policy("p", rule("main", "v1"), rule("other", "v1")),
+        canary("c", "v1", "v2", status={"phase": phase, "desiredWeight": 0}, mirror=mirror),
+    )
+    main, other = config.policies[0].rules
+    assert other.shadow is None
+    if mirrored:
+        assert main.shadow is not None
+        assert main.shadow.model_dump() == {"endpoint": "v2", "percent": 25.0, "max_concurrent": 4}
+        assert main.canary is not None and main.canary.candidate_weight == 0.0
+    else:
+        assert main.shadow is None
+
+
+@pytest.mark.parametrize(
+    ("targets", "shadow", "message"),
+    [
+        (("v1",), {"endpoint": "v3", "percent": 5}, "already mirrors to 'v3' (spec.rules[0].shadow)"),
+        (("v1", "v2"), None, "candidate 'v2' is already a target of rule 'main'"),
+    ],
+    ids=["rule-has-a-shadow", "candidate-is-a-target"],
+)
+def test_a_mirror_the_rule_cannot_take_is_refused_on_the_canary(
+    targets: tuple[str, ...], shadow: dict[str, Any] | None, message: str
+) -> None:
+    extra = {"shadow": shadow} if shadow else {}
+    result = compile_namespace(
+        objects(
+            endpoint("v1"),
+            endpoint("v2"),
+            endpoint("v3"),
+            policy("p", rule("main", *targets, **extra)),
+            canary("c", "v1", "v2", mirror={"percent": 50}),
+        )
+    )
+    assert result.config is None
+    assert [(e.kind, e.name, e.field) for e in result.errors] == [("Canary", "c", "spec.mirror")]
+    assert message in result.errors[0].message
+
+
 # ------------------------------------------------------------------------------------------- chains
 
 

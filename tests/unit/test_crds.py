@@ -237,10 +237,20 @@ def test_optional_enum_and_exclusive_bound_are_translated() -> None:
         "maximum": 1000,
     }
     status = root_schema(Canary)["properties"]["status"]["properties"]
-    assert status["phase"]["enum"] == ["Pending", "Progressing", "Paused", "Promoted", "RolledBack"]
+    assert status["phase"]["enum"] == [
+        "Pending",
+        "Mirroring",
+        "Progressing",
+        "Paused",
+        "Promoted",
+        "RolledBack",
+    ]
     assert status["stepStartedAt"]["format"] == "date-time"
     provider = root_schema(ModelEndpoint)["properties"]["spec"]["properties"]["provider"]
-    assert (provider["type"], provider["enum"]) == ("string", ["openai", "azure-openai", "anthropic", "bedrock", "gemini"])
+    assert (provider["type"], provider["enum"]) == (
+        "string",
+        ["openai", "azure-openai", "anthropic", "bedrock", "gemini"],
+    )
     metadata = spec["rules"]["items"]["properties"]["match"]["properties"]["metadata"]
     assert metadata["additionalProperties"]["type"] == "array"
 

@@ -19,11 +19,13 @@ from modelroute_operator.logic.resources import Canary, ModelEndpoint, RoutingPo
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 
-def objects(weight: int) -> tuple[list[dict[str, Any]], RouterConfig]:
+def objects(weight: int, phase: str = "Progressing") -> tuple[list[dict[str, Any]], RouterConfig]:
     bodies = [endpoint(), endpoint("llama-next"), policy(), canary()]
     for body in bodies:
         body["metadata"].update(namespace="ns", generation=1)
-    bodies[3]["status"] = {"phase": "Progressing", "currentStep": 0, "currentWeight": weight}
+    bodies[3]["status"] = {"phase": phase, "currentStep": 0, "currentWeight": weight}
+    if phase in ("Pending", "Mirroring"):
+        bodies[3]["spec"]["mirror"] = {"percent": 50}
     parsed = [parse_object(b) for b in bodies]
     result = compile_namespace(
         NamespaceObjects(
@@ -107,6 +109,24 @@ def test_a_split_for_other_endpoints_is_not_this_canary_rolled_out() -> None:
     synced = with_sync(bodies[2], "3/3", short_version(live.version))
     assert st.acknowledged_weight(moved, live, synced) is None
     assert st.canary_rollout(moved, live, synced).reason == "NotLive"
+
+
+def test_a_mirror_is_rolled_out_only_once_the_live_config_carries_the_shadow() -> None:
+    # The mirror phase runs at 0%, as the start does: the weight alone cannot tell a config compiled
+    # before the phase (no shadow) from one that mirrors.
+    before, before_live = objects(0, "Pending")
+    mirroring, live = objects(0, "Mirroring")
+    synced_before = with_sync(before[2], "3/3", short_version(before_live.version))
+    assert before_live.policies[0].rules[0].shadow is None
+    assert st.acknowledged_weight(mirroring[3], before_live, synced_before) is None
+    rollout = st.canary_rollout(mirroring[3], before_live, synced_before)
+    assert (rollout.reason, rollout.message) == (
+        "PendingRollout",
+        "the mirror to llama-next is not compiled yet",
+    )
+    synced = with_sync(mirroring[2], "3/3", short_version(live.version))
+    assert st.acknowledged_weight(mirroring[3], live, synced) == 0
+    assert st.canary_rollout(mirroring[3], live, synced).reason == "Acknowledged"
 
 
 def test_the_canary_status_carries_the_rollout_condition() -> None:

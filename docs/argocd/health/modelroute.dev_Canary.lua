@@ -2,7 +2,8 @@
 -- (argocd-cm key: resource.customizations.health.modelroute.dev_Canary).
 -- Uses only what Argo CD opens by default: Lua's base functions and `table` (no `string`, no `math`).
 --   Progressing  no status yet, status of an older generation, Ready not True (Pending, Blocked),
---                phase Pending or Progressing (the message names the step and the candidate's weight).
+--                phase Pending, Mirroring (spec.mirror: copies to the candidate are judged before step 1)
+--                or Progressing (the message names the step and the candidate's weight).
 --   Suspended    phase Paused (spec.paused: holds its weight until resumed).
 --   Healthy      phase Promoted (100% on the candidate; name it stable in the RoutingPolicy in Git).
 --   Degraded     phase RolledBack (Ready=False/RolledBack: failed analysis or spec.abort; the message
@@ -51,6 +52,9 @@ local phase = status.phase or "Pending"
 if phase == "Pending" then
   hs.status = "Progressing"
   hs.message = "waiting for the canary controller to start"
+elseif phase == "Mirroring" then
+  hs.status = "Progressing"
+  hs.message = "mirroring the route's requests to " .. candidate .. " before step 1/" .. steps
 elseif phase == "Progressing" then
   hs.status = "Progressing"
   hs.message = "step " .. step .. "/" .. steps .. ": " .. weight .. "% to " .. candidate

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import modelroute_contract as contract
@@ -99,7 +100,7 @@ def _build_replica(replica: Replica, health: contract.Health) -> contract.Replic
 
 
 def _build_policy(
-    policy: RoutingPolicy, splits: Mapping[str, contract.CanarySplit], config_maps: ConfigMaps
+    policy: RoutingPolicy, splits: Mapping[str, _CanaryOnRule], config_maps: ConfigMaps
 ) -> contract.PolicyConfig:
     spec = policy.spec
     residency, locality, resilience, budgets = spec.residency, spec.locality, spec.resilience, spec.budgets
@@ -183,8 +184,9 @@ def _build_fleet(limits: FleetLimits) -> contract.FleetLimits:
     )
 
 
-def _build_rule(policy: RoutingPolicy, rule: Rule, split: contract.CanarySplit | None) -> contract.RuleConfig:
+def _build_rule(policy: RoutingPolicy, rule: Rule, canary: _CanaryOnRule | None) -> contract.RuleConfig:
     match = rule.match
+    split = canary.split if canary else None
     return contract.RuleConfig(
         name=rule.name,
         # Set-like lists are sorted so that reordering them in Git does not change the version.
@@ -219,15 +221,21 @@ def _build_rule(policy: RoutingPolicy, rule: Rule, split: contract.CanarySplit |
         )
         if rule.affinity
         else None,
-        shadow=contract.ShadowTraffic(
-            endpoint=rule.shadow.endpoint,
-            percent=rule.shadow.percent,
-            max_concurrent=rule.shadow.max_concurrent,
-        )
-        if rule.shadow
-        else None,
+        shadow=_build_shadow(rule, canary),
         strategy=rule.strategy,
         bandit=_build_bandit(rule.bandit) if rule.strategy == "bandit" else None,
+    )
+
+
+def _build_shadow(rule: Rule, canary: _CanaryOnRule | None) -> contract.ShadowTraffic | None:
+    """The rule's shadow: its own, or the candidate of a canary in its mirror phase (the checks refuse
+    a mirror on a rule that has a shadow of its own)."""
+    if canary is not None and canary.mirror is not None:
+        return canary.mirror
+    if rule.shadow is None:
+        return None
+    return contract.ShadowTraffic(
+        endpoint=rule.shadow.endpoint, percent=rule.shadow.percent, max_concurrent=rule.shadow.max_concurrent
     )
 
 
@@ -246,15 +254,36 @@ def _sorted_set(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(set(values)))
 
 
-def _build_splits(ns: NamespaceIndex) -> dict[tuple[str, str], contract.CanarySplit]:
+@dataclass(frozen=True)
+class _CanaryOnRule:
+    """What a canary puts on its target rule: the split, and the shadow of its mirror phase."""
+
+    split: contract.CanarySplit
+    mirror: contract.ShadowTraffic | None
+
+
+def _build_splits(ns: NamespaceIndex) -> dict[tuple[str, str], _CanaryOnRule]:
     splits = {}
     for canary in ns.canaries.values():
         spec = canary.spec
         rule = next(r for r in ns.policies[spec.target.policy].spec.rules if r.name == spec.target.rule)
         # GitOps: once Git names the candidate instead of the stable, the canary has nothing left to split.
         if spec.stable in {t.endpoint for t in rule.targets}:
-            splits[(spec.target.policy, spec.target.rule)] = _build_split(canary)
+            splits[(spec.target.policy, spec.target.rule)] = _CanaryOnRule(
+                _build_split(canary), _build_mirror(canary)
+            )
     return splits
+
+
+def _build_mirror(canary: Canary) -> contract.ShadowTraffic | None:
+    """The shadow to the candidate while the canary is in its mirror phase (only then: a pause, like
+    any later phase, stops the copies)."""
+    mirror = canary.spec.mirror
+    if mirror is None or canary.status.phase != CanaryPhase.MIRRORING:
+        return None
+    return contract.ShadowTraffic(
+        endpoint=canary.spec.candidate, percent=mirror.percent, max_concurrent=mirror.max_concurrent
+    )
 
 
 def _build_split(canary: Canary) -> contract.CanarySplit:

@@ -35,6 +35,15 @@ Choices where the design is silent:
   new weight is acknowledged. Terminal phases (0% or 100%) have no clock; `currentWeight` still follows
   the acknowledgement, and the controller looks again every `ROLLOUT_RECHECK_SECONDS` until it comes.
 - Stored times have whole seconds, like every metav1.Time, so a status is identical across a round trip.
+
+The mirror phase (`spec.mirror`, phase `Mirroring`) runs before step 1 at weight 0: the compiler puts a
+shadow to the candidate on the target rule, and the phase is judged like a step, on the rule's shadow
+figures (the copies as the candidate side, the primary's answers to the same requests as the stable
+side) instead of the endpoints' figures. Its clock starts once every sidecar runs the config with the
+shadow (`acknowledged` is None until then). Feedback checks are skipped there (clients score the
+primary's answers, never a copy's). A pause during the mirror, or before the start, holds at 0% and
+resumes into a fresh mirror phase; removing `spec.mirror` mid-phase starts step 1. Nothing brings a
+canary back to the mirror once a step has run.
 """
 
 from __future__ import annotations
@@ -56,6 +65,8 @@ from modelroute_operator.logic.resources import (
 )
 
 from .traffic import CanaryStats, SideStats, counters, p95, window
+
+_NO_TRAFFIC = SideStats(0, 0, ())
 
 MAX_HISTORY = 50
 """History entries kept in status (oldest dropped first)."""
@@ -130,6 +141,29 @@ class _Run:
         return min(self.status.current_step or 0, len(self.spec.steps) - 1)
 
     @property
+    def mirroring(self) -> bool:
+        return self.phase == CanaryPhase.MIRRORING
+
+    @property
+    def stage(self) -> str:
+        """What is being judged, for messages: `mirror` or `step N`."""
+        return "mirror" if self.mirroring else f"step {self.step_index + 1}"
+
+    @property
+    def figures(self) -> CanaryStats | None:
+        """The figures the stage in progress is judged on: the shadow traffic's while mirroring."""
+        if self.stats is None or not self.mirroring:
+            return self.stats
+        return self.stats.mirror or CanaryStats(_NO_TRAFFIC, _NO_TRAFFIC)
+
+    @property
+    def pause(self) -> str:
+        """The stage's duration (`spec.mirror.pause` while mirroring)."""
+        if self.mirroring and self.spec.mirror is not None:
+            return self.spec.mirror.pause
+        return self.spec.steps[self.step_index].pause
+
+    @property
     def desired(self) -> int | None:
         """The weight decided (a status from before `desiredWeight` existed only has `currentWeight`)."""
         status = self.status
@@ -164,6 +198,23 @@ class _Run:
         self.update(step_started_at=None, failed_analyses=self.status.failed_analyses or 0)
         self.begin_if_rolled_out()
 
+    def start_mirror(self, reason: str, message: str, warning: bool = False) -> None:
+        """Begin the mirror phase now (at 0%), with a fresh analysis window."""
+        mirror = self.spec.mirror
+        assert mirror is not None
+        share = f"{mirror.percent:g}% of the route's requests"
+        detail = f"mirroring {share} to {self.spec.candidate} for {mirror.pause}"
+        self.transition(CanaryPhase.MIRRORING, 0, 0, reason, f"{message}; {detail}", warning)
+        self.update(step_started_at=None, failed_analyses=self.status.failed_analyses or 0)
+        self.begin_if_rolled_out()
+
+    def start(self, index: int, reason: str, message: str, warning: bool = False) -> None:
+        """Begin the run's first stage: the mirror phase when the spec has one, else step `index`."""
+        if self.spec.mirror is not None and index == 0:
+            self.start_mirror(reason, message, warning)
+        else:
+            self.start_step(index, reason, message, warning)
+
     def begin_if_rolled_out(self) -> bool:
         """Start the step's clock and window now if every sidecar runs its weight; else keep waiting
         (the baseline keeps naming the run's endpoints, without counters)."""
@@ -177,12 +228,13 @@ class _Run:
         return True
 
     def take_baseline(self) -> None:
-        """Counters from now on count towards the step (unset when stats could not be read)."""
+        """Counters from now on count towards the stage (unset when stats could not be read)."""
+        figures = self.figures
         self.baseline = StepBaseline(
             stable_endpoint=self.spec.stable,
             candidate_endpoint=self.spec.candidate,
-            stable=counters(self.stats.stable) if self.stats else None,
-            candidate=counters(self.stats.candidate) if self.stats else None,
+            stable=counters(figures.stable) if figures else None,
+            candidate=counters(figures.candidate) if figures else None,
         )
 
     def outcome(
@@ -253,14 +305,20 @@ def _decide(run: _Run) -> float | None:
         _adopt_endpoints(run)
         return None
     if phase == CanaryPhase.PAUSED:
-        run.start_step(run.step_index, "Resumed", "resumed (the step's clock restarts)")
+        # Paused at 0% means no step had begun (paused before the start or while mirroring): resume
+        # into the run's first stage, the mirror phase when the spec has one.
+        index = 0 if not run.desired else run.step_index
+        run.start(index, "Resumed", "resumed (the step's clock restarts)")
         return _pause_seconds(run)
     if phase == CanaryPhase.PENDING or run.desired is None:
-        run.start_step(0 if phase == CanaryPhase.PENDING else run.step_index, "Started", "canary started")
+        run.start(0 if phase == CanaryPhase.PENDING else run.step_index, "Started", "canary started")
+        return _pause_seconds(run)
+    if run.mirroring and run.spec.mirror is None:
+        run.start_step(0, "MirrorRemoved", "spec.mirror was removed")
         return _pause_seconds(run)
     started = run.status.step_started_at
     if started is None:
-        # The step's weight is decided but not yet run by every sidecar: its clock has not started.
+        # The stage's weight (or mirror) is decided but not yet run by every sidecar: no clock yet.
         return _pause_seconds(run) if run.begin_if_rolled_out() else ROLLOUT_RECHECK_SECONDS
     return _progress(run, started)
 
@@ -289,19 +347,21 @@ def _adopt_endpoints(run: _Run) -> None:
 
 def _progress(run: _Run, started: datetime) -> float | None:
     index = run.step_index
-    if index != run.status.current_step or run.spec.steps[index].weight != run.desired:
+    if not run.mirroring and (
+        index != run.status.current_step or run.spec.steps[index].weight != run.desired
+    ):
         # spec.steps was edited mid-run: the live weight follows the spec of the step in progress.
         weight = run.spec.steps[index].weight
         run.transition(
             CanaryPhase.PROGRESSING, index, weight, "StepChanged", f"step {index + 1} now sends {weight}%"
         )
     windows = _windows(run)
-    remaining = (started + timedelta(seconds=seconds(run.spec.steps[index].pause)) - run.now).total_seconds()
+    remaining = (started + timedelta(seconds=seconds(run.pause)) - run.now).total_seconds()
     if remaining > 0:
         return max(remaining, MIN_REQUEUE_SECONDS)
     if not run.rolled_out:
         return ROLLOUT_RECHECK_SECONDS  # never judge a weight the sidecars do not all run
-    judgement = _judge(run.spec, windows)
+    judgement = _judge(run.spec, windows, mirror=run.mirroring)
     if judgement.verdict == "Inconclusive":
         _hold(run, judgement)
         return _recheck_seconds(run)
@@ -317,6 +377,9 @@ def _progress(run: _Run, started: datetime) -> float | None:
     )
     if judgement.verdict == "Fail":
         return _fail(run, judgement)
+    if run.mirroring:
+        run.start_step(0, "MirrorPassed", f"mirror passed: {judgement.message}")
+        return _pause_seconds(run)
     if index + 1 < len(run.spec.steps):
         run.start_step(index + 1, "StepPassed", f"step {index + 1} passed: {judgement.message}")
         return _pause_seconds(run)
@@ -326,19 +389,20 @@ def _progress(run: _Run, started: datetime) -> float | None:
 
 def _windows(run: _Run) -> tuple[SideStats, SideStats] | str:
     """The step's traffic so far on (stable, candidate), or why there is none to judge yet."""
-    if run.stats is None:
+    figures = run.figures
+    if figures is None:
         return "sidecar stats unavailable"
     base = run.baseline
     if base is None or base.stable is None or base.candidate is None:
         run.take_baseline()  # the stats were unreadable when the step began: the window starts now
         return "the analysis window just started (stats were unavailable before)"
-    stable, candidate = window(run.stats.stable, base.stable), window(run.stats.candidate, base.candidate)
+    stable, candidate = window(figures.stable, base.stable), window(figures.candidate, base.candidate)
     if stable is None or candidate is None:
         run.take_baseline()
         run.events.append(
             CanaryEvent(
                 "WindowRestarted",
-                f"step {run.step_index + 1}: traffic counters went down (a sidecar restarted or left);"
+                f"{run.stage}: traffic counters went down (a sidecar restarted or left);"
                 " the analysis window restarts now",
             )
         )
@@ -346,25 +410,34 @@ def _windows(run: _Run) -> tuple[SideStats, SideStats] | str:
     return stable, candidate
 
 
-def _judge(spec: CanarySpec, windows: tuple[SideStats, SideStats] | str) -> _Judgement:
+def _judge(spec: CanarySpec, windows: tuple[SideStats, SideStats] | str, mirror: bool = False) -> _Judgement:
+    """The verdict on a stage's window; `mirror`: the sides are the copies to the candidate and the
+    primary's answers to the same requests, and feedback checks are skipped."""
     if isinstance(windows, str):
         return _Judgement("Inconclusive", SideFigures(), SideFigures(), windows)
     stable, candidate = windows
     cand, stab = _figures(candidate), _figures(stable)
     analysis = spec.analysis
-    summary = f"candidate {_describe(cand)}; stable {_describe(stab)}"
+    if mirror:
+        summary = f"copies to candidate {_describe(cand)}; primary on the same requests {_describe(stab)}"
+        unit = "copies"
+    else:
+        summary = f"candidate {_describe(cand)}; stable {_describe(stab)}"
+        unit = "candidate requests"
     if candidate.requests < analysis.min_requests:
-        need = f"{candidate.requests}/{analysis.min_requests} candidate requests"
+        need = f"{candidate.requests}/{analysis.min_requests} {unit}"
         return _Judgement("Inconclusive", cand, stab, f"too little traffic ({need}); {summary}")
-    if _judges_feedback(analysis) and candidate.feedback < analysis.min_feedback:
+    if not mirror and _judges_feedback(analysis) and candidate.feedback < analysis.min_feedback:
         need = f"{candidate.feedback}/{analysis.min_feedback} candidate feedback posts"
         return _Judgement("Inconclusive", cand, stab, f"too little feedback ({need}); {summary}")
-    failures, notes = _check(spec, candidate, stable)
+    failures, notes = _check(spec, candidate, stable, mirror)
     message = "; ".join([*failures, summary, *notes]) if failures else "; ".join([summary, *notes])
     return _Judgement("Fail" if failures else "Pass", cand, stab, message)
 
 
-def _check(spec: CanarySpec, candidate: SideStats, stable: SideStats) -> tuple[list[str], list[str]]:
+def _check(
+    spec: CanarySpec, candidate: SideStats, stable: SideStats, mirror: bool = False
+) -> tuple[list[str], list[str]]:
     """Threshold breaches of the candidate, and notes on checks that could not run."""
     analysis = spec.analysis
     failures: list[str] = []
@@ -387,14 +460,19 @@ def _check(spec: CanarySpec, candidate: SideStats, stable: SideStats) -> tuple[l
             or stable_p95 <= 0
             or stable.requests < analysis.min_requests
         ):
-            notes.append(f"p95 not compared with stable ({stable.requests} stable requests)")
+            side = "primary" if mirror else "stable"
+            notes.append(f"p95 not compared with {side} ({stable.requests} {side} requests)")
         else:
             increase = (cand_p95 - stable_p95) / stable_p95 * 100
             if increase > analysis.max_latency_increase_percent:
                 failures.append(
-                    f"p95 {_ms(cand_p95)} is {increase:.0f}% above stable's {_ms(stable_p95)}"
-                    f" (limit {analysis.max_latency_increase_percent:g}%)"
+                    f"p95 {_ms(cand_p95)} is {increase:.0f}% above {'the primary' if mirror else 'stable'}'s"
+                    f" {_ms(stable_p95)} (limit {analysis.max_latency_increase_percent:g}%)"
                 )
+    if mirror:
+        if _judges_feedback(analysis):
+            notes.append("feedback checks skipped while mirroring (clients score the primary's answers)")
+        return failures, notes
     failures += _check_feedback(analysis, candidate, stable, notes)
     return failures, notes
 
@@ -444,21 +522,24 @@ def _hold(run: _Run, judgement: _Judgement) -> None:
         )
     )
     if not same_hold:
-        message = _cut(f"step {index + 1} holds: {judgement.message}")
+        message = _cut(f"{run.stage} holds: {judgement.message}")
         run.events.append(CanaryEvent("AnalysisInconclusive", message))
 
 
 def _fail(run: _Run, judgement: _Judgement) -> float | None:
-    index = run.step_index
+    index, stage, mirroring = run.step_index, run.stage, run.mirroring
     failed = (run.status.failed_analyses or 0) + 1
     limit = run.spec.analysis.failure_limit
     run.update(failed_analyses=failed)
     if failed >= limit:
-        message = f"step {index + 1} failed analysis ({failed}/{limit}), rolled back: {judgement.message}"
+        message = f"{stage} failed analysis ({failed}/{limit}), rolled back: {judgement.message}"
         run.transition(CanaryPhase.ROLLED_BACK, index, 0, "RolledBack", message, warning=True)
         return None
-    message = f"step {index + 1} failed analysis ({failed}/{limit}): {judgement.message}"
-    run.start_step(index, "AnalysisFailed", message, warning=True)
+    message = f"{stage} failed analysis ({failed}/{limit}): {judgement.message}"
+    if mirroring:
+        run.start_mirror("AnalysisFailed", message, warning=True)
+    else:
+        run.start_step(index, "AnalysisFailed", message, warning=True)
     return _pause_seconds(run)
 
 
@@ -495,11 +576,11 @@ def _ms(latency_seconds: float) -> str:
 
 
 def _pause_seconds(run: _Run) -> float:
-    return max(seconds(run.spec.steps[run.step_index].pause), MIN_REQUEUE_SECONDS)
+    return max(seconds(run.pause), MIN_REQUEUE_SECONDS)
 
 
 def _recheck_seconds(run: _Run) -> float:
-    return min(RECHECK_SECONDS, max(1.0, seconds(run.spec.steps[run.step_index].pause)))
+    return min(RECHECK_SECONDS, max(1.0, seconds(run.pause)))
 
 
 def _cut(message: str) -> str:

@@ -425,6 +425,20 @@ def _check_canary_route(canary: Canary, ns: NamespaceIndex) -> Iterator[CompileE
         )
     if spec.candidate in ns.endpoints:
         yield from _check_candidate_residency(canary, policy, rule, ns.endpoints[spec.candidate])
+    if spec.mirror is not None and rule.shadow is not None:
+        index = policy.spec.rules.index(rule)
+        yield error(
+            "spec.mirror",
+            f"rule '{rule.name}' of RoutingPolicy '{policy.metadata.name}' already mirrors to "
+            f"'{rule.shadow.endpoint}' (spec.rules[{index}].shadow); a rule has one shadow, so remove "
+            "one of the two",
+        )
+    if spec.mirror is not None and spec.stable in targets and spec.candidate in targets:
+        yield error(
+            "spec.mirror",
+            f"candidate '{spec.candidate}' is already a target of rule '{rule.name}'; a mirror copies to an "
+            "endpoint outside the rule's targets",
+        )
 
 
 def _check_candidate_residency(

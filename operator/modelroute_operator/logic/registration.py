@@ -17,6 +17,7 @@ MUTATE_NAMESPACE_PODS_PATH = "/mutate-pods/namespace-enabled"
 """Injects into every pod that does not opt out: for the webhook entry selecting opted-in namespaces. The
 plain path injects only pods that ask, so a call routed to the wrong path never injects a whole cluster."""
 
+
 def webhook_configurations(
     name: str,
     base_url: str,
@@ -115,5 +116,3 @@ def webhook_configurations(
         "webhooks": [namespace_entry, *([pod_entry] if pod_opt_in else [])],
     }
     return validating, mutating
-
-

@@ -1087,6 +1087,24 @@ class CanaryAnalysis(ApiModel):
     """Failed analyses that roll the canary back (default 1)."""
 
 
+class CanaryMirror(ApiModel):
+    """A mirror phase before the first step: the target rule copies a share of its requests to the
+    candidate as shadow traffic (the client always gets stable's answer), for `pause`; the analysis then
+    judges the copies against the primary's answers to the very same requests: error rate, p95 and the
+    p95 increase over the primary. `analysis.minRequests` counts copies; feedback checks do not apply (a
+    client scores the answer it got, never a copy's). Failing rolls back (under `failureLimit`) before a
+    single user is served by the candidate; passing starts step 1."""
+
+    percent: Annotated[float, Field(gt=0, le=100)] = 100.0
+    """Share of the rule's requests copied to the candidate (above 0, up to 100; default 100)."""
+    pause: Duration = "1m"
+    """How long the mirror phase lasts before its analysis decides (default 1m)."""
+    max_concurrent: Annotated[int, Field(ge=1, le=contract.SHADOW_MAX_CONCURRENT)] = (
+        contract.SHADOW_DEFAULT_CONCURRENT
+    )
+    """Copies in flight per sidecar worker (1-256, default 8); more are skipped and counted."""
+
+
 class Stickiness(ApiModel):
     """What keeps one user on one side of the split."""
 
@@ -1131,6 +1149,9 @@ class CanarySpec(ApiModel):
     """ModelEndpoint being rolled out."""
     steps: Annotated[list[CanaryStep], Field(min_length=1, max_length=32)]
     """Candidate weights in increasing order; after the last step passes, the canary is promoted."""
+    mirror: CanaryMirror | None = None
+    """Mirror the route's traffic to the candidate before step 1 and judge the copies (phase
+    `Mirroring`); unset to start at step 1. The target rule must have no `shadow` of its own."""
     analysis: CanaryAnalysis = CanaryAnalysis()
     """Thresholds."""
     stickiness: Stickiness | None = None
@@ -1145,6 +1166,7 @@ class CanarySpec(ApiModel):
 
 class CanaryPhase(StrEnum):
     PENDING = "Pending"
+    MIRRORING = "Mirroring"
     PROGRESSING = "Progressing"
     PAUSED = "Paused"
     PROMOTED = "Promoted"
@@ -1257,7 +1279,8 @@ class CanaryStatus(ApiModel):
     """`Accepted` (the spec is valid), `Ready` (live and not rolled back) and `RolledOut` (every sidecar
     runs the weight decided)."""
     phase: CanaryPhase | None = None
-    """`Pending`, `Progressing`, `Paused`, `Promoted` or `RolledBack`."""
+    """`Pending`, `Mirroring` (spec.mirror, before step 1), `Progressing`, `Paused`, `Promoted` or
+    `RolledBack`."""
     current_step: Annotated[int, Field(ge=0)] | None = None
     """Index of the step in progress."""
     current_weight: Annotated[int, Field(ge=0, le=100)] | None = None

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from modelroute_contract import CanarySplit, PolicyConfig, RouterConfig, short_version
+from modelroute_contract import CanarySplit, PolicyConfig, RouterConfig, RuleConfig, short_version
 from modelroute_operator.logic.resources import ReplicaHealth
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -343,8 +343,9 @@ def sync_counts(figure: Any) -> tuple[int, int] | None:
     return synced, total
 
 
-def _live_split(obj: Mapping[str, Any], live: RouterConfig | None) -> CanarySplit | None:
-    """This canary's split in the live config, when it is there for the spec's stable and candidate."""
+def _live_rule(obj: Mapping[str, Any], live: RouterConfig | None) -> RuleConfig | None:
+    """The compiled rule carrying this canary's split in the live config, when the split is there for
+    the spec's stable and candidate."""
     spec = obj.get("spec") or {}
     target = spec.get("target") or {}
     for compiled in live.policies if live is not None else ():
@@ -354,8 +355,27 @@ def _live_split(obj: Mapping[str, Any], live: RouterConfig | None) -> CanarySpli
             split = rule.canary
             if split is not None and split.name == obj["metadata"]["name"]:
                 same = (split.stable, split.candidate) == (spec.get("stable"), spec.get("candidate"))
-                return split if same else None
+                return rule if same else None
     return None
+
+
+def _live_split(obj: Mapping[str, Any], live: RouterConfig | None) -> CanarySplit | None:
+    """This canary's split in the live config, when it is there for the spec's stable and candidate."""
+    rule = _live_rule(obj, live)
+    return rule.canary if rule is not None else None
+
+
+def _mirror_pending(obj: Mapping[str, Any], live: RouterConfig | None) -> str | None:
+    """Why a mirroring canary's shadow to the candidate is not in the live config yet; None when it is
+    there or the canary is not mirroring. The mirror phase runs at 0%, like the start, so the weight
+    alone cannot tell a config that mirrors from one compiled before the phase began."""
+    if (obj.get("status") or {}).get("phase") != "Mirroring":
+        return None
+    candidate = (obj.get("spec") or {}).get("candidate")
+    rule = _live_rule(obj, live)
+    if rule is not None and rule.shadow is not None and rule.shadow.endpoint == candidate:
+        return None
+    return f"the mirror to {candidate} is not compiled yet"
 
 
 def _decided_weight(status: Mapping[str, Any]) -> Any:
@@ -372,7 +392,7 @@ def acknowledged_weight(
     the canary is not live, no sidecar runs it, or some lag. Shared by the `RolledOut` condition and
     the canary controller, which starts a step's clock only once this equals the decided weight."""
     split = _live_split(obj, live)
-    if split is None or live is None:
+    if split is None or live is None or _mirror_pending(obj, live):
         return None
     policy_status = (policy or {}).get("status") or {}
     counts = sync_counts(policy_status.get("sync"))
@@ -408,6 +428,8 @@ def canary_rollout(
         return ConditionState(
             "RolledOut", "False", "PendingRollout", f"weight {decided}% is not compiled yet (live: {weight}%)"
         )
+    if pending := _mirror_pending(obj, live):
+        return ConditionState("RolledOut", "False", "PendingRollout", pending)
     if counts is None or not on_live:
         return ConditionState(
             "RolledOut",

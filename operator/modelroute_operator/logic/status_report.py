@@ -161,6 +161,11 @@ def canary_health(obj: Mapping[str, Any]) -> Assessment:
     phase = _given(status.get("phase"), "Pending")
     if phase == "Pending":
         return Assessment(Health.PROGRESSING, "waiting for the canary controller to start")
+    if phase == "Mirroring":
+        steps = len(spec.get("steps") or [])
+        return Assessment(
+            Health.PROGRESSING, f"mirroring the route's requests to {candidate} before step 1/{steps}"
+        )
     if phase == "Progressing":
         return Assessment(Health.PROGRESSING, f"step {step}: {weight}% to {candidate}")
     if phase == "Paused":

@@ -6,10 +6,17 @@ histogram math (`modelroute_contract.stats.histogram_quantile`), shared with the
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from modelroute_contract.stats import StatsSnapshot, histogram_quantile, per_bucket
+from modelroute_contract.stats import (
+    EndpointFigures,
+    ShadowFigures,
+    ShadowSide,
+    StatsSnapshot,
+    histogram_quantile,
+    per_bucket,
+)
 from modelroute_operator.logic.resources import (
     SideCounters,
 )
@@ -43,6 +50,10 @@ class CanaryStats:
 
     stable: SideStats
     candidate: SideStats
+    mirror: CanaryStats | None = None
+    """The mirror phase's figures (`spec.mirror`): the target rule's shadow traffic to the candidate,
+    the primary's answers to the copied requests as `stable` and the copies as `candidate`, so the two
+    compare request for request. None when the caller did not ask for them."""
 
 
 def quantile(q: float, buckets: Sequence[tuple[float, int]]) -> float | None:
@@ -61,25 +72,55 @@ def p95(buckets: Sequence[tuple[float, int]]) -> float | None:
     return quantile(0.95, buckets)
 
 
-def sum_stats(snapshots: Iterable[StatsSnapshot], stable: str, candidate: str) -> CanaryStats:
-    """Sum the sidecars' `/stats` documents into the figures of the canary's two endpoints.
+def sum_stats(
+    snapshots: Iterable[StatsSnapshot], stable: str, candidate: str, mirror_of: tuple[str, str] | None = None
+) -> CanaryStats:
+    """Sum the sidecars' `/stats` documents into the figures of the canary's two endpoints, and, with
+    `mirror_of` = (policy, rule), the figures of that rule's shadow traffic to the candidate.
 
     An endpoint a sidecar has not served counts as zero there. Sidecars reporting different latency
     buckets cannot be summed bucket by bucket: that raises ValueError, and the caller holds the canary
     (passes no stats) until they agree.
     """
     docs = list(snapshots)
-    return CanaryStats(_sum_side(docs, stable), _sum_side(docs, candidate))
+    mirror = None
+    if mirror_of is not None:
+        policy, rule = mirror_of
+
+        def shadow(doc: StatsSnapshot) -> ShadowFigures | None:
+            return next(
+                (s for s in doc.shadows if (s.policy, s.rule, s.endpoint) == (policy, rule, candidate)), None
+            )
+
+        mirror = CanaryStats(
+            _sum_side(docs, lambda doc: _side(shadow(doc), "primary")),
+            _sum_side(docs, lambda doc: _side(shadow(doc), "shadow")),
+        )
+    return CanaryStats(
+        _sum_side(docs, lambda doc: doc.endpoints.get(stable), stable),
+        _sum_side(docs, lambda doc: doc.endpoints.get(candidate), candidate),
+        mirror,
+    )
 
 
-def _sum_side(docs: Sequence[StatsSnapshot], endpoint: str) -> SideStats:
+def _side(figures: ShadowFigures | None, side: str) -> ShadowSide | None:
+    return None if figures is None else getattr(figures, side)
+
+
+def _sum_side(
+    docs: Sequence[StatsSnapshot],
+    figures_of: Callable[[StatsSnapshot], EndpointFigures | ShadowSide | None],
+    feedback_endpoint: str | None = None,
+) -> SideStats:
+    """One side summed over the documents: `figures_of` picks its figures in a document (None: not
+    served there); feedback is counted for `feedback_endpoint` (shadow copies get none)."""
     bounds_ms: list[float] | None = None
     requests = errors = feedback = 0
     score_sum = 0.0
     counts: list[int] = []
     for doc in docs:
         for entry in doc.feedback:
-            if entry.endpoint == endpoint:
+            if entry.endpoint == feedback_endpoint:
                 feedback += entry.count
                 score_sum += entry.score_sum
         doc_bounds = list(doc.latency_buckets_ms)
@@ -87,7 +128,7 @@ def _sum_side(docs: Sequence[StatsSnapshot], endpoint: str) -> SideStats:
             bounds_ms, counts = doc_bounds, [0] * (len(doc_bounds) + 1)
         elif doc_bounds != bounds_ms:
             raise ValueError(f"sidecar {doc.pod or '?'} reports different latency buckets")
-        figures = doc.endpoints.get(endpoint)
+        figures = figures_of(doc)
         if figures is None or not figures.model_fields_set:  # absent or `{}`: not served there
             continue
         cumulative = list(figures.latency_buckets)

@@ -442,7 +442,8 @@ class CanaryRunner:
         stats: CanaryStats | None
         try:
             docs = await self._syncer.fetch_stats(key[0])
-            stats = sum_stats(docs, spec.stable, spec.candidate) if docs else None
+            mirror_of = (spec.target.policy, spec.target.rule) if spec.mirror else None
+            stats = sum_stats(docs, spec.stable, spec.candidate, mirror_of) if docs else None
         except ValueError as exc:
             log.warning("canary %s/%s: stats not usable: %s", *key, exc)
             stats = None
