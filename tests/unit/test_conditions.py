@@ -74,7 +74,9 @@ def probed(body: dict[str, Any], health: dict[str, str], enabled: bool = True) -
     return out
 
 
-def synced(body: dict[str, Any], figure: str | None, version: str | None, lagging: tuple[str, ...] = ()) -> dict:
+def synced(
+    body: dict[str, Any], figure: str | None, version: str | None, lagging: tuple[str, ...] = ()
+) -> dict:
     out = copy.deepcopy(body)
     out["status"] = {"sync": figure, "syncedVersion": version, "laggingPods": list(lagging)}
     return out
@@ -91,15 +93,17 @@ def written_types() -> dict[str, set[str]]:
         "RoutingPolicy": set(
             conditions(st.policy_status(pol, verdict("RoutingPolicy/support", live), live, NOW))
         ),
-        "Canary": set(
-            conditions(st.canary_status(can, verdict("Canary/llama-next", live), NOW, live, pol))
-        ),
+        "Canary": set(conditions(st.canary_status(can, verdict("Canary/llama-next", live), NOW, live, pol))),
     }
 
 
 @pytest.mark.parametrize(
     ("kind", "model"),
-    [("ModelEndpoint", ModelEndpointStatus), ("RoutingPolicy", RoutingPolicyStatus), ("Canary", CanaryStatus)],
+    [
+        ("ModelEndpoint", ModelEndpointStatus),
+        ("RoutingPolicy", RoutingPolicyStatus),
+        ("Canary", CanaryStatus),
+    ],
 )
 def test_the_documented_condition_types_are_the_ones_written(kind: str, model: Any) -> None:
     written = written_types()[kind]
@@ -121,11 +125,35 @@ def test_the_documented_condition_types_are_the_ones_written(kind: str, model: A
     ("health", "ready", "summary", "reason", "healthy"),
     [
         ({}, ("True", "Live"), "0/2", "not probed", ("Unknown", "NotProbed")),
-        ({"eu-west-1": "Unknown", "us-east-1": "Unknown"}, ("True", "Live"), "0/2", "", ("Unknown", "NotProbed")),
+        (
+            {"eu-west-1": "Unknown", "us-east-1": "Unknown"},
+            ("True", "Live"),
+            "0/2",
+            "",
+            ("Unknown", "NotProbed"),
+        ),
         ({"eu-west-1": "Healthy"}, ("True", "Live"), "1/2", "", ("Unknown", "NotProbed")),
-        ({"eu-west-1": "Healthy", "us-east-1": "Unhealthy"}, ("True", "Live"), "1/2", "", ("False", "ReplicasUnhealthy")),
-        ({"eu-west-1": "Healthy", "us-east-1": "Healthy"}, ("True", "Live"), "2/2", "", ("True", "AllHealthy")),
-        ({"eu-west-1": "Unhealthy", "us-east-1": "Unhealthy"}, ("False", "Unavailable"), "0/2", "", ("False", "ReplicasUnhealthy")),
+        (
+            {"eu-west-1": "Healthy", "us-east-1": "Unhealthy"},
+            ("True", "Live"),
+            "1/2",
+            "",
+            ("False", "ReplicasUnhealthy"),
+        ),
+        (
+            {"eu-west-1": "Healthy", "us-east-1": "Healthy"},
+            ("True", "Live"),
+            "2/2",
+            "",
+            ("True", "AllHealthy"),
+        ),
+        (
+            {"eu-west-1": "Unhealthy", "us-east-1": "Unhealthy"},
+            ("False", "Unavailable"),
+            "0/2",
+            "",
+            ("False", "ReplicasUnhealthy"),
+        ),
         ({"eu-west-1": "Unhealthy"}, ("True", "Live"), "0/2", "", ("False", "ReplicasUnhealthy")),
     ],
 )
@@ -138,7 +166,9 @@ def test_a_replica_never_probed_is_not_a_ready_replica(
     assert status["readyReplicas"] == int(summary[0])
     assert state(status) == ready
     assert state(status, "Healthy") == healthy
-    assert f"{summary} replicas probed healthy" in conditions(status)["Ready"]["message"] or ready[0] != "True"
+    assert (
+        f"{summary} replicas probed healthy" in conditions(status)["Ready"]["message"] or ready[0] != "True"
+    )
     judged = sr.endpoint_health({**probed(bodies[0], health), "status": {**status, "observedGeneration": 1}})
     want = {"True": sr.Health.HEALTHY, "False": sr.Health.DEGRADED}
     assert judged.status == want[ready[0]]
@@ -146,7 +176,9 @@ def test_a_replica_never_probed_is_not_a_ready_replica(
 
 def test_with_probes_off_the_endpoint_is_live_and_says_no_replica_is_probed() -> None:
     bodies, live = namespace()
-    status = st.endpoint_status(probed(bodies[0], {}, enabled=False), verdict("ModelEndpoint/llama", live), NOW)
+    status = st.endpoint_status(
+        probed(bodies[0], {}, enabled=False), verdict("ModelEndpoint/llama", live), NOW
+    )
     assert status["readySummary"] == "0/2 (probes off)" and status["readyReplicas"] == 0
     assert state(status) == ("True", "Live")
     assert "health checks are off" in conditions(status)["Ready"]["message"]
@@ -271,3 +303,16 @@ def test_a_routine_rollout_records_no_ready_event_but_a_real_change_does() -> No
     assert st.ready_transition(ready("Unknown", "Pending"), ready("False", "RollingOut")) is None
     assert st.ready_transition(ready("False", "RollingOut"), ready("False", "Invalid")) is not None
     assert st.ready_transition(ready("True", "Live"), ready("False", "RolledBack")) is not None
+
+
+def test_a_new_objects_first_ready_records_no_event_but_a_first_failure_does() -> None:
+    def ready(status: str, reason: str) -> dict[str, Any]:
+        return {"conditions": [{"type": "Ready", "status": status, "reason": reason, "message": "m"}]}
+
+    # The first status of a new object says Ready itself; an Event each would double a cold start's writes.
+    assert st.ready_transition({}, ready("True", "Live")) is None
+    invalid = st.ready_transition({}, ready("False", "Invalid"))
+    assert invalid is not None and invalid["reason"] == "Invalid"
+    assert st.ready_transition({}, ready("Unknown", "Pending")) is not None
+    # Ready after waiting is a transition like any other.
+    assert st.ready_transition(ready("Unknown", "Pending"), ready("True", "Live")) is not None

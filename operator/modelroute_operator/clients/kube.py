@@ -553,7 +553,9 @@ class KubeApi:
     async def ensure_secret_key(
         self, namespace: str, name: str, key: str, generate: Callable[[], str]
     ) -> str:
-        """The value of `key` in Secret `name`, creating the Secret with a generated value if missing."""
+        """The value of `key` in Secret `name`, creating the Secret with a generated value if missing
+        (the value created is returned as is: reading it back would be one more API call per namespace
+        on a cold start)."""
         for _ in range(3):
             try:
                 secret = await self._call(self._core.read_namespaced_secret, name, namespace)
@@ -564,13 +566,15 @@ class KubeApi:
             except ApiException as exc:
                 if exc.status != 404:
                     raise
+            value = generate()
             body = client.V1Secret(
                 metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=dict(MANAGED_BY)),
-                string_data={key: generate()},
+                string_data={key: value},
                 type="Opaque",
             )
             try:
                 await self._call(self._core.create_namespaced_secret, namespace, body)
+                return value
             except (ApiException, TransientApiError) as exc:
                 # Another operator replica created it first: read theirs on the next round.
                 if not isinstance(exc, TransientApiError) and exc.status != 409:

@@ -482,7 +482,10 @@ def canary_readiness(live: ConditionState, status: Mapping[str, Any]) -> Conditi
 def ready_transition(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any] | None:
     """The new Ready condition when its status or reason changed between two statuses, else None (also
     None into RollingOut and from it back to Live: every config change goes through it, so an Event
-    each would be noise; a Warning for a rollout in progress would be wrong)."""
+    each would be noise; a Warning for a rollout in progress would be wrong; and None for a new object's
+    first Ready=True: its status already says it, with the time, and an Event for each object would
+    double a cold start's API writes, see docs/scaling.md. A first Ready that is not True, e.g. Invalid,
+    is still told: someone has to act on it)."""
 
     def ready(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
         return next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
@@ -494,6 +497,8 @@ def ready_transition(before: Mapping[str, Any], after: Mapping[str, Any]) -> dic
         old is not None and {old.get("reason"), new.get("reason")} <= LIVE_REASONS
     ):
         return None  # a policy rolling a config out (and back to Live): routine, `Synced` shows it
-    if old is None or (old.get("status"), old.get("reason")) != (new.get("status"), new.get("reason")):
+    if old is None:
+        return dict(new) if new.get("status") != "True" else None
+    if (old.get("status"), old.get("reason")) != (new.get("status"), new.get("reason")):
         return dict(new)
     return None
