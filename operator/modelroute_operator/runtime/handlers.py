@@ -86,9 +86,26 @@ its restart on a loaded node. A connection refused or closed is not counted here
 and watches again after `reconnect_backoff`."""
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """A diff-base that keeps nothing. Kopf builds one on every watch event (a deep copy of the whole
+    body) for on.create/update handlers and daemons; this operator registers only on.event handlers,
+    which never see it, and compares what it needs itself (`logic.changes`). The copy was a quarter of
+    Kopf's CPU per event on a cold start (py-spy, 1,000 namespaces)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
     """Bound every wait of Kopf's own API client: no request without a timeout, no backoff over 1 s."""
     settings.posting.level = logging.WARNING
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 5
     settings.networking.error_backoffs = API_RETRY_BACKOFFS
