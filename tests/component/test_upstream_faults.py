@@ -2,7 +2,7 @@
 drops the connection gets it exactly once (the retry goes to the next choice, counted as a retry), a
 replica that breaks the framing is a failed attempt that fails over; a stream in compact JSON (the relay's
 cheap path) comes out in whole events however it is cut, gets its usage counted, and ends with an error
-event when the upstream cuts it mid-event."""
+event when the upstream cuts it mid-event; a client that leaves mid-stream closes the upstream stream."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import pytest
 
 from modelroute_contract import RouterConfig
 from modelroute_sidecar.sse import MAX_HELD_BYTES
-from tests.component.conftest import SidecarFactory, build_config
+from tests.component.conftest import SidecarFactory, build_config, eventually
 from tests.component.test_httpclient import read_request
+from tests.component.test_server_attacks import CHAT, gone_outcomes, port_of, post
 from tests.component.test_streams import raw_stream
 from tests.fakes.upstream import FakeUpstream
 
@@ -189,3 +190,37 @@ async def test_an_oversized_event_is_passed_on_in_pieces_and_the_stream_still_en
         status, events = await raw_stream(running)
         assert status == 200 and events[-1] == b"[DONE]"
         assert json.loads(events[1])["choices"][0]["delta"]["content"] == "x" * (MAX_HELD_BYTES + 1000)
+
+
+async def test_a_client_that_leaves_mid_stream_closes_the_upstream_stream(
+    start_sidecar: SidecarFactory, upstreams: dict[str, FakeUpstream]
+) -> None:
+    """The upstream sends one event and waits (a slow generation); the client reads it and leaves: the
+    upstream sees its connection closed, and the exchange is counted as client_closed."""
+    upstream = RawUpstream(lambda request: None)
+    closed = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            upstream.requests.append(await read_request(reader))
+            writer.write(STREAM_HEAD + http_chunk(sse_event(delta("Hello"))))
+            await writer.drain()
+            await reader.read()  # b"" once the sidecar closes the connection
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    upstream.port = server.sockets[0].getsockname()[1]
+    async with server:
+        running = await start_sidecar(config_with(upstreams, **{"eu-1": upstream.url}))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(running))
+        writer.write(post(CHAT.replace(b'"hi"}]', b'"hi"}], "stream": true')))
+        async with asyncio.timeout(5):
+            await reader.readuntil(b'"Hello"')  # the first event got through
+        writer.close()
+        async with asyncio.timeout(2):
+            await closed.wait()
+        await eventually(
+            lambda: gone_outcomes(running), within=2, what="the exchange counted as client_closed"
+        )
+        assert len(upstream.requests) == 1 and upstreams["eu-2"].requests == []
