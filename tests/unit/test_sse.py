@@ -147,7 +147,11 @@ def test_a_piece_that_may_matter_is_never_plain(piece: bytes) -> None:
     assert not sse._plain(piece)
 
 
-@pytest.mark.parametrize("piece", [compact(chunk("a")), compact({**chunk("b"), "system_fingerprint": None})])
+@pytest.mark.parametrize(
+    "piece",
+    [compact(chunk("a")), compact({**chunk("b"), "system_fingerprint": None}), event(chunk("c"))],
+    ids=["compact", "more nulls", "json.dumps spacing"],
+)
 def test_a_content_chunk_is_plain(piece: bytes) -> None:
     assert sse._plain(piece) and not sse._has_marker(piece)
 
