@@ -187,6 +187,18 @@ class _Connection(asyncio.Protocol):
             self._poller.register(self.fd, select.POLLIN)
 
     def data_received(self, data: bytes) -> None:
+        if self.sink is not None and not self.complete:
+            # a relay (checked first: this runs once per relayed piece): the head is done, the body
+            # goes to the sink from on_body, and nothing is buffered here to pause for
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade:  # not after a 200's head; handled as below all the same
+                self._fail("upstream switched protocols (status 101) on a POST")
+            except httptools.HttpParserError as exc:
+                self._parse_failed(exc)
+            if self.complete or self.failure is not None or self.sink_paused:
+                self._wake()  # the reader sleeps through the pieces its sink took
+            return
         if self.raw is not None:
             self.raw += data
             self._wake()
@@ -205,17 +217,20 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail("upstream switched protocols (status 101) on a POST")
         except httptools.HttpParserError as exc:
-            if self.complete:
-                self.dirty = True  # e.g. bytes after `Connection: close`: the answer itself is whole
-            elif self.failure is None:  # a callback below may have named the problem already
-                self._fail(f"upstream broke HTTP/1.1 framing: {exc}")
+            self._parse_failed(exc)
         if not self.head_done and self.head_bytes > MAX_HEAD_BYTES and self.failure is None:
             self._fail(f"upstream response head exceeds {MAX_HEAD_BYTES} bytes")
         if len(self.body) > PAUSE_READING_BYTES and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
         if self.sink is None or self.complete or self.failure is not None or self.sink_paused:
-            self._wake()  # a relay's reader sleeps through the pieces its sink took
+            self._wake()
+
+    def _parse_failed(self, exc: httptools.HttpParserError) -> None:
+        if self.complete:
+            self.dirty = True  # e.g. bytes after `Connection: close`: the answer itself is whole
+        elif self.failure is None:  # a callback below may have named the problem already
+            self._fail(f"upstream broke HTTP/1.1 framing: {exc}")
 
     def eof_received(self) -> bool:
         self._ended()
@@ -274,9 +289,14 @@ class _Connection(asyncio.Protocol):
         self.head_done = True
 
     def on_body(self, body: bytes) -> None:
-        if self.sink is not None:
+        sink = self.sink
+        if sink is not None:  # a relay: `to_sink`, inlined (once per relayed piece)
             self.body_total += len(body)
-            self.to_sink(body)
+            try:
+                if not sink(body) and not self.sink_paused:
+                    self._sink_full()
+            except Exception as exc:  # the sink's, not the upstream's: raised to the reader by relay()
+                self._sink_failed(exc)
             return
         self.body += body
         self.body_total += len(body)
@@ -334,14 +354,20 @@ class _Connection(asyncio.Protocol):
         assert sink is not None
         try:
             if not sink(piece) and not self.sink_paused:
-                self.sink_paused = True  # the reader drains the sink, then reading resumes
-                if not self._paused and self.transport is not None:
-                    self._paused = True
-                    self.transport.pause_reading()
+                self._sink_full()
         except Exception as exc:  # the sink's, not the upstream's: raised to the reader by relay()
-            self.sink = None
-            self.sink_error = exc
-            self.sink_paused = True
+            self._sink_failed(exc)
+
+    def _sink_full(self) -> None:
+        self.sink_paused = True  # the reader drains the sink, then reading resumes
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def _sink_failed(self, exc: Exception) -> None:
+        self.sink = None
+        self.sink_error = exc
+        self.sink_paused = True
 
     def resume(self) -> None:
         """Read again after a relay's pause."""

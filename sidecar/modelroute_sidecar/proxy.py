@@ -797,10 +797,11 @@ class Upstreams:
             **decision_headers(exchange),
         }
         stream = call.stream
+        feed, send = scanner.feed, stream.send  # bound once: relay_piece runs once per relayed piece
 
         def relay_piece(piece: bytes) -> bool:  # called by the upstream's protocol, once per piece
-            events = scanner.feed(piece)
-            return stream.send(events) if events else True
+            events = feed(piece)
+            return send(events) if events else True
 
         try:
             await stream.start(upstream.status, headers)

@@ -160,6 +160,11 @@ def _head(status: int, headers: dict[str, str], content_type: str | None, keep_a
     return ["".join(lines).encode("latin-1")]
 
 
+_SMALL_CHUNK = 4096
+_CHUNK_HEADS = tuple(b"%x\r\n" % size for size in range(_SMALL_CHUNK))
+"""The chunk-size lines of chunks shorter than `_SMALL_CHUNK` (a relayed event is ~100-500 bytes)."""
+
+
 class ResponseStream:
     """Writes one response piece by piece with chunked encoding (for relaying server-sent events)."""
 
@@ -194,7 +199,11 @@ class ResponseStream:
             transport = conn._transport  # conn.write, inlined: this runs once per relayed piece
             if conn._closed or transport is None or transport.is_closing():
                 raise ClientGoneError("client closed the connection")
-            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+            size = len(data)
+            if size < _SMALL_CHUNK:  # a table lookup and a join: the %-format cost twice as much
+                transport.write(b"".join((_CHUNK_HEADS[size], data, b"\r\n")))
+            else:
+                transport.write(b"%x\r\n%b\r\n" % (size, data))
         return not conn._writing_paused
 
     async def drain(self) -> None:
