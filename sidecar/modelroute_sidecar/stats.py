@@ -29,7 +29,6 @@ from modelroute_contract.stats import Figures as FiguresDocument
 
 from .bandit import merge_arms
 from .feedback import FeedbackTally
-from .fleet import merge_fleet
 
 ROLLING_SECONDS = 30.0
 """Each half of the rolling window behind `p95_latency_ms`: it covers the last 30 to 60 seconds."""
@@ -270,6 +269,8 @@ class EndpointStats:
 
 def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> StatsSnapshot:
     """Sum the `/stats` documents of the workers of one pod into one document of the same shape."""
+    from .fleet import merge_fleet  # fleet limits' module: loaded only by a process that needs it
+
     docs = [StatsSnapshot.model_validate(d) for d in snapshots]
     if not docs:
         raise ValueError("no snapshots to merge")
