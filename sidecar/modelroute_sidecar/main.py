@@ -420,7 +420,11 @@ async def watch_config_file(fleet: WorkerFleet, path: Path, interval: float) -> 
 
 def share_modules(live: Snapshot | None) -> None:
     """Import in the parent, before it forks, the modules a worker would import on first use for the
-    config it starts with, so that the workers share their pages instead of each loading a copy."""
+    config it starts with, so that the workers share their pages instead of each loading a copy: the
+    contract's stats models (the parent merges the workers' `/stats` documents, which they build with
+    them), and for a config with fleet limits their modules."""
+    import modelroute_contract.stats  # noqa: F401
+
     if live is not None and needs_fleet(live.config):
         from . import fleetstore  # noqa: F401
 
