@@ -30,7 +30,6 @@ import atexit
 import contextlib
 import gc
 import json
-import linecache
 import logging
 import os
 import queue
@@ -90,10 +89,7 @@ def settle_memory() -> None:
     """Move everything loaded at start-up out of the collector's sight: config, engine indexes and
     imported modules live for the whole process, and re-scanning them in every full collection shows
     up as tail latency under load. Then give the C heap's free pages back to the system: importing
-    and validating leave ~1 MiB of freed memory that malloc keeps resident otherwise. The source
-    lines pydantic read for the contract's attribute docstrings (`linecache`, ~0.1 MiB) go first: a
-    traceback reads them again if it needs them."""
-    linecache.clearcache()
+    and validating leave ~1 MiB of freed memory that malloc keeps resident otherwise."""
     gc.collect()
     gc.freeze()
     trim_heap()
