@@ -22,14 +22,13 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httptools
 
 from modelroute_contract import admin
 from modelroute_contract.files import FileCache, file_stamp
 from modelroute_contract.schemas import ACCEPTED_SCHEMA_VERSIONS
-from modelroute_contract.stats import StatsSnapshot
 
 from .configstore import ConfigRejectedError, ConfigStore, Snapshot
 from .errors import ApiError, error_response, refusal_error, request_id_of, unexpected
@@ -38,6 +37,9 @@ from .metrics import CONTENT_TYPE, merge_expositions
 from .server import DataServer, Handler, HttpRequest, HttpResponse, ResponseStream
 from .state import SiblingClaim, Sidecar
 from .stats import merge_snapshots
+
+if TYPE_CHECKING:
+    from modelroute_contract.stats import StatsSnapshot
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from . import messages, views
 from .audit import AuditLog
@@ -20,8 +21,8 @@ from .configstore import ConfigStore
 from .credentials import ClientKeys, UpstreamCredentials
 from .ejection import Ejections
 from .errors import ApiError, error_response, refusal_error, request_id_of, unexpected
-from .fleetstore import FleetAccounts, StoreSettings
 from .httpclient import Pool
+from .lazyfleet import LazyFleet
 from .metrics import Metrics
 from .proxies import ProxyConfig
 from .proxy import Exchange, Upstreams, decision_headers
@@ -38,6 +39,9 @@ from .settings import Settings
 from .shadow import Shadows
 from .state import Sidecar, report_failure
 from .stats import EndpointStats
+
+if TYPE_CHECKING:
+    from .fleetstore import FleetAccounts
 
 log = logging.getLogger(__name__)
 
@@ -87,17 +91,24 @@ def build_sidecar(settings: Settings) -> Sidecar:
     return sidecar
 
 
-def fleet_accounts(settings: Settings, metrics: Metrics) -> FleetAccounts:
-    """The fleet limits of this process (nothing connects until a policy uses them)."""
-    store = StoreSettings(
-        url=settings.fleet_store_url,
-        username=settings.fleet_store_username,
-        password_file=settings.fleet_store_password_file,
-        ca_file=settings.fleet_store_ca_file,
-        sync_seconds=settings.fleet_sync_seconds,
-    )
-    worker = f"{settings.pod_name}/{max(0, settings.worker_index)}"
-    return FleetAccounts(store, metrics, namespace=settings.namespace, worker=worker)
+def fleet_accounts(settings: Settings, metrics: Metrics) -> LazyFleet:
+    """The fleet limits of this process: made, and `fleetstore` imported, on the first config with
+    fleet limits (nothing connects until a policy uses them)."""
+
+    def make() -> FleetAccounts:
+        from .fleetstore import FleetAccounts, StoreSettings
+
+        store = StoreSettings(
+            url=settings.fleet_store_url,
+            username=settings.fleet_store_username,
+            password_file=settings.fleet_store_password_file,
+            ca_file=settings.fleet_store_ca_file,
+            sync_seconds=settings.fleet_sync_seconds,
+        )
+        worker = f"{settings.pod_name}/{max(0, settings.worker_index)}"
+        return FleetAccounts(store, metrics, namespace=settings.namespace, worker=worker)
+
+    return LazyFleet(make)
 
 
 def tenant_table(settings: Settings) -> TenantTable:

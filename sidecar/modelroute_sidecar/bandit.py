@@ -14,11 +14,14 @@ requests and feedback it sees (a multi-worker sidecar's `/stats` sums the eviden
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from modelroute_contract import RouterConfig
-from modelroute_contract.stats import BanditArmFigures
 
 from .engine.bandit import PRIOR, Posterior
+
+if TYPE_CHECKING:
+    from modelroute_contract.stats import BanditArmFigures
 
 RuleKey = tuple[str, str]
 """(policy, rule)."""
@@ -94,6 +97,8 @@ class BanditTable:
 
     def figures(self) -> list[BanditArmFigures]:
         """Every arm of every bandit rule (the prior for those not yet seen), sorted, for `/stats`."""
+        from modelroute_contract.stats import BanditArmFigures  # only /stats needs the models
+
         out = []
         for (policy, rule), names in sorted(self._targets.items()):
             arms = self._arms.get((policy, rule), {})
@@ -114,6 +119,8 @@ class BanditTable:
 
 def merge_arms(documents: Iterable[BanditArmFigures]) -> list[BanditArmFigures]:
     """Sum the evidence of several workers' arms: alpha and beta above the prior, and the pulls."""
+    from modelroute_contract.stats import BanditArmFigures
+
     merged: dict[tuple[str, str, str], list[float]] = {}
     for doc in documents:
         entry = merged.setdefault((doc.policy, doc.rule, doc.endpoint), [PRIOR.alpha, PRIOR.beta, 0])

@@ -26,9 +26,9 @@ from modelroute_contract import SCHEMA_VERSION, EndpointConfig, PolicyConfig, Ro
 from modelroute_contract.files import FileStamp, file_stamp
 from modelroute_contract.schemas import ACCEPTED_SCHEMA_VERSIONS, config_key
 
-from .embeddings import load_models
 from .engine import Router
 from .engine.detectors import config_pattern_problem
+from .engine.learned import PolicyModels, needs_models
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,16 @@ class Snapshot:
     def version(self) -> str:
         """The config's content hash."""
         return self.config.version
+
+
+def policy_models(config: RouterConfig) -> dict[str, PolicyModels]:
+    """The learned models of the config's policies (`embeddings.load_models`); `embeddings` is imported
+    only for a config whose rules use them."""
+    if not any(needs_models(policy) for policy in config.policies):
+        return {}
+    from .embeddings import load_models
+
+    return load_models(config)
 
 
 def _explain(error: ValidationError) -> str:
@@ -110,7 +120,7 @@ def build_snapshot(
     except ValueError as exc:
         raise ConfigRejectedError(422, f"config integrity check failed: {exc}") from None
     try:
-        router = Router(config, region, load_models(config))
+        router = Router(config, region, policy_models(config))
     except Exception as exc:  # the engine refusing a config must never take the sidecar down
         raise ConfigRejectedError(422, f"config cannot be routed: {exc}") from None
     return Snapshot(

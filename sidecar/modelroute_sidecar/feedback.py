@@ -20,10 +20,12 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from modelroute_contract.files import Clock
-from modelroute_contract.stats import FeedbackFigures
+
+if TYPE_CHECKING:
+    from modelroute_contract.stats import FeedbackFigures
 
 MEMORY_ENTRIES = 100_000
 """Most request ids remembered per process (~20 MiB); at least half as many are always remembered."""
@@ -124,6 +126,8 @@ class FeedbackTally:
             self.add(doc.policy, doc.rule, doc.endpoint, doc.score_sum, doc.count)
 
     def documents(self) -> list[FeedbackFigures]:
+        from modelroute_contract.stats import FeedbackFigures  # only /stats needs the models
+
         return [
             FeedbackFigures(policy=p, rule=r, endpoint=e, count=int(c), score_sum=round(s, 6))
             for (p, r, e), (c, s) in sorted(self.figures.items())

@@ -58,6 +58,7 @@ from .admin import (
 )
 from .app import build_sidecar, data_plane
 from .configstore import ConfigStore, Snapshot
+from .lazyfleet import needs_fleet
 from .ratelimit import TENANT_TABLE_FILE, TenantTable
 from .server import DataServer
 from .settings import Settings, parse_settings
@@ -417,6 +418,17 @@ async def watch_config_file(fleet: WorkerFleet, path: Path, interval: float) -> 
         await fleet.sync_file(path)
 
 
+def share_modules(live: Snapshot | None) -> None:
+    """Import in the parent, before it forks, the modules a worker would import on first use for the
+    config it starts with, so that the workers share their pages instead of each loading a copy: the
+    contract's stats models (the parent merges the workers' `/stats` documents, which they build with
+    them), and for a config with fleet limits their modules."""
+    import modelroute_contract.stats  # noqa: F401
+
+    if live is not None and needs_fleet(live.config):
+        from . import fleetstore  # noqa: F401
+
+
 async def run_parent(settings: Settings, logs: LogQueue | None = None) -> None:
     """Fork the workers, then serve the admin port and keep the workers in line."""
     import shutil  # the parent's only: a single-process sidecar saves the modules
@@ -433,6 +445,7 @@ async def run_parent(settings: Settings, logs: LogQueue | None = None) -> None:
     )
     if settings.config_file is not None:
         store.load_file(settings.config_file)
+    share_modules(store.current)
     sockets = WorkerSockets(control_dir, settings.workers)
     fleet = WorkerFleet(store, sockets, settings.pod_name)
     tasks: list[asyncio.Task[None]] = []

@@ -19,7 +19,7 @@ from .configstore import ConfigStore
 from .credentials import ClientKeys, UpstreamCredentials
 from .ejection import Ejections
 from .feedback import Served, ServedRequests
-from .fleetstore import FleetAccounts
+from .lazyfleet import LazyFleet
 from .metrics import Metrics
 from .proxy import Upstreams
 from .ratelimit import TenantLimiter
@@ -54,7 +54,7 @@ class Sidecar:
     client_keys: ClientKeys
     credentials: UpstreamCredentials
     audit: AuditLog
-    fleet: FleetAccounts
+    fleet: LazyFleet
     """Fleet-wide limits and budgets (the store is contacted only once a policy uses them)."""
     upstreams: Upstreams | None = None
     """Created when the data plane starts serving: it owns the event-loop-bound connection pool."""

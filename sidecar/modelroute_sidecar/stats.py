@@ -3,6 +3,10 @@
 The operator reads `/stats` on the admin port of every sidecar and sums them; the document is the
 contract's `StatsSnapshot` (`modelroute_contract.stats`), which says how to read it. A short rolling
 window also gives the engine each endpoint's recent p95 latency for latency budgets.
+
+The contract's stats models are imported where a document is built or read, not with this module: only
+`/stats` needs them, and a pod whose `/stats` nobody reads (no canary, no fleet limits) saves their ~1.5
+MiB. Recording an attempt uses only `modelroute_contract.histogram`.
 """
 
 from __future__ import annotations
@@ -11,25 +15,17 @@ import bisect
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelroute_contract.files import Clock
-from modelroute_contract.stats import (
-    LATENCY_BUCKETS_MS,
-    EndpointFigures,
-    ReplicaFigures,
-    ShadowFigures,
-    ShadowSide,
-    StatsSnapshot,
-    cumulative,
-    histogram_quantile,
-    per_bucket,
-)
-from modelroute_contract.stats import Figures as FiguresDocument
+from modelroute_contract.histogram import LATENCY_BUCKETS_MS, cumulative, histogram_quantile, per_bucket
 
 from .bandit import merge_arms
 from .feedback import FeedbackTally
-from .fleet import merge_fleet
+
+if TYPE_CHECKING:
+    from modelroute_contract.stats import Figures as FiguresDocument
+    from modelroute_contract.stats import ShadowFigures, ShadowSide, StatsSnapshot
 
 ROLLING_SECONDS = 30.0
 """Each half of the rolling window behind `p95_latency_ms`: it covers the last 30 to 60 seconds."""
@@ -71,6 +67,8 @@ class Figures:
 
     def document(self) -> FiguresDocument:
         """Cumulative buckets (`le` semantics, like Prometheus) so the operator can diff snapshots."""
+        from modelroute_contract.stats import Figures as FiguresDocument
+
         p95 = percentile_ms(self.counts, 0.95)
         return FiguresDocument(
             requests=self.requests,
@@ -120,6 +118,8 @@ class SideFigures:
         self.tokens_out += data.tokens_out
 
     def document(self) -> ShadowSide:
+        from modelroute_contract.stats import ShadowSide
+
         return ShadowSide(
             requests=self.requests,
             errors=self.errors,
@@ -167,6 +167,8 @@ class ShadowTally:
                 entry.skipped[reason] = entry.skipped.get(reason, 0) + count
 
     def documents(self) -> list[ShadowFigures]:
+        from modelroute_contract.stats import ShadowFigures
+
         return [
             ShadowFigures(
                 policy=policy,
@@ -249,6 +251,8 @@ class EndpointStats:
 
     def snapshot(self, *, pod: str, config_version: str, workers: int = 1) -> StatsSnapshot:
         """The `/stats` document: cumulative figures by endpoint, each with its replicas."""
+        from modelroute_contract.stats import EndpointFigures, ReplicaFigures, StatsSnapshot
+
         endpoints: dict[str, EndpointFigures] = {}
         for name, figures in sorted(self.endpoints.items()):
             endpoints[name] = EndpointFigures(**dict(figures.document()))
@@ -270,6 +274,10 @@ class EndpointStats:
 
 def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> StatsSnapshot:
     """Sum the `/stats` documents of the workers of one pod into one document of the same shape."""
+    from modelroute_contract.stats import StatsSnapshot
+
+    from .fleet import merge_fleet  # fleet limits' module: loaded only by a process that needs it
+
     docs = [StatsSnapshot.model_validate(d) for d in snapshots]
     if not docs:
         raise ValueError("no snapshots to merge")

@@ -67,25 +67,47 @@ def _with_punctuation(words: Iterable[str]) -> frozenset[str]:
     return frozenset(variants)
 
 
-_MATH_WORDS = _with_punctuation(
-    [
-        "integral", "integrals", "derivative", "derivatives", "equation", "equations", "theorem", "lemma",
-        "matrix", "matrices", "eigenvalue", "eigenvalues", "eigenvector", "probability", "polynomial",
-        "logarithm", "solve", "calculate", "compute", "proof", "variance", "integrate", "differentiate",
-    ]
+_MATH_WORD_LIST = (
+    "integral", "integrals", "derivative", "derivatives", "equation", "equations", "theorem", "lemma",
+    "matrix", "matrices", "eigenvalue", "eigenvalues", "eigenvector", "probability", "polynomial",
+    "logarithm", "solve", "calculate", "compute", "proof", "variance", "integrate", "differentiate",
 )  # fmt: skip
-_REASONING_WORDS = _with_punctuation(
-    [
-        "prove", "proves", "analyze", "analyse", "analysis", "compare", "contrast", "evaluate", "derive",
-        "justify", "critique", "optimize", "optimise", "tradeoff", "tradeoffs", "trade-off", "trade-offs",
-        "design", "architect", "reason", "reasoning", "why", "pros", "cons",
-    ]
+_REASONING_WORD_LIST = (
+    "prove", "proves", "analyze", "analyse", "analysis", "compare", "contrast", "evaluate", "derive",
+    "justify", "critique", "optimize", "optimise", "tradeoff", "tradeoffs", "trade-off", "trade-offs",
+    "design", "architect", "reason", "reasoning", "why", "pros", "cons",
 )  # fmt: skip
-_STEP_WORDS = _with_punctuation(["step", "step-by-step"])
-_SEQUENCE_FIRST = _with_punctuation(["first", "firstly"])
-_SEQUENCE_LATER = _with_punctuation(["then", "next", "finally", "afterwards", "secondly", "lastly"])
-_CUE_WORDS = _MATH_WORDS | _REASONING_WORDS | _STEP_WORDS | _SEQUENCE_FIRST | _SEQUENCE_LATER
-"""Every word cue: a prompt's words are intersected with this once, then the small result is classified."""
+
+
+class CueWords:
+    """The word cues with their punctuated variants (~6,000 strings, ~0.5 MiB): built by `cue_words` the
+    first time a prompt is scored, since most configs never score one (no complexity rule, or none a
+    request reaches) and every sidecar process would otherwise carry them."""
+
+    __slots__ = ("all", "math", "reasoning", "sequence_first", "sequence_later", "step")
+
+    def __init__(self) -> None:
+        self.math = _with_punctuation(_MATH_WORD_LIST)
+        self.reasoning = _with_punctuation(_REASONING_WORD_LIST)
+        self.step = _with_punctuation(["step", "step-by-step"])
+        self.sequence_first = _with_punctuation(["first", "firstly"])
+        self.sequence_later = _with_punctuation(
+            ["then", "next", "finally", "afterwards", "secondly", "lastly"]
+        )
+        self.all = self.math | self.reasoning | self.step | self.sequence_first | self.sequence_later
+        """Every word cue: a prompt's words are intersected with this once, then the small result is
+        classified."""
+
+
+_cue_words: CueWords | None = None
+
+
+def cue_words() -> CueWords:
+    """The word cues, built on the first call."""
+    global _cue_words
+    if _cue_words is None:
+        _cue_words = CueWords()
+    return _cue_words
 
 
 def score_length(prompt_tokens: int) -> int:
@@ -113,7 +135,7 @@ def score_math(window: str, cues: frozenset[str]) -> int:
     if notation or (not window.isascii() and _MATH_SYMBOLS.search(window)):
         points += _MATH_SYMBOL_POINTS
     if cues:
-        points += min(_MATH_WORD_MAX, _MATH_WORD_POINTS * len(cues & _MATH_WORDS))
+        points += min(_MATH_WORD_MAX, _MATH_WORD_POINTS * len(cues & cue_words().math))
     return min(MATH_CAP, points)
 
 
@@ -125,11 +147,12 @@ def score_steps(window: str, tail: str, cues: frozenset[str]) -> int:
         points += _LIST_POINTS
     if not cues:
         return points
-    if not cues.isdisjoint(_STEP_WORDS) and ("step by step" in tail or "step-by-step" in tail):
+    words = cue_words()
+    if not cues.isdisjoint(words.step) and ("step by step" in tail or "step-by-step" in tail):
         points += _STEP_BY_STEP_POINTS
-    if not cues.isdisjoint(_SEQUENCE_FIRST) and not cues.isdisjoint(_SEQUENCE_LATER):
+    if not cues.isdisjoint(words.sequence_first) and not cues.isdisjoint(words.sequence_later):
         points += _SEQUENCE_POINTS
-    points += min(_REASONING_MAX, _REASONING_POINTS * len(cues & _REASONING_WORDS))
+    points += min(_REASONING_MAX, _REASONING_POINTS * len(cues & words.reasoning))
     return min(STEPS_CAP, points)
 
 
@@ -138,7 +161,7 @@ def score_complexity(prompt_text: str, prompt_tokens: int) -> int:
     window = prompt_text[-WINDOW:].lower()
     tail = window[-WORD_WINDOW:]
     # Only the cue words of the tail: intersecting with the split list avoids building a set of every word.
-    cues = _CUE_WORDS.intersection(tail.split())
+    cues = cue_words().all.intersection(tail.split())
     total = (
         score_length(prompt_tokens)
         + score_code(window)

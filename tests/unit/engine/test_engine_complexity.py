@@ -24,9 +24,9 @@ from modelroute_sidecar.engine.complexity import (
 
 def cues(text: str) -> frozenset[str]:
     """The cue words of a lower-cased text, as score_complexity computes them."""
-    from modelroute_sidecar.engine.complexity import _CUE_WORDS
+    from modelroute_sidecar.engine.complexity import cue_words
 
-    return _CUE_WORDS.intersection(text.split())
+    return cue_words().all.intersection(text.split())
 
 
 @pytest.mark.parametrize(
