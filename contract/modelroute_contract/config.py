@@ -378,13 +378,14 @@ HEURISTIC_SCORER: Final = "heuristic"
 """The complexity scorer a rule gets when it names none (it may also be named)."""
 BUILTIN_DIFFICULTY_MODEL: Final = "builtin"
 """The difficulty model shipped with the sidecar (`modelroute_sidecar/data/difficulty-builtin.json`)."""
-BUILTIN_DIFFICULTY_VERSION: Final = "2026.12.2"
-BUILTIN_DIFFICULTY_SHA256: Final = "b094ac2a7c5f9ebe89fa01d00c1a144d669e31e5dcc5f6aa5d9005943bc7917f"
+BUILTIN_DIFFICULTY_VERSION: Final = "2026.12.3"
+BUILTIN_DIFFICULTY_SHA256: Final = "2dc87147456e7d91abf3ef231fa448d4608d76f47d1430ee1742062d9f94b78e"
 """Version and sha256 of the builtin head a policy gets when it names no version: operator and sidecar
 agree on it through the contract, and a sidecar whose packaged head differs refuses configs that name it
 (a test checks the file)."""
 BUILTIN_DIFFICULTY_HEADS: Final = {
     "2026.12.1": "24e7c1044347c0b4b7da7d426a68c5f9bb7903498e054917c19ce16bdea35efb",
+    "2026.12.2": "b094ac2a7c5f9ebe89fa01d00c1a144d669e31e5dcc5f6aa5d9005943bc7917f",
     BUILTIN_DIFFICULTY_VERSION: BUILTIN_DIFFICULTY_SHA256,
 }
 """Every builtin head the sidecar carries, by version: a policy that pinned an older one keeps scoring

@@ -25,7 +25,7 @@ from modelroute_sidecar.engine.difficulty import head_from_document, prompt_word
 from modelroute_sidecar.engine.learned import PolicyModels, head_problem
 from modelroute_sidecar.engine.routing_eval import figures, random_figures
 from modelroute_sidecar.engine.semantic import build_semantic_index
-from modelroute_sidecar.engine.training import Example, TrainingSettings, train
+from modelroute_sidecar.engine.training import Example, TrainingSettings, _members, train
 
 
 def fake_embed(text: str) -> np.ndarray:
@@ -131,6 +131,79 @@ def test_the_vocabulary_is_the_most_frequent_words_and_training_stays_determinis
     # "more" is in every prompt, each filler in most; "zorp" and "blick" in half: not among the top 5.
     vocabulary = first["groups"][0]["words"]
     assert "more" in vocabulary and len(vocabulary) == 5 and not {"zorp", "blick"} & set(vocabulary)
+
+
+def test_the_ensemble_members_are_distinct_and_capped_by_the_words_there_are() -> None:
+    ranked = [f"w{i}" for i in range(100)]
+    members = _members(ranked, TrainingSettings())
+    # One member without words (its penalty is moot), three penalties per bag; 128 and 256 both cap at 100.
+    assert members == [
+        (0, 0.0),
+        (64, 300.0),
+        (64, 1000.0),
+        (64, 3000.0),
+        (100, 300.0),
+        (100, 1000.0),
+        (100, 3000.0),
+    ]
+    assert _members(ranked, TrainingSettings(vocabulary=0)) == [(0, 0.0)]
+    assert _members([], TrainingSettings()) == [(0, 0.0)]
+
+
+def test_the_ensemble_head_is_the_mean_of_its_members() -> None:
+    """Two single-member heads and the ensemble of both: the ensemble's weights are their mean (a mean
+    of linear heads is one linear head, so the engine scores it unchanged)."""
+    base = {"vocabulary": 10, "min_word_prompts": 3, "l2_words": 10.0}
+    alone = [
+        train(
+            worded(),
+            name="d",
+            version="1",
+            settings=TrainingSettings(**base, member_vocabularies=(size,), member_l2_words=(1.0,)),
+        )["groups"][0]  # type: ignore[index]
+        for size in (0, 10)
+    ]
+    both = train(
+        worded(),
+        name="d",
+        version="1",
+        settings=TrainingSettings(**base, member_vocabularies=(0, 10), member_l2_words=(1.0,)),
+    )["groups"][0]  # type: ignore[index]
+    assert (
+        head_problem(
+            {
+                "format": "modelroute.dev/difficulty-head/v1",
+                "embedding": "wordllama/l2_supercat/256",
+                "groups": [both],
+            }
+        )
+        is None
+    )
+    for tier in ("weakFails", "strongFails"):
+        for key in ("embeddingWeights", "featureWeights"):
+            mean = (np.asarray(alone[0][tier][key]) + np.asarray(alone[1][tier][key])) / 2
+            assert np.allclose(both[tier][key], mean, rtol=1e-4, atol=1e-8)
+        # The member without words weighs none: each word's weight is half the worded member's.
+        assert np.allclose(
+            both[tier]["wordWeights"], np.asarray(alone[1][tier]["wordWeights"]) / 2, rtol=1e-4, atol=1e-8
+        )
+        assert both[tier]["bias"] == pytest.approx(
+            (alone[0][tier]["bias"] + alone[1][tier]["bias"]) / 2, abs=1e-5
+        )
+
+
+def test_a_single_member_is_the_plain_head() -> None:
+    """One member fits exactly the head of before: the same document as the default ensemble gives when
+    every member coincides (a group whose words are all of one bag and one penalty)."""
+    one = TrainingSettings(
+        vocabulary=10, min_word_prompts=3, member_vocabularies=(10,), member_l2_words=(1.0,)
+    )
+    same = TrainingSettings(
+        vocabulary=10, min_word_prompts=3, member_vocabularies=(10, 256), member_l2_words=(1.0, 1.0)
+    )
+    assert canonical_json(train(worded(), name="d", version="1", settings=one)) == canonical_json(
+        train(worded(), name="d", version="1", settings=same)
+    )
 
 
 def test_a_head_without_words_still_loads() -> None:
