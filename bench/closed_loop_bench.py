@@ -851,6 +851,10 @@ class ReadyWatch:
         self._bench, self._prefix = bench, prefix
         self._lock = threading.Lock()
         self._ready: dict[tuple[str, str, str], bool] = {}
+        self._objects: Counter[str] = Counter()
+        """Objects held per namespace."""
+        self._lagging: Counter[str] = Counter()
+        """Objects not Ready per namespace (kept as events come: `counts` is polled every 0.1 s)."""
         self._stop = threading.Event()
         self.restarts = 0
         """Watches that ended with an error and were listed again."""
@@ -871,20 +875,28 @@ class ReadyWatch:
     def counts(self) -> tuple[int, int]:
         """(objects not Ready at their current generation, namespaces with every object Ready)."""
         with self._lock:
-            lagging = {ns for (_, ns, _), ok in self._ready.items() if not ok}
-            seen = {ns for (_, ns, _) in self._ready}
-            return sum(1 for ok in self._ready.values() if not ok), len(seen - lagging)
+            return self._lagging.total(), len(self._objects) - len(self._lagging)
 
     def _observe(self, plural: str, obj: dict[str, Any], deleted: bool = False) -> None:
         meta = obj["metadata"]
         if not meta["namespace"].startswith(self._prefix):
             return
-        key = (plural, meta["namespace"], meta["name"])
+        namespace = meta["namespace"]
+        key = (plural, namespace, meta["name"])
         with self._lock:
-            if deleted:
-                self._ready.pop(key, None)
-            else:
-                self._ready[key] = _is_ready(obj)
+            held = self._ready.pop(key, None)
+            if held is not None:
+                self._count(namespace, held, -1)
+            if not deleted:
+                self._ready[key] = ready = _is_ready(obj)
+                self._count(namespace, ready, 1)
+
+    def _count(self, namespace: str, ready: bool, step: int) -> None:
+        for counter, counts in ((self._objects, True), (self._lagging, not ready)):
+            if counts:
+                counter[namespace] += step
+                if counter[namespace] <= 0:
+                    del counter[namespace]
 
     def _run(self, plural: str) -> None:
         from kubernetes import watch as kwatch
