@@ -39,6 +39,8 @@ from .common import (
     stops_of,
     text_of,
     tool_arguments,
+    tool_call_id_of,
+    tool_calls_of,
     tool_name_of,
 )
 
@@ -118,7 +120,7 @@ def chat_to_messages(
         elif role == "tool":
             block = {
                 "type": "tool_result",
-                "tool_use_id": str(message.get("tool_call_id") or ""),
+                "tool_use_id": tool_call_id_of(message, where),
                 "content": text_of(message.get("content"), f"{where}.content"),
             }
             append_turn(turns, "user", "content", [block])
@@ -183,18 +185,8 @@ def _assistant_blocks(message: Mapping[str, Any], where: str) -> list[dict[str, 
     text = text_of(message.get("content"), f"{where}.content")
     if text:
         blocks.append({"type": "text", "text": text})
-    for j, call in enumerate(message.get("tool_calls") or ()):
-        function = call.get("function") or {}
-        blocks.append(
-            {
-                "type": "tool_use",
-                "id": str(call.get("id") or f"toolu_{j}"),
-                "name": str(function.get("name") or ""),
-                "input": tool_arguments(
-                    function.get("arguments"), f"{where}.tool_calls[{j}].function.arguments"
-                ),
-            }
-        )
+    for j, (call_id, name, arguments) in enumerate(tool_calls_of(message, where)):
+        blocks.append({"type": "tool_use", "id": call_id or f"toolu_{j}", "name": name, "input": arguments})
     return blocks or [{"type": "text", "text": ""}]
 
 
@@ -577,15 +569,20 @@ def _inbound_tool_choice(choice: Any) -> tuple[Any, bool | None]:
 
 def chat_to_message(answer: Mapping[str, Any], model: str) -> dict[str, Any]:
     """An OpenAI chat completion as a Messages API answer (`model` is the client's model name)."""
-    choices = answer.get("choices") or [{}]
-    first = choices[0] if isinstance(choices[0], dict) else {}
-    message = first.get("message") or {}
+    choices = answer.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    message = first.get("message")
+    if not isinstance(message, dict):
+        message = {}
     content: list[dict[str, Any]] = []
     text = message.get("content")
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") or {}
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):  # an upstream's malformed call is left out, never a 500
+            continue
         try:
             arguments = tool_arguments(function.get("arguments"), "arguments")
         except UnsupportedError:

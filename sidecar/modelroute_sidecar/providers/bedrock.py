@@ -35,7 +35,8 @@ from .common import (
     openai_error,
     stops_of,
     text_of,
-    tool_arguments,
+    tool_call_id_of,
+    tool_calls_of,
     tool_name_of,
 )
 
@@ -84,23 +85,14 @@ def chat_to_converse(body: Mapping[str, Any]) -> dict[str, Any]:
             text = text_of(message.get("content"), f"{where}.content")
             if text:
                 blocks.append({"text": text})
-            for j, call in enumerate(message.get("tool_calls") or ()):
-                function = call.get("function") or {}
+            for j, (call_id, name, arguments) in enumerate(tool_calls_of(message, where)):
                 blocks.append(
-                    {
-                        "toolUse": {
-                            "toolUseId": str(call.get("id") or f"tooluse_{j}"),
-                            "name": str(function.get("name") or ""),
-                            "input": tool_arguments(
-                                function.get("arguments"), f"{where}.tool_calls[{j}].function.arguments"
-                            ),
-                        }
-                    }
+                    {"toolUse": {"toolUseId": call_id or f"tooluse_{j}", "name": name, "input": arguments}}
                 )
             append_turn(turns, "assistant", "content", blocks or [{"text": ""}])
         elif role == "tool":
             result = {
-                "toolUseId": str(message.get("tool_call_id") or ""),
+                "toolUseId": tool_call_id_of(message, where),
                 "content": [{"text": text_of(message.get("content"), f"{where}.content")}],
             }
             append_turn(turns, "user", "content", [{"toolResult": result}])
@@ -141,8 +133,6 @@ def chat_to_converse(body: Mapping[str, Any]) -> dict[str, Any]:
     elif body.get("tool_choice") is not None:
         raise UnsupportedError("tool_choice", "needs tools")
     return request
-
-
 
 
 def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:

@@ -123,14 +123,54 @@ def data_url(url: str) -> tuple[str, str] | None:
     return (found.group(1), found.group(2)) if found else None
 
 
-def tool_arguments(arguments: Any, where: str) -> Any:
+def tool_arguments(arguments: Any, where: str) -> dict[str, Any]:
     """A tool call's `arguments` (a JSON string in the OpenAI API) as the object native APIs take."""
     if isinstance(arguments, dict):
         return arguments
     try:
-        return json.loads(arguments or "{}")
+        parsed = json.loads(arguments or "{}")
     except (TypeError, ValueError):
-        raise UnsupportedError(where, "must be a JSON object in a string") from None
+        parsed = None
+    if not isinstance(parsed, dict):  # a list or a number is valid JSON no native API takes as input
+        raise UnsupportedError(where, "must be a JSON object in a string")
+    return parsed
+
+
+def tool_calls_of(message: Mapping[str, Any], where: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(id, or "" when absent; name; arguments as an object) of each of an assistant message's
+    `tool_calls`, checked: a malformed call is a 400 naming its field, never a call under a name
+    (`str()` of whatever was sent) the client did not mean, nor a 500 from a `.get` on a string."""
+    calls = message.get("tool_calls")
+    if calls is None:
+        return []
+    if not isinstance(calls, list):
+        raise UnsupportedError(f"{where}.tool_calls", "must be a list")
+    checked: list[tuple[str, str, dict[str, Any]]] = []
+    for j, call in enumerate(calls):
+        here = f"{where}.tool_calls[{j}]"
+        if not isinstance(call, dict):
+            raise UnsupportedError(here, "must be an object")
+        function = call.get("function")
+        if not isinstance(function, dict):
+            raise UnsupportedError(f"{here}.function", "must be an object")
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise UnsupportedError(f"{here}.function.name", "must be a non-empty string")
+        call_id = call.get("id")
+        if call_id is not None and not isinstance(call_id, str):
+            raise UnsupportedError(f"{here}.id", "must be a string")
+        checked.append(
+            (call_id or "", name, tool_arguments(function.get("arguments"), f"{here}.function.arguments"))
+        )
+    return checked
+
+
+def tool_call_id_of(message: Mapping[str, Any], where: str) -> str:
+    """A tool message's `tool_call_id` ("" when absent: the provider then refuses it in its own words)."""
+    value = message.get("tool_call_id")
+    if value is not None and not isinstance(value, str):
+        raise UnsupportedError(f"{where}.tool_call_id", "must be a string")
+    return value or ""
 
 
 def arguments_text(value: Any) -> str:
@@ -142,7 +182,9 @@ def tool_name_of(tool: Any, i: int) -> tuple[str, str, Any]:
     """(name, description, JSON schema) of an OpenAI `tools[i]` entry (function tools only)."""
     if not isinstance(tool, dict) or tool.get("type", "function") != "function":
         raise UnsupportedError(f"tools[{i}]", "must be a function tool")
-    function = tool.get("function") or {}
+    function = tool.get("function")
+    if not isinstance(function, dict):
+        raise UnsupportedError(f"tools[{i}].function", "must be an object")
     name = function.get("name")
     if not isinstance(name, str) or not name:
         raise UnsupportedError(f"tools[{i}].function.name", "is required")

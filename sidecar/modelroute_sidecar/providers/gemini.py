@@ -38,7 +38,8 @@ from .common import (
     openai_error,
     stops_of,
     text_of,
-    tool_arguments,
+    tool_call_id_of,
+    tool_calls_of,
     tool_name_of,
 )
 
@@ -105,17 +106,12 @@ def chat_to_gemini(body: Mapping[str, Any]) -> dict[str, Any]:
             text = text_of(message.get("content"), f"{where}.content")
             if text:
                 parts.append({"text": text})
-            for j, call in enumerate(message.get("tool_calls") or ()):
-                function = call.get("function") or {}
-                name = str(function.get("name") or "")
-                names[str(call.get("id"))] = name
-                args = tool_arguments(
-                    function.get("arguments"), f"{where}.tool_calls[{j}].function.arguments"
-                )
+            for call_id, name, args in tool_calls_of(message, where):
+                names[call_id] = name
                 parts.append({"functionCall": {"name": name, "args": args}})
             append_turn(contents, "model", "parts", parts or [{"text": ""}])
         elif role == "tool":
-            call_id = str(message.get("tool_call_id") or "")
+            call_id = tool_call_id_of(message, where)
             if call_id not in names:
                 raise UnsupportedError(
                     f"{where}.tool_call_id", "must answer a tool call of an earlier assistant message"
@@ -161,8 +157,6 @@ def chat_to_gemini(body: Mapping[str, Any]) -> dict[str, Any]:
     if choice is not None:
         request["toolConfig"] = {"functionCallingConfig": _calling_config(choice)}
     return request
-
-
 
 
 def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:

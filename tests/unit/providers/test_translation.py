@@ -74,6 +74,55 @@ def test_what_anthropic_cannot_carry_is_refused(change: dict[str, Any], param: s
     assert refused.value.param == param
 
 
+
+def _assistant(**call: Any) -> dict[str, Any]:
+    return {"role": "assistant", "content": None, "tool_calls": [call]}
+
+
+@pytest.mark.parametrize(
+    ("message", "param"),
+    [
+        ({"role": "assistant", "content": "x", "tool_calls": "abc"}, "messages[0].tool_calls"),
+        ({"role": "assistant", "content": "x", "tool_calls": ["call"]}, "messages[0].tool_calls[0]"),
+        (_assistant(id="c1", function="get_weather"), "messages[0].tool_calls[0].function"),
+        (_assistant(id="c1", function={"name": {"a": 1}, "arguments": "{}"}), "messages[0].tool_calls[0].function.name"),
+        (_assistant(id="c1", function={"name": "", "arguments": "{}"}), "messages[0].tool_calls[0].function.name"),
+        (_assistant(id=["c1"], function={"name": "f", "arguments": "{}"}), "messages[0].tool_calls[0].id"),
+        (_assistant(id="c1", function={"name": "f", "arguments": "[1, 2]"}), "messages[0].tool_calls[0].function.arguments"),
+        ({"role": "tool", "tool_call_id": ["c1"], "content": "sunny"}, "messages[0].tool_call_id"),
+    ],
+)
+@pytest.mark.parametrize("provider", ["anthropic", "bedrock", "gemini"])
+def test_a_malformed_tool_call_is_refused_naming_its_field_by_every_provider(
+    provider: str, message: dict[str, Any], param: str
+) -> None:
+    # Before, a non-string name went out as its str() (a call the client never meant) and a call that
+    # was not an object raised AttributeError (a 500); every translation now shares one check.
+    body = {"model": "m", "messages": [message]}
+    translate = {
+        "anthropic": lambda: anthropic.chat_to_messages(body, "claude", 100, stream=False),
+        "bedrock": lambda: bedrock.chat_to_converse(body),
+        "gemini": lambda: gemini.chat_to_gemini(body),
+    }[provider]
+    with pytest.raises(UnsupportedError) as refused:
+        translate()
+    assert refused.value.param == param
+
+
+def test_a_tool_that_is_not_an_object_is_refused_naming_it() -> None:
+    body = {**CHAT, "tools": [{"type": "function", "function": "get_weather"}]}
+    with pytest.raises(UnsupportedError) as refused:
+        anthropic.chat_to_messages(body, "claude", 100, stream=False)
+    assert refused.value.param == "tools[0].function"
+
+
+def test_an_upstream_answer_with_malformed_tool_calls_keeps_the_well_formed_ones() -> None:
+    good = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    answer = {"choices": [{"message": {"content": "hi", "tool_calls": ["x", {"function": "y"}, good]}}]}
+    content = anthropic.chat_to_message(answer, "m")["content"]
+    assert content == [{"type": "text", "text": "hi"}, {"type": "tool_use", "id": "c1", "name": "f", "input": {"a": 1}}]
+    assert anthropic.chat_to_message({"choices": {"0": "x"}}, "m")["content"] == []
+
 RECORDED_MESSAGE = {
     "id": "msg_01XFDUDYJgAACzvnptvVoYEL", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
     "content": [{"type": "text", "text": "Let me check."},
