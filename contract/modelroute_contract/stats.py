@@ -42,6 +42,11 @@ class Figures(StatsModel):
     latency_buckets: list[int] = Field(default_factory=list)
     """Cumulative counts per bucket of `StatsSnapshot.latency_buckets_ms`, the +Inf bucket last."""
     p95_ms: float | None = None
+    ejections: int = Field(default=0, exclude_if=lambda value: not value)
+    """Times this sidecar took the replica (summed over the endpoint's replicas for an endpoint) out of
+    rotation for consecutive failed attempts. An ejected replica gets no requests, so its error rate
+    stops growing: the canary analysis reads this to see a candidate the sidecars stopped sending to.
+    Absent when zero, and from sidecars older than the field (read as zero)."""
 
 
 class ReplicaFigures(Figures):

@@ -96,6 +96,7 @@ class Ejections:
         log.warning(
             "replica %s/%s ejected for %.1fs (ejection %d)", endpoint, replica, backoff, state.ejections
         )
+        self._latency.ejected(endpoint, replica)  # in /stats: the canary sees a candidate taken out
         if self._on_eject is not None:
             self._on_eject(endpoint, replica)
         return True

@@ -702,11 +702,11 @@ class Upstreams:
     ) -> Answer:
         elapsed = time.monotonic() - started
         attempt.outcome, attempt.status, attempt.ms = reason, status, round(elapsed * 1000, 3)
-        if self.ejections.failed(choice.endpoint, choice.replica, call.policy.resilience):
-            self.metrics.ejections.labels(choice.endpoint, choice.replica).inc()
-        self.stats.record(
+        self.stats.record(  # first: an ejection below is counted on the replica's figures
             choice.endpoint, choice.replica, choice.region, elapsed * 1000, error=True, client_error=False
         )
+        if self.ejections.failed(choice.endpoint, choice.replica, call.policy.resilience):
+            self.metrics.ejections.labels(choice.endpoint, choice.replica).inc()
         self.metrics.observe_upstream(choice.endpoint, choice.replica, choice.region, reason, elapsed)
         return Answer("failed", status=status, reason=reason, retry_after=retry_after)
 

@@ -48,6 +48,8 @@ class Figures:
     """4xx answers (other than 429) passed back to the client: the request's fault, not the model's."""
     latency_sum_ms: float = 0.0
     counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+    ejections: int = 0
+    """Times passive ejection took the replica (or one of the endpoint's) out of rotation."""
 
     def add(self, latency_ms: float, error: bool, client_error: bool) -> None:
         """Count one attempt."""
@@ -64,6 +66,7 @@ class Figures:
         self.client_errors += other.client_errors
         self.latency_sum_ms += other.latency_sum_ms
         self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.ejections += other.ejections
 
     def document(self) -> FiguresDocument:
         """Cumulative buckets (`le` semantics, like Prometheus) so the operator can diff snapshots."""
@@ -78,13 +81,16 @@ class Figures:
             latency_sum_ms=round(self.latency_sum_ms, 3),
             latency_buckets=cumulative(self.counts),
             p95_ms=None if p95 is None else round(p95, 3),
+            ejections=self.ejections,
         )
 
     @classmethod
     def from_document(cls, data: FiguresDocument) -> Figures:
         """Inverse of `document` (used to sum the workers of one pod)."""
         counts = per_bucket(data.latency_buckets)
-        return cls(data.requests, data.errors, data.client_errors, data.latency_sum_ms, counts)
+        return cls(
+            data.requests, data.errors, data.client_errors, data.latency_sum_ms, counts, data.ejections
+        )
 
 
 @dataclass(slots=True)
@@ -222,6 +228,16 @@ class EndpointStats:
         replica_figures.add(latency_ms, error, client_error)
         if not error:  # a refused connection is fast: counting it would make a dead endpoint look quick
             self._roll(endpoint).current[bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
+
+    def ejected(self, endpoint: str, replica: str) -> None:
+        """Count one passive ejection of `replica` (its failed attempts were recorded first)."""
+        figures = self.endpoints.get(endpoint)
+        if figures is None:
+            figures = self.endpoints[endpoint] = Figures()
+        figures.ejections += 1
+        replica_figures = self.replicas.get((endpoint, replica))
+        if replica_figures is not None:
+            replica_figures.ejections += 1
 
     def _roll(self, endpoint: str) -> _Rolling:
         rolling = self._rolling.get(endpoint)

@@ -128,8 +128,13 @@ def test_a_failing_candidate_is_rolled_back_with_the_figures(cluster: Cluster) -
     wait_for(lambda: canary_status(cluster).get("currentWeight") == 0, "the 0% acknowledged", 30)
     analysis = status["lastAnalysis"]
     assert analysis["verdict"] == "Fail"
-    assert 15 <= analysis["candidate"]["errorRatePercent"] <= 50, analysis
-    assert analysis["candidate"]["requests"] >= 10
+    if analysis["candidate"].get("ejections") and analysis["candidate"]["requests"] < 10:
+        # Its first few answers failed in a row (30% each): the sidecar ejected it and its users failed
+        # over, so it could not reach minRequests; the ejection decided, as the analysis says.
+        assert "ejected" in analysis["message"], analysis
+    else:
+        assert 15 <= analysis["candidate"]["errorRatePercent"] <= 50, analysis
+        assert analysis["candidate"]["requests"] >= 10
     events = cluster.kubectl.json(
         "get", "events", "-n", cluster.namespace, "--field-selector", "involvedObject.name=llama-v2"
     )
@@ -138,6 +143,26 @@ def test_a_failing_candidate_is_rolled_back_with_the_figures(cluster: Cluster) -
     live = cluster.live_config_json()
     assert '"candidateWeight":0' in live
 
+
+
+def test_a_candidate_the_sidecar_ejects_is_rolled_back_not_held_for_want_of_traffic(cluster: Cluster) -> None:
+    """Every answer of the candidate fails: the sidecar ejects it after 3 and its users fail over to
+    stable, so it never reaches minRequests. The ejection in /stats decides the analysis (before, the
+    step held on "too little traffic" for as long as the ejection backoff kept doubling)."""
+    load = canary_setup(cluster, candidate_fail_percent=100, analysis={"minRequests": 50})
+    try:
+        status = wait_for(
+            lambda: (s := canary_status(cluster)).get("phase") == "RolledBack" and s, "rollback", 60
+        )
+    finally:
+        load.stop()
+    analysis = status["lastAnalysis"]
+    assert analysis["verdict"] == "Fail" and analysis["candidate"]["ejections"] >= 1, analysis
+    assert analysis["candidate"]["requests"] < 50 and "ejected" in analysis["message"], analysis
+    # maxAttempts 1: the candidate's own failures reach their users, but only until each ejection;
+    # everyone else was served by stable.
+    failed, served = len(load.failures()), sum(load.endpoints_since(0).values())
+    assert failed < 50 and served > 10 * failed, (failed, served)
 
 def test_a_candidate_whose_answers_score_worse_is_rolled_back(cluster: Cluster) -> None:
     """No errors and the same latency: only the quality feedback the client posts through the data

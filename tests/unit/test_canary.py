@@ -78,6 +78,7 @@ class Side:
     counts: list[int] = field(default_factory=lambda: [0] * (len(BOUNDS) + 1))
     feedback: int = 0
     score_sum: float = 0.0
+    ejections: int = 0
 
     def add(self, requests: int, errors: int, latency: float, feedback: int = 0, score: float = 0.0) -> None:
         self.requests += requests
@@ -93,7 +94,7 @@ class Side:
             running += count
             cumulative.append(running)
         buckets = tuple(zip((*BOUNDS, INF), cumulative, strict=True))
-        return SideStats(self.requests, self.errors, buckets, self.feedback, self.score_sum)
+        return SideStats(self.requests, self.errors, buckets, self.feedback, self.score_sum, self.ejections)
 
 
 @dataclass(frozen=True)
@@ -444,6 +445,42 @@ def test_too_little_traffic_holds_and_says_so_once() -> None:
     traffic.flow(40, 10, 10, Profile(), Profile())
     passed = step(spec, more.status, end + timedelta(seconds=60), traffic.stats(), more.baseline)
     assert (passed.status.current_step, [e.reason for e in passed.events]) == (1, ["StepPassed"])
+
+
+def test_a_candidate_the_sidecars_ejected_fails_without_waiting_for_min_requests() -> None:
+    # Seen on a loaded box: the candidate failed its first 3 requests, every sidecar ejected it, its
+    # users failed over to stable, and the step held at "3/10 candidate requests" while the ejection
+    # backoff doubled. The ejection is the sidecars' own verdict on the candidate: it decides.
+    spec = canary(analysis={"minRequests": 100})
+    traffic = Traffic()
+    out = step(spec, CanaryStatus(), T0, traffic.stats(), None)
+    traffic.flow(60, 10, 10, Profile(), Profile())
+    traffic.candidate.add(3, 3, 0.01)
+    traffic.candidate.ejections += 1
+    failed = step(spec, out.status, T0 + timedelta(minutes=1), traffic.stats(), out.baseline)
+    assert failed.status.phase == ROLLED_BACK and failed.status.desired_weight == 0
+    analysis = failed.status.last_analysis
+    assert analysis is not None and analysis.verdict == "Fail" and analysis.candidate.ejections == 1
+    assert "candidate ejected 1x by the sidecars for consecutive failures before 63/100" in analysis.message
+    assert "ejected 1x" in failed.events[-1].message
+
+
+def test_an_ejection_counted_before_the_step_does_not_fail_it_and_enough_traffic_judges_as_usual() -> None:
+    spec = canary(analysis={"minRequests": 20})
+    traffic = Traffic()
+    traffic.candidate.ejections = 2  # an earlier run's ejections are in the baseline, not the window
+    out = step(spec, CanaryStatus(), T0, traffic.stats(), None)
+    assert out.baseline is not None and out.baseline.candidate is not None
+    assert out.baseline.candidate.ejections == 2
+    traffic.flow(10, 10, 10, Profile(), Profile())  # 10 candidate requests < 20: holds
+    held = step(spec, out.status, T0 + timedelta(minutes=1), traffic.stats(), out.baseline)
+    assert held.status.last_analysis is not None and held.status.last_analysis.verdict == "Inconclusive"
+    # With enough requests the error rate decides; an ejection in the window is only reported.
+    traffic.flow(60, 10, 10, Profile(), Profile())
+    traffic.candidate.ejections += 1
+    passed = step(spec, held.status, T0 + timedelta(minutes=2), traffic.stats(), held.baseline)
+    assert passed.status.current_step == 1, passed.status.last_analysis
+    assert [e.reason for e in passed.events] == ["StepPassed"] and "ejected 1x" in passed.events[0].message
 
 
 def test_no_stats_holds_the_step() -> None:

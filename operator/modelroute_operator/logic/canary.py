@@ -426,6 +426,12 @@ def _judge(spec: CanarySpec, windows: tuple[SideStats, SideStats] | str, mirror:
         unit = "candidate requests"
     if candidate.requests < analysis.min_requests:
         need = f"{candidate.requests}/{analysis.min_requests} {unit}"
+        if candidate.ejections and not mirror:
+            # The sidecars took the candidate out of rotation for consecutive failed attempts: while it is
+            # out its users fail over to other replicas and it gets no requests to reach minRequests
+            # with, so holding would wait for ever on a candidate whose own failures already spoke.
+            ejected = f"ejected {candidate.ejections}x by the sidecars for consecutive failures"
+            return _Judgement("Fail", cand, stab, f"candidate {ejected} before {need}; {summary}")
         return _Judgement("Inconclusive", cand, stab, f"too little traffic ({need}); {summary}")
     if not mirror and _judges_feedback(analysis) and candidate.feedback < analysis.min_feedback:
         need = f"{candidate.feedback}/{analysis.min_feedback} candidate feedback posts"
@@ -555,6 +561,7 @@ def _figures(side: SideStats) -> SideFigures:
         p95_latency_ms=None if latency is None else round(latency * 1000, 3),
         feedback=side.feedback,
         mean_feedback_score=None if side.mean_feedback_score is None else round(side.mean_feedback_score, 4),
+        ejections=side.ejections,
     )
 
 
@@ -568,6 +575,8 @@ def _describe(figures: SideFigures) -> str:
     text = f"{figures.error_rate_percent:.1f}% errors ({figures.errors}/{figures.requests}), p95 {latency}"
     if figures.mean_feedback_score is not None:
         text += f", feedback {figures.mean_feedback_score:.3f} ({figures.feedback})"
+    if figures.ejections:
+        text += f", ejected {figures.ejections}x"
     return text
 
 

@@ -1074,7 +1074,9 @@ class CanaryAnalysis(ApiModel):
     max_latency_increase_percent: Annotated[float, Field(ge=0, le=10_000)] | None = None
     """Highest acceptable p95 increase over stable in percent; unset to skip."""
     min_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 20
-    """Candidate requests a step needs before it can be judged (default 20); fewer holds the step."""
+    """Candidate requests a step needs before it can be judged (default 20); fewer holds the step, unless
+    the sidecars ejected the candidate for consecutive failures meanwhile (its users then fail over and
+    it gets no requests to reach the figure with): that fails the analysis."""
     min_feedback_score: Annotated[float, Field(ge=0, le=1)] | None = None
     """Lowest acceptable candidate mean quality score (0-1, from `POST /v1/feedback`); unset to skip."""
     max_feedback_score_drop: Annotated[float, Field(ge=0, le=1)] | None = None
@@ -1188,6 +1190,9 @@ class SideFigures(ApiModel):
     """Feedback posts counted."""
     mean_feedback_score: Annotated[float, Field(ge=0, le=1)] | None = None
     """Mean quality score of those posts (0-1); unset without feedback."""
+    ejections: Annotated[int, Field(ge=0)] = 0
+    """Times the sidecars took one of the side's replicas out of rotation for consecutive failed
+    attempts (passive ejection) in the window."""
 
 
 class AnalysisResult(ApiModel):
@@ -1237,6 +1242,8 @@ class SideCounters(ApiModel):
     """Feedback posts counted."""
     feedback_score_sum: Annotated[float, Field(ge=0)] = 0.0
     """Sum of their scores."""
+    ejections: Annotated[int, Field(ge=0)] = 0
+    """Times the sidecars took one of the endpoint's replicas out of rotation for consecutive failures."""
 
 
 class StepBaseline(ApiModel):

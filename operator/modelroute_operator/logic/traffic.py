@@ -37,6 +37,8 @@ class SideStats:
     feedback: int = 0
     """Quality feedback posts on the endpoint (`POST /v1/feedback`), over every rule."""
     feedback_score_sum: float = 0.0
+    ejections: int = 0
+    """Times the sidecars took one of the endpoint's replicas out of rotation (passive ejection)."""
 
     @property
     def mean_feedback_score(self) -> float | None:
@@ -115,7 +117,7 @@ def _sum_side(
     """One side summed over the documents: `figures_of` picks its figures in a document (None: not
     served there); feedback is counted for `feedback_endpoint` (shadow copies get none)."""
     bounds_ms: list[float] | None = None
-    requests = errors = feedback = 0
+    requests = errors = feedback = ejections = 0
     score_sum = 0.0
     counts: list[int] = []
     for doc in docs:
@@ -136,11 +138,14 @@ def _sum_side(
             raise ValueError(f"sidecar {doc.pod or '?'} reports {len(cumulative)} buckets")
         requests += figures.requests
         errors += figures.errors
+        ejections += getattr(figures, "ejections", 0)  # a shadow copy's side has none
         counts = [a + b for a, b in zip(counts, cumulative, strict=True)]
     if not bounds_ms and not counts:
-        return SideStats(requests, errors, (), feedback, score_sum)
+        return SideStats(requests, errors, (), feedback, score_sum, ejections)
     bounds = [b / 1000 for b in bounds_ms or []] + [INF]
-    return SideStats(requests, errors, tuple(zip(bounds, counts, strict=True)), feedback, score_sum)
+    return SideStats(
+        requests, errors, tuple(zip(bounds, counts, strict=True)), feedback, score_sum, ejections
+    )
 
 
 # ----------------------------------------------------------------------------------- baseline (status)
@@ -159,6 +164,7 @@ def counters(side: SideStats) -> SideCounters:
         latency_buckets=counts,
         feedback=side.feedback,
         feedback_score_sum=round(side.feedback_score_sum, 6),
+        ejections=side.ejections,
     )
 
 
@@ -177,6 +183,7 @@ def window(current: SideStats, start: SideCounters) -> SideStats | None:
         (now.requests, start.requests),
         (now.errors, start.errors),
         (now.feedback, start.feedback),
+        (now.ejections, start.ejections),
     ]
     pairs.append((now.feedback_score_sum + 1e-6, start.feedback_score_sum))  # rounded when stored
     pairs += list(zip(now.latency_buckets, start.latency_buckets, strict=True))
@@ -190,4 +197,5 @@ def window(current: SideStats, start: SideCounters) -> SideStats | None:
         tuple(zip(bounds, counts, strict=True)),
         now.feedback - start.feedback,
         max(0.0, now.feedback_score_sum - start.feedback_score_sum),
+        now.ejections - start.ejections,
     )
