@@ -21,7 +21,8 @@ from modelroute_sidecar.httpclient import (
 from tests.component.conftest import eventually, free_port
 from tests.rawserver import RawServer, start_raw_server
 
-Reply = Callable[[bytes], list[bytes]]
+Reply = Callable[[bytes], list[bytes] | list[bytes | asyncio.Event]]
+"""Pieces to write; an Event among them makes the server wait for it before writing the next."""
 
 
 @dataclass
@@ -61,6 +62,9 @@ async def serve(
                 request = await read_request(reader)
                 seen.requests.append(request)
                 for piece in reply(request):
+                    if isinstance(piece, asyncio.Event):
+                        await piece.wait()
+                        continue
                     writer.write(piece)
                     await writer.drain()
                 if close_after:
@@ -127,9 +131,12 @@ async def test_relay_hands_pieces_to_the_sink_and_pauses_while_it_drains(pool: P
     """`relay` calls the sink from the protocol callback; a sink that says it is full stops the reading
     until its drain returns, and every byte still arrives, in order, on a connection that is reused."""
     events = [b"data: %d\n\n" % i for i in range(50)]
-    chunks = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"]
+    first_seen = asyncio.Event()  # the rest is written once the sink has the first event, so the body
+    # cannot arrive in one read that ends it (then nothing is left to pause for and no drain is due)
+    chunks: list[bytes | asyncio.Event] = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"]
     chunks += [b"%x\r\n%s\r\n" % (len(e), e) for e in events] + [b"0\r\n\r\n"]
-    server, seen = await serve(lambda request: chunks)
+    chunks.insert(2, first_seen)
+    server, seen = await serve(lambda request: chunks)  # the second answer: the Event is set by then
     async with server:
         response = await pool.post(url_of(server), "/s", b"{}", {}, connect_timeout=1)
         got: list[bytes] = []
@@ -137,6 +144,7 @@ async def test_relay_hands_pieces_to_the_sink_and_pauses_while_it_drains(pool: P
 
         def sink(piece: bytes) -> bool:
             got.append(piece)
+            first_seen.set()
             return len(got) % 7 != 1  # "full" at the first piece and every seventh after
 
         async def drain() -> None:
