@@ -186,8 +186,11 @@ async def test_a_budget_stops_a_tenant_across_every_sidecar(
         warned = False
         stopped: set[int] = set()
         started = time.monotonic()
+        slowest = 0.0
         for i in range(400):
+            sent = time.monotonic()
             status, (body, headers) = await chat(session, sidecars[i % SIDECARS].port, "acme")
+            slowest = max(slowest, time.monotonic() - sent)
             if status == 200:
                 served += 1
                 warned = warned or "x-modelroute-budget-warning" in headers
@@ -201,9 +204,14 @@ async def test_a_budget_stops_a_tenant_across_every_sidecar(
         assert warned, "answers past the soft threshold carry the warning header"
         # Spend is known after the answer and synced every 0.2 s (and after every answer once a process
         # sees the budget near its stop): the documented overshoot is what the fleet serves within one
-        # sync interval plus one answer per process; twice the interval covers a sync in flight.
-        allowance = rate * 2 * 0.2 + SIDECARS * WORKERS
-        print(f"\nbudget of {hard:.6f} USD ({hard / COST:.0f} answers): {served} served at {rate:.0f}/s")
+        # sync interval plus one answer per process; twice the interval covers a sync in flight. On a
+        # loaded box a sync runs as late as a request does, so the slowest request widens the interval
+        # (a few ms when the box is quiet; it failed once at load 10 with the bare 0.2 s).
+        allowance = rate * 2 * (0.2 + slowest) + SIDECARS * WORKERS
+        print(
+            f"\nbudget of {hard:.6f} USD ({hard / COST:.0f} answers): {served} served at {rate:.0f}/s,"
+            f" slowest request {slowest * 1000:.0f} ms"
+        )
         assert 40 <= served <= 40 + allowance
         fresh = await chat(session, sidecars[0].port, "globex")
         assert fresh[0] == 200
