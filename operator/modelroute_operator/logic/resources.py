@@ -1190,9 +1190,11 @@ class SideFigures(ApiModel):
     """Feedback posts counted."""
     mean_feedback_score: Annotated[float, Field(ge=0, le=1)] | None = None
     """Mean quality score of those posts (0-1); unset without feedback."""
-    ejections: Annotated[int, Field(ge=0)] = 0
+    # Left out while zero (here and in SideCounters): a status without ejections then reads the same
+    # to an operator from before the field, whose models refuse unknown fields.
+    ejections: Annotated[int, Field(ge=0, exclude_if=lambda value: not value)] = 0
     """Times the sidecars took one of the side's replicas out of rotation for consecutive failed
-    attempts (passive ejection) in the window."""
+    attempts (passive ejection) in the window; absent while zero."""
 
 
 class AnalysisResult(ApiModel):
@@ -1242,7 +1244,7 @@ class SideCounters(ApiModel):
     """Feedback posts counted."""
     feedback_score_sum: Annotated[float, Field(ge=0)] = 0.0
     """Sum of their scores."""
-    ejections: Annotated[int, Field(ge=0)] = 0
+    ejections: Annotated[int, Field(ge=0, exclude_if=lambda value: not value)] = 0
     """Times the sidecars took one of the endpoint's replicas out of rotation for consecutive failures."""
 
 
