@@ -85,6 +85,16 @@ def canary_status(cluster: Cluster) -> dict[str, Any]:
     return (cluster.kubectl.get("modelcanary", "llama-v2", cluster.namespace) or {}).get("status", {})
 
 
+def rolled_back(cluster: Cluster, load: Load, timeout: float = 60) -> dict[str, Any]:
+    """The Canary's status once it is RolledBack (the load stops either way)."""
+    try:
+        return wait_for(
+            lambda: (s := canary_status(cluster)).get("phase") == "RolledBack" and s, "rollback", timeout
+        )
+    finally:
+        load.stop()
+
+
 def step_sequence(status: dict[str, Any]) -> list[tuple[str, int, int]]:
     return [(h["phase"], h["step"], h["weight"]) for h in status.get("history", [])]
 
@@ -118,12 +128,7 @@ def test_a_good_candidate_is_promoted_step_by_step(cluster: Cluster) -> None:
 
 def test_a_failing_candidate_is_rolled_back_with_the_figures(cluster: Cluster) -> None:
     load = canary_setup(cluster, candidate_fail_percent=30)
-    try:
-        status = wait_for(
-            lambda: (s := canary_status(cluster)).get("phase") == "RolledBack" and s, "rollback", 60
-        )
-    finally:
-        load.stop()
+    status = rolled_back(cluster, load)
     assert status["desiredWeight"] == 0
     wait_for(lambda: canary_status(cluster).get("currentWeight") == 0, "the 0% acknowledged", 30)
     analysis = status["lastAnalysis"]
@@ -144,18 +149,12 @@ def test_a_failing_candidate_is_rolled_back_with_the_figures(cluster: Cluster) -
     assert '"candidateWeight":0' in live
 
 
-
 def test_a_candidate_the_sidecar_ejects_is_rolled_back_not_held_for_want_of_traffic(cluster: Cluster) -> None:
     """Every answer of the candidate fails: the sidecar ejects it after 3 and its users fail over to
     stable, so it never reaches minRequests. The ejection in /stats decides the analysis (before, the
     step held on "too little traffic" for as long as the ejection backoff kept doubling)."""
     load = canary_setup(cluster, candidate_fail_percent=100, analysis={"minRequests": 50})
-    try:
-        status = wait_for(
-            lambda: (s := canary_status(cluster)).get("phase") == "RolledBack" and s, "rollback", 60
-        )
-    finally:
-        load.stop()
+    status = rolled_back(cluster, load)
     analysis = status["lastAnalysis"]
     assert analysis["verdict"] == "Fail" and analysis["candidate"]["ejections"] >= 1, analysis
     assert analysis["candidate"]["requests"] < 50 and "ejected" in analysis["message"], analysis
@@ -163,6 +162,7 @@ def test_a_candidate_the_sidecar_ejects_is_rolled_back_not_held_for_want_of_traf
     # everyone else was served by stable.
     failed, served = len(load.failures()), sum(load.endpoints_since(0).values())
     assert failed < 50 and served > 10 * failed, (failed, served)
+
 
 def test_a_candidate_whose_answers_score_worse_is_rolled_back(cluster: Cluster) -> None:
     """No errors and the same latency: only the quality feedback the client posts through the data
@@ -172,12 +172,7 @@ def test_a_candidate_whose_answers_score_worse_is_rolled_back(cluster: Cluster) 
         analysis={"maxFeedbackScoreDrop": 0.2, "minFeedback": 5},
         feedback={"llama-v1": 0.9, "llama-v2": 0.4},
     )
-    try:
-        status = wait_for(
-            lambda: (s := canary_status(cluster)).get("phase") == "RolledBack" and s, "rollback", 60
-        )
-    finally:
-        load.stop()
+    status = rolled_back(cluster, load)
     analysis = status["lastAnalysis"]
     assert analysis["verdict"] == "Fail", analysis
     assert analysis["candidate"]["errorRatePercent"] == 0
@@ -229,12 +224,7 @@ def test_a_candidate_failing_its_copies_is_rolled_back_before_serving_anyone(clu
     """The candidate answers 30% of requests with 500s. Its copies fail, so the mirror phase rolls it back;
     no client request was answered by it, and no client saw an error."""
     load = canary_setup(cluster, candidate_fail_percent=30, mirror={"percent": 100, "pause": "3s"})
-    try:
-        status = wait_for(
-            lambda: (s := canary_status(cluster)).get("phase") == "RolledBack" and s, "rollback", 60
-        )
-    finally:
-        load.stop()
+    status = rolled_back(cluster, load)
     assert step_sequence(status) == [("Mirroring", 0, 0), ("RolledBack", 0, 0)]
     analysis = status["lastAnalysis"]
     assert analysis["verdict"] == "Fail" and analysis["message"].startswith("error rate"), analysis
