@@ -124,3 +124,19 @@ def test_config_models_are_built_when_the_first_config_is_validated() -> None:
     """No contract model's validator is built by the import; installing a config builds RouterConfig's
     (which validates the nested models inline), and the nested models' own stay unbuilt."""
     assert json.loads(run(BUILD_PROGRAM, str(FIXTURE))) == [[False, False, False], [True, False, False]]
+
+
+SETTINGS_PROGRAM = """
+import json, sys
+import modelroute_sidecar.main
+from modelroute_sidecar.settings import PARSER_MODULES, parse_settings
+before = [n for n in PARSER_MODULES if n in sys.modules]
+settings = parse_settings(["--port", "1234", "--workers", "2"], {})
+after = [n for n in PARSER_MODULES if n in sys.modules]
+print(json.dumps([before, after, settings.port, settings.workers]))
+"""
+
+
+def test_the_flag_parser_is_imported_to_parse_and_dropped_after() -> None:
+    """argparse is not imported by `main`; parsing the flags loads it and takes it out again."""
+    assert json.loads(run(SETTINGS_PROGRAM)) == [[], [], 1234, 2]
