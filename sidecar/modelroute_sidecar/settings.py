@@ -7,17 +7,21 @@ variable names are the contract's (`modelroute_contract.env`): the operator's in
 
 from __future__ import annotations
 
-import argparse
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelroute_contract import env
 from modelroute_contract.admin import DEFAULT_ADMIN_PORT, DEFAULT_DATA_PORT
 
 from .httpclient import DEFAULT_KEEPALIVE_SECONDS
 from .httpclient import DEFAULT_MAX_BODY_BYTES as DEFAULT_UPSTREAM_MAX_BODY_BYTES
+
+if TYPE_CHECKING:
+    import argparse
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 
@@ -102,23 +106,32 @@ def _optional_path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's formatter, told the terminal's width: without one it imports shutil for it (and
-    shutil zlib, bz2 and lzma, ~0.5 MiB), at every `add_argument`, in a process that never prints help."""
-
-    def __init__(self, prog: str) -> None:
-        try:
-            width = os.get_terminal_size().columns
-        except OSError:
-            width = 80
-        super().__init__(prog, width=width - 2)
+PARSER_MODULES = ("argparse", "gettext")
+"""What parsing the flags imports. A process parses them once, at its start: `parse_settings` takes out
+again those it loaded, so that nothing refers to them once the parser is gone and the collection before
+serving (`main.settle_memory`) frees them: ~0.2 MiB of code and classes in every sidecar process (one
+worker's RSS after traffic, footprint.py's figure). A later import loads them anew."""
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """The sidecar's flags; each default comes from a `MODELROUTE_*` variable when set."""
+    import argparse  # here, not at the top: see PARSER_MODULES
+
+    class HelpFormatter(argparse.HelpFormatter):
+        """argparse's formatter, told the terminal's width: without one it imports shutil for it (and
+        shutil zlib, bz2 and lzma, ~0.5 MiB), at every `add_argument`, in a process that never prints
+        help."""
+
+        def __init__(self, prog: str) -> None:
+            try:
+                width = os.get_terminal_size().columns
+            except OSError:
+                width = 80
+            super().__init__(prog, width=width - 2)
+
     e = environ
     p = argparse.ArgumentParser(
-        prog="modelroute-sidecar", description="modelroute router sidecar", formatter_class=_HelpFormatter
+        prog="modelroute-sidecar", description="modelroute router sidecar", formatter_class=HelpFormatter
     )
     p.add_argument("--host", default=_env(e, env.HOST, "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(_env(e, env.PORT, str(DEFAULT_DATA_PORT))))
@@ -126,9 +139,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--admin-port", type=int, default=int(_env(e, env.ADMIN_PORT, str(DEFAULT_ADMIN_PORT))))
     p.add_argument("--admin-token-file", default=_env(e, env.ADMIN_TOKEN_FILE, ""))
     p.add_argument("--config-file", default=_env(e, env.CONFIG_FILE, ""))
-    p.add_argument(
-        "--config-poll-seconds", type=float, default=float(_env(e, env.CONFIG_POLL_SECONDS, "3"))
-    )
+    p.add_argument("--config-poll-seconds", type=float, default=float(_env(e, env.CONFIG_POLL_SECONDS, "3")))
     p.add_argument("--namespace", default=_env(e, env.NAMESPACE, _env(e, env.POD_NAMESPACE_FALLBACK, "")))
     p.add_argument("--region", default=_env(e, env.REGION, ""))
     p.add_argument("--pod-name", default=_env(e, env.POD_NAME, _env(e, env.POD_NAME_FALLBACK, "")))
@@ -139,12 +150,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=int,
         default=int(_env(e, env.MAX_BODY_BYTES, str(DEFAULT_MAX_BODY_BYTES))),
     )
-    p.add_argument(
-        "--max-line-bytes", type=int, default=int(_env(e, env.MAX_LINE_BYTES, str(8 * 1024)))
-    )
-    p.add_argument(
-        "--max-head-bytes", type=int, default=int(_env(e, env.MAX_HEAD_BYTES, str(64 * 1024)))
-    )
+    p.add_argument("--max-line-bytes", type=int, default=int(_env(e, env.MAX_LINE_BYTES, str(8 * 1024))))
+    p.add_argument("--max-head-bytes", type=int, default=int(_env(e, env.MAX_HEAD_BYTES, str(64 * 1024))))
     p.add_argument(
         "--head-timeout-seconds", type=float, default=float(_env(e, env.HEAD_TIMEOUT_SECONDS, "10"))
     )
@@ -178,9 +185,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--fleet-store-username", default=_env(e, env.FLEET_STORE_USERNAME, ""))
     p.add_argument("--fleet-store-password-file", default=_env(e, env.FLEET_STORE_PASSWORD_FILE, ""))
     p.add_argument("--fleet-store-ca-file", default=_env(e, env.FLEET_STORE_CA_FILE, ""))
-    p.add_argument(
-        "--fleet-sync-seconds", type=float, default=float(_env(e, env.FLEET_SYNC_SECONDS, "0.2"))
-    )
+    p.add_argument("--fleet-sync-seconds", type=float, default=float(_env(e, env.FLEET_SYNC_SECONDS, "0.2")))
     p.add_argument("--log-level", default=_env(e, env.LOG_LEVEL, "INFO"))
     p.add_argument("--log-format", choices=["text", "json"], default=_env(e, env.LOG_FORMAT, "text"))
     return p
@@ -194,7 +199,10 @@ def read_admin_token(environ: Mapping[str, str]) -> str:
 def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from flags and environment."""
     environment = os.environ if environ is None else environ
+    loaded = [name for name in PARSER_MODULES if name not in sys.modules]
     args = build_parser(environment).parse_args(argv)
+    for name in loaded:
+        sys.modules.pop(name, None)
     if args.workers < 1:
         raise SystemExit("--workers must be at least 1")
     if not 0 < args.max_line_bytes <= args.max_head_bytes:

@@ -1,7 +1,8 @@
 """`import modelroute_sidecar.main` leaves out what only some configs need (issue 11: one worker's RSS
 <= 40 MiB): the embedding stack (numpy, the embeddings module), the Redis client and the fleet modules,
 the contract's stats models, RE2, jsonschema, YAML. Each is imported on first use; the config-driven ones
-are checked to load when a config asks for them. Run in a fresh interpreter: this one imported them all.
+are checked to load when a config asks for them. The contract's config models build their validators on
+first use too. Run in a fresh interpreter: this one imported them all.
 """
 
 from __future__ import annotations
@@ -105,3 +106,37 @@ def test_fleet_accounts_are_made_on_the_first_config_with_fleet_limits() -> None
         True,
         True,
     ]
+
+
+BUILD_PROGRAM = """
+import json, sys
+import modelroute_sidecar.main
+from modelroute_contract import EndpointConfig, PolicyConfig, RouterConfig
+from modelroute_sidecar.configstore import ConfigStore
+models = (RouterConfig, PolicyConfig, EndpointConfig)
+before = [m.__pydantic_complete__ for m in models]
+ConfigStore(region="eu-west").apply(open(sys.argv[1], "rb").read(), "test")
+print(json.dumps([before, [m.__pydantic_complete__ for m in models]]))
+"""
+
+
+def test_config_models_are_built_when_the_first_config_is_validated() -> None:
+    """No contract model's validator is built by the import; installing a config builds RouterConfig's
+    (which validates the nested models inline), and the nested models' own stay unbuilt."""
+    assert json.loads(run(BUILD_PROGRAM, str(FIXTURE))) == [[False, False, False], [True, False, False]]
+
+
+SETTINGS_PROGRAM = """
+import json, sys
+import modelroute_sidecar.main
+from modelroute_sidecar.settings import PARSER_MODULES, parse_settings
+before = [n for n in PARSER_MODULES if n in sys.modules]
+settings = parse_settings(["--port", "1234", "--workers", "2"], {})
+after = [n for n in PARSER_MODULES if n in sys.modules]
+print(json.dumps([before, after, settings.port, settings.workers]))
+"""
+
+
+def test_the_flag_parser_is_imported_to_parse_and_dropped_after() -> None:
+    """argparse is not imported by `main`; parsing the flags loads it and takes it out again."""
+    assert json.loads(run(SETTINGS_PROGRAM)) == [[], [], 1234, 2]
