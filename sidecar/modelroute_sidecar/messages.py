@@ -11,6 +11,8 @@ and the audit log name the route `messages`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 
 from .engine import extract_features
@@ -48,6 +50,15 @@ class MessagesStream(ResponseStream):
 
     def send(self, data: bytes) -> bool:  # the relay's sink, called once per relayed piece
         return self._inner.send(self._encoder.feed(data))
+
+    def sink(self, scan: Callable[[bytes], bytes]) -> Callable[[bytes], bool]:  # the relay's
+        encode = self._encoder.feed
+
+        def translated(piece: bytes) -> bytes:
+            events = scan(piece)
+            return encode(events) if events else b""
+
+        return self._inner.sink(translated)
 
     async def drain(self) -> None:
         await self._inner.drain()

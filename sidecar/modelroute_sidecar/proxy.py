@@ -797,12 +797,7 @@ class Upstreams:
             **decision_headers(exchange),
         }
         stream = call.stream
-        feed, send = scanner.feed, stream.send  # bound once: relay_piece runs once per relayed piece
-
-        def relay_piece(piece: bytes) -> bool:  # called by the upstream's protocol, once per piece
-            events = feed(piece)
-            return send(events) if events else True
-
+        relay_piece = stream.sink(scanner.feed)  # called by the upstream's protocol, once per piece
         try:
             await stream.start(upstream.status, headers)
             await stream.write(first_events)

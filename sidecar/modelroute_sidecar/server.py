@@ -208,6 +208,34 @@ class ResponseStream:
                 transport.write(b"%x\r\n%b\r\n" % (size, data))
         return not conn._writing_paused
 
+    def sink(self, scan: Callable[[bytes], bytes]) -> Callable[[bytes], bool]:
+        """A relay's sink (`httpclient.Response.relay`): `send`, with the scanning folded in. Each piece
+        of the upstream's body goes through `scan` (the whole events to pass on now, maybe none), and what
+        it returns is written as one chunk, in one transport write, from the upstream's protocol
+        callback. One Python call a relayed piece fewer than a sink that calls `scan` and then `send`
+        (callgrind: the call and its argument handling were ~1,000 instructions of a ~15,000-instruction
+        piece). The sink returns False when the client's buffer is over its high-water mark (`drain()`
+        before sending more) and raises ClientGoneError when the client left."""
+        conn = self._conn
+        heads = _CHUNK_HEADS
+        join = b"".join
+
+        def relay(piece: bytes) -> bool:
+            data = scan(piece)
+            if not data:
+                return True
+            transport = conn._transport  # conn.write, inlined: this runs once per relayed piece
+            if conn._closed or transport is None or transport.is_closing():
+                raise ClientGoneError("client closed the connection")
+            size = len(data)
+            if size < _SMALL_CHUNK:  # a table lookup and a join: the %-format cost twice as much
+                transport.write(join((heads[size], data, b"\r\n")))
+            else:
+                transport.write(b"%x\r\n%b\r\n" % (size, data))
+            return not conn._writing_paused
+
+        return relay
+
     async def drain(self) -> None:
         """Wait until the client's buffer is under its high-water mark; ClientGoneError when it left."""
         await self._conn.drain()

@@ -45,9 +45,7 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return head + await reader.readexactly(length)
 
 
-async def serve(
-    reply: Reply, *, close_after: bool = False, hold: bool = False
-) -> tuple[RawServer, Seen]:
+async def serve(reply: Reply, *, close_after: bool = False, hold: bool = False) -> tuple[RawServer, Seen]:
     """A raw server answering each request with `reply(request)` pieces, written one by one.
 
     `close_after` closes the connection after each answer; `hold` keeps it open after the answer
@@ -158,6 +156,41 @@ async def test_relay_hands_pieces_to_the_sink_and_pauses_while_it_drains(pool: P
         again = await pool.post(url_of(server), "/s", b"{}", {}, connect_timeout=1)
         assert b"".join([c async for c in again.iter_chunks()]) == b"".join(events)
     assert seen.connections == 1  # paused and resumed, then pooled: still readable
+
+
+async def test_relay_hands_what_one_read_brought_to_the_sink_as_one_piece(pool: Pool) -> None:
+    """Chunks that arrive together leave together (one scan, one write to the client, as nginx writes
+    what one read brought with one writev): two chunks written at once reach the sink as one piece;
+    good chunks ahead of broken framing in the same read still reach it, then the relay raises."""
+    go, more = asyncio.Event(), asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await go.wait()
+        writer.write(b"3\r\nabc\r\n3\r\ndef\r\n")  # one write: one read on loopback
+        await more.wait()
+        writer.write(b"3\r\nghi\r\nzz\r\n")  # a good chunk, then a chunk size that is not hex
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+        writer.close()
+
+    server = await start_raw_server(handle, "127.0.0.1", 0)
+    async with server:
+        response = await pool.post(url_of(server), "/s", b"{}", {}, connect_timeout=1)
+        got: list[bytes] = []
+
+        def sink(piece: bytes) -> bool:
+            got.append(piece)
+            more.set()
+            return True
+
+        relaying = asyncio.create_task(response.relay(sink, asyncio.sleep))
+        await asyncio.sleep(0)  # the relay has set its sink and waits: what arrives now goes to it
+        go.set()
+        with pytest.raises(UpstreamProtocolError):
+            await asyncio.wait_for(relaying, 5)
+        assert got == [b"abcdef", b"ghi"]
 
 
 async def test_relay_raises_what_the_sink_raised_and_closes(pool: Pool) -> None:
