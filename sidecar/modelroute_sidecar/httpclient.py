@@ -205,9 +205,8 @@ class _Connection(asyncio.Protocol):
             except httptools.HttpParserError as exc:
                 self._parse_failed(exc)
             piece = self._piece
-            if (
-                piece is not None
-            ):  # to_sink, inlined (what a read brought, also when it then broke the framing)
+            # to_sink, inlined: what the read brought, also when it then broke the framing
+            if piece is not None:
                 self._piece = None
                 more = self._more
                 if more:
@@ -215,7 +214,7 @@ class _Connection(asyncio.Protocol):
                     more.clear()
                 self.body_total += len(piece)
                 try:
-                    if not self.sink(piece) and not self.sink_paused:  # type: ignore[misc]  # set
+                    if not self.sink(piece) and not self.sink_paused:  # set by relay()
                         self._sink_full()
                 except Exception as exc:  # the sink's, not the upstream's: raised to the reader by relay()
                     self._sink_failed(exc)
