@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from modelroute_contract import (
@@ -51,6 +52,7 @@ from modelroute_sidecar.bandit import BanditTable
 from modelroute_sidecar.engine import Api, RequestFeatures, Router, extract_features
 
 REGIONS = ("eu-west-1", "eu-central-1", "us-east-1")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def replicas(name: str, regions: tuple[str, ...], unhealthy: str = "") -> tuple[ReplicaConfig, ...]:
@@ -433,6 +435,36 @@ def report_bandit_cost(router: Router, features: list[RequestFeatures], rounds: 
     report("  default rule, bandit", measure(bandit_router, default, rounds * 4, table))
 
 
+def two_kib_prompts(count: int = 20) -> tuple[list[str], str]:
+    """2 KiB prompts for the learned score: real ones (prompts of the shared routing data joined up to
+    2 KiB) when the data is beside the clone, else made of a dozen words. The embedding's cost follows
+    the prompt's distinct tokens, so the real prompts (~250 distinct of ~500) are the honest figure; the
+    dozen-word ones are cheaper."""
+    rng = random.Random(3)
+    data = next(
+        (
+            path / "routing-data" / "labeled-prompts.jsonl"
+            for path in (REPO.parent / "shared", REPO.parent.parent / "shared")
+            if (path / "routing-data" / "labeled-prompts.jsonl").is_file()
+        ),
+        None,
+    )
+    if data is not None:
+        import json
+
+        with data.open(encoding="utf-8") as lines:  # not splitlines(): prompts hold U+2028 and the like
+            texts = [json.loads(line)["prompt"] for line in lines if line.strip()]
+        prompts = []
+        for _ in range(count):
+            text = ""
+            while len(text) < 2048:
+                text += rng.choice(texts) + " "
+            prompts.append(text[:2048])
+        return prompts, f"real, from {data}"
+    words = ("the", "total", "cost", "of", "12", "apples", "each", "$3", "and", "how", "many", "left")
+    return [" ".join(rng.choice(words) for _ in range(400))[:2048] for _ in range(count)], "a dozen words"
+
+
 def report_learned_cost(features: list[RequestFeatures], rounds: int) -> None:
     """decide() with a semantic rule and a learned-score rule that every request reaches, beside the
     same policy without them; then the learned score alone for a 2 KiB prompt."""
@@ -451,9 +483,8 @@ def report_learned_cost(features: list[RequestFeatures], rounds: int) -> None:
         f"in {load_ms:.0f} ms, once per process and config)"
     )
     scorer = LearnedScorer(models["auto"].heads["builtin"], embedder().embed)
-    rng = random.Random(3)
-    words = ("the", "total", "cost", "of", "12", "apples", "each", "$3", "and", "how", "many", "left")
-    prompts = [" ".join(rng.choice(words) for _ in range(400))[:2048] for _ in range(20)]
+    prompts, source = two_kib_prompts()
+    print(f"  (2 KiB prompts: {source})")
     gc.collect()
     gc.disable()
     try:

@@ -58,7 +58,7 @@ class Embedder:
 
     Read directly (safetensors, tokenizers) rather than through `WordLlama.load`, which widens the table
     to float32 and imports requests and the hub client: that halves the memory a worker pays (the
-    table stays 16 MiB; rows are widened per request, exactly, by the mean's float32 accumulator).
+    table stays 16 MiB; the rows a request needs are widened to float32 exactly, through `_widen`).
     `tests/unit/test_learned_sidecar.py` checks the vectors equal `WordLlama.embed(..., norm=True)`."""
 
     def __init__(self) -> None:
@@ -79,6 +79,9 @@ class Embedder:
         self._bpe = self._tokenizer.model
         self._rows = len(self._table)
         self._words: dict[str, list[int]] = {}
+        # Every float16 bit pattern as its float32 value (256 KiB): numpy's float16 -> float32 cast took
+        # ~3 ns an element here (no vectorised loop), a gather from this table a third of that.
+        self._widen = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
 
     def token_ids(self, text: str) -> list[int]:
         """The tokenizer's ids for `text`, word by word through a bounded cache.
@@ -120,7 +123,13 @@ class Embedder:
         if not ids:
             zeros: Vector = np.zeros(self._table.shape[1], dtype=np.float32)
             return zeros
-        vector = self._table.take(np.minimum(ids, self._rows - 1), axis=0).mean(axis=0, dtype=np.float32)
+        # The mean of the rows, as a count-weighted sum over the distinct tokens: a prompt repeats its
+        # tokens (a 2 KiB prompt of the shared data: ~500 tokens, ~250 distinct), and only the distinct
+        # rows are gathered and widened. 557 -> 231 µs for such prompts (bench/decision_bench.py's
+        # "learned score" is this plus the head); equal to the mean of the widened rows within 2e-7.
+        distinct, counts = np.unique(np.minimum(ids, self._rows - 1), return_counts=True)
+        rows = self._widen.take(self._table.take(distinct, axis=0).view(np.uint16))
+        vector = (counts.astype(np.float32) @ rows) / np.float32(len(ids))
         norm = float(np.linalg.norm(vector))
         unit: Vector = vector / norm if norm else vector
         return unit
