@@ -222,6 +222,9 @@ class WorkerFleet:
         self._lock = asyncio.Lock()
         self.stale: set[int] = set()
         """Workers that were unreachable when a config went out, so may run an older one."""
+        self.wake = asyncio.Event()
+        """Set when the supervisor has something to do: a worker missed a config (here) or a child
+        process ended (SIGCHLD, set by the parent); between them it sleeps instead of polling."""
 
     async def apply(self, text: bytes) -> dict[str, Any]:
         """Validate here, then have every worker apply it; the parent's store follows the workers."""
@@ -252,6 +255,7 @@ class WorkerFleet:
             if result is None:
                 down.append(index)
                 self.stale.add(index)
+                self.wake.set()
                 continue
             status, body = result
             if status != 200:

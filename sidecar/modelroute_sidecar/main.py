@@ -74,6 +74,10 @@ RESTART_MAX_SECONDS = 30.0
 RESTART_STABLE_SECONDS = 60.0
 """A worker that stayed up this long starts its next crash from the first delay again."""
 SUPERVISE_SECONDS = 0.1
+"""How soon the supervisor tries again to give a worker that missed a config the current one."""
+SUPERVISE_IDLE_SECONDS = 5.0
+"""Its look with nothing pending: a safety net only, since a worker's death (SIGCHLD) and a missed
+config wake it at once. Polling at 10 Hz cost an idle pod's parent 2.7 ms of CPU a second."""
 
 
 def install_uvloop() -> None:
@@ -252,6 +256,7 @@ def _become_child(child: Callable[[], int], inherited: list[int]) -> NoReturn:
         gc.freeze()  # the parent's objects are never collected here (some hold its descriptors)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until the child's own loop handles it
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the parent's supervisor wake, not the child's
         for fd in inherited:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -381,7 +386,13 @@ async def supervise(supervisor: Supervisor, fleet: WorkerFleet) -> None:
     """Restart dead workers with backoff, give each restarted one the current config, and catch up
     workers that were unreachable when a config went out."""
     while True:
-        await asyncio.sleep(SUPERVISE_SECONDS)
+        wait = SUPERVISE_SECONDS if fleet.stale else SUPERVISE_IDLE_SECONDS
+        dues = [due for due in supervisor.restart_at if due is not None]
+        if dues:  # a restart is due then: no sooner, so a crash loop's 30 s backoff costs no polling
+            wait = min(wait, max(0.0, min(dues) - time.monotonic()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(fleet.wake.wait(), wait)
+        fleet.wake.clear()  # before the round: a wake while it runs makes the next wait return at once
         now = time.monotonic()
         for index in supervisor.dead():
             due = supervisor.restart_at[index]
@@ -459,6 +470,8 @@ async def run_parent(settings: Settings, logs: LogQueue | None = None) -> None:
         if settings.admin_port:
             admin = admin_server(fleet, admin_token(settings))
             await admin.start(settings.admin_host, settings.admin_port)
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # no signal handlers here: it polls
+            asyncio.get_running_loop().add_signal_handler(signal.SIGCHLD, fleet.wake.set)
         tasks.append(asyncio.create_task(supervise(supervisor, fleet), name="worker-supervisor"))
         if settings.config_file is not None:
             tasks.append(
