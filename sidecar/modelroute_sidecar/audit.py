@@ -69,6 +69,9 @@ class AuditLog:
         self._wake = threading.Event()
         self._waking = False
         """The writer was woken for a batch and has not taken it yet (one wake per batch)."""
+        self._idle = False
+        """The writer's last drain found nothing: it sleeps until a line comes (the first one wakes it)
+        instead of ticking 4 times a second in an idle pod."""
         self._stopping = False
         self._writer: threading.Thread | None = None
 
@@ -129,16 +132,18 @@ class AuditLog:
                 return
             self._pending.append(line)
             self._queued += len(line)
-            wake = self._queued > WAKE_BYTES and not self._waking
+            wake = (self._queued > WAKE_BYTES or self._idle) and not self._waking
             if wake:
                 self._waking = True
+                self._idle = False
         if wake:  # a batch is ready: write it now, not at the next tick
             self._wake.set()
 
     def _write_forever(self) -> None:
-        """The writer thread: drain every `FLUSH_SECONDS` or when woken, until closed and drained."""
+        """The writer thread: drain every `FLUSH_SECONDS` or when woken, until closed and drained; with
+        nothing written since its last drain it waits for a line without a tick."""
         while True:
-            self._wake.wait(FLUSH_SECONDS)
+            self._wake.wait(None if self._idle else FLUSH_SECONDS)  # write() clears _idle before set()
             self._wake.clear()
             stopping = self._stopping
             self._drain()
@@ -150,6 +155,7 @@ class AuditLog:
         with self._lock:
             lines, self._pending, self._queued = self._pending, [], 0
             self._waking = False
+            self._idle = not lines
         if not lines:
             return
         try:

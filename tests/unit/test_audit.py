@@ -116,3 +116,36 @@ def test_log_lines_go_through_a_bounded_queue_to_a_writer_thread() -> None:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
         os.close(read_end)
+
+
+async def test_an_idle_writer_sleeps_without_a_tick_and_the_next_line_wakes_it(tmp_path: Path) -> None:
+    # An idle pod's writer used to wake 4 times a second for nothing; now it waits for a line. If the
+    # first line after the idle drain did not wake it, that line would never be written.
+    waits: list[float | None] = []
+
+    class Recorded(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waits.append(timeout)
+            return super().wait(timeout)
+
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(str(path))
+    audit._wake = Recorded()  # the writer's wake, seen from outside
+    audit.open()
+
+    async def written(count: int, what: str) -> None:
+        deadline = time.monotonic() + 10
+        while len(path.read_bytes().splitlines()) < count:
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.02)
+
+    audit.write({**RECORD, "n": 0})
+    await written(1, "the first line was never written")
+    deadline = time.monotonic() + 10
+    while None not in waits:  # a drain found nothing: it waits without a timeout now
+        assert time.monotonic() < deadline, f"the writer kept ticking: {waits[-5:]}"
+        await asyncio.sleep(0.02)
+    audit.write({**RECORD, "n": 1})
+    await written(2, "the line after the idle drain did not wake the writer")
+    await audit.close()
+    assert [json.loads(line)["n"] for line in path.read_bytes().splitlines()] == [0, 1]
