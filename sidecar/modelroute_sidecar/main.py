@@ -490,6 +490,8 @@ async def run_parent(settings: Settings, logs: LogQueue | None = None) -> None:
         if admin is not None:
             await admin.close(ADMIN_GRACE_SECONDS)
         await sockets.close()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # the workers' exits wake nothing now
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGCHLD)
         supervisor.stop()
         shutil.rmtree(control_dir, ignore_errors=True)
 
