@@ -54,7 +54,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -69,6 +68,11 @@ import httptools
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+if str(REPO) not in sys.path:  # run as `python bench/<script>.py`: only bench/ itself is on sys.path
+    sys.path.insert(0, str(REPO))
+from tests.ports import free_port  # noqa: E402  (one definition of how harnesses pick ports)
+
 EXAMPLE = REPO / "examples" / "multi-region-eu-residency"
 REGIONS = ("eu-west-1", "eu-central-1", "us-east-1")
 EU_REGIONS = frozenset({"eu-west-1", "eu-central-1"})
@@ -626,12 +630,6 @@ def up_throughout(faults: list[Fault], region: str, start: float, end: float) ->
 
 
 # --- the sidecar process -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def children(pid: int) -> list[int]:

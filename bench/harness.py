@@ -36,6 +36,11 @@ from pathlib import Path
 from typing import Any, cast
 
 REPO = Path(__file__).resolve().parents[1]
+
+if str(REPO) not in sys.path:  # run as `python bench/<script>.py`: only bench/ itself is on sys.path
+    sys.path.insert(0, str(REPO))
+from tests.ports import free_port  # noqa: E402  (one definition of how harnesses pick ports)
+
 PROMPT = "Summarize the benefits of unit testing in two sentences for a new engineer."
 
 # --- the fast fake upstream ------------------------------------------------------------------------------
@@ -317,12 +322,6 @@ def _wrk_load(
 
 
 # --- processes -----------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until_up(

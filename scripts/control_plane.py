@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -29,13 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "scripts" / "k8s-bins" / "build.sh"
 DEFAULT_STATE = REPO / ".local" / "control-plane"
-
-
-def free_port() -> int:
-    """An unused loopback TCP port (racy in theory; fine for one machine's tests)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+if str(REPO) not in sys.path:  # run as a script: only scripts/ itself is on sys.path
+    sys.path.insert(0, str(REPO))
+from tests.ports import free_port  # noqa: E402  (standard library only)
 
 
 def ensure_binaries() -> Path:

@@ -14,13 +14,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.ports import free_port
+
 PASSWORD = "fleet-test-password"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:
@@ -28,7 +24,7 @@ class RedisServer:
 
     def __init__(self, directory: Path, port: int | None = None, tls: bool = False) -> None:
         self.directory = directory
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.tls = tls
         """Serve TLS only (`rediss://`), with a certificate of a private CA (`ca_file`) for 127.0.0.1."""
         self.ca_file = directory / "tls" / "ca.crt"

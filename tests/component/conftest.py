@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,19 +26,13 @@ from modelroute_sidecar.server import DataServer
 from modelroute_sidecar.settings import Settings
 from modelroute_sidecar.state import Sidecar
 from tests.fakes.upstream import FakeUpstream
+from tests.ports import free_port  # noqa: F401  (tests import it from here)
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "test-admin-token"
 UPSTREAM_KEY = "sk-upstream-secret"
 
 FAKE_NAMES = ("eu-1", "eu-2", "us-1", "stable", "candidate", "small", "big")
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def eventually(
