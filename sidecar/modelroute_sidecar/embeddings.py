@@ -79,6 +79,9 @@ class Embedder:
         self._bpe = self._tokenizer.model
         self._rows = len(self._table)
         self._words: dict[str, list[int]] = {}
+        """A word after one space (`▁word`, nearly every word of a prompt), keyed by the bare word."""
+        self._spaced: dict[str, list[int]] = {}
+        """Any other piece (a word after a run of spaces, or the first word), keyed by the piece."""
         # Every float16 bit pattern as its float32 value (256 KiB): numpy's float16 -> float32 cast took
         # ~3 ns an element here (no vectorised loop), a gather from this table a third of that.
         self._widen = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
@@ -93,7 +96,7 @@ class Embedder:
         (measured 32 vs 375 µs); `tests/unit/test_learned_sidecar.py` checks the ids are equal. Only
         pieces of at most `_WORD_CACHE_CHARS` characters are kept, at most `_WORD_CACHE_MAX` of them
         (checked on every miss, so one prompt cannot overfill it)."""
-        words, bpe = self._words, self._bpe
+        words, spaced, bpe = self._words, self._spaced, self._bpe
         ids: list[int] = []
         if not text:
             return ids
@@ -102,19 +105,33 @@ class Embedder:
             if not word:
                 spaces += 1
                 continue
-            piece = "\u2581" * spaces + word
-            spaces = 1
-            found = words.get(piece)
-            if found is None:
-                found = [token.id for token in bpe.tokenize(piece)]
-                if len(piece) <= _WORD_CACHE_CHARS:
-                    if len(words) >= _WORD_CACHE_MAX:
-                        words.clear()
-                    words[piece] = found
+            # After one space (nearly every word) the bare word is the key: no `▁` + word string is
+            # built and hashed per word, only a miss builds the piece (a 2 KiB prompt: 0.67x the time).
+            if spaces == 1:
+                found = words.get(word)
+                if found is None:
+                    found = self._cached(words, word, "\u2581" + word)
+            else:
+                piece = "\u2581" * spaces + word
+                spaces = 1
+                found = spaced.get(piece)
+                if found is None:
+                    found = self._cached(spaced, piece, piece)
             ids.extend(found)
         if spaces > 1:  # trailing spaces
             ids.extend(token.id for token in bpe.tokenize("\u2581" * (spaces - 1)))
         return ids
+
+    def _cached(self, cache: dict[str, list[int]], key: str, piece: str) -> list[int]:
+        """The ids of `piece`, kept under `key` when the piece is short; a full cache is emptied first
+        (both caches together count against `_WORD_CACHE_MAX`)."""
+        found = [token.id for token in self._bpe.tokenize(piece)]
+        if len(piece) <= _WORD_CACHE_CHARS:
+            if len(self._words) + len(self._spaced) >= _WORD_CACHE_MAX:
+                self._words.clear()
+                self._spaced.clear()
+            cache[key] = found
+        return found
 
     def embed(self, text: str) -> Vector:
         """The unit embedding of `text` (zeros for text without tokens)."""
