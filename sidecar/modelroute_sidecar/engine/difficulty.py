@@ -57,7 +57,11 @@ _OPERATION_WORDS = _words(
     "difference twice half split share profit cost costs spend spent earn earns earned save saves "
     "saved increase decrease discount rate faster slower longer shorter older younger after before"
 )
-_WORD = re.compile(r"[a-z]+")
+# The words of a lower-cased text are its runs of a-z (what `re.findall("[a-z]+")` finds). In its
+# UTF-8 every byte of a non-ASCII character is >= 0x80, so mapping each byte that is not a-z to a
+# space and splitting gives the same runs, ~3x faster than the regex on a 2 KiB prompt (the
+# largest part of `text_signals`; tests/unit/test_difficulty_words.py checks it on the shared data).
+_LETTERS_ONLY = bytes(c if 0x61 <= c <= 0x7A else 0x20 for c in range(256))
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 
 
@@ -78,7 +82,7 @@ def text_signals(prompt: str) -> tuple[list[float], frozenset[str]]:
     text = prompt[-TEXT_WINDOW:]
     lower = text.lower()
     numbers = _NUMBER.findall(text)
-    words = _WORD.findall(lower)
+    words = lower.encode("utf-8", "surrogatepass").translate(_LETTERS_ONLY).decode("ascii").split()
     word_set = frozenset(words)
     values = []
     for number in numbers:

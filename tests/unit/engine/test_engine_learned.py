@@ -398,3 +398,25 @@ def test_a_tampered_head_does_not_match_its_pin() -> None:
     document["groups"][0]["bias"] = 0.0
     with pytest.raises(ValueError, match="the policy pins"):
         DifficultyModel(name="d", version="1", sha256=digest, head=document)
+
+
+def test_prompt_words_are_the_runs_of_a_to_z_of_the_lowered_text_whatever_its_characters() -> None:
+    # text_signals splits bytes instead of running the regex; any text must give the regex's words
+    import random
+    import re
+
+    alphabet = "abcxyzABCXYZ019 .,!?\n\t_-'/éÉßİıΣσжЖ中文🙂\u0301\u00a0\u2581\ud800\udfff"
+    pick = random.Random(11)
+    for _ in range(500):
+        text = "".join(pick.choice(alphabet) for _ in range(pick.randrange(0, 80)))
+        assert prompt_words(text) == frozenset(re.findall("[a-z]+", text.lower())), repr(text)
+    assert text_signals("Naïve café: ÀB über-Cool 🙂x\ud800y")[1] == {
+        "na",
+        "ve",
+        "caf",
+        "b",
+        "ber",
+        "cool",
+        "x",
+        "y",
+    }
