@@ -102,19 +102,11 @@ class Image:
 
 SPECS = {
     "operator": Image(
-        "operator",
-        "operator",
-        "modelroute-operator",
-        ("modelroute-operator", "modelroute"),
-        (9443, 8081),
+        "operator", "operator", "modelroute-operator", ("modelroute-operator", "modelroute"), (9443, 8081),
         "Kopf operator compiling ModelEndpoint, RoutingPolicy and Canary into router configs",
     ),
     "sidecar": Image(
-        "sidecar",
-        "sidecar",
-        "modelroute-sidecar",
-        ("modelroute-sidecar",),
-        (8080, 9901),
+        "sidecar", "sidecar", "modelroute-sidecar", ("modelroute-sidecar",), (8080, 9901),
         "OpenAI-compatible LLM router sidecar",
         # botocore's 28 MiB of service models serve its clients; we only sign SigV4 requests and decode
         # event streams (providers/aws.py), which read none of them. numpy's tests are 17 MiB.
@@ -128,11 +120,7 @@ SPECS = {
         ),
     ),
     "demo-app": Image(
-        "demo-app",
-        "",
-        "/usr/bin/python3",
-        (),
-        (),
+        "demo-app", "", "/usr/bin/python3", (), (),
         "scripts/demo's application: the official openai SDK calling the injected router",
         requirements=(f"openai=={importlib.metadata.version('openai')}",),
         files=(("scripts/demo_app.py", "opt/modelroute-demo/app.py"),),
@@ -157,15 +145,8 @@ def buildah(*args: str | Path, capture: bool = True) -> str:
     # A storage of our own: buildah's images of this project never mix with anything else on the host.
     store = CACHE / "buildah"
     return run(
-        "buildah",
-        "--root",
-        store / "storage",
-        "--runroot",
-        store / "run",
-        "--storage-driver",
-        "overlay",
-        *args,
-        capture=capture,
+        "buildah", "--root", store / "storage", "--runroot", store / "run", "--storage-driver", "overlay",
+        *args, capture=capture,
     ).strip()
 
 
@@ -209,15 +190,10 @@ def build_rootfs() -> tuple[Path, dict[str, str]]:
         root = Path(tmp) / "root"
         mirror = debian_mirror()
         run(
-            "mmdebstrap",
-            "--variant=extract",
-            "--mode=root",
-            "--format=directory",
+            "mmdebstrap", "--variant=extract", "--mode=root", "--format=directory",
             f"--include={','.join(BASE_PACKAGES)}",
             *[f"--dpkgopt=path-exclude=/{d}/*" for d in TRIM],
-            SUITE,
-            root,
-            *([mirror] if mirror else []),
+            SUITE, root, *([mirror] if mirror else []),
         )
         # extract runs no maintainer scripts: do by hand the few that matter at run time.
         for d in ("bin", "lib", "lib64", "sbin"):  # the merged-/usr links base-files would make
@@ -238,10 +214,7 @@ def build_rootfs() -> tuple[Path, dict[str, str]]:
         (root / "tmp").mkdir(exist_ok=True)
         (root / "tmp").chmod(0o1777)
         probe = run(
-            "chroot",
-            root,
-            "/usr/bin/python3",
-            "-c",
+            "chroot", root, "/usr/bin/python3", "-c",
             "import json, platform, ssl, sys; print(json.dumps({'python': '%d.%d' % sys.version_info[:2],"
             " 'python_full': platform.python_version(), 'glibc': platform.libc_ver()[1],"
             " 'openssl': ssl.OPENSSL_VERSION}))",
@@ -254,16 +227,8 @@ def build_rootfs() -> tuple[Path, dict[str, str]]:
         # Hash-checked bytecode that is never re-validated: the files never change in an image, and a
         # read-only root cannot write the timestamps' replacement anyway.
         run(
-            "chroot",
-            root,
-            "/usr/bin/python3",
-            "-m",
-            "compileall",
-            "-q",
-            "-j0",
-            "--invalidation-mode",
-            "unchecked-hash",
-            f"/usr/lib/python{meta['python']}",
+            "chroot", root, "/usr/bin/python3", "-m", "compileall", "-q", "-j0",
+            "--invalidation-mode", "unchecked-hash", f"/usr/lib/python{meta['python']}",
         )
         run("tar", "--numeric-owner", "--xattrs", "-C", root, "-cf", f"{tar}.tmp", ".")
         os.replace(f"{tar}.tmp", tar)
@@ -277,18 +242,8 @@ def base_image(tar: Path) -> str:
     """The buildah image made of the root filesystem (one layer, shared by both images)."""
     name = f"localhost/modelroute-base:{base_key()}"
     known = subprocess.run(
-        [
-            "buildah",
-            "--root",
-            CACHE / "buildah/storage",
-            "--runroot",
-            CACHE / "buildah/run",
-            "inspect",
-            "--type",
-            "image",
-            name,
-        ],
-        capture_output=True,
+        ["buildah", "--root", CACHE / "buildah/storage", "--runroot", CACHE / "buildah/run",
+         "inspect", "--type", "image", name], capture_output=True,
     )
     if known.returncode == 0:
         return name
@@ -330,23 +285,9 @@ def install_packages(image: Image, wheel: Path, meta: dict[str, str], into: Path
     platforms = [f"manylinux_{major}_{m}_x86_64" for m in range(minor, 4, -1)]
     platforms += ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
     run(
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "-q",
-        "--disable-pip-version-check",
-        "--no-compile",
-        "--target",
-        site,
-        "--only-binary=:all:",
-        "--implementation",
-        "cp",
-        "--python-version",
-        py,
-        "--abi",
-        f"cp{py.replace('.', '')}",
-        *[a for p in platforms for a in ("--platform", p)],
+        sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile",
+        "--target", site, "--only-binary=:all:", "--implementation", "cp", "--python-version", py,
+        "--abi", f"cp{py.replace('.', '')}", *[a for p in platforms for a in ("--platform", p)],
         *(image.requirements or (f"{wheel}[{image.extra}]",)),
     )
     # pip --target writes console scripts for the interpreter running pip; the image's own follow.
@@ -363,7 +304,9 @@ def install_packages(image: Image, wheel: Path, meta: dict[str, str], into: Path
     for name in image.scripts:
         module, func = scripts[name].split(":")
         path = bindir / name
-        path.write_text(f"#!/usr/bin/python3\nimport sys\nfrom {module} import {func}\nsys.exit({func}())\n")
+        path.write_text(
+            f"#!/usr/bin/python3\nimport sys\nfrom {module} import {func}\nsys.exit({func}())\n"
+        )
         path.chmod(0o755)
 
 
@@ -375,12 +318,8 @@ def image_key(image: Image, wheel_key: str) -> str:
     and files, so the demo's app is not rebuilt for every change of our sources."""
     if image.extra:
         return wheel_key
-    parts = [
-        *image.requirements,
-        *(f"{t}={hashlib.sha256((REPO / s).read_bytes()).hexdigest()}" for s, t in image.files),
-        base_key(),
-        str(IMAGE_RECIPE),
-    ]
+    parts = [*image.requirements, *(f"{t}={hashlib.sha256((REPO / s).read_bytes()).hexdigest()}"
+                                    for s, t in image.files), base_key(), str(IMAGE_RECIPE)]
     return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:12]
 
 
@@ -396,45 +335,21 @@ def build_image(image: Image, base: str, wheel: Path, meta: dict[str, str], key:
         try:
             buildah("copy", ctr, tree, "/")
             buildah(
-                "run",
-                "--isolation",
-                "chroot",
-                ctr,
-                "--",
-                "/usr/bin/python3",
-                "-m",
-                "compileall",
-                "-q",
-                "-j0",
-                "--invalidation-mode",
-                "unchecked-hash",
-                f"/usr/local/lib/python{meta['python']}",
+                "run", "--isolation", "chroot", ctr, "--",
+                "/usr/bin/python3", "-m", "compileall", "-q", "-j0",
+                "--invalidation-mode", "unchecked-hash", f"/usr/local/lib/python{meta['python']}",
             )
             if image.check:
                 buildah("run", "--isolation", "chroot", ctr, "--", "/usr/bin/python3", "-c", image.check)
             config = [
-                "--user",
-                f"{UID}:{UID}",
-                "--workingdir",
-                "/tmp",
-                "--entrypoint",
-                json.dumps([image.entrypoint]),
-                "--cmd",
-                "",
-                "--env",
-                "PYTHONUNBUFFERED=1",
-                "--env",
-                "PYTHONDONTWRITEBYTECODE=1",
-                "--label",
-                f"org.opencontainers.image.title=modelroute-{image.name}",
-                "--label",
-                f"org.opencontainers.image.description={image.description}",
-                "--label",
-                f"org.opencontainers.image.version={VERSION}",
-                "--label",
-                "org.opencontainers.image.licenses=Apache-2.0",
-                "--label",
-                f"dev.modelroute.base=debian-{meta['suite']}-python{meta['python_full']}",
+                "--user", f"{UID}:{UID}", "--workingdir", "/tmp",
+                "--entrypoint", json.dumps([image.entrypoint]), "--cmd", "",
+                "--env", "PYTHONUNBUFFERED=1", "--env", "PYTHONDONTWRITEBYTECODE=1",
+                "--label", f"org.opencontainers.image.title=modelroute-{image.name}",
+                "--label", f"org.opencontainers.image.description={image.description}",
+                "--label", f"org.opencontainers.image.version={VERSION}",
+                "--label", "org.opencontainers.image.licenses=Apache-2.0",
+                "--label", f"dev.modelroute.base=debian-{meta['suite']}-python{meta['python_full']}",
             ]
             for port in image.ports:
                 config += ["--port", str(port)]
@@ -444,12 +359,8 @@ def build_image(image: Image, base: str, wheel: Path, meta: dict[str, str], key:
             buildah("rm", ctr)
         # The archive's ref name is the full reference, so `ctr images import` names it as the kubelet
         # will ask for it.
-        buildah(
-            "push",
-            "--quiet",
-            f"localhost/{image.repository}:{key}",
-            f"oci-archive:{archive}.tmp:{image.reference}",
-        )
+        buildah("push", "--quiet", f"localhost/{image.repository}:{key}",
+                f"oci-archive:{archive}.tmp:{image.reference}")
         os.replace(f"{archive}.tmp", archive)
         buildah("rmi", f"localhost/{image.repository}:{key}")
     return archive
@@ -486,12 +397,8 @@ def configure(bundle: Path) -> list[str]:
     process["capabilities"] = {k: [] for k in sets}
     spec["root"]["readonly"] = True
     spec["mounts"].append(
-        {
-            "destination": "/tmp",
-            "type": "tmpfs",
-            "source": "tmpfs",
-            "options": ["nosuid", "nodev", "size=64m"],
-        }
+        {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "nodev", "size=64m"]}
     )
     spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"] if n["type"] != "network"]
     path.write_text(json.dumps(spec))
@@ -515,16 +422,8 @@ def smoke(image: Image, archive: Path, runs: int = 3) -> list[float]:
         for attempt in range(runs):
             admin = free_port()
             if image.name == "sidecar":
-                args = [
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(free_port()),
-                    "--admin-host",
-                    "127.0.0.1",
-                    "--admin-port",
-                    str(admin),
-                ]
+                args = ["--host", "127.0.0.1", "--port", str(free_port()), "--admin-host", "127.0.0.1",
+                        "--admin-port", str(admin)]
             else:
                 args = ["--help"]
             set_args(bundle, command + args)
@@ -532,12 +431,8 @@ def smoke(image: Image, archive: Path, runs: int = 3) -> list[float]:
             logfile = Path(tmp) / f"{cid}.log"
             start = time.monotonic()
             with logfile.open("w") as out:
-                proc = subprocess.Popen(
-                    ["runc", "run", "--bundle", str(bundle), cid],
-                    stdout=out,
-                    stderr=out,
-                    stdin=subprocess.DEVNULL,
-                )
+                proc = subprocess.Popen(["runc", "run", "--bundle", str(bundle), cid], stdout=out, stderr=out,
+                                        stdin=subprocess.DEVNULL)
             try:
                 timings.append(wait_ready(image, proc, admin, start, logfile))
             finally:
@@ -604,7 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     base = base_image(tar)
     with tempfile.TemporaryDirectory(prefix="modelroute-wheel-") as tmp:
         wheel = build_wheel(Path(tmp))
-        key = hashlib.sha256(f"{wheel_digest(wheel)} {base_key()} {IMAGE_RECIPE}".encode()).hexdigest()[:12]
+        key = hashlib.sha256(
+            f"{wheel_digest(wheel)} {base_key()} {IMAGE_RECIPE}".encode()
+        ).hexdigest()[:12]
         index = json.loads(INDEX.read_text()) if INDEX.exists() else {}
         for name in args.images or DEFAULT_IMAGES:
             image = SPECS[name]
@@ -623,11 +520,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{image.reference}  archive {mib(entry['archive_bytes'])}"
                 f"  unpacked {mib(entry['unpacked_bytes'])}"
-                + (
-                    f"  cold start {cold[0]:.2f} s (then {', '.join(f'{t:.2f}' for t in cold[1:])} s)"
-                    if cold
-                    else ""
-                )
+                + (f"  cold start {cold[0]:.2f} s (then {', '.join(f'{t:.2f}' for t in cold[1:])} s)"
+                   if cold else "")
                 + f"  {archive}"
             )
         INDEX.parent.mkdir(parents=True, exist_ok=True)
