@@ -60,7 +60,7 @@ _OPERATION_WORDS = _words(
 # The words of a lower-cased text are its runs of a-z (what `re.findall("[a-z]+")` finds). In its
 # UTF-8 every byte of a non-ASCII character is >= 0x80, so mapping each byte that is not a-z to a
 # space and splitting gives the same runs, ~3x faster than the regex on a 2 KiB prompt (the
-# largest part of `text_signals`; tests/unit/test_difficulty_words.py checks it on the shared data).
+# largest part of `text_signals`; tests/unit/engine/test_engine_learned.py checks it on hostile text).
 _LETTERS_ONLY = bytes(c if 0x61 <= c <= 0x7A else 0x20 for c in range(256))
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 
