@@ -46,6 +46,8 @@ _SEMANTIC: dict[str, SemanticIndex] = {}
 _CACHE_MAX = 16
 _WEIGHTS = "l2_supercat_256.safetensors"
 _TOKENIZER = "l2_supercat_tokenizer_config.json"
+_WIDEN_ROWS = 2048
+"""Rows of the float16 token table read and widened at a time when the model loads (1 MiB)."""
 _WORD_CACHE_MAX = 50_000
 """Words whose token ids a process keeps (a few MiB at most; cleared when full)."""
 _WORD_CACHE_CHARS = 32
@@ -54,11 +56,13 @@ and a prompt of long unique words must not make the cache hold megabytes."""
 
 
 class Embedder:
-    """WordLlama's default model, read from its wheel's files: the tokenizer and the float16 token table.
+    """WordLlama's default model, read from its wheel's files: the tokenizer and the token table.
 
-    Read directly (safetensors, tokenizers) rather than through `WordLlama.load`, which widens the table
-    to float32 and imports requests and the hub client: that halves the memory a worker pays (the
-    table stays 16 MiB; the rows a request needs are widened to float32 exactly, through `_widen`).
+    Read directly (safetensors, tokenizers) rather than through `WordLlama.load`, which imports requests
+    and the hub client. The float16 table (16 MiB) is widened to float32 once, at load (32 MiB): widening
+    the ~250 rows a 2 KiB prompt needs on every request was a third of the embedding's time (a gather
+    through a 65,536-entry float32 table: numpy's own float16 cast has no vectorised loop). The parent
+    of a multi-worker sidecar loads it for its first config before it forks, so the workers share it.
     `tests/unit/test_learned_sidecar.py` checks the vectors equal `WordLlama.embed(..., norm=True)`."""
 
     def __init__(self) -> None:
@@ -71,7 +75,14 @@ class Embedder:
             raise ValueError("learned routing needs the wordllama package (the sidecar extra)")
         package = Path(spec.submodule_search_locations[0])
         with safe_open(str(package / "weights" / _WEIGHTS), framework="numpy") as weights:
-            self._table = weights.get_tensor("embedding.weight")
+            # Widened a slice at a time: a whole float16 copy beside the float32 table left ~8 MiB more
+            # resident after it was freed (the heap does not give all of it back).
+            source = weights.get_slice("embedding.weight")
+            rows, dims = source.get_shape()
+            self._table = np.empty((rows, dims), dtype=np.float32)
+            for start in range(0, rows, _WIDEN_ROWS):
+                end = min(rows, start + _WIDEN_ROWS)
+                self._table[start:end] = source[start:end]
         self._np = np
         self._tokenizer = Tokenizer.from_file(str(package / "tokenizers" / _TOKENIZER))
         self._tokenizer.no_padding()
@@ -82,9 +93,6 @@ class Embedder:
         """A word after one space (`▁word`, nearly every word of a prompt), keyed by the bare word."""
         self._spaced: dict[str, list[int]] = {}
         """A word after a run of spaces (`▁▁word`), keyed by the whole piece."""
-        # Every float16 bit pattern as its float32 value (256 KiB): numpy's float16 -> float32 cast took
-        # ~3 ns an element here (no vectorised loop), a gather from this table a third of that.
-        self._widen = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
 
     def token_ids(self, text: str) -> list[int]:
         """The tokenizer's ids for `text`, word by word through a bounded cache.
@@ -142,11 +150,19 @@ class Embedder:
             return zeros
         # The mean of the rows, as a count-weighted sum over the distinct tokens: a prompt repeats its
         # tokens (a 2 KiB prompt of the shared data: ~500 tokens, ~250 distinct), and only the distinct
-        # rows are gathered and widened. 557 -> 231 µs for such prompts (bench/decision_bench.py's
-        # "learned score" is this plus the head); equal to the mean of the widened rows within 2e-7.
-        distinct, counts = np.unique(np.minimum(ids, self._rows - 1), return_counts=True)
-        rows = self._widen.take(self._table.take(distinct, axis=0).view(np.uint16))
-        vector = (counts.astype(np.float32) @ rows) / np.float32(len(ids))
+        # rows are gathered. 557 -> 231 µs for such prompts (bench/decision_bench.py's "learned score" is
+        # this plus the head); equal to the mean of the rows within 2e-7.
+        # The distinct ids and their counts by hand, as `np.unique(..., return_counts=True)` finds them:
+        # its Python-level steps cost more than the sort for ~500 ids (~55 µs of ~240, same vector).
+        tokens = np.fromiter(ids, dtype=np.intp, count=len(ids))
+        np.minimum(tokens, self._rows - 1, out=tokens)
+        tokens.sort()
+        first = np.empty(len(tokens), dtype=bool)
+        first[0] = True
+        np.not_equal(tokens[1:], tokens[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        counts = np.diff(starts, append=len(tokens)).astype(np.float32)
+        vector = (counts @ self._table.take(tokens[starts], axis=0)) / np.float32(len(ids))
         norm = float(np.linalg.norm(vector))
         unit: Vector = vector / norm if norm else vector
         return unit
