@@ -63,6 +63,7 @@ _OPERATION_WORDS = _words(
 # largest part of `text_signals`; tests/unit/engine/test_engine_learned.py checks it on hostile text).
 _LETTERS_ONLY = bytes(c if 0x61 <= c <= 0x7A else 0x20 for c in range(256))
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
+_FRACTION = re.compile(r"\d/\d")
 
 
 def text_features(prompt: str) -> list[float]:
@@ -105,7 +106,8 @@ def text_signals(prompt: str) -> tuple[list[float], frozenset[str]]:
         float(any("." in number for number in numbers)),
         float("%" in text or "percent" in word_set),
         float("$" in text),
-        float(bool(re.search(r"\d/\d", text))),
+        # A regex that opens with \d tries every position (~25 µs for 2 KiB); most prompts have no '/'.
+        float("/" in text and _FRACTION.search(text) is not None),
         math.log10(1.0 + max(values, default=0.0)),
         float(len(option_lines)),
         math.log1p(sum(len(line) for line in option_lines)),
